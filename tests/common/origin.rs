@@ -25,7 +25,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -45,7 +45,8 @@ const DISK_READ: usize = 256 * 1024;
 /// After the last byte before an injected reset, wait this long so hyper
 /// flushes what was yielded before the connection is aborted.
 const RESET_FLUSH_DELAY: Duration = Duration::from_millis(100);
-/// The request log keeps at most this many records (later ones are dropped).
+/// By default the request log keeps at most this many records (later ones
+/// are dropped); see [`Origin::set_log_limit`].
 const LOG_LIMIT: usize = 100_000;
 
 /// Faults injected for one path. `Default` is a well-behaved origin.
@@ -155,6 +156,7 @@ struct Inner {
     path_counters: Mutex<HashMap<String, Arc<Counters>>>,
     total: Arc<Counters>,
     log: Mutex<Vec<Arc<LogEntry>>>,
+    log_limit: AtomicUsize,
     /// Fake clock for Last-Modified: advances >= 1 s per change.
     clock: Mutex<Option<SystemTime>>,
     next_tag: AtomicU64,
@@ -182,7 +184,18 @@ impl Origin {
 
     /// Binds the given address and starts serving.
     pub async fn bind(addr: SocketAddr) -> io::Result<Origin> {
-        let listener = tokio::net::TcpListener::bind(addr).await?;
+        // TCP_NODELAY on the listening socket is inherited by accepted
+        // sockets on Linux: without it, small throttled pieces meet Nagle
+        // and delayed ACKs (40 ms stalls).
+        let socket = if addr.is_ipv4() {
+            tokio::net::TcpSocket::new_v4()?
+        } else {
+            tokio::net::TcpSocket::new_v6()?
+        };
+        socket.set_reuseaddr(true)?;
+        socket.set_nodelay(true)?;
+        socket.bind(addr)?;
+        let listener = socket.listen(1024)?;
         let addr = listener.local_addr()?;
         let inner = Arc::new(Inner {
             addr,
@@ -191,6 +204,7 @@ impl Origin {
             path_counters: Mutex::new(HashMap::new()),
             total: Arc::new(Counters::default()),
             log: Mutex::new(Vec::new()),
+            log_limit: AtomicUsize::new(LOG_LIMIT),
             clock: Mutex::new(None),
             next_tag: AtomicU64::new(1),
             salt: rand::random::<u32>(),
@@ -310,6 +324,11 @@ impl Origin {
             c.reset();
         }
         self.inner.log.lock().unwrap().clear();
+    }
+
+    /// Keep at most `n` records in the request log (0: keep none).
+    pub fn set_log_limit(&self, n: usize) {
+        self.inner.log_limit.store(n, Ordering::Relaxed);
     }
 
     /// Requests seen since start (or the last `reset_stats`), oldest first.
@@ -494,7 +513,7 @@ async fn handle(
     });
     {
         let mut l = inner.log.lock().unwrap();
-        if l.len() < LOG_LIMIT {
+        if l.len() < inner.log_limit.load(Ordering::Relaxed) {
             l.push(log.clone());
         }
     }
