@@ -1,0 +1,544 @@
+//! Load and measurement client for spool's benchmarks. Every subcommand
+//! prints one JSON object on stdout.
+//!
+//!     loadgen throughput --url URL --clients N --duration-secs S [--range-size BYTES]
+//!     loadgen seq        --url URL [--expect-file PATH]
+//!     loadgen seeks      --url URL --count K --size FILESIZE --len BYTES [--seed N] [--expect-file PATH]
+//!     loadgen gap        --url URL
+//!     loadgen fanout     --url URL --clients N [--expect-size BYTES]
+//!     loadgen free-port
+//!
+//! Everything is bounded: each request has a timeout (--timeout-secs,
+//! default 60 s), and `throughput` stops every client at its deadline.
+
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use clap::{Parser, Subcommand};
+use rand::{Rng, SeedableRng};
+use serde_json::{json, Value};
+
+#[derive(Parser)]
+#[command(about = "Load and measurement client for spool benchmarks")]
+struct Args {
+    /// Per-request timeout in seconds (whole request, body included).
+    #[arg(long, global = true, default_value_t = 60)]
+    timeout_secs: u64,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// N concurrent clients GET the URL (whole, or random ranges) in a loop
+    /// for S seconds; aggregate throughput.
+    Throughput {
+        #[arg(long)]
+        url: String,
+        #[arg(long, default_value_t = 1)]
+        clients: usize,
+        #[arg(long, default_value_t = 10)]
+        duration_secs: u64,
+        /// GET random ranges of this size instead of the whole URL.
+        #[arg(long)]
+        range_size: Option<u64>,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+    },
+    /// One GET of the whole URL: throughput and time to first body byte.
+    Seq {
+        #[arg(long)]
+        url: String,
+        /// Compare every received byte with this file.
+        #[arg(long)]
+        expect_file: Option<PathBuf>,
+    },
+    /// K sequential GETs of random ranges; time to first body byte.
+    Seeks {
+        #[arg(long)]
+        url: String,
+        #[arg(long, default_value_t = 100)]
+        count: usize,
+        /// Size of the resource in bytes.
+        #[arg(long)]
+        size: u64,
+        /// Length of each range.
+        #[arg(long, default_value_t = 65536)]
+        len: u64,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Compare every received range with this file.
+        #[arg(long)]
+        expect_file: Option<PathBuf>,
+    },
+    /// One GET of the whole URL: largest gap between body pieces.
+    Gap {
+        #[arg(long)]
+        url: String,
+    },
+    /// N concurrent GETs of the whole URL, once each.
+    Fanout {
+        #[arg(long)]
+        url: String,
+        #[arg(long, default_value_t = 20)]
+        clients: usize,
+        /// Each client must receive exactly this many bytes.
+        #[arg(long)]
+        expect_size: Option<u64>,
+    },
+    /// Print a free TCP port on 127.0.0.1.
+    FreePort,
+}
+
+fn client(timeout: Duration) -> reqwest::Client {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::builder()
+        .no_proxy()
+        .timeout(timeout)
+        .connect_timeout(Duration::from_secs(10))
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .expect("reqwest client")
+}
+
+fn ms(d: Duration) -> f64 {
+    (d.as_secs_f64() * 1e6).round() / 1e3
+}
+
+#[tokio::main]
+async fn main() {
+    let args = Args::parse();
+    let timeout = Duration::from_secs(args.timeout_secs);
+    let out = match args.cmd {
+        Cmd::Throughput { url, clients, duration_secs, range_size, seed } => {
+            throughput(client(timeout), url, clients, duration_secs, range_size, seed).await
+        }
+        Cmd::Seq { url, expect_file } => seq(client(timeout), url, expect_file).await,
+        Cmd::Seeks { url, count, size, len, seed, expect_file } => {
+            seeks(client(timeout), url, count, size, len, seed, expect_file).await
+        }
+        Cmd::Gap { url } => gap(client(timeout), url).await,
+        Cmd::Fanout { url, clients, expect_size } => {
+            fanout(client(timeout), url, clients, expect_size).await
+        }
+        Cmd::FreePort => {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+            json!({ "port": l.local_addr().unwrap().port() })
+        }
+    };
+    println!("{out}");
+}
+
+/// Size of the resource: from `Content-Range` of a `bytes=0-0` GET, else
+/// from `Content-Length` of a plain GET's headers.
+async fn resource_size(c: &reqwest::Client, url: &str) -> Result<u64, String> {
+    let res = c
+        .get(url)
+        .header("Range", "bytes=0-0")
+        .send()
+        .await
+        .map_err(|e| format!("size probe: {e}"))?;
+    if res.status() == 206 {
+        if let Some(total) = res
+            .headers()
+            .get("content-range")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.rsplit('/').next())
+            .and_then(|v| v.parse().ok())
+        {
+            return Ok(total);
+        }
+    }
+    if res.status() == 200 {
+        if let Some(len) = res.content_length() {
+            return Ok(len);
+        }
+    }
+    Err(format!("size probe: status {}, no usable length", res.status()))
+}
+
+async fn throughput(
+    c: reqwest::Client,
+    url: String,
+    clients: usize,
+    duration_secs: u64,
+    range_size: Option<u64>,
+    seed: u64,
+) -> Value {
+    let size = match range_size {
+        Some(_) => match resource_size(&c, &url).await {
+            Ok(s) => Some(s),
+            Err(e) => return json!({ "error": e }),
+        },
+        None => None,
+    };
+    let bytes = Arc::new(AtomicU64::new(0));
+    let requests = Arc::new(AtomicU64::new(0));
+    let errors = Arc::new(AtomicU64::new(0));
+    let start = tokio::time::Instant::now();
+    let deadline = start + Duration::from_secs(duration_secs);
+    let mut tasks = Vec::new();
+    for i in 0..clients {
+        let (c, url) = (c.clone(), url.clone());
+        let (bytes, requests, errors) = (bytes.clone(), requests.clone(), errors.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut rng = rand::rngs::StdRng::seed_from_u64(seed.wrapping_add(i as u64));
+            while tokio::time::Instant::now() < deadline {
+                let mut req = c.get(&url);
+                let mut want = None;
+                if let (Some(len), Some(size)) = (range_size, size) {
+                    let len = len.min(size).max(1);
+                    let a = rng.random_range(0..=size - len);
+                    req = req.header("Range", format!("bytes={}-{}", a, a + len - 1));
+                    want = Some(len);
+                }
+                let one = async {
+                    let mut res = req.send().await.map_err(|_| ())?;
+                    if !res.status().is_success() {
+                        return Err(());
+                    }
+                    let mut got = 0u64;
+                    while let Some(chunk) = res.chunk().await.map_err(|_| ())? {
+                        got += chunk.len() as u64;
+                        bytes.fetch_add(chunk.len() as u64, Ordering::Relaxed);
+                    }
+                    match want {
+                        Some(w) if w != got => Err(()),
+                        _ => Ok(()),
+                    }
+                };
+                match tokio::time::timeout_at(deadline, one).await {
+                    Ok(Ok(())) => {
+                        requests.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Ok(Err(())) => {
+                        errors.fetch_add(1, Ordering::Relaxed);
+                        tokio::time::sleep(Duration::from_millis(10)).await;
+                    }
+                    Err(_) => break, // deadline hit mid-request: stop
+                }
+            }
+        }));
+    }
+    for t in tasks {
+        let _ = t.await;
+    }
+    let secs = start.elapsed().as_secs_f64();
+    let total = bytes.load(Ordering::Relaxed);
+    json!({
+        "mode": "throughput",
+        "url": url,
+        "clients": clients,
+        "range_size": range_size,
+        "bytes": total,
+        "seconds": secs,
+        "bytes_per_sec": total as f64 / secs,
+        "mib_per_sec": total as f64 / secs / 1048576.0,
+        "requests_completed": requests.load(Ordering::Relaxed),
+        "errors": errors.load(Ordering::Relaxed),
+    })
+}
+
+/// Compares received pieces with a file in a separate thread, so the
+/// comparison overlaps the transfer.
+struct Verifier {
+    tx: Option<std::sync::mpsc::SyncSender<(u64, Bytes)>>,
+    handle: Option<std::thread::JoinHandle<Result<(), String>>>,
+}
+
+impl Verifier {
+    fn new(path: &PathBuf) -> Result<Verifier, String> {
+        let file = File::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let (tx, rx) = std::sync::mpsc::sync_channel::<(u64, Bytes)>(64);
+        let handle = std::thread::spawn(move || {
+            let mut buf = Vec::new();
+            let mut first_err = Ok(());
+            for (offset, data) in rx {
+                if first_err.is_err() {
+                    continue;
+                }
+                buf.resize(data.len(), 0);
+                let mut got = 0;
+                while got < buf.len() {
+                    match file.read_at(&mut buf[got..], offset + got as u64) {
+                        Ok(0) => break,
+                        Ok(n) => got += n,
+                        Err(e) => {
+                            first_err = Err(format!("read expect file: {e}"));
+                            break;
+                        }
+                    }
+                }
+                if first_err.is_ok() && (got != data.len() || buf[..] != data[..]) {
+                    let at = (0..got.min(data.len()))
+                        .find(|&i| buf[i] != data[i])
+                        .unwrap_or(got.min(data.len()));
+                    first_err = Err(format!("mismatch at byte {}", offset + at as u64));
+                }
+            }
+            first_err
+        });
+        Ok(Verifier { tx: Some(tx), handle: Some(handle) })
+    }
+
+    fn check(&self, offset: u64, data: Bytes) {
+        if let Some(tx) = &self.tx {
+            let _ = tx.send((offset, data));
+        }
+    }
+
+    fn finish(mut self) -> Result<(), String> {
+        drop(self.tx.take());
+        self.handle.take().unwrap().join().unwrap_or(Err("verifier panicked".into()))
+    }
+}
+
+async fn seq(c: reqwest::Client, url: String, expect_file: Option<PathBuf>) -> Value {
+    let verifier = match expect_file.as_ref().map(Verifier::new).transpose() {
+        Ok(v) => v,
+        Err(e) => return json!({ "error": e }),
+    };
+    let t0 = Instant::now();
+    let mut res = match c.get(&url).send().await {
+        Ok(r) => r,
+        Err(e) => return json!({ "mode": "seq", "url": url, "error": e.to_string() }),
+    };
+    let status = res.status().as_u16();
+    let mut ttfb = None;
+    let mut total = 0u64;
+    let mut error = None;
+    loop {
+        match res.chunk().await {
+            Ok(Some(chunk)) => {
+                ttfb.get_or_insert_with(|| t0.elapsed());
+                if let Some(v) = &verifier {
+                    v.check(total, chunk.clone());
+                }
+                total += chunk.len() as u64;
+            }
+            Ok(None) => break,
+            Err(e) => {
+                error = Some(e.to_string());
+                break;
+            }
+        }
+    }
+    let secs = t0.elapsed().as_secs_f64();
+    let mut out = json!({
+        "mode": "seq",
+        "url": url,
+        "status": status,
+        "bytes": total,
+        "seconds": secs,
+        "bytes_per_sec": total as f64 / secs,
+        "mib_per_sec": total as f64 / secs / 1048576.0,
+        "ttfb_ms": ttfb.map(ms),
+        "error": error,
+    });
+    if let (Some(v), Some(path)) = (verifier, expect_file) {
+        let file_len = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(u64::MAX);
+        let cmp = v.finish();
+        let identical = cmp.is_ok() && total == file_len && out["error"].is_null();
+        out["identical"] = json!(identical);
+        if let Err(e) = cmp {
+            out["mismatch"] = json!(e);
+        } else if total != file_len {
+            out["mismatch"] = json!(format!("got {total} bytes, file has {file_len}"));
+        }
+    }
+    out
+}
+
+fn percentile(sorted: &[f64], p: f64) -> Option<f64> {
+    if sorted.is_empty() {
+        return None;
+    }
+    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
+    Some(sorted[rank.clamp(1, sorted.len()) - 1])
+}
+
+async fn seeks(
+    c: reqwest::Client,
+    url: String,
+    count: usize,
+    size: u64,
+    len: u64,
+    seed: u64,
+    expect_file: Option<PathBuf>,
+) -> Value {
+    let verifier = match expect_file.as_ref().map(Verifier::new).transpose() {
+        Ok(v) => v,
+        Err(e) => return json!({ "error": e }),
+    };
+    let len = len.min(size).max(1);
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let mut ttfbs = Vec::with_capacity(count);
+    let mut errors = 0u64;
+    let mut first_error: Option<String> = None;
+    let t_all = Instant::now();
+    for _ in 0..count {
+        let a = rng.random_range(0..=size - len);
+        let t0 = Instant::now();
+        let r: Result<(), String> = async {
+            let mut res = c
+                .get(&url)
+                .header("Range", format!("bytes={}-{}", a, a + len - 1))
+                .send()
+                .await
+                .map_err(|e| e.to_string())?;
+            if res.status() != 206 {
+                return Err(format!("status {}", res.status()));
+            }
+            let mut got = 0u64;
+            while let Some(chunk) = res.chunk().await.map_err(|e| e.to_string())? {
+                if got == 0 {
+                    ttfbs.push(ms(t0.elapsed()));
+                }
+                if let Some(v) = &verifier {
+                    v.check(a + got, chunk.clone());
+                }
+                got += chunk.len() as u64;
+            }
+            if got != len {
+                return Err(format!("got {got} bytes of {len}"));
+            }
+            Ok(())
+        }
+        .await;
+        if let Err(e) = r {
+            errors += 1;
+            first_error.get_or_insert(e);
+        }
+    }
+    let mut sorted = ttfbs.clone();
+    sorted.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    let mut out = json!({
+        "mode": "seeks",
+        "url": url,
+        "count": count,
+        "len": len,
+        "seed": seed,
+        "seconds": t_all.elapsed().as_secs_f64(),
+        "p50_ms": percentile(&sorted, 50.0),
+        "p99_ms": percentile(&sorted, 99.0),
+        "max_ms": sorted.last(),
+        "mean_ms": if sorted.is_empty() { None } else { Some(sorted.iter().sum::<f64>() / sorted.len() as f64) },
+        "errors": errors,
+        "first_error": first_error,
+    });
+    if let Some(v) = verifier {
+        let cmp = v.finish();
+        out["identical"] = json!(cmp.is_ok() && errors == 0);
+        if let Err(e) = cmp {
+            out["mismatch"] = json!(e);
+        }
+    }
+    out
+}
+
+async fn gap(c: reqwest::Client, url: String) -> Value {
+    let t0 = Instant::now();
+    let mut res = match c.get(&url).send().await {
+        Ok(r) => r,
+        Err(e) => return json!({ "mode": "gap", "url": url, "error": e.to_string() }),
+    };
+    let status = res.status().as_u16();
+    let mut last: Option<Instant> = None;
+    let mut ttfb = None;
+    let mut max_gap = Duration::ZERO;
+    let mut total = 0u64;
+    let mut pieces = 0u64;
+    let mut error = None;
+    loop {
+        match res.chunk().await {
+            Ok(Some(chunk)) => {
+                let now = Instant::now();
+                match last {
+                    None => ttfb = Some(now - t0),
+                    Some(prev) => max_gap = max_gap.max(now - prev),
+                }
+                last = Some(now);
+                total += chunk.len() as u64;
+                pieces += 1;
+            }
+            Ok(None) => break,
+            Err(e) => {
+                error = Some(e.to_string());
+                break;
+            }
+        }
+    }
+    let secs = t0.elapsed().as_secs_f64();
+    json!({
+        "mode": "gap",
+        "url": url,
+        "status": status,
+        "bytes": total,
+        "pieces": pieces,
+        "seconds": secs,
+        "bytes_per_sec": total as f64 / secs,
+        "ttfb_ms": ttfb.map(ms),
+        "max_gap_ms": ms(max_gap),
+        "error": error,
+    })
+}
+
+async fn fanout(c: reqwest::Client, url: String, clients: usize, expect_size: Option<u64>) -> Value {
+    let t0 = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..clients {
+        let (c, url) = (c.clone(), url.clone());
+        tasks.push(tokio::spawn(async move {
+            let t0 = Instant::now();
+            let mut res = c.get(&url).send().await.map_err(|e| e.to_string())?;
+            if !res.status().is_success() {
+                return Err(format!("status {}", res.status()));
+            }
+            let mut got = 0u64;
+            while let Some(chunk) = res.chunk().await.map_err(|e| e.to_string())? {
+                got += chunk.len() as u64;
+            }
+            Ok::<_, String>((got, t0.elapsed().as_secs_f64()))
+        }));
+    }
+    let mut sizes = Vec::new();
+    let mut secs = Vec::new();
+    let mut errors = 0u64;
+    let mut first_error = None;
+    for t in tasks {
+        match t.await.map_err(|e| e.to_string()).and_then(|r| r) {
+            Ok((got, s)) => {
+                if expect_size.is_some_and(|e| e != got) {
+                    errors += 1;
+                    first_error.get_or_insert(format!("got {got} bytes"));
+                }
+                sizes.push(got);
+                secs.push(s);
+            }
+            Err(e) => {
+                errors += 1;
+                first_error.get_or_insert(e);
+            }
+        }
+    }
+    let total: u64 = sizes.iter().sum();
+    let seconds = t0.elapsed().as_secs_f64();
+    json!({
+        "mode": "fanout",
+        "url": url,
+        "clients": clients,
+        "bytes": total,
+        "min_client_bytes": sizes.iter().min(),
+        "max_client_bytes": sizes.iter().max(),
+        "seconds": seconds,
+        "slowest_client_seconds": secs.iter().cloned().fold(0.0, f64::max),
+        "bytes_per_sec": total as f64 / seconds,
+        "errors": errors,
+        "first_error": first_error,
+    })
+}

@@ -1,0 +1,94 @@
+//! Standalone test origin for benchmarks: serves every file of a directory
+//! (non-recursive, by file name) from disk, with optional latency and
+//! throttling on every response.
+//!
+//!     cargo run --release --example origin -- --listen 127.0.0.1:0 --dir DIR \
+//!         [--latency-ms 50] [--rate 8000000]
+//!
+//! Prints `listening on 127.0.0.1:PORT` once bound, then serves until killed.
+
+#[allow(dead_code)]
+#[path = "../tests/common/origin.rs"]
+mod origin;
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Parser;
+use origin::{Faults, Origin};
+
+#[derive(Parser)]
+#[command(about = "Test origin serving the files of a directory")]
+struct Args {
+    /// Address to listen on (port 0 picks a free one).
+    #[arg(long, default_value = "127.0.0.1:0")]
+    listen: SocketAddr,
+    /// Directory whose files are served, by file name.
+    #[arg(long)]
+    dir: PathBuf,
+    /// Delay before every response's headers, in milliseconds.
+    #[arg(long, default_value_t = 0)]
+    latency_ms: u64,
+    /// Throttle every response body to this many bytes per second.
+    #[arg(long)]
+    rate: Option<u64>,
+}
+
+#[tokio::main]
+async fn main() {
+    let args = Args::parse();
+    let origin = match Origin::bind(args.listen).await {
+        Ok(o) => o,
+        Err(e) => {
+            eprintln!("origin: cannot listen on {}: {e}", args.listen);
+            std::process::exit(1);
+        }
+    };
+    origin.set_log_limit(0); // long runs: keep counters only
+    let faults = Faults {
+        latency: Duration::from_millis(args.latency_ms),
+        rate_bytes_per_sec: args.rate,
+        ..Default::default()
+    };
+    let entries = match std::fs::read_dir(&args.dir) {
+        Ok(e) => e,
+        Err(e) => {
+            eprintln!("origin: cannot read {}: {e}", args.dir.display());
+            std::process::exit(1);
+        }
+    };
+    let mut count = 0;
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if !path.is_file() {
+            continue;
+        }
+        let Some(name) = path.file_name().and_then(|n| n.to_str()).map(str::to_string) else {
+            continue;
+        };
+        origin.add_disk_file(&name, path, content_type(&name));
+        origin.set_faults(&name, faults.clone());
+        count += 1;
+    }
+    eprintln!("origin: serving {count} files from {}", args.dir.display());
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "listening on {}", origin.addr()).unwrap();
+    out.flush().unwrap();
+    drop(out);
+    std::future::pending::<()>().await;
+}
+
+fn content_type(name: &str) -> &'static str {
+    match name.rsplit('.').next().unwrap_or("") {
+        "mp4" | "m4v" => "video/mp4",
+        "mkv" => "video/x-matroska",
+        "webm" => "video/webm",
+        "ts" => "video/mp2t",
+        "mp3" => "audio/mpeg",
+        "m4a" => "audio/mp4",
+        "txt" => "text/plain",
+        _ => "application/octet-stream",
+    }
+}
