@@ -1,0 +1,211 @@
+//! The media spool knows: found in memory, loaded from the index, or
+//! learned from the origin on first use.
+//!
+//! A cold media is not probed with a separate request: the first ranged GET
+//! for the player's position tells the size, type and validators *and*
+//! starts the download, so a cold seek costs one origin round trip.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use reqwest::StatusCode;
+use tracing::{info, warn};
+use url::Url;
+
+use crate::fetch;
+use crate::index::MediaRow;
+use crate::inflight::ChunkFailure;
+use crate::media::Media;
+use crate::upstream::{Head, UpstreamError};
+use crate::Shared;
+
+/// What opening a URL gives.
+pub enum Opened {
+    /// A media of known size, served through the cache.
+    Media(Arc<Media>),
+    /// The origin does not tell the size: its response is relayed as it is.
+    Passthrough(reqwest::Response, Head),
+}
+
+#[derive(Default)]
+pub struct Catalog {
+    media: Mutex<HashMap<String, Arc<Media>>>,
+    /// One opener per URL at a time, so concurrent cold players share one
+    /// origin request.
+    opening: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+}
+
+impl Catalog {
+    fn cached(&self, url: &str) -> Option<Arc<Media>> {
+        self.media.lock().unwrap().get(url).cloned()
+    }
+
+    /// Opens a media. `start` is the byte the player wants first, when it is
+    /// known before the size is: a cold open then starts the download there.
+    pub async fn open(
+        shared: &Arc<Shared>,
+        url: &Url,
+        start: Option<u64>,
+    ) -> Result<Opened, UpstreamError> {
+        let key = url.as_str();
+        if let Some(m) = shared.catalog.cached(key) {
+            return Ok(Opened::Media(m));
+        }
+        let gate = shared
+            .catalog
+            .opening
+            .lock()
+            .unwrap()
+            .entry(key.to_owned())
+            .or_default()
+            .clone();
+        let _guard = gate.lock().await;
+        if let Some(m) = shared.catalog.cached(key) {
+            return Ok(Opened::Media(m));
+        }
+        let opened = Catalog::load_or_probe(shared, url, start).await;
+        shared.catalog.opening.lock().unwrap().remove(key);
+        opened
+    }
+
+    async fn load_or_probe(
+        shared: &Arc<Shared>,
+        url: &Url,
+        start: Option<u64>,
+    ) -> Result<Opened, UpstreamError> {
+        match shared.index.media(url.as_str()).await {
+            Ok(Some(row)) => match shared.index.chunks(row.media_id).await {
+                Ok(chunks) => {
+                    let media = Arc::new(Media::new(row, chunks));
+                    shared.catalog.insert(&media);
+                    return Ok(Opened::Media(media));
+                }
+                Err(e) => warn!(error = %e, "index read failed; asking the origin"),
+            },
+            Ok(None) => {}
+            Err(e) => warn!(error = %e, "index read failed; asking the origin"),
+        }
+        Catalog::probe(shared, url, start).await
+    }
+
+    /// Learns a media from the origin with a ranged GET from the chunk that
+    /// holds `start` (or a one-byte GET when the start is not known yet).
+    async fn probe(
+        shared: &Arc<Shared>,
+        url: &Url,
+        start: Option<u64>,
+    ) -> Result<Opened, UpstreamError> {
+        let chunk_size = shared.cfg.chunk_size;
+        let first_chunk = start.map(|s| s / chunk_size);
+        let range = match first_chunk {
+            Some(c) => (c * chunk_size, None),
+            None => (0, Some(0)),
+        };
+        shared.metrics.upstream_requests.inc();
+        let resp = shared.upstream.get(url, Some(range)).await?;
+        let head = Head::parse(resp.status(), resp.headers())?;
+        let Some(size) = head.total else {
+            if head.status == StatusCode::RANGE_NOT_SATISFIABLE {
+                return Err(UpstreamError::Protocol("416 without a size".into()));
+            }
+            // Without a size there are no chunks to cache; when the probe was
+            // a one-byte GET, ask again for the whole body.
+            if first_chunk.is_none() && head.status == StatusCode::PARTIAL_CONTENT {
+                shared.metrics.upstream_requests.inc();
+                let resp = shared.upstream.get(url, None).await?;
+                let head = Head::parse(resp.status(), resp.headers())?;
+                return Ok(Opened::Passthrough(resp, head));
+            }
+            return Ok(Opened::Passthrough(resp, head));
+        };
+        let row = MediaRow {
+            media_id: 0,
+            url: url.as_str().to_owned(),
+            size_bytes: size,
+            chunk_size_bytes: chunk_size,
+            content_type: head.content_type.clone(),
+            etag: head.etag.clone(),
+            last_modified: head.last_modified.clone(),
+            accepts_ranges: head.status != StatusCode::OK,
+        };
+        let media = Catalog::record(shared, row).await;
+        info!(
+            url = %redact(url),
+            size,
+            etag = head.etag.as_deref().unwrap_or("-"),
+            ranges = media.row.accepts_ranges,
+            "new media"
+        );
+        if let (Some(c), true) = (first_chunk, size > 0) {
+            if head.status != StatusCode::RANGE_NOT_SATISFIABLE && c < media.chunk_count() {
+                fetch::start_with(shared, &media, c, resp, head);
+            }
+        }
+        Ok(Opened::Media(media))
+    }
+
+    /// Records a new media version in the index (dropping an older one and
+    /// its files) and in memory. When the index cannot be written, the media
+    /// still streams: it gets an id no index row will match, and its chunks
+    /// fail to be recorded.
+    async fn record(shared: &Arc<Shared>, mut row: MediaRow) -> Arc<Media> {
+        match shared.index.replace_media(row.clone()).await {
+            Ok((id, old)) => {
+                row.media_id = id;
+                if let Some(old) = old {
+                    shared.store.remove_media(old);
+                }
+            }
+            Err(e) => {
+                warn!(error = %e, "cannot record media in the index; streaming uncached");
+                row.media_id = -1;
+            }
+        }
+        let media = Arc::new(Media::new(row, Vec::new()));
+        shared.catalog.insert(&media);
+        media
+    }
+
+    fn insert(&self, media: &Arc<Media>) {
+        self.media
+            .lock()
+            .unwrap()
+            .insert(media.row.url.clone(), media.clone());
+    }
+
+    /// Drops a media version whose origin copy changed: downloads of it
+    /// stop, its chunks are deleted, and the next player probes anew.
+    pub async fn invalidate(shared: &Arc<Shared>, media: &Arc<Media>) {
+        if media.is_gone() {
+            return;
+        }
+        {
+            let mut map = shared.catalog.media.lock().unwrap();
+            if map.get(&media.row.url).is_some_and(|m| Arc::ptr_eq(m, media)) {
+                map.remove(&media.row.url);
+            }
+        }
+        for chunk in media.mark_gone() {
+            chunk.finish(Err(ChunkFailure::Changed));
+        }
+        warn!(url = %redact_str(&media.row.url), "origin copy changed; dropping cached chunks");
+        if let Err(e) = shared.index.remove_media(media.id()).await {
+            warn!(error = %e, "cannot remove media from the index");
+        }
+        shared.store.remove_media(media.id());
+    }
+}
+
+/// A URL for logs: the query string may hold credentials.
+pub fn redact(url: &Url) -> String {
+    let mut u = url.clone();
+    if u.query().is_some() {
+        u.set_query(Some("REDACTED"));
+    }
+    let _ = u.set_password(None);
+    u.to_string()
+}
+
+pub fn redact_str(url: &str) -> String {
+    Url::parse(url).map_or_else(|_| "<bad url>".into(), |u| redact(&u))
+}

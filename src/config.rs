@@ -1,0 +1,152 @@
+//! Command line and environment configuration.
+//!
+//! Every flag has an environment twin (`SPOOL_<FLAG>`), so the same settings
+//! work from a shell, a systemd unit or a docker compose file.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::allow::AllowList;
+
+#[derive(Debug, Parser)]
+#[command(name = "spool", version, about = "A caching media streaming proxy")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    /// Settings for `serve`, accepted without the subcommand too.
+    #[command(flatten)]
+    pub serve: Config,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Serve media through the cache (the default).
+    Serve(Box<Config>),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct Config {
+    /// Address to listen on.
+    #[arg(long, env = "SPOOL_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+
+    /// Cache directory; the index lives at <cache-dir>/index.db.
+    #[arg(long, env = "SPOOL_CACHE_DIR", default_value = "spool-cache")]
+    pub cache_dir: PathBuf,
+
+    /// Size of one cached chunk (e.g. 4MiB, 1048576).
+    #[arg(long, env = "SPOOL_CHUNK_SIZE", default_value = "4MiB", value_parser = parse_size)]
+    pub chunk_size: u64,
+
+    /// How many bytes ahead of the playhead are fetched while a player reads.
+    #[arg(long, env = "SPOOL_READ_AHEAD", default_value = "32MiB", value_parser = parse_size)]
+    pub read_ahead: u64,
+
+    /// How long read-ahead goes on for a position no player reads any more
+    /// (after a seek or a disconnect).
+    #[arg(long, env = "SPOOL_READ_AHEAD_GRACE", default_value = "3s", value_parser = humantime::parse_duration)]
+    pub read_ahead_grace: Duration,
+
+    /// Upstream destinations allowed although they are loopback, private,
+    /// link-local or metadata addresses: hosts, host:port or CIDRs, comma
+    /// separated (e.g. "nas.lan,192.168.1.0/24,127.0.0.1:8000").
+    #[arg(long, env = "SPOOL_ALLOW_UPSTREAM", default_value = "", value_parser = AllowList::parse)]
+    pub allow_upstream: AllowList,
+
+    /// Time allowed to connect to the origin.
+    #[arg(long, env = "SPOOL_CONNECT_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub connect_timeout: Duration,
+
+    /// Time allowed for the origin to answer a request, and the longest
+    /// silence tolerated inside a response body.
+    #[arg(long, env = "SPOOL_UPSTREAM_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
+    pub upstream_timeout: Duration,
+
+    /// Redirects followed before giving up.
+    #[arg(long, env = "SPOOL_MAX_REDIRECTS", default_value_t = 10)]
+    pub max_redirects: usize,
+
+    /// Times a broken upstream transfer is resumed from the byte it reached.
+    #[arg(long, env = "SPOOL_UPSTREAM_RETRIES", default_value_t = 3)]
+    pub upstream_retries: u32,
+
+    /// fsync every chunk file before it is renamed into place. Off by
+    /// default: chunk checksums already catch a chunk torn by a power cut.
+    #[arg(long, env = "SPOOL_FSYNC_CHUNKS", default_value_t = false)]
+    pub fsync_chunks: bool,
+}
+
+impl Config {
+    /// A configuration with defaults, for tests and embedding.
+    pub fn new(cache_dir: impl Into<PathBuf>) -> Config {
+        let mut cfg = Cli::parse_from(["spool"]).serve;
+        cfg.cache_dir = cache_dir.into();
+        cfg
+    }
+}
+
+/// Parses a byte size: plain bytes or a number with a unit
+/// (K, KB, KiB, M, MB, MiB, G, GB, GiB, T, ...; binary and decimal prefixes).
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let s = s.trim();
+    let split = s
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let num: f64 = num
+        .parse()
+        .map_err(|_| format!("{s:?} is not a size (try 4MiB or 1048576)"))?;
+    let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kib" => 1 << 10,
+        "kb" => 1_000,
+        "m" | "mib" => 1 << 20,
+        "mb" => 1_000_000,
+        "g" | "gib" => 1 << 30,
+        "gb" => 1_000_000_000,
+        "t" | "tib" => 1 << 40,
+        "tb" => 1_000_000_000_000,
+        other => return Err(format!("unknown size unit {other:?} in {s:?}")),
+    };
+    let bytes = num * mult as f64;
+    if !bytes.is_finite() || bytes > u64::MAX as f64 {
+        return Err(format!("{s:?} is too large"));
+    }
+    Ok(bytes as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("4MiB"), Ok(4 << 20));
+        assert_eq!(parse_size("4M"), Ok(4 << 20));
+        assert_eq!(parse_size("1GiB"), Ok(1 << 30));
+        assert_eq!(parse_size("1GB"), Ok(1_000_000_000));
+        assert_eq!(parse_size("1048576"), Ok(1 << 20));
+        assert_eq!(parse_size("1.5k"), Ok(1536));
+        assert!(parse_size("lots").is_err());
+        assert!(parse_size("4 parsecs").is_err());
+    }
+
+    #[test]
+    fn defaults() {
+        let cfg = Config::new("/tmp/x");
+        assert_eq!(cfg.chunk_size, 4 << 20);
+        assert_eq!(cfg.listen.to_string(), "127.0.0.1:8080");
+    }
+
+    #[test]
+    fn subcommand_and_bare_flags() {
+        let cli = Cli::parse_from(["spool", "serve", "--chunk-size", "1MiB"]);
+        assert!(matches!(cli.command, Some(Command::Serve(c)) if c.chunk_size == 1 << 20));
+        let cli = Cli::parse_from(["spool", "--chunk-size", "2MiB"]);
+        assert!(cli.command.is_none());
+        assert_eq!(cli.serve.chunk_size, 2 << 20);
+    }
+}

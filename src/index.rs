@@ -1,0 +1,339 @@
+//! The SQLite index of media and cached chunks.
+//!
+//! SQLite calls block, so the connection lives on a thread of its own and
+//! async code talks to it through a channel of closures (the shape of
+//! tokio-rusqlite). One connection serialises all writes, which is what
+//! SQLite wants anyway; WAL mode lets the `sqlite3` CLI read concurrently.
+
+use std::path::Path;
+use std::sync::mpsc as std_mpsc;
+
+use rusqlite::{params, Connection, OptionalExtension};
+use tokio::sync::oneshot;
+
+/// Schema migrations, applied in order; `PRAGMA user_version` records the
+/// last one applied.
+const MIGRATIONS: &[&str] = &[include_str!("../migrations/0001_init.sql")];
+
+#[derive(Debug, thiserror::Error)]
+pub enum IndexError {
+    #[error("index: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    #[error("index schema version {found} is newer than this spool understands ({known})")]
+    FromTheFuture { found: i64, known: i64 },
+    #[error("index thread has stopped")]
+    Closed,
+}
+
+/// What the index knows of one media version.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MediaRow {
+    pub media_id: i64,
+    pub url: String,
+    pub size_bytes: u64,
+    pub chunk_size_bytes: u64,
+    pub content_type: Option<String>,
+    pub etag: Option<String>,
+    pub last_modified: Option<String>,
+    pub accepts_ranges: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ChunkRow {
+    pub chunk_index: u64,
+    pub size_bytes: u64,
+    pub crc32c: u32,
+}
+
+type Job = Box<dyn FnOnce(&mut Connection) + Send>;
+
+/// Cheap to clone handle to the index thread.
+#[derive(Clone)]
+pub struct Index {
+    tx: std_mpsc::Sender<Job>,
+}
+
+impl Index {
+    /// Opens (creating if needed) the index at `path` and brings its schema
+    /// up to date.
+    pub fn open(path: &Path) -> Result<Index, IndexError> {
+        let mut conn = Connection::open(path)?;
+        configure(&conn)?;
+        migrate(&mut conn)?;
+        let (tx, rx) = std_mpsc::channel::<Job>();
+        std::thread::Builder::new()
+            .name("spool-index".into())
+            .spawn(move || {
+                for job in rx {
+                    job(&mut conn);
+                }
+            })
+            .expect("spawn index thread");
+        Ok(Index { tx })
+    }
+
+    /// Runs `f` on the index thread and returns its result.
+    pub async fn call<R, F>(&self, f: F) -> Result<R, IndexError>
+    where
+        R: Send + 'static,
+        F: FnOnce(&mut Connection) -> Result<R, rusqlite::Error> + Send + 'static,
+    {
+        let (tx, rx) = oneshot::channel();
+        self.tx
+            .send(Box::new(move |conn| {
+                let _ = tx.send(f(conn));
+            }))
+            .map_err(|_| IndexError::Closed)?;
+        Ok(rx.await.map_err(|_| IndexError::Closed)??)
+    }
+
+    pub async fn media(&self, url: &str) -> Result<Option<MediaRow>, IndexError> {
+        let url = url.to_owned();
+        self.call(move |c| {
+            c.query_row(
+                "SELECT media_id, url, size_bytes, chunk_size_bytes, content_type, etag,
+                        last_modified, accepts_ranges
+                 FROM media WHERE url = ?1",
+                [url],
+                |r| {
+                    Ok(MediaRow {
+                        media_id: r.get(0)?,
+                        url: r.get(1)?,
+                        size_bytes: r.get::<_, i64>(2)? as u64,
+                        chunk_size_bytes: r.get::<_, i64>(3)? as u64,
+                        content_type: r.get(4)?,
+                        etag: r.get(5)?,
+                        last_modified: r.get(6)?,
+                        accepts_ranges: r.get(7)?,
+                    })
+                },
+            )
+            .optional()
+        })
+        .await
+    }
+
+    /// Records a new media version for `row.url`, replacing any older
+    /// version (its chunk rows go with it). Returns the new media_id and the
+    /// id of the version it replaced, whose files the caller removes.
+    pub async fn replace_media(&self, row: MediaRow) -> Result<(i64, Option<i64>), IndexError> {
+        self.call(move |c| {
+            let now = unix_now();
+            let tx = c.transaction()?;
+            let old: Option<i64> = tx
+                .query_row("SELECT media_id FROM media WHERE url = ?1", [&row.url], |r| {
+                    r.get(0)
+                })
+                .optional()?;
+            tx.execute("DELETE FROM media WHERE url = ?1", [&row.url])?;
+            tx.execute(
+                "INSERT INTO media (url, size_bytes, chunk_size_bytes, content_type, etag,
+                    last_modified, accepts_ranges, probed_unix, last_access_unix)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?8)",
+                params![
+                    row.url,
+                    row.size_bytes as i64,
+                    row.chunk_size_bytes as i64,
+                    row.content_type,
+                    row.etag,
+                    row.last_modified,
+                    row.accepts_ranges,
+                    now
+                ],
+            )?;
+            let id = tx.last_insert_rowid();
+            tx.commit()?;
+            Ok((id, old))
+        })
+        .await
+    }
+
+    /// Removes a media version and its chunk rows.
+    pub async fn remove_media(&self, media_id: i64) -> Result<(), IndexError> {
+        self.call(move |c| {
+            c.execute("DELETE FROM media WHERE media_id = ?1", [media_id])
+                .map(drop)
+        })
+        .await
+    }
+
+    pub async fn chunks(&self, media_id: i64) -> Result<Vec<ChunkRow>, IndexError> {
+        self.call(move |c| {
+            let mut st = c.prepare_cached(
+                "SELECT chunk_index, size_bytes, crc32c FROM chunks WHERE media_id = ?1",
+            )?;
+            let rows = st.query_map([media_id], |r| {
+                Ok(ChunkRow {
+                    chunk_index: r.get::<_, i64>(0)? as u64,
+                    size_bytes: r.get::<_, i64>(1)? as u64,
+                    crc32c: r.get::<_, i64>(2)? as u32,
+                })
+            })?;
+            rows.collect()
+        })
+        .await
+    }
+
+    /// Records a chunk whose file is complete and renamed into place.
+    /// Fails (foreign key) when the media version was replaced meanwhile.
+    pub async fn insert_chunk(&self, media_id: i64, chunk: ChunkRow) -> Result<(), IndexError> {
+        self.call(move |c| {
+            let now = unix_now();
+            c.prepare_cached(
+                "INSERT OR REPLACE INTO chunks
+                    (media_id, chunk_index, size_bytes, crc32c, created_unix, last_access_unix)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?5)",
+            )?
+            .execute(params![
+                media_id,
+                chunk.chunk_index as i64,
+                chunk.size_bytes as i64,
+                i64::from(chunk.crc32c),
+                now
+            ])
+            .map(drop)
+        })
+        .await
+    }
+
+    pub async fn remove_chunk(&self, media_id: i64, chunk_index: u64) -> Result<(), IndexError> {
+        self.call(move |c| {
+            c.execute(
+                "DELETE FROM chunks WHERE media_id = ?1 AND chunk_index = ?2",
+                params![media_id, chunk_index as i64],
+            )
+            .map(drop)
+        })
+        .await
+    }
+
+    /// Records that a media (and the given chunks) were read now.
+    pub async fn touch(&self, media_id: i64, chunks: Vec<u64>) -> Result<(), IndexError> {
+        self.call(move |c| {
+            let now = unix_now();
+            let tx = c.transaction()?;
+            tx.execute(
+                "UPDATE media SET last_access_unix = ?2 WHERE media_id = ?1",
+                params![media_id, now],
+            )?;
+            {
+                let mut st = tx.prepare_cached(
+                    "UPDATE chunks SET last_access_unix = ?3
+                     WHERE media_id = ?1 AND chunk_index = ?2",
+                )?;
+                for idx in chunks {
+                    st.execute(params![media_id, idx as i64, now])?;
+                }
+            }
+            tx.commit()
+        })
+        .await
+    }
+}
+
+fn configure(conn: &Connection) -> Result<(), rusqlite::Error> {
+    // WAL: readers (the sqlite3 CLI among them) never block the writer.
+    // synchronous=NORMAL is durable across process crashes in WAL mode;
+    // a power cut may lose the last commits, never corrupt the file.
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    conn.pragma_update(None, "synchronous", "NORMAL")?;
+    conn.pragma_update(None, "foreign_keys", "ON")?;
+    conn.busy_timeout(std::time::Duration::from_secs(5))?;
+    Ok(())
+}
+
+fn migrate(conn: &mut Connection) -> Result<(), IndexError> {
+    let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+    let known = MIGRATIONS.len() as i64;
+    if version > known {
+        return Err(IndexError::FromTheFuture {
+            found: version,
+            known,
+        });
+    }
+    for (i, sql) in MIGRATIONS.iter().enumerate().skip(version as usize) {
+        let tx = conn.transaction()?;
+        tx.execute_batch(sql)?;
+        tx.pragma_update(None, "user_version", i as i64 + 1)?;
+        tx.commit()?;
+    }
+    Ok(())
+}
+
+pub fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(url: &str) -> MediaRow {
+        MediaRow {
+            media_id: 0,
+            url: url.into(),
+            size_bytes: 10,
+            chunk_size_bytes: 4,
+            content_type: Some("video/mp4".into()),
+            etag: Some("\"a\"".into()),
+            last_modified: None,
+            accepts_ranges: true,
+        }
+    }
+
+    #[tokio::test]
+    async fn media_versions_and_chunks() {
+        let dir = tempfile::tempdir().unwrap();
+        let index = Index::open(&dir.path().join("index.db")).unwrap();
+        let (id1, old) = index.replace_media(row("http://a/x")).await.unwrap();
+        assert_eq!(old, None);
+        let got = index.media("http://a/x").await.unwrap().unwrap();
+        assert_eq!(got.media_id, id1);
+        assert_eq!(got.size_bytes, 10);
+        let chunk = ChunkRow {
+            chunk_index: 2,
+            size_bytes: 2,
+            crc32c: u32::MAX,
+        };
+        index.insert_chunk(id1, chunk).await.unwrap();
+        assert_eq!(index.chunks(id1).await.unwrap(), vec![chunk]);
+        index.touch(id1, vec![2]).await.unwrap();
+
+        // A new version gets a new id and takes the old chunk rows away.
+        let (id2, old) = index.replace_media(row("http://a/x")).await.unwrap();
+        assert_eq!(old, Some(id1));
+        assert_ne!(id1, id2);
+        assert!(index.chunks(id1).await.unwrap().is_empty());
+        // A late writer of the old version cannot record its chunk.
+        assert!(index.insert_chunk(id1, chunk).await.is_err());
+
+        let summary: (i64, i64) = index
+            .call(|c| {
+                c.query_row(
+                    "SELECT cached_chunks, total_chunks FROM media_summary",
+                    [],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )
+            })
+            .await
+            .unwrap();
+        assert_eq!(summary, (0, 3));
+    }
+
+    #[test]
+    fn schema_from_the_future_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("index.db");
+        drop(Index::open(&path).unwrap());
+        Connection::open(&path)
+            .unwrap()
+            .pragma_update(None, "user_version", 99)
+            .unwrap();
+        assert!(matches!(
+            Index::open(&path),
+            Err(IndexError::FromTheFuture { found: 99, .. })
+        ));
+    }
+}

@@ -1,0 +1,281 @@
+//! One media version: what the origin told about it, which of its chunks
+//! are cached or downloading, and where its players are reading.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::sync::Notify;
+
+use crate::index::{ChunkRow, MediaRow};
+use crate::inflight::InFlight;
+
+/// Where the bytes of one chunk are.
+#[derive(Debug, Clone)]
+pub enum Slot {
+    /// A complete file in the store.
+    Cached(ChunkRow),
+    /// Downloading, or downloaded and being written.
+    Pending(Arc<InFlight>),
+}
+
+#[derive(Debug)]
+pub struct Media {
+    pub row: MediaRow,
+    slots: Mutex<HashMap<u64, Slot>>,
+    playheads: Mutex<Vec<Arc<PlayheadState>>>,
+    /// Signalled when a playhead moves or ends.
+    pub moved: Notify,
+    /// Set when the origin's copy changed and this version was dropped.
+    gone: AtomicBool,
+}
+
+impl Media {
+    pub fn new(row: MediaRow, chunks: Vec<ChunkRow>) -> Media {
+        let slots = chunks
+            .into_iter()
+            .map(|c| (c.chunk_index, Slot::Cached(c)))
+            .collect();
+        Media {
+            row,
+            slots: Mutex::new(slots),
+            playheads: Mutex::default(),
+            moved: Notify::new(),
+            gone: AtomicBool::new(false),
+        }
+    }
+
+    pub fn id(&self) -> i64 {
+        self.row.media_id
+    }
+
+    pub fn size(&self) -> u64 {
+        self.row.size_bytes
+    }
+
+    pub fn chunk_size(&self) -> u64 {
+        self.row.chunk_size_bytes
+    }
+
+    pub fn chunk_count(&self) -> u64 {
+        self.size().div_ceil(self.chunk_size())
+    }
+
+    /// Offset of the first byte of a chunk.
+    pub fn chunk_start(&self, index: u64) -> u64 {
+        index * self.chunk_size()
+    }
+
+    /// Length of a chunk (the last one may be short).
+    pub fn chunk_len(&self, index: u64) -> u64 {
+        self.chunk_size()
+            .min(self.size().saturating_sub(self.chunk_start(index)))
+    }
+
+    pub fn slot(&self, index: u64) -> Option<Slot> {
+        self.slots.lock().unwrap().get(&index).cloned()
+    }
+
+    /// Registers downloads for the chunks from `first` up to `last` that
+    /// nobody has yet, stopping at the first chunk that is cached or
+    /// downloading. Returns the new in-flight chunks, in order; empty when
+    /// `first` itself is taken. This is the single-flight point.
+    pub fn claim(&self, first: u64, last: u64) -> Vec<(u64, Arc<InFlight>)> {
+        let last = last.min(self.chunk_count().saturating_sub(1));
+        let mut slots = self.slots.lock().unwrap();
+        let mut claimed = Vec::new();
+        for index in first..=last {
+            if slots.contains_key(&index) || self.is_gone() {
+                break;
+            }
+            let chunk = Arc::new(InFlight::new(self.chunk_len(index)));
+            slots.insert(index, Slot::Pending(chunk.clone()));
+            claimed.push((index, chunk));
+        }
+        claimed
+    }
+
+    /// The first chunk at or after `from` that is cached or downloading.
+    pub fn next_taken(&self, from: u64) -> Option<u64> {
+        let slots = self.slots.lock().unwrap();
+        (from..self.chunk_count()).find(|i| slots.contains_key(i))
+    }
+
+    /// Replaces a pending chunk by its cached file, if it is still the same
+    /// download.
+    pub fn set_cached(&self, chunk: &Arc<InFlight>, row: ChunkRow) {
+        let mut slots = self.slots.lock().unwrap();
+        if let Some(Slot::Pending(p)) = slots.get(&row.chunk_index) {
+            if Arc::ptr_eq(p, chunk) {
+                slots.insert(row.chunk_index, Slot::Cached(row));
+            }
+        }
+    }
+
+    /// Forgets a pending chunk, if it is still the same download.
+    pub fn release(&self, index: u64, chunk: &Arc<InFlight>) {
+        let mut slots = self.slots.lock().unwrap();
+        if let Some(Slot::Pending(p)) = slots.get(&index) {
+            if Arc::ptr_eq(p, chunk) {
+                slots.remove(&index);
+            }
+        }
+    }
+
+    /// Forgets a cached chunk (its file was found broken or missing).
+    pub fn forget_cached(&self, index: u64) -> bool {
+        let mut slots = self.slots.lock().unwrap();
+        if matches!(slots.get(&index), Some(Slot::Cached(_))) {
+            slots.remove(&index);
+            return true;
+        }
+        false
+    }
+
+    /// Marks this version as replaced; returns the pending downloads so the
+    /// caller can fail them.
+    pub fn mark_gone(&self) -> Vec<Arc<InFlight>> {
+        self.gone.store(true, Ordering::SeqCst);
+        let slots = self.slots.lock().unwrap();
+        slots
+            .values()
+            .filter_map(|s| match s {
+                Slot::Pending(p) => Some(p.clone()),
+                Slot::Cached(_) => None,
+            })
+            .collect()
+    }
+
+    pub fn is_gone(&self) -> bool {
+        self.gone.load(Ordering::SeqCst)
+    }
+
+    /// Starts tracking a player reading this media from chunk `index`.
+    pub fn playhead(self: &Arc<Self>, index: u64) -> Playhead {
+        let state = Arc::new(PlayheadState {
+            chunk: AtomicU64::new(index),
+            ended: Mutex::new(None),
+        });
+        self.playheads.lock().unwrap().push(state.clone());
+        self.moved.notify_waiters();
+        Playhead {
+            media: self.clone(),
+            state,
+        }
+    }
+
+    /// Whether some player reads at or up to `read_ahead` chunks before
+    /// chunk `index`, or did so less than `grace` ago.
+    pub fn wanted(&self, index: u64, read_ahead: u64, grace: Duration) -> bool {
+        let now = Instant::now();
+        let mut heads = self.playheads.lock().unwrap();
+        heads.retain(|h| h.ended.lock().unwrap().is_none_or(|t| now - t < grace));
+        heads.iter().any(|h| {
+            let at = h.chunk.load(Ordering::Relaxed);
+            at <= index && index <= at.saturating_add(read_ahead)
+        })
+    }
+
+    /// The furthest chunk any live player wants read ahead.
+    pub fn wanted_until(&self, read_ahead: u64) -> Option<u64> {
+        let heads = self.playheads.lock().unwrap();
+        heads
+            .iter()
+            .filter(|h| h.ended.lock().unwrap().is_none())
+            .map(|h| h.chunk.load(Ordering::Relaxed).saturating_add(read_ahead))
+            .max()
+    }
+}
+
+#[derive(Debug)]
+struct PlayheadState {
+    chunk: AtomicU64,
+    ended: Mutex<Option<Instant>>,
+}
+
+/// A player's position in one media; ends when dropped.
+#[derive(Debug)]
+pub struct Playhead {
+    media: Arc<Media>,
+    state: Arc<PlayheadState>,
+}
+
+impl Playhead {
+    pub fn set(&self, index: u64) {
+        if self.state.chunk.swap(index, Ordering::Relaxed) != index {
+            self.media.moved.notify_waiters();
+        }
+    }
+}
+
+impl Drop for Playhead {
+    fn drop(&mut self) {
+        *self.state.ended.lock().unwrap() = Some(Instant::now());
+        self.media.moved.notify_waiters();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn media(size: u64, chunk: u64) -> Arc<Media> {
+        let row = MediaRow {
+            media_id: 1,
+            url: "u".into(),
+            size_bytes: size,
+            chunk_size_bytes: chunk,
+            content_type: None,
+            etag: None,
+            last_modified: None,
+            accepts_ranges: true,
+        };
+        Arc::new(Media::new(
+            row,
+            vec![ChunkRow {
+                chunk_index: 3,
+                size_bytes: 10,
+                crc32c: 0,
+            }],
+        ))
+    }
+
+    #[test]
+    fn geometry() {
+        let m = media(35, 10);
+        assert_eq!(m.chunk_count(), 4);
+        assert_eq!(m.chunk_len(0), 10);
+        assert_eq!(m.chunk_len(3), 5);
+    }
+
+    #[test]
+    fn claim_stops_at_taken_chunks() {
+        let m = media(100, 10);
+        let got: Vec<u64> = m.claim(1, 9).iter().map(|c| c.0).collect();
+        assert_eq!(got, vec![1, 2]);
+        assert!(m.claim(2, 9).is_empty(), "already downloading");
+        assert_eq!(m.next_taken(4), None);
+        assert_eq!(m.next_taken(0), Some(1));
+        let got: Vec<u64> = m.claim(8, 100).iter().map(|c| c.0).collect();
+        assert_eq!(got, vec![8, 9], "clipped to the last chunk");
+    }
+
+    #[test]
+    fn playheads_and_grace() {
+        let m = media(1000, 10);
+        assert!(!m.wanted(5, 2, Duration::from_secs(1)));
+        let p = m.playhead(4);
+        assert!(m.wanted(5, 2, Duration::ZERO));
+        assert!(m.wanted(6, 2, Duration::ZERO));
+        assert!(!m.wanted(7, 2, Duration::ZERO));
+        assert!(!m.wanted(3, 2, Duration::ZERO));
+        assert_eq!(m.wanted_until(2), Some(6));
+        p.set(5);
+        assert!(m.wanted(7, 2, Duration::ZERO));
+        drop(p);
+        assert!(m.wanted(7, 2, Duration::from_secs(60)), "within grace");
+        assert!(!m.wanted(7, 2, Duration::ZERO), "after grace");
+        assert_eq!(m.wanted_until(2), None);
+    }
+}

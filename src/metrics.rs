@@ -1,0 +1,110 @@
+//! Prometheus metrics, served at `GET /metrics`.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ClassLabel {
+    pub class: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SourceLabel {
+    pub source: &'static str,
+}
+
+#[derive(Default)]
+pub struct Metrics {
+    registry: Registry,
+    pub client_requests: Counter,
+    pub active_streams: Gauge,
+    pub served_bytes: Family<SourceLabel, Counter>,
+    pub upstream_requests: Counter,
+    pub upstream_bytes: Counter,
+    pub upstream_errors: Counter,
+    pub upstream_resumes: Counter,
+    pub chunks_written: Counter,
+    pub cache_write_errors: Family<ClassLabel, Counter>,
+    pub cache_read_errors: Counter,
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        let mut m = Metrics::default();
+        let r = &mut m.registry;
+        r.register(
+            "spool_client_requests",
+            "Stream requests received",
+            m.client_requests.clone(),
+        );
+        r.register(
+            "spool_active_streams",
+            "Responses currently streaming",
+            m.active_streams.clone(),
+        );
+        r.register(
+            "spool_served_bytes",
+            "Body bytes sent to players, by where they came from",
+            m.served_bytes.clone(),
+        );
+        r.register(
+            "spool_upstream_requests",
+            "Requests sent to origins",
+            m.upstream_requests.clone(),
+        );
+        r.register(
+            "spool_upstream_bytes",
+            "Body bytes received from origins",
+            m.upstream_bytes.clone(),
+        );
+        r.register(
+            "spool_upstream_errors",
+            "Failed origin requests and broken transfers",
+            m.upstream_errors.clone(),
+        );
+        r.register(
+            "spool_upstream_resumes",
+            "Broken transfers resumed from the byte they reached",
+            m.upstream_resumes.clone(),
+        );
+        r.register(
+            "spool_chunks_written",
+            "Chunks written to the cache",
+            m.chunks_written.clone(),
+        );
+        r.register(
+            "spool_cache_write_errors",
+            "Failed cache writes by class (DISK_FULL, PERMISSION_DENIED, IO)",
+            m.cache_write_errors.clone(),
+        );
+        r.register(
+            "spool_cache_read_errors",
+            "Cached chunks that could not be read back",
+            m.cache_read_errors.clone(),
+        );
+        m
+    }
+
+    pub fn served(&self, source: &'static str, bytes: usize) {
+        self.served_bytes
+            .get_or_create(&SourceLabel { source })
+            .inc_by(bytes as u64);
+    }
+
+    pub fn write_error(&self, class: &'static str) {
+        self.cache_write_errors
+            .get_or_create(&ClassLabel { class })
+            .inc();
+    }
+
+    /// The Prometheus text format.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+}

@@ -1,0 +1,261 @@
+//! Byte-range requests (RFC 9110 §14).
+//!
+//! Parsing is a pure function of the header value and the representation's
+//! size so that every rule is covered by the table of tests below. The HTTP
+//! layer decides what to do with the outcome (200, 206, 416).
+
+/// An inclusive byte range `[start, end]`, already clipped to the
+/// representation's size, so `end < size` and `start <= end`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ByteRange {
+    pub start: u64,
+    pub end: u64,
+}
+
+impl ByteRange {
+    pub fn len(&self) -> u64 {
+        self.end - self.start + 1
+    }
+
+    /// The `Content-Range` value for this range (RFC 9110 §14.4).
+    pub fn content_range(&self, size: u64) -> String {
+        format!("bytes {}-{}/{}", self.start, self.end, size)
+    }
+}
+
+/// What a `Range` header asks for, judged against the representation's size.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RangeRequest {
+    /// No usable range: unknown unit or invalid syntax. RFC 9110 §14.2 lets a
+    /// server ignore such a header, and players expect the whole body then.
+    Ignore,
+    /// At least one range is satisfiable; unsatisfiable ones are dropped.
+    Ranges(Vec<ByteRange>),
+    /// Syntactically valid, but no range overlaps the representation
+    /// (RFC 9110 §15.5.17): answer 416 with `Content-Range: bytes */size`.
+    Unsatisfiable,
+}
+
+/// More ranges than this in one header are treated as an abuse of
+/// multipart responses (RFC 9110 §14.2 allows ignoring such requests).
+pub const MAX_RANGES: usize = 64;
+
+/// Parses a `Range` header value against a representation of `size` bytes.
+pub fn parse(header: &str, size: u64) -> RangeRequest {
+    let header = header.trim();
+    // The unit is case-insensitive (RFC 9110 §14.1).
+    let Some(eq) = header.find('=') else {
+        return RangeRequest::Ignore;
+    };
+    if !header[..eq].trim().eq_ignore_ascii_case("bytes") {
+        return RangeRequest::Ignore;
+    }
+    let specs: Vec<&str> = header[eq + 1..]
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .collect();
+    if specs.is_empty() || specs.len() > MAX_RANGES {
+        return RangeRequest::Ignore;
+    }
+    let mut ranges = Vec::with_capacity(specs.len());
+    for spec in specs {
+        match parse_spec(spec) {
+            None => return RangeRequest::Ignore,
+            Some(spec) => {
+                if let Some(r) = spec.resolve(size) {
+                    ranges.push(r);
+                }
+            }
+        }
+    }
+    if size == 0 {
+        // A zero-length representation has no byte to point at; a 200 with
+        // an empty body serves every player better than a 416 loop.
+        return RangeRequest::Ignore;
+    }
+    if ranges.is_empty() {
+        RangeRequest::Unsatisfiable
+    } else {
+        RangeRequest::Ranges(ranges)
+    }
+}
+
+/// The lowest first byte a valid `Range` header asks for, when that does
+/// not depend on the size (no suffix ranges). A cold media starts its first
+/// download there, before its size is known.
+pub fn first_start(header: &str) -> Option<u64> {
+    let (unit, specs) = header.trim().split_once('=')?;
+    if !unit.trim().eq_ignore_ascii_case("bytes") {
+        return None;
+    }
+    let mut lowest: Option<u64> = None;
+    for spec in specs.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+        match parse_spec(spec)? {
+            Spec::Int { first, .. } => lowest = Some(lowest.map_or(first, |l| l.min(first))),
+            Spec::Suffix(_) => return None,
+        }
+    }
+    lowest
+}
+
+/// One `range-spec` before it meets the size.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Spec {
+    /// `first-last` or `first-` (last = None).
+    Int { first: u64, last: Option<u64> },
+    /// `-length`.
+    Suffix(u64),
+}
+
+impl Spec {
+    fn resolve(self, size: u64) -> Option<ByteRange> {
+        match self {
+            // §14.1.2: a last-pos at or past the end is clipped.
+            Spec::Int { first, last } if first < size => Some(ByteRange {
+                start: first,
+                end: last.map_or(size - 1, |l| l.min(size - 1)),
+            }),
+            Spec::Int { .. } => None,
+            // §14.1.3: "-0" is unsatisfiable; a suffix longer than the
+            // representation selects all of it.
+            Spec::Suffix(0) => None,
+            Spec::Suffix(n) if size > 0 => Some(ByteRange {
+                start: size - n.min(size),
+                end: size - 1,
+            }),
+            Spec::Suffix(_) => None,
+        }
+    }
+}
+
+fn parse_spec(spec: &str) -> Option<Spec> {
+    let (first, last) = spec.split_once('-')?;
+    let (first, last) = (first.trim(), last.trim());
+    if first.is_empty() {
+        return Some(Spec::Suffix(parse_pos(last)?));
+    }
+    let first = parse_pos(first)?;
+    if last.is_empty() {
+        return Some(Spec::Int { first, last: None });
+    }
+    let last = parse_pos(last)?;
+    // §14.1.1: a last-pos below first-pos makes the whole header invalid.
+    (last >= first).then_some(Spec::Int {
+        first,
+        last: Some(last),
+    })
+}
+
+/// Digits only; values past u64::MAX saturate, which keeps absurd numbers
+/// meaningful (past any real end) instead of overflowing.
+fn parse_pos(s: &str) -> Option<u64> {
+    if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    Some(s.bytes().fold(0u64, |acc, b| {
+        acc.saturating_mul(10).saturating_add(u64::from(b - b'0'))
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn r(start: u64, end: u64) -> ByteRange {
+        ByteRange { start, end }
+    }
+
+    #[test]
+    fn table() {
+        use RangeRequest::*;
+        let size = 1000;
+        let cases: Vec<(&str, RangeRequest)> = vec![
+            ("bytes=0-499", Ranges(vec![r(0, 499)])),
+            ("bytes=500-999", Ranges(vec![r(500, 999)])),
+            ("bytes=500-", Ranges(vec![r(500, 999)])),
+            ("bytes=-500", Ranges(vec![r(500, 999)])),
+            ("bytes=-1", Ranges(vec![r(999, 999)])),
+            ("bytes=0-0", Ranges(vec![r(0, 0)])),
+            ("bytes=999-999", Ranges(vec![r(999, 999)])),
+            // last-pos past the end is clipped
+            ("bytes=900-5000", Ranges(vec![r(900, 999)])),
+            ("bytes=0-18446744073709551615", Ranges(vec![r(0, 999)])),
+            (
+                "bytes=0-99999999999999999999999999",
+                Ranges(vec![r(0, 999)]),
+            ),
+            // a suffix longer than the file selects the whole file
+            ("bytes=-5000", Ranges(vec![r(0, 999)])),
+            ("bytes=-99999999999999999999999", Ranges(vec![r(0, 999)])),
+            // unit is case-insensitive, whitespace around specs tolerated
+            ("BYTES=0-1", Ranges(vec![r(0, 1)])),
+            ("bytes= 0-1 , 5-6", Ranges(vec![r(0, 1), r(5, 6)])),
+            ("bytes=0-1,,5-6", Ranges(vec![r(0, 1), r(5, 6)])),
+            // multi-range, kept in request order
+            (
+                "bytes=0-9,20-29,-10",
+                Ranges(vec![r(0, 9), r(20, 29), r(990, 999)]),
+            ),
+            // unsatisfiable members are dropped when another one is fine
+            ("bytes=2000-3000,0-1", Ranges(vec![r(0, 1)])),
+            // unsatisfiable
+            ("bytes=1000-", Unsatisfiable),
+            ("bytes=1000-2000", Unsatisfiable),
+            ("bytes=-0", Unsatisfiable),
+            ("bytes=18446744073709551615-", Unsatisfiable),
+            ("bytes=99999999999999999999999-", Unsatisfiable),
+            ("bytes=5000-6000,-0", Unsatisfiable),
+            // invalid or unknown: ignored, the whole body is sent
+            ("items=0-1", Ignore),
+            ("bytes", Ignore),
+            ("bytes=", Ignore),
+            ("bytes=-", Ignore),
+            ("bytes=a-b", Ignore),
+            ("bytes=1-a", Ignore),
+            ("bytes=+1-2", Ignore),
+            ("bytes=5-4", Ignore),
+            ("bytes=0-1,5-4", Ignore),
+            ("bytes=0x10-20", Ignore),
+            ("bytes=1--2", Ignore),
+            ("bytes 0-1", Ignore),
+            ("", Ignore),
+        ];
+        for (header, want) in cases {
+            assert_eq!(parse(header, size), want, "header {header:?}");
+        }
+    }
+
+    #[test]
+    fn too_many_ranges_are_ignored() {
+        let many: Vec<String> = (0..=MAX_RANGES).map(|i| format!("{i}-{i}")).collect();
+        let header = format!("bytes={}", many.join(","));
+        assert_eq!(parse(&header, 1000), RangeRequest::Ignore);
+        let header = format!("bytes={}", many[..MAX_RANGES].join(","));
+        assert!(matches!(parse(&header, 1000), RangeRequest::Ranges(v) if v.len() == MAX_RANGES));
+    }
+
+    #[test]
+    fn first_start_before_the_size_is_known() {
+        assert_eq!(first_start("bytes=100-200"), Some(100));
+        assert_eq!(first_start("bytes=100-"), Some(100));
+        assert_eq!(first_start("bytes=500-600, 100-200"), Some(100));
+        assert_eq!(first_start("bytes=-100"), None);
+        assert_eq!(first_start("bytes=0-1,-100"), None);
+        assert_eq!(first_start("items=0-1"), None);
+        assert_eq!(first_start("bytes=5-4"), None);
+    }
+
+    #[test]
+    fn empty_representation_ignores_ranges() {
+        assert_eq!(parse("bytes=0-", 0), RangeRequest::Ignore);
+        assert_eq!(parse("bytes=-5", 0), RangeRequest::Ignore);
+    }
+
+    #[test]
+    fn content_range_and_len() {
+        let b = r(10, 19);
+        assert_eq!(b.len(), 10);
+        assert_eq!(b.content_range(100), "bytes 10-19/100");
+    }
+}

@@ -1,0 +1,235 @@
+//! The body of one response: bytes of a media range, chunk by chunk, from
+//! the cache files, from downloads in progress, or by starting downloads.
+//!
+//! Each response body is produced by a task feeding a small channel; when
+//! the player goes away the channel closes and the task (and with it the
+//! player's playhead) ends.
+
+use std::io;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use tokio::sync::mpsc;
+use tracing::{debug, warn};
+
+use crate::fetch;
+use crate::inflight::ChunkFailure;
+use crate::media::{Media, Playhead, Slot};
+use crate::range::ByteRange;
+use crate::store;
+use crate::Shared;
+
+/// Largest piece read from a chunk file at once: bounds memory per player.
+const READ_PIECE: u64 = 256 * 1024;
+
+/// How many times in a row a chunk may fail to come before the response
+/// is cut (each attempt starts a new download).
+const MAX_ATTEMPTS: u32 = 8;
+
+pub type BodyTx = mpsc::Sender<Result<Bytes, io::Error>>;
+
+/// Why a body ended early.
+#[derive(Debug)]
+pub enum End {
+    /// The player went away.
+    ClientGone,
+    /// The bytes could not be had; the response is cut so the player sees
+    /// an incomplete body rather than wrong bytes.
+    Failed(String),
+}
+
+/// One part of a body: literal bytes (multipart framing) or a media range.
+pub enum Part {
+    Literal(Bytes),
+    Range(ByteRange),
+}
+
+/// Sends `parts` into `tx`; cuts the body when a range cannot be served.
+pub async fn produce(shared: Arc<Shared>, media: Arc<Media>, parts: Vec<Part>, tx: BodyTx) {
+    shared.metrics.active_streams.inc();
+    let first = parts.iter().find_map(|p| match p {
+        Part::Range(r) => Some(r.start / media.chunk_size()),
+        Part::Literal(_) => None,
+    });
+    let playhead = media.playhead(first.unwrap_or(0));
+    let mut out = Sender {
+        shared: &shared,
+        media: &media,
+        playhead: &playhead,
+        tx: &tx,
+        touched: Vec::new(),
+    };
+    let mut result = Ok(());
+    for part in parts {
+        result = match part {
+            Part::Literal(b) => out.send(b, "framing").await,
+            Part::Range(r) => out.range(r).await,
+        };
+        if result.is_err() {
+            break;
+        }
+    }
+    let touched = std::mem::take(&mut out.touched);
+    if let Err(End::Failed(reason)) = result {
+        warn!(media = media.id(), %reason, "response cut");
+        let _ = tx.send(Err(io::Error::other(reason))).await;
+    }
+    drop(playhead);
+    shared.metrics.active_streams.dec();
+    if !touched.is_empty() && media.id() >= 0 {
+        let _ = shared.index.touch(media.id(), touched).await;
+    }
+}
+
+struct Sender<'a> {
+    shared: &'a Arc<Shared>,
+    media: &'a Arc<Media>,
+    playhead: &'a Playhead,
+    tx: &'a BodyTx,
+    /// Cached chunks read, for the index's access times.
+    touched: Vec<u64>,
+}
+
+impl Sender<'_> {
+    async fn send(&mut self, bytes: Bytes, source: &'static str) -> Result<(), End> {
+        let n = bytes.len();
+        self.tx.send(Ok(bytes)).await.map_err(|_| End::ClientGone)?;
+        self.shared.metrics.served(source, n);
+        Ok(())
+    }
+
+    async fn range(&mut self, r: ByteRange) -> Result<(), End> {
+        let media = self.media;
+        let mut pos = r.start;
+        let mut attempts = 0;
+        while pos <= r.end {
+            if media.is_gone() {
+                return Err(End::Failed("the origin's media changed".into()));
+            }
+            let index = pos / media.chunk_size();
+            self.playhead.set(index);
+            fetch::read_ahead(self.shared, media, index);
+            let start = media.chunk_start(index);
+            let last = r.end.min(start + media.chunk_len(index) - 1);
+            let before = pos;
+            let outcome = match media.slot(index) {
+                Some(Slot::Cached(row)) => self.from_file(index, row.size_bytes, &mut pos, last).await,
+                Some(Slot::Pending(chunk)) => {
+                    let mut res = Ok(());
+                    while pos <= last {
+                        match chunk.read_at(pos - start).await {
+                            Ok(Some(mut b)) => {
+                                b.truncate((last + 1 - pos) as usize);
+                                pos += b.len() as u64;
+                                self.send(b, "download").await?;
+                            }
+                            Ok(None) => break,
+                            Err(e) => {
+                                res = Err(e);
+                                break;
+                            }
+                        }
+                    }
+                    match res {
+                        Ok(()) => Ok(()),
+                        Err(ChunkFailure::Cancelled) => Err(Retry::Again),
+                        Err(ChunkFailure::Changed) => {
+                            return Err(End::Failed("the origin's media changed".into()))
+                        }
+                        Err(ChunkFailure::Upstream(e)) => Err(Retry::Upstream(e)),
+                    }
+                }
+                None => {
+                    fetch::start(self.shared, media, index);
+                    Err(Retry::Again)
+                }
+            };
+            if pos > before {
+                attempts = 0;
+            }
+            match outcome {
+                Ok(()) => {}
+                Err(Retry::ClientGone) => return Err(End::ClientGone),
+                Err(retry) => {
+                    attempts += 1;
+                    if attempts > MAX_ATTEMPTS {
+                        let why = match retry {
+                            Retry::Upstream(e) => e,
+                            _ => "chunk could not be fetched".into(),
+                        };
+                        return Err(End::Failed(why));
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Sends `[pos, last]` of a cached chunk. A file that cannot be read is
+    /// dropped from the cache and the chunk fetched again.
+    async fn from_file(
+        &mut self,
+        index: u64,
+        len: u64,
+        pos: &mut u64,
+        last: u64,
+    ) -> Result<(), Retry> {
+        let media = self.media;
+        let start = media.chunk_start(index);
+        let store = self.shared.store.clone();
+        let id = media.id();
+        let opened = tokio::task::spawn_blocking(move || store.open(id, index, len)).await;
+        let file = match opened {
+            Ok(Ok(f)) => f,
+            Ok(Err(e)) => return self.unreadable(index, e),
+            Err(e) => return self.unreadable(index, io::Error::other(e)),
+        };
+        self.touched.push(index);
+        while *pos <= last {
+            let n = (last + 1 - *pos).min(READ_PIECE) as usize;
+            let f = file.clone();
+            let off = *pos - start;
+            let bytes = match tokio::task::spawn_blocking(move || store::read_at(&f, off, n)).await {
+                Ok(Ok(b)) => b,
+                Ok(Err(e)) => return self.unreadable(index, e),
+                Err(e) => return self.unreadable(index, io::Error::other(e)),
+            };
+            *pos += n as u64;
+            self.send(bytes, "cache")
+                .await
+                .map_err(|_| Retry::ClientGone)?;
+        }
+        Ok(())
+    }
+
+    fn unreadable(&self, index: u64, e: io::Error) -> Result<(), Retry> {
+        let media = self.media;
+        self.shared.metrics.cache_read_errors.inc();
+        if media.forget_cached(index) {
+            warn!(media = media.id(), chunk = index, error = %e, "cached chunk unreadable; fetching it again");
+            let (shared, id) = (self.shared.clone(), media.id());
+            shared.store.remove(id, index);
+            tokio::spawn(async move {
+                if let Err(e) = shared.index.remove_chunk(id, index).await {
+                    debug!(error = %e, "cannot remove chunk row");
+                }
+            });
+        }
+        Err(Retry::Again)
+    }
+}
+
+enum Retry {
+    Again,
+    ClientGone,
+    Upstream(String),
+}
+
+impl From<End> for Retry {
+    fn from(e: End) -> Retry {
+        match e {
+            End::ClientGone => Retry::ClientGone,
+            End::Failed(why) => Retry::Upstream(why),
+        }
+    }
+}
