@@ -1,0 +1,289 @@
+//! The progressive chunk cache: byte identity on cold and warm reads,
+//! zero upstream traffic for what was read once, one request per missing
+//! stretch, single flight, read-ahead and its end.
+
+mod common;
+
+use std::time::Duration;
+
+use common::origin::{Faults, Origin};
+use common::{client, data, get, header, Spool};
+use rand::{Rng, SeedableRng};
+
+const CHUNK: u64 = 64 * 1024;
+
+#[tokio::test]
+async fn random_ranges_cold_then_warm_are_byte_identical() {
+    let origin = Origin::start().await;
+    let size = 2 * 1024 * 1024 + 12345;
+    let body = data(size, 7);
+    origin.add_file("v.mkv", body.clone(), "video/x-matroska");
+    let spool = Spool::start(&origin).await;
+    let url = spool.url(&origin.url("v.mkv"));
+    let c = client();
+    let mut rng = rand::rngs::StdRng::seed_from_u64(42);
+    let ranges: Vec<(usize, usize)> = (0..40)
+        .map(|_| {
+            let a = rng.random_range(0..size);
+            let len = rng.random_range(1..300_000);
+            (a, (a + len).min(size) - 1)
+        })
+        .collect();
+    for pass in ["cold", "warm"] {
+        for &(a, b) in &ranges {
+            let (status, _, got) = get(&c, &url, Some(&format!("bytes={a}-{b}"))).await;
+            assert_eq!(status, 206, "{pass} {a}-{b}");
+            assert!(got == body.slice(a..=b), "{pass} {a}-{b}: bytes differ");
+        }
+    }
+    // Everything the ranges touched is cached now: reading them again
+    // makes no upstream request at all.
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    origin.reset_stats();
+    for &(a, b) in &ranges {
+        let (_, _, got) = get(&c, &url, Some(&format!("bytes={a}-{b}"))).await;
+        assert!(got == body.slice(a..=b));
+    }
+    assert_eq!(origin.stats().requests, 0, "warm reads went upstream");
+}
+
+#[tokio::test]
+async fn second_read_makes_zero_upstream_requests_even_after_restart() {
+    let origin = Origin::start().await;
+    let body = data(1024 * 1024, 3);
+    origin.add_file("a.mp4", body.clone(), "video/mp4");
+    let spool = Spool::start(&origin).await;
+    let origin_url = origin.url("a.mp4");
+    let c = client();
+    let (_, _, got) = get(&c, &spool.url(&origin_url), None).await;
+    assert_eq!(got, body);
+    let requests_cold = origin.stats().requests;
+    assert_eq!(requests_cold, 1, "one request for the whole missing file");
+    assert_eq!(origin.stats().body_bytes, body.len() as u64);
+
+    // Let the last chunk writes land, then read again.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    origin.reset_stats();
+    let (_, h, got) = get(&c, &spool.url(&origin_url), None).await;
+    assert_eq!(got, body);
+    assert_eq!(header(&h, "content-type"), "video/mp4");
+    assert_eq!(origin.stats().requests, 0);
+
+    // A new process on the same cache directory: metadata and chunks come
+    // from the index, nothing from the origin.
+    let (dir, tmp) = spool.stop().await;
+    let spool = Spool::start_cfg(common::test_config(&dir, &origin)).await;
+    let (status, h, got) = get(&c, &spool.url(&origin_url), Some("bytes=1000-")).await;
+    assert_eq!(status, 206);
+    assert_eq!(got, body.slice(1000..));
+    assert_eq!(header(&h, "etag"), origin.etag("a.mp4").unwrap());
+    assert_eq!(origin.stats().requests, 0);
+
+    // The index is a plain SQLite file people can read.
+    let conn = rusqlite::Connection::open(dir.join("index.db")).unwrap();
+    let (cached, total, percent): (i64, i64, f64) = conn
+        .query_row(
+            "SELECT cached_chunks, total_chunks, cached_percent FROM media_summary",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )
+        .unwrap();
+    assert_eq!((cached, total), (16, 16));
+    assert_eq!(percent, 100.0);
+    let files = std::fs::read_dir(dir.join("chunks"))
+        .unwrap()
+        .flat_map(|d| std::fs::read_dir(d.unwrap().path()).unwrap())
+        .count();
+    assert_eq!(files, 16, "one file per chunk");
+    drop(tmp);
+}
+
+#[tokio::test]
+async fn first_bytes_arrive_before_the_chunk_is_complete() {
+    let origin = Origin::start().await;
+    let body = data(2 * 1024 * 1024, 5);
+    origin.add_file("slow", body.clone(), "video/mp4");
+    origin.set_faults(
+        "slow",
+        Faults {
+            rate_bytes_per_sec: Some(256 * 1024),
+            ..Faults::default()
+        },
+    );
+    // One chunk is 1 MiB: four seconds of this origin.
+    let spool = Spool::start_with(&origin, |c| c.chunk_size = 1024 * 1024).await;
+    let mut resp = client()
+        .get(spool.url(&origin.url("slow")))
+        .send()
+        .await
+        .unwrap();
+    let first = resp.chunk().await.unwrap().unwrap();
+    assert_eq!(first, body.slice(..first.len()));
+    let sent = origin.stats().body_bytes;
+    assert!(
+        sent < 1024 * 1024,
+        "the first bytes came after the origin sent {sent} bytes: not streamed"
+    );
+}
+
+#[tokio::test]
+async fn concurrent_cold_players_share_one_transfer() {
+    let origin = Origin::start().await;
+    let size = 3 * 1024 * 1024 + 1;
+    let body = data(size, 9);
+    origin.add_file("shared", body.clone(), "video/mp4");
+    origin.set_faults(
+        "shared",
+        Faults {
+            rate_bytes_per_sec: Some(8 * 1024 * 1024),
+            ..Faults::default()
+        },
+    );
+    let spool = Spool::start(&origin).await;
+    let url = spool.url(&origin.url("shared"));
+    let c = client();
+    let players: Vec<_> = (0..20)
+        .map(|_| {
+            let (c, url) = (c.clone(), url.clone());
+            tokio::spawn(async move { get(&c, &url, None).await })
+        })
+        .collect();
+    for p in players {
+        let (status, _, got) = p.await.unwrap();
+        assert_eq!(status, 200);
+        assert!(got == body, "a player got wrong bytes");
+    }
+    let stats = origin.stats();
+    assert_eq!(
+        stats.body_bytes, size as u64,
+        "origin bytes / file size must be 1.00 (stats {stats:?})"
+    );
+}
+
+#[tokio::test]
+async fn read_ahead_fetches_the_window_after_the_playhead() {
+    let origin = Origin::start().await;
+    let body = data(4 * 1024 * 1024, 11);
+    origin.add_file("ra", body.clone(), "video/mp4");
+    let spool = Spool::start(&origin).await; // read-ahead 256 KiB = 4 chunks
+    let url = spool.url(&origin.url("ra"));
+    let c = client();
+    let (_, _, got) = get(&c, &url, Some("bytes=0-1000")).await;
+    assert_eq!(got, body.slice(0..=1000));
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    origin.reset_stats();
+    // The four chunks after the one read are there without asking.
+    let (_, _, got) = get(&c, &url, Some(&format!("bytes={}-{}", CHUNK, 5 * CHUNK - 1))).await;
+    assert!(got == body.slice(CHUNK as usize..5 * CHUNK as usize));
+    // Requests made now are this read's own read-ahead, past the window.
+    for r in origin.requests_log() {
+        let range = r.range.expect("ranged request");
+        let start: u64 = range
+            .trim_start_matches("bytes=")
+            .split('-')
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!(start >= 5 * CHUNK, "chunk at {start} was not read ahead");
+    }
+}
+
+#[tokio::test]
+async fn abandoned_stream_stops_downloading() {
+    let origin = Origin::start().await;
+    let size = 16 * 1024 * 1024;
+    origin.add_file("big", data(size, 13), "video/mp4");
+    origin.set_faults(
+        "big",
+        Faults {
+            rate_bytes_per_sec: Some(2 * 1024 * 1024),
+            ..Faults::default()
+        },
+    );
+    let spool = Spool::start(&origin).await;
+    let mut resp = client()
+        .get(spool.url(&origin.url("big")))
+        .send()
+        .await
+        .unwrap();
+    let mut got = 0;
+    while got < 100_000 {
+        got += resp.chunk().await.unwrap().unwrap().len();
+    }
+    drop(resp); // the player goes away
+    // Grace is 300 ms; after it the run ends at its next chunk boundary.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let after_grace = origin.stats().body_bytes;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let later = origin.stats().body_bytes;
+    assert_eq!(after_grace, later, "still downloading after the player left");
+    assert!(
+        later < 2 * 1024 * 1024,
+        "downloaded {later} bytes of {size} for a player that read 100 KB"
+    );
+}
+
+#[tokio::test]
+async fn seeking_during_a_download() {
+    let origin = Origin::start().await;
+    let size = 4 * 1024 * 1024;
+    let body = data(size, 17);
+    origin.add_file("seek", body.clone(), "video/mp4");
+    origin.set_faults(
+        "seek",
+        Faults {
+            rate_bytes_per_sec: Some(4 * 1024 * 1024),
+            ..Faults::default()
+        },
+    );
+    let spool = Spool::start(&origin).await;
+    let url = spool.url(&origin.url("seek"));
+    let c = client();
+    // A player starts at 0, reads a bit, then seeks (new request) while
+    // the first download is still running; another seeks backwards.
+    let mut first = c.get(&url).send().await.unwrap();
+    let piece = first.chunk().await.unwrap().unwrap();
+    assert_eq!(piece, body.slice(..piece.len()));
+    let seeks = [3 * 1024 * 1024 + 5, 1024 * 1024 - 3, 100, 2 * 1024 * 1024];
+    for a in seeks {
+        let (status, _, got) = get(&c, &url, Some(&format!("bytes={a}-{}", a + 200_000))).await;
+        assert_eq!(status, 206);
+        assert!(got == body.slice(a..=a + 200_000), "seek to {a}");
+    }
+    drop(first);
+    let (_, _, got) = get(&c, &url, None).await;
+    assert!(got == body);
+}
+
+#[tokio::test]
+async fn a_player_leaving_does_not_disturb_others() {
+    let origin = Origin::start().await;
+    let body = data(2 * 1024 * 1024, 19);
+    origin.add_file("f", body.clone(), "video/mp4");
+    origin.set_faults(
+        "f",
+        Faults {
+            rate_bytes_per_sec: Some(4 * 1024 * 1024),
+            ..Faults::default()
+        },
+    );
+    let spool = Spool::start(&origin).await;
+    let url = spool.url(&origin.url("f"));
+    let c = client();
+    let mut leavers = Vec::new();
+    for _ in 0..5 {
+        let mut r = c.get(&url).send().await.unwrap();
+        r.chunk().await.unwrap();
+        leavers.push(r);
+    }
+    let stayer = {
+        let (c, url) = (c.clone(), url.clone());
+        tokio::spawn(async move { get(&c, &url, None).await })
+    };
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    drop(leavers);
+    let (status, _, got) = stayer.await.unwrap();
+    assert_eq!(status, 200);
+    assert!(got == body);
+}
