@@ -1,0 +1,275 @@
+//! Origins that misbehave: ignored ranges, unknown length, redirects,
+//! resets, error statuses, timeouts, changed content; and the allowlist.
+
+mod common;
+
+use std::time::Duration;
+
+use common::origin::{Faults, Origin};
+use common::{client, data, get, header, Spool};
+
+#[tokio::test]
+async fn origin_ignoring_range_still_gives_correct_bytes() {
+    let origin = Origin::start().await;
+    let size = 700 * 1024 + 3;
+    let body = data(size, 21);
+    origin.add_file("noranges", body.clone(), "video/mp4");
+    origin.set_faults(
+        "noranges",
+        Faults {
+            ignore_range: true,
+            ..Faults::default()
+        },
+    );
+    let spool = Spool::start(&origin).await;
+    let url = spool.url(&origin.url("noranges"));
+    let c = client();
+    for (a, b) in [(300_000, 400_000), (0, 10), (size - 100, size - 1), (65_535, 65_537)] {
+        let (status, h, got) = get(&c, &url, Some(&format!("bytes={a}-{b}"))).await;
+        assert_eq!(status, 206, "spool still serves ranges");
+        assert_eq!(header(&h, "content-range"), format!("bytes {a}-{b}/{size}"));
+        assert!(got == body.slice(a..=b), "{a}-{b}");
+    }
+    let (_, _, got) = get(&c, &url, None).await;
+    assert!(got == body);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    origin.reset_stats();
+    let (_, _, got) = get(&c, &url, Some("bytes=123456-")).await;
+    assert!(got == body.slice(123_456..));
+    assert_eq!(origin.stats().requests, 0, "cached after the first full read");
+}
+
+#[tokio::test]
+async fn origin_without_length_is_streamed_through() {
+    let origin = Origin::start().await;
+    let body = data(300_000, 23);
+    origin.add_file("live", body.clone(), "video/mp2t");
+    origin.set_faults(
+        "live",
+        Faults {
+            no_length: true,
+            ..Faults::default()
+        },
+    );
+    let spool = Spool::start(&origin).await;
+    let url = spool.url(&origin.url("live"));
+    let (status, h, got) = get(&client(), &url, None).await;
+    assert_eq!(status, 200);
+    assert_eq!(header(&h, "content-type"), "video/mp2t");
+    assert!(got == body);
+    let (status, _, got) = get(&client(), &url, Some("bytes=100-200")).await;
+    assert_eq!(status, 200, "no size, no ranges: the whole body");
+    assert!(got == body);
+}
+
+#[tokio::test]
+async fn redirects_are_followed() {
+    let origin = Origin::start().await;
+    let body = data(200_000, 25);
+    origin.add_file("real", body.clone(), "video/mp4");
+    origin.add_file("moved", bytes::Bytes::new(), "text/plain");
+    origin.set_faults(
+        "moved",
+        Faults {
+            redirect_to: Some(origin.url("real")),
+            ..Faults::default()
+        },
+    );
+    let spool = Spool::start(&origin).await;
+    let url = spool.url(&origin.url("moved"));
+    let (status, _, got) = get(&client(), &url, Some("bytes=1000-1999")).await;
+    assert_eq!(status, 206);
+    assert!(got == body.slice(1000..2000));
+}
+
+#[tokio::test]
+async fn redirect_into_a_refused_address_is_403() {
+    let origin = Origin::start().await;
+    origin.add_file("evil", bytes::Bytes::new(), "text/plain");
+    origin.set_faults(
+        "evil",
+        Faults {
+            redirect_to: Some("http://169.254.169.254/latest/meta-data/".into()),
+            ..Faults::default()
+        },
+    );
+    let spool = Spool::start(&origin).await;
+    let (status, _, body) = get(&client(), &spool.url(&origin.url("evil")), None).await;
+    assert_eq!(status, 403, "{}", String::from_utf8_lossy(&body));
+}
+
+#[tokio::test]
+async fn redirect_loops_end() {
+    let origin = Origin::start().await;
+    origin.add_file("loop", bytes::Bytes::new(), "text/plain");
+    origin.set_faults(
+        "loop",
+        Faults {
+            redirect_to: Some(origin.url("loop")),
+            ..Faults::default()
+        },
+    );
+    let spool = Spool::start(&origin).await;
+    let (status, _, _) = get(&client(), &spool.url(&origin.url("loop")), None).await;
+    assert_eq!(status, 502);
+    assert!(origin.stats().requests <= 12, "redirects are bounded");
+}
+
+#[tokio::test]
+async fn reset_mid_transfer_is_resumed_from_the_exact_byte() {
+    let origin = Origin::start().await;
+    let size = 1024 * 1024;
+    let body = data(size, 27);
+    origin.add_file("flaky", body.clone(), "video/mp4");
+    origin.set_faults(
+        "flaky",
+        Faults {
+            reset_after_bytes: Some(300_001),
+            reset_once: true,
+            ..Faults::default()
+        },
+    );
+    let spool = Spool::start(&origin).await;
+    let (status, _, got) = get(&client(), &spool.url(&origin.url("flaky")), None).await;
+    assert_eq!(status, 200);
+    assert!(got == body, "bytes differ after a resumed transfer");
+    let log = origin.requests_log();
+    assert_eq!(log.len(), 2, "one resume: {log:?}");
+    assert_eq!(log[1].range.as_deref(), Some(format!("bytes=300001-{}", size - 1).as_str()));
+    assert_eq!(origin.stats().body_bytes, size as u64, "no byte fetched twice");
+}
+
+#[tokio::test]
+async fn repeated_resets_still_deliver_every_byte() {
+    let origin = Origin::start().await;
+    let size = 600 * 1024;
+    let body = data(size, 29);
+    origin.add_file("flakier", body.clone(), "video/mp4");
+    origin.set_faults(
+        "flakier",
+        Faults {
+            reset_after_bytes: Some(100_000),
+            ..Faults::default()
+        },
+    );
+    let spool = Spool::start(&origin).await;
+    let (status, _, got) = get(&client(), &spool.url(&origin.url("flakier")), None).await;
+    assert_eq!(status, 200);
+    assert!(got == body);
+}
+
+#[tokio::test]
+async fn error_statuses_are_mapped() {
+    let origin = Origin::start().await;
+    let spool = Spool::start_with(&origin, |c| c.upstream_timeout = Duration::from_millis(700)).await;
+    let c = client();
+    for (fault, want) in [
+        (Some(404), 404),
+        (Some(403), 403),
+        (Some(410), 410),
+        (Some(500), 502),
+        (Some(503), 502),
+        (Some(418), 502),
+        (None, 504), // hangs
+    ] {
+        let path = format!("e{want}{}", fault.unwrap_or(0));
+        origin.add_file(&path, data(10, 1), "video/mp4");
+        origin.set_faults(
+            &path,
+            Faults {
+                status: fault,
+                hang: fault.is_none(),
+                ..Faults::default()
+            },
+        );
+        let (status, h, body) = get(&c, &spool.url(&origin.url(&path)), None).await;
+        assert_eq!(status, want, "origin fault {fault:?}");
+        assert!(header(&h, "content-type").starts_with("text/plain"));
+        assert!(!body.is_empty(), "a short reason is given");
+    }
+    let (status, _, _) = get(&c, &spool.url(&origin.url("missing-file")), None).await;
+    assert_eq!(status, 404);
+}
+
+#[tokio::test]
+async fn unreachable_origin_is_502() {
+    // A port nobody listens on.
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let origin = Origin::start().await;
+    let spool = Spool::start(&origin).await;
+    let (status, _, body) = get(
+        &client(),
+        &spool.url(&format!("http://127.0.0.1:{port}/x.mp4")),
+        None,
+    )
+    .await;
+    assert_eq!(status, 502, "{}", String::from_utf8_lossy(&body));
+}
+
+#[tokio::test]
+async fn allowlist_refuses_local_origins_unless_named() {
+    let origin = Origin::start().await;
+    origin.add_file("f", data(1000, 1), "video/mp4");
+    let spool = Spool::start_with(&origin, |c| {
+        c.allow_upstream = spool::allow::AllowList::default();
+    })
+    .await;
+    let c = client();
+    for target in [
+        origin.url("f"),
+        origin.url("f").replace("127.0.0.1", "localhost"),
+        "http://10.0.0.1/x".into(),
+        "http://192.168.1.1/x".into(),
+        "http://169.254.169.254/latest/meta-data/".into(),
+        "http://[::1]:9/x".into(),
+        "http://0.0.0.0:9/x".into(),
+    ] {
+        let (status, _, body) = get(&c, &spool.url(&target), None).await;
+        assert_eq!(status, 403, "{target}: {}", String::from_utf8_lossy(&body));
+    }
+    assert_eq!(origin.stats().requests, 0, "refused before any connection");
+
+    // Naming host:port allows exactly that.
+    let port = origin.addr().port();
+    let spool = Spool::start_with(&origin, |c| {
+        c.allow_upstream = spool::allow::AllowList::parse(&format!("127.0.0.1:{port}")).unwrap();
+    })
+    .await;
+    let (status, _, _) = get(&c, &spool.url(&origin.url("f")), None).await;
+    assert_eq!(status, 200);
+}
+
+#[tokio::test]
+async fn changed_origin_content_is_never_mixed() {
+    let origin = Origin::start().await;
+    let size = 512 * 1024;
+    let old = data(size, 31);
+    let new = data(size, 32);
+    origin.add_file("c", old.clone(), "video/mp4");
+    let spool = Spool::start(&origin).await;
+    let url = spool.url(&origin.url("c"));
+    let c = client();
+    // Cache the first half only (read-ahead 4 chunks of 64 KiB).
+    let (_, _, got) = get(&c, &url, Some("bytes=0-1000")).await;
+    assert!(got == old.slice(0..=1000));
+    tokio::time::sleep(Duration::from_millis(800)).await;
+
+    origin.add_file("c", new.clone(), "video/mp4");
+    // The next download sees another ETag: the old version is dropped. The
+    // response in progress either has consistent bytes or is cut.
+    let resp = c.get(&url).send().await.unwrap();
+    match resp.bytes().await {
+        Ok(b) => assert!(b == old || b == new, "mixed bytes"),
+        Err(_) => {} // cut cleanly
+    }
+    // From then on, only new bytes.
+    for _ in 0..2 {
+        let (status, h, got) = get(&c, &url, None).await;
+        assert_eq!(status, 200);
+        assert_eq!(header(&h, "etag"), origin.etag("c").unwrap());
+        assert!(got == new, "old bytes served after the origin changed");
+    }
+}
