@@ -2,7 +2,7 @@
 //! prints one JSON object on stdout.
 //!
 //!     loadgen throughput --url URL --clients N --duration-secs S [--range-size BYTES]
-//!     loadgen seq        --url URL [--expect-file PATH]
+//!     loadgen seq        --url URL [--expect-file PATH] [--repeat N]
 //!     loadgen seeks      --url URL --count K --size FILESIZE --len BYTES [--seed N] [--expect-file PATH]
 //!     loadgen gap        --url URL
 //!     loadgen fanout     --url URL --clients N [--expect-size BYTES]
@@ -57,6 +57,10 @@ enum Cmd {
         /// Compare every received byte with this file.
         #[arg(long)]
         expect_file: Option<PathBuf>,
+        /// Read it this many times in a row; report the median run (by
+        /// bytes_per_sec) and every run's rate.
+        #[arg(long, default_value_t = 1)]
+        repeat: usize,
     },
     /// K sequential GETs of random ranges; time to first body byte.
     Seeks {
@@ -118,7 +122,27 @@ async fn main() {
         Cmd::Throughput { url, clients, duration_secs, range_size, seed } => {
             throughput(client(timeout), url, clients, duration_secs, range_size, seed).await
         }
-        Cmd::Seq { url, expect_file } => seq(client(timeout), url, expect_file).await,
+        Cmd::Seq { url, expect_file, repeat } => {
+            let c = client(timeout);
+            let mut runs = Vec::new();
+            for _ in 0..repeat.max(1) {
+                runs.push(seq(c.clone(), url.clone(), expect_file.clone()).await);
+            }
+            let rate = |v: &Value| v["bytes_per_sec"].as_f64().unwrap_or(0.0);
+            let rates: Vec<f64> = runs.iter().map(rate).collect();
+            let errors = runs.iter().filter(|r| !r["error"].is_null()).count();
+            let all_identical = runs.iter().all(|r| r["identical"].as_bool() != Some(false));
+            runs.sort_by(|a, b| rate(a).partial_cmp(&rate(b)).unwrap());
+            let mut out = runs.swap_remove(runs.len() / 2);
+            if repeat > 1 {
+                out["runs_bytes_per_sec"] = json!(rates);
+                out["runs_with_error"] = json!(errors);
+                if expect_file.is_some() {
+                    out["identical"] = json!(all_identical);
+                }
+            }
+            out
+        }
         Cmd::Seeks { url, count, size, len, seed, expect_file } => {
             seeks(client(timeout), url, count, size, len, seed, expect_file).await
         }
