@@ -65,7 +65,11 @@ fn parse_entry(item: &str) -> Result<Entry, String> {
     if let Ok(net) = item.parse::<IpNet>() {
         return Ok(Entry::Net(net));
     }
-    if let Ok(ip) = item.trim_start_matches('[').trim_end_matches(']').parse::<IpAddr>() {
+    if let Ok(ip) = item
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .parse::<IpAddr>()
+    {
         return Ok(Entry::Net(IpNet::from(ip)));
     }
     if let Ok(sa) = item.parse::<SocketAddr>() {
@@ -94,9 +98,7 @@ fn parse_entry(item: &str) -> Result<Entry, String> {
 /// IPv4-mapped IPv6 addresses are judged as the IPv4 address they carry.
 fn canonical(ip: IpAddr) -> IpAddr {
     match ip {
-        IpAddr::V6(v6) => v6
-            .to_ipv4_mapped()
-            .map_or(IpAddr::V6(v6), IpAddr::V4),
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4),
         v4 => v4,
     }
 }

@@ -24,7 +24,7 @@ pub enum Opened {
     /// A media of known size, served through the cache.
     Media(Arc<Media>),
     /// The origin does not tell the size: its response is relayed as it is.
-    Passthrough(reqwest::Response, Head),
+    Passthrough(Box<(reqwest::Response, Head)>),
 }
 
 #[derive(Default)]
@@ -114,9 +114,9 @@ impl Catalog {
                 shared.metrics.upstream_requests.inc();
                 let resp = shared.upstream.get(url, None).await?;
                 let head = Head::parse(resp.status(), resp.headers())?;
-                return Ok(Opened::Passthrough(resp, head));
+                return Ok(Opened::Passthrough(Box::new((resp, head))));
             }
-            return Ok(Opened::Passthrough(resp, head));
+            return Ok(Opened::Passthrough(Box::new((resp, head))));
         };
         let row = MediaRow {
             media_id: 0,
@@ -181,7 +181,10 @@ impl Catalog {
         }
         {
             let mut map = shared.catalog.media.lock().unwrap();
-            if map.get(&media.row.url).is_some_and(|m| Arc::ptr_eq(m, media)) {
+            if map
+                .get(&media.row.url)
+                .is_some_and(|m| Arc::ptr_eq(m, media))
+            {
                 map.remove(&media.row.url);
             }
         }

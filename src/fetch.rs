@@ -51,7 +51,9 @@ pub fn start_with(
 /// chunk).
 pub fn read_ahead(shared: &Arc<Shared>, media: &Arc<Media>, at: u64) {
     let ra = shared.read_ahead_chunks();
-    let last = at.saturating_add(ra).min(media.chunk_count().saturating_sub(1));
+    let last = at
+        .saturating_add(ra)
+        .min(media.chunk_count().saturating_sub(1));
     let mut before = media.slot(at);
     for index in at + 1..=last {
         let slot = media.slot(index);
@@ -166,7 +168,11 @@ impl Run {
         if self.claimed.is_empty() && !wait_wanted(&self.media, from, ra, grace).await {
             return;
         }
-        let until = self.media.wanted_until(ra).unwrap_or(from).min(last_requested);
+        let until = self
+            .media
+            .wanted_until(ra)
+            .unwrap_or(from)
+            .min(last_requested);
         if until >= from {
             self.claimed.extend(self.media.claim(from, until));
         }
@@ -188,7 +194,8 @@ impl Run {
                     self.shared.metrics.upstream_errors.inc();
                     self.body = None;
                     self.skip = 0;
-                    let permanent = matches!(e, UpstreamError::Status(_) | UpstreamError::Denied(_));
+                    let permanent =
+                        matches!(e, UpstreamError::Status(_) | UpstreamError::Denied(_));
                     if permanent || failures > self.shared.cfg.upstream_retries {
                         warn!(url = %redact_str(&self.media.row.url), pos = self.pos, error = %e, "upstream transfer failed");
                         return Err(ChunkFailure::Upstream(e.to_string()));
@@ -224,7 +231,10 @@ impl Run {
                     )))
                 }
                 Some(mut piece) => {
-                    self.shared.metrics.upstream_bytes.inc_by(piece.len() as u64);
+                    self.shared
+                        .metrics
+                        .upstream_bytes
+                        .inc_by(piece.len() as u64);
                     if self.skip > 0 {
                         let drop = self.skip.min(piece.len() as u64);
                         self.skip -= drop;
@@ -254,9 +264,7 @@ impl Run {
     /// Checks that a response carries this media version's bytes from `pos`.
     fn accept(&mut self, resp: reqwest::Response, head: &Head) -> Result<(), RunError> {
         let row = &self.media.row;
-        let differs = |ours: &Option<String>, theirs: &Option<String>| {
-            matches!((ours, theirs), (Some(a), Some(b)) if a != b)
-        };
+        let differs = |ours: &Option<String>, theirs: &Option<String>| matches!((ours, theirs), (Some(a), Some(b)) if a != b);
         if head.total.is_some_and(|t| t != row.size_bytes)
             || differs(&row.etag, &head.etag)
             || differs(&row.last_modified, &head.last_modified)

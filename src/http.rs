@@ -28,11 +28,7 @@ pub fn routes(
     let stream = warp::path!("stream")
         .and(with.clone())
         .and(warp::method())
-        .and(
-            warp::query::raw()
-                .or(warp::any().map(String::new))
-                .unify(),
-        )
+        .and(warp::query::raw().or(warp::any().map(String::new)).unify())
         .and(warp::header::headers_cloned())
         .then(handle_stream);
     let live = warp::path!("health" / "live").map(|| text(StatusCode::OK, "ok"));
@@ -135,7 +131,7 @@ async fn handle_stream(
     match Catalog::open(&shared, &url, start).await {
         Err(e) => error(&e),
         Ok(Opened::Media(media)) => respond(shared, media, &method, &headers),
-        Ok(Opened::Passthrough(resp, head)) => passthrough(&method, resp, &head),
+        Ok(Opened::Passthrough(p)) => passthrough(&method, p.0, &p.1),
     }
 }
 
@@ -188,7 +184,11 @@ fn respond(shared: Arc<Shared>, media: Arc<Media>, method: &Method, req: &Header
         }
         RangeRequest::Ignore => {
             h.insert(header::CONTENT_TYPE, value(content_type));
-            let parts = if size == 0 { vec![] } else { vec![Part::Range(full)] };
+            let parts = if size == 0 {
+                vec![]
+            } else {
+                vec![Part::Range(full)]
+            };
             (StatusCode::OK, parts, size)
         }
         RangeRequest::Ranges(v) if v.len() == 1 => {
@@ -213,7 +213,8 @@ fn respond(shared: Arc<Shared>, media: Arc<Media>, method: &Method, req: &Header
 }
 
 fn value(s: &str) -> HeaderValue {
-    HeaderValue::from_str(s).unwrap_or_else(|_| HeaderValue::from_static("application/octet-stream"))
+    HeaderValue::from_str(s)
+        .unwrap_or_else(|_| HeaderValue::from_static("application/octet-stream"))
 }
 
 /// `multipart/byteranges` framing (RFC 9110 §14.6): its content type, the
@@ -267,7 +268,11 @@ fn if_range_holds(req: &HeaderMap, media: &Media) -> bool {
     }
     match (
         httpdate::parse_http_date(v),
-        media.row.last_modified.as_deref().map(httpdate::parse_http_date),
+        media
+            .row
+            .last_modified
+            .as_deref()
+            .map(httpdate::parse_http_date),
     ) {
         (Ok(a), Some(Ok(b))) => a == b,
         _ => false,
@@ -360,7 +365,10 @@ mod tests {
 
     #[test]
     fn multipart_length_is_exact() {
-        let ranges = [ByteRange { start: 0, end: 9 }, ByteRange { start: 20, end: 24 }];
+        let ranges = [
+            ByteRange { start: 0, end: 9 },
+            ByteRange { start: 20, end: 24 },
+        ];
         let (ctype, parts, length) = multipart(&ranges, "video/mp4", 100);
         assert!(ctype.starts_with("multipart/byteranges; boundary=spool-"));
         let total: u64 = parts

@@ -121,9 +121,11 @@ impl Index {
             let now = unix_now();
             let tx = c.transaction()?;
             let old: Option<i64> = tx
-                .query_row("SELECT media_id FROM media WHERE url = ?1", [&row.url], |r| {
-                    r.get(0)
-                })
+                .query_row(
+                    "SELECT media_id FROM media WHERE url = ?1",
+                    [&row.url],
+                    |r| r.get(0),
+                )
                 .optional()?;
             tx.execute("DELETE FROM media WHERE url = ?1", [&row.url])?;
             tx.execute(

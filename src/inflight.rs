@@ -51,6 +51,10 @@ impl InFlight {
         self.len
     }
 
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
     /// Appends bytes; the writer never passes the chunk's length.
     pub fn push(&self, piece: Bytes) {
         if piece.is_empty() {

@@ -94,7 +94,12 @@ impl Store {
     }
 
     /// Writes a chunk from its pieces; returns its CRC32C. Blocking.
-    pub fn write(&self, media_id: i64, chunk_index: u64, pieces: &[Bytes]) -> Result<u32, WriteError> {
+    pub fn write(
+        &self,
+        media_id: i64,
+        chunk_index: u64,
+        pieces: &[Bytes],
+    ) -> Result<u32, WriteError> {
         let dir = self.media_dir(media_id);
         let fail = |stage, path: &Path, source: io::Error| WriteError {
             class: WriteClass::classify(&source),
@@ -103,10 +108,7 @@ impl Store {
             source,
         };
         fs::create_dir_all(&dir).map_err(|e| fail(WriteStage::CreateDir, &dir, e))?;
-        let tmp = dir.join(format!(
-            ".{chunk_index}.{:016x}.tmp",
-            rand::random::<u64>()
-        ));
+        let tmp = dir.join(format!(".{chunk_index}.{:016x}.tmp", rand::random::<u64>()));
         let result = (|| {
             let mut file = File::create_new(&tmp).map_err(|e| fail(WriteStage::Open, &tmp, e))?;
             let mut crc = 0u32;
@@ -198,8 +200,14 @@ mod tests {
         let of = |kind| WriteClass::classify(&io::Error::from(kind));
         assert_eq!(of(io::ErrorKind::StorageFull), WriteClass::DiskFull);
         assert_eq!(of(io::ErrorKind::QuotaExceeded), WriteClass::DiskFull);
-        assert_eq!(of(io::ErrorKind::PermissionDenied), WriteClass::PermissionDenied);
-        assert_eq!(of(io::ErrorKind::ReadOnlyFilesystem), WriteClass::PermissionDenied);
+        assert_eq!(
+            of(io::ErrorKind::PermissionDenied),
+            WriteClass::PermissionDenied
+        );
+        assert_eq!(
+            of(io::ErrorKind::ReadOnlyFilesystem),
+            WriteClass::PermissionDenied
+        );
         assert_eq!(of(io::ErrorKind::Other), WriteClass::Io);
         let raw = |n| WriteClass::classify(&io::Error::from_raw_os_error(n));
         assert_eq!(raw(28), WriteClass::DiskFull); // ENOSPC

@@ -113,7 +113,10 @@ impl Sender<'_> {
             let last = r.end.min(start + media.chunk_len(index) - 1);
             let before = pos;
             let outcome = match media.slot(index) {
-                Some(Slot::Cached(row)) => self.from_file(index, row.size_bytes, &mut pos, last).await,
+                Some(Slot::Cached(row)) => {
+                    self.send_cached(index, row.size_bytes, &mut pos, last)
+                        .await
+                }
                 Some(Slot::Pending(chunk)) => {
                     let mut res = Ok(());
                     while pos <= last {
@@ -167,7 +170,7 @@ impl Sender<'_> {
 
     /// Sends `[pos, last]` of a cached chunk. A file that cannot be read is
     /// dropped from the cache and the chunk fetched again.
-    async fn from_file(
+    async fn send_cached(
         &mut self,
         index: u64,
         len: u64,
@@ -189,7 +192,8 @@ impl Sender<'_> {
             let n = (last + 1 - *pos).min(READ_PIECE) as usize;
             let f = file.clone();
             let off = *pos - start;
-            let bytes = match tokio::task::spawn_blocking(move || store::read_at(&f, off, n)).await {
+            let bytes = match tokio::task::spawn_blocking(move || store::read_at(&f, off, n)).await
+            {
                 Ok(Ok(b)) => b,
                 Ok(Err(e)) => return self.unreadable(index, e),
                 Err(e) => return self.unreadable(index, io::Error::other(e)),

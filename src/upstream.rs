@@ -90,9 +90,8 @@ impl Resolve for CheckedResolver {
         let allow = self.allow.clone();
         Box::pin(async move {
             let host = name.as_str().to_owned();
-            let addrs: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), 0))
-                .await?
-                .collect();
+            let addrs: Vec<SocketAddr> =
+                tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
             // The port is not known here; port-specific entries were checked
             // on the request's URL before it was sent.
             let ok: Vec<SocketAddr> = addrs

@@ -173,7 +173,12 @@ async fn read_ahead_fetches_the_window_after_the_playhead() {
     tokio::time::sleep(Duration::from_millis(1000)).await;
     origin.reset_stats();
     // The four chunks after the one read are there without asking.
-    let (_, _, got) = get(&c, &url, Some(&format!("bytes={}-{}", CHUNK, 5 * CHUNK - 1))).await;
+    let (_, _, got) = get(
+        &c,
+        &url,
+        Some(&format!("bytes={}-{}", CHUNK, 5 * CHUNK - 1)),
+    )
+    .await;
     assert!(got == body.slice(CHUNK as usize..5 * CHUNK as usize));
     // Requests made now are this read's own read-ahead, past the window.
     for r in origin.requests_log() {
@@ -212,12 +217,15 @@ async fn abandoned_stream_stops_downloading() {
         got += resp.chunk().await.unwrap().unwrap().len();
     }
     drop(resp); // the player goes away
-    // Grace is 300 ms; after it the run ends at its next chunk boundary.
+                // Grace is 300 ms; after it the run ends at its next chunk boundary.
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let after_grace = origin.stats().body_bytes;
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let later = origin.stats().body_bytes;
-    assert_eq!(after_grace, later, "still downloading after the player left");
+    assert_eq!(
+        after_grace, later,
+        "still downloading after the player left"
+    );
     assert!(
         later < 2 * 1024 * 1024,
         "downloaded {later} bytes of {size} for a player that read 100 KB"

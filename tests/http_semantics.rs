@@ -82,16 +82,32 @@ async fn satisfiable_ranges() {
         ("bytes=-1000".into(), size - 1000, size - 1),
         ("bytes=-99999999".into(), 0, size - 1),
         // last-pos past the end is clipped
-        (format!("bytes={}-{}", size - 10, size + 1000), size - 10, size - 1),
+        (
+            format!("bytes={}-{}", size - 10, size + 1000),
+            size - 10,
+            size - 1,
+        ),
         ("bytes=5-18446744073709551615".into(), 5, size - 1),
         ("bytes=7-99999999999999999999999999".into(), 7, size - 1),
-        (format!("bytes={}-{}", size - 1, size - 1), size - 1, size - 1),
+        (
+            format!("bytes={}-{}", size - 1, size - 1),
+            size - 1,
+            size - 1,
+        ),
     ];
     for (range, a, b) in cases {
         let (status, h, got) = get(&c, &url, Some(&range)).await;
         assert_eq!(status, 206, "{range}");
-        assert_eq!(header(&h, "content-range"), format!("bytes {a}-{b}/{size}"), "{range}");
-        assert_eq!(header(&h, "content-length"), (b - a + 1).to_string(), "{range}");
+        assert_eq!(
+            header(&h, "content-range"),
+            format!("bytes {a}-{b}/{size}"),
+            "{range}"
+        );
+        assert_eq!(
+            header(&h, "content-length"),
+            (b - a + 1).to_string(),
+            "{range}"
+        );
         assert_eq!(got, body.slice(a as usize..=b as usize), "{range}");
     }
 }
@@ -109,9 +125,19 @@ async fn unsatisfiable_and_ignored_ranges() {
     ] {
         let (status, h, _) = get(&c, &url, Some(&range)).await;
         assert_eq!(status, 416, "{range}");
-        assert_eq!(header(&h, "content-range"), format!("bytes */{SIZE}"), "{range}");
+        assert_eq!(
+            header(&h, "content-range"),
+            format!("bytes */{SIZE}"),
+            "{range}"
+        );
     }
-    for range in ["items=0-10", "bytes=10-5", "bytes=abc", "bytes=", "bytes=1-2-3"] {
+    for range in [
+        "items=0-10",
+        "bytes=10-5",
+        "bytes=abc",
+        "bytes=",
+        "bytes=1-2-3",
+    ] {
         let (status, h, got) = get(&c, &url, Some(range)).await;
         assert_eq!(status, 200, "{range}");
         assert_eq!(header(&h, "content-range"), "", "{range}");
@@ -132,7 +158,11 @@ async fn cold_unsatisfiable_range() {
 #[tokio::test]
 async fn multiple_ranges_are_multipart() {
     let (_origin, _spool, body, url) = setup().await;
-    let ranges = [(0u64, 9u64), (65530, 65545), (SIZE as u64 - 5, SIZE as u64 - 1)];
+    let ranges = [
+        (0u64, 9u64),
+        (65530, 65545),
+        (SIZE as u64 - 5, SIZE as u64 - 1),
+    ];
     let header_value = format!(
         "bytes={}",
         ranges
@@ -155,7 +185,9 @@ async fn multiple_ranges_are_multipart() {
         assert!(rest.starts_with(delim.as_bytes()));
         rest = &rest[delim.len()..];
         let end = rest.windows(4).position(|w| w == b"\r\n\r\n").unwrap();
-        let part_head = std::str::from_utf8(&rest[..end]).unwrap().to_ascii_lowercase();
+        let part_head = std::str::from_utf8(&rest[..end])
+            .unwrap()
+            .to_ascii_lowercase();
         assert!(part_head.contains("content-type: video/mp4"));
         assert!(part_head.contains(&format!("content-range: bytes {a}-{b}/{SIZE}")));
         rest = &rest[end + 4..];
@@ -174,7 +206,12 @@ async fn conditional_requests() {
     let last_modified = origin.last_modified("movie.mp4").unwrap();
 
     // If-None-Match: 304 with the validators, no body.
-    let resp = c.get(&url).header("if-none-match", &etag).send().await.unwrap();
+    let resp = c
+        .get(&url)
+        .header("if-none-match", &etag)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.status(), 304);
     assert_eq!(header(resp.headers(), "etag"), etag);
     assert!(resp.bytes().await.unwrap().is_empty());
@@ -240,7 +277,10 @@ async fn bad_requests_get_clear_errors() {
     for (url, want) in cases {
         let (status, h, body) = get(&c, &url, None).await;
         assert_eq!(status, want, "{url}");
-        assert!(header(&h, "content-type").starts_with("text/plain"), "{url}");
+        assert!(
+            header(&h, "content-type").starts_with("text/plain"),
+            "{url}"
+        );
         assert!(!body.is_empty(), "{url}: a reason is given");
     }
     let resp = c.post(spool.url(&origin.url("x"))).send().await.unwrap();

@@ -50,7 +50,10 @@ impl Spool {
         Spool::start_with(origin, |_| {}).await
     }
 
-    pub async fn start_with(origin: &origin::Origin, tweak: impl FnOnce(&mut spool::Config)) -> Spool {
+    pub async fn start_with(
+        origin: &origin::Origin,
+        tweak: impl FnOnce(&mut spool::Config),
+    ) -> Spool {
         let tmp = tempfile::tempdir().unwrap();
         let mut cfg = test_config(tmp.path(), origin);
         tweak(&mut cfg);
