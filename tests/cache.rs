@@ -95,6 +95,20 @@ async fn second_read_makes_zero_upstream_requests_even_after_restart() {
         .flat_map(|d| std::fs::read_dir(d.unwrap().path()).unwrap())
         .count();
     assert_eq!(files, 16, "one file per chunk");
+
+    // And the sqlite3 CLI reads it while spool runs (WAL mode).
+    let out = std::process::Command::new("sqlite3")
+        .arg("-readonly")
+        .arg(dir.join("index.db"))
+        .arg("SELECT url, cached_percent FROM media_summary")
+        .output()
+        .expect("the sqlite3 CLI is installed (scripts/test installs it)");
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        format!("{origin_url}|100.0")
+    );
+    drop(spool);
     drop(tmp);
 }
 
