@@ -119,10 +119,28 @@ async fn main() {
     let args = Args::parse();
     let timeout = Duration::from_secs(args.timeout_secs);
     let out = match args.cmd {
-        Cmd::Throughput { url, clients, duration_secs, range_size, seed } => {
-            throughput(client(timeout), url, clients, duration_secs, range_size, seed).await
+        Cmd::Throughput {
+            url,
+            clients,
+            duration_secs,
+            range_size,
+            seed,
+        } => {
+            throughput(
+                client(timeout),
+                url,
+                clients,
+                duration_secs,
+                range_size,
+                seed,
+            )
+            .await
         }
-        Cmd::Seq { url, expect_file, repeat } => {
+        Cmd::Seq {
+            url,
+            expect_file,
+            repeat,
+        } => {
             let c = client(timeout);
             let mut runs = Vec::new();
             for _ in 0..repeat.max(1) {
@@ -143,13 +161,20 @@ async fn main() {
             }
             out
         }
-        Cmd::Seeks { url, count, size, len, seed, expect_file } => {
-            seeks(client(timeout), url, count, size, len, seed, expect_file).await
-        }
+        Cmd::Seeks {
+            url,
+            count,
+            size,
+            len,
+            seed,
+            expect_file,
+        } => seeks(client(timeout), url, count, size, len, seed, expect_file).await,
         Cmd::Gap { url } => gap(client(timeout), url).await,
-        Cmd::Fanout { url, clients, expect_size } => {
-            fanout(client(timeout), url, clients, expect_size).await
-        }
+        Cmd::Fanout {
+            url,
+            clients,
+            expect_size,
+        } => fanout(client(timeout), url, clients, expect_size).await,
         Cmd::FreePort => {
             let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
             json!({ "port": l.local_addr().unwrap().port() })
@@ -183,7 +208,10 @@ async fn resource_size(c: &reqwest::Client, url: &str) -> Result<u64, String> {
             return Ok(len);
         }
     }
-    Err(format!("size probe: status {}, no usable length", res.status()))
+    Err(format!(
+        "size probe: status {}, no usable length",
+        res.status()
+    ))
 }
 
 async fn throughput(
@@ -307,7 +335,10 @@ impl Verifier {
             }
             first_err
         });
-        Ok(Verifier { tx: Some(tx), handle: Some(handle) })
+        Ok(Verifier {
+            tx: Some(tx),
+            handle: Some(handle),
+        })
     }
 
     fn check(&self, offset: u64, data: Bytes) {
@@ -318,7 +349,11 @@ impl Verifier {
 
     fn finish(mut self) -> Result<(), String> {
         drop(self.tx.take());
-        self.handle.take().unwrap().join().unwrap_or(Err("verifier panicked".into()))
+        self.handle
+            .take()
+            .unwrap()
+            .join()
+            .unwrap_or(Err("verifier panicked".into()))
     }
 }
 
@@ -365,7 +400,9 @@ async fn seq(c: reqwest::Client, url: String, expect_file: Option<PathBuf>) -> V
         "error": error,
     });
     if let (Some(v), Some(path)) = (verifier, expect_file) {
-        let file_len = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(u64::MAX);
+        let file_len = std::fs::metadata(&path)
+            .map(|m| m.len())
+            .unwrap_or(u64::MAX);
         let cmp = v.finish();
         let identical = cmp.is_ok() && total == file_len && out["error"].is_null();
         out["identical"] = json!(identical);
@@ -512,7 +549,12 @@ async fn gap(c: reqwest::Client, url: String) -> Value {
     })
 }
 
-async fn fanout(c: reqwest::Client, url: String, clients: usize, expect_size: Option<u64>) -> Value {
+async fn fanout(
+    c: reqwest::Client,
+    url: String,
+    clients: usize,
+    expect_size: Option<u64>,
+) -> Value {
     let t0 = Instant::now();
     let mut tasks = Vec::new();
     for _ in 0..clients {

@@ -210,20 +210,22 @@ impl Origin {
             salt: rand::random::<u32>(),
         });
         let state = inner.clone();
-        let route = warp::method()
-            .and(warp::path::full())
-            .and(
-                warp::query::raw()
-                    .or(warp::any().map(String::new))
-                    .unify(),
-            )
-            .and(warp::header::headers_cloned())
-            .then(
-                move |method: Method, path: warp::path::FullPath, query: String, headers: HeaderMap| {
-                    let state = state.clone();
-                    async move { handle(state, method, path.as_str().to_string(), query, headers).await }
-                },
-            );
+        let route =
+            warp::method()
+                .and(warp::path::full())
+                .and(warp::query::raw().or(warp::any().map(String::new)).unify())
+                .and(warp::header::headers_cloned())
+                .then(
+                    move |method: Method,
+                          path: warp::path::FullPath,
+                          query: String,
+                          headers: HeaderMap| {
+                        let state = state.clone();
+                        async move {
+                            handle(state, method, path.as_str().to_string(), query, headers).await
+                        }
+                    },
+                );
         tokio::spawn(warp::serve(route).incoming(listener).run());
         Ok(Origin { inner })
     }
@@ -260,7 +262,10 @@ impl Origin {
     fn insert(&self, path: &str, content: Content, content_type: &str) {
         let last_modified = {
             let mut clock = self.inner.clock.lock().unwrap();
-            let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs();
+            let now = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .unwrap()
+                .as_secs();
             let now = UNIX_EPOCH + Duration::from_secs(now);
             let t = match *clock {
                 Some(prev) if prev + Duration::from_secs(1) > now => prev + Duration::from_secs(1),
@@ -281,7 +286,12 @@ impl Origin {
 
     /// Current ETag of `path` (None if not served).
     pub fn etag(&self, path: &str) -> Option<String> {
-        self.inner.files.lock().unwrap().get(&key_of(path)).map(|e| e.etag.clone())
+        self.inner
+            .files
+            .lock()
+            .unwrap()
+            .get(&key_of(path))
+            .map(|e| e.etag.clone())
     }
 
     /// Current Last-Modified of `path` as an HTTP-date (None if not served).
@@ -295,7 +305,11 @@ impl Origin {
     }
 
     pub fn set_faults(&self, path: &str, faults: Faults) {
-        self.inner.faults.lock().unwrap().insert(key_of(path), faults);
+        self.inner
+            .faults
+            .lock()
+            .unwrap()
+            .insert(key_of(path), faults);
     }
 
     pub fn clear_faults(&self, path: &str) {
@@ -404,7 +418,8 @@ fn response(
     };
     *res.status_mut() = status;
     for (name, value) in headers {
-        res.headers_mut().insert(name, HeaderValue::from_str(&value).unwrap());
+        res.headers_mut()
+            .insert(name, HeaderValue::from_str(&value).unwrap());
     }
     res
 }
@@ -444,13 +459,17 @@ fn parse_range(value: &str, size: u64) -> RangeReq {
     };
     let (a, b) = (a.trim(), b.trim());
     if a.is_empty() {
-        let Ok(n) = b.parse::<u64>() else { return RangeReq::None };
+        let Ok(n) = b.parse::<u64>() else {
+            return RangeReq::None;
+        };
         if n == 0 || size == 0 {
             return RangeReq::Unsatisfiable;
         }
         return RangeReq::Satisfiable(size.saturating_sub(n), size - 1);
     }
-    let Ok(start) = a.parse::<u64>() else { return RangeReq::None };
+    let Ok(start) = a.parse::<u64>() else {
+        return RangeReq::None;
+    };
     let end = if b.is_empty() {
         u64::MAX
     } else {
@@ -481,7 +500,11 @@ async fn handle(
     let path = percent_encoding::percent_decode_str(raw_path.trim_start_matches('/'))
         .decode_utf8_lossy()
         .into_owned();
-    let full = if query.is_empty() { path.clone() } else { format!("{path}?{query}") };
+    let full = if query.is_empty() {
+        path.clone()
+    } else {
+        format!("{path}?{query}")
+    };
     let (key, file) = {
         let files = inner.files.lock().unwrap();
         match files.get(&full) {
@@ -517,9 +540,14 @@ async fn handle(
             l.push(log.clone());
         }
     }
-    let meter = Meter { path: counters, total: inner.total.clone(), log: log.clone() };
+    let meter = Meter {
+        path: counters,
+        total: inner.total.clone(),
+        log: log.clone(),
+    };
     let res = answer(&inner, &key, file, &method, range_hdr, &headers, meter).await;
-    log.status.store(res.status().as_u16() as u64, Ordering::Relaxed);
+    log.status
+        .store(res.status().as_u16() as u64, Ordering::Relaxed);
     res
 }
 
@@ -532,7 +560,13 @@ async fn answer(
     headers: &HeaderMap,
     meter: Meter,
 ) -> warp::reply::Response {
-    let faults = inner.faults.lock().unwrap().get(key).cloned().unwrap_or_default();
+    let faults = inner
+        .faults
+        .lock()
+        .unwrap()
+        .get(key)
+        .cloned()
+        .unwrap_or_default();
     if faults.hang {
         std::future::pending::<()>().await;
     }
@@ -541,30 +575,49 @@ async fn answer(
     }
     let head = *method == Method::HEAD;
     if *method != Method::GET && !head {
-        return small(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n".into(), meter, false);
+        return small(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method not allowed\n".into(),
+            meter,
+            false,
+        );
     }
     if let Some(loc) = &faults.redirect_to {
-        let mut res = small(StatusCode::FOUND, format!("redirect to {loc}\n"), meter, head);
-        res.headers_mut().insert(header::LOCATION, HeaderValue::from_str(loc).unwrap());
+        let mut res = small(
+            StatusCode::FOUND,
+            format!("redirect to {loc}\n"),
+            meter,
+            head,
+        );
+        res.headers_mut()
+            .insert(header::LOCATION, HeaderValue::from_str(loc).unwrap());
         return res;
     }
     if let Some(code) = faults.status {
         let status = StatusCode::from_u16(code).expect("test origin: invalid fault status");
-        return small(status, format!("test origin: fault status {code}\n"), meter, head);
+        return small(
+            status,
+            format!("test origin: fault status {code}\n"),
+            meter,
+            head,
+        );
     }
     let Some(file) = file else {
         return small(StatusCode::NOT_FOUND, "not found\n".into(), meter, head);
     };
 
     let size = file.content.len();
-    let mut hdrs: Vec<(header::HeaderName, String)> = vec![(header::CONTENT_TYPE, file.content_type.clone())];
+    let mut hdrs: Vec<(header::HeaderName, String)> =
+        vec![(header::CONTENT_TYPE, file.content_type.clone())];
     let last_modified = httpdate::fmt_http_date(file.last_modified);
     if !faults.no_validators {
         hdrs.push((header::ETAG, file.etag.clone()));
         hdrs.push((header::LAST_MODIFIED, last_modified.clone()));
 
         // Conditional GET/HEAD.
-        let inm = headers.get(header::IF_NONE_MATCH).and_then(|v| v.to_str().ok());
+        let inm = headers
+            .get(header::IF_NONE_MATCH)
+            .and_then(|v| v.to_str().ok());
         let not_modified = match inm {
             Some(list) => etag_list_matches(list, &file.etag),
             None => headers
@@ -638,8 +691,22 @@ async fn answer(
     };
 
     let (tx, rx) = mpsc::channel(2);
-    tokio::spawn(produce(tx, file.content, start, end, faults.rate_bytes_per_sec, reset_at));
-    response(status, hdrs, Some(CountingBody { src: Source::Chan(rx), meter }))
+    tokio::spawn(produce(
+        tx,
+        file.content,
+        start,
+        end,
+        faults.rate_bytes_per_sec,
+        reset_at,
+    ));
+    response(
+        status,
+        hdrs,
+        Some(CountingBody {
+            src: Source::Chan(rx),
+            meter,
+        }),
+    )
 }
 
 /// Sends `content[start..end)` in pieces, paced to `rate`, aborting with an
@@ -652,7 +719,11 @@ async fn produce(
     rate: Option<u64>,
     reset_at: Option<u64>,
 ) {
-    let piece = if rate.is_some() { THROTTLED_PIECE } else { PIECE } as u64;
+    let piece = if rate.is_some() {
+        THROTTLED_PIECE
+    } else {
+        PIECE
+    } as u64;
     let stop = reset_at.map_or(end, |n| start + n);
     let t0 = tokio::time::Instant::now();
     let mut pos = start;
@@ -660,7 +731,10 @@ async fn produce(
     let disk = match &content {
         Content::Disk { file, .. } => {
             let file = file.clone();
-            match tokio::task::spawn_blocking(move || std::fs::File::open(file)).await.unwrap() {
+            match tokio::task::spawn_blocking(move || std::fs::File::open(file))
+                .await
+                .unwrap()
+            {
                 Ok(f) => Some(Arc::new(f)),
                 Err(e) => {
                     let _ = tx.send(Err(e)).await;
@@ -690,7 +764,10 @@ async fn produce(
                         while got < want {
                             let r = f.read_at(&mut b[got..], at + got as u64)?;
                             if r == 0 {
-                                return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "file shrank"));
+                                return Err(io::Error::new(
+                                    io::ErrorKind::UnexpectedEof,
+                                    "file shrank",
+                                ));
                             }
                             got += r;
                         }
@@ -718,7 +795,10 @@ async fn produce(
         // Let hyper flush what was yielded, then abort the connection.
         tokio::time::sleep(RESET_FLUSH_DELAY).await;
         let _ = tx
-            .send(Err(io::Error::new(io::ErrorKind::ConnectionReset, "test origin: injected reset")))
+            .send(Err(io::Error::new(
+                io::ErrorKind::ConnectionReset,
+                "test origin: injected reset",
+            )))
             .await;
     }
 }
