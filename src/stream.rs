@@ -108,6 +108,11 @@ impl Sender<'_> {
             }
             let index = pos / media.chunk_size();
             self.playhead.set(index);
+            // The chunk needed now first, so its run can cover the stretch
+            // after it too; then read-ahead for what is left of the window.
+            if media.slot(index).is_none() {
+                fetch::start(self.shared, media, index);
+            }
             fetch::read_ahead(self.shared, media, index);
             let start = media.chunk_start(index);
             let last = r.end.min(start + media.chunk_len(index) - 1);
@@ -142,10 +147,9 @@ impl Sender<'_> {
                         Err(ChunkFailure::Upstream(e)) => Err(Retry::Upstream(e)),
                     }
                 }
-                None => {
-                    fetch::start(self.shared, media, index);
-                    Err(Retry::Again)
-                }
+                // Taken and released again before we looked (a run that
+                // gave up, an unreadable file): look again.
+                None => Err(Retry::Again),
             };
             if pos > before {
                 attempts = 0;

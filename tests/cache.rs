@@ -309,3 +309,53 @@ async fn a_player_leaving_does_not_disturb_others() {
     assert_eq!(status, 200);
     assert!(got == body);
 }
+
+#[tokio::test]
+async fn one_request_per_missing_stretch() {
+    let origin = Origin::start().await;
+    let size = 20 * CHUNK as usize;
+    let body = data(size, 23);
+    origin.add_file("gaps", body.clone(), "video/mp4");
+    let spool = Spool::start(&origin).await;
+    let url = spool.url(&origin.url("gaps"));
+    let c = client();
+    // Cache a stretch in the middle (with its read-ahead).
+    let (_, _, got) = get(
+        &c,
+        &url,
+        Some(&format!("bytes={}-{}", 3 * CHUNK, 5 * CHUNK - 1)),
+    )
+    .await;
+    assert!(got == body.slice(3 * CHUNK as usize..5 * CHUNK as usize));
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let conn = rusqlite::Connection::open(spool.cache_dir.join("index.db")).unwrap();
+    let cached: Vec<u64> = conn
+        .prepare("SELECT chunk_index FROM chunks ORDER BY chunk_index")
+        .unwrap()
+        .query_map([], |r| r.get::<_, i64>(0).map(|v| v as u64))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    let (lo, hi) = (cached[0], *cached.last().unwrap());
+    assert_eq!(cached, (lo..=hi).collect::<Vec<_>>(), "one cached stretch");
+    assert!(lo == 3 && hi < 19, "cached {cached:?}");
+
+    origin.reset_stats();
+    let (_, _, got) = get(&c, &url, None).await;
+    assert!(got == body);
+    let log = origin.requests_log();
+    let ranges: Vec<String> = log.iter().map(|r| r.range.clone().unwrap()).collect();
+    assert_eq!(
+        ranges,
+        vec![
+            format!("bytes=0-{}", lo * CHUNK - 1),
+            format!("bytes={}-{}", (hi + 1) * CHUNK, size - 1)
+        ],
+        "one request per missing stretch"
+    );
+    assert_eq!(
+        origin.stats().body_bytes,
+        size as u64 - cached.len() as u64 * CHUNK,
+        "cached chunks were fetched again"
+    );
+}
