@@ -36,6 +36,10 @@ pub struct Catalog {
 }
 
 impl Catalog {
+    pub fn contains(&self, url: &str) -> bool {
+        self.media.lock().unwrap().contains_key(url)
+    }
+
     fn cached(&self, url: &str) -> Option<Arc<Media>> {
         self.media.lock().unwrap().get(url).cloned()
     }

@@ -15,7 +15,7 @@ use crate::catalog::{Catalog, Opened};
 use crate::media::Media;
 use crate::range::{self, ByteRange, RangeRequest};
 use crate::stream::{self, Part};
-use crate::upstream::{Head, UpstreamError};
+use crate::upstream::{self, Head, UpstreamError};
 use crate::Shared;
 
 pub fn routes(
@@ -117,10 +117,17 @@ async fn handle_stream(
             "missing url: use /stream?url=<percent-encoded http(s) URL>",
         );
     };
-    let url = match shared.upstream.check(&raw).await {
+    let url = match upstream::parse_url(&raw) {
         Ok(u) => u,
         Err(e) => return error(&e),
     };
+    // A media open in this process was checked when it was opened; others
+    // are checked before anything else happens.
+    if !shared.catalog.contains(url.as_str()) {
+        if let Err(e) = shared.upstream.check(&url).await {
+            return error(&e);
+        }
+    }
     let range_header = header_str(&headers, header::RANGE);
     let start = match range_header {
         Some(h) => range::first_start(h),

@@ -225,22 +225,12 @@ impl Upstream {
         self.timeout
     }
 
-    /// Validates a media URL and checks it against the allowlist on its
-    /// resolved addresses, before any connection is made.
-    pub async fn check(&self, raw: &str) -> Result<Url, UpstreamError> {
-        let url = Url::parse(raw).map_err(|e| UpstreamError::BadUrl(format!("{raw:?}: {e}")))?;
-        if !matches!(url.scheme(), "http" | "https") {
-            return Err(UpstreamError::BadUrl(format!(
-                "scheme {:?} is not http or https",
-                url.scheme()
-            )));
-        }
-        let host = url
-            .host_str()
-            .ok_or_else(|| UpstreamError::BadUrl("no host".into()))?
-            .to_owned();
-        if check_literal(&self.allow, &url)? {
-            return Ok(url);
+    /// Checks a media URL against the allowlist on its resolved addresses,
+    /// before any connection is made.
+    pub async fn check(&self, url: &Url) -> Result<(), UpstreamError> {
+        let host = url.host_str().unwrap_or_default().to_owned();
+        if check_literal(&self.allow, url)? {
+            return Ok(());
         }
         let port = url.port_or_known_default().unwrap_or(80);
         let addrs = tokio::net::lookup_host((host.as_str(), port))
@@ -250,7 +240,7 @@ impl Upstream {
         for a in addrs {
             any = true;
             if self.allow.permits(&host, a.ip(), port) {
-                return Ok(url);
+                return Ok(());
             }
         }
         Err(if any {
@@ -304,6 +294,21 @@ impl Upstream {
             .map_err(|_| UpstreamError::Timeout)?
             .map_err(UpstreamError::from_reqwest)
     }
+}
+
+/// Parses a media URL: absolute, http or https, with a host.
+pub fn parse_url(raw: &str) -> Result<Url, UpstreamError> {
+    let url = Url::parse(raw).map_err(|e| UpstreamError::BadUrl(format!("{raw:?}: {e}")))?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(UpstreamError::BadUrl(format!(
+            "scheme {:?} is not http or https",
+            url.scheme()
+        )));
+    }
+    if url.host_str().is_none_or(str::is_empty) {
+        return Err(UpstreamError::BadUrl("no host".into()));
+    }
+    Ok(url)
 }
 
 /// For URLs whose host is an address literal: checks it and returns true.
