@@ -646,5 +646,5 @@ async fn aborted_client_counts_only_what_was_sent() {
     drop(s);
     tokio::time::sleep(Duration::from_millis(300)).await;
     let sent = origin.path_stats("big.bin").body_bytes;
-    assert!((100_000..2_000_000).contains(&sent), "sent {sent}");
+    assert!((100_000..4_000_000).contains(&sent), "sent {sent}");
 }
