@@ -25,6 +25,42 @@ pub struct Cli {
 pub enum Command {
     /// Serve media through the cache (the default).
     Serve(Box<Config>),
+    /// Check every chunk against the index (length and checksum); exit 0
+    /// when clean, 1 when problems were found.
+    Verify {
+        #[command(flatten)]
+        dir: CacheDir,
+        /// Fix what is found: remove temp files, orphans and rows of
+        /// missing files; quarantine bad chunks.
+        #[arg(long)]
+        repair: bool,
+    },
+    /// Print cache size, media and chunk counts, and the disk level.
+    Stats {
+        #[command(flatten)]
+        dir: CacheDir,
+        #[command(flatten)]
+        thresholds: FreeSpace,
+    },
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct CacheDir {
+    /// Cache directory; the index lives at <cache-dir>/index.db.
+    #[arg(long, env = "SPOOL_CACHE_DIR", default_value = "spool-cache")]
+    pub cache_dir: PathBuf,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct FreeSpace {
+    /// Free space (percent of the cache filesystem) below which the disk
+    /// level is Critical and the cache is cleaned up.
+    #[arg(long, env = "SPOOL_MIN_FREE_PERCENT", default_value_t = 5.0)]
+    pub min_free_percent: f64,
+
+    /// Free space (bytes) below which the disk level is Critical.
+    #[arg(long, env = "SPOOL_MIN_FREE_BYTES", default_value = "1GiB", value_parser = parse_size)]
+    pub min_free_bytes: u64,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -72,6 +108,14 @@ pub struct Config {
     /// Times a broken upstream transfer is resumed from the byte it reached.
     #[arg(long, env = "SPOOL_UPSTREAM_RETRIES", default_value_t = 3)]
     pub upstream_retries: u32,
+
+    #[command(flatten)]
+    pub free_space: FreeSpace,
+
+    /// On SIGTERM/SIGINT: how long running streams may go on before they
+    /// are cut and spool exits.
+    #[arg(long, env = "SPOOL_SHUTDOWN_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub shutdown_timeout: Duration,
 
     /// fsync every chunk file before it is renamed into place. Off by
     /// default: chunk checksums already catch a chunk torn by a power cut.

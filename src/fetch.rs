@@ -324,6 +324,11 @@ async fn wait_wanted(media: &Media, index: u64, ra: u64, grace: Duration) -> boo
 /// failure the chunk is simply not cached: players reading it already have
 /// its bytes from memory, later ones fetch it again.
 async fn persist(shared: Arc<Shared>, media: Arc<Media>, index: u64, chunk: Arc<InFlight>) {
+    let Some(_ticket) = shared.writes.begin() else {
+        // Shutting down: the chunk is not cached, nothing is half-written.
+        media.release(index, &chunk);
+        return;
+    };
     let pieces = chunk.pieces();
     let store = shared.store.clone();
     let media_id = media.id();

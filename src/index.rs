@@ -21,6 +21,8 @@ pub enum IndexError {
     Sqlite(#[from] rusqlite::Error),
     #[error("index schema version {found} is newer than this spool understands ({known})")]
     FromTheFuture { found: i64, known: i64 },
+    #[error("index failed its integrity check: {0}")]
+    Corrupt(String),
     #[error("index thread has stopped")]
     Closed,
 }
@@ -60,6 +62,10 @@ impl Index {
         let mut conn = Connection::open(path)?;
         configure(&conn)?;
         migrate(&mut conn)?;
+        let check: String = conn.query_row("PRAGMA quick_check", [], |r| r.get(0))?;
+        if check != "ok" {
+            return Err(IndexError::Corrupt(check));
+        }
         let (tx, rx) = std_mpsc::channel::<Job>();
         std::thread::Builder::new()
             .name("spool-index".into())
@@ -205,6 +211,47 @@ impl Index {
                 params![media_id, chunk_index as i64],
             )
             .map(drop)
+        })
+        .await
+    }
+
+    /// Every chunk row: (media_id, chunk, created_unix).
+    pub async fn all_chunks(&self) -> Result<Vec<(i64, ChunkRow, i64)>, IndexError> {
+        self.call(|c| {
+            let mut st = c.prepare(
+                "SELECT media_id, chunk_index, size_bytes, crc32c, created_unix FROM chunks",
+            )?;
+            let rows = st.query_map([], |r| {
+                Ok((
+                    r.get(0)?,
+                    ChunkRow {
+                        chunk_index: r.get::<_, i64>(1)? as u64,
+                        size_bytes: r.get::<_, i64>(2)? as u64,
+                        crc32c: r.get::<_, i64>(3)? as u32,
+                    },
+                    r.get(4)?,
+                ))
+            })?;
+            rows.collect()
+        })
+        .await
+    }
+
+    /// Media count, chunk count and cached bytes.
+    pub async fn totals(&self) -> Result<(u64, u64, u64), IndexError> {
+        self.call(|c| {
+            c.query_row(
+                "SELECT (SELECT COUNT(*) FROM media), COUNT(*), COALESCE(SUM(size_bytes), 0)
+                 FROM chunks",
+                [],
+                |r| {
+                    Ok((
+                        r.get::<_, i64>(0)? as u64,
+                        r.get::<_, i64>(1)? as u64,
+                        r.get::<_, i64>(2)? as u64,
+                    ))
+                },
+            )
         })
         .await
     }

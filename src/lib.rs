@@ -6,9 +6,11 @@
 //! `run` serves on a listener until `shutdown` resolves, so tests can bind
 //! port 0 and stop the server when they are done.
 
+pub mod admin;
 pub mod allow;
 pub mod catalog;
 pub mod config;
+pub mod disk;
 pub mod fetch;
 pub mod http;
 pub mod index;
@@ -16,6 +18,7 @@ pub mod inflight;
 pub mod media;
 pub mod metrics;
 pub mod range;
+pub mod recover;
 pub mod store;
 pub mod stream;
 pub mod upstream;
@@ -31,6 +34,11 @@ pub use config::Config;
 /// Everything the request handlers and background tasks share.
 pub struct Shared {
     pub cfg: Config,
+    /// When this process started: files and rows older than this are from
+    /// an earlier run.
+    pub started: std::time::SystemTime,
+    /// Chunk writes in progress, so shutdown can wait for them.
+    pub writes: Writes,
     pub index: index::Index,
     pub store: store::Store,
     pub upstream: upstream::Upstream,
@@ -46,13 +54,20 @@ impl Shared {
         );
         std::fs::create_dir_all(&cfg.cache_dir)
             .with_context(|| format!("cannot create cache dir {}", cfg.cache_dir.display()))?;
-        let index = index::Index::open(&cfg.cache_dir.join("index.db"))
+        let started = std::time::SystemTime::now();
+        let (index, recreated) = recover::open_index(&cfg.cache_dir)
             .with_context(|| format!("cannot open index in {}", cfg.cache_dir.display()))?;
+        let metrics = metrics::Metrics::new();
+        if recreated.is_some() {
+            metrics.index_recreated.inc();
+        }
         Ok(Arc::new(Shared {
+            started,
+            writes: Writes::default(),
             store: store::Store::new(&cfg.cache_dir, cfg.fsync_chunks),
             upstream: upstream::Upstream::new(&cfg)?,
             catalog: catalog::Catalog::default(),
-            metrics: metrics::Metrics::new(),
+            metrics,
             index,
             cfg,
         }))
@@ -78,10 +93,123 @@ pub async fn run(
         read_ahead = shared.cfg.read_ahead,
         "spool serving"
     );
-    warp::serve(http::routes(shared))
+    tokio::spawn(reconcile(shared.clone()));
+    let (stopping_tx, stopping) = tokio::sync::oneshot::channel::<()>();
+    let server = warp::serve(http::routes(shared.clone()))
         .incoming(listener)
-        .graceful(shutdown)
-        .run()
+        .graceful(async move {
+            shutdown.await;
+            let _ = stopping_tx.send(());
+        })
+        .run();
+    let deadline = shared.cfg.shutdown_timeout;
+    let mut shutdown_started = None;
+    tokio::select! {
+        _ = server => {}
+        // Streams still running at the deadline are cut.
+        _ = async {
+            let _ = stopping.await;
+            shutdown_started = Some(std::time::Instant::now());
+            tokio::time::sleep(deadline).await;
+        } => info!("shutdown deadline reached; closing remaining streams"),
+    }
+    // Chunk writes under way finish (no temp file left behind); new ones
+    // are refused from now on.
+    let left = shutdown_started.map_or(deadline, |t| deadline.saturating_sub(t.elapsed()));
+    shared
+        .writes
+        .close_and_wait(left.max(std::time::Duration::from_secs(1)))
         .await;
+    // Every index update queued so far is applied before this returns.
+    let _ = shared
+        .index
+        .call(|c| c.execute_batch("PRAGMA wal_checkpoint(PASSIVE)"))
+        .await;
+    info!("stopped");
     Ok(())
+}
+
+/// Start-up reconciliation, in the background while spool serves: temp
+/// files and orphans removed, rows of missing or wrong-length files removed.
+async fn reconcile(shared: Arc<Shared>) {
+    let opts = recover::ScanOptions {
+        checksums: false,
+        since: Some(shared.started),
+    };
+    let report = match recover::scan(&shared.cfg.cache_dir, &shared.index, opts).await {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::warn!(error = %e, "start-up reconciliation failed");
+            return;
+        }
+    };
+    if let Err(e) = recover::repair(&shared.cfg.cache_dir, &shared.index, &report).await {
+        tracing::warn!(error = %e, "start-up repair failed");
+    }
+    for p in &report.problems {
+        let kind = match p {
+            recover::Problem::Temp(_) => "temp_file",
+            recover::Problem::Orphan(_) => "orphan",
+            recover::Problem::Missing { .. } => "missing",
+            recover::Problem::WrongLength { .. } => "inconsistent",
+            recover::Problem::Corrupt { .. } => "corrupt",
+        };
+        shared
+            .metrics
+            .recovery_fixed
+            .get_or_create(&metrics::KindLabel { kind })
+            .inc();
+    }
+    info!(summary = %report.summary(), "start-up reconciliation done");
+}
+
+/// Counts chunk writes in progress; once closed, refuses new ones.
+#[derive(Default)]
+pub struct Writes {
+    state: std::sync::Mutex<(usize, bool)>,
+    idle: tokio::sync::Notify,
+}
+
+/// Held while one chunk write runs.
+pub struct WriteTicket<'a>(&'a Writes);
+
+impl Writes {
+    /// A ticket for one write, or None while shutting down.
+    pub fn begin(&self) -> Option<WriteTicket<'_>> {
+        let mut st = self.state.lock().unwrap();
+        if st.1 {
+            return None;
+        }
+        st.0 += 1;
+        Some(WriteTicket(self))
+    }
+
+    async fn close_and_wait(&self, limit: std::time::Duration) {
+        let wait = async {
+            loop {
+                let idle = self.idle.notified();
+                {
+                    let mut st = self.state.lock().unwrap();
+                    st.1 = true;
+                    if st.0 == 0 {
+                        return;
+                    }
+                }
+                idle.await;
+            }
+        };
+        if tokio::time::timeout(limit, wait).await.is_err() {
+            tracing::warn!("chunk writes still running at shutdown; start-up will clean up");
+        }
+    }
+}
+
+impl Drop for WriteTicket<'_> {
+    fn drop(&mut self) {
+        let mut st = self.0.state.lock().unwrap();
+        st.0 -= 1;
+        if st.0 == 0 {
+            self.0.idle.notify_waiters();
+        }
+    }
 }

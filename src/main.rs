@@ -8,11 +8,19 @@ async fn main() -> anyhow::Result<()> {
         .with_env_filter(
             EnvFilter::try_from_env("SPOOL_LOG").unwrap_or_else(|_| EnvFilter::new("info")),
         )
+        .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
     let cfg = match cli.command {
         Some(Command::Serve(cfg)) => *cfg,
         None => cli.serve,
+        Some(Command::Verify { dir, repair }) => {
+            let clean = spool::admin::verify(&dir.cache_dir, repair).await?;
+            std::process::exit(if clean { 0 } else { 1 });
+        }
+        Some(Command::Stats { dir, thresholds }) => {
+            return spool::admin::stats(&dir.cache_dir, &thresholds).await;
+        }
     };
     let listener = tokio::net::TcpListener::bind(cfg.listen).await?;
     spool::run(cfg, listener, shutdown_signal()).await

@@ -14,8 +14,9 @@ use crate::inflight::InFlight;
 /// Where the bytes of one chunk are.
 #[derive(Debug, Clone)]
 pub enum Slot {
-    /// A complete file in the store.
-    Cached(ChunkRow),
+    /// A complete file in the store; `verified` once its checksum was
+    /// checked (or it was written) by this process.
+    Cached { row: ChunkRow, verified: bool },
     /// Downloading, or downloaded and being written.
     Pending(Arc<InFlight>),
 }
@@ -35,7 +36,13 @@ impl Media {
     pub fn new(row: MediaRow, chunks: Vec<ChunkRow>) -> Media {
         let slots = chunks
             .into_iter()
-            .map(|c| (c.chunk_index, Slot::Cached(c)))
+            .map(|row| {
+                let slot = Slot::Cached {
+                    row,
+                    verified: false,
+                };
+                (row.chunk_index, slot)
+            })
             .collect();
         Media {
             row,
@@ -108,7 +115,11 @@ impl Media {
         let mut slots = self.slots.lock().unwrap();
         if let Some(Slot::Pending(p)) = slots.get(&row.chunk_index) {
             if Arc::ptr_eq(p, chunk) {
-                slots.insert(row.chunk_index, Slot::Cached(row));
+                let slot = Slot::Cached {
+                    row,
+                    verified: true,
+                };
+                slots.insert(row.chunk_index, slot);
             }
         }
     }
@@ -123,10 +134,17 @@ impl Media {
         }
     }
 
+    /// Records that a cached chunk's checksum was found right.
+    pub fn mark_verified(&self, index: u64) {
+        if let Some(Slot::Cached { verified, .. }) = self.slots.lock().unwrap().get_mut(&index) {
+            *verified = true;
+        }
+    }
+
     /// Forgets a cached chunk (its file was found broken or missing).
     pub fn forget_cached(&self, index: u64) -> bool {
         let mut slots = self.slots.lock().unwrap();
-        if matches!(slots.get(&index), Some(Slot::Cached(_))) {
+        if matches!(slots.get(&index), Some(Slot::Cached { .. })) {
             slots.remove(&index);
             return true;
         }
@@ -142,7 +160,7 @@ impl Media {
             .values()
             .filter_map(|s| match s {
                 Slot::Pending(p) => Some(p.clone()),
-                Slot::Cached(_) => None,
+                Slot::Cached { .. } => None,
             })
             .collect()
     }

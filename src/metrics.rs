@@ -29,6 +29,14 @@ pub struct Metrics {
     pub chunks_written: Counter,
     pub cache_write_errors: Family<ClassLabel, Counter>,
     pub cache_read_errors: Counter,
+    pub corrupt_chunks: Counter,
+    pub recovery_fixed: Family<KindLabel, Counter>,
+    pub index_recreated: Counter,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KindLabel {
+    pub kind: &'static str,
 }
 
 impl Metrics {
@@ -84,6 +92,21 @@ impl Metrics {
             "spool_cache_read_errors",
             "Cached chunks that could not be read back",
             m.cache_read_errors.clone(),
+        );
+        r.register(
+            "spool_corrupt_chunks",
+            "Cached chunks whose checksum or length was wrong (never served)",
+            m.corrupt_chunks.clone(),
+        );
+        r.register(
+            "spool_recovery_fixed",
+            "Inconsistencies fixed by start-up reconciliation, by kind",
+            m.recovery_fixed.clone(),
+        );
+        r.register(
+            "spool_index_recreated",
+            "Times an unusable index was moved aside and recreated",
+            m.index_recreated.clone(),
         );
         m
     }

@@ -145,6 +145,11 @@ impl Store {
         Ok(Arc::new(file))
     }
 
+    /// Whether a chunk file has the recorded length and checksum. Blocking.
+    pub fn verify(&self, media_id: i64, chunk_index: u64, len: u64, crc: u32) -> io::Result<bool> {
+        crate::recover::check_file(&self.chunk_path(media_id, chunk_index), len, crc)
+    }
+
     /// Removes one chunk file (missing is fine).
     pub fn remove(&self, media_id: i64, chunk_index: u64) {
         let _ = fs::remove_file(self.chunk_path(media_id, chunk_index));

@@ -13,9 +13,11 @@ use tokio::sync::mpsc;
 use tracing::{debug, warn};
 
 use crate::fetch;
+use crate::index::ChunkRow;
 use crate::inflight::ChunkFailure;
 use crate::media::{Media, Playhead, Slot};
 use crate::range::ByteRange;
+use crate::recover;
 use crate::store;
 use crate::Shared;
 
@@ -118,9 +120,8 @@ impl Sender<'_> {
             let last = r.end.min(start + media.chunk_len(index) - 1);
             let before = pos;
             let outcome = match media.slot(index) {
-                Some(Slot::Cached(row)) => {
-                    self.send_cached(index, row.size_bytes, &mut pos, last)
-                        .await
+                Some(Slot::Cached { row, verified }) => {
+                    self.send_cached(index, row, verified, &mut pos, last).await
                 }
                 Some(Slot::Pending(chunk)) => {
                     let mut res = Ok(());
@@ -177,7 +178,8 @@ impl Sender<'_> {
     async fn send_cached(
         &mut self,
         index: u64,
-        len: u64,
+        row: ChunkRow,
+        verified: bool,
         pos: &mut u64,
         last: u64,
     ) -> Result<(), Retry> {
@@ -185,12 +187,25 @@ impl Sender<'_> {
         let start = media.chunk_start(index);
         let store = self.shared.store.clone();
         let id = media.id();
-        let opened = tokio::task::spawn_blocking(move || store.open(id, index, len)).await;
+        // A chunk this process did not write is checked against its
+        // checksum before its first byte is served.
+        let opened = tokio::task::spawn_blocking(move || {
+            let good = verified || store.verify(id, index, row.size_bytes, row.crc32c)?;
+            Ok::<_, io::Error>(match good {
+                true => Some(store.open(id, index, row.size_bytes)?),
+                false => None,
+            })
+        })
+        .await;
         let file = match opened {
-            Ok(Ok(f)) => f,
+            Ok(Ok(Some(f))) => f,
+            Ok(Ok(None)) => return self.corrupt(index),
             Ok(Err(e)) => return self.unreadable(index, e),
             Err(e) => return self.unreadable(index, io::Error::other(e)),
         };
+        if !verified {
+            media.mark_verified(index);
+        }
         self.touched.push(index);
         while *pos <= last {
             let n = (last + 1 - *pos).min(READ_PIECE) as usize;
@@ -208,6 +223,35 @@ impl Sender<'_> {
                 .map_err(|_| Retry::ClientGone)?;
         }
         Ok(())
+    }
+
+    /// A chunk whose bytes are not what was written: never served; the
+    /// file goes to quarantine, its row away, and the chunk is fetched again.
+    fn corrupt(&self, index: u64) -> Result<(), Retry> {
+        let media = self.media;
+        self.shared.metrics.corrupt_chunks.inc();
+        if media.forget_cached(index) {
+            warn!(
+                media = media.id(),
+                chunk = index,
+                "cached chunk failed its checksum; quarantined, fetching it again"
+            );
+            let (shared, id) = (self.shared.clone(), media.id());
+            tokio::spawn(async move {
+                let (dir, path) = (
+                    shared.cfg.cache_dir.clone(),
+                    shared.store.chunk_path(id, index),
+                );
+                let _ = tokio::task::spawn_blocking(move || {
+                    recover::quarantine(&dir, &path, id, index)
+                })
+                .await;
+                if let Err(e) = shared.index.remove_chunk(id, index).await {
+                    debug!(error = %e, "cannot remove chunk row");
+                }
+            });
+        }
+        Err(Retry::Again)
     }
 
     fn unreadable(&self, index: u64, e: io::Error) -> Result<(), Retry> {

@@ -1,0 +1,64 @@
+//! `spool verify` and `spool stats`: looking at a cache from the shell.
+
+use std::path::Path;
+
+use anyhow::Context;
+
+use crate::config::FreeSpace;
+use crate::disk::{self, Level};
+use crate::index::Index;
+use crate::recover::{self, ScanOptions};
+
+/// Checks every chunk; returns whether the cache was clean.
+pub async fn verify(cache_dir: &Path, repair: bool) -> anyhow::Result<bool> {
+    let path = cache_dir.join("index.db");
+    anyhow::ensure!(path.exists(), "no index at {}", path.display());
+    let index = match Index::open(&path) {
+        Ok(i) => i,
+        Err(e) if repair => {
+            println!("index unusable ({e}); moving it aside");
+            let (index, _) = recover::open_index(cache_dir)?;
+            println!("fresh index created; chunk files cleared");
+            drop(index);
+            return Ok(false);
+        }
+        Err(e) => {
+            println!("index unusable: {e}");
+            return Ok(false);
+        }
+    };
+    let opts = ScanOptions {
+        checksums: true,
+        since: None,
+    };
+    let report = recover::scan(cache_dir, &index, opts).await?;
+    for p in &report.problems {
+        println!("{p:?}");
+    }
+    println!("{}", report.summary());
+    if repair && !report.problems.is_empty() {
+        recover::repair(cache_dir, &index, &report).await?;
+        println!("repaired {} problems", report.problems.len());
+    }
+    Ok(report.problems.is_empty())
+}
+
+pub async fn stats(cache_dir: &Path, free: &FreeSpace) -> anyhow::Result<()> {
+    let index = Index::open(&cache_dir.join("index.db"))
+        .with_context(|| format!("cannot open the index in {}", cache_dir.display()))?;
+    let (media, chunks, bytes) = index.totals().await?;
+    let space = disk::space(cache_dir)?;
+    let level = Level::of(space, free.min_free_percent, free.min_free_bytes);
+    println!("cache_dir      {}", cache_dir.display());
+    println!("cache_bytes    {bytes}");
+    println!("media          {media}");
+    println!("chunks         {chunks}");
+    println!(
+        "disk_free      {} of {} bytes ({:.1}%)",
+        space.free_bytes,
+        space.total_bytes,
+        space.free_percent()
+    );
+    println!("disk_level     {}", level.as_str());
+    Ok(())
+}

@@ -1,0 +1,386 @@
+//! Keeping the index and the chunk files in agreement: start-up
+//! reconciliation, `spool verify`, chunk checksums, and recovery from an
+//! index that cannot be opened.
+//!
+//! Nothing here touches a path outside the cache directory, and inside it
+//! only names spool itself creates (`index.db*`, `chunks/<id>/<n>.chunk`,
+//! `chunks/<id>/.<n>.<random>.tmp`).
+
+use std::collections::HashMap;
+use std::fs;
+use std::io::{self, Read};
+use std::path::{Path, PathBuf};
+use std::time::SystemTime;
+
+use tracing::{error, warn};
+
+use crate::index::{unix_now, ChunkRow, Index, IndexError};
+
+/// Opens the index; one that cannot be opened (garbage, truncated, a schema
+/// from a newer spool) is moved aside with a timestamp and a fresh one is
+/// created. Chunk files cannot be trusted without their rows, so they are
+/// cleared. Returns the reason when that happened.
+pub fn open_index(cache_dir: &Path) -> Result<(Index, Option<String>), IndexError> {
+    let path = cache_dir.join("index.db");
+    let err = match Index::open(&path) {
+        Ok(index) => return Ok((index, None)),
+        Err(e) => e,
+    };
+    let reason = err.to_string();
+    let stamp = unix_now();
+    error!(error = %reason, "index unusable; moving it aside and starting a fresh one");
+    for suffix in ["", "-wal", "-shm"] {
+        let from = cache_dir.join(format!("index.db{suffix}"));
+        if from.exists() {
+            let to = cache_dir.join(format!("index.db{suffix}.broken-{stamp}"));
+            if let Err(e) = fs::rename(&from, &to) {
+                warn!(error = %e, path = %from.display(), "cannot move aside");
+            }
+        }
+    }
+    clear_chunks(cache_dir);
+    Ok((Index::open(&path)?, Some(reason)))
+}
+
+/// Removes every chunk file spool made (and nothing else).
+fn clear_chunks(cache_dir: &Path) {
+    let root = cache_dir.join("chunks");
+    let Ok(dirs) = fs::read_dir(&root) else {
+        return;
+    };
+    for dir in dirs.flatten() {
+        let name = dir.file_name();
+        if name.to_str().is_some_and(|n| n.parse::<i64>().is_ok()) {
+            for f in fs::read_dir(dir.path()).into_iter().flatten().flatten() {
+                if classify(&f.file_name().to_string_lossy()).is_some() {
+                    let _ = fs::remove_file(f.path());
+                }
+            }
+            let _ = fs::remove_dir(dir.path());
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum FileKind {
+    Chunk(u64),
+    Temp,
+}
+
+fn classify(name: &str) -> Option<FileKind> {
+    if let Some(n) = name.strip_suffix(".chunk") {
+        return n.parse().ok().map(FileKind::Chunk);
+    }
+    (name.starts_with('.') && name.ends_with(".tmp")).then_some(FileKind::Temp)
+}
+
+/// What a scan found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Problem {
+    /// A temporary file left by an interrupted write.
+    Temp(PathBuf),
+    /// A chunk file without an index row.
+    Orphan(PathBuf),
+    /// An index row without its file.
+    Missing { media_id: i64, chunk: u64 },
+    /// A chunk file whose length is not the recorded one.
+    WrongLength {
+        media_id: i64,
+        chunk: u64,
+        path: PathBuf,
+    },
+    /// A chunk file whose checksum is not the recorded one.
+    Corrupt {
+        media_id: i64,
+        chunk: u64,
+        path: PathBuf,
+    },
+}
+
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Report {
+    pub chunks_checked: u64,
+    pub bytes_checked: u64,
+    pub problems: Vec<Problem>,
+}
+
+impl Report {
+    pub fn count(&self, f: impl Fn(&Problem) -> bool) -> usize {
+        self.problems.iter().filter(|p| f(p)).count()
+    }
+
+    pub fn summary(&self) -> String {
+        format!(
+            "{} chunks ({} bytes) checked; temp files {}, orphans {}, missing {}, wrong length {}, corrupt {}",
+            self.chunks_checked,
+            self.bytes_checked,
+            self.count(|p| matches!(p, Problem::Temp(_))),
+            self.count(|p| matches!(p, Problem::Orphan(_))),
+            self.count(|p| matches!(p, Problem::Missing { .. })),
+            self.count(|p| matches!(p, Problem::WrongLength { .. })),
+            self.count(|p| matches!(p, Problem::Corrupt { .. })),
+        )
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ScanOptions {
+    /// Read every chunk and compare its checksum (not just its length).
+    pub checksums: bool,
+    /// Leave alone files modified at or after this time and rows created
+    /// at or after it: they belong to the running process.
+    pub since: Option<SystemTime>,
+}
+
+/// Compares the chunk files with the index rows.
+pub async fn scan(
+    cache_dir: &Path,
+    index: &Index,
+    opts: ScanOptions,
+) -> Result<Report, IndexError> {
+    let rows = index.all_chunks().await?;
+    let cache_dir = cache_dir.to_owned();
+    tokio::task::spawn_blocking(move || scan_files(&cache_dir, rows, opts))
+        .await
+        .map_err(|_| IndexError::Closed)
+}
+
+fn scan_files(cache_dir: &Path, rows: Vec<(i64, ChunkRow, i64)>, opts: ScanOptions) -> Report {
+    let since_unix = opts.since.map(|t| {
+        t.duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs() as i64)
+    });
+    let mut rows: HashMap<(i64, u64), (ChunkRow, i64)> = rows
+        .into_iter()
+        .map(|(m, c, created)| ((m, c.chunk_index), (c, created)))
+        .collect();
+    let mut report = Report::default();
+    let root = cache_dir.join("chunks");
+    for dir in fs::read_dir(&root).into_iter().flatten().flatten() {
+        let Some(media_id) = dir.file_name().to_str().and_then(|n| n.parse::<i64>().ok()) else {
+            continue;
+        };
+        for f in fs::read_dir(dir.path()).into_iter().flatten().flatten() {
+            let path = f.path();
+            let Some(kind) = classify(&f.file_name().to_string_lossy()) else {
+                continue;
+            };
+            let meta = match f.metadata() {
+                Ok(m) => m,
+                Err(_) => continue, // vanished meanwhile
+            };
+            let recent = opts
+                .since
+                .is_some_and(|s| meta.modified().is_ok_and(|m| m >= s));
+            match kind {
+                FileKind::Temp if !recent => report.problems.push(Problem::Temp(path)),
+                FileKind::Temp => {}
+                FileKind::Chunk(chunk) => {
+                    let Some((row, _)) = rows.remove(&(media_id, chunk)) else {
+                        if !recent {
+                            report.problems.push(Problem::Orphan(path));
+                        }
+                        continue;
+                    };
+                    if recent {
+                        continue;
+                    }
+                    report.chunks_checked += 1;
+                    if meta.len() != row.size_bytes {
+                        report.problems.push(Problem::WrongLength {
+                            media_id,
+                            chunk,
+                            path,
+                        });
+                        continue;
+                    }
+                    if opts.checksums {
+                        report.bytes_checked += meta.len();
+                        if !matches!(check_file(&path, row.size_bytes, row.crc32c), Ok(true)) {
+                            report.problems.push(Problem::Corrupt {
+                                media_id,
+                                chunk,
+                                path,
+                            });
+                        }
+                    }
+                }
+            }
+        }
+    }
+    for ((media_id, chunk), (_, created)) in rows {
+        if since_unix.is_none_or(|s| created < s) {
+            report.problems.push(Problem::Missing { media_id, chunk });
+        }
+    }
+    report
+}
+
+/// Whether a chunk file has the recorded length and checksum. Blocking.
+pub fn check_file(path: &Path, len: u64, crc: u32) -> io::Result<bool> {
+    let mut file = fs::File::open(path)?;
+    let mut buf = vec![0u8; 1 << 20];
+    let mut total = 0u64;
+    let mut sum = 0u32;
+    loop {
+        let n = file.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        total += n as u64;
+        sum = crc32c::crc32c_append(sum, &buf[..n]);
+    }
+    Ok(total == len && sum == crc)
+}
+
+/// Moves a bad chunk file into `<cache-dir>/quarantine/` for a person to
+/// look at (or deletes it when that fails). Blocking.
+pub fn quarantine(cache_dir: &Path, path: &Path, media_id: i64, chunk: u64) {
+    let dir = cache_dir.join("quarantine");
+    let dest = dir.join(format!("{media_id}-{chunk}-{}.chunk", unix_now()));
+    let moved = fs::create_dir_all(&dir).and_then(|_| fs::rename(path, &dest));
+    if moved.is_err() {
+        let _ = fs::remove_file(path);
+    }
+}
+
+/// Fixes what a scan found: temp files and orphans removed, rows of
+/// missing files removed, bad chunks quarantined and their rows removed.
+pub async fn repair(cache_dir: &Path, index: &Index, report: &Report) -> Result<(), IndexError> {
+    let mut dead_rows = Vec::new();
+    for p in &report.problems {
+        match p {
+            Problem::Temp(path) | Problem::Orphan(path) => {
+                let _ = fs::remove_file(path);
+            }
+            Problem::Missing { media_id, chunk } => dead_rows.push((*media_id, *chunk)),
+            Problem::WrongLength {
+                media_id,
+                chunk,
+                path,
+            }
+            | Problem::Corrupt {
+                media_id,
+                chunk,
+                path,
+            } => {
+                quarantine(cache_dir, path, *media_id, *chunk);
+                dead_rows.push((*media_id, *chunk));
+            }
+        }
+    }
+    for (media_id, chunk) in dead_rows {
+        index.remove_chunk(media_id, chunk).await?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::Store;
+    use bytes::Bytes;
+
+    #[test]
+    fn file_names() {
+        assert_eq!(classify("12.chunk"), Some(FileKind::Chunk(12)));
+        assert_eq!(classify(".12.00ff.tmp"), Some(FileKind::Temp));
+        assert_eq!(classify("notes.txt"), None);
+        assert_eq!(classify("x.chunk"), None);
+    }
+
+    #[tokio::test]
+    async fn scan_finds_and_repair_fixes() {
+        let dir = tempfile::tempdir().unwrap();
+        let (index, reason) = open_index(dir.path()).unwrap();
+        assert!(reason.is_none());
+        let store = Store::new(dir.path(), false);
+        let (id, _) = index
+            .replace_media(crate::index::MediaRow {
+                media_id: 0,
+                url: "http://x/".into(),
+                size_bytes: 40,
+                chunk_size_bytes: 10,
+                content_type: None,
+                etag: None,
+                last_modified: None,
+                accepts_ranges: true,
+            })
+            .await
+            .unwrap();
+        for i in 0..4u64 {
+            let piece = Bytes::from(vec![i as u8; 10]);
+            let crc = store.write(id, i, &[piece]).unwrap();
+            index
+                .insert_chunk(
+                    id,
+                    ChunkRow {
+                        chunk_index: i,
+                        size_bytes: 10,
+                        crc32c: crc,
+                    },
+                )
+                .await
+                .unwrap();
+        }
+        let opts = ScanOptions {
+            checksums: true,
+            since: None,
+        };
+        assert!(scan(dir.path(), &index, opts)
+            .await
+            .unwrap()
+            .problems
+            .is_empty());
+
+        // Damage: a flipped byte, a truncated chunk, a deleted chunk, an
+        // orphan, a temp file, and a file that is not spool's.
+        fs::write(store.chunk_path(id, 0), [9u8; 10]).unwrap();
+        fs::write(store.chunk_path(id, 1), [1u8; 5]).unwrap();
+        fs::remove_file(store.chunk_path(id, 2)).unwrap();
+        fs::write(store.chunk_path(id, 7), [0u8; 10]).unwrap();
+        fs::write(store.media_dir(id).join(".3.abc.tmp"), b"x").unwrap();
+        fs::write(store.media_dir(id).join("README"), b"keep").unwrap();
+
+        let report = scan(dir.path(), &index, opts).await.unwrap();
+        assert_eq!(report.problems.len(), 5, "{report:?}");
+        assert!(report.summary().contains("corrupt 1"));
+        repair(dir.path(), &index, &report).await.unwrap();
+        assert!(scan(dir.path(), &index, opts)
+            .await
+            .unwrap()
+            .problems
+            .is_empty());
+        assert_eq!(
+            index.chunks(id).await.unwrap().len(),
+            1,
+            "only chunk 3 is left"
+        );
+        assert!(store.media_dir(id).join("README").exists());
+        assert_eq!(
+            fs::read_dir(dir.path().join("quarantine")).unwrap().count(),
+            2
+        );
+    }
+
+    #[test]
+    fn garbage_index_is_moved_aside() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::write(dir.path().join("index.db"), vec![0x42u8; 8192]).unwrap();
+        fs::create_dir_all(dir.path().join("chunks/5")).unwrap();
+        fs::write(dir.path().join("chunks/5/0.chunk"), b"x").unwrap();
+        fs::write(dir.path().join("keep.txt"), b"mine").unwrap();
+        let (_index, reason) = open_index(dir.path()).unwrap();
+        assert!(reason.is_some());
+        let names: Vec<String> = fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        assert!(
+            names.iter().any(|n| n.starts_with("index.db.broken-")),
+            "{names:?}"
+        );
+        assert!(dir.path().join("keep.txt").exists());
+        assert!(!dir.path().join("chunks/5/0.chunk").exists());
+    }
+}
