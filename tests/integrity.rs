@@ -1,0 +1,382 @@
+//! Never a wrong byte: corrupted chunk files, broken indexes, `spool
+//! verify`, and crashes by real `kill -9` of the real binary.
+
+mod common;
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use common::origin::Origin;
+use common::{client, data, get, Spool};
+use rand::{Rng, SeedableRng};
+
+const CHUNK: usize = 64 * 1024;
+
+fn spool_bin() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_spool"))
+}
+
+/// Runs `spool verify` on a cache; returns (exit code, output).
+fn verify(dir: &Path, repair: bool) -> (i32, String) {
+    let mut cmd = spool_bin();
+    cmd.arg("verify").arg("--cache-dir").arg(dir);
+    if repair {
+        cmd.arg("--repair");
+    }
+    let out = cmd.output().unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    )
+}
+
+async fn fill_cache(origin: &Origin, spool: &Spool, path: &str) {
+    let (_, _, got) = get(&client(), &spool.url(&origin.url(path)), None).await;
+    assert_eq!(got.len(), 8 * CHUNK);
+    tokio::time::sleep(Duration::from_millis(400)).await;
+}
+
+fn chunk_file(dir: &Path, chunk: usize) -> std::path::PathBuf {
+    let media_dir = std::fs::read_dir(dir.join("chunks"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    media_dir.join(format!("{chunk}.chunk"))
+}
+
+#[tokio::test]
+async fn corrupted_chunk_files_are_never_served() {
+    let origin = Origin::start().await;
+    let body = data(8 * CHUNK, 41);
+    origin.add_file("m", body.clone(), "video/mp4");
+    let spool = Spool::start(&origin).await;
+    fill_cache(&origin, &spool, "m").await;
+    let (dir, tmp) = spool.stop().await;
+    assert_eq!(verify(&dir, false).0, 0, "clean cache verifies");
+
+    // Flip one byte, truncate one chunk, delete one, add an orphan and a
+    // temp file left by a crash.
+    let flipped = chunk_file(&dir, 1);
+    let mut bytes = std::fs::read(&flipped).unwrap();
+    bytes[1000] ^= 0x01;
+    std::fs::write(&flipped, bytes).unwrap();
+    let truncated = chunk_file(&dir, 3);
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&truncated)
+        .unwrap();
+    f.set_len(100).unwrap();
+    std::fs::remove_file(chunk_file(&dir, 5)).unwrap();
+    let media_dir = flipped.parent().unwrap().to_owned();
+    std::fs::write(media_dir.join("99.chunk"), b"orphan").unwrap();
+    std::fs::write(media_dir.join(".6.deadbeef.tmp"), b"half").unwrap();
+
+    let (code, out) = verify(&dir, false);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("temp files 1, orphans 1, missing 1, wrong length 1, corrupt 1"),
+        "{out}"
+    );
+
+    // A restarted spool serves only the origin's bytes, whatever the
+    // order of reconciliation and requests.
+    let spool = Spool::start_cfg(common::test_config(&dir, &origin)).await;
+    let url = spool.url(&origin.url("m"));
+    let c = client();
+    for _ in 0..2 {
+        let (status, _, got) = get(&c, &url, None).await;
+        assert_eq!(status, 200);
+        assert!(got == body, "a wrong byte was served");
+        let (_, _, got) = get(
+            &c,
+            &url,
+            Some(&format!("bytes={}-{}", CHUNK + 500, CHUNK + 1500)),
+        )
+        .await;
+        assert!(got == body.slice(CHUNK + 500..=CHUNK + 1500));
+    }
+    let (_, _, metrics) = get(&c, &format!("{}/metrics", spool.base()), None).await;
+    let metrics = String::from_utf8_lossy(&metrics);
+    assert!(
+        metrics.contains("spool_corrupt_chunks_total 1"),
+        "the flipped chunk is counted: {metrics}"
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (dir, tmp2) = spool.stop().await;
+    let (code, out) = verify(&dir, false);
+    assert_eq!(code, 0, "healed after restart and re-fetch: {out}");
+    assert!(
+        dir.join("quarantine").read_dir().unwrap().count() >= 1,
+        "bad chunk kept for a look"
+    );
+    drop((tmp, tmp2));
+}
+
+#[tokio::test]
+async fn verify_repair_fixes_what_it_finds() {
+    let origin = Origin::start().await;
+    origin.add_file("m", data(8 * CHUNK, 43), "video/mp4");
+    let spool = Spool::start(&origin).await;
+    fill_cache(&origin, &spool, "m").await;
+    let (dir, _tmp) = spool.stop().await;
+    let f = chunk_file(&dir, 2);
+    let mut bytes = std::fs::read(&f).unwrap();
+    bytes[0] ^= 0xff;
+    std::fs::write(&f, bytes).unwrap();
+    assert_eq!(verify(&dir, false).0, 1);
+    let (code, out) = verify(&dir, true);
+    assert_eq!(code, 1, "problems were found: {out}");
+    assert!(out.contains("repaired 1"), "{out}");
+    assert_eq!(verify(&dir, false).0, 0);
+}
+
+async fn broken_index_is_replaced(damage: impl FnOnce(&Path)) {
+    let origin = Origin::start().await;
+    let body = data(8 * CHUNK, 45);
+    origin.add_file("m", body.clone(), "video/mp4");
+    let spool = Spool::start(&origin).await;
+    fill_cache(&origin, &spool, "m").await;
+    let (dir, _tmp) = spool.stop().await;
+    std::fs::write(dir.join("not-spools.txt"), b"keep me").unwrap();
+    damage(&dir.join("index.db"));
+
+    let spool = Spool::start_cfg(common::test_config(&dir, &origin)).await;
+    let (status, _, got) = get(&client(), &spool.url(&origin.url("m")), None).await;
+    assert_eq!(status, 200);
+    assert!(got == body);
+    let names: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(
+        names.iter().any(|n| n.starts_with("index.db.broken-")),
+        "{names:?}"
+    );
+    assert!(dir.join("not-spools.txt").exists(), "nothing else deleted");
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let (dir, _tmp2) = spool.stop().await;
+    assert_eq!(verify(&dir, false).0, 0);
+}
+
+#[tokio::test]
+async fn garbage_index_is_moved_aside() {
+    broken_index_is_replaced(|p| std::fs::write(p, vec![0xA5u8; 64 * 1024]).unwrap()).await;
+}
+
+#[tokio::test]
+async fn truncated_index_is_moved_aside() {
+    broken_index_is_replaced(|p| {
+        let _ = std::fs::remove_file(p.with_extension("db-wal"));
+        let f = std::fs::OpenOptions::new().write(true).open(p).unwrap();
+        f.set_len(1500).unwrap();
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn index_from_the_future_is_moved_aside() {
+    broken_index_is_replaced(|p| {
+        rusqlite::Connection::open(p)
+            .unwrap()
+            .pragma_update(None, "user_version", 999)
+            .unwrap();
+    })
+    .await;
+}
+
+/// A real spool process.
+struct Proc {
+    child: Child,
+    addr: String,
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+async fn start_proc(dir: &Path, origin: &Origin, extra: &[&str]) -> Proc {
+    let port = free_port();
+    let addr = format!("127.0.0.1:{port}");
+    let child = spool_bin()
+        .args([
+            "serve",
+            "--listen",
+            &addr,
+            "--chunk-size",
+            "64KiB",
+            "--read-ahead",
+            "256KiB",
+        ])
+        .arg("--cache-dir")
+        .arg(dir)
+        .args(["--allow-upstream", &origin.addr().ip().to_string()])
+        .args(extra)
+        .env("SPOOL_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let c = client();
+    for _ in 0..200 {
+        if c.get(format!("http://{addr}/health/live"))
+            .send()
+            .await
+            .is_ok()
+        {
+            return Proc { child, addr };
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("spool did not come up");
+}
+
+fn proxied(addr: &str, origin_url: &str) -> String {
+    let enc: String = url::form_urlencoded::byte_serialize(origin_url.as_bytes()).collect();
+    format!("http://{addr}/stream?url={enc}")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_dash_nine_during_heavy_writes() {
+    let origin = Origin::start().await;
+    let files: Vec<(String, bytes::Bytes)> = (0..4)
+        .map(|i| (format!("f{i}"), data(24 * CHUNK + i * 1000, 100 + i as u64)))
+        .collect();
+    for (name, body) in &files {
+        origin.add_file(name, body.clone(), "video/mp4");
+        // Slow enough that a kill lands in the middle of the transfers.
+        origin.set_faults(
+            name,
+            common::origin::Faults {
+                rate_bytes_per_sec: Some(6 * 1024 * 1024),
+                ..Default::default()
+            },
+        );
+    }
+    // Each round reads new URLs (the origin ignores the query), so every
+    // round writes new chunks.
+    let url_of = |round: usize, name: &str| origin.url(&format!("{name}?round={round}"));
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+    let c = client();
+    let mut interrupted_rounds = 0;
+    for round in 0..50 {
+        let proc = start_proc(dir, &origin, &[]).await;
+        // After a restart every byte served is the origin's, also for the
+        // media the last process was writing when it was killed.
+        if round > 0 {
+            let (name, body) = &files[round % files.len()];
+            let a = rng.random_range(0..body.len());
+            let b = (a + rng.random_range(1..400_000)).min(body.len() - 1);
+            let url = proxied(&proc.addr, &url_of(round - 1, name));
+            let (status, _, got) = get(&c, &url, Some(&format!("bytes={a}-{b}"))).await;
+            assert_eq!(status, 206, "round {round}");
+            assert!(
+                got == body.slice(a..=b),
+                "round {round}: wrong bytes after a crash"
+            );
+        }
+
+        // Heavy concurrent writes: every file read whole by two players.
+        let mut load = Vec::new();
+        for (name, _) in &files {
+            for _ in 0..2 {
+                let url = proxied(&proc.addr, &url_of(round, name));
+                let c = c.clone();
+                load.push(tokio::spawn(async move {
+                    if let Ok(r) = c.get(&url).send().await {
+                        let _ = r.bytes().await;
+                    }
+                }));
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(rng.random_range(30..300))).await;
+        let mut child = proc.child;
+        child.kill().unwrap(); // SIGKILL
+        child.wait().unwrap();
+        for l in load {
+            let _ = l.await;
+        }
+        // The index never holds a row for a chunk that is not complete on
+        // disk. Temp files and orphans are allowed here: start-up cleans them.
+        let (_, out) = verify(dir, false);
+        assert!(
+            out.contains("missing 0, wrong length 0, corrupt 0"),
+            "round {round}: index and files disagree after kill -9:\n{out}"
+        );
+        let conn = rusqlite::Connection::open(dir.join("index.db")).unwrap();
+        let complete: i64 = conn
+            .query_row(
+                "SELECT COUNT(*) FROM media_summary WHERE url LIKE ?1 AND cached_chunks = total_chunks",
+                [format!("%round={round}")],
+                |r| r.get(0),
+            )
+            .unwrap();
+        if complete < files.len() as i64 {
+            interrupted_rounds += 1;
+        }
+    }
+    assert!(
+        interrupted_rounds >= 25,
+        "only {interrupted_rounds} of 50 kills landed during writes"
+    );
+    // A last clean start reconciles, and a clean stop leaves nothing to fix.
+    let proc = start_proc(dir, &origin, &[]).await;
+    for (name, body) in &files {
+        let (_, _, got) = get(&c, &proxied(&proc.addr, &url_of(49, name)), None).await;
+        assert!(got == *body);
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    terminate(proc.child, Duration::from_secs(10));
+    let (code, out) = verify(dir, false);
+    assert_eq!(code, 0, "{out}");
+}
+
+/// Sends SIGTERM and waits for the exit, at most `limit`.
+fn terminate(mut child: Child, limit: Duration) -> std::process::ExitStatus {
+    let pid = child.id() as i32;
+    // SAFETY: plain kill(2) on our own child.
+    unsafe { libc::kill(pid, libc::SIGTERM) };
+    let deadline = std::time::Instant::now() + limit;
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("spool did not exit within {limit:?} of SIGTERM");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_stops_within_the_deadline_and_leaves_no_temp_files() {
+    let origin = Origin::start().await;
+    let body = data(64 * CHUNK, 51);
+    origin.add_file("slow", body.clone(), "video/mp4");
+    origin.set_faults(
+        "slow",
+        common::origin::Faults {
+            rate_bytes_per_sec: Some(512 * 1024),
+            ..Default::default()
+        },
+    );
+    let tmp = tempfile::tempdir().unwrap();
+    let proc = start_proc(tmp.path(), &origin, &["--shutdown-timeout", "2s"]).await;
+    let url = proxied(&proc.addr, &origin.url("slow"));
+    let mut resp = client().get(&url).send().await.unwrap();
+    let first = resp.chunk().await.unwrap().unwrap();
+    assert!(first == body.slice(..first.len()));
+    let status = terminate(proc.child, Duration::from_secs(6));
+    assert!(status.success(), "{status:?}");
+    let (code, out) = verify(tmp.path(), false);
+    assert_eq!(code, 0, "{out}");
+}
