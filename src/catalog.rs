@@ -101,8 +101,18 @@ impl Catalog {
     ) -> Result<Opened, UpstreamError> {
         let chunk_size = shared.cfg.chunk_size;
         let first_chunk = start.map(|s| s / chunk_size);
+        // Like any miss, a cold seek far into a chunk starts at the
+        // player's byte; the chunk's head is fetched on the side.
+        let split = start.map_or(0, |s| {
+            let within = s % chunk_size;
+            if within >= fetch::SPLIT_MIN {
+                within
+            } else {
+                0
+            }
+        });
         let range = match first_chunk {
-            Some(c) => (c * chunk_size, None),
+            Some(c) => (c * chunk_size + split, None),
             None => (0, Some(0)),
         };
         shared.metrics.upstream_requests.inc();
@@ -142,7 +152,7 @@ impl Catalog {
         );
         if let (Some(c), true) = (first_chunk, size > 0) {
             if head.status != StatusCode::RANGE_NOT_SATISFIABLE && c < media.chunk_count() {
-                fetch::start_with(shared, &media, c, resp, head);
+                fetch::start_with(shared, &media, c, split, resp, head);
             }
         }
         Ok(Opened::Media(media))
@@ -193,7 +203,7 @@ impl Catalog {
             }
         }
         for chunk in media.mark_gone() {
-            chunk.finish(Err(ChunkFailure::Changed));
+            chunk.fail(ChunkFailure::Changed);
         }
         warn!(url = %redact_str(&media.row.url), "origin copy changed; dropping cached chunks");
         if let Err(e) = shared.index.remove_media(media.id()).await {

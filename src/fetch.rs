@@ -1,13 +1,13 @@
 //! Downloads from the origin.
 //!
 //! A *run* is one upstream request for a stretch of missing chunks. It
-//! claims the chunks it will fetch (so no other run or player fetches them
-//! again), cuts the arriving bytes into those chunks as they come, hands
-//! every complete chunk to the store, and extends itself while players read
-//! towards it. It stops when no player has wanted its next chunk for the
-//! read-ahead grace period, so an abandoned stream stops downloading.
+//! claims each chunk just before it fetches it (so no other run or player
+//! fetches it again), cuts the arriving bytes into chunks as they come,
+//! hands every complete chunk to the store, and goes on while players read
+//! within `--read-ahead` behind the chunk it would fetch next. It stops when
+//! no player has wanted that chunk for the read-ahead grace period, so an
+//! abandoned stream stops downloading.
 
-use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -22,10 +22,26 @@ use crate::media::{Media, Slot};
 use crate::upstream::{Head, UpstreamError};
 use crate::Shared;
 
-/// Makes sure a run covers `index` if nobody fetches it yet. Returns false
-/// when the chunk was already cached or downloading.
-pub fn start(shared: &Arc<Shared>, media: &Arc<Media>, index: u64) -> bool {
-    let Some(run) = Run::claim(shared, media, index) else {
+/// A miss this far into a chunk starts the download at the player's byte
+/// (and fetches the chunk's head separately) instead of at the chunk's
+/// start: on a slow origin, waiting for megabytes before the wanted byte
+/// would make every seek slow.
+pub const SPLIT_MIN: u64 = 64 * 1024;
+
+/// Where a run for a miss at `pos` starts within chunk `index`.
+pub fn split_for(media: &Media, index: u64, pos: u64) -> u64 {
+    let within = pos.saturating_sub(media.chunk_start(index));
+    if within >= SPLIT_MIN {
+        within
+    } else {
+        0
+    }
+}
+
+/// Starts a run at chunk `index` (at byte `split` within it) if nobody
+/// fetches that chunk yet. Returns false when it was cached or downloading.
+pub fn start(shared: &Arc<Shared>, media: &Arc<Media>, index: u64, split: u64) -> bool {
+    let Some(run) = Run::claim(shared, media, index, split) else {
         return false;
     };
     tokio::spawn(run.go(None));
@@ -37,17 +53,18 @@ pub fn start_with(
     shared: &Arc<Shared>,
     media: &Arc<Media>,
     index: u64,
+    split: u64,
     resp: reqwest::Response,
     head: Head,
 ) {
-    if let Some(run) = Run::claim(shared, media, index) {
+    if let Some(run) = Run::claim(shared, media, index, split) {
         tokio::spawn(run.go(Some((resp, head))));
     }
 }
 
 /// Called as a player reads chunk `at`: starts fetching the first missing
 /// chunk within the read-ahead window, unless the run downloading the chunk
-/// before it will extend to it anyway (one request per stretch, not one per
+/// before it will go on to it anyway (one request per stretch, not one per
 /// chunk).
 pub fn read_ahead(shared: &Arc<Shared>, media: &Arc<Media>, at: u64) {
     let ra = shared.read_ahead_chunks();
@@ -59,7 +76,7 @@ pub fn read_ahead(shared: &Arc<Shared>, media: &Arc<Media>, at: u64) {
         let slot = media.slot(index);
         if slot.is_none() {
             if !matches!(before, Some(Slot::Pending(_))) {
-                start(shared, media, index);
+                start(shared, media, index, 0);
             }
             return;
         }
@@ -70,7 +87,9 @@ pub fn read_ahead(shared: &Arc<Shared>, media: &Arc<Media>, at: u64) {
 struct Run {
     shared: Arc<Shared>,
     media: Arc<Media>,
-    claimed: VecDeque<(u64, Arc<InFlight>)>,
+    /// The chunk being filled and, once wanted, the next one.
+    current: Option<(u64, Arc<InFlight>)>,
+    next: Option<(u64, Arc<InFlight>)>,
     /// Last byte of the stretch this run requests (inclusive).
     end_byte: u64,
     /// Next byte the body is expected to deliver.
@@ -84,24 +103,28 @@ struct Run {
 }
 
 impl Run {
-    fn claim(shared: &Arc<Shared>, media: &Arc<Media>, index: u64) -> Option<Run> {
-        let ra = shared.read_ahead_chunks();
-        // A run fetches a claimed chunk only once a player reads close
-        // enough to want it; claiming a window keeps other runs away.
-        let window_end = media.wanted_until(ra).unwrap_or(0).max(index + ra);
-        let claimed: VecDeque<_> = media.claim(index, window_end).into();
-        let (last_claimed, _) = claimed.back()?;
+    fn claim(shared: &Arc<Shared>, media: &Arc<Media>, index: u64, split: u64) -> Option<Run> {
+        let (index, chunk) = media.claim(index, index, split).pop()?;
         // Ask for everything up to the next chunk somebody already has: one
         // request for the whole missing stretch.
-        let end_byte = match media.next_taken(last_claimed + 1) {
+        let end_byte = match media.next_taken(index + 1) {
             Some(taken) => media.chunk_start(taken) - 1,
             None => media.size() - 1,
         };
+        if split > 0 {
+            tokio::spawn(fetch_head(
+                shared.clone(),
+                media.clone(),
+                index,
+                chunk.clone(),
+            ));
+        }
         Some(Run {
             shared: shared.clone(),
             media: media.clone(),
-            pos: media.chunk_start(index),
-            claimed,
+            pos: media.chunk_start(index) + split,
+            current: Some((index, chunk)),
+            next: None,
             end_byte,
             body: None,
             skip: 0,
@@ -116,13 +139,12 @@ impl Run {
                 debug!(error = %e, "first response unusable; asking again");
             }
         }
-        let result = self.fetch_all().await;
-        let failure = match result {
+        let failure = match self.fetch_all().await {
             Ok(()) => ChunkFailure::Cancelled,
             Err(f) => f,
         };
-        for (index, chunk) in self.claimed.drain(..) {
-            chunk.finish(Err(failure.clone()));
+        for (index, chunk) in self.current.take().into_iter().chain(self.next.take()) {
+            chunk.fail(failure.clone());
             self.media.release(index, &chunk);
         }
         if failure == ChunkFailure::Changed {
@@ -133,15 +155,22 @@ impl Run {
     async fn fetch_all(&mut self) -> Result<(), ChunkFailure> {
         let ra = self.shared.read_ahead_chunks();
         let grace = self.shared.cfg.read_ahead_grace;
+        let last_requested = self.end_byte / self.media.chunk_size();
         let mut writing: Option<tokio::task::JoinHandle<()>> = None;
-        while let Some((index, chunk)) = self.claimed.front().cloned() {
+        while let Some((index, chunk)) = self.current.clone() {
             if !wait_wanted(&self.media, index, ra, grace).await {
                 debug!(index, "read-ahead no longer wanted; stopping");
                 return Ok(());
             }
             self.fill(&chunk).await?;
-            chunk.finish(Ok(()));
-            self.claimed.pop_front();
+            // Claim the next chunk before this one is marked complete, so a
+            // player moving on finds it downloading, not missing.
+            let next = index + 1;
+            if next <= last_requested && self.media.wanted(next, ra, grace) {
+                self.next = self.media.claim(next, next, 0).pop();
+            }
+            chunk.finish_tail();
+            self.current = self.next.take();
             // One chunk written at a time per run: memory stays bounded when
             // the disk is slower than the origin.
             if let Some(w) = writing.take() {
@@ -153,35 +182,25 @@ impl Run {
                 index,
                 chunk,
             )));
-            self.extend(index, ra, grace).await;
+            if self.current.is_none() && next <= last_requested {
+                // Nobody reads close enough yet: wait a little for a player
+                // to move on before giving up the connection.
+                if wait_wanted(&self.media, next, ra, grace).await {
+                    self.current = self.media.claim(next, next, 0).pop();
+                }
+            }
         }
         Ok(())
     }
 
-    /// Claims more chunks after `done` while players read towards them.
-    async fn extend(&mut self, done: u64, ra: u64, grace: Duration) {
-        let last_requested = self.end_byte / self.media.chunk_size();
-        let from = self.claimed.back().map_or(done + 1, |(i, _)| i + 1);
-        if from > last_requested {
-            return;
-        }
-        if self.claimed.is_empty() && !wait_wanted(&self.media, from, ra, grace).await {
-            return;
-        }
-        let until = self
-            .media
-            .wanted_until(ra)
-            .unwrap_or(from)
-            .min(last_requested);
-        if until >= from {
-            self.claimed.extend(self.media.claim(from, until));
-        }
-    }
-
-    /// Fills one chunk from the body, resuming broken transfers.
+    /// Fills the tail of one chunk from the body, resuming broken transfers.
     async fn fill(&mut self, chunk: &Arc<InFlight>) -> Result<(), ChunkFailure> {
         let mut failures = 0;
-        while chunk.filled() < chunk.len() {
+        while chunk.tail_missing() > 0 {
+            if chunk.is_failed() {
+                // Its head download failed; the chunk cannot complete.
+                return Err(ChunkFailure::Upstream("head of chunk failed".into()));
+            }
             let piece = match self.carry.take() {
                 Some(p) => Ok(p),
                 None => self.next_piece().await,
@@ -194,20 +213,18 @@ impl Run {
                     self.shared.metrics.upstream_errors.inc();
                     self.body = None;
                     self.skip = 0;
-                    let permanent =
-                        matches!(e, UpstreamError::Status(_) | UpstreamError::Denied(_));
-                    if permanent || failures > self.shared.cfg.upstream_retries {
+                    if e.is_permanent() || failures > self.shared.cfg.upstream_retries {
                         warn!(url = %redact_str(&self.media.row.url), pos = self.pos, error = %e, "upstream transfer failed");
                         return Err(ChunkFailure::Upstream(e.to_string()));
                     }
                     debug!(pos = self.pos, error = %e, "upstream transfer broke; resuming");
                     self.shared.metrics.upstream_resumes.inc();
-                    tokio::time::sleep(Duration::from_millis(50 << failures.min(5))).await;
+                    tokio::time::sleep(backoff(failures)).await;
                     continue;
                 }
             };
             failures = 0;
-            let need = (chunk.len() - chunk.filled()) as usize;
+            let need = chunk.tail_missing() as usize;
             if piece.len() > need {
                 self.carry = Some(piece.split_off(need));
             }
@@ -221,75 +238,136 @@ impl Run {
     async fn next_piece(&mut self) -> Result<Bytes, RunError> {
         loop {
             if self.body.is_none() {
-                self.open().await?;
+                let resp = open(&self.shared, &self.media, self.pos, self.end_byte).await?;
+                let head = Head::parse(resp.status(), resp.headers())?;
+                self.accept(resp, &head)?;
             }
             let body = self.body.as_mut().expect("opened");
-            match self.shared.upstream.next_piece(body).await? {
-                None => {
-                    return Err(RunError::Upstream(UpstreamError::Protocol(
-                        "body ended early".into(),
-                    )))
-                }
-                Some(mut piece) => {
-                    self.shared
-                        .metrics
-                        .upstream_bytes
-                        .inc_by(piece.len() as u64);
-                    if self.skip > 0 {
-                        let drop = self.skip.min(piece.len() as u64);
-                        self.skip -= drop;
-                        piece = piece.split_off(drop as usize);
-                    }
-                    if !piece.is_empty() {
-                        return Ok(piece);
-                    }
-                }
+            let Some(mut piece) = self.shared.upstream.next_piece(body).await? else {
+                return Err(RunError::Upstream(UpstreamError::Protocol(
+                    "body ended early".into(),
+                )));
+            };
+            self.shared
+                .metrics
+                .upstream_bytes
+                .inc_by(piece.len() as u64);
+            if self.skip > 0 {
+                let drop = self.skip.min(piece.len() as u64);
+                self.skip -= drop;
+                piece = piece.split_off(drop as usize);
+            }
+            if !piece.is_empty() {
+                return Ok(piece);
             }
         }
     }
 
-    async fn open(&mut self) -> Result<(), RunError> {
-        let url = url::Url::parse(&self.media.row.url)
-            .map_err(|e| RunError::Upstream(UpstreamError::BadUrl(e.to_string())))?;
-        self.shared.metrics.upstream_requests.inc();
-        let resp = self
-            .shared
-            .upstream
-            .get(&url, Some((self.pos, Some(self.end_byte))))
-            .await?;
-        let head = Head::parse(resp.status(), resp.headers())?;
-        self.accept(resp, &head)
-    }
-
-    /// Checks that a response carries this media version's bytes from `pos`.
     fn accept(&mut self, resp: reqwest::Response, head: &Head) -> Result<(), RunError> {
-        let row = &self.media.row;
-        let differs = |ours: &Option<String>, theirs: &Option<String>| matches!((ours, theirs), (Some(a), Some(b)) if a != b);
-        if head.total.is_some_and(|t| t != row.size_bytes)
-            || differs(&row.etag, &head.etag)
-            || differs(&row.last_modified, &head.last_modified)
-        {
-            return Err(RunError::Changed);
-        }
-        match head.status {
-            StatusCode::PARTIAL_CONTENT if head.start == self.pos => self.skip = 0,
-            StatusCode::PARTIAL_CONTENT => {
-                return Err(RunError::Upstream(UpstreamError::Protocol(format!(
-                    "asked for byte {} and got byte {}",
-                    self.pos, head.start
-                ))))
-            }
-            // The origin ignored Range: drop what comes before `pos`.
-            StatusCode::OK => self.skip = self.pos,
-            s => return Err(RunError::Upstream(UpstreamError::BadStatus(s))),
-        }
+        self.skip = check_response(&self.media, head, self.pos)?;
         self.body = Some(resp);
         Ok(())
     }
 }
 
+/// Sends a ranged GET for `[pos, end]` of this media version.
+async fn open(
+    shared: &Shared,
+    media: &Media,
+    pos: u64,
+    end: u64,
+) -> Result<reqwest::Response, RunError> {
+    let url = url::Url::parse(&media.row.url)
+        .map_err(|e| RunError::Upstream(UpstreamError::BadUrl(e.to_string())))?;
+    shared.metrics.upstream_requests.inc();
+    Ok(shared.upstream.get(&url, Some((pos, Some(end)))).await?)
+}
+
+/// Checks that a response carries this media version's bytes from `pos`;
+/// returns how many leading bytes to drop (an origin ignoring Range).
+pub fn check_response(media: &Media, head: &Head, pos: u64) -> Result<u64, RunError> {
+    let row = &media.row;
+    let differs = |ours: &Option<String>, theirs: &Option<String>| matches!((ours, theirs), (Some(a), Some(b)) if a != b);
+    if head.total.is_some_and(|t| t != row.size_bytes)
+        || differs(&row.etag, &head.etag)
+        || differs(&row.last_modified, &head.last_modified)
+    {
+        return Err(RunError::Changed);
+    }
+    match head.status {
+        StatusCode::PARTIAL_CONTENT if head.start == pos => Ok(0),
+        StatusCode::PARTIAL_CONTENT => Err(RunError::Upstream(UpstreamError::Protocol(format!(
+            "asked for byte {pos} and got byte {}",
+            head.start
+        )))),
+        // The origin ignored Range: drop what comes before `pos`.
+        StatusCode::OK => Ok(pos),
+        s => Err(RunError::Upstream(UpstreamError::BadStatus(s))),
+    }
+}
+
+fn backoff(failures: u32) -> Duration {
+    Duration::from_millis(50 << failures.min(5))
+}
+
+/// Fetches the head of a chunk whose tail a run fetches (a seek into the
+/// middle of a missing chunk), resuming like a run does.
+async fn fetch_head(shared: Arc<Shared>, media: Arc<Media>, index: u64, chunk: Arc<InFlight>) {
+    let start = media.chunk_start(index);
+    let mut failures = 0;
+    let result = loop {
+        let missing = chunk.head_missing();
+        if missing == 0 {
+            break Ok(());
+        }
+        if chunk.is_failed() {
+            return;
+        }
+        let pos = start + chunk.split() - missing;
+        let got = async {
+            let resp = open(&shared, &media, pos, start + chunk.split() - 1).await?;
+            let head = Head::parse(resp.status(), resp.headers())?;
+            let mut skip = check_response(&media, &head, pos)?;
+            let mut resp = resp;
+            while chunk.head_missing() > 0 {
+                let Some(mut piece) = shared.upstream.next_piece(&mut resp).await? else {
+                    return Err(RunError::Upstream(UpstreamError::Protocol(
+                        "body ended early".into(),
+                    )));
+                };
+                shared.metrics.upstream_bytes.inc_by(piece.len() as u64);
+                let drop = skip.min(piece.len() as u64);
+                skip -= drop;
+                piece = piece.split_off(drop as usize);
+                piece.truncate(chunk.head_missing() as usize);
+                chunk.push_head(piece);
+            }
+            Ok(())
+        }
+        .await;
+        match got {
+            Ok(()) => {}
+            Err(RunError::Changed) => break Err(ChunkFailure::Changed),
+            Err(RunError::Upstream(e)) => {
+                failures += 1;
+                shared.metrics.upstream_errors.inc();
+                if e.is_permanent() || failures > shared.cfg.upstream_retries {
+                    break Err(ChunkFailure::Upstream(e.to_string()));
+                }
+                tokio::time::sleep(backoff(failures)).await;
+            }
+        }
+    };
+    if result == Err(ChunkFailure::Changed) {
+        chunk.fail(ChunkFailure::Changed);
+        Catalog::invalidate(&shared, &media).await;
+    } else {
+        chunk.finish_head(result);
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
-enum RunError {
+pub enum RunError {
     #[error("the origin's media changed")]
     Changed,
     #[error(transparent)]
@@ -324,6 +402,10 @@ async fn wait_wanted(media: &Media, index: u64, ra: u64, grace: Duration) -> boo
 /// failure the chunk is simply not cached: players reading it already have
 /// its bytes from memory, later ones fetch it again.
 async fn persist(shared: Arc<Shared>, media: Arc<Media>, index: u64, chunk: Arc<InFlight>) {
+    if chunk.wait().await.is_err() {
+        media.release(index, &chunk);
+        return;
+    }
     let Some(_ticket) = shared.writes.begin() else {
         // Shutting down: the chunk is not cached, nothing is half-written.
         media.release(index, &chunk);

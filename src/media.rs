@@ -88,7 +88,9 @@ impl Media {
     /// nobody has yet, stopping at the first chunk that is cached or
     /// downloading. Returns the new in-flight chunks, in order; empty when
     /// `first` itself is taken. This is the single-flight point.
-    pub fn claim(&self, first: u64, last: u64) -> Vec<(u64, Arc<InFlight>)> {
+    /// The first chunk's bytes before `split` are left to a separate head
+    /// download (see `InFlight::with_split`).
+    pub fn claim(&self, first: u64, last: u64, split: u64) -> Vec<(u64, Arc<InFlight>)> {
         let last = last.min(self.chunk_count().saturating_sub(1));
         let mut slots = self.slots.lock().unwrap();
         let mut claimed = Vec::new();
@@ -96,7 +98,8 @@ impl Media {
             if slots.contains_key(&index) || self.is_gone() {
                 break;
             }
-            let chunk = Arc::new(InFlight::new(self.chunk_len(index)));
+            let split = if index == first { split } else { 0 };
+            let chunk = Arc::new(InFlight::with_split(self.chunk_len(index), split));
             slots.insert(index, Slot::Pending(chunk.clone()));
             claimed.push((index, chunk));
         }
@@ -270,12 +273,12 @@ mod tests {
     #[test]
     fn claim_stops_at_taken_chunks() {
         let m = media(100, 10);
-        let got: Vec<u64> = m.claim(1, 9).iter().map(|c| c.0).collect();
+        let got: Vec<u64> = m.claim(1, 9, 0).iter().map(|c| c.0).collect();
         assert_eq!(got, vec![1, 2]);
-        assert!(m.claim(2, 9).is_empty(), "already downloading");
+        assert!(m.claim(2, 9, 0).is_empty(), "already downloading");
         assert_eq!(m.next_taken(4), None);
         assert_eq!(m.next_taken(0), Some(1));
-        let got: Vec<u64> = m.claim(8, 100).iter().map(|c| c.0).collect();
+        let got: Vec<u64> = m.claim(8, 100, 0).iter().map(|c| c.0).collect();
         assert_eq!(got, vec![8, 9], "clipped to the last chunk");
     }
 

@@ -113,7 +113,8 @@ impl Sender<'_> {
             // The chunk needed now first, so its run can cover the stretch
             // after it too; then read-ahead for what is left of the window.
             if media.slot(index).is_none() {
-                fetch::start(self.shared, media, index);
+                let split = fetch::split_for(media, index, pos);
+                fetch::start(self.shared, media, index, split);
             }
             fetch::read_ahead(self.shared, media, index);
             let start = media.chunk_start(index);

@@ -46,6 +46,14 @@ impl UpstreamError {
         }
     }
 
+    /// Whether trying again cannot help.
+    pub fn is_permanent(&self) -> bool {
+        matches!(
+            self,
+            UpstreamError::Status(_) | UpstreamError::Denied(_) | UpstreamError::BadUrl(_)
+        )
+    }
+
     fn from_reqwest(e: reqwest::Error) -> UpstreamError {
         if e.is_timeout() {
             return UpstreamError::Timeout;

@@ -359,3 +359,55 @@ async fn one_request_per_missing_stretch() {
         "cached chunks were fetched again"
     );
 }
+
+#[tokio::test]
+async fn a_seek_into_a_missing_chunk_starts_at_the_players_byte() {
+    let origin = Origin::start().await;
+    let size = 2 * 1024 * 1024;
+    let body = data(size, 29);
+    origin.add_file("s", body.clone(), "video/mp4");
+    origin.set_faults(
+        "s",
+        Faults {
+            rate_bytes_per_sec: Some(512 * 1024),
+            ..Faults::default()
+        },
+    );
+    let spool = Spool::start_with(&origin, |c| {
+        c.chunk_size = 1024 * 1024;
+        c.read_ahead = 0;
+    })
+    .await;
+    let url = spool.url(&origin.url("s"));
+    let c = client();
+    // Cold (the media's first request) and then warm media, both in the
+    // middle of a missing chunk.
+    for a in [700_000usize, 1024 * 1024 + 900_000] {
+        origin.reset_stats();
+        let mut resp = c
+            .get(&url)
+            .header("range", format!("bytes={a}-{}", a + 99_999))
+            .send()
+            .await
+            .unwrap();
+        let first = resp.chunk().await.unwrap().unwrap();
+        assert_eq!(first, body.slice(a..a + first.len()));
+        let sent = origin.stats().body_bytes;
+        assert!(
+            sent < 300_000,
+            "first byte after {sent} origin bytes: the chunk head was fetched first"
+        );
+        let mut got = first.to_vec();
+        while let Some(b) = resp.chunk().await.unwrap() {
+            got.extend_from_slice(&b);
+        }
+        assert!(got == body.slice(a..a + 100_000));
+    }
+    // Both chunks completed (heads fetched on the side) and were cached;
+    // every byte came from the origin exactly once.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let before = origin.stats().requests;
+    let (_, _, got) = get(&c, &url, None).await;
+    assert!(got == body);
+    assert_eq!(origin.stats().requests, before, "not cached whole");
+}
