@@ -234,6 +234,9 @@ async fn start_proc(dir: &Path, origin: &Origin, extra: &[&str]) -> Proc {
         }
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
+    let mut child = child;
+    let _ = child.kill();
+    let _ = child.wait();
     panic!("spool did not come up");
 }
 
