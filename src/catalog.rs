@@ -13,7 +13,7 @@ use tracing::{info, warn};
 use url::Url;
 
 use crate::fetch;
-use crate::index::MediaRow;
+use crate::index::{unix_now, MediaRow};
 use crate::inflight::ChunkFailure;
 use crate::media::Media;
 use crate::upstream::{Head, UpstreamError};
@@ -53,7 +53,9 @@ impl Catalog {
     ) -> Result<Opened, UpstreamError> {
         let key = url.as_str();
         if let Some(m) = shared.catalog.cached(key) {
-            return Ok(Opened::Media(m));
+            if !m.is_stale(shared.cfg.revalidate_after) {
+                return Ok(Opened::Media(m));
+            }
         }
         let gate = shared
             .catalog
@@ -64,32 +66,90 @@ impl Catalog {
             .or_default()
             .clone();
         let _guard = gate.lock().await;
-        if let Some(m) = shared.catalog.cached(key) {
-            return Ok(Opened::Media(m));
-        }
-        let opened = Catalog::load_or_probe(shared, url, start).await;
+        let opened = Catalog::open_locked(shared, url, start).await;
         shared.catalog.opening.lock().unwrap().remove(key);
         opened
     }
 
-    async fn load_or_probe(
+    async fn open_locked(
         shared: &Arc<Shared>,
         url: &Url,
         start: Option<u64>,
     ) -> Result<Opened, UpstreamError> {
-        match shared.index.media(url.as_str()).await {
-            Ok(Some(row)) => match shared.index.chunks(row.media_id).await {
-                Ok(chunks) => {
-                    let media = Arc::new(Media::new(row, chunks));
-                    shared.catalog.insert(&media);
-                    return Ok(Opened::Media(media));
-                }
-                Err(e) => warn!(error = %e, "index read failed; asking the origin"),
-            },
-            Ok(None) => {}
-            Err(e) => warn!(error = %e, "index read failed; asking the origin"),
+        let known = match shared.catalog.cached(url.as_str()) {
+            Some(m) => Some(m),
+            None => Catalog::load(shared, url).await,
+        };
+        if let Some(media) = known {
+            if !media.is_stale(shared.cfg.revalidate_after)
+                || Catalog::revalidate(shared, url, &media).await
+            {
+                return Ok(Opened::Media(media));
+            }
         }
         Catalog::probe(shared, url, start).await
+    }
+
+    /// A media version from the index, if it knows one.
+    async fn load(shared: &Arc<Shared>, url: &Url) -> Option<Arc<Media>> {
+        let loaded = async {
+            let Some(row) = shared.index.media(url.as_str()).await? else {
+                return Ok(None);
+            };
+            let chunks = shared.index.chunks(row.media_id).await?;
+            Ok::<_, crate::index::IndexError>(Some(Arc::new(Media::new(row, chunks))))
+        };
+        match loaded.await {
+            Ok(Some(media)) => {
+                shared.catalog.insert(&media);
+                Some(media)
+            }
+            Ok(None) => None,
+            Err(e) => {
+                warn!(error = %e, "index read failed; asking the origin");
+                None
+            }
+        }
+    }
+
+    /// Asks the origin (one byte) whether a media version is still current.
+    /// Returns false when it changed (and drops it). When the origin cannot
+    /// answer, the cached copy goes on being served.
+    async fn revalidate(shared: &Arc<Shared>, url: &Url, media: &Arc<Media>) -> bool {
+        shared.metrics.upstream_requests.inc();
+        let answer = match shared.upstream.get(url, Some((0, Some(0)))).await {
+            Ok(resp) => Head::parse(resp.status(), resp.headers()),
+            Err(e) => Err(e),
+        };
+        let now = unix_now();
+        let current = match answer {
+            Ok(head) => match fetch::check_response(media, &head, 0) {
+                Ok(_) => true,
+                Err(fetch::RunError::Changed) => false,
+                Err(fetch::RunError::Upstream(e)) => {
+                    warn!(url = %redact(url), error = %e, "revalidation failed; serving the cached copy");
+                    true
+                }
+            },
+            Err(UpstreamError::Status(s))
+                if s == StatusCode::NOT_FOUND || s == StatusCode::GONE =>
+            {
+                false
+            }
+            Err(e) => {
+                warn!(url = %redact(url), error = %e, "revalidation failed; serving the cached copy");
+                true
+            }
+        };
+        if current {
+            media.set_probed(now);
+            if let Err(e) = shared.index.set_probed(media.id(), now).await {
+                warn!(error = %e, "cannot record revalidation");
+            }
+        } else {
+            Catalog::invalidate(shared, media).await;
+        }
+        current
     }
 
     /// Learns a media from the origin with a ranged GET from the chunk that
@@ -141,6 +201,7 @@ impl Catalog {
             etag: head.etag.clone(),
             last_modified: head.last_modified.clone(),
             accepts_ranges: head.status != StatusCode::OK,
+            probed_unix: unix_now(),
         };
         let media = Catalog::record(shared, row).await;
         info!(

@@ -101,6 +101,11 @@ pub struct Config {
     #[arg(long, env = "SPOOL_UPSTREAM_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
     pub upstream_timeout: Duration,
 
+    /// How long the origin's validators (ETag, Last-Modified, size) are
+    /// trusted before they are checked again with a one-byte request.
+    #[arg(long, env = "SPOOL_REVALIDATE_AFTER", default_value = "1h", value_parser = humantime::parse_duration)]
+    pub revalidate_after: Duration,
+
     /// Redirects followed before giving up.
     #[arg(long, env = "SPOOL_MAX_REDIRECTS", default_value_t = 10)]
     pub max_redirects: usize,

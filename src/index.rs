@@ -38,6 +38,8 @@ pub struct MediaRow {
     pub etag: Option<String>,
     pub last_modified: Option<String>,
     pub accepts_ranges: bool,
+    /// When the origin last confirmed the validators.
+    pub probed_unix: i64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -98,7 +100,7 @@ impl Index {
         self.call(move |c| {
             c.query_row(
                 "SELECT media_id, url, size_bytes, chunk_size_bytes, content_type, etag,
-                        last_modified, accepts_ranges
+                        last_modified, accepts_ranges, probed_unix
                  FROM media WHERE url = ?1",
                 [url],
                 |r| {
@@ -111,6 +113,7 @@ impl Index {
                         etag: r.get(5)?,
                         last_modified: r.get(6)?,
                         accepts_ranges: r.get(7)?,
+                        probed_unix: r.get(8)?,
                     })
                 },
             )
@@ -152,6 +155,18 @@ impl Index {
             let id = tx.last_insert_rowid();
             tx.commit()?;
             Ok((id, old))
+        })
+        .await
+    }
+
+    /// Records that the origin confirmed a media version's validators now.
+    pub async fn set_probed(&self, media_id: i64, unix: i64) -> Result<(), IndexError> {
+        self.call(move |c| {
+            c.execute(
+                "UPDATE media SET probed_unix = ?2 WHERE media_id = ?1",
+                params![media_id, unix],
+            )
+            .map(drop)
         })
         .await
     }
@@ -329,6 +344,7 @@ mod tests {
             etag: Some("\"a\"".into()),
             last_modified: None,
             accepts_ranges: true,
+            probed_unix: 0,
         }
     }
 

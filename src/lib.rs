@@ -39,6 +39,8 @@ pub struct Shared {
     pub started: std::time::SystemTime,
     /// Chunk writes in progress, so shutdown can wait for them.
     pub writes: Writes,
+    /// Buffers for reading chunk files.
+    pub read_pool: Arc<store::BufPool>,
     pub index: index::Index,
     pub store: store::Store,
     pub upstream: upstream::Upstream,
@@ -64,6 +66,7 @@ impl Shared {
         Ok(Arc::new(Shared {
             started,
             writes: Writes::default(),
+            read_pool: store::BufPool::new(stream::READ_PIECE as usize, 64),
             store: store::Store::new(&cfg.cache_dir, cfg.fsync_chunks),
             upstream: upstream::Upstream::new(&cfg)?,
             catalog: catalog::Catalog::default(),

@@ -2,7 +2,7 @@
 //! are cached or downloading, and where its players are reading.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -30,6 +30,8 @@ pub struct Media {
     pub moved: Notify,
     /// Set when the origin's copy changed and this version was dropped.
     gone: AtomicBool,
+    /// When the origin last confirmed the validators (unix seconds).
+    probed_unix: AtomicI64,
 }
 
 impl Media {
@@ -45,6 +47,7 @@ impl Media {
             })
             .collect();
         Media {
+            probed_unix: AtomicI64::new(row.probed_unix),
             row,
             slots: Mutex::new(slots),
             playheads: Mutex::default(),
@@ -168,6 +171,16 @@ impl Media {
             .collect()
     }
 
+    /// Whether the validators are older than `max_age`.
+    pub fn is_stale(&self, max_age: Duration) -> bool {
+        let age = crate::index::unix_now() - self.probed_unix.load(Ordering::Relaxed);
+        age < 0 || age as u64 >= max_age.as_secs()
+    }
+
+    pub fn set_probed(&self, unix: i64) {
+        self.probed_unix.store(unix, Ordering::Relaxed);
+    }
+
     pub fn is_gone(&self) -> bool {
         self.gone.load(Ordering::SeqCst)
     }
@@ -251,6 +264,7 @@ mod tests {
             etag: None,
             last_modified: None,
             accepts_ranges: true,
+            probed_unix: 0,
         };
         Arc::new(Media::new(
             row,

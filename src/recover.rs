@@ -305,6 +305,7 @@ mod tests {
                 etag: None,
                 last_modified: None,
                 accepts_ranges: true,
+                probed_unix: 0,
             })
             .await
             .unwrap();

@@ -161,11 +161,128 @@ impl Store {
     }
 }
 
+/// Buffers for reads from chunk files, reused so that serving from the
+/// cache does not allocate (and fault in) fresh memory for every piece.
+#[derive(Debug)]
+pub struct BufPool {
+    size: usize,
+    keep: usize,
+    free: std::sync::Mutex<Vec<Vec<u8>>>,
+}
+
+impl BufPool {
+    /// Buffers of `size` bytes; at most `keep` idle ones are kept.
+    pub fn new(size: usize, keep: usize) -> Arc<BufPool> {
+        Arc::new(BufPool {
+            size,
+            keep,
+            free: std::sync::Mutex::new(Vec::new()),
+        })
+    }
+
+    fn take(&self) -> Vec<u8> {
+        self.free
+            .lock()
+            .unwrap()
+            .pop()
+            .unwrap_or_else(|| vec![0; self.size])
+    }
+
+    fn give(&self, buf: Vec<u8>) {
+        let mut free = self.free.lock().unwrap();
+        if free.len() < self.keep {
+            free.push(buf);
+        }
+    }
+}
+
+/// A pooled buffer holding `len` valid bytes; returns to the pool when the
+/// last `Bytes` pointing into it is dropped.
+struct Pooled {
+    buf: Vec<u8>,
+    len: usize,
+    pool: Arc<BufPool>,
+}
+
+impl AsRef<[u8]> for Pooled {
+    fn as_ref(&self) -> &[u8] {
+        &self.buf[..self.len]
+    }
+}
+
+impl Drop for Pooled {
+    fn drop(&mut self) {
+        self.pool.give(std::mem::take(&mut self.buf));
+    }
+}
+
+/// Reads exactly `len` (at most the pool's buffer size) bytes at `offset`,
+/// only if they are all in the page cache: never blocks on the disk.
+/// `Ok(None)` means the caller should read with `read_at` on a blocking
+/// thread instead.
+pub fn read_cached(
+    file: &File,
+    offset: u64,
+    len: usize,
+    pool: &Arc<BufPool>,
+) -> io::Result<Option<Bytes>> {
+    use std::os::fd::AsRawFd;
+    let mut buf = pool.take();
+    debug_assert!(len <= buf.len());
+    let mut done = 0;
+    while done < len {
+        let iov = libc::iovec {
+            iov_base: buf[done..].as_mut_ptr().cast(),
+            iov_len: len - done,
+        };
+        // SAFETY: the iovec points into `buf`, which outlives the call.
+        let n = unsafe {
+            libc::preadv2(
+                file.as_raw_fd(),
+                &iov,
+                1,
+                (offset + done as u64) as libc::off_t,
+                libc::RWF_NOWAIT,
+            )
+        };
+        if n > 0 {
+            done += n as usize;
+            continue;
+        }
+        pool.give(buf);
+        if n == 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "chunk file is short",
+            ));
+        }
+        let e = io::Error::last_os_error();
+        return match e.raw_os_error() {
+            // Not in the page cache, or RWF_NOWAIT unsupported here.
+            Some(libc::EAGAIN) | Some(libc::EOPNOTSUPP) | Some(libc::EINVAL) => Ok(None),
+            Some(libc::EINTR) => read_cached(file, offset, len, pool),
+            _ => Err(e),
+        };
+    }
+    Ok(Some(Bytes::from_owner(Pooled {
+        buf,
+        len,
+        pool: pool.clone(),
+    })))
+}
+
 /// Reads exactly `len` bytes at `offset`. Blocking.
-pub fn read_at(file: &File, offset: u64, len: usize) -> io::Result<Bytes> {
-    let mut buf = vec![0u8; len];
-    file.read_exact_at(&mut buf, offset)?;
-    Ok(Bytes::from(buf))
+pub fn read_at(file: &File, offset: u64, len: usize, pool: &Arc<BufPool>) -> io::Result<Bytes> {
+    let mut buf = pool.take();
+    if let Err(e) = file.read_exact_at(&mut buf[..len], offset) {
+        pool.give(buf);
+        return Err(e);
+    }
+    Ok(Bytes::from_owner(Pooled {
+        buf,
+        len,
+        pool: pool.clone(),
+    }))
 }
 
 #[cfg(test)]
@@ -180,7 +297,18 @@ mod tests {
         let crc = store.write(7, 3, &pieces).unwrap();
         assert_eq!(crc, crc32c::crc32c(b"hello world"));
         let file = store.open(7, 3, 11).unwrap();
-        assert_eq!(&read_at(&file, 6, 5).unwrap()[..], b"world");
+        let pool = BufPool::new(16, 1);
+        assert_eq!(&read_at(&file, 6, 5, &pool).unwrap()[..], b"world");
+        // Just written, so in the page cache.
+        let cached = read_cached(&file, 0, 5, &pool).unwrap().unwrap();
+        assert_eq!(&cached[..], b"hello");
+        drop(cached);
+        assert_eq!(
+            pool.free.lock().unwrap().len(),
+            1,
+            "buffer back in the pool"
+        );
+        assert!(read_cached(&file, 8, 5, &pool).is_err(), "past the end");
         assert!(store.open(7, 3, 12).is_err(), "length is checked");
         let names: Vec<_> = fs::read_dir(store.media_dir(7))
             .unwrap()

@@ -22,7 +22,7 @@ use crate::store;
 use crate::Shared;
 
 /// Largest piece read from a chunk file at once: bounds memory per player.
-const READ_PIECE: u64 = 256 * 1024;
+pub const READ_PIECE: u64 = 262144;
 
 /// How many times in a row a chunk may fail to come before the response
 /// is cut (each attempt starts a new download).
@@ -210,13 +210,23 @@ impl Sender<'_> {
         self.touched.push(index);
         while *pos <= last {
             let n = (last + 1 - *pos).min(READ_PIECE) as usize;
-            let f = file.clone();
             let off = *pos - start;
-            let bytes = match tokio::task::spawn_blocking(move || store::read_at(&f, off, n)).await
-            {
-                Ok(Ok(b)) => b,
-                Ok(Err(e)) => return self.unreadable(index, e),
-                Err(e) => return self.unreadable(index, io::Error::other(e)),
+            let pool = &self.shared.read_pool;
+            // Page-cache hits are read right here; only a read that would
+            // wait for the disk goes to a blocking thread.
+            let read = match store::read_cached(&file, off, n, pool) {
+                Ok(Some(b)) => Ok(b),
+                Ok(None) => {
+                    let (f, pool) = (file.clone(), pool.clone());
+                    tokio::task::spawn_blocking(move || store::read_at(&f, off, n, &pool))
+                        .await
+                        .unwrap_or_else(|e| Err(io::Error::other(e)))
+                }
+                Err(e) => Err(e),
+            };
+            let bytes = match read {
+                Ok(b) => b,
+                Err(e) => return self.unreadable(index, e),
             };
             *pos += n as u64;
             self.send(bytes, "cache")

@@ -290,3 +290,93 @@ async fn changed_origin_content_is_never_mixed() {
         assert!(got == new, "old bytes served after the origin changed");
     }
 }
+
+#[tokio::test]
+async fn validators_are_trusted_until_their_age_runs_out() {
+    let origin = Origin::start().await;
+    let size = 300 * 1024;
+    let (old, new) = (data(size, 61), data(size, 62));
+    origin.add_file("r", old.clone(), "video/mp4");
+    // Default age (an hour): a fully cached media is served without asking.
+    let spool = Spool::start(&origin).await;
+    let url = spool.url(&origin.url("r"));
+    let c = client();
+    let (_, _, got) = get(&c, &url, None).await;
+    assert!(got == old);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    origin.add_file("r", new.clone(), "video/mp4");
+    origin.reset_stats();
+    let (_, h, got) = get(&c, &url, None).await;
+    assert!(
+        got == old,
+        "served from cache while the validators are fresh"
+    );
+    assert_ne!(
+        header(&h, "etag"),
+        origin.etag("r").unwrap(),
+        "with the old ETag"
+    );
+    assert_eq!(origin.stats().requests, 0);
+}
+
+#[tokio::test]
+async fn stale_validators_are_rechecked_and_a_change_drops_the_old_bytes() {
+    let origin = Origin::start().await;
+    let size = 300 * 1024;
+    let (old, new) = (data(size, 63), data(size, 64));
+    origin.add_file("r", old.clone(), "video/mp4");
+    let spool = Spool::start_with(&origin, |c| c.revalidate_after = Duration::ZERO).await;
+    let url = spool.url(&origin.url("r"));
+    let c = client();
+    let (_, _, got) = get(&c, &url, None).await;
+    assert!(got == old);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    // Unchanged: one one-byte request confirms it, the bytes come from cache.
+    origin.reset_stats();
+    let (_, _, got) = get(&c, &url, None).await;
+    assert!(got == old);
+    let log = origin.requests_log();
+    assert_eq!(log.len(), 1, "{log:?}");
+    assert_eq!(log[0].range.as_deref(), Some("bytes=0-0"));
+    assert!(origin.stats().body_bytes <= 1);
+
+    // Changed (same size, new ETag): the next player gets the new bytes
+    // only, with the new ETag.
+    origin.add_file("r", new.clone(), "video/mp4");
+    let (status, h, got) = get(&c, &url, None).await;
+    assert_eq!(status, 200);
+    assert!(got == new, "old bytes after the origin changed");
+    assert_eq!(header(&h, "etag"), origin.etag("r").unwrap());
+
+    // Deleted at the origin: 404, not the cached copy.
+    origin.remove_file("r");
+    let (status, _, _) = get(&c, &url, None).await;
+    assert_eq!(status, 404);
+}
+
+#[tokio::test]
+async fn an_unreachable_origin_does_not_stop_cached_playback() {
+    let origin = Origin::start().await;
+    let body = data(200 * 1024, 65);
+    origin.add_file("r", body.clone(), "video/mp4");
+    let spool = Spool::start_with(&origin, |c| c.revalidate_after = Duration::ZERO).await;
+    let url = spool.url(&origin.url("r"));
+    let c = client();
+    let (_, _, got) = get(&c, &url, None).await;
+    assert!(got == body);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    origin.set_faults(
+        "r",
+        Faults {
+            status: Some(503),
+            ..Faults::default()
+        },
+    );
+    let (status, _, got) = get(&c, &url, None).await;
+    assert_eq!(
+        status, 200,
+        "stale copy served when the origin cannot answer"
+    );
+    assert!(got == body);
+}
