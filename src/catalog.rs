@@ -44,12 +44,13 @@ impl Catalog {
         self.media.lock().unwrap().get(url).cloned()
     }
 
-    /// Opens a media. `start` is the byte the player wants first, when it is
-    /// known before the size is: a cold open then starts the download there.
+    /// Opens a media. `start` is the span the player wants (first byte, and
+    /// last byte of a closed range) when it is known before the size is: a
+    /// cold open then starts the download there.
     pub async fn open(
         shared: &Arc<Shared>,
         url: &Url,
-        start: Option<u64>,
+        start: Option<(u64, Option<u64>)>,
     ) -> Result<Opened, UpstreamError> {
         let key = url.as_str();
         if let Some(m) = shared.catalog.cached(key) {
@@ -74,7 +75,7 @@ impl Catalog {
     async fn open_locked(
         shared: &Arc<Shared>,
         url: &Url,
-        start: Option<u64>,
+        start: Option<(u64, Option<u64>)>,
     ) -> Result<Opened, UpstreamError> {
         let known = match shared.catalog.cached(url.as_str()) {
             Some(m) => Some(m),
@@ -157,9 +158,10 @@ impl Catalog {
     async fn probe(
         shared: &Arc<Shared>,
         url: &Url,
-        start: Option<u64>,
+        start: Option<(u64, Option<u64>)>,
     ) -> Result<Opened, UpstreamError> {
         let chunk_size = shared.cfg.chunk_size;
+        let (start, end) = (start.map(|s| s.0), start.and_then(|s| s.1));
         let first_chunk = start.map(|s| s / chunk_size);
         // Like any miss, a cold seek far into a chunk starts at the
         // player's byte; the chunk's head is fetched on the side.
@@ -171,8 +173,12 @@ impl Catalog {
                 0
             }
         });
+        // A closed range is fetched to the end of its last chunk only.
         let range = match first_chunk {
-            Some(c) => (c * chunk_size + split, None),
+            Some(c) => (
+                c * chunk_size + split,
+                end.map(|e| (e / chunk_size + 1) * chunk_size - 1),
+            ),
             None => (0, Some(0)),
         };
         shared.metrics.upstream_requests.inc();
@@ -213,7 +219,7 @@ impl Catalog {
         );
         if let (Some(c), true) = (first_chunk, size > 0) {
             if head.status != StatusCode::RANGE_NOT_SATISFIABLE && c < media.chunk_count() {
-                fetch::start_with(shared, &media, c, split, resp, head);
+                fetch::start_with(shared, &media, c, split, range.1, resp, head);
             }
         }
         Ok(Opened::Media(media))

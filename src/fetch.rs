@@ -28,6 +28,9 @@ use crate::Shared;
 /// would make every seek slow.
 pub const SPLIT_MIN: u64 = 64 * 1024;
 
+/// Complete chunks of one run waiting for the disk at most.
+const WRITES_IN_FLIGHT: usize = 3;
+
 /// Where a run for a miss at `pos` starts within chunk `index`.
 pub fn split_for(media: &Media, index: u64, pos: u64) -> u64 {
     let within = pos.saturating_sub(media.chunk_start(index));
@@ -54,10 +57,15 @@ pub fn start_with(
     media: &Arc<Media>,
     index: u64,
     split: u64,
+    requested_end: Option<u64>,
     resp: reqwest::Response,
     head: Head,
 ) {
-    if let Some(run) = Run::claim(shared, media, index, split) {
+    if let Some(mut run) = Run::claim(shared, media, index, split) {
+        // The probe may have asked for less than the missing stretch.
+        if let Some(end) = requested_end {
+            run.end_byte = run.end_byte.min(end);
+        }
         tokio::spawn(run.go(Some((resp, head))));
     }
 }
@@ -107,9 +115,17 @@ impl Run {
         let (index, chunk) = media.claim(index, index, split).pop()?;
         // Ask for everything up to the next chunk somebody already has: one
         // request for the whole missing stretch.
-        let end_byte = match media.next_taken(index + 1) {
+        let stretch_end = match media.next_taken(index + 1) {
             Some(taken) => media.chunk_start(taken) - 1,
             None => media.size() - 1,
+        };
+        // Players reading closed ranges only want up to their ends.
+        let limit = media.read_limit().max(index);
+        let end_byte = match limit.checked_add(1) {
+            Some(after) if after < media.chunk_count() => {
+                stretch_end.min(media.chunk_start(after) - 1)
+            }
+            _ => stretch_end,
         };
         if split > 0 {
             tokio::spawn(fetch_head(
@@ -156,7 +172,7 @@ impl Run {
         let ra = self.shared.read_ahead_chunks();
         let grace = self.shared.cfg.read_ahead_grace;
         let last_requested = self.end_byte / self.media.chunk_size();
-        let mut writing: Option<tokio::task::JoinHandle<()>> = None;
+        let mut writing = std::collections::VecDeque::new();
         while let Some((index, chunk)) = self.current.clone() {
             if !wait_wanted(&self.media, index, ra, grace).await {
                 debug!(index, "read-ahead no longer wanted; stopping");
@@ -171,12 +187,15 @@ impl Run {
             }
             chunk.finish_tail();
             self.current = self.next.take();
-            // One chunk written at a time per run: memory stays bounded when
-            // the disk is slower than the origin.
-            if let Some(w) = writing.take() {
-                let _ = w.await;
+            // A few chunk writes in flight per run absorb the disk's hiccups;
+            // past that the run waits, so memory stays bounded when the disk
+            // is slower than the origin.
+            if writing.len() >= WRITES_IN_FLIGHT {
+                if let Some(w) = writing.pop_front() {
+                    let _: Result<(), _> = w.await;
+                }
             }
-            writing = Some(tokio::spawn(persist(
+            writing.push_back(tokio::spawn(persist(
                 self.shared.clone(),
                 self.media.clone(),
                 index,

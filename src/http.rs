@@ -130,8 +130,8 @@ async fn handle_stream(
     }
     let range_header = header_str(&headers, header::RANGE);
     let start = match range_header {
-        Some(h) => range::first_start(h),
-        None => Some(0),
+        Some(h) => range::first_span(h),
+        None => Some((0, None)),
     };
     // HEAD needs no bytes: probe with one instead of starting a download.
     let start = if method == Method::HEAD { None } else { start };

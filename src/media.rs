@@ -32,6 +32,9 @@ pub struct Media {
     gone: AtomicBool,
     /// When the origin last confirmed the validators (unix seconds).
     probed_unix: AtomicI64,
+    /// The chunk where the last finished player stopped (u64::MAX: none),
+    /// to recognise a player reading on in a new request.
+    last_ended: AtomicU64,
 }
 
 impl Media {
@@ -47,6 +50,7 @@ impl Media {
             })
             .collect();
         Media {
+            last_ended: AtomicU64::new(u64::MAX),
             probed_unix: AtomicI64::new(row.probed_unix),
             row,
             slots: Mutex::new(slots),
@@ -147,14 +151,20 @@ impl Media {
         }
     }
 
-    /// Forgets a cached chunk (its file was found broken or missing).
-    pub fn forget_cached(&self, index: u64) -> bool {
+    /// Takes a cached chunk whose file was found broken out of service: its
+    /// slot holds a placeholder download (readers wait on it) until the
+    /// caller has cleaned up and calls `release` with it. None when another
+    /// reader got there first.
+    pub fn retire_cached(&self, index: u64) -> Option<Arc<InFlight>> {
         let mut slots = self.slots.lock().unwrap();
-        if matches!(slots.get(&index), Some(Slot::Cached { .. })) {
-            slots.remove(&index);
-            return true;
+        match slots.get(&index) {
+            Some(Slot::Cached { row, .. }) => {
+                let placeholder = Arc::new(InFlight::new(row.size_bytes));
+                slots.insert(index, Slot::Pending(placeholder.clone()));
+                Some(placeholder)
+            }
+            _ => None,
         }
-        false
     }
 
     /// Marks this version as replaced; returns the pending downloads so the
@@ -185,10 +195,19 @@ impl Media {
         self.gone.load(Ordering::SeqCst)
     }
 
-    /// Starts tracking a player reading this media from chunk `index`.
-    pub fn playhead(self: &Arc<Self>, index: u64) -> Playhead {
+    /// Whether a request starting at chunk `index` goes on where the last
+    /// finished one stopped (a player reading in consecutive ranges).
+    pub fn continues(&self, index: u64) -> bool {
+        let last = self.last_ended.load(Ordering::Relaxed);
+        last != u64::MAX && (index == last || index == last + 1)
+    }
+
+    /// Starts tracking a player reading this media from chunk `index`; it
+    /// wants read-ahead up to chunk `limit` at most.
+    pub fn playhead(self: &Arc<Self>, index: u64, limit: u64) -> Playhead {
         let state = Arc::new(PlayheadState {
             chunk: AtomicU64::new(index),
+            limit,
             ended: Mutex::new(None),
         });
         self.playheads.lock().unwrap().push(state.clone());
@@ -207,8 +226,20 @@ impl Media {
         heads.retain(|h| h.ended.lock().unwrap().is_none_or(|t| now - t < grace));
         heads.iter().any(|h| {
             let at = h.chunk.load(Ordering::Relaxed);
-            at <= index && index <= at.saturating_add(read_ahead)
+            at <= index && index <= at.saturating_add(read_ahead).min(h.limit)
         })
+    }
+
+    /// The last chunk any live player may want (u64::MAX when one reads on
+    /// to the end, or none is reading).
+    pub fn read_limit(&self) -> u64 {
+        let heads = self.playheads.lock().unwrap();
+        heads
+            .iter()
+            .filter(|h| h.ended.lock().unwrap().is_none())
+            .map(|h| h.limit)
+            .max()
+            .unwrap_or(u64::MAX)
     }
 
     /// The furthest chunk any live player wants read ahead.
@@ -217,7 +248,10 @@ impl Media {
         heads
             .iter()
             .filter(|h| h.ended.lock().unwrap().is_none())
-            .map(|h| h.chunk.load(Ordering::Relaxed).saturating_add(read_ahead))
+            .map(|h| {
+                let at = h.chunk.load(Ordering::Relaxed);
+                at.saturating_add(read_ahead).min(h.limit).max(at)
+            })
             .max()
     }
 }
@@ -225,6 +259,9 @@ impl Media {
 #[derive(Debug)]
 struct PlayheadState {
     chunk: AtomicU64,
+    /// The last chunk this player may want (its range's end, unless it reads
+    /// to the end of the media).
+    limit: u64,
     ended: Mutex<Option<Instant>>,
 }
 
@@ -246,6 +283,8 @@ impl Playhead {
 impl Drop for Playhead {
     fn drop(&mut self) {
         *self.state.ended.lock().unwrap() = Some(Instant::now());
+        let at = self.state.chunk.load(Ordering::Relaxed);
+        self.media.last_ended.store(at, Ordering::Relaxed);
         self.media.moved.notify_waiters();
     }
 }
@@ -300,7 +339,7 @@ mod tests {
     fn playheads_and_grace() {
         let m = media(1000, 10);
         assert!(!m.wanted(5, 2, Duration::from_secs(1)));
-        let p = m.playhead(4);
+        let p = m.playhead(4, u64::MAX);
         assert!(m.wanted(5, 2, Duration::ZERO));
         assert!(m.wanted(6, 2, Duration::ZERO));
         assert!(!m.wanted(7, 2, Duration::ZERO));
@@ -312,5 +351,13 @@ mod tests {
         assert!(m.wanted(7, 2, Duration::from_secs(60)), "within grace");
         assert!(!m.wanted(7, 2, Duration::ZERO), "after grace");
         assert_eq!(m.wanted_until(2), None);
+        assert!(m.continues(5) && m.continues(6) && !m.continues(7));
+
+        // A closed range wants no read-ahead past its end.
+        let p = m.playhead(4, 5);
+        assert!(m.wanted(5, 2, Duration::ZERO));
+        assert!(!m.wanted(6, 2, Duration::ZERO));
+        assert_eq!(m.wanted_until(2), Some(5));
+        drop(p);
     }
 }

@@ -86,22 +86,28 @@ pub fn parse(header: &str, size: u64) -> RangeRequest {
     }
 }
 
-/// The lowest first byte a valid `Range` header asks for, when that does
-/// not depend on the size (no suffix ranges). A cold media starts its first
-/// download there, before its size is known.
-pub fn first_start(header: &str) -> Option<u64> {
+/// The span a valid `Range` header asks for when that does not depend on
+/// the size (no suffix ranges): the lowest first byte, and the highest last
+/// byte when every range is closed. A cold media starts its first download
+/// there, before its size is known.
+pub fn first_span(header: &str) -> Option<(u64, Option<u64>)> {
     let (unit, specs) = header.trim().split_once('=')?;
     if !unit.trim().eq_ignore_ascii_case("bytes") {
         return None;
     }
-    let mut lowest: Option<u64> = None;
+    let mut span: Option<(u64, Option<u64>)> = None;
     for spec in specs.split(',').map(str::trim).filter(|s| !s.is_empty()) {
         match parse_spec(spec)? {
-            Spec::Int { first, .. } => lowest = Some(lowest.map_or(first, |l| l.min(first))),
+            Spec::Int { first, last } => {
+                span = Some(match span {
+                    None => (first, last),
+                    Some((a, b)) => (a.min(first), b.zip(last).map(|(b, l)| b.max(l))),
+                });
+            }
             Spec::Suffix(_) => return None,
         }
     }
-    lowest
+    span
 }
 
 /// One `range-spec` before it meets the size.
@@ -241,14 +247,15 @@ mod tests {
     }
 
     #[test]
-    fn first_start_before_the_size_is_known() {
-        assert_eq!(first_start("bytes=100-200"), Some(100));
-        assert_eq!(first_start("bytes=100-"), Some(100));
-        assert_eq!(first_start("bytes=500-600, 100-200"), Some(100));
-        assert_eq!(first_start("bytes=-100"), None);
-        assert_eq!(first_start("bytes=0-1,-100"), None);
-        assert_eq!(first_start("items=0-1"), None);
-        assert_eq!(first_start("bytes=5-4"), None);
+    fn first_span_before_the_size_is_known() {
+        assert_eq!(first_span("bytes=100-200"), Some((100, Some(200))));
+        assert_eq!(first_span("bytes=100-"), Some((100, None)));
+        assert_eq!(first_span("bytes=500-600, 100-200"), Some((100, Some(600))));
+        assert_eq!(first_span("bytes=500-, 100-200"), Some((100, None)));
+        assert_eq!(first_span("bytes=-100"), None);
+        assert_eq!(first_span("bytes=0-1,-100"), None);
+        assert_eq!(first_span("items=0-1"), None);
+        assert_eq!(first_span("bytes=5-4"), None);
     }
 
     #[test]

@@ -49,11 +49,24 @@ pub enum Part {
 /// Sends `parts` into `tx`; cuts the body when a range cannot be served.
 pub async fn produce(shared: Arc<Shared>, media: Arc<Media>, parts: Vec<Part>, tx: BodyTx) {
     shared.metrics.active_streams.inc();
-    let first = parts.iter().find_map(|p| match p {
-        Part::Range(r) => Some(r.start / media.chunk_size()),
-        Part::Literal(_) => None,
-    });
-    let playhead = media.playhead(first.unwrap_or(0));
+    let ranges: Vec<ByteRange> = parts
+        .iter()
+        .filter_map(|p| match p {
+            Part::Range(r) => Some(*r),
+            Part::Literal(_) => None,
+        })
+        .collect();
+    let cs = media.chunk_size();
+    let first = ranges.first().map_or(0, |r| r.start / cs);
+    // Read-ahead past the requested range only for players that read on:
+    // to the end of the media, or in consecutive ranges. A closed range
+    // alone (a probe, a seek preview) fetches just what it asks for.
+    let reads_on = ranges.iter().any(|r| r.end + 1 == media.size()) || media.continues(first);
+    let limit = match reads_on {
+        true => u64::MAX,
+        false => ranges.iter().map(|r| r.end / cs).max().unwrap_or(first),
+    };
+    let playhead = media.playhead(first, limit);
     let mut out = Sender {
         shared: &shared,
         media: &media,
@@ -200,9 +213,9 @@ impl Sender<'_> {
         .await;
         let file = match opened {
             Ok(Ok(Some(f))) => f,
-            Ok(Ok(None)) => return self.corrupt(index),
-            Ok(Err(e)) => return self.unreadable(index, e),
-            Err(e) => return self.unreadable(index, io::Error::other(e)),
+            Ok(Ok(None)) => return self.corrupt(index).await,
+            Ok(Err(e)) => return self.unreadable(index, e).await,
+            Err(e) => return self.unreadable(index, io::Error::other(e)).await,
         };
         if !verified {
             media.mark_verified(index);
@@ -226,7 +239,7 @@ impl Sender<'_> {
             };
             let bytes = match read {
                 Ok(b) => b,
-                Err(e) => return self.unreadable(index, e),
+                Err(e) => return self.unreadable(index, e).await,
             };
             *pos += n as u64;
             self.send(bytes, "cache")
@@ -238,46 +251,46 @@ impl Sender<'_> {
 
     /// A chunk whose bytes are not what was written: never served; the
     /// file goes to quarantine, its row away, and the chunk is fetched again.
-    fn corrupt(&self, index: u64) -> Result<(), Retry> {
-        let media = self.media;
+    async fn corrupt(&self, index: u64) -> Result<(), Retry> {
         self.shared.metrics.corrupt_chunks.inc();
-        if media.forget_cached(index) {
-            warn!(
-                media = media.id(),
-                chunk = index,
-                "cached chunk failed its checksum; quarantined, fetching it again"
-            );
-            let (shared, id) = (self.shared.clone(), media.id());
-            tokio::spawn(async move {
-                let (dir, path) = (
-                    shared.cfg.cache_dir.clone(),
-                    shared.store.chunk_path(id, index),
-                );
-                let _ = tokio::task::spawn_blocking(move || {
-                    recover::quarantine(&dir, &path, id, index)
-                })
-                .await;
-                if let Err(e) = shared.index.remove_chunk(id, index).await {
-                    debug!(error = %e, "cannot remove chunk row");
-                }
-            });
-        }
-        Err(Retry::Again)
+        warn!(
+            media = self.media.id(),
+            chunk = index,
+            "cached chunk failed its checksum; quarantined, fetching it again"
+        );
+        self.retire(index, true).await
     }
 
-    fn unreadable(&self, index: u64, e: io::Error) -> Result<(), Retry> {
-        let media = self.media;
+    /// A chunk file that cannot be read: dropped and fetched again.
+    async fn unreadable(&self, index: u64, e: io::Error) -> Result<(), Retry> {
         self.shared.metrics.cache_read_errors.inc();
-        if media.forget_cached(index) {
-            warn!(media = media.id(), chunk = index, error = %e, "cached chunk unreadable; fetching it again");
-            let (shared, id) = (self.shared.clone(), media.id());
-            shared.store.remove(id, index);
-            tokio::spawn(async move {
-                if let Err(e) = shared.index.remove_chunk(id, index).await {
-                    debug!(error = %e, "cannot remove chunk row");
-                }
-            });
+        warn!(media = self.media.id(), chunk = index, error = %e, "cached chunk unreadable; fetching it again");
+        self.retire(index, false).await
+    }
+
+    /// Removes a bad chunk's file and row while its slot holds a placeholder,
+    /// so that no new download of the chunk races with the clean-up.
+    async fn retire(&self, index: u64, keep_for_a_look: bool) -> Result<(), Retry> {
+        let media = self.media;
+        let Some(placeholder) = media.retire_cached(index) else {
+            return Err(Retry::Again);
+        };
+        let (shared, id) = (self.shared.clone(), media.id());
+        let dir = shared.cfg.cache_dir.clone();
+        let path = shared.store.chunk_path(id, index);
+        let _ = tokio::task::spawn_blocking(move || {
+            if keep_for_a_look {
+                recover::quarantine(&dir, &path, id, index);
+            } else {
+                let _ = std::fs::remove_file(&path);
+            }
+        })
+        .await;
+        if let Err(e) = shared.index.remove_chunk(id, index).await {
+            debug!(error = %e, "cannot remove chunk row");
         }
+        placeholder.fail(ChunkFailure::Cancelled);
+        media.release(index, &placeholder);
         Err(Retry::Again)
     }
 }

@@ -182,8 +182,16 @@ async fn read_ahead_fetches_the_window_after_the_playhead() {
     let spool = Spool::start(&origin).await; // read-ahead 256 KiB = 4 chunks
     let url = spool.url(&origin.url("ra"));
     let c = client();
-    let (_, _, got) = get(&c, &url, Some("bytes=0-1000")).await;
-    assert_eq!(got, body.slice(0..=1000));
+    // A player reading on (open-ended range) that stops after a few bytes.
+    let mut resp = c
+        .get(&url)
+        .header("range", "bytes=0-")
+        .send()
+        .await
+        .unwrap();
+    let first = resp.chunk().await.unwrap().unwrap();
+    assert_eq!(first, body.slice(..first.len()));
+    drop(resp);
     tokio::time::sleep(Duration::from_millis(1000)).await;
     origin.reset_stats();
     // The four chunks after the one read are there without asking.
@@ -410,4 +418,46 @@ async fn a_seek_into_a_missing_chunk_starts_at_the_players_byte() {
     let (_, _, got) = get(&c, &url, None).await;
     assert!(got == body);
     assert_eq!(origin.stats().requests, before, "not cached whole");
+}
+
+#[tokio::test]
+async fn a_closed_range_fetches_only_what_it_asks_for() {
+    let origin = Origin::start().await;
+    let size = 64 * CHUNK as usize;
+    let body = data(size, 31);
+    origin.add_file("closed", body.clone(), "video/mp4");
+    let spool = Spool::start(&origin).await;
+    let url = spool.url(&origin.url("closed"));
+    let c = client();
+    // Cold (first request) and warm media: a 1000-byte range in chunk 10.
+    for (a, b) in [
+        (10 * CHUNK + 5, 10 * CHUNK + 1004),
+        (20 * CHUNK + 5, 21 * CHUNK + 9),
+    ] {
+        origin.reset_stats();
+        let (_, _, got) = get(&c, &url, Some(&format!("bytes={a}-{b}"))).await;
+        assert!(got == body.slice(a as usize..=b as usize));
+        tokio::time::sleep(Duration::from_millis(800)).await;
+        let sent = origin.stats().body_bytes;
+        let chunks = b / CHUNK - a / CHUNK + 1;
+        assert!(
+            sent <= chunks * CHUNK,
+            "{sent} origin bytes for a range within {chunks} chunk(s)"
+        );
+    }
+    // A player reading on in the next range gets read-ahead again.
+    origin.reset_stats();
+    let (_, _, got) = get(
+        &c,
+        &url,
+        Some(&format!("bytes={}-{}", 22 * CHUNK, 22 * CHUNK + 99)),
+    )
+    .await;
+    assert!(got == body.slice(22 * CHUNK as usize..22 * CHUNK as usize + 100));
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert!(
+        origin.stats().body_bytes > 2 * CHUNK,
+        "no read-ahead for consecutive ranges: {:?}",
+        origin.stats()
+    );
 }
