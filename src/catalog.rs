@@ -36,6 +36,12 @@ pub struct Catalog {
 }
 
 impl Catalog {
+    /// The media version with this id, if it is open.
+    pub fn by_id(&self, media_id: i64) -> Option<Arc<Media>> {
+        let map = self.media.lock().unwrap();
+        map.values().find(|m| m.id() == media_id).cloned()
+    }
+
     pub fn contains(&self, url: &str) -> bool {
         self.media.lock().unwrap().contains_key(url)
     }

@@ -117,6 +117,29 @@ pub struct Config {
     #[command(flatten)]
     pub free_space: FreeSpace,
 
+    /// When the disk is critical, clean up until this much more than the
+    /// critical threshold is free.
+    #[arg(long, env = "SPOOL_CLEANUP_HEADROOM", default_value = "1GiB", value_parser = parse_size)]
+    pub cleanup_headroom: u64,
+
+    /// How often the free space of the cache's filesystem is sampled.
+    #[arg(long, env = "SPOOL_DISK_CHECK_INTERVAL", default_value = "5s", value_parser = humantime::parse_duration)]
+    pub disk_check_interval: Duration,
+
+    /// Memory for complete chunks that could not be written to disk
+    /// (caching paused or a write failed), so re-reads stay local.
+    #[arg(long, env = "SPOOL_MEMORY_CACHE", default_value = "256MiB", value_parser = parse_size)]
+    pub memory_cache: u64,
+
+    /// Consecutive IO write failures that pause caching.
+    #[arg(long, env = "SPOOL_BREAKER_THRESHOLD", default_value_t = 5)]
+    pub breaker_threshold: u32,
+
+    /// How long caching stays paused after write failures before a probe
+    /// write tries again.
+    #[arg(long, env = "SPOOL_BREAKER_COOL_DOWN", default_value = "30s", value_parser = humantime::parse_duration)]
+    pub breaker_cool_down: Duration,
+
     /// On SIGTERM/SIGINT: how long running streams may go on before they
     /// are cut and spool exits.
     #[arg(long, env = "SPOOL_SHUTDOWN_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]

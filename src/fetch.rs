@@ -16,11 +16,13 @@ use reqwest::StatusCode;
 use tracing::{debug, warn};
 
 use crate::catalog::{redact_str, Catalog};
-use crate::index::ChunkRow;
+use crate::index::{ChunkRow, IndexError};
 use crate::inflight::{ChunkFailure, InFlight};
 use crate::media::{Media, Slot};
+use crate::store::{WriteClass, WriteError, WriteStage};
 use crate::upstream::{Head, UpstreamError};
 use crate::Shared;
+use crate::{disk, evict, monitor};
 
 /// A miss this far into a chunk starts the download at the player's byte
 /// (and fetches the chunk's head separately) instead of at the chunk's
@@ -417,9 +419,9 @@ async fn wait_wanted(media: &Media, index: u64, ra: u64, grace: Duration) -> boo
     }
 }
 
-/// Writes a complete chunk to the store and records it in the index. On
-/// failure the chunk is simply not cached: players reading it already have
-/// its bytes from memory, later ones fetch it again.
+/// Writes a complete chunk to the store and records it in the index. A
+/// chunk that cannot be written stays in memory (bounded) instead; the
+/// players reading it have its bytes either way.
 async fn persist(shared: Arc<Shared>, media: Arc<Media>, index: u64, chunk: Arc<InFlight>) {
     if chunk.wait().await.is_err() {
         media.release(index, &chunk);
@@ -430,22 +432,83 @@ async fn persist(shared: Arc<Shared>, media: Arc<Media>, index: u64, chunk: Arc<
         media.release(index, &chunk);
         return;
     };
+    if !shared.guard.may_write(&shared.cfg.cache_dir) || !room_for(&shared, chunk.len()).await {
+        keep_in_memory(&shared, &media, index, chunk);
+        return;
+    }
+    let mut result = write_chunk(&shared, &media, index, &chunk).await;
+    if let Err(WriteFailure::Class(WriteClass::DiskFull)) = result {
+        // Make room and try once more.
+        let target = disk::space(&shared.cfg.cache_dir)
+            .map(|s| monitor::cleanup_target(&shared, s))
+            .unwrap_or(u64::MAX);
+        let freed = evict::cleanup(&shared, target).await;
+        result = if freed.bytes > 0 {
+            write_chunk(&shared, &media, index, &chunk).await
+        } else {
+            result
+        };
+        if let Err(WriteFailure::Class(WriteClass::DiskFull)) = result {
+            shared.guard.pause_disk_full();
+        }
+    }
+    match result {
+        Ok(row) => {
+            shared.guard.on_success();
+            shared.metrics.chunks_written.inc();
+            media.set_cached(&chunk, row);
+        }
+        Err(WriteFailure::Gone) => media.release(index, &chunk),
+        Err(WriteFailure::Class(class)) => {
+            shared.guard.on_failure(class);
+            keep_in_memory(&shared, &media, index, chunk);
+        }
+    }
+}
+
+enum WriteFailure {
+    /// The media version was dropped meanwhile: nothing to keep.
+    Gone,
+    Class(WriteClass),
+}
+
+/// Before a write: when it would take the disk below the critical
+/// threshold, clean up first; false when that did not make room.
+async fn room_for(shared: &Arc<Shared>, len: u64) -> bool {
+    let Ok(space) = disk::space(&shared.cfg.cache_dir) else {
+        return true; // the write itself will tell
+    };
+    let critical = monitor::critical_bytes(shared, space);
+    if space.free_bytes >= critical.saturating_add(len) {
+        return true;
+    }
+    let done = evict::cleanup(shared, monitor::cleanup_target(shared, space)).await;
+    if done.free_bytes >= critical.saturating_add(len) {
+        return true;
+    }
+    shared.guard.pause_disk_full();
+    false
+}
+
+/// Writes the file, then the row; a failure of either is classified and
+/// leaves neither behind.
+async fn write_chunk(
+    shared: &Arc<Shared>,
+    media: &Arc<Media>,
+    index: u64,
+    chunk: &Arc<InFlight>,
+) -> Result<ChunkRow, WriteFailure> {
     let pieces = chunk.pieces();
     let store = shared.store.clone();
     let media_id = media.id();
-    let written = tokio::task::spawn_blocking(move || store.write(media_id, index, &pieces)).await;
+    let written = tokio::task::spawn_blocking(move || store.write(media_id, index, &pieces))
+        .await
+        .unwrap_or_else(|e| Err(WriteError::other(e)));
     let crc = match written {
-        Ok(Ok(crc)) => crc,
-        Ok(Err(e)) => {
-            warn!(class = e.class.as_str(), url = %redact_str(&media.row.url), chunk = index, error = %e, "cache write failed");
-            shared.metrics.write_error(e.class.as_str());
-            media.release(index, &chunk);
-            return;
-        }
+        Ok(crc) => crc,
         Err(e) => {
-            warn!(error = %e, "cache write task failed");
-            media.release(index, &chunk);
-            return;
+            write_failed(shared, media, index, e.class, &e);
+            return Err(WriteFailure::Class(e.class));
         }
     };
     let row = ChunkRow {
@@ -453,17 +516,44 @@ async fn persist(shared: Arc<Shared>, media: Arc<Media>, index: u64, chunk: Arc<
         size_bytes: chunk.len(),
         crc32c: crc,
     };
-    match shared.index.insert_chunk(media_id, row).await {
-        Ok(()) => {
-            shared.metrics.chunks_written.inc();
-            media.set_cached(&chunk, row);
+    let recorded = match shared.store.injected(WriteStage::Index) {
+        Some(e) => Err(IndexError::Injected(e)),
+        None => shared.index.insert_chunk(media_id, row).await,
+    };
+    if let Err(e) = recorded {
+        shared.store.remove(media_id, index);
+        if media.is_gone() {
+            return Err(WriteFailure::Gone);
         }
-        Err(e) => {
-            if !media.is_gone() {
-                warn!(error = %e, chunk = index, "cannot record chunk in the index");
-            }
-            shared.store.remove(media_id, index);
-            media.release(index, &chunk);
-        }
+        let class = crate::index::write_class(&e);
+        write_failed(shared, media, index, class, &e);
+        return Err(WriteFailure::Class(class));
+    }
+    Ok(row)
+}
+
+fn write_failed(
+    shared: &Shared,
+    media: &Media,
+    index: u64,
+    class: WriteClass,
+    e: &dyn std::fmt::Display,
+) {
+    let free = disk::space(&shared.cfg.cache_dir).map_or(0, |s| s.free_bytes);
+    warn!(
+        class = class.as_str(),
+        url = %redact_str(&media.row.url),
+        chunk = index,
+        free_bytes = free,
+        error = %e,
+        "cache write failed"
+    );
+    shared.metrics.write_error(class.as_str());
+}
+
+fn keep_in_memory(shared: &Shared, media: &Arc<Media>, index: u64, chunk: Arc<InFlight>) {
+    shared.metrics.chunks_kept_in_memory.inc();
+    if !shared.memcache.insert(media, index, chunk.clone()) {
+        media.release(index, &chunk);
     }
 }

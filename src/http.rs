@@ -76,11 +76,29 @@ async fn ready(shared: Arc<Shared>) -> Response {
         .await
         .is_ok();
     let dir_ok = shared.cfg.cache_dir.is_dir();
+    // spool serves while the disk is full or caching is paused (streams go
+    // on uncached), so those are reported but do not make it unready.
     let ok = index_ok && dir_ok;
+    let space = shared.disk_space();
+    let mut reasons = Vec::new();
+    if !index_ok {
+        reasons.push("index unavailable");
+    }
+    if !dir_ok {
+        reasons.push("cache directory missing");
+    }
     let body = serde_json::json!({
         "ready": ok,
+        "reasons": reasons,
         "index": if index_ok { "ok" } else { "unavailable" },
         "cache_dir": if dir_ok { "ok" } else { "missing" },
+        "disk": {
+            "level": shared.disk_level().map(|l| l.as_str()),
+            "free_bytes": space.map(|s| s.free_bytes),
+            "total_bytes": space.map(|s| s.total_bytes),
+        },
+        "caching": shared.guard.mode().describe(),
+        "memory_cache_bytes": shared.memcache.bytes(),
     });
     let mut r = Response::new(Bytes::from(body.to_string()).into());
     *r.status_mut() = if ok {

@@ -11,6 +11,8 @@ use std::sync::mpsc as std_mpsc;
 use rusqlite::{params, Connection, OptionalExtension};
 use tokio::sync::oneshot;
 
+use crate::store::WriteClass;
+
 /// Schema migrations, applied in order; `PRAGMA user_version` records the
 /// last one applied.
 const MIGRATIONS: &[&str] = &[include_str!("../migrations/0001_init.sql")];
@@ -25,6 +27,9 @@ pub enum IndexError {
     Corrupt(String),
     #[error("index thread has stopped")]
     Closed,
+    /// A failure injected by tests (see `Store::inject`).
+    #[error("index write: {0}")]
+    Injected(std::io::Error),
 }
 
 /// What the index knows of one media version.
@@ -271,6 +276,49 @@ impl Index {
         .await
     }
 
+    /// Chunk rows, least recently read first: (media_id, chunk, size).
+    pub async fn oldest_chunks(
+        &self,
+        limit: u32,
+        offset: u32,
+    ) -> Result<Vec<(i64, u64, u64)>, IndexError> {
+        self.call(move |c| {
+            let mut st = c.prepare_cached(
+                "SELECT media_id, chunk_index, size_bytes FROM chunks
+                 ORDER BY last_access_unix, media_id, chunk_index LIMIT ?1 OFFSET ?2",
+            )?;
+            let rows = st.query_map(params![limit, offset], |r| {
+                Ok((
+                    r.get(0)?,
+                    r.get::<_, i64>(1)? as u64,
+                    r.get::<_, i64>(2)? as u64,
+                ))
+            })?;
+            rows.collect()
+        })
+        .await
+    }
+
+    /// Removes many chunk rows in one transaction.
+    pub async fn remove_chunks(&self, chunks: Vec<(i64, u64)>) -> Result<(), IndexError> {
+        if chunks.is_empty() {
+            return Ok(());
+        }
+        self.call(move |c| {
+            let tx = c.transaction()?;
+            {
+                let mut st = tx.prepare_cached(
+                    "DELETE FROM chunks WHERE media_id = ?1 AND chunk_index = ?2",
+                )?;
+                for (m, i) in chunks {
+                    st.execute(params![m, i as i64])?;
+                }
+            }
+            tx.commit()
+        })
+        .await
+    }
+
     /// Records that a media (and the given chunks) were read now.
     pub async fn touch(&self, media_id: i64, chunks: Vec<u64>) -> Result<(), IndexError> {
         self.call(move |c| {
@@ -322,6 +370,23 @@ fn migrate(conn: &mut Connection) -> Result<(), IndexError> {
         tx.commit()?;
     }
     Ok(())
+}
+
+/// The class of a failed index write, as for chunk files: the index lives
+/// on the same disk and fails for the same reasons.
+pub fn write_class(e: &IndexError) -> WriteClass {
+    use rusqlite::ErrorCode;
+    match e {
+        IndexError::Sqlite(rusqlite::Error::SqliteFailure(f, _)) => match f.code {
+            ErrorCode::DiskFull => WriteClass::DiskFull,
+            ErrorCode::ReadOnly | ErrorCode::PermissionDenied | ErrorCode::CannotOpen => {
+                WriteClass::PermissionDenied
+            }
+            _ => WriteClass::Io,
+        },
+        IndexError::Injected(e) => WriteClass::classify(e),
+        _ => WriteClass::Io,
+    }
 }
 
 pub fn unix_now() -> i64 {

@@ -11,12 +11,16 @@ pub mod allow;
 pub mod catalog;
 pub mod config;
 pub mod disk;
+pub mod evict;
 pub mod fetch;
+pub mod guard;
 pub mod http;
 pub mod index;
 pub mod inflight;
 pub mod media;
+pub mod memcache;
 pub mod metrics;
+pub mod monitor;
 pub mod range;
 pub mod recover;
 pub mod store;
@@ -46,6 +50,14 @@ pub struct Shared {
     pub upstream: upstream::Upstream,
     pub catalog: catalog::Catalog,
     pub metrics: metrics::Metrics,
+    /// Whether cache writes are allowed (breaker, disk-full pause).
+    pub guard: guard::Guard,
+    /// Complete chunks that could not be written to disk.
+    pub memcache: memcache::MemCache,
+    /// One cleanup at a time.
+    pub cleanup_lock: tokio::sync::Mutex<()>,
+    /// The disk monitor's last sample and level.
+    disk: std::sync::Mutex<Option<(disk::Space, disk::Level)>>,
 }
 
 impl Shared {
@@ -71,9 +83,43 @@ impl Shared {
             upstream: upstream::Upstream::new(&cfg)?,
             catalog: catalog::Catalog::default(),
             metrics,
+            guard: guard::Guard::new(cfg.breaker_threshold, cfg.breaker_cool_down),
+            memcache: memcache::MemCache::new(cfg.memory_cache),
+            cleanup_lock: tokio::sync::Mutex::new(()),
+            disk: std::sync::Mutex::new(None),
             index,
             cfg,
         }))
+    }
+
+    /// Whether a chunk must not be evicted: a player reads it or is about
+    /// to, or it is still downloading.
+    pub fn is_needed(&self, media_id: i64, index: u64) -> bool {
+        self.catalog.by_id(media_id).is_some_and(|m| {
+            matches!(m.slot(index), Some(media::Slot::Pending(_)))
+                || m.wanted(index, self.read_ahead_chunks(), self.cfg.read_ahead_grace)
+        })
+    }
+
+    pub fn record_disk(&self, space: disk::Space, level: disk::Level) {
+        *self.disk.lock().unwrap() = Some((space, level));
+        self.metrics.disk_free_bytes.set(space.free_bytes as i64);
+        self.metrics.disk_total_bytes.set(space.total_bytes as i64);
+        self.metrics.disk_level.set(level as i64);
+        self.metrics
+            .caching_paused
+            .set(i64::from(!self.guard.is_writing()));
+        self.metrics
+            .memory_cache_bytes
+            .set(self.memcache.bytes() as i64);
+    }
+
+    pub fn disk_space(&self) -> Option<disk::Space> {
+        self.disk.lock().unwrap().map(|d| d.0)
+    }
+
+    pub fn disk_level(&self) -> Option<disk::Level> {
+        self.disk.lock().unwrap().map(|d| d.1)
     }
 
     /// The read-ahead window in whole chunks.
@@ -88,7 +134,15 @@ pub async fn run(
     listener: tokio::net::TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    let shared = Shared::new(cfg)?;
+    serve(Shared::new(cfg)?, listener, shutdown).await
+}
+
+/// Serves with an existing `Shared` (tests keep a handle to it).
+pub async fn serve(
+    shared: Arc<Shared>,
+    listener: tokio::net::TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
     info!(
         listen = %listener.local_addr()?,
         cache_dir = %shared.cfg.cache_dir.display(),
@@ -97,6 +151,9 @@ pub async fn run(
         "spool serving"
     );
     tokio::spawn(reconcile(shared.clone()));
+    // The first disk sample before the first request; then every interval.
+    monitor::check(&shared).await;
+    let monitor = tokio::spawn(monitor::run(shared.clone()));
     let (stopping_tx, stopping) = tokio::sync::oneshot::channel::<()>();
     let server = warp::serve(http::routes(shared.clone()))
         .incoming(listener)
@@ -128,6 +185,7 @@ pub async fn run(
         .index
         .call(|c| c.execute_batch("PRAGMA wal_checkpoint(PASSIVE)"))
         .await;
+    monitor.abort();
     info!("stopped");
     Ok(())
 }

@@ -32,6 +32,15 @@ pub struct Metrics {
     pub corrupt_chunks: Counter,
     pub recovery_fixed: Family<KindLabel, Counter>,
     pub index_recreated: Counter,
+    pub cleanups: Counter,
+    pub evicted_chunks: Counter,
+    pub evicted_bytes: Counter,
+    pub disk_free_bytes: Gauge,
+    pub disk_total_bytes: Gauge,
+    pub disk_level: Gauge,
+    pub caching_paused: Gauge,
+    pub memory_cache_bytes: Gauge,
+    pub chunks_kept_in_memory: Counter,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -102,6 +111,51 @@ impl Metrics {
             "spool_recovery_fixed",
             "Inconsistencies fixed by start-up reconciliation, by kind",
             m.recovery_fixed.clone(),
+        );
+        r.register(
+            "spool_cleanups",
+            "Cache cleanups run (disk critical or a write found it full)",
+            m.cleanups.clone(),
+        );
+        r.register(
+            "spool_evicted_chunks",
+            "Chunks evicted by cleanups",
+            m.evicted_chunks.clone(),
+        );
+        r.register(
+            "spool_evicted_bytes",
+            "Bytes evicted by cleanups",
+            m.evicted_bytes.clone(),
+        );
+        r.register(
+            "spool_disk_free_bytes",
+            "Free bytes on the cache's filesystem (as df shows them)",
+            m.disk_free_bytes.clone(),
+        );
+        r.register(
+            "spool_disk_total_bytes",
+            "Size of the cache's filesystem",
+            m.disk_total_bytes.clone(),
+        );
+        r.register(
+            "spool_disk_level",
+            "Disk level: 0 healthy, 1 info, 2 warning, 3 critical",
+            m.disk_level.clone(),
+        );
+        r.register(
+            "spool_caching_paused",
+            "1 while cache writes are paused (disk full or breaker open)",
+            m.caching_paused.clone(),
+        );
+        r.register(
+            "spool_memory_cache_bytes",
+            "Bytes of chunks held in memory because they could not be written",
+            m.memory_cache_bytes.clone(),
+        );
+        r.register(
+            "spool_chunks_kept_in_memory",
+            "Chunks kept in memory instead of on disk",
+            m.chunks_kept_in_memory.clone(),
         );
         r.register(
             "spool_index_recreated",

@@ -58,6 +58,22 @@ pub enum WriteStage {
     Write,
     Sync,
     Rename,
+    /// Recording the chunk in the index (after the rename).
+    Index,
+}
+
+/// A write failure injected on purpose, for what a real filesystem cannot
+/// produce on demand (EDQUOT, a failing rename or fsync, a failure in the
+/// middle of a chunk). Tests reach it through `Store::inject`.
+#[derive(Debug, Clone)]
+pub struct Fault {
+    pub stage: WriteStage,
+    /// The errno the stage fails with.
+    pub errno: i32,
+    /// How many writes fail (then the fault is gone).
+    pub times: u32,
+    /// For `Write`: bytes written before the failure.
+    pub after_bytes: usize,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -69,11 +85,24 @@ pub struct WriteError {
     pub source: io::Error,
 }
 
+impl WriteError {
+    /// A write that could not even run (its task died).
+    pub fn other(e: impl std::fmt::Display) -> WriteError {
+        WriteError {
+            class: WriteClass::Io,
+            stage: WriteStage::Write,
+            path: PathBuf::new(),
+            source: io::Error::other(e.to_string()),
+        }
+    }
+}
+
 /// The chunk files under `<cache-dir>/chunks`.
 #[derive(Debug, Clone)]
 pub struct Store {
     root: PathBuf,
     fsync: bool,
+    faults: Arc<std::sync::Mutex<Vec<Fault>>>,
 }
 
 impl Store {
@@ -81,7 +110,30 @@ impl Store {
         Store {
             root: cache_dir.join("chunks"),
             fsync,
+            faults: Arc::default(),
         }
+    }
+
+    /// Makes coming writes fail (see `Fault`).
+    pub fn inject(&self, fault: Fault) {
+        self.faults.lock().unwrap().push(fault);
+    }
+
+    /// The injected failure for this stage, if one is armed; with the bytes
+    /// to write before failing.
+    fn take_fault(&self, stage: WriteStage) -> Option<(io::Error, usize)> {
+        let mut faults = self.faults.lock().unwrap();
+        let i = faults
+            .iter()
+            .position(|f| f.stage == stage && f.times > 0)?;
+        faults[i].times -= 1;
+        let f = faults[i].clone();
+        faults.retain(|f| f.times > 0);
+        Some((io::Error::from_raw_os_error(f.errno), f.after_bytes))
+    }
+
+    pub fn injected(&self, stage: WriteStage) -> Option<io::Error> {
+        self.take_fault(stage).map(|f| f.0)
     }
 
     pub fn media_dir(&self, media_id: i64) -> PathBuf {
@@ -107,22 +159,41 @@ impl Store {
             path: path.to_owned(),
             source,
         };
-        fs::create_dir_all(&dir).map_err(|e| fail(WriteStage::CreateDir, &dir, e))?;
+        let armed = |stage| self.injected(stage).map_or(Ok(()), Err);
+        armed(WriteStage::CreateDir)
+            .and_then(|_| fs::create_dir_all(&dir))
+            .map_err(|e| fail(WriteStage::CreateDir, &dir, e))?;
         let tmp = dir.join(format!(".{chunk_index}.{:016x}.tmp", rand::random::<u64>()));
         let result = (|| {
-            let mut file = File::create_new(&tmp).map_err(|e| fail(WriteStage::Open, &tmp, e))?;
+            let mut file = armed(WriteStage::Open)
+                .and_then(|_| File::create_new(&tmp))
+                .map_err(|e| fail(WriteStage::Open, &tmp, e))?;
             let mut crc = 0u32;
+            let mut budget = self.take_fault(WriteStage::Write);
             for piece in pieces {
-                file.write_all(piece)
-                    .map_err(|e| fail(WriteStage::Write, &tmp, e))?;
+                if let Some((_, left)) = &mut budget {
+                    // An injected failure in the middle of the chunk.
+                    let n = (*left).min(piece.len());
+                    file.write_all(&piece[..n])
+                        .map_err(|e| fail(WriteStage::Write, &tmp, e))?;
+                    *left -= n;
+                    if n < piece.len() {
+                        let (e, _) = budget.take().expect("armed");
+                        return Err(fail(WriteStage::Write, &tmp, e));
+                    }
+                } else {
+                    file.write_all(piece)
+                        .map_err(|e| fail(WriteStage::Write, &tmp, e))?;
+                }
                 crc = crc32c::crc32c_append(crc, piece);
             }
-            if self.fsync {
-                file.sync_data()
-                    .map_err(|e| fail(WriteStage::Sync, &tmp, e))?;
-            }
+            armed(WriteStage::Sync)
+                .and_then(|_| if self.fsync { file.sync_data() } else { Ok(()) })
+                .map_err(|e| fail(WriteStage::Sync, &tmp, e))?;
             let dest = self.chunk_path(media_id, chunk_index);
-            fs::rename(&tmp, &dest).map_err(|e| fail(WriteStage::Rename, &dest, e))?;
+            armed(WriteStage::Rename)
+                .and_then(|_| fs::rename(&tmp, &dest))
+                .map_err(|e| fail(WriteStage::Rename, &dest, e))?;
             Ok(crc)
         })();
         if result.is_err() {
@@ -326,6 +397,35 @@ mod tests {
         let err = store.write(1, 0, &[Bytes::from_static(b"x")]).unwrap_err();
         assert_eq!(err.stage, WriteStage::CreateDir);
         assert_eq!(err.class, WriteClass::Io);
+    }
+
+    #[test]
+    fn injected_faults_fail_each_stage_and_leave_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::new(dir.path(), true);
+        let pieces = [Bytes::from_static(b"hello "), Bytes::from_static(b"world")];
+        for (stage, errno, class) in [
+            (WriteStage::CreateDir, 13, WriteClass::PermissionDenied),
+            (WriteStage::Open, 122, WriteClass::DiskFull), // EDQUOT
+            (WriteStage::Write, 28, WriteClass::DiskFull),
+            (WriteStage::Sync, 5, WriteClass::Io),
+            (WriteStage::Rename, 30, WriteClass::PermissionDenied),
+        ] {
+            store.inject(Fault {
+                stage,
+                errno,
+                times: 1,
+                after_bytes: 8, // in the middle of the second piece
+            });
+            let err = store.write(1, 0, &pieces).unwrap_err();
+            assert_eq!((err.stage, err.class), (stage, class));
+            let left: Vec<_> = fs::read_dir(store.media_dir(1))
+                .map(|d| d.map(|e| e.unwrap().file_name()).collect())
+                .unwrap_or_default();
+            assert!(left.is_empty(), "{stage:?} left {left:?}");
+        }
+        // Faults are used up: the next write works.
+        store.write(1, 0, &pieces).unwrap();
     }
 
     #[test]

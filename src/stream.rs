@@ -19,6 +19,7 @@ use crate::media::{Media, Playhead, Slot};
 use crate::range::ByteRange;
 use crate::recover;
 use crate::store;
+use crate::upstream::Head;
 use crate::Shared;
 
 /// Largest piece read from a chunk file at once: bounds memory per player.
@@ -138,13 +139,19 @@ impl Sender<'_> {
                     self.send_cached(index, row, verified, &mut pos, last).await
                 }
                 Some(Slot::Pending(chunk)) => {
+                    let source = if chunk.is_complete() {
+                        self.shared.memcache.touch(media.id(), index);
+                        "memory"
+                    } else {
+                        "download"
+                    };
                     let mut res = Ok(());
                     while pos <= last {
                         match chunk.read_at(pos - start).await {
                             Ok(Some(mut b)) => {
                                 b.truncate((last + 1 - pos) as usize);
                                 pos += b.len() as u64;
-                                self.send(b, "download").await?;
+                                self.send(b, source).await?;
                             }
                             Ok(None) => break,
                             Err(e) => {
@@ -172,14 +179,18 @@ impl Sender<'_> {
             match outcome {
                 Ok(()) => {}
                 Err(Retry::ClientGone) => return Err(End::ClientGone),
+                // The cache could not serve what the origin still can: the
+                // rest of this chunk comes straight from the origin, from the
+                // exact byte already sent; later chunks go the usual way.
+                Err(Retry::Broken) => self.passthrough(&mut pos, last).await?,
                 Err(retry) => {
                     attempts += 1;
                     if attempts > MAX_ATTEMPTS {
-                        let why = match retry {
-                            Retry::Upstream(e) => e,
-                            _ => "chunk could not be fetched".into(),
-                        };
-                        return Err(End::Failed(why));
+                        match retry {
+                            Retry::Upstream(e) => return Err(End::Failed(e)),
+                            _ => self.passthrough(&mut pos, last).await?,
+                        }
+                        attempts = 0;
                     }
                 }
             }
@@ -291,12 +302,78 @@ impl Sender<'_> {
         }
         placeholder.fail(ChunkFailure::Cancelled);
         media.release(index, &placeholder);
-        Err(Retry::Again)
+        Err(Retry::Broken)
+    }
+
+    /// Sends `[pos, last]` from a direct upstream range request, resuming
+    /// from the byte reached when the transfer breaks.
+    async fn passthrough(&mut self, pos: &mut u64, last: u64) -> Result<(), End> {
+        let media = self.media;
+        let shared = self.shared;
+        let url = url::Url::parse(&media.row.url).map_err(|e| End::Failed(e.to_string()))?;
+        let mut failures = 0;
+        debug!(
+            media = media.id(),
+            pos = *pos,
+            last,
+            "serving straight from the origin"
+        );
+        while *pos <= last {
+            let attempt = async {
+                shared.metrics.upstream_requests.inc();
+                let resp = shared.upstream.get(&url, Some((*pos, Some(last)))).await?;
+                let head = Head::parse(resp.status(), resp.headers())?;
+                let skip = fetch::check_response(media, &head, *pos)?;
+                Ok::<_, fetch::RunError>((resp, skip))
+            };
+            let (mut resp, mut skip) = match attempt.await {
+                Ok(r) => r,
+                Err(fetch::RunError::Changed) => {
+                    return Err(End::Failed("the origin's media changed".into()))
+                }
+                Err(fetch::RunError::Upstream(e)) => {
+                    failures += 1;
+                    if e.is_permanent() || failures > shared.cfg.upstream_retries {
+                        return Err(End::Failed(e.to_string()));
+                    }
+                    continue;
+                }
+            };
+            loop {
+                match shared.upstream.next_piece(&mut resp).await {
+                    Ok(Some(mut b)) => {
+                        shared.metrics.upstream_bytes.inc_by(b.len() as u64);
+                        let drop = skip.min(b.len() as u64);
+                        skip -= drop;
+                        b = b.split_off(drop as usize);
+                        b.truncate((last + 1 - *pos) as usize);
+                        if b.is_empty() {
+                            continue;
+                        }
+                        *pos += b.len() as u64;
+                        self.send(b, "passthrough").await?;
+                        if *pos > last {
+                            return Ok(());
+                        }
+                    }
+                    Ok(None) | Err(_) => {
+                        failures += 1;
+                        if failures > shared.cfg.upstream_retries {
+                            return Err(End::Failed("origin transfer broke".into()));
+                        }
+                        break;
+                    }
+                }
+            }
+        }
+        Ok(())
     }
 }
 
 enum Retry {
     Again,
+    /// The cached chunk is unusable: serve it from the origin directly.
+    Broken,
     ClientGone,
     Upstream(String),
 }

@@ -1,0 +1,78 @@
+//! Making room: least-recently-used chunks go first, and never one that a
+//! player is reading or about to read.
+
+use std::sync::Arc;
+
+use tracing::{info, warn};
+
+use crate::disk;
+use crate::Shared;
+
+/// What one cleanup did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Cleanup {
+    pub chunks: u64,
+    pub bytes: u64,
+    /// Free bytes when it stopped.
+    pub free_bytes: u64,
+}
+
+/// Rows examined per index query.
+const BATCH: u32 = 256;
+
+/// Evicts chunks, least recently used first, until the cache's filesystem
+/// has `target_free` bytes free or nothing evictable is left. Only one
+/// cleanup runs at a time; a caller arriving meanwhile waits for it and
+/// gets its result.
+pub async fn cleanup(shared: &Arc<Shared>, target_free: u64) -> Cleanup {
+    let _one = shared.cleanup_lock.lock().await;
+    let dir = &shared.cfg.cache_dir;
+    let free = || disk::space(dir).map(|s| s.free_bytes).unwrap_or(0);
+    let mut done = Cleanup {
+        free_bytes: free(),
+        ..Cleanup::default()
+    };
+    let mut kept = 0u32;
+    while done.free_bytes < target_free {
+        let batch = match shared.index.oldest_chunks(BATCH, kept).await {
+            Ok(b) if !b.is_empty() => b,
+            Ok(_) => break,
+            Err(e) => {
+                warn!(error = %e, "cleanup cannot read the index");
+                break;
+            }
+        };
+        let mut gone = Vec::new();
+        for (media_id, index, size) in batch {
+            if shared.is_needed(media_id, index) {
+                kept += 1;
+                continue;
+            }
+            if let Some(m) = shared.catalog.by_id(media_id) {
+                m.evict_cached(index);
+            }
+            shared.store.remove(media_id, index);
+            gone.push((media_id, index));
+            done.chunks += 1;
+            done.bytes += size;
+        }
+        if let Err(e) = shared.index.remove_chunks(gone).await {
+            warn!(error = %e, "cleanup cannot update the index");
+            break;
+        }
+        done.free_bytes = free();
+    }
+    shared.metrics.cleanups.inc();
+    shared.metrics.evicted_chunks.inc_by(done.chunks);
+    shared.metrics.evicted_bytes.inc_by(done.bytes);
+    if done.chunks > 0 {
+        info!(
+            chunks = done.chunks,
+            bytes = done.bytes,
+            free_bytes = done.free_bytes,
+            target_free,
+            "cache cleanup"
+        );
+    }
+    done
+}
