@@ -27,6 +27,8 @@ pub fn data(len: usize, seed: u64) -> Bytes {
 pub struct Spool {
     pub addr: std::net::SocketAddr,
     pub cache_dir: PathBuf,
+    /// The server's shared state, for fault injection and inspection.
+    pub shared: std::sync::Arc<spool::Shared>,
     stop: Option<oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
     _tmp: Option<tempfile::TempDir>,
@@ -41,6 +43,13 @@ pub fn test_config(cache_dir: &Path, origin: &origin::Origin) -> spool::Config {
     cfg.upstream_timeout = Duration::from_secs(5);
     cfg.connect_timeout = Duration::from_secs(2);
     cfg.allow_upstream = spool::allow::AllowList::parse(&origin.addr().ip().to_string()).unwrap();
+    // The host's own free space must not decide how tests behave; the disk
+    // tests set thresholds for their own small filesystems.
+    cfg.free_space.min_free_bytes = 0;
+    cfg.free_space.min_free_percent = 0.0;
+    cfg.cleanup_headroom = 1024 * 1024;
+    cfg.disk_check_interval = Duration::from_millis(100);
+    cfg.breaker_cool_down = Duration::from_millis(300);
     cfg
 }
 
@@ -69,12 +78,26 @@ impl Spool {
         let addr = listener.local_addr().unwrap();
         let cache_dir = cfg.cache_dir.clone();
         let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(spool::run(cfg, listener, async {
+        let shared = spool::Shared::new(cfg).unwrap();
+        let task = tokio::spawn(spool::serve(shared.clone(), listener, async {
             let _ = stopped.await;
         }));
+        // Up once the listener answers.
+        let c = client();
+        for _ in 0..100 {
+            if c.get(format!("http://{addr}/health/live"))
+                .send()
+                .await
+                .is_ok()
+            {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
         Spool {
             addr,
             cache_dir,
+            shared,
             stop: Some(stop),
             task: Some(task),
             _tmp: None,
@@ -137,6 +160,36 @@ pub async fn get(
         .expect("body in time")
         .expect("body");
     (status, headers, body)
+}
+
+/// The value of a counter (or gauge) in spool's /metrics, 0 when absent.
+pub async fn metric(spool: &Spool, name_and_labels: &str) -> f64 {
+    let (_, _, body) = get(&client(), &format!("{}/metrics", spool.base()), None).await;
+    let text = String::from_utf8_lossy(&body).into_owned();
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .find_map(|l| {
+            let (k, v) = l.rsplit_once(' ')?;
+            (k == name_and_labels).then(|| v.parse().unwrap())
+        })
+        .unwrap_or(0.0)
+}
+
+/// Every file under `dir` whose name ends with `.tmp`.
+pub fn temp_files(dir: &Path) -> Vec<PathBuf> {
+    let mut found = Vec::new();
+    let mut stack = vec![dir.to_owned()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if p.to_string_lossy().ends_with(".tmp") {
+                found.push(p);
+            }
+        }
+    }
+    found
 }
 
 pub fn header<'a>(h: &'a reqwest::header::HeaderMap, name: &str) -> &'a str {

@@ -1,0 +1,546 @@
+//! A cache that cannot be written never stops a stream: a real full
+//! filesystem (tmpfs), a read-only remount, a directory the user may not
+//! write, injected faults, and chunk files vanishing under a stream.
+//!
+//! The tmpfs tests mount filesystems and need root (CI runs as root).
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use common::origin::{Faults, Origin};
+use common::{client, data, get, metric, temp_files, Spool};
+use spool::store::{Fault, WriteStage};
+
+const CHUNK: usize = 64 * 1024;
+const MIB: u64 = 1024 * 1024;
+
+/// A tmpfs mounted for one test, unmounted when dropped.
+struct Tmpfs {
+    path: PathBuf,
+    _dir: Option<tempfile::TempDir>,
+}
+
+impl Tmpfs {
+    fn mount(size_mib: u64) -> Tmpfs {
+        let dir = tempfile::tempdir().unwrap();
+        let mut fs = Tmpfs::mount_at(dir.path().to_owned(), size_mib);
+        fs._dir = Some(dir);
+        fs
+    }
+
+    fn mount_at(path: PathBuf, size_mib: u64) -> Tmpfs {
+        assert!(
+            unsafe { libc::geteuid() } == 0,
+            "the disk tests mount a tmpfs and must run as root (CI does)"
+        );
+        run(
+            "mount",
+            &[
+                "-t",
+                "tmpfs",
+                "-o",
+                &format!("size={size_mib}m,mode=0777"),
+                "tmpfs",
+            ],
+            &path,
+        );
+        Tmpfs { path, _dir: None }
+    }
+
+    fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn remount(&self, opt: &str) {
+        run("mount", &["-o", &format!("remount,{opt}")], self.path());
+    }
+
+    fn free(&self) -> u64 {
+        spool::disk::space(self.path()).unwrap().free_bytes
+    }
+
+    /// Fills the filesystem until `leave` bytes are free.
+    fn ballast(&self, leave: u64) -> PathBuf {
+        let path = self.path().join("ballast");
+        let size = self.free().saturating_sub(leave);
+        let f = std::fs::File::create(&path).unwrap();
+        let status = Command::new("fallocate")
+            .args(["-l", &size.to_string()])
+            .arg(&path)
+            .status()
+            .unwrap();
+        assert!(status.success());
+        drop(f);
+        path
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.path).status();
+    }
+}
+
+fn run(cmd: &str, args: &[&str], path: &Path) {
+    let status = Command::new(cmd).args(args).arg(path).status().unwrap();
+    assert!(status.success(), "{cmd} {args:?} {path:?}");
+}
+
+async fn read_all_concurrently(url: &str, players: usize, body: &bytes::Bytes) {
+    let c = client();
+    let tasks: Vec<_> = (0..players)
+        .map(|i| {
+            let (c, url) = (c.clone(), url.to_owned());
+            // Players start at different places, like viewers of one file.
+            let start = i * body.len() / (players * 3);
+            tokio::spawn(
+                async move { (start, get(&c, &url, Some(&format!("bytes={start}-"))).await) },
+            )
+        })
+        .collect();
+    for t in tasks {
+        let (start, (status, _, got)) = t.await.unwrap();
+        assert_eq!(status, 206);
+        assert!(
+            got == body.slice(start..),
+            "a player got wrong bytes (from {start})"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_disk_never_stops_a_stream() {
+    let fs = Tmpfs::mount(24);
+    let origin = Origin::start().await;
+    // Three times the filesystem's size.
+    let body = data(72 * MIB as usize, 71);
+    origin.add_file("big", body.clone(), "video/mp4");
+    origin.set_faults(
+        "big",
+        Faults {
+            rate_bytes_per_sec: Some(64 * MIB),
+            ..Faults::default()
+        },
+    );
+    let cache = fs.path().join("cache");
+    let spool = Spool::start_cfg({
+        let mut cfg = common::test_config(&cache, &origin);
+        cfg.cleanup_headroom = 2 * MIB;
+        cfg.memory_cache = 8 * MIB;
+        cfg
+    })
+    .await;
+    // Someone else's file leaves 6 MiB free.
+    fs.ballast(6 * MIB);
+    let url = spool.url(&origin.url("big"));
+    read_all_concurrently(&url, 4, &body).await;
+
+    let full = metric(
+        &spool,
+        "spool_cache_write_errors_total{class=\"DISK_FULL\"}",
+    )
+    .await;
+    let cleanups = metric(&spool, "spool_evicted_chunks_total").await;
+    assert!(full > 0.0, "the filesystem filled up: DISK_FULL counted");
+    assert!(cleanups > 0.0, "cleanup evicted chunks");
+    assert!(metric(&spool, "spool_chunks_written_total").await > 0.0);
+    assert!(
+        temp_files(&cache).is_empty(),
+        "no temp file left: {:?}",
+        temp_files(&cache)
+    );
+
+    // The cache still verifies: rows only for complete files.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let report = spool::recover::scan(
+        &cache,
+        &spool.shared.index,
+        spool::recover::ScanOptions {
+            checksums: true,
+            since: None,
+        },
+    )
+    .await
+    .unwrap();
+    let bad = report.count(|p| !matches!(p, spool::recover::Problem::Orphan(_)));
+    assert_eq!(bad, 0, "{}", report.summary());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn caching_pauses_on_a_disk_someone_else_filled_and_resumes() {
+    let fs = Tmpfs::mount(32);
+    let origin = Origin::start().await;
+    let body = data(8 * MIB as usize, 73);
+    origin.add_file("a", body.clone(), "video/mp4");
+    origin.add_file("b", body.clone(), "video/mp4");
+    let cache = fs.path().join("cache");
+    let spool = Spool::start_cfg({
+        let mut cfg = common::test_config(&cache, &origin);
+        cfg.free_space.min_free_bytes = 4 * MIB;
+        cfg.cleanup_headroom = MIB;
+        cfg.memory_cache = 2 * MIB;
+        cfg
+    })
+    .await;
+    let ballast = fs.ballast(2 * MIB);
+    // The monitor sees Critical, cleanup finds nothing of spool's to remove.
+    let ready = ready_json(&spool).await;
+    let mut waited = 0;
+    let mut state = ready;
+    while state["caching"] != "paused: disk full" && waited < 50 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        state = ready_json(&spool).await;
+        waited += 1;
+    }
+    assert_eq!(state["disk"]["level"], "critical", "{state}");
+    assert_eq!(state["caching"], "paused: disk full", "{state}");
+
+    let written_before = metric(&spool, "spool_chunks_written_total").await;
+    read_all_concurrently(&spool.url(&origin.url("a")), 3, &body).await;
+    assert_eq!(
+        metric(&spool, "spool_chunks_written_total").await,
+        written_before,
+        "nothing written while paused"
+    );
+    assert!(metric(&spool, "spool_caching_paused").await == 1.0);
+
+    // Space comes back: caching resumes by itself.
+    std::fs::remove_file(ballast).unwrap();
+    let mut state = ready_json(&spool).await;
+    for _ in 0..50 {
+        if state["caching"] == "writing" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        state = ready_json(&spool).await;
+    }
+    assert_eq!(state["caching"], "writing", "{state}");
+    read_all_concurrently(&spool.url(&origin.url("b")), 2, &body).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(metric(&spool, "spool_chunks_written_total").await > written_before);
+}
+
+async fn ready_json(spool: &Spool) -> serde_json::Value {
+    let (_, _, body) = get(&client(), &format!("{}/health/ready", spool.base()), None).await;
+    serde_json::from_slice(&body).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_only_cache_is_permission_denied_and_streams_go_on() {
+    // The chunk directory is its own filesystem (the index, open for
+    // writing, would keep a remount from going read-only).
+    let tmp = tempfile::tempdir().unwrap();
+    let cache = tmp.path().join("cache");
+    std::fs::create_dir_all(cache.join("chunks")).unwrap();
+    let fs = Tmpfs::mount_at(cache.join("chunks"), 32);
+    let origin = Origin::start().await;
+    let files: Vec<bytes::Bytes> = (0..3).map(|i| data(2 * MIB as usize, 80 + i)).collect();
+    for (i, f) in files.iter().enumerate() {
+        origin.add_file(&format!("f{i}"), f.clone(), "video/mp4");
+    }
+    let spool = Spool::start_cfg(common::test_config(&cache, &origin)).await;
+    let c = client();
+    let (_, _, got) = get(&c, &spool.url(&origin.url("f0")), None).await;
+    assert!(got == files[0]);
+
+    fs.remount("ro");
+    read_all_concurrently(&spool.url(&origin.url("f1")), 3, &files[1]).await;
+    assert!(
+        metric(
+            &spool,
+            "spool_cache_write_errors_total{class=\"PERMISSION_DENIED\"}"
+        )
+        .await
+            > 0.0
+    );
+    assert!(ready_json(&spool).await["caching"]
+        .as_str()
+        .unwrap()
+        .starts_with("paused"));
+    // What was cached before is still served from the read-only disk.
+    origin.reset_stats();
+    let (_, _, got) = get(&c, &spool.url(&origin.url("f0")), None).await;
+    assert!(got == files[0]);
+    assert_eq!(origin.stats().requests, 0);
+
+    fs.remount("rw");
+    // After the cool-down a probe write finds the disk writable again.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let written = metric(&spool, "spool_chunks_written_total").await;
+    let (_, _, got) = get(&c, &spool.url(&origin.url("f2")), None).await;
+    assert!(got == files[2]);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        metric(&spool, "spool_chunks_written_total").await > written,
+        "caching resumed"
+    );
+    assert_eq!(ready_json(&spool).await["caching"], "writing");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cache_dir_the_user_may_not_write_is_permission_denied() {
+    assert!(
+        unsafe { libc::geteuid() } == 0,
+        "needs root to switch to an unprivileged user (CI runs as root)"
+    );
+    let origin = Origin::start().await;
+    let body = data(2 * MIB as usize, 90);
+    origin.add_file("p", body.clone(), "video/mp4");
+    let tmp = tempfile::tempdir().unwrap();
+    let cache = tmp.path().join("cache");
+    std::fs::create_dir_all(cache.join("chunks")).unwrap();
+    run("chmod", &["0777"], tmp.path());
+    run("chown", &["-R", "nobody:nogroup"], &cache);
+    // The index is writable, the chunk directory is not.
+    run("chmod", &["0555"], &cache.join("chunks"));
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let addr = format!("127.0.0.1:{port}");
+    let mut child = Command::new("setpriv")
+        .args(["--reuid=nobody", "--regid=nogroup", "--clear-groups", "--"])
+        .arg(env!("CARGO_BIN_EXE_spool"))
+        .args([
+            "serve",
+            "--listen",
+            &addr,
+            "--chunk-size",
+            "64KiB",
+            "--min-free-bytes",
+            "0",
+            "--min-free-percent",
+            "0",
+        ])
+        .arg("--cache-dir")
+        .arg(&cache)
+        .args(["--allow-upstream", "127.0.0.1"])
+        .env("SPOOL_LOG", "warn")
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let c = client();
+    let mut up = false;
+    for _ in 0..200 {
+        if c.get(format!("http://{addr}/health/live"))
+            .send()
+            .await
+            .is_ok()
+        {
+            up = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    let result = async {
+        assert!(up, "spool did not start as nobody");
+        let enc: String =
+            url::form_urlencoded::byte_serialize(origin.url("p").as_bytes()).collect();
+        let url = format!("http://{addr}/stream?url={enc}");
+        for _ in 0..2 {
+            let (status, _, got) = get(&c, &url, None).await;
+            assert_eq!(status, 200);
+            assert!(got == body);
+        }
+        let (_, _, m) = get(&c, &format!("http://{addr}/metrics"), None).await;
+        let m = String::from_utf8_lossy(&m).into_owned();
+        assert!(
+            m.lines()
+                .any(|l| l
+                    .starts_with("spool_cache_write_errors_total{class=\"PERMISSION_DENIED\"}")),
+            "{m}"
+        );
+    }
+    .await;
+    let _ = child.kill();
+    let _ = child.wait();
+    result
+}
+
+/// Injected faults: what a real filesystem cannot produce on demand.
+#[tokio::test]
+async fn injected_write_faults_are_classified_and_streams_go_on() {
+    let origin = Origin::start().await;
+    let spool = Spool::start_with(&origin, |c| {
+        c.breaker_threshold = 3;
+        c.memory_cache = 0;
+    })
+    .await;
+    let c = client();
+    let cases = [
+        (WriteStage::Open, 122, "DISK_FULL"),         // EDQUOT
+        (WriteStage::Rename, 5, "IO"),                // a failing rename
+        (WriteStage::Sync, 5, "IO"),                  // a failing fsync
+        (WriteStage::Write, 28, "DISK_FULL"),         // ENOSPC in the middle of a chunk
+        (WriteStage::Index, 28, "DISK_FULL"),         // the index cannot grow
+        (WriteStage::Index, 30, "PERMISSION_DENIED"), // read-only index
+    ];
+    for (i, (stage, errno, class)) in cases.into_iter().enumerate() {
+        let name = format!("inj{i}");
+        let body = data(4 * CHUNK + 77, 100 + i as u64);
+        origin.add_file(&name, body.clone(), "video/mp4");
+        let before = metric(
+            &spool,
+            &format!("spool_cache_write_errors_total{{class=\"{class}\"}}"),
+        )
+        .await;
+        spool.shared.store.inject(Fault {
+            stage,
+            errno,
+            times: 1,
+            after_bytes: 1000,
+        });
+        let (status, _, got) = get(&c, &spool.url(&origin.url(&name)), None).await;
+        assert_eq!(status, 200);
+        assert!(got == body, "{stage:?}: wrong bytes");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let after = metric(
+            &spool,
+            &format!("spool_cache_write_errors_total{{class=\"{class}\"}}"),
+        )
+        .await;
+        assert_eq!(
+            after,
+            before + 1.0,
+            "{stage:?} errno {errno} counted as {class}"
+        );
+        assert!(
+            temp_files(&spool.cache_dir).is_empty(),
+            "{stage:?} left a temp file"
+        );
+        // The chunk that failed is fetched again by the next player; the
+        // rest were cached.
+        let (_, _, got) = get(&c, &spool.url(&origin.url(&name)), None).await;
+        assert!(got == body);
+    }
+}
+
+#[tokio::test]
+async fn repeated_io_failures_open_the_breaker() {
+    let origin = Origin::start().await;
+    let spool = Spool::start_with(&origin, |c| {
+        c.breaker_threshold = 3;
+        c.breaker_cool_down = Duration::from_secs(3600);
+    })
+    .await;
+    let c = client();
+    spool.shared.store.inject(Fault {
+        stage: WriteStage::Rename,
+        errno: 5,
+        times: 100,
+        after_bytes: 0,
+    });
+    let body = data(8 * CHUNK, 120);
+    origin.add_file("breaker", body.clone(), "video/mp4");
+    let (_, _, got) = get(&c, &spool.url(&origin.url("breaker")), None).await;
+    assert!(got == body);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(!spool.shared.guard.is_writing(), "breaker open");
+    // Writes already under way when it opened may still fail.
+    let failed = metric(&spool, "spool_cache_write_errors_total{class=\"IO\"}").await;
+    assert!((3.0..8.0).contains(&failed), "{failed} failed writes");
+    assert_eq!(metric(&spool, "spool_caching_paused").await, 1.0);
+    // No more writes are tried while it is open; streams go on.
+    let more = data(8 * CHUNK, 121);
+    origin.add_file("more", more.clone(), "video/mp4");
+    let (_, _, got) = get(&c, &spool.url(&origin.url("more")), None).await;
+    assert!(got == more);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(
+        metric(&spool, "spool_cache_write_errors_total{class=\"IO\"}").await,
+        failed,
+        "writes stop once the breaker is open"
+    );
+}
+
+#[tokio::test]
+async fn while_caching_is_paused_memory_keeps_recent_chunks() {
+    let origin = Origin::start().await;
+    let spool = Spool::start_with(&origin, |c| {
+        c.memory_cache = 8 * MIB;
+        c.breaker_cool_down = Duration::from_secs(3600);
+    })
+    .await;
+    spool.shared.store.inject(Fault {
+        stage: WriteStage::Open,
+        errno: 13,
+        times: 1,
+        after_bytes: 0,
+    });
+    let body = data(2 * MIB as usize, 130);
+    origin.add_file("m", body.clone(), "video/mp4");
+    let c = client();
+    let url = spool.url(&origin.url("m"));
+    let (_, _, got) = get(&c, &url, None).await;
+    assert!(got == body);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(!spool.shared.guard.is_writing(), "EACCES paused caching");
+    origin.reset_stats();
+    // A re-read and a seek back come from memory.
+    let (_, _, got) = get(&c, &url, None).await;
+    assert!(got == body);
+    let (_, _, got) = get(&c, &url, Some("bytes=1000-300000")).await;
+    assert!(got == body.slice(1000..=300_000));
+    assert_eq!(origin.stats().requests, 0, "re-reads went to the origin");
+    assert!(metric(&spool, "spool_served_bytes_total{source=\"memory\"}").await > 0.0);
+}
+
+#[tokio::test]
+async fn vanished_chunk_files_switch_to_the_origin_mid_stream() {
+    let origin = Origin::start().await;
+    let size = 40 * CHUNK;
+    let body = data(size, 140);
+    origin.add_file("v", body.clone(), "video/mp4");
+    let spool = Spool::start(&origin).await;
+    let c = client();
+    let url = spool.url(&origin.url("v"));
+    let (_, _, got) = get(&c, &url, None).await;
+    assert!(got == body);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Chunk files disappear (a user cleaning up by hand, a broken disk).
+    let media_dir = std::fs::read_dir(spool.cache_dir.join("chunks"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    for i in [5, 6, 20, 39] {
+        std::fs::remove_file(media_dir.join(format!("{i}.chunk"))).unwrap();
+    }
+    origin.reset_stats();
+    // Many players at once, cold and mid-file.
+    let tasks: Vec<_> = (0..6)
+        .map(|i| {
+            let (c, url) = (c.clone(), url.clone());
+            let start = i * 3 * CHUNK + 11;
+            tokio::spawn(
+                async move { (start, get(&c, &url, Some(&format!("bytes={start}-"))).await) },
+            )
+        })
+        .collect();
+    for t in tasks {
+        let (start, (status, _, got)) = t.await.unwrap();
+        assert_eq!(status, 206);
+        assert!(
+            got == body.slice(start..),
+            "from {start}: one continuous, correct body"
+        );
+    }
+    assert!(
+        origin.stats().requests > 0,
+        "the missing chunks came from the origin"
+    );
+    assert!(
+        metric(&spool, "spool_served_bytes_total{source=\"passthrough\"}").await > 0.0,
+        "served straight from the origin"
+    );
+    assert!(
+        origin.stats().body_bytes < (size / 2) as u64,
+        "only the missing chunks: {:?}",
+        origin.stats()
+    );
+}
