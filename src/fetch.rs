@@ -334,6 +334,9 @@ fn backoff(failures: u32) -> Duration {
 /// Fetches the head of a chunk whose tail a run fetches (a seek into the
 /// middle of a missing chunk), resuming like a run does.
 async fn fetch_head(shared: Arc<Shared>, media: Arc<Media>, index: u64, chunk: Arc<InFlight>) {
+    // The player is waiting for the tail: let its first bytes arrive before
+    // the head competes with it for the origin and the CPU.
+    let _ = chunk.read_at(chunk.split()).await;
     let start = media.chunk_start(index);
     let mut failures = 0;
     let result = loop {
