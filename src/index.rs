@@ -73,6 +73,18 @@ impl Index {
         if check != "ok" {
             return Err(IndexError::Corrupt(check));
         }
+        Ok(Index::start(conn))
+    }
+
+    /// An index in memory, for a run whose cache directory is unusable.
+    pub fn open_in_memory() -> Result<Index, IndexError> {
+        let mut conn = Connection::open_in_memory()?;
+        conn.pragma_update(None, "foreign_keys", "ON")?;
+        migrate(&mut conn)?;
+        Ok(Index::start(conn))
+    }
+
+    fn start(mut conn: Connection) -> Index {
         let (tx, rx) = std_mpsc::channel::<Job>();
         std::thread::Builder::new()
             .name("spool-index".into())
@@ -82,7 +94,7 @@ impl Index {
                 }
             })
             .expect("spawn index thread");
-        Ok(Index { tx })
+        Index { tx }
     }
 
     /// Runs `f` on the index thread and returns its result.

@@ -30,7 +30,6 @@ pub mod upstream;
 use std::future::Future;
 use std::sync::Arc;
 
-use anyhow::Context;
 use tracing::info;
 
 pub use config::Config;
@@ -52,6 +51,9 @@ pub struct Shared {
     pub metrics: metrics::Metrics,
     /// Whether cache writes are allowed (breaker, disk-full pause).
     pub guard: guard::Guard,
+    /// The cache directory could not hold an index: this run's index lives
+    /// in memory (and start-up reconciliation must not judge the files).
+    pub index_in_memory: bool,
     /// Complete chunks that could not be written to disk.
     pub memcache: memcache::MemCache,
     /// One cleanup at a time.
@@ -66,15 +68,36 @@ impl Shared {
             (64 * 1024..=1 << 30).contains(&cfg.chunk_size),
             "--chunk-size must be between 64KiB and 1GiB"
         );
-        std::fs::create_dir_all(&cfg.cache_dir)
-            .with_context(|| format!("cannot create cache dir {}", cfg.cache_dir.display()))?;
         let started = std::time::SystemTime::now();
-        let (index, recreated) = recover::open_index(&cfg.cache_dir)
-            .with_context(|| format!("cannot open index in {}", cfg.cache_dir.display()))?;
         let metrics = metrics::Metrics::new();
-        if recreated.is_some() {
-            metrics.index_recreated.inc();
-        }
+        let guard = guard::Guard::new(cfg.breaker_threshold, cfg.breaker_cool_down);
+        // A cache that cannot be set up does not keep spool from serving:
+        // it streams uncached, with an index in memory, and says so.
+        let opened = std::fs::create_dir_all(&cfg.cache_dir)
+            .map_err(|e| (store::WriteClass::classify(&e), e.to_string()))
+            .and_then(|_| {
+                recover::open_index(&cfg.cache_dir)
+                    .map_err(|e| (index::write_class(&e), e.to_string()))
+            });
+        let (index, index_in_memory) = match opened {
+            Ok((index, recreated)) => {
+                if recreated.is_some() {
+                    metrics.index_recreated.inc();
+                }
+                (index, false)
+            }
+            Err((class, why)) => {
+                tracing::error!(
+                    class = class.as_str(),
+                    cache_dir = %cfg.cache_dir.display(),
+                    error = %why,
+                    "cache unusable; serving uncached"
+                );
+                metrics.write_error(class.as_str());
+                guard.on_failure(store::WriteClass::PermissionDenied);
+                (index::Index::open_in_memory()?, true)
+            }
+        };
         Ok(Arc::new(Shared {
             started,
             writes: Writes::default(),
@@ -83,7 +106,8 @@ impl Shared {
             upstream: upstream::Upstream::new(&cfg)?,
             catalog: catalog::Catalog::default(),
             metrics,
-            guard: guard::Guard::new(cfg.breaker_threshold, cfg.breaker_cool_down),
+            guard,
+            index_in_memory,
             memcache: memcache::MemCache::new(cfg.memory_cache),
             cleanup_lock: tokio::sync::Mutex::new(()),
             disk: std::sync::Mutex::new(None),
@@ -193,6 +217,9 @@ pub async fn serve(
 /// Start-up reconciliation, in the background while spool serves: temp
 /// files and orphans removed, rows of missing or wrong-length files removed.
 async fn reconcile(shared: Arc<Shared>) {
+    if shared.index_in_memory {
+        return;
+    }
     let opts = recover::ScanOptions {
         checksums: false,
         since: Some(shared.started),

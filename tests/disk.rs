@@ -544,3 +544,29 @@ async fn vanished_chunk_files_switch_to_the_origin_mid_stream() {
         origin.stats()
     );
 }
+
+#[tokio::test]
+async fn an_unusable_cache_directory_still_streams() {
+    let origin = Origin::start().await;
+    let body = data(MIB as usize, 150);
+    origin.add_file("u", body.clone(), "video/mp4");
+    let tmp = tempfile::tempdir().unwrap();
+    // The cache directory would have to live under a regular file.
+    std::fs::write(tmp.path().join("file"), b"x").unwrap();
+    let cache = tmp.path().join("file").join("cache");
+    let spool = Spool::start_cfg(common::test_config(&cache, &origin)).await;
+    let c = client();
+    for _ in 0..2 {
+        let (status, _, got) = get(&c, &spool.url(&origin.url("u")), Some("bytes=1000-")).await;
+        assert_eq!(status, 206);
+        assert!(got == body.slice(1000..));
+    }
+    let (status, _, ready) = get(&c, &format!("{}/health/ready", spool.base()), None).await;
+    assert_eq!(status, 503, "not ready: the cache is unusable");
+    let ready: serde_json::Value = serde_json::from_slice(&ready).unwrap();
+    assert_eq!(ready["cache_dir"], "missing", "{ready}");
+    assert!(
+        ready["caching"].as_str().unwrap().starts_with("paused"),
+        "{ready}"
+    );
+}

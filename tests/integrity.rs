@@ -383,3 +383,29 @@ async fn sigterm_stops_within_the_deadline_and_leaves_no_temp_files() {
     let (code, out) = verify(tmp.path(), false);
     assert_eq!(code, 0, "{out}");
 }
+
+#[tokio::test]
+async fn stats_prints_what_the_cache_holds() {
+    let origin = Origin::start().await;
+    origin.add_file("m", data(8 * CHUNK, 47), "video/mp4");
+    let spool = Spool::start(&origin).await;
+    fill_cache(&origin, &spool, "m").await;
+    let (dir, _tmp) = spool.stop().await;
+    let out = spool_bin()
+        .arg("stats")
+        .arg("--cache-dir")
+        .arg(&dir)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    let field = |name: &str| -> String {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name).map(|v| v.trim().to_owned()))
+            .unwrap_or_else(|| panic!("no {name} in {text}"))
+    };
+    assert_eq!(field("cache_bytes"), (8 * CHUNK).to_string());
+    assert_eq!(field("media"), "1");
+    assert_eq!(field("chunks"), "8");
+    assert!(["healthy", "info", "warning", "critical"].contains(&field("disk_level").as_str()));
+}
