@@ -182,9 +182,12 @@ impl Run {
             }
             self.fill(&chunk).await?;
             // Claim the next chunk before this one is marked complete, so a
-            // player moving on finds it downloading, not missing.
+            // player moving on finds it downloading, not missing. It is
+            // fetched once a player wants it (the wait at the loop's top),
+            // on this same connection; nobody wanting it within the grace
+            // period ends the run.
             let next = index + 1;
-            if next <= last_requested && self.media.wanted(next, ra, grace) {
+            if next <= last_requested {
                 self.next = self.media.claim(next, next, 0).pop();
             }
             chunk.finish_tail();
@@ -203,13 +206,6 @@ impl Run {
                 index,
                 chunk,
             )));
-            if self.current.is_none() && next <= last_requested {
-                // Nobody reads close enough yet: wait a little for a player
-                // to move on before giving up the connection.
-                if wait_wanted(&self.media, next, ra, grace).await {
-                    self.current = self.media.claim(next, next, 0).pop();
-                }
-            }
         }
         Ok(())
     }
