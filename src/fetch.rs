@@ -49,6 +49,13 @@ pub fn start(shared: &Arc<Shared>, media: &Arc<Media>, index: u64, split: u64) -
     let Some(run) = Run::claim(shared, media, index, split) else {
         return false;
     };
+    debug!(
+        media = media.id(),
+        index,
+        split,
+        end = run.end_byte,
+        "run starts"
+    );
     tokio::spawn(run.go(None));
     true
 }
@@ -180,16 +187,19 @@ impl Run {
                 debug!(index, "read-ahead no longer wanted; stopping");
                 return Ok(());
             }
-            self.fill(&chunk).await?;
-            // Claim the next chunk before this one is marked complete, so a
-            // player moving on finds it downloading, not missing. It is
-            // fetched once a player wants it (the wait at the loop's top),
-            // on this same connection; nobody wanting it within the grace
-            // period ends the run.
+            // Claim the next chunk before filling this one: a player reads
+            // on as soon as this chunk's last byte arrives, and must find the
+            // next one downloading, not missing. It is fetched once a player
+            // wants it (the wait at the loop's top), on this same connection;
+            // nobody wanting it within the grace period ends the run.
             let next = index + 1;
             if next <= last_requested {
                 self.next = self.media.claim(next, next, 0).pop();
+                if self.next.is_none() {
+                    debug!(next, "next chunk already taken; run ends after this one");
+                }
             }
+            self.fill(&chunk).await?;
             chunk.finish_tail();
             self.current = self.next.take();
             // A few chunk writes in flight per run absorb the disk's hiccups;

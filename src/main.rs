@@ -6,7 +6,10 @@ use tracing_subscriber::EnvFilter;
 async fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
-            EnvFilter::try_from_env("SPOOL_LOG").unwrap_or_else(|_| EnvFilter::new("info")),
+            EnvFilter::try_from_env("SPOOL_LOG")
+                // Players hang up mid-body all the time (seeks, closing a
+                // tab): warp logs each as a server error, which it is not.
+                .unwrap_or_else(|_| EnvFilter::new("info,warp::server=off")),
         )
         .with_writer(std::io::stderr)
         .init();

@@ -461,3 +461,31 @@ async fn a_closed_range_fetches_only_what_it_asks_for() {
         origin.stats()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn players_catching_up_with_a_fast_download_never_start_a_second_one() {
+    let origin = Origin::start().await;
+    let size = 4 * 1024 * 1024;
+    let body = data(size, 37);
+    origin.add_file("fast", body.clone(), "video/mp4");
+    let spool = Spool::start(&origin).await;
+    let c = client();
+    for round in 0..3 {
+        // A new URL each round (the origin ignores the query).
+        let url = spool.url(&origin.url(&format!("fast?round={round}")));
+        origin.reset_stats();
+        let players: Vec<_> = (0..20)
+            .map(|_| {
+                let (c, url) = (c.clone(), url.clone());
+                tokio::spawn(async move { get(&c, &url, None).await })
+            })
+            .collect();
+        for p in players {
+            let (_, _, got) = p.await.unwrap();
+            assert!(got == body);
+        }
+        let log = origin.requests_log();
+        assert_eq!(log.len(), 1, "round {round}: {log:?}");
+        assert_eq!(origin.stats().body_bytes, size as u64);
+    }
+}
