@@ -140,6 +140,12 @@ pub struct Config {
     #[arg(long, env = "SPOOL_BREAKER_COOL_DOWN", default_value = "30s", value_parser = humantime::parse_duration)]
     pub breaker_cool_down: Duration,
 
+    /// How often every cached chunk is checked against its checksum in the
+    /// background (chunks are also checked on their first read after
+    /// start-up). 0 turns the background check off.
+    #[arg(long, env = "SPOOL_SCRUB_INTERVAL", default_value = "24h", value_parser = humantime::parse_duration)]
+    pub scrub_interval: Duration,
+
     /// On SIGTERM/SIGINT: how long running streams may go on before they
     /// are cut and spool exits.
     #[arg(long, env = "SPOOL_SHUTDOWN_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]

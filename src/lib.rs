@@ -178,6 +178,7 @@ pub async fn serve(
     // The first disk sample before the first request; then every interval.
     monitor::check(&shared).await;
     let monitor = tokio::spawn(monitor::run(shared.clone()));
+    let scrubber = tokio::spawn(scrub_loop(shared.clone()));
     let (stopping_tx, stopping) = tokio::sync::oneshot::channel::<()>();
     let server = warp::serve(http::routes(shared.clone()))
         .incoming(listener)
@@ -210,6 +211,7 @@ pub async fn serve(
         .call(|c| c.execute_batch("PRAGMA wal_checkpoint(PASSIVE)"))
         .await;
     monitor.abort();
+    scrubber.abort();
     info!("stopped");
     Ok(())
 }
@@ -249,6 +251,64 @@ async fn reconcile(shared: Arc<Shared>) {
             .inc();
     }
     info!(summary = %report.summary(), "start-up reconciliation done");
+}
+
+/// Checks every cached chunk against its checksum every
+/// `--scrub-interval`, so corruption is found before a player meets it.
+async fn scrub_loop(shared: Arc<Shared>) {
+    let interval = shared.cfg.scrub_interval;
+    if interval.is_zero() || shared.index_in_memory {
+        return;
+    }
+    loop {
+        tokio::time::sleep(interval).await;
+        scrub(&shared).await;
+    }
+}
+
+/// One background check of every chunk. Only bad chunks and rows of
+/// missing files are fixed here; temp files and orphans may belong to
+/// writes under way and are left to start-up.
+pub async fn scrub(shared: &Arc<Shared>) -> recover::Report {
+    let opts = recover::ScanOptions {
+        checksums: true,
+        since: Some(std::time::SystemTime::now()),
+    };
+    let mut report = match recover::scan(&shared.cfg.cache_dir, &shared.index, opts).await {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::warn!(error = %e, "background check failed");
+            return recover::Report::default();
+        }
+    };
+    report.problems.retain(|p| {
+        matches!(
+            p,
+            recover::Problem::Corrupt { .. }
+                | recover::Problem::WrongLength { .. }
+                | recover::Problem::Missing { .. }
+        )
+    });
+    for p in &report.problems {
+        if let recover::Problem::Corrupt {
+            media_id, chunk, ..
+        }
+        | recover::Problem::WrongLength {
+            media_id, chunk, ..
+        }
+        | recover::Problem::Missing { media_id, chunk } = p
+        {
+            if let Some(m) = shared.catalog.by_id(*media_id) {
+                m.evict_cached(*chunk);
+            }
+            shared.metrics.corrupt_chunks.inc();
+        }
+    }
+    if let Err(e) = recover::repair(&shared.cfg.cache_dir, &shared.index, &report).await {
+        tracing::warn!(error = %e, "background check could not repair");
+    }
+    info!(summary = %report.summary(), "background chunk check done");
+    report
 }
 
 /// Counts chunk writes in progress; once closed, refuses new ones.

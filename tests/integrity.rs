@@ -409,3 +409,35 @@ async fn stats_prints_what_the_cache_holds() {
     assert_eq!(field("chunks"), "8");
     assert!(["healthy", "info", "warning", "critical"].contains(&field("disk_level").as_str()));
 }
+
+#[tokio::test]
+async fn the_background_check_finds_corruption_before_a_player_does() {
+    let origin = Origin::start().await;
+    let body = data(8 * CHUNK, 49);
+    origin.add_file("m", body.clone(), "video/mp4");
+    let spool = Spool::start(&origin).await;
+    fill_cache(&origin, &spool, "m").await;
+    let f = chunk_file(&spool.cache_dir, 4);
+    let mut bytes = std::fs::read(&f).unwrap();
+    bytes[77] ^= 0x10;
+    std::fs::write(&f, bytes).unwrap();
+    // Written by this process, the chunk is trusted on read; the scrub
+    // finds it.
+    let report = spool::scrub(&spool.shared).await;
+    assert_eq!(
+        report.count(|p| matches!(p, spool::recover::Problem::Corrupt { .. })),
+        1,
+        "{}",
+        report.summary()
+    );
+    assert!(!f.exists(), "quarantined");
+    origin.reset_stats();
+    let (_, _, got) = get(&client(), &spool.url(&origin.url("m")), None).await;
+    assert!(got == body);
+    let log = origin.requests_log();
+    assert_eq!(log.len(), 1, "only the bad chunk is fetched again: {log:?}");
+    assert_eq!(
+        log[0].range.as_deref(),
+        Some(format!("bytes={}-{}", 4 * CHUNK, 5 * CHUNK - 1).as_str())
+    );
+}
