@@ -25,6 +25,9 @@ pub enum Opened {
     Media(Arc<Media>),
     /// The origin does not tell the size: its response is relayed as it is.
     Passthrough(Box<(reqwest::Response, Head)>),
+    /// The origin does not tell the size: the player's request is to be
+    /// relayed to it as it is.
+    Unsized,
 }
 
 #[derive(Default)]
@@ -72,9 +75,18 @@ impl Catalog {
             .entry(key.to_owned())
             .or_default()
             .clone();
-        let _guard = gate.lock().await;
+        let guard = gate.clone().lock_owned().await;
         let opened = Catalog::open_locked(shared, url, start).await;
-        shared.catalog.opening.lock().unwrap().remove(key);
+        drop(guard);
+        // The gate goes once nobody else waits on it (the map and this
+        // function hold the only references).
+        let mut opening = shared.catalog.opening.lock().unwrap();
+        if opening
+            .get(key)
+            .is_some_and(|g| Arc::ptr_eq(g, &gate) && Arc::strong_count(&gate) <= 2)
+        {
+            opening.remove(key);
+        }
         opened
     }
 
@@ -183,7 +195,8 @@ impl Catalog {
         let range = match first_chunk {
             Some(c) => (
                 c * chunk_size + split,
-                end.map(|e| (e / chunk_size + 1) * chunk_size - 1),
+                end.and_then(|e| (e / chunk_size).checked_add(1)?.checked_mul(chunk_size))
+                    .map(|after| after - 1),
             ),
             None => (0, Some(0)),
         };
@@ -194,15 +207,14 @@ impl Catalog {
             if head.status == StatusCode::RANGE_NOT_SATISFIABLE {
                 return Err(UpstreamError::Protocol("416 without a size".into()));
             }
-            // Without a size there are no chunks to cache; when the probe was
-            // a one-byte GET, ask again for the whole body.
-            if first_chunk.is_none() && head.status == StatusCode::PARTIAL_CONTENT {
-                shared.metrics.upstream_requests.inc();
-                let resp = shared.upstream.get(url, None).await?;
-                let head = Head::parse(resp.status(), resp.headers())?;
+            // Without a size there are no chunks to cache. A 200 is the whole
+            // body, fine for any player (a server may ignore Range); a 206
+            // answers spool's probe, not the player: the player's own
+            // request goes to the origin as it is.
+            if head.status == StatusCode::OK {
                 return Ok(Opened::Passthrough(Box::new((resp, head))));
             }
-            return Ok(Opened::Passthrough(Box::new((resp, head))));
+            return Ok(Opened::Unsized);
         };
         let row = MediaRow {
             media_id: 0,

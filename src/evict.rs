@@ -43,20 +43,38 @@ pub async fn cleanup(shared: &Arc<Shared>, target_free: u64) -> Cleanup {
             }
         };
         let mut gone = Vec::new();
+        // While a chunk's row and file go, its slot holds a placeholder, so
+        // no player downloads it again into the same file name meanwhile.
+        let mut placeholders = Vec::new();
         for (media_id, index, size) in batch {
             if shared.is_needed(media_id, index) {
                 kept += 1;
                 continue;
             }
             if let Some(m) = shared.catalog.by_id(media_id) {
-                m.evict_cached(index);
+                match m.retire_cached(index) {
+                    Some(p) => placeholders.push((m, index, p)),
+                    // Downloading again already: its row is not ours to drop.
+                    None if m.slot(index).is_some() => {
+                        kept += 1;
+                        continue;
+                    }
+                    None => {}
+                }
             }
-            shared.store.remove(media_id, index);
             gone.push((media_id, index));
             done.chunks += 1;
             done.bytes += size;
         }
-        if let Err(e) = shared.index.remove_chunks(gone).await {
+        let removed = shared.index.remove_chunks(gone.clone()).await;
+        for (media_id, index) in gone {
+            shared.store.remove(media_id, index);
+        }
+        for (m, index, p) in placeholders {
+            p.fail(crate::inflight::ChunkFailure::Cancelled);
+            m.release(index, &p);
+        }
+        if let Err(e) = removed {
             warn!(error = %e, "cleanup cannot update the index");
             break;
         }

@@ -205,17 +205,24 @@ impl Run {
             // A few chunk writes in flight per run absorb the disk's hiccups;
             // past that the run waits, so memory stays bounded when the disk
             // is slower than the origin.
+            let write = persist(
+                self.shared.clone(),
+                self.media.clone(),
+                index,
+                chunk.clone(),
+            );
+            if chunk.split() > 0 {
+                // Its head may still be on the way: do not let it hold up
+                // the run (one such chunk per run at most).
+                tokio::spawn(write);
+                continue;
+            }
             if writing.len() >= WRITES_IN_FLIGHT {
                 if let Some(w) = writing.pop_front() {
                     let _: Result<(), _> = w.await;
                 }
             }
-            writing.push_back(tokio::spawn(persist(
-                self.shared.clone(),
-                self.media.clone(),
-                index,
-                chunk,
-            )));
+            writing.push_back(tokio::spawn(write));
         }
         Ok(())
     }
@@ -441,7 +448,11 @@ async fn persist(shared: Arc<Shared>, media: Arc<Media>, index: u64, chunk: Arc<
         media.release(index, &chunk);
         return;
     };
-    if !shared.guard.may_write(&shared.cfg.cache_dir) || !room_for(&shared, chunk.len()).await {
+    // A media the index could not record (id < 0) is never written.
+    if media.id() < 0
+        || !shared.guard.may_write(&shared.cfg.cache_dir)
+        || !room_for(&shared, chunk.len()).await
+    {
         keep_in_memory(&shared, &media, index, chunk);
         return;
     }
@@ -515,6 +526,8 @@ async fn write_chunk(
         .unwrap_or_else(|e| Err(WriteError::other(e)));
     let crc = match written {
         Ok(crc) => crc,
+        // Its directory went with a dropped version: not a disk problem.
+        Err(_) if media.is_gone() => return Err(WriteFailure::Gone),
         Err(e) => {
             write_failed(shared, media, index, e.class, &e);
             return Err(WriteFailure::Class(e.class));
@@ -531,7 +544,8 @@ async fn write_chunk(
     };
     if let Err(e) = recorded {
         shared.store.remove(media_id, index);
-        if media.is_gone() {
+        // A version replaced in the index meanwhile fails its foreign key.
+        if media.is_gone() || crate::index::is_foreign_key(&e) {
             return Err(WriteFailure::Gone);
         }
         let class = crate::index::write_class(&e);

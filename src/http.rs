@@ -157,6 +157,16 @@ async fn handle_stream(
         Err(e) => error(&e),
         Ok(Opened::Media(media)) => respond(shared, media, &method, &headers),
         Ok(Opened::Passthrough(p)) => passthrough(&method, p.0, &p.1),
+        Ok(Opened::Unsized) => {
+            shared.metrics.upstream_requests.inc();
+            match shared.upstream.get_raw(&url, range_header).await {
+                Ok(resp) => match Head::parse(resp.status(), resp.headers()) {
+                    Ok(head) => passthrough(&method, resp, &head),
+                    Err(e) => error(&e),
+                },
+                Err(e) => error(&e),
+            }
+        }
     }
 }
 

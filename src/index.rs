@@ -401,6 +401,16 @@ pub fn write_class(e: &IndexError) -> WriteClass {
     }
 }
 
+/// Whether an index write failed on a foreign key: its media version is
+/// no longer in the index.
+pub fn is_foreign_key(e: &IndexError) -> bool {
+    matches!(
+        e,
+        IndexError::Sqlite(rusqlite::Error::SqliteFailure(f, _))
+            if f.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_FOREIGNKEY
+    )
+}
+
 pub fn unix_now() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

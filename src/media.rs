@@ -212,13 +212,19 @@ impl Media {
 
     /// Starts tracking a player reading this media from chunk `index`; it
     /// wants read-ahead up to chunk `limit` at most.
-    pub fn playhead(self: &Arc<Self>, index: u64, limit: u64) -> Playhead {
+    /// Players that left more than `grace` ago are forgotten here.
+    pub fn playhead(self: &Arc<Self>, index: u64, limit: u64, grace: Duration) -> Playhead {
         let state = Arc::new(PlayheadState {
             chunk: AtomicU64::new(index),
             limit,
             ended: Mutex::new(None),
         });
-        self.playheads.lock().unwrap().push(state.clone());
+        {
+            let now = Instant::now();
+            let mut heads = self.playheads.lock().unwrap();
+            heads.retain(|h| h.ended.lock().unwrap().is_none_or(|t| now - t < grace));
+            heads.push(state.clone());
+        }
         self.moved.notify_waiters();
         Playhead {
             media: self.clone(),
@@ -347,7 +353,7 @@ mod tests {
     fn playheads_and_grace() {
         let m = media(1000, 10);
         assert!(!m.wanted(5, 2, Duration::from_secs(1)));
-        let p = m.playhead(4, u64::MAX);
+        let p = m.playhead(4, u64::MAX, Duration::from_secs(60));
         assert!(m.wanted(5, 2, Duration::ZERO));
         assert!(m.wanted(6, 2, Duration::ZERO));
         assert!(!m.wanted(7, 2, Duration::ZERO));
@@ -361,8 +367,17 @@ mod tests {
         assert_eq!(m.wanted_until(2), None);
         assert!(m.continues(5) && m.continues(6) && !m.continues(7));
 
+        // Players gone longer than the grace are forgotten.
+        drop(m.playhead(0, 0, Duration::ZERO));
+        drop(m.playhead(0, 0, Duration::ZERO));
+        assert_eq!(
+            m.playheads.lock().unwrap().len(),
+            1,
+            "only the last one is left"
+        );
+
         // A closed range wants no read-ahead past its end.
-        let p = m.playhead(4, 5);
+        let p = m.playhead(4, 5, Duration::from_secs(60));
         assert!(m.wanted(5, 2, Duration::ZERO));
         assert!(!m.wanted(6, 2, Duration::ZERO));
         assert_eq!(m.wanted_until(2), Some(5));

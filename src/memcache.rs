@@ -20,7 +20,9 @@ struct Entry {
 
 #[derive(Default)]
 struct State {
-    entries: HashMap<(i64, u64), Entry>,
+    /// Keyed by the media's address (ids may repeat: -1 for a media the
+    /// index could not record) and the chunk index.
+    entries: HashMap<(usize, u64), Entry>,
     bytes: u64,
     tick: u64,
 }
@@ -51,7 +53,7 @@ impl MemCache {
             st.tick += 1;
             let tick = st.tick;
             let old = st.entries.insert(
-                (media.id(), index),
+                (key(media), index),
                 Entry {
                     media: Arc::downgrade(media),
                     chunk,
@@ -86,11 +88,11 @@ impl MemCache {
     }
 
     /// Marks a chunk as just used.
-    pub fn touch(&self, media_id: i64, index: u64) {
+    pub fn touch(&self, media: &Arc<Media>, index: u64) {
         let mut st = self.state.lock().unwrap();
         st.tick += 1;
         let tick = st.tick;
-        if let Some(e) = st.entries.get_mut(&(media_id, index)) {
+        if let Some(e) = st.entries.get_mut(&(key(media), index)) {
             e.last_use = tick;
         }
     }
@@ -98,6 +100,10 @@ impl MemCache {
     pub fn bytes(&self) -> u64 {
         self.state.lock().unwrap().bytes
     }
+}
+
+fn key(media: &Arc<Media>) -> usize {
+    Arc::as_ptr(media) as usize
 }
 
 #[cfg(test)]
@@ -125,7 +131,7 @@ mod tests {
         let (a, b, c) = (claim(0), claim(1), claim(2));
         assert!(cache.insert(&media, 0, a));
         assert!(cache.insert(&media, 1, b));
-        cache.touch(1, 0); // 1 is now the least recently used
+        cache.touch(&media, 0); // 1 is now the least recently used
         assert!(cache.insert(&media, 2, c));
         assert_eq!(cache.bytes(), 20);
         assert!(matches!(media.slot(0), Some(Slot::Pending(_))));

@@ -44,10 +44,14 @@ pub async fn check(shared: &Arc<Shared>) -> Option<Level> {
             shared.guard.pause_disk_full();
         }
     }
-    if level != Level::Critical {
+    let now = disk::space(&shared.cfg.cache_dir).unwrap_or(space);
+    // Resume only with room for a chunk above the threshold, the same test
+    // a write makes, so caching does not flap between paused and writing.
+    if level != Level::Critical
+        && now.free_bytes >= critical_bytes(shared, now).saturating_add(shared.cfg.chunk_size)
+    {
         shared.guard.space_back();
     }
-    let now = disk::space(&shared.cfg.cache_dir).unwrap_or(space);
     shared.record_disk(now, level);
     Some(level)
 }

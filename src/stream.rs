@@ -67,7 +67,7 @@ pub async fn produce(shared: Arc<Shared>, media: Arc<Media>, parts: Vec<Part>, t
         true => u64::MAX,
         false => ranges.iter().map(|r| r.end / cs).max().unwrap_or(first),
     };
-    let playhead = media.playhead(first, limit);
+    let playhead = media.playhead(first, limit, shared.cfg.read_ahead_grace);
     let mut out = Sender {
         shared: &shared,
         media: &media,
@@ -140,7 +140,7 @@ impl Sender<'_> {
                 }
                 Some(Slot::Pending(chunk)) => {
                     let source = if chunk.is_complete() {
-                        self.shared.memcache.touch(media.id(), index);
+                        self.shared.memcache.touch(media, index);
                         "memory"
                     } else {
                         "download"
@@ -185,6 +185,9 @@ impl Sender<'_> {
                 Err(Retry::Broken) => self.passthrough(&mut pos, last).await?,
                 Err(retry) => {
                     attempts += 1;
+                    // Give the task that failed the chunk time to release it.
+                    tokio::time::sleep(std::time::Duration::from_millis(2 << attempts.min(6)))
+                        .await;
                     if attempts > MAX_ATTEMPTS {
                         match retry {
                             Retry::Upstream(e) => return Err(End::Failed(e)),

@@ -267,14 +267,26 @@ impl Upstream {
         url: &Url,
         range: Option<(u64, Option<u64>)>,
     ) -> Result<reqwest::Response, UpstreamError> {
+        let range = range.map(|(start, end)| {
+            let end = end.map(|e| e.to_string()).unwrap_or_default();
+            format!("bytes={start}-{end}")
+        });
+        self.get_raw(url, range.as_deref()).await
+    }
+
+    /// GET with a player's own `Range` header value (or none).
+    pub async fn get_raw(
+        &self,
+        url: &Url,
+        range: Option<&str>,
+    ) -> Result<reqwest::Response, UpstreamError> {
         let mut req = self
             .client
             .get(url.clone())
             // Ranges address the stored bytes, not a compressed rendition.
             .header(header::ACCEPT_ENCODING, "identity");
-        if let Some((start, end)) = range {
-            let end = end.map(|e| e.to_string()).unwrap_or_default();
-            req = req.header(header::RANGE, format!("bytes={start}-{end}"));
+        if let Some(r) = range {
+            req = req.header(header::RANGE, r);
         }
         let resp = tokio::time::timeout(self.timeout, req.send())
             .await

@@ -304,3 +304,17 @@ async fn health_and_metrics() {
     let text = String::from_utf8(body.to_vec()).unwrap();
     assert!(text.contains("spool_upstream_requests_total"), "{text}");
 }
+
+#[tokio::test]
+async fn cold_open_with_an_absurd_range_end() {
+    // The very first request for a media: the probe's end is computed from
+    // the player's range, which must not overflow.
+    let (_origin, _spool, body, url) = setup().await;
+    let (status, h, got) = get(&client(), &url, Some("bytes=10-18446744073709551615")).await;
+    assert_eq!(status, 206);
+    assert_eq!(
+        header(&h, "content-range"),
+        format!("bytes 10-{}/{SIZE}", SIZE - 1)
+    );
+    assert!(got == body.slice(10..));
+}
