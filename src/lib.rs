@@ -174,6 +174,7 @@ pub async fn serve(
         read_ahead = shared.cfg.read_ahead,
         "spool serving"
     );
+    set_nodelay(&listener);
     tokio::spawn(reconcile(shared.clone()));
     // The first disk sample before the first request; then every interval.
     monitor::check(&shared).await;
@@ -214,6 +215,27 @@ pub async fn serve(
     scrubber.abort();
     info!("stopped");
     Ok(())
+}
+
+/// TCP_NODELAY on the listening socket, which Linux passes on to every
+/// accepted connection. Without it, small pieces streamed from a slow
+/// origin wait for the player's delayed ACK (40 ms stalls).
+fn set_nodelay(listener: &tokio::net::TcpListener) {
+    use std::os::fd::AsRawFd;
+    let one: libc::c_int = 1;
+    // SAFETY: a valid socket fd and a pointer to a c_int of the given size.
+    let rc = unsafe {
+        libc::setsockopt(
+            listener.as_raw_fd(),
+            libc::IPPROTO_TCP,
+            libc::TCP_NODELAY,
+            (&one as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if rc != 0 {
+        tracing::debug!(error = %std::io::Error::last_os_error(), "cannot set TCP_NODELAY");
+    }
 }
 
 /// Start-up reconciliation, in the background while spool serves: temp
