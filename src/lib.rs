@@ -21,6 +21,7 @@ pub mod media;
 pub mod memcache;
 pub mod metrics;
 pub mod monitor;
+pub mod persist;
 pub mod range;
 pub mod recover;
 pub mod store;
