@@ -380,3 +380,30 @@ async fn an_unreachable_origin_does_not_stop_cached_playback() {
     );
     assert!(got == body);
 }
+
+#[tokio::test]
+async fn origin_without_a_total_size_answers_the_players_own_range() {
+    let origin = Origin::start().await;
+    let body = data(300_000, 66);
+    origin.add_file("growing", body.clone(), "video/mp2t");
+    origin.set_faults(
+        "growing",
+        Faults {
+            unknown_total: true,
+            ..Faults::default()
+        },
+    );
+    let spool = Spool::start(&origin).await;
+    let url = spool.url(&origin.url("growing"));
+    let c = client();
+    let (status, h, got) = get(&c, &url, Some("bytes=1000-1999")).await;
+    assert_eq!(status, 206);
+    assert_eq!(header(&h, "content-range"), "bytes 1000-1999/*");
+    assert!(
+        got == body.slice(1000..2000),
+        "the player's range, not spool's probe"
+    );
+    let (status, _, got) = get(&c, &url, None).await;
+    assert_eq!(status, 200, "no Range asked, no 206 given");
+    assert!(got == body);
+}

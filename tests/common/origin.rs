@@ -66,6 +66,9 @@ pub struct Faults {
     pub ignore_range: bool,
     /// No Content-Length (chunked body), no Accept-Ranges, Range ignored.
     pub no_length: bool,
+    /// Answer ranges with `Content-Range: bytes a-b/*` (total size unknown,
+    /// as for a file still growing).
+    pub unknown_total: bool,
     /// Send neither ETag nor Last-Modified (and ignore conditional headers).
     pub no_validators: bool,
     /// Answer with this status and a short text body instead.
@@ -663,7 +666,12 @@ async fn answer(
             return response(StatusCode::RANGE_NOT_SATISFIABLE, hdrs, None);
         }
         RangeReq::Satisfiable(a, b) => {
-            hdrs.push((header::CONTENT_RANGE, format!("bytes {a}-{b}/{size}")));
+            let total = if faults.unknown_total {
+                "*".to_owned()
+            } else {
+                size.to_string()
+            };
+            hdrs.push((header::CONTENT_RANGE, format!("bytes {a}-{b}/{total}")));
             (StatusCode::PARTIAL_CONTENT, a, b + 1)
         }
         RangeReq::None => (StatusCode::OK, 0, size),
