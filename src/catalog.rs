@@ -50,7 +50,21 @@ impl Catalog {
     }
 
     fn cached(&self, url: &str) -> Option<Arc<Media>> {
-        self.media.lock().unwrap().get(url).cloned()
+        let m = self.media.lock().unwrap().get(url).cloned();
+        if let Some(m) = &m {
+            m.mark_used();
+        }
+        m
+    }
+
+    /// Forgets media nobody used for `idle` (their rows and files stay; the
+    /// next player loads them from the index again), so memory does not
+    /// grow with every URL ever played.
+    pub fn sweep(&self, idle: std::time::Duration) -> usize {
+        let mut map = self.media.lock().unwrap();
+        let before = map.len();
+        map.retain(|_, m| !m.is_idle(idle));
+        before - map.len()
     }
 
     /// Opens a media. `start` is the span the player wants (first byte, and

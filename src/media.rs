@@ -32,6 +32,8 @@ pub struct Media {
     gone: AtomicBool,
     /// When the origin last confirmed the validators (unix seconds).
     probed_unix: AtomicI64,
+    /// When a player last opened this media (unix seconds).
+    last_used_unix: AtomicI64,
     /// The chunk where the last finished player stopped (u64::MAX: none),
     /// to recognise a player reading on in a new request.
     last_ended: AtomicU64,
@@ -50,6 +52,7 @@ impl Media {
             })
             .collect();
         Media {
+            last_used_unix: AtomicI64::new(crate::index::unix_now()),
             last_ended: AtomicU64::new(u64::MAX),
             probed_unix: AtomicI64::new(row.probed_unix),
             row,
@@ -187,6 +190,35 @@ impl Media {
                 Slot::Cached { .. } => None,
             })
             .collect()
+    }
+
+    pub fn mark_used(&self) {
+        self.last_used_unix
+            .store(crate::index::unix_now(), Ordering::Relaxed);
+    }
+
+    /// Whether nothing needs this media in memory: no player, no download,
+    /// and no use for `idle`.
+    pub fn is_idle(&self, idle: Duration) -> bool {
+        let unused = crate::index::unix_now() - self.last_used_unix.load(Ordering::Relaxed);
+        if unused < 0 || (unused as u64) < idle.as_secs() {
+            return false;
+        }
+        if self
+            .playheads
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|h| h.ended.lock().unwrap().is_none())
+        {
+            return false;
+        }
+        !self
+            .slots
+            .lock()
+            .unwrap()
+            .values()
+            .any(|s| matches!(s, Slot::Pending(_)))
     }
 
     /// Whether the validators are older than `max_age`.
@@ -347,6 +379,19 @@ mod tests {
         assert_eq!(m.next_taken(0), Some(1));
         let got: Vec<u64> = m.claim(8, 100, 0).iter().map(|c| c.0).collect();
         assert_eq!(got, vec![8, 9], "clipped to the last chunk");
+    }
+
+    #[test]
+    fn idle_media() {
+        let m = media(100, 10);
+        assert!(!m.is_idle(Duration::from_secs(60)), "just used");
+        assert!(m.is_idle(Duration::ZERO));
+        let p = m.playhead(0, u64::MAX, Duration::ZERO);
+        assert!(!m.is_idle(Duration::ZERO), "a player reads it");
+        drop(p);
+        let claimed = m.claim(5, 5, 0);
+        assert!(!m.is_idle(Duration::ZERO), "a chunk downloads");
+        drop(claimed);
     }
 
     #[test]

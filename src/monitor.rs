@@ -9,6 +9,9 @@ use tracing::{info, warn};
 use crate::disk::{self, Level, Space};
 use crate::{evict, Shared};
 
+/// Media unused this long are dropped from memory (not from the cache).
+const MEDIA_IDLE: std::time::Duration = std::time::Duration::from_secs(600);
+
 /// The critical threshold in bytes for a filesystem of this size.
 pub fn critical_bytes(shared: &Shared, space: Space) -> u64 {
     let fs = &shared.cfg.free_space;
@@ -76,6 +79,7 @@ pub async fn run(shared: Arc<Shared>) {
                 last = Some(level);
             }
         }
+        shared.catalog.sweep(MEDIA_IDLE);
         tokio::time::sleep(shared.cfg.disk_check_interval).await;
     }
 }
