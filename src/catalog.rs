@@ -61,6 +61,11 @@ impl Catalog {
     /// next player loads them from the index again), so memory does not
     /// grow with every URL ever played.
     pub fn sweep(&self, idle: std::time::Duration) -> usize {
+        // Gates left behind by an open whose player hung up mid-way.
+        self.opening
+            .lock()
+            .unwrap()
+            .retain(|_, g| Arc::strong_count(g) > 1);
         let mut map = self.media.lock().unwrap();
         let before = map.len();
         map.retain(|_, m| !m.is_idle(idle));
