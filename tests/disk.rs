@@ -135,6 +135,21 @@ async fn a_full_disk_never_stops_a_stream() {
     .await;
     // Someone else's file leaves 6 MiB free.
     fs.ballast(6 * MIB);
+    // spool's view of the tmpfs is df's.
+    let out = Command::new("df")
+        .args(["-B1", "--output=size,avail"])
+        .arg(&cache)
+        .output()
+        .unwrap();
+    let df: Vec<u64> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .nth(1)
+        .unwrap()
+        .split_whitespace()
+        .map(|v| v.parse().unwrap())
+        .collect();
+    let ours = spool::disk::space(&cache).unwrap();
+    assert_eq!((ours.total_bytes, ours.free_bytes), (df[0], df[1]));
     let url = spool.url(&origin.url("big"));
     read_all_concurrently(&url, 4, &body).await;
 

@@ -343,10 +343,14 @@ async fn kill_dash_nine_during_heavy_writes() {
 }
 
 /// Sends SIGTERM and waits for the exit, at most `limit`.
-fn terminate(mut child: Child, limit: Duration) -> std::process::ExitStatus {
+fn terminate(child: Child, limit: Duration) -> std::process::ExitStatus {
+    signal_and_wait(child, libc::SIGTERM, limit)
+}
+
+fn signal_and_wait(mut child: Child, signal: i32, limit: Duration) -> std::process::ExitStatus {
     let pid = child.id() as i32;
     // SAFETY: plain kill(2) on our own child.
-    unsafe { libc::kill(pid, libc::SIGTERM) };
+    unsafe { libc::kill(pid, signal) };
     let deadline = std::time::Instant::now() + limit;
     loop {
         if let Some(status) = child.try_wait().unwrap() {
@@ -379,6 +383,19 @@ async fn sigterm_stops_within_the_deadline_and_leaves_no_temp_files() {
     let first = resp.chunk().await.unwrap().unwrap();
     assert!(first == body.slice(..first.len()));
     let status = terminate(proc.child, Duration::from_secs(6));
+    assert!(status.success(), "{status:?}");
+    let (code, out) = verify(tmp.path(), false);
+    assert_eq!(code, 0, "{out}");
+
+    // SIGINT (Ctrl-C) the same way.
+    let proc = start_proc(tmp.path(), &origin, &["--shutdown-timeout", "2s"]).await;
+    let mut resp = client()
+        .get(proxied(&proc.addr, &origin.url("slow?again=1")))
+        .send()
+        .await
+        .unwrap();
+    resp.chunk().await.unwrap().unwrap();
+    let status = signal_and_wait(proc.child, libc::SIGINT, Duration::from_secs(6));
     assert!(status.success(), "{status:?}");
     let (code, out) = verify(tmp.path(), false);
     assert_eq!(code, 0, "{out}");
