@@ -122,6 +122,11 @@ pub struct Config {
     #[arg(long, env = "SPOOL_CLEANUP_HEADROOM", default_value = "1GiB", value_parser = parse_size)]
     pub cleanup_headroom: u64,
 
+    /// Largest size of the cache (0: no limit but the disk's free space).
+    /// Past it, least-recently-used chunks are evicted down to 90% of it.
+    #[arg(long, env = "SPOOL_MAX_CACHE_SIZE", default_value = "0", value_parser = parse_size)]
+    pub max_cache_size: u64,
+
     /// How often the free space of the cache's filesystem is sampled.
     #[arg(long, env = "SPOOL_DISK_CHECK_INTERVAL", default_value = "5s", value_parser = humantime::parse_duration)]
     pub disk_check_interval: Duration,

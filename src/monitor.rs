@@ -80,6 +80,7 @@ pub async fn run(shared: Arc<Shared>) {
             }
         }
         shared.catalog.sweep(MEDIA_IDLE);
+        evict::trim(&shared).await;
         tokio::time::sleep(shared.cfg.disk_check_interval).await;
     }
 }

@@ -489,3 +489,40 @@ async fn players_catching_up_with_a_fast_download_never_start_a_second_one() {
         assert_eq!(origin.stats().body_bytes, size as u64);
     }
 }
+
+#[tokio::test]
+async fn the_cache_stays_within_its_maximum_size() {
+    let origin = Origin::start().await;
+    let a = data(8 * CHUNK as usize, 41);
+    let b = data(8 * CHUNK as usize, 42);
+    origin.add_file("a", a.clone(), "video/mp4");
+    origin.add_file("b", b.clone(), "video/mp4");
+    let max = 10 * CHUNK;
+    let spool = Spool::start_with(&origin, |c| c.max_cache_size = max).await;
+    let c = client();
+    let (_, _, got) = get(&c, &spool.url(&origin.url("a")), None).await;
+    assert!(got == a);
+    // Access times have a one-second resolution: make "a" clearly older.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let (_, _, got) = get(&c, &spool.url(&origin.url("b")), None).await;
+    assert!(got == b);
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    let conn = rusqlite::Connection::open(spool.cache_dir.join("index.db")).unwrap();
+    let per_media: Vec<(String, i64, i64)> = conn
+        .prepare("SELECT url, cached_chunks, cached_bytes FROM media_summary ORDER BY url")
+        .unwrap()
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    let total: i64 = per_media.iter().map(|m| m.2).sum();
+    assert!(total as u64 <= max, "{per_media:?}");
+    assert_eq!(
+        per_media[1].1, 8,
+        "the recently played media stays whole: {per_media:?}"
+    );
+    assert!(per_media[0].1 < 8, "the older one made room: {per_media:?}");
+    // Still served correctly, partly from the origin again.
+    let (_, _, got) = get(&c, &spool.url(&origin.url("a")), None).await;
+    assert!(got == a);
+}
