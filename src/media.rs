@@ -287,19 +287,6 @@ impl Media {
             .max()
             .unwrap_or(u64::MAX)
     }
-
-    /// The furthest chunk any live player wants read ahead.
-    pub fn wanted_until(&self, read_ahead: u64) -> Option<u64> {
-        let heads = self.playheads.lock().unwrap();
-        heads
-            .iter()
-            .filter(|h| h.ended.lock().unwrap().is_none())
-            .map(|h| {
-                let at = h.chunk.load(Ordering::Relaxed);
-                at.saturating_add(read_ahead).min(h.limit).max(at)
-            })
-            .max()
-    }
 }
 
 #[derive(Debug)]
@@ -340,17 +327,7 @@ mod tests {
     use super::*;
 
     fn media(size: u64, chunk: u64) -> Arc<Media> {
-        let row = MediaRow {
-            media_id: 1,
-            url: "u".into(),
-            size_bytes: size,
-            chunk_size_bytes: chunk,
-            content_type: None,
-            etag: None,
-            last_modified: None,
-            accepts_ranges: true,
-            probed_unix: 0,
-        };
+        let row = MediaRow::for_test(1, "u", size, chunk);
         Arc::new(Media::new(
             row,
             vec![ChunkRow {
@@ -403,13 +380,11 @@ mod tests {
         assert!(m.wanted(6, 2, Duration::ZERO));
         assert!(!m.wanted(7, 2, Duration::ZERO));
         assert!(!m.wanted(3, 2, Duration::ZERO));
-        assert_eq!(m.wanted_until(2), Some(6));
         p.set(5);
         assert!(m.wanted(7, 2, Duration::ZERO));
         drop(p);
         assert!(m.wanted(7, 2, Duration::from_secs(60)), "within grace");
         assert!(!m.wanted(7, 2, Duration::ZERO), "after grace");
-        assert_eq!(m.wanted_until(2), None);
         assert!(m.continues(5) && m.continues(6) && !m.continues(7));
 
         // Players gone longer than the grace are forgotten.
@@ -425,7 +400,7 @@ mod tests {
         let p = m.playhead(4, 5, Duration::from_secs(60));
         assert!(m.wanted(5, 2, Duration::ZERO));
         assert!(!m.wanted(6, 2, Duration::ZERO));
-        assert_eq!(m.wanted_until(2), Some(5));
+        assert_eq!(m.read_limit(), 5);
         drop(p);
     }
 }

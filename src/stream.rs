@@ -380,12 +380,3 @@ enum Retry {
     ClientGone,
     Upstream(String),
 }
-
-impl From<End> for Retry {
-    fn from(e: End) -> Retry {
-        match e {
-            End::ClientGone => Retry::ClientGone,
-            End::Failed(why) => Retry::Upstream(why),
-        }
-    }
-}

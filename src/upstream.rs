@@ -229,10 +229,6 @@ impl Upstream {
         })
     }
 
-    pub fn timeout(&self) -> Duration {
-        self.timeout
-    }
-
     /// Checks a media URL against the allowlist on its resolved addresses,
     /// before any connection is made.
     pub async fn check(&self, url: &Url) -> Result<(), UpstreamError> {
