@@ -47,6 +47,24 @@ pub struct MediaRow {
     pub probed_unix: i64,
 }
 
+#[cfg(test)]
+impl MediaRow {
+    /// A media version for unit tests: ranges accepted, no validators.
+    pub fn for_test(media_id: i64, url: &str, size_bytes: u64, chunk_size_bytes: u64) -> MediaRow {
+        MediaRow {
+            media_id,
+            url: url.into(),
+            size_bytes,
+            chunk_size_bytes,
+            content_type: None,
+            etag: None,
+            last_modified: None,
+            accepts_ranges: true,
+            probed_unix: 0,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ChunkRow {
     pub chunk_index: u64,
@@ -423,15 +441,9 @@ mod tests {
 
     fn row(url: &str) -> MediaRow {
         MediaRow {
-            media_id: 0,
-            url: url.into(),
-            size_bytes: 10,
-            chunk_size_bytes: 4,
             content_type: Some("video/mp4".into()),
             etag: Some("\"a\"".into()),
-            last_modified: None,
-            accepts_ranges: true,
-            probed_unix: 0,
+            ..MediaRow::for_test(0, url, 10, 4)
         }
     }
 

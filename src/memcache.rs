@@ -114,17 +114,7 @@ mod tests {
 
     #[test]
     fn least_recently_used_goes_first() {
-        let row = MediaRow {
-            media_id: 1,
-            url: "u".into(),
-            size_bytes: 100,
-            chunk_size_bytes: 10,
-            content_type: None,
-            etag: None,
-            last_modified: None,
-            accepts_ranges: true,
-            probed_unix: 0,
-        };
+        let row = MediaRow::for_test(1, "u", 100, 10);
         let media = Arc::new(Media::new(row, vec![]));
         let cache = MemCache::new(25);
         let claim = |i| media.claim(i, i, 0).pop().unwrap().1;

@@ -296,17 +296,7 @@ mod tests {
         assert!(reason.is_none());
         let store = Store::new(dir.path(), false);
         let (id, _) = index
-            .replace_media(crate::index::MediaRow {
-                media_id: 0,
-                url: "http://x/".into(),
-                size_bytes: 40,
-                chunk_size_bytes: 10,
-                content_type: None,
-                etag: None,
-                last_modified: None,
-                accepts_ranges: true,
-                probed_unix: 0,
-            })
+            .replace_media(crate::index::MediaRow::for_test(0, "http://x/", 40, 10))
             .await
             .unwrap();
         for i in 0..4u64 {
