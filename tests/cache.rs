@@ -117,13 +117,7 @@ async fn first_bytes_arrive_before_the_chunk_is_complete() {
     let origin = Origin::start().await;
     let body = data(2 * 1024 * 1024, 5);
     origin.add_file("slow", body.clone(), "video/mp4");
-    origin.set_faults(
-        "slow",
-        Faults {
-            rate_bytes_per_sec: Some(256 * 1024),
-            ..Faults::default()
-        },
-    );
+    origin.set_faults("slow", Faults::throttled(256 * 1024));
     // One chunk is 1 MiB: four seconds of this origin.
     let spool = Spool::start_with(&origin, |c| c.chunk_size = 1024 * 1024).await;
     let mut resp = client()
@@ -146,13 +140,7 @@ async fn concurrent_cold_players_share_one_transfer() {
     let size = 3 * 1024 * 1024 + 1;
     let body = data(size, 9);
     origin.add_file("shared", body.clone(), "video/mp4");
-    origin.set_faults(
-        "shared",
-        Faults {
-            rate_bytes_per_sec: Some(8 * 1024 * 1024),
-            ..Faults::default()
-        },
-    );
+    origin.set_faults("shared", Faults::throttled(8 * 1024 * 1024));
     let spool = Spool::start(&origin).await;
     let url = spool.url(&origin.url("shared"));
     let c = client();
@@ -221,13 +209,7 @@ async fn abandoned_stream_stops_downloading() {
     let origin = Origin::start().await;
     let size = 16 * 1024 * 1024;
     origin.add_file("big", data(size, 13), "video/mp4");
-    origin.set_faults(
-        "big",
-        Faults {
-            rate_bytes_per_sec: Some(2 * 1024 * 1024),
-            ..Faults::default()
-        },
-    );
+    origin.set_faults("big", Faults::throttled(2 * 1024 * 1024));
     let spool = Spool::start(&origin).await;
     let mut resp = client()
         .get(spool.url(&origin.url("big")))
@@ -260,13 +242,7 @@ async fn seeking_during_a_download() {
     let size = 4 * 1024 * 1024;
     let body = data(size, 17);
     origin.add_file("seek", body.clone(), "video/mp4");
-    origin.set_faults(
-        "seek",
-        Faults {
-            rate_bytes_per_sec: Some(4 * 1024 * 1024),
-            ..Faults::default()
-        },
-    );
+    origin.set_faults("seek", Faults::throttled(4 * 1024 * 1024));
     let spool = Spool::start(&origin).await;
     let url = spool.url(&origin.url("seek"));
     let c = client();
@@ -291,13 +267,7 @@ async fn a_player_leaving_does_not_disturb_others() {
     let origin = Origin::start().await;
     let body = data(2 * 1024 * 1024, 19);
     origin.add_file("f", body.clone(), "video/mp4");
-    origin.set_faults(
-        "f",
-        Faults {
-            rate_bytes_per_sec: Some(4 * 1024 * 1024),
-            ..Faults::default()
-        },
-    );
+    origin.set_faults("f", Faults::throttled(4 * 1024 * 1024));
     let spool = Spool::start(&origin).await;
     let url = spool.url(&origin.url("f"));
     let c = client();
@@ -374,13 +344,7 @@ async fn a_seek_into_a_missing_chunk_starts_at_the_players_byte() {
     let size = 2 * 1024 * 1024;
     let body = data(size, 29);
     origin.add_file("s", body.clone(), "video/mp4");
-    origin.set_faults(
-        "s",
-        Faults {
-            rate_bytes_per_sec: Some(512 * 1024),
-            ..Faults::default()
-        },
-    );
+    origin.set_faults("s", Faults::throttled(512 * 1024));
     let spool = Spool::start_with(&origin, |c| {
         c.chunk_size = 1024 * 1024;
         c.read_ahead = 0;

@@ -118,13 +118,7 @@ async fn a_full_disk_never_stops_a_stream() {
     // Three times the filesystem's size.
     let body = data(72 * MIB as usize, 71);
     origin.add_file("big", body.clone(), "video/mp4");
-    origin.set_faults(
-        "big",
-        Faults {
-            rate_bytes_per_sec: Some(64 * MIB),
-            ..Faults::default()
-        },
-    );
+    origin.set_faults("big", Faults::throttled(64 * MIB));
     let cache = fs.path().join("cache");
     let spool = Spool::start_cfg({
         let mut cfg = common::test_config(&cache, &origin);

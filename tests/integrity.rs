@@ -254,13 +254,7 @@ async fn kill_dash_nine_during_heavy_writes() {
     for (name, body) in &files {
         origin.add_file(name, body.clone(), "video/mp4");
         // Slow enough that a kill lands in the middle of the transfers.
-        origin.set_faults(
-            name,
-            common::origin::Faults {
-                rate_bytes_per_sec: Some(6 * 1024 * 1024),
-                ..Default::default()
-            },
-        );
+        origin.set_faults(name, common::origin::Faults::throttled(6 * 1024 * 1024));
     }
     // Each round reads new URLs (the origin ignores the query), so every
     // round writes new chunks.
@@ -369,13 +363,7 @@ async fn sigterm_stops_within_the_deadline_and_leaves_no_temp_files() {
     let origin = Origin::start().await;
     let body = data(64 * CHUNK, 51);
     origin.add_file("slow", body.clone(), "video/mp4");
-    origin.set_faults(
-        "slow",
-        common::origin::Faults {
-            rate_bytes_per_sec: Some(512 * 1024),
-            ..Default::default()
-        },
-    );
+    origin.set_faults("slow", common::origin::Faults::throttled(512 * 1024));
     let tmp = tempfile::tempdir().unwrap();
     let proc = start_proc(tmp.path(), &origin, &["--shutdown-timeout", "2s"]).await;
     let url = proxied(&proc.addr, &origin.url("slow"));

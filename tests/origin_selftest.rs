@@ -626,13 +626,7 @@ async fn stats_and_log() {
 async fn aborted_client_counts_only_what_was_sent() {
     let origin = Origin::start().await;
     origin.add_file("big.bin", data(8 * 1024 * 1024), "video/mp4");
-    origin.set_faults(
-        "big.bin",
-        Faults {
-            rate_bytes_per_sec: Some(2_000_000),
-            ..Default::default()
-        },
-    );
+    origin.set_faults("big.bin", Faults::throttled(2_000_000));
     let res = test_client()
         .get(origin.url("big.bin"))
         .send()

@@ -79,6 +79,16 @@ pub struct Faults {
     pub hang: bool,
 }
 
+impl Faults {
+    /// Only a throttle: each response body at `rate` bytes per second.
+    pub fn throttled(rate: u64) -> Faults {
+        Faults {
+            rate_bytes_per_sec: Some(rate),
+            ..Faults::default()
+        }
+    }
+}
+
 #[derive(Clone, Copy, Default, Debug, PartialEq)]
 pub struct Stats {
     pub requests: u64,
