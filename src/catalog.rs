@@ -202,14 +202,7 @@ impl Catalog {
         let first_chunk = start.map(|s| s / chunk_size);
         // Like any miss, a cold seek far into a chunk starts at the
         // player's byte; the chunk's head is fetched on the side.
-        let split = start.map_or(0, |s| {
-            let within = s % chunk_size;
-            if within >= fetch::SPLIT_MIN {
-                within
-            } else {
-                0
-            }
-        });
+        let split = start.map_or(0, |s| fetch::split_at(s % chunk_size));
         // A closed range is fetched to the end of its last chunk only.
         let range = match first_chunk {
             Some(c) => (

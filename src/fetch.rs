@@ -33,7 +33,11 @@ const WRITES_IN_FLIGHT: usize = 3;
 
 /// Where a run for a miss at `pos` starts within chunk `index`.
 pub fn split_for(media: &Media, index: u64, pos: u64) -> u64 {
-    let within = pos.saturating_sub(media.chunk_start(index));
+    split_at(pos.saturating_sub(media.chunk_start(index)))
+}
+
+/// The split for a miss `within` bytes into its chunk.
+pub fn split_at(within: u64) -> u64 {
     if within >= SPLIT_MIN {
         within
     } else {
