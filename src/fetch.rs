@@ -13,12 +13,13 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use reqwest::StatusCode;
-use tracing::{debug, warn};
+use tracing::debug;
 
-use crate::catalog::{redact_str, Catalog};
+use crate::catalog::Catalog;
 use crate::inflight::{ChunkFailure, InFlight};
 use crate::media::{Media, Slot};
 use crate::persist::persist;
+use crate::resume::ResumingBody;
 use crate::upstream::{Head, UpstreamError};
 use crate::Shared;
 
@@ -55,7 +56,7 @@ pub fn start(shared: &Arc<Shared>, media: &Arc<Media>, index: u64, split: u64) -
         media = media.id(),
         index,
         split,
-        end = run.end_byte,
+        end = run.body.end(),
         "run starts"
     );
     tokio::spawn(run.go(None));
@@ -75,7 +76,7 @@ pub fn start_with(
     if let Some(mut run) = Run::claim(shared, media, index, split) {
         // The probe may have asked for less than the missing stretch.
         if let Some(end) = requested_end {
-            run.end_byte = run.end_byte.min(end);
+            run.body.limit(end);
         }
         tokio::spawn(run.go(Some((resp, head))));
     }
@@ -109,14 +110,8 @@ struct Run {
     /// The chunk being filled and, once wanted, the next one.
     current: Option<(u64, Arc<InFlight>)>,
     next: Option<(u64, Arc<InFlight>)>,
-    /// Last byte of the stretch this run requests (inclusive).
-    end_byte: u64,
-    /// Next byte the body is expected to deliver.
-    pos: u64,
-    body: Option<reqwest::Response>,
-    /// Bytes of the body before `pos` still to drop (an origin that ignored
-    /// Range sends the whole media).
-    skip: u64,
+    /// The stretch this run requests.
+    body: ResumingBody,
     /// Bytes received past the chunk being filled.
     carry: Option<Bytes>,
 }
@@ -149,22 +144,20 @@ impl Run {
         Some(Run {
             shared: shared.clone(),
             media: media.clone(),
-            pos: media.chunk_start(index) + split,
+            body: ResumingBody::new(shared, media, media.chunk_start(index) + split, end_byte),
             current: Some((index, chunk)),
             next: None,
-            end_byte,
-            body: None,
-            skip: 0,
             carry: None,
         })
     }
 
     async fn go(mut self, first: Option<(reqwest::Response, Head)>) {
         if let Some((resp, head)) = first {
-            if let Err(e) = self.accept(resp, &head) {
-                self.body = None;
-                debug!(error = %e, "first response unusable; asking again");
-            }
+            let body = std::mem::replace(
+                &mut self.body,
+                ResumingBody::new(&self.shared, &self.media, 0, 0),
+            );
+            self.body = body.with_response(resp, &head);
         }
         let failure = match self.fetch_all().await {
             Ok(()) => ChunkFailure::Cancelled,
@@ -182,7 +175,7 @@ impl Run {
     async fn fetch_all(&mut self) -> Result<(), ChunkFailure> {
         let ra = self.shared.read_ahead_chunks();
         let grace = self.shared.cfg.read_ahead_grace;
-        let last_requested = self.end_byte / self.media.chunk_size();
+        let last_requested = self.body.end() / self.media.chunk_size();
         let mut writing = std::collections::VecDeque::new();
         while let Some((index, chunk)) = self.current.clone() {
             if !wait_wanted(&self.media, index, ra, grace).await {
@@ -229,94 +222,27 @@ impl Run {
         Ok(())
     }
 
-    /// Fills the tail of one chunk from the body, resuming broken transfers.
+    /// Fills the tail of one chunk from the body.
     async fn fill(&mut self, chunk: &Arc<InFlight>) -> Result<(), ChunkFailure> {
-        let mut failures = 0;
         while chunk.tail_missing() > 0 {
             if chunk.is_failed() {
                 // Its head download failed; the chunk cannot complete.
                 return Err(ChunkFailure::Upstream("head of chunk failed".into()));
             }
-            let piece = match self.carry.take() {
-                Some(p) => Ok(p),
-                None => self.next_piece().await,
+            let mut piece = match self.carry.take() {
+                Some(p) => p,
+                None => self.body.next().await?.ok_or_else(|| {
+                    ChunkFailure::Upstream("the stretch ended before its last chunk".into())
+                })?,
             };
-            let mut piece = match piece {
-                Ok(p) => p,
-                Err(RunError::Changed) => return Err(ChunkFailure::Changed),
-                Err(RunError::Upstream(e)) => {
-                    failures += 1;
-                    self.shared.metrics.upstream_errors.inc();
-                    self.body = None;
-                    self.skip = 0;
-                    if e.is_permanent() || failures > self.shared.cfg.upstream_retries {
-                        warn!(url = %redact_str(&self.media.row.url), pos = self.pos, error = %e, "upstream transfer failed");
-                        return Err(ChunkFailure::Upstream(e.to_string()));
-                    }
-                    debug!(pos = self.pos, error = %e, "upstream transfer broke; resuming");
-                    self.shared.metrics.upstream_resumes.inc();
-                    tokio::time::sleep(backoff(failures)).await;
-                    continue;
-                }
-            };
-            failures = 0;
             let need = chunk.tail_missing() as usize;
             if piece.len() > need {
                 self.carry = Some(piece.split_off(need));
             }
-            self.pos += piece.len() as u64;
             chunk.push(piece);
         }
         Ok(())
     }
-
-    /// The next bytes at `pos`, opening (or reopening) the request as needed.
-    async fn next_piece(&mut self) -> Result<Bytes, RunError> {
-        loop {
-            if self.body.is_none() {
-                let resp = open(&self.shared, &self.media, self.pos, self.end_byte).await?;
-                let head = Head::parse(resp.status(), resp.headers())?;
-                self.accept(resp, &head)?;
-            }
-            let body = self.body.as_mut().expect("opened");
-            let Some(mut piece) = self.shared.upstream.next_piece(body).await? else {
-                return Err(RunError::Upstream(UpstreamError::Protocol(
-                    "body ended early".into(),
-                )));
-            };
-            self.shared
-                .metrics
-                .upstream_bytes
-                .inc_by(piece.len() as u64);
-            if self.skip > 0 {
-                let drop = self.skip.min(piece.len() as u64);
-                self.skip -= drop;
-                piece = piece.split_off(drop as usize);
-            }
-            if !piece.is_empty() {
-                return Ok(piece);
-            }
-        }
-    }
-
-    fn accept(&mut self, resp: reqwest::Response, head: &Head) -> Result<(), RunError> {
-        self.skip = check_response(&self.media, head, self.pos)?;
-        self.body = Some(resp);
-        Ok(())
-    }
-}
-
-/// Sends a ranged GET for `[pos, end]` of this media version.
-async fn open(
-    shared: &Shared,
-    media: &Media,
-    pos: u64,
-    end: u64,
-) -> Result<reqwest::Response, RunError> {
-    let url = url::Url::parse(&media.row.url)
-        .map_err(|e| RunError::Upstream(UpstreamError::BadUrl(e.to_string())))?;
-    shared.metrics.upstream_requests.inc();
-    Ok(shared.upstream.get(&url, Some((pos, Some(end)))).await?)
 }
 
 /// Checks that a response carries this media version's bytes from `pos`;
@@ -342,10 +268,6 @@ pub fn check_response(media: &Media, head: &Head, pos: u64) -> Result<u64, RunEr
     }
 }
 
-fn backoff(failures: u32) -> Duration {
-    Duration::from_millis(50 << failures.min(5))
-}
-
 /// Fetches the head of a chunk whose tail a run fetches (a seek into the
 /// middle of a missing chunk), resuming like a run does.
 async fn fetch_head(shared: Arc<Shared>, media: Arc<Media>, index: u64, chunk: Arc<InFlight>) {
@@ -353,48 +275,16 @@ async fn fetch_head(shared: Arc<Shared>, media: Arc<Media>, index: u64, chunk: A
     // the head competes with it for the origin and the CPU.
     let _ = chunk.read_at(chunk.split()).await;
     let start = media.chunk_start(index);
-    let mut failures = 0;
+    let from = start + chunk.split() - chunk.head_missing();
+    let mut body = ResumingBody::new(&shared, &media, from, start + chunk.split() - 1);
     let result = loop {
-        let missing = chunk.head_missing();
-        if missing == 0 {
-            break Ok(());
-        }
         if chunk.is_failed() {
             return;
         }
-        let pos = start + chunk.split() - missing;
-        let got = async {
-            let resp = open(&shared, &media, pos, start + chunk.split() - 1).await?;
-            let head = Head::parse(resp.status(), resp.headers())?;
-            let mut skip = check_response(&media, &head, pos)?;
-            let mut resp = resp;
-            while chunk.head_missing() > 0 {
-                let Some(mut piece) = shared.upstream.next_piece(&mut resp).await? else {
-                    return Err(RunError::Upstream(UpstreamError::Protocol(
-                        "body ended early".into(),
-                    )));
-                };
-                shared.metrics.upstream_bytes.inc_by(piece.len() as u64);
-                let drop = skip.min(piece.len() as u64);
-                skip -= drop;
-                piece = piece.split_off(drop as usize);
-                piece.truncate(chunk.head_missing() as usize);
-                chunk.push_head(piece);
-            }
-            Ok(())
-        }
-        .await;
-        match got {
-            Ok(()) => {}
-            Err(RunError::Changed) => break Err(ChunkFailure::Changed),
-            Err(RunError::Upstream(e)) => {
-                failures += 1;
-                shared.metrics.upstream_errors.inc();
-                if e.is_permanent() || failures > shared.cfg.upstream_retries {
-                    break Err(ChunkFailure::Upstream(e.to_string()));
-                }
-                tokio::time::sleep(backoff(failures)).await;
-            }
+        match body.next().await {
+            Ok(Some(piece)) => chunk.push_head(piece),
+            Ok(None) => break Ok(()),
+            Err(e) => break Err(e),
         }
     };
     if result == Err(ChunkFailure::Changed) {

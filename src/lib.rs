@@ -24,6 +24,7 @@ pub mod monitor;
 pub mod persist;
 pub mod range;
 pub mod recover;
+pub mod resume;
 pub mod store;
 pub mod stream;
 pub mod upstream;

@@ -18,8 +18,8 @@ use crate::inflight::ChunkFailure;
 use crate::media::{Media, Playhead, Slot};
 use crate::range::ByteRange;
 use crate::recover;
+use crate::resume::ResumingBody;
 use crate::store;
-use crate::upstream::Head;
 use crate::Shared;
 
 /// Largest piece read from a chunk file at once: bounds memory per player.
@@ -311,65 +311,23 @@ impl Sender<'_> {
     /// Sends `[pos, last]` from a direct upstream range request, resuming
     /// from the byte reached when the transfer breaks.
     async fn passthrough(&mut self, pos: &mut u64, last: u64) -> Result<(), End> {
-        let media = self.media;
-        let shared = self.shared;
-        let url = url::Url::parse(&media.row.url).map_err(|e| End::Failed(e.to_string()))?;
-        let mut failures = 0;
         debug!(
-            media = media.id(),
+            media = self.media.id(),
             pos = *pos,
             last,
             "serving straight from the origin"
         );
-        while *pos <= last {
-            let attempt = async {
-                shared.metrics.upstream_requests.inc();
-                let resp = shared.upstream.get(&url, Some((*pos, Some(last)))).await?;
-                let head = Head::parse(resp.status(), resp.headers())?;
-                let skip = fetch::check_response(media, &head, *pos)?;
-                Ok::<_, fetch::RunError>((resp, skip))
-            };
-            let (mut resp, mut skip) = match attempt.await {
-                Ok(r) => r,
-                Err(fetch::RunError::Changed) => {
-                    return Err(End::Failed("the origin's media changed".into()))
+        let mut body = ResumingBody::new(self.shared, self.media, *pos, last);
+        loop {
+            match body.next().await {
+                Ok(Some(b)) => {
+                    *pos += b.len() as u64;
+                    self.send(b, "passthrough").await?;
                 }
-                Err(fetch::RunError::Upstream(e)) => {
-                    failures += 1;
-                    if e.is_permanent() || failures > shared.cfg.upstream_retries {
-                        return Err(End::Failed(e.to_string()));
-                    }
-                    continue;
-                }
-            };
-            loop {
-                match shared.upstream.next_piece(&mut resp).await {
-                    Ok(Some(mut b)) => {
-                        shared.metrics.upstream_bytes.inc_by(b.len() as u64);
-                        let drop = skip.min(b.len() as u64);
-                        skip -= drop;
-                        b = b.split_off(drop as usize);
-                        b.truncate((last + 1 - *pos) as usize);
-                        if b.is_empty() {
-                            continue;
-                        }
-                        *pos += b.len() as u64;
-                        self.send(b, "passthrough").await?;
-                        if *pos > last {
-                            return Ok(());
-                        }
-                    }
-                    Ok(None) | Err(_) => {
-                        failures += 1;
-                        if failures > shared.cfg.upstream_retries {
-                            return Err(End::Failed("origin transfer broke".into()));
-                        }
-                        break;
-                    }
-                }
+                Ok(None) => return Ok(()),
+                Err(e) => return Err(End::Failed(e.to_string())),
             }
         }
-        Ok(())
     }
 }
 

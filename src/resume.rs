@@ -1,0 +1,140 @@
+//! The bytes `[pos, end]` of one media version from the origin, resumed
+//! from the byte reached whenever a transfer breaks. Download runs, chunk
+//! head fetches and the mid-stream passthrough all read through it.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use tracing::{debug, warn};
+
+use crate::catalog::redact_str;
+use crate::fetch::{check_response, RunError};
+use crate::inflight::ChunkFailure;
+use crate::media::Media;
+use crate::upstream::{Head, UpstreamError};
+use crate::Shared;
+
+pub struct ResumingBody {
+    shared: Arc<Shared>,
+    media: Arc<Media>,
+    /// Next byte to deliver.
+    pos: u64,
+    /// Last byte to deliver (inclusive).
+    end: u64,
+    resp: Option<reqwest::Response>,
+    /// Bytes of the response before `pos` still to drop (an origin that
+    /// ignored Range sends the whole media).
+    skip: u64,
+    /// Failures since the last byte arrived.
+    failures: u32,
+}
+
+impl ResumingBody {
+    pub fn new(shared: &Arc<Shared>, media: &Arc<Media>, pos: u64, end: u64) -> ResumingBody {
+        ResumingBody {
+            shared: shared.clone(),
+            media: media.clone(),
+            pos,
+            end,
+            resp: None,
+            skip: 0,
+            failures: 0,
+        }
+    }
+
+    /// Starts from a response already in hand (the cold probe's); one that
+    /// does not fit is dropped and the range asked for again.
+    pub fn with_response(mut self, resp: reqwest::Response, head: &Head) -> ResumingBody {
+        match check_response(&self.media, head, self.pos) {
+            Ok(skip) => {
+                self.skip = skip;
+                self.resp = Some(resp);
+            }
+            Err(e) => debug!(error = %e, "first response unusable; asking again"),
+        }
+        self
+    }
+
+    /// Last byte this body delivers.
+    pub fn end(&self) -> u64 {
+        self.end
+    }
+
+    /// Delivers no byte past `end` (a range that ends earlier than asked).
+    pub fn limit(&mut self, end: u64) {
+        self.end = self.end.min(end);
+    }
+
+    /// The next bytes at `pos`, never past `end`; `Ok(None)` once all are
+    /// delivered. Broken transfers are resumed up to `--upstream-retries`
+    /// times in a row.
+    pub async fn next(&mut self) -> Result<Option<Bytes>, ChunkFailure> {
+        while self.pos <= self.end {
+            match self.read().await {
+                Ok(mut piece) => {
+                    self.failures = 0;
+                    piece.truncate((self.end + 1 - self.pos) as usize);
+                    self.pos += piece.len() as u64;
+                    return Ok(Some(piece));
+                }
+                Err(RunError::Changed) => return Err(ChunkFailure::Changed),
+                Err(RunError::Upstream(e)) => {
+                    self.failures += 1;
+                    self.shared.metrics.upstream_errors.inc();
+                    self.resp = None;
+                    self.skip = 0;
+                    if e.is_permanent() || self.failures > self.shared.cfg.upstream_retries {
+                        warn!(url = %redact_str(&self.media.row.url), pos = self.pos, error = %e, "upstream transfer failed");
+                        return Err(ChunkFailure::Upstream(e.to_string()));
+                    }
+                    debug!(pos = self.pos, error = %e, "upstream transfer broke; resuming");
+                    self.shared.metrics.upstream_resumes.inc();
+                    tokio::time::sleep(backoff(self.failures)).await;
+                }
+            }
+        }
+        Ok(None)
+    }
+
+    /// Bytes at `pos`, opening (or reopening) the request as needed.
+    async fn read(&mut self) -> Result<Bytes, RunError> {
+        loop {
+            if self.resp.is_none() {
+                let url = url::Url::parse(&self.media.row.url)
+                    .map_err(|e| RunError::Upstream(UpstreamError::BadUrl(e.to_string())))?;
+                self.shared.metrics.upstream_requests.inc();
+                let resp = self
+                    .shared
+                    .upstream
+                    .get(&url, Some((self.pos, Some(self.end))))
+                    .await?;
+                let head = Head::parse(resp.status(), resp.headers())?;
+                self.skip = check_response(&self.media, &head, self.pos)?;
+                self.resp = Some(resp);
+            }
+            let resp = self.resp.as_mut().expect("opened");
+            let Some(mut piece) = self.shared.upstream.next_piece(resp).await? else {
+                return Err(RunError::Upstream(UpstreamError::Protocol(
+                    "body ended early".into(),
+                )));
+            };
+            self.shared
+                .metrics
+                .upstream_bytes
+                .inc_by(piece.len() as u64);
+            if self.skip > 0 {
+                let drop = self.skip.min(piece.len() as u64);
+                self.skip -= drop;
+                piece = piece.split_off(drop as usize);
+            }
+            if !piece.is_empty() {
+                return Ok(piece);
+            }
+        }
+    }
+}
+
+fn backoff(failures: u32) -> Duration {
+    Duration::from_millis(50 << failures.min(5))
+}
