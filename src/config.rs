@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::allow::AllowList;
+use crate::upstream::allow::AllowList;
 
 #[derive(Debug, Parser)]
 #[command(name = "spool", version, about = "A caching media streaming proxy")]

@@ -6,28 +6,18 @@
 //! `run` serves on a listener until `shutdown` resolves, so tests can bind
 //! port 0 and stop the server when they are done.
 
-pub mod admin;
-pub mod allow;
-pub mod catalog;
+pub mod cache;
+pub mod cmd;
 pub mod config;
 pub mod disk;
-pub mod evict;
-pub mod fetch;
-pub mod guard;
 pub mod http;
-pub mod index;
-pub mod inflight;
-pub mod media;
-pub mod memcache;
 pub mod metrics;
-pub mod monitor;
-pub mod persist;
-pub mod range;
-pub mod recover;
-pub mod resume;
 pub mod store;
-pub mod stream;
 pub mod upstream;
+
+use cache::{catalog, media, memcache};
+use disk::{breaker as guard, monitor};
+use store::{index, recover};
 
 use std::future::Future;
 use std::sync::Arc;
@@ -45,9 +35,9 @@ pub struct Shared {
     /// Chunk writes in progress, so shutdown can wait for them.
     pub writes: Writes,
     /// Buffers for reading chunk files.
-    pub read_pool: Arc<store::BufPool>,
+    pub read_pool: Arc<store::chunks::BufPool>,
     pub index: index::Index,
-    pub store: store::Store,
+    pub store: store::chunks::Store,
     pub upstream: upstream::Upstream,
     pub catalog: catalog::Catalog,
     pub metrics: metrics::Metrics,
@@ -76,7 +66,7 @@ impl Shared {
         // A cache that cannot be set up does not keep spool from serving:
         // it streams uncached, with an index in memory, and says so.
         let opened = std::fs::create_dir_all(&cfg.cache_dir)
-            .map_err(|e| (store::WriteClass::classify(&e), e.to_string()))
+            .map_err(|e| (store::chunks::WriteClass::classify(&e), e.to_string()))
             .and_then(|_| {
                 recover::open_index(&cfg.cache_dir)
                     .map_err(|e| (index::write_class(&e), e.to_string()))
@@ -96,15 +86,15 @@ impl Shared {
                     "cache unusable; serving uncached"
                 );
                 metrics.write_error(class.as_str());
-                guard.on_failure(store::WriteClass::PermissionDenied);
+                guard.on_failure(store::chunks::WriteClass::PermissionDenied);
                 (index::Index::open_in_memory()?, true)
             }
         };
         Ok(Arc::new(Shared {
             started,
             writes: Writes::default(),
-            read_pool: store::BufPool::new(stream::READ_PIECE as usize, 64),
-            store: store::Store::new(&cfg.cache_dir, cfg.fsync_chunks),
+            read_pool: store::chunks::BufPool::new(crate::cache::body::READ_PIECE as usize, 64),
+            store: store::chunks::Store::new(&cfg.cache_dir, cfg.fsync_chunks),
             upstream: upstream::Upstream::new(&cfg)?,
             catalog: catalog::Catalog::default(),
             metrics,

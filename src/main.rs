@@ -18,11 +18,11 @@ async fn main() -> anyhow::Result<()> {
         Some(Command::Serve(cfg)) => *cfg,
         None => cli.serve,
         Some(Command::Verify { dir, repair }) => {
-            let clean = spool::admin::verify(&dir.cache_dir, repair).await?;
+            let clean = spool::cmd::verify(&dir.cache_dir, repair).await?;
             std::process::exit(if clean { 0 } else { 1 });
         }
         Some(Command::Stats { dir, thresholds }) => {
-            return spool::admin::stats(&dir.cache_dir, &thresholds).await;
+            return spool::cmd::stats(&dir.cache_dir, &thresholds).await;
         }
     };
     let listener = tokio::net::TcpListener::bind(cfg.listen).await?;

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use common::origin::{Faults, Origin};
 use common::{client, data, get, metric, temp_files, Spool};
-use spool::store::{Fault, WriteStage};
+use spool::store::chunks::{Fault, WriteStage};
 
 const CHUNK: usize = 64 * 1024;
 const MIB: u64 = 1024 * 1024;
@@ -164,17 +164,17 @@ async fn a_full_disk_never_stops_a_stream() {
 
     // The cache still verifies: rows only for complete files.
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let report = spool::recover::scan(
+    let report = spool::store::recover::scan(
         &cache,
         &spool.shared.index,
-        spool::recover::ScanOptions {
+        spool::store::recover::ScanOptions {
             checksums: true,
             since: None,
         },
     )
     .await
     .unwrap();
-    let bad = report.count(|p| !matches!(p, spool::recover::Problem::Orphan(_)));
+    let bad = report.count(|p| !matches!(p, spool::store::recover::Problem::Orphan(_)));
     assert_eq!(bad, 0, "{}", report.summary());
 }
 

@@ -430,7 +430,7 @@ async fn the_background_check_finds_corruption_before_a_player_does() {
     // finds it.
     let report = spool::scrub(&spool.shared).await;
     assert_eq!(
-        report.count(|p| matches!(p, spool::recover::Problem::Corrupt { .. })),
+        report.count(|p| matches!(p, spool::store::recover::Problem::Corrupt { .. })),
         1,
         "{}",
         report.summary()

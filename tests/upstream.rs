@@ -231,7 +231,7 @@ async fn allowlist_refuses_local_origins_unless_named() {
     let origin = Origin::start().await;
     origin.add_file("f", data(1000, 1), "video/mp4");
     let spool = Spool::start_with(&origin, |c| {
-        c.allow_upstream = spool::allow::AllowList::default();
+        c.allow_upstream = spool::upstream::allow::AllowList::default();
     })
     .await;
     let c = client();
@@ -252,7 +252,8 @@ async fn allowlist_refuses_local_origins_unless_named() {
     // Naming host:port allows exactly that.
     let port = origin.addr().port();
     let spool = Spool::start_with(&origin, |c| {
-        c.allow_upstream = spool::allow::AllowList::parse(&format!("127.0.0.1:{port}")).unwrap();
+        c.allow_upstream =
+            spool::upstream::allow::AllowList::parse(&format!("127.0.0.1:{port}")).unwrap();
     })
     .await;
     let (status, _, _) = get(&c, &spool.url(&origin.url("f")), None).await;

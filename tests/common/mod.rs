@@ -42,7 +42,8 @@ pub fn test_config(cache_dir: &Path, origin: &origin::Origin) -> spool::Config {
     cfg.read_ahead_grace = Duration::from_millis(300);
     cfg.upstream_timeout = Duration::from_secs(5);
     cfg.connect_timeout = Duration::from_secs(2);
-    cfg.allow_upstream = spool::allow::AllowList::parse(&origin.addr().ip().to_string()).unwrap();
+    cfg.allow_upstream =
+        spool::upstream::allow::AllowList::parse(&origin.addr().ip().to_string()).unwrap();
     // The host's own free space must not decide how tests behave; the disk
     // tests set thresholds for their own small filesystems.
     cfg.free_space.min_free_bytes = 0;

@@ -11,11 +11,11 @@ use std::sync::mpsc as std_mpsc;
 use rusqlite::{params, Connection, OptionalExtension};
 use tokio::sync::oneshot;
 
-use crate::store::WriteClass;
+use crate::store::chunks::WriteClass;
 
 /// Schema migrations, applied in order; `PRAGMA user_version` records the
 /// last one applied.
-const MIGRATIONS: &[&str] = &[include_str!("../migrations/0001_init.sql")];
+const MIGRATIONS: &[&str] = &[include_str!("../../migrations/0001_init.sql")];
 
 #[derive(Debug, thiserror::Error)]
 pub enum IndexError {

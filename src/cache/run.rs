@@ -15,11 +15,11 @@ use bytes::Bytes;
 use reqwest::StatusCode;
 use tracing::debug;
 
-use crate::catalog::Catalog;
-use crate::inflight::{ChunkFailure, InFlight};
-use crate::media::{Media, Slot};
-use crate::persist::persist;
-use crate::resume::ResumingBody;
+use crate::cache::catalog::Catalog;
+use crate::cache::inflight::{ChunkFailure, InFlight};
+use crate::cache::media::{Media, Slot};
+use crate::cache::persist::persist;
+use crate::upstream::resume::ResumingBody;
 use crate::upstream::{Head, UpstreamError};
 use crate::Shared;
 

@@ -14,7 +14,7 @@ use std::time::SystemTime;
 
 use tracing::{error, warn};
 
-use crate::index::{unix_now, ChunkRow, Index, IndexError};
+use crate::store::index::{unix_now, ChunkRow, Index, IndexError};
 
 /// Opens the index; one that cannot be opened (garbage, truncated, a schema
 /// from a newer spool) is moved aside with a timestamp and a fresh one is
@@ -278,7 +278,7 @@ pub async fn repair(cache_dir: &Path, index: &Index, report: &Report) -> Result<
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::Store;
+    use crate::store::chunks::Store;
     use bytes::Bytes;
 
     #[test]
@@ -296,7 +296,12 @@ mod tests {
         assert!(reason.is_none());
         let store = Store::new(dir.path(), false);
         let (id, _) = index
-            .replace_media(crate::index::MediaRow::for_test(0, "http://x/", 40, 10))
+            .replace_media(crate::store::index::MediaRow::for_test(
+                0,
+                "http://x/",
+                40,
+                10,
+            ))
             .await
             .unwrap();
         for i in 0..4u64 {

@@ -12,14 +12,14 @@ use bytes::Bytes;
 use tokio::sync::mpsc;
 use tracing::{debug, warn};
 
-use crate::fetch;
-use crate::index::ChunkRow;
-use crate::inflight::ChunkFailure;
-use crate::media::{Media, Playhead, Slot};
-use crate::range::ByteRange;
-use crate::recover;
-use crate::resume::ResumingBody;
-use crate::store;
+use crate::cache::inflight::ChunkFailure;
+use crate::cache::media::{Media, Playhead, Slot};
+use crate::cache::run;
+use crate::http::range::ByteRange;
+use crate::store::chunks;
+use crate::store::index::ChunkRow;
+use crate::store::recover;
+use crate::upstream::resume::ResumingBody;
 use crate::Shared;
 
 /// Largest piece read from a chunk file at once: bounds memory per player.
@@ -127,10 +127,10 @@ impl Sender<'_> {
             // The chunk needed now first, so its run can cover the stretch
             // after it too; then read-ahead for what is left of the window.
             if media.slot(index).is_none() {
-                let split = fetch::split_for(media, index, pos);
-                fetch::start(self.shared, media, index, split);
+                let split = run::split_for(media, index, pos);
+                run::start(self.shared, media, index, split);
             }
-            fetch::read_ahead(self.shared, media, index);
+            run::read_ahead(self.shared, media, index);
             let start = media.chunk_start(index);
             let last = r.end.min(start + media.chunk_len(index) - 1);
             let before = pos;
@@ -241,11 +241,11 @@ impl Sender<'_> {
             let pool = &self.shared.read_pool;
             // Page-cache hits are read right here; only a read that would
             // wait for the disk goes to a blocking thread.
-            let read = match store::read_cached(&file, off, n, pool) {
+            let read = match chunks::read_cached(&file, off, n, pool) {
                 Ok(Some(b)) => Ok(b),
                 Ok(None) => {
                     let (f, pool) = (file.clone(), pool.clone());
-                    tokio::task::spawn_blocking(move || store::read_at(&f, off, n, &pool))
+                    tokio::task::spawn_blocking(move || chunks::read_at(&f, off, n, &pool))
                         .await
                         .unwrap_or_else(|e| Err(io::Error::other(e)))
                 }

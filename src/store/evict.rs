@@ -114,7 +114,7 @@ async fn evict(shared: &Arc<Shared>, goal: Goal) -> Cleanup {
             shared.store.remove(media_id, index);
         }
         for (m, index, p) in placeholders {
-            p.fail(crate::inflight::ChunkFailure::Cancelled);
+            p.fail(crate::cache::inflight::ChunkFailure::Cancelled);
             m.release(index, &p);
         }
         if let Err(e) = removed {

@@ -8,8 +8,8 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::Notify;
 
-use crate::index::{ChunkRow, MediaRow};
-use crate::inflight::InFlight;
+use crate::cache::inflight::InFlight;
+use crate::store::index::{ChunkRow, MediaRow};
 
 /// Where the bytes of one chunk are.
 #[derive(Debug, Clone)]
@@ -52,7 +52,7 @@ impl Media {
             })
             .collect();
         Media {
-            last_used_unix: AtomicI64::new(crate::index::unix_now()),
+            last_used_unix: AtomicI64::new(crate::store::index::unix_now()),
             last_ended: AtomicU64::new(u64::MAX),
             probed_unix: AtomicI64::new(row.probed_unix),
             row,
@@ -194,13 +194,13 @@ impl Media {
 
     pub fn mark_used(&self) {
         self.last_used_unix
-            .store(crate::index::unix_now(), Ordering::Relaxed);
+            .store(crate::store::index::unix_now(), Ordering::Relaxed);
     }
 
     /// Whether nothing needs this media in memory: no player, no download,
     /// and no use for `idle`.
     pub fn is_idle(&self, idle: Duration) -> bool {
-        let unused = crate::index::unix_now() - self.last_used_unix.load(Ordering::Relaxed);
+        let unused = crate::store::index::unix_now() - self.last_used_unix.load(Ordering::Relaxed);
         if unused < 0 || (unused as u64) < idle.as_secs() {
             return false;
         }
@@ -223,7 +223,7 @@ impl Media {
 
     /// Whether the validators are older than `max_age`.
     pub fn is_stale(&self, max_age: Duration) -> bool {
-        let age = crate::index::unix_now() - self.probed_unix.load(Ordering::Relaxed);
+        let age = crate::store::index::unix_now() - self.probed_unix.load(Ordering::Relaxed);
         age < 0 || age as u64 >= max_age.as_secs()
     }
 

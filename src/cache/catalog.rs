@@ -12,10 +12,10 @@ use reqwest::StatusCode;
 use tracing::{info, warn};
 use url::Url;
 
-use crate::fetch;
-use crate::index::{unix_now, MediaRow};
-use crate::inflight::ChunkFailure;
-use crate::media::Media;
+use crate::cache::inflight::ChunkFailure;
+use crate::cache::media::Media;
+use crate::cache::run;
+use crate::store::index::{unix_now, MediaRow};
 use crate::upstream::{Head, UpstreamError};
 use crate::Shared;
 
@@ -135,7 +135,7 @@ impl Catalog {
                 return Ok(None);
             };
             let chunks = shared.index.chunks(row.media_id).await?;
-            Ok::<_, crate::index::IndexError>(Some(Arc::new(Media::new(row, chunks))))
+            Ok::<_, crate::store::index::IndexError>(Some(Arc::new(Media::new(row, chunks))))
         };
         match loaded.await {
             Ok(Some(media)) => {
@@ -161,10 +161,10 @@ impl Catalog {
         };
         let now = unix_now();
         let current = match answer {
-            Ok(head) => match fetch::check_response(media, &head, 0) {
+            Ok(head) => match run::check_response(media, &head, 0) {
                 Ok(_) => true,
-                Err(fetch::RunError::Changed) => false,
-                Err(fetch::RunError::Upstream(e)) => {
+                Err(run::RunError::Changed) => false,
+                Err(run::RunError::Upstream(e)) => {
                     warn!(url = %redact(url), error = %e, "revalidation failed; serving the cached copy");
                     true
                 }
@@ -202,7 +202,7 @@ impl Catalog {
         let first_chunk = start.map(|s| s / chunk_size);
         // Like any miss, a cold seek far into a chunk starts at the
         // player's byte; the chunk's head is fetched on the side.
-        let split = start.map_or(0, |s| fetch::split_at(s % chunk_size));
+        let split = start.map_or(0, |s| run::split_at(s % chunk_size));
         // A closed range is fetched to the end of its last chunk only.
         let range = match first_chunk {
             Some(c) => (
@@ -249,7 +249,7 @@ impl Catalog {
         );
         if let (Some(c), true) = (first_chunk, size > 0) {
             if head.status != StatusCode::RANGE_NOT_SATISFIABLE && c < media.chunk_count() {
-                fetch::start_with(shared, &media, c, split, range.1, resp, head);
+                run::start_with(shared, &media, c, split, range.1, resp, head);
             }
         }
         Ok(Opened::Media(media))

@@ -6,12 +6,14 @@ use std::sync::Arc;
 
 use tracing::warn;
 
-use crate::catalog::redact_str;
-use crate::index::{ChunkRow, IndexError};
-use crate::inflight::InFlight;
-use crate::media::Media;
-use crate::store::{WriteClass, WriteError, WriteStage};
-use crate::{disk, evict, monitor, Shared};
+use crate::cache::catalog::redact_str;
+use crate::cache::inflight::InFlight;
+use crate::cache::media::Media;
+use crate::disk::{self, monitor};
+use crate::store::chunks::{WriteClass, WriteError, WriteStage};
+use crate::store::evict;
+use crate::store::index::{ChunkRow, IndexError};
+use crate::Shared;
 
 /// Writes a complete chunk to the store and records it in the index. A
 /// chunk that cannot be written stays in memory (bounded) instead; the
@@ -123,10 +125,10 @@ async fn write_chunk(
     if let Err(e) = recorded {
         shared.store.remove(media_id, index);
         // A version replaced in the index meanwhile fails its foreign key.
-        if media.is_gone() || crate::index::is_foreign_key(&e) {
+        if media.is_gone() || crate::store::index::is_foreign_key(&e) {
             return Err(WriteFailure::Gone);
         }
-        let class = crate::index::write_class(&e);
+        let class = crate::store::index::write_class(&e);
         write_failed(shared, media, index, class, &e);
         return Err(WriteFailure::Class(class));
     }

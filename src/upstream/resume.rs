@@ -8,10 +8,10 @@ use std::time::Duration;
 use bytes::Bytes;
 use tracing::{debug, warn};
 
-use crate::catalog::redact_str;
-use crate::fetch::{check_response, RunError};
-use crate::inflight::ChunkFailure;
-use crate::media::Media;
+use crate::cache::catalog::redact_str;
+use crate::cache::inflight::ChunkFailure;
+use crate::cache::media::Media;
+use crate::cache::run::{check_response, RunError};
 use crate::upstream::{Head, UpstreamError};
 use crate::Shared;
 

@@ -7,7 +7,8 @@ use std::sync::Arc;
 use tracing::{info, warn};
 
 use crate::disk::{self, Level, Space};
-use crate::{evict, Shared};
+use crate::store::evict;
+use crate::Shared;
 
 /// Media unused this long are dropped from memory (not from the cache).
 const MEDIA_IDLE: std::time::Duration = std::time::Duration::from_secs(600);

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use tracing::{info, warn};
 
-use crate::store::WriteClass;
+use crate::store::chunks::WriteClass;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mode {

@@ -1,5 +1,8 @@
 //! Requests to the origin, and what their answers mean.
 
+pub mod allow;
+pub mod resume;
+
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
@@ -8,8 +11,8 @@ use http::{header, HeaderMap, StatusCode};
 use reqwest::dns::{Addrs, Name, Resolve, Resolving};
 use url::Url;
 
-use crate::allow::AllowList;
 use crate::config::Config;
+use crate::upstream::allow::AllowList;
 
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum UpstreamError {

@@ -6,8 +6,8 @@ use anyhow::Context;
 
 use crate::config::FreeSpace;
 use crate::disk::{self, Level};
-use crate::index::Index;
-use crate::recover::{self, ScanOptions};
+use crate::store::index::Index;
+use crate::store::recover::{self, ScanOptions};
 
 /// Checks every chunk; returns whether the cache was clean.
 pub async fn verify(cache_dir: &Path, repair: bool) -> anyhow::Result<bool> {

@@ -4,6 +4,9 @@
 //! reports for that path, whatever the mount (tmpfs, bind mounts inside a
 //! container, overlay): no guessing which disk a path lives on.
 
+pub mod breaker;
+pub mod monitor;
+
 use std::ffi::CString;
 use std::io;
 use std::os::unix::ffi::OsStrExt;

@@ -9,8 +9,8 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, Weak};
 
-use crate::inflight::InFlight;
-use crate::media::Media;
+use crate::cache::inflight::InFlight;
+use crate::cache::media::Media;
 
 struct Entry {
     media: Weak<Media>,
@@ -109,8 +109,8 @@ fn key(media: &Arc<Media>) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::index::MediaRow;
-    use crate::media::Slot;
+    use crate::cache::media::Slot;
+    use crate::store::index::MediaRow;
 
     #[test]
     fn least_recently_used_goes_first() {

@@ -218,7 +218,7 @@ impl Store {
 
     /// Whether a chunk file has the recorded length and checksum. Blocking.
     pub fn verify(&self, media_id: i64, chunk_index: u64, len: u64, crc: u32) -> io::Result<bool> {
-        crate::recover::check_file(&self.chunk_path(media_id, chunk_index), len, crc)
+        crate::store::recover::check_file(&self.chunk_path(media_id, chunk_index), len, crc)
     }
 
     /// Removes one chunk file (missing is fine).

@@ -1,6 +1,8 @@
 //! HTTP routes: `/stream`, `/health/live`, `/health/ready`, `/metrics`.
 //! This is the one place where errors become HTTP statuses.
 
+pub mod range;
+
 use std::convert::Infallible;
 use std::sync::Arc;
 
@@ -11,10 +13,10 @@ use tokio_stream_shim::ReceiverStream;
 use warp::reply::Response;
 use warp::{Filter, Reply};
 
-use crate::catalog::{Catalog, Opened};
-use crate::media::Media;
-use crate::range::{self, ByteRange, RangeRequest};
-use crate::stream::{self, Part};
+use self::range::{ByteRange, RangeRequest};
+use crate::cache::body::{self, Part};
+use crate::cache::catalog::{Catalog, Opened};
+use crate::cache::media::Media;
 use crate::upstream::{self, Head, UpstreamError};
 use crate::Shared;
 
@@ -243,7 +245,7 @@ fn respond(shared: Arc<Shared>, media: Arc<Media>, method: &Method, req: &Header
         return reply(status, h, None);
     }
     let (tx, rx) = mpsc::channel(2);
-    tokio::spawn(stream::produce(shared, media, parts, tx));
+    tokio::spawn(body::produce(shared, media, parts, tx));
     reply(status, h, Some(rx))
 }
 
