@@ -163,9 +163,16 @@ pub struct Config {
 }
 
 impl Config {
-    /// A configuration with defaults, for tests and embedding.
+    /// The defaults, with the given cache directory: for tests and
+    /// embedding. The process environment (`SPOOL_*`) is not read, and
+    /// nothing here exits the process.
     pub fn new(cache_dir: impl Into<PathBuf>) -> Config {
-        let mut cfg = Cli::parse_from(["spool"]).serve;
+        use clap::{CommandFactory, FromArgMatches};
+        let cmd = Cli::command().mut_args(|a| a.env(None::<&str>));
+        let matches = cmd
+            .try_get_matches_from(["spool"])
+            .expect("spool's defaults parse");
+        let mut cfg = Config::from_arg_matches(&matches).expect("spool's defaults are valid");
         cfg.cache_dir = cache_dir.into();
         cfg
     }

@@ -16,7 +16,7 @@ pub struct SourceLabel {
     pub source: &'static str,
 }
 
-#[derive(Default)]
+#[derive(Default, Debug)]
 pub struct Metrics {
     registry: Registry,
     pub client_requests: Counter,

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use common::origin::{Faults, Origin};
 use common::{client, data, get, metric, temp_files, Spool};
-use spool::store::chunks::{Fault, WriteStage};
+use spool::testing::{Fault, WriteStage};
 
 const CHUNK: usize = 64 * 1024;
 const MIB: u64 = 1024 * 1024;
@@ -164,17 +164,14 @@ async fn a_full_disk_never_stops_a_stream() {
 
     // The cache still verifies: rows only for complete files.
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let report = spool::store::recover::scan(
-        &cache,
-        &spool.shared.index,
-        spool::store::recover::ScanOptions {
+    let report = spool
+        .server
+        .scan(spool::testing::ScanOptions {
             checksums: true,
             since: None,
-        },
-    )
-    .await
-    .unwrap();
-    let bad = report.count(|p| !matches!(p, spool::store::recover::Problem::Orphan(_)));
+        })
+        .await;
+    let bad = report.count(|p| !matches!(p, spool::testing::Problem::Orphan(_)));
     assert_eq!(bad, 0, "{}", report.summary());
 }
 
@@ -397,7 +394,7 @@ async fn injected_write_faults_are_classified_and_streams_go_on() {
             &format!("spool_cache_write_errors_total{{class=\"{class}\"}}"),
         )
         .await;
-        spool.shared.store.inject(Fault {
+        spool.server.inject(Fault {
             stage,
             errno,
             times: 1,
@@ -437,7 +434,7 @@ async fn repeated_io_failures_open_the_breaker() {
     })
     .await;
     let c = client();
-    spool.shared.store.inject(Fault {
+    spool.server.inject(Fault {
         stage: WriteStage::Rename,
         errno: 5,
         times: 100,
@@ -448,7 +445,7 @@ async fn repeated_io_failures_open_the_breaker() {
     let (_, _, got) = get(&c, &spool.url(&origin.url("breaker")), None).await;
     assert!(got == body);
     tokio::time::sleep(Duration::from_millis(100)).await;
-    assert!(!spool.shared.guard.is_writing(), "breaker open");
+    assert!(!spool.server.is_caching(), "breaker open");
     // Writes already under way when it opened may still fail.
     let failed = metric(&spool, "spool_cache_write_errors_total{class=\"IO\"}").await;
     assert!((3.0..8.0).contains(&failed), "{failed} failed writes");
@@ -474,7 +471,7 @@ async fn while_caching_is_paused_memory_keeps_recent_chunks() {
         c.breaker_cool_down = Duration::from_secs(3600);
     })
     .await;
-    spool.shared.store.inject(Fault {
+    spool.server.inject(Fault {
         stage: WriteStage::Open,
         errno: 13,
         times: 1,
@@ -487,7 +484,7 @@ async fn while_caching_is_paused_memory_keeps_recent_chunks() {
     let (_, _, got) = get(&c, &url, None).await;
     assert!(got == body);
     tokio::time::sleep(Duration::from_millis(200)).await;
-    assert!(!spool.shared.guard.is_writing(), "EACCES paused caching");
+    assert!(!spool.server.is_caching(), "EACCES paused caching");
     origin.reset_stats();
     // A re-read and a seek back come from memory.
     let (_, _, got) = get(&c, &url, None).await;

@@ -428,9 +428,9 @@ async fn the_background_check_finds_corruption_before_a_player_does() {
     std::fs::write(&f, bytes).unwrap();
     // Written by this process, the chunk is trusted on read; the scrub
     // finds it.
-    let report = spool::scrub(&spool.shared).await;
+    let report = spool.server.scrub().await;
     assert_eq!(
-        report.count(|p| matches!(p, spool::store::recover::Problem::Corrupt { .. })),
+        report.count(|p| matches!(p, spool::testing::Problem::Corrupt { .. })),
         1,
         "{}",
         report.summary()

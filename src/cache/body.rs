@@ -12,15 +12,11 @@ use bytes::Bytes;
 use tokio::sync::mpsc;
 use tracing::{debug, warn};
 
-use crate::cache::inflight::ChunkFailure;
-use crate::cache::media::{Media, Playhead, Slot};
-use crate::cache::run;
-use crate::http::range::ByteRange;
-use crate::store::chunks;
+use super::media::{Media, Playhead, Slot};
+use super::{run, Cache, CacheError};
 use crate::store::index::ChunkRow;
-use crate::store::recover;
-use crate::upstream::resume::ResumingBody;
-use crate::Shared;
+use crate::store::read::{read_at, read_cached};
+use crate::upstream::UpstreamError;
 
 /// Largest piece read from a chunk file at once: bounds memory per player.
 pub const READ_PIECE: u64 = 262144;
@@ -29,28 +25,44 @@ pub const READ_PIECE: u64 = 262144;
 /// is cut (each attempt starts a new download).
 const MAX_ATTEMPTS: u32 = 8;
 
-pub type BodyTx = mpsc::Sender<Result<Bytes, io::Error>>;
+/// The sending side of a response body. An error cuts the body, so the
+/// player sees an incomplete response rather than wrong bytes.
+pub(crate) type BodyTx = mpsc::Sender<Result<Bytes, CacheError>>;
+
+/// An inclusive byte range `[start, end]` of a media.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Span {
+    pub start: u64,
+    pub end: u64,
+}
 
 /// Why a body ended early.
 #[derive(Debug)]
-pub enum End {
+enum End {
     /// The player went away.
     ClientGone,
-    /// The bytes could not be had; the response is cut so the player sees
-    /// an incomplete body rather than wrong bytes.
-    Failed(String),
+    /// The bytes could not be had.
+    Failed(CacheError),
 }
 
 /// One part of a body: literal bytes (multipart framing) or a media range.
-pub enum Part {
+pub(crate) enum Part {
     Literal(Bytes),
-    Range(ByteRange),
+    Range(Span),
 }
 
-/// Sends `parts` into `tx`; cuts the body when a range cannot be served.
-pub async fn produce(shared: Arc<Shared>, media: Arc<Media>, parts: Vec<Part>, tx: BodyTx) {
-    shared.metrics.active_streams.inc();
-    let ranges: Vec<ByteRange> = parts
+impl Cache {
+    /// Sends `parts` of a media into `tx` (a task per response); cuts the
+    /// body when a range cannot be served.
+    pub async fn produce(self, media: Arc<Media>, parts: Vec<Part>, tx: BodyTx) {
+        produce(self, media, parts, tx).await
+    }
+}
+
+async fn produce(cache: Cache, media: Arc<Media>, parts: Vec<Part>, tx: BodyTx) {
+    let metrics = cache.metrics();
+    metrics.active_streams.inc();
+    let ranges: Vec<Span> = parts
         .iter()
         .filter_map(|p| match p {
             Part::Range(r) => Some(*r),
@@ -67,9 +79,9 @@ pub async fn produce(shared: Arc<Shared>, media: Arc<Media>, parts: Vec<Part>, t
         true => u64::MAX,
         false => ranges.iter().map(|r| r.end / cs).max().unwrap_or(first),
     };
-    let playhead = media.playhead(first, limit, shared.cfg.read_ahead_grace);
+    let playhead = media.playhead(first, limit, cache.inner.settings.read_ahead_grace);
     let mut out = Sender {
-        shared: &shared,
+        cache: &cache,
         media: &media,
         playhead: &playhead,
         tx: &tx,
@@ -87,18 +99,18 @@ pub async fn produce(shared: Arc<Shared>, media: Arc<Media>, parts: Vec<Part>, t
     }
     let touched = std::mem::take(&mut out.touched);
     if let Err(End::Failed(reason)) = result {
-        warn!(media = media.id(), %reason, "response cut");
-        let _ = tx.send(Err(io::Error::other(reason))).await;
+        warn!(media = ?media.id(), %reason, "response cut");
+        let _ = tx.send(Err(reason)).await;
     }
     drop(playhead);
-    shared.metrics.active_streams.dec();
-    if !touched.is_empty() && media.id() >= 0 {
-        let _ = shared.index.touch(media.id(), touched).await;
+    metrics.active_streams.dec();
+    if let (false, Some(id)) = (touched.is_empty(), media.id()) {
+        let _ = cache.inner.index.touch(id, touched).await;
     }
 }
 
 struct Sender<'a> {
-    shared: &'a Arc<Shared>,
+    cache: &'a Cache,
     media: &'a Arc<Media>,
     playhead: &'a Playhead,
     tx: &'a BodyTx,
@@ -110,27 +122,27 @@ impl Sender<'_> {
     async fn send(&mut self, bytes: Bytes, source: &'static str) -> Result<(), End> {
         let n = bytes.len();
         self.tx.send(Ok(bytes)).await.map_err(|_| End::ClientGone)?;
-        self.shared.metrics.served(source, n);
+        self.cache.metrics().served(source, n);
         Ok(())
     }
 
-    async fn range(&mut self, r: ByteRange) -> Result<(), End> {
+    async fn range(&mut self, r: Span) -> Result<(), End> {
         let media = self.media;
         let mut pos = r.start;
         let mut attempts = 0;
         while pos <= r.end {
             if media.is_gone() {
-                return Err(End::Failed("the origin's media changed".into()));
+                return Err(End::Failed(UpstreamError::Changed.into()));
             }
             let index = pos / media.chunk_size();
             self.playhead.set(index);
             // The chunk needed now first, so its run can cover the stretch
             // after it too; then read-ahead for what is left of the window.
+            let runs = &self.cache.inner.runs;
             if media.slot(index).is_none() {
-                let split = run::split_for(media, index, pos);
-                run::start(self.shared, media, index, split);
+                runs.start(media, index, run::split_for(media, index, pos));
             }
-            run::read_ahead(self.shared, media, index);
+            runs.read_ahead(media, index);
             let start = media.chunk_start(index);
             let last = r.end.min(start + media.chunk_len(index) - 1);
             let before = pos;
@@ -140,7 +152,7 @@ impl Sender<'_> {
                 }
                 Some(Slot::Pending(chunk)) => {
                     let source = if chunk.is_complete() {
-                        self.shared.memcache.touch(media, index);
+                        runs.writer().memcache().touch(media, index);
                         "memory"
                     } else {
                         "download"
@@ -162,11 +174,9 @@ impl Sender<'_> {
                     }
                     match res {
                         Ok(()) => Ok(()),
-                        Err(ChunkFailure::Cancelled) => Err(Retry::Again),
-                        Err(ChunkFailure::Changed) => {
-                            return Err(End::Failed("the origin's media changed".into()))
-                        }
-                        Err(ChunkFailure::Upstream(e)) => Err(Retry::Upstream(e)),
+                        Err(CacheError::Cancelled) => Err(Retry::Again),
+                        Err(e) if e.is_changed() => return Err(End::Failed(e)),
+                        Err(e) => Err(Retry::Failed(e)),
                     }
                 }
                 // Taken and released again before we looked (a run that
@@ -190,7 +200,7 @@ impl Sender<'_> {
                         .await;
                     if attempts > MAX_ATTEMPTS {
                         match retry {
-                            Retry::Upstream(e) => return Err(End::Failed(e)),
+                            Retry::Failed(e) => return Err(End::Failed(e)),
                             _ => self.passthrough(&mut pos, last).await?,
                         }
                         attempts = 0;
@@ -213,14 +223,17 @@ impl Sender<'_> {
     ) -> Result<(), Retry> {
         let media = self.media;
         let start = media.chunk_start(index);
-        let store = self.shared.store.clone();
-        let id = media.id();
+        let files = self.cache.inner.files.clone();
+        // Only chunks of recorded media are ever cached.
+        let Some(id) = media.id() else {
+            return Err(Retry::Again);
+        };
         // A chunk this process did not write is checked against its
         // checksum before its first byte is served.
         let opened = tokio::task::spawn_blocking(move || {
-            let good = verified || store.verify(id, index, row.size_bytes, row.crc32c)?;
+            let good = verified || files.verify(id, index, row.size_bytes, row.crc32c)?;
             Ok::<_, io::Error>(match good {
-                true => Some(store.open(id, index, row.size_bytes)?),
+                true => Some(files.open(id, index, row.size_bytes)?),
                 false => None,
             })
         })
@@ -238,14 +251,14 @@ impl Sender<'_> {
         while *pos <= last {
             let n = (last + 1 - *pos).min(READ_PIECE) as usize;
             let off = *pos - start;
-            let pool = &self.shared.read_pool;
+            let pool = self.cache.inner.files.pool();
             // Page-cache hits are read right here; only a read that would
             // wait for the disk goes to a blocking thread.
-            let read = match chunks::read_cached(&file, off, n, pool) {
+            let read = match read_cached(&file, off, n, pool) {
                 Ok(Some(b)) => Ok(b),
                 Ok(None) => {
                     let (f, pool) = (file.clone(), pool.clone());
-                    tokio::task::spawn_blocking(move || chunks::read_at(&f, off, n, &pool))
+                    tokio::task::spawn_blocking(move || read_at(&f, off, n, &pool))
                         .await
                         .unwrap_or_else(|e| Err(io::Error::other(e)))
                 }
@@ -266,9 +279,9 @@ impl Sender<'_> {
     /// A chunk whose bytes are not what was written: never served; the
     /// file goes to quarantine, its row away, and the chunk is fetched again.
     async fn corrupt(&self, index: u64) -> Result<(), Retry> {
-        self.shared.metrics.corrupt_chunks.inc();
+        self.cache.metrics().corrupt_chunks.inc();
         warn!(
-            media = self.media.id(),
+            media = ?self.media.id(),
             chunk = index,
             "cached chunk failed its checksum; quarantined, fetching it again"
         );
@@ -277,8 +290,8 @@ impl Sender<'_> {
 
     /// A chunk file that cannot be read: dropped and fetched again.
     async fn unreadable(&self, index: u64, e: io::Error) -> Result<(), Retry> {
-        self.shared.metrics.cache_read_errors.inc();
-        warn!(media = self.media.id(), chunk = index, error = %e, "cached chunk unreadable; fetching it again");
+        self.cache.metrics().cache_read_errors.inc();
+        warn!(media = ?self.media.id(), chunk = index, error = %e, "cached chunk unreadable; fetching it again");
         self.retire(index, false).await
     }
 
@@ -289,21 +302,22 @@ impl Sender<'_> {
         let Some(placeholder) = media.retire_cached(index) else {
             return Err(Retry::Again);
         };
-        let (shared, id) = (self.shared.clone(), media.id());
-        let dir = shared.cfg.cache_dir.clone();
-        let path = shared.store.chunk_path(id, index);
-        let _ = tokio::task::spawn_blocking(move || {
-            if keep_for_a_look {
-                recover::quarantine(&dir, &path, id, index);
-            } else {
-                let _ = std::fs::remove_file(&path);
+        let cache = &self.cache.inner;
+        if let Some(id) = media.id() {
+            let files = cache.files.clone();
+            let _ = tokio::task::spawn_blocking(move || {
+                if keep_for_a_look {
+                    files.quarantine(id, index);
+                } else {
+                    files.remove(id, index);
+                }
+            })
+            .await;
+            if let Err(e) = cache.index.remove_chunk(id, index).await {
+                debug!(error = %e, "cannot remove chunk row");
             }
-        })
-        .await;
-        if let Err(e) = shared.index.remove_chunk(id, index).await {
-            debug!(error = %e, "cannot remove chunk row");
         }
-        placeholder.fail(ChunkFailure::Cancelled);
+        placeholder.fail(CacheError::Cancelled);
         media.release(index, &placeholder);
         Err(Retry::Broken)
     }
@@ -312,12 +326,12 @@ impl Sender<'_> {
     /// from the byte reached when the transfer breaks.
     async fn passthrough(&mut self, pos: &mut u64, last: u64) -> Result<(), End> {
         debug!(
-            media = self.media.id(),
+            media = ?self.media.id(),
             pos = *pos,
             last,
             "serving straight from the origin"
         );
-        let mut body = ResumingBody::new(self.shared, self.media, *pos, last);
+        let mut body = self.cache.inner.runs.body(self.media, *pos, last);
         loop {
             match body.next().await {
                 Ok(Some(b)) => {
@@ -325,7 +339,7 @@ impl Sender<'_> {
                     self.send(b, "passthrough").await?;
                 }
                 Ok(None) => return Ok(()),
-                Err(e) => return Err(End::Failed(e.to_string())),
+                Err(e) => return Err(End::Failed(e.into())),
             }
         }
     }
@@ -336,5 +350,5 @@ enum Retry {
     /// The cached chunk is unusable: serve it from the origin directly.
     Broken,
     ClientGone,
-    Upstream(String),
+    Failed(CacheError),
 }

@@ -14,19 +14,7 @@ use std::sync::Mutex;
 use bytes::Bytes;
 use tokio::sync::watch;
 
-/// Why a download ended without completing its chunk.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum ChunkFailure {
-    /// No player wanted the chunk any more; whoever wants it next fetches it.
-    #[error("download cancelled")]
-    Cancelled,
-    /// The origin's copy changed; the chunk belongs to an outdated version.
-    #[error("the origin's media changed")]
-    Changed,
-    /// The origin failed, with a short reason.
-    #[error("upstream: {0}")]
-    Upstream(String),
-}
+use super::CacheError;
 
 /// One sequentially filled part of a chunk.
 #[derive(Debug, Default)]
@@ -35,7 +23,7 @@ struct Part {
     /// Offset of each piece within the part.
     starts: Vec<u64>,
     filled: u64,
-    end: Option<Result<(), ChunkFailure>>,
+    end: Option<Result<(), CacheError>>,
 }
 
 impl Part {
@@ -55,7 +43,7 @@ impl Part {
         Some(self.pieces[i].slice(within..))
     }
 
-    fn fail(&mut self, e: &ChunkFailure) {
+    fn fail(&mut self, e: &CacheError) {
         if !matches!(self.end, Some(Ok(()))) {
             self.end = Some(Err(e.clone()));
         }
@@ -69,7 +57,7 @@ struct State {
 }
 
 #[derive(Debug)]
-pub struct InFlight {
+pub(crate) struct InFlight {
     len: u64,
     /// Where the tail starts within the chunk (0: no head part).
     split: u64,
@@ -98,10 +86,6 @@ impl InFlight {
 
     pub fn len(&self) -> u64 {
         self.len
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len == 0
     }
 
     /// Where the tail starts within the chunk.
@@ -145,7 +129,7 @@ impl InFlight {
     }
 
     /// Marks the head complete or failed.
-    pub fn finish_head(&self, result: Result<(), ChunkFailure>) {
+    pub fn finish_head(&self, result: Result<(), CacheError>) {
         self.update(|st| match result {
             Ok(()) => {
                 st.head.end.get_or_insert(Ok(()));
@@ -155,7 +139,7 @@ impl InFlight {
     }
 
     /// Fails whatever is not complete yet.
-    pub fn fail(&self, e: ChunkFailure) {
+    pub fn fail(&self, e: CacheError) {
         self.update(|st| {
             st.head.fail(&e);
             st.tail.fail(&e);
@@ -163,7 +147,7 @@ impl InFlight {
     }
 
     /// None while downloading; then whether every byte arrived.
-    fn outcome(&self) -> Option<Result<(), ChunkFailure>> {
+    fn outcome(&self) -> Option<Result<(), CacheError>> {
         let st = self.state.lock().unwrap();
         match (&st.head.end, &st.tail.end) {
             (Some(Err(e)), _) | (_, Some(Err(e))) => Some(Err(e.clone())),
@@ -180,8 +164,13 @@ impl InFlight {
         matches!(self.outcome(), Some(Err(_)))
     }
 
+    /// Why a part failed, if one did.
+    pub fn failure(&self) -> Option<CacheError> {
+        self.outcome().and_then(Result::err)
+    }
+
     /// Waits until every byte arrived or a part failed.
-    pub async fn wait(&self) -> Result<(), ChunkFailure> {
+    pub async fn wait(&self) -> Result<(), CacheError> {
         let mut rx = self.changed.subscribe();
         loop {
             if let Some(r) = self.outcome() {
@@ -205,7 +194,7 @@ impl InFlight {
     /// Returns the bytes available at `offset` (at most up to the end of
     /// one piece), waiting for them to arrive. `Ok(None)` means `offset` is
     /// the chunk's end.
-    pub async fn read_at(&self, offset: u64) -> Result<Option<Bytes>, ChunkFailure> {
+    pub async fn read_at(&self, offset: u64) -> Result<Option<Bytes>, CacheError> {
         if offset >= self.len {
             return Ok(None);
         }
@@ -293,11 +282,11 @@ mod tests {
             tokio::spawn(async move { c.read_at(2).await })
         };
         tokio::task::yield_now().await;
-        c.fail(ChunkFailure::Cancelled);
-        assert_eq!(waiting.await.unwrap(), Err(ChunkFailure::Cancelled));
+        c.fail(CacheError::Cancelled);
+        assert_eq!(waiting.await.unwrap(), Err(CacheError::Cancelled));
         // Bytes that arrived are still readable.
         assert_eq!(&c.read_at(1).await.unwrap().unwrap()[..], b"b");
         assert!(c.is_failed());
-        assert_eq!(c.wait().await, Err(ChunkFailure::Cancelled));
+        assert_eq!(c.wait().await, Err(CacheError::Cancelled));
     }
 }

@@ -4,16 +4,21 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use tokio::sync::Notify;
+use tokio::time::Instant;
+use url::Url;
 
-use crate::cache::inflight::InFlight;
-use crate::store::index::{ChunkRow, MediaRow};
+use super::inflight::InFlight;
+use super::CacheError;
+use crate::store::index::{unix_now, ChunkRow, MediaRow};
+use crate::store::MediaId;
+use crate::upstream::Version;
 
 /// Where the bytes of one chunk are.
 #[derive(Debug, Clone)]
-pub enum Slot {
+pub(crate) enum Slot {
     /// A complete file in the store; `verified` once its checksum was
     /// checked (or it was written) by this process.
     Cached { row: ChunkRow, verified: bool },
@@ -21,9 +26,19 @@ pub enum Slot {
     Pending(Arc<InFlight>),
 }
 
+/// Tells media instances apart for as long as the process runs (ids are
+/// not enough: a media the index could not record has none).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) struct Instance(u64);
+
 #[derive(Debug)]
-pub struct Media {
+pub(crate) struct Media {
     pub row: MediaRow,
+    /// The origin URL, parsed once.
+    pub url: Arc<Url>,
+    /// What every origin response for it must agree with.
+    pub version: Arc<Version>,
+    instance: Instance,
     slots: Mutex<HashMap<u64, Slot>>,
     playheads: Mutex<Vec<Arc<PlayheadState>>>,
     /// Signalled when a playhead moves or ends.
@@ -40,7 +55,8 @@ pub struct Media {
 }
 
 impl Media {
-    pub fn new(row: MediaRow, chunks: Vec<ChunkRow>) -> Media {
+    pub fn new(url: Arc<Url>, row: MediaRow, chunks: Vec<ChunkRow>) -> Media {
+        static INSTANCES: AtomicU64 = AtomicU64::new(0);
         let slots = chunks
             .into_iter()
             .map(|row| {
@@ -52,7 +68,14 @@ impl Media {
             })
             .collect();
         Media {
-            last_used_unix: AtomicI64::new(crate::store::index::unix_now()),
+            url,
+            version: Arc::new(Version {
+                size: row.size_bytes,
+                etag: row.etag.clone(),
+                last_modified: row.last_modified.clone(),
+            }),
+            instance: Instance(INSTANCES.fetch_add(1, Ordering::Relaxed)),
+            last_used_unix: AtomicI64::new(unix_now()),
             last_ended: AtomicU64::new(u64::MAX),
             probed_unix: AtomicI64::new(row.probed_unix),
             row,
@@ -63,8 +86,14 @@ impl Media {
         }
     }
 
-    pub fn id(&self) -> i64 {
+    /// The index's id; None when the index could not record this version
+    /// (it streams, but nothing of it is written).
+    pub fn id(&self) -> Option<MediaId> {
         self.row.media_id
+    }
+
+    pub fn instance(&self) -> Instance {
+        self.instance
     }
 
     pub fn size(&self) -> u64 {
@@ -178,29 +207,39 @@ impl Media {
         }
     }
 
-    /// Marks this version as replaced; returns the pending downloads so the
-    /// caller can fail them.
-    pub fn mark_gone(&self) -> Vec<Arc<InFlight>> {
-        self.gone.store(true, Ordering::SeqCst);
-        let slots = self.slots.lock().unwrap();
-        slots
-            .values()
-            .filter_map(|s| match s {
-                Slot::Pending(p) => Some(p.clone()),
-                Slot::Cached { .. } => None,
-            })
-            .collect()
+    /// Marks this version as replaced (the origin's copy changed) and
+    /// fails its downloads. Returns false when it already was.
+    pub fn mark_gone(&self) -> bool {
+        if self.gone.swap(true, Ordering::SeqCst) {
+            return false;
+        }
+        let pending: Vec<Arc<InFlight>> = {
+            let slots = self.slots.lock().unwrap();
+            slots
+                .values()
+                .filter_map(|s| match s {
+                    Slot::Pending(p) => Some(p.clone()),
+                    Slot::Cached { .. } => None,
+                })
+                .collect()
+        };
+        for chunk in pending {
+            chunk.fail(CacheError::Upstream(
+                crate::upstream::UpstreamError::Changed,
+            ));
+        }
+        self.moved.notify_waiters();
+        true
     }
 
     pub fn mark_used(&self) {
-        self.last_used_unix
-            .store(crate::store::index::unix_now(), Ordering::Relaxed);
+        self.last_used_unix.store(unix_now(), Ordering::Relaxed);
     }
 
     /// Whether nothing needs this media in memory: no player, no download,
     /// and no use for `idle`.
     pub fn is_idle(&self, idle: Duration) -> bool {
-        let unused = crate::store::index::unix_now() - self.last_used_unix.load(Ordering::Relaxed);
+        let unused = unix_now() - self.last_used_unix.load(Ordering::Relaxed);
         if unused < 0 || (unused as u64) < idle.as_secs() {
             return false;
         }
@@ -223,7 +262,7 @@ impl Media {
 
     /// Whether the validators are older than `max_age`.
     pub fn is_stale(&self, max_age: Duration) -> bool {
-        let age = crate::store::index::unix_now() - self.probed_unix.load(Ordering::Relaxed);
+        let age = unix_now() - self.probed_unix.load(Ordering::Relaxed);
         age < 0 || age as u64 >= max_age.as_secs()
     }
 
@@ -300,7 +339,7 @@ struct PlayheadState {
 
 /// A player's position in one media; ends when dropped.
 #[derive(Debug)]
-pub struct Playhead {
+pub(crate) struct Playhead {
     media: Arc<Media>,
     state: Arc<PlayheadState>,
 }
@@ -327,8 +366,9 @@ mod tests {
     use super::*;
 
     fn media(size: u64, chunk: u64) -> Arc<Media> {
-        let row = MediaRow::for_test(1, "u", size, chunk);
+        let row = MediaRow::for_test(1, "http://x/u", size, chunk);
         Arc::new(Media::new(
+            Arc::new(Url::parse(&row.url).unwrap()),
             row,
             vec![ChunkRow {
                 chunk_index: 3,

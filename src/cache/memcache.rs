@@ -9,8 +9,8 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, Weak};
 
-use crate::cache::inflight::InFlight;
-use crate::cache::media::Media;
+use super::inflight::InFlight;
+use super::media::{Instance, Media};
 
 struct Entry {
     media: Weak<Media>,
@@ -20,23 +20,25 @@ struct Entry {
 
 #[derive(Default)]
 struct State {
-    /// Keyed by the media's address (ids may repeat: -1 for a media the
-    /// index could not record) and the chunk index.
-    entries: HashMap<(usize, u64), Entry>,
+    /// Keyed by media instance (a media the index could not record has no
+    /// id) and chunk index.
+    entries: HashMap<(Instance, u64), Entry>,
     bytes: u64,
     tick: u64,
 }
 
-pub struct MemCache {
+/// Cheap to clone.
+#[derive(Clone)]
+pub(crate) struct MemCache {
     limit: u64,
-    state: Mutex<State>,
+    state: Arc<Mutex<State>>,
 }
 
 impl MemCache {
     pub fn new(limit: u64) -> MemCache {
         MemCache {
             limit,
-            state: Mutex::default(),
+            state: Arc::default(),
         }
     }
 
@@ -53,7 +55,7 @@ impl MemCache {
             st.tick += 1;
             let tick = st.tick;
             let old = st.entries.insert(
-                (key(media), index),
+                (media.instance(), index),
                 Entry {
                     media: Arc::downgrade(media),
                     chunk,
@@ -92,7 +94,7 @@ impl MemCache {
         let mut st = self.state.lock().unwrap();
         st.tick += 1;
         let tick = st.tick;
-        if let Some(e) = st.entries.get_mut(&(key(media), index)) {
+        if let Some(e) = st.entries.get_mut(&(media.instance(), index)) {
             e.last_use = tick;
         }
     }
@@ -100,10 +102,6 @@ impl MemCache {
     pub fn bytes(&self) -> u64 {
         self.state.lock().unwrap().bytes
     }
-}
-
-fn key(media: &Arc<Media>) -> usize {
-    Arc::as_ptr(media) as usize
 }
 
 #[cfg(test)]
@@ -114,8 +112,9 @@ mod tests {
 
     #[test]
     fn least_recently_used_goes_first() {
-        let row = MediaRow::for_test(1, "u", 100, 10);
-        let media = Arc::new(Media::new(row, vec![]));
+        let row = MediaRow::for_test(1, "http://x/u", 100, 10);
+        let url = Arc::new(url::Url::parse(&row.url).unwrap());
+        let media = Arc::new(Media::new(url, row, vec![]));
         let cache = MemCache::new(25);
         let claim = |i| media.claim(i, i, 0).pop().unwrap().1;
         let (a, b, c) = (claim(0), claim(1), claim(2));

@@ -4,66 +4,53 @@
 
 use std::sync::Arc;
 
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use tracing::warn;
 
-use crate::cache::catalog::redact_str;
-use crate::cache::inflight::InFlight;
-use crate::cache::media::Media;
-use crate::disk::{self, monitor};
-use crate::store::chunks::{WriteClass, WriteError, WriteStage};
-use crate::store::evict;
-use crate::store::index::{ChunkRow, IndexError};
-use crate::Shared;
+use super::catalog::Catalog;
+use super::inflight::InFlight;
+use super::media::Media;
+use super::memcache::MemCache;
+use crate::disk::{Breaker, Disk, WriteClass};
+use crate::metrics::Metrics;
+use crate::store::chunks::{WriteError, WriteStage};
+use crate::store::index::{self, ChunkRow, IndexError};
+use crate::store::{ChunkFiles, Evictor, Index, MediaId};
+use crate::upstream::redact;
 
-/// Writes a complete chunk to the store and records it in the index. A
-/// chunk that cannot be written stays in memory (bounded) instead; the
-/// players reading it have its bytes either way.
-pub async fn persist(shared: Arc<Shared>, media: Arc<Media>, index: u64, chunk: Arc<InFlight>) {
-    if chunk.wait().await.is_err() {
-        media.release(index, &chunk);
-        return;
-    }
-    let Some(_ticket) = shared.writes.begin() else {
-        // Shutting down: the chunk is not cached, nothing is half-written.
-        media.release(index, &chunk);
-        return;
-    };
-    // A media the index could not record (id < 0) is never written.
-    if media.id() < 0
-        || !shared.guard.may_write(&shared.cfg.cache_dir)
-        || !room_for(&shared, chunk.len()).await
-    {
-        keep_in_memory(&shared, &media, index, chunk);
-        return;
-    }
-    let mut result = write_chunk(&shared, &media, index, &chunk).await;
-    if let Err(WriteFailure::Class(WriteClass::DiskFull)) = result {
-        // Make room and try once more.
-        let target = disk::space(&shared.cfg.cache_dir)
-            .map(|s| monitor::cleanup_target(&shared, s))
-            .unwrap_or(u64::MAX);
-        let freed = evict::cleanup(&shared, target).await;
-        result = if freed.bytes > 0 {
-            write_chunk(&shared, &media, index, &chunk).await
-        } else {
-            result
-        };
-        if let Err(WriteFailure::Class(WriteClass::DiskFull)) = result {
-            shared.guard.pause_disk_full();
-        }
-    }
-    match result {
-        Ok(row) => {
-            shared.guard.on_success();
-            shared.metrics.chunks_written.inc();
-            media.set_cached(&chunk, row);
-        }
-        Err(WriteFailure::Gone) => media.release(index, &chunk),
-        Err(WriteFailure::Class(class)) => {
-            shared.guard.on_failure(class);
-            keep_in_memory(&shared, &media, index, chunk);
-        }
-    }
+/// Writes complete chunks. Cheap to clone.
+#[derive(Clone)]
+pub(crate) struct Writer {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    files: ChunkFiles,
+    index: Index,
+    breaker: Breaker,
+    evictor: Evictor,
+    disk: Disk,
+    memcache: MemCache,
+    /// Which chunks players need, so a cleanup leaves them.
+    catalog: Catalog,
+    metrics: Arc<Metrics>,
+    /// Chunk writes in progress, so shutdown can wait for them.
+    writes: TaskTracker,
+    /// Cancelled at shutdown: chunks not complete by then are not written.
+    closing: CancellationToken,
+}
+
+/// What the writer is made of.
+pub(crate) struct Parts {
+    pub files: ChunkFiles,
+    pub index: Index,
+    pub breaker: Breaker,
+    pub evictor: Evictor,
+    pub disk: Disk,
+    pub memcache: MemCache,
+    pub catalog: Catalog,
+    pub metrics: Arc<Metrics>,
 }
 
 enum WriteFailure {
@@ -72,91 +59,206 @@ enum WriteFailure {
     Class(WriteClass),
 }
 
-/// Before a write: when it would take the disk below the critical
-/// threshold, clean up first; false when that did not make room.
-async fn room_for(shared: &Arc<Shared>, len: u64) -> bool {
-    let Ok(space) = disk::space(&shared.cfg.cache_dir) else {
-        return true; // the write itself will tell
-    };
-    let critical = monitor::critical_bytes(shared, space);
-    if space.free_bytes >= critical.saturating_add(len) {
-        return true;
-    }
-    let done = evict::cleanup(shared, monitor::cleanup_target(shared, space)).await;
-    if done.free_bytes >= critical.saturating_add(len) {
-        return true;
-    }
-    shared.guard.pause_disk_full();
-    false
-}
-
-/// Writes the file, then the row; a failure of either is classified and
-/// leaves neither behind.
-async fn write_chunk(
-    shared: &Arc<Shared>,
-    media: &Arc<Media>,
-    index: u64,
-    chunk: &Arc<InFlight>,
-) -> Result<ChunkRow, WriteFailure> {
-    let pieces = chunk.pieces();
-    let store = shared.store.clone();
-    let media_id = media.id();
-    let written = tokio::task::spawn_blocking(move || store.write(media_id, index, &pieces))
-        .await
-        .unwrap_or_else(|e| Err(WriteError::other(e)));
-    let crc = match written {
-        Ok(crc) => crc,
-        // Its directory went with a dropped version: not a disk problem.
-        Err(_) if media.is_gone() => return Err(WriteFailure::Gone),
-        Err(e) => {
-            write_failed(shared, media, index, e.class, &e);
-            return Err(WriteFailure::Class(e.class));
+impl Writer {
+    pub fn new(p: Parts) -> Writer {
+        Writer {
+            inner: Arc::new(Inner {
+                files: p.files,
+                index: p.index,
+                breaker: p.breaker,
+                evictor: p.evictor,
+                disk: p.disk,
+                memcache: p.memcache,
+                catalog: p.catalog,
+                metrics: p.metrics,
+                writes: TaskTracker::new(),
+                closing: CancellationToken::new(),
+            }),
         }
-    };
-    let row = ChunkRow {
-        chunk_index: index,
-        size_bytes: chunk.len(),
-        crc32c: crc,
-    };
-    let recorded = match shared.store.injected(WriteStage::Index) {
-        Some(e) => Err(IndexError::Injected(e)),
-        None => shared.index.insert_chunk(media_id, row).await,
-    };
-    if let Err(e) = recorded {
-        shared.store.remove(media_id, index);
-        // A version replaced in the index meanwhile fails its foreign key.
-        if media.is_gone() || crate::store::index::is_foreign_key(&e) {
-            return Err(WriteFailure::Gone);
-        }
-        let class = crate::store::index::write_class(&e);
-        write_failed(shared, media, index, class, &e);
-        return Err(WriteFailure::Class(class));
     }
-    Ok(row)
-}
 
-fn write_failed(
-    shared: &Shared,
-    media: &Media,
-    index: u64,
-    class: WriteClass,
-    e: &dyn std::fmt::Display,
-) {
-    let free = disk::space(&shared.cfg.cache_dir).map_or(0, |s| s.free_bytes);
-    warn!(
-        class = class.as_str(),
-        url = %redact_str(&media.row.url),
-        chunk = index,
-        free_bytes = free,
-        error = %e,
-        "cache write failed"
-    );
-    shared.metrics.write_error(class.as_str());
-}
+    pub fn memcache(&self) -> &MemCache {
+        &self.inner.memcache
+    }
 
-fn keep_in_memory(shared: &Shared, media: &Arc<Media>, index: u64, chunk: Arc<InFlight>) {
-    shared.metrics.chunks_kept_in_memory.inc();
-    if !shared.memcache.insert(media, index, chunk.clone()) {
-        media.release(index, &chunk);
+    /// Writes a chunk once it is complete, as a task that shutdown waits
+    /// for. Returns None when shutting down (nothing is written then).
+    pub fn spawn(
+        &self,
+        media: Arc<Media>,
+        index: u64,
+        chunk: Arc<InFlight>,
+    ) -> Option<tokio::task::JoinHandle<()>> {
+        if self.inner.closing.is_cancelled() {
+            media.release(index, &chunk);
+            return None;
+        }
+        let w = self.clone();
+        Some(
+            self.inner
+                .writes
+                .spawn(async move { w.persist(media, index, chunk).await }),
+        )
+    }
+
+    /// Refuses new writes and waits for those under way, at most `limit`.
+    pub async fn close_and_wait(&self, limit: std::time::Duration) {
+        self.inner.closing.cancel();
+        self.inner.writes.close();
+        if tokio::time::timeout(limit, self.inner.writes.wait())
+            .await
+            .is_err()
+        {
+            warn!("chunk writes still running at shutdown; start-up will clean up");
+        }
+    }
+
+    /// Writes a complete chunk to the store and records it in the index. A
+    /// chunk that cannot be written stays in memory (bounded) instead; the
+    /// players reading it have its bytes either way.
+    async fn persist(&self, media: Arc<Media>, index: u64, chunk: Arc<InFlight>) {
+        let complete = tokio::select! {
+            r = chunk.wait() => r.is_ok(),
+            _ = self.inner.closing.cancelled() => false,
+        };
+        // Shutting down: the chunk is not cached, nothing is half-written.
+        if !complete || self.inner.closing.is_cancelled() {
+            media.release(index, &chunk);
+            return;
+        }
+        // A media the index could not record is never written.
+        let Some(media_id) = media.id() else {
+            self.keep_in_memory(&media, index, chunk);
+            return;
+        };
+        let inner = &self.inner;
+        if !inner.breaker.may_write().await || !self.room_for(chunk.len()).await {
+            self.keep_in_memory(&media, index, chunk);
+            return;
+        }
+        let mut result = self.write_chunk(&media, media_id, index, &chunk).await;
+        if let Err(WriteFailure::Class(WriteClass::DiskFull)) = result {
+            // Make room and try once more.
+            let target = match inner.disk.space().await {
+                Ok(s) => inner.disk.cleanup_target(s),
+                Err(_) => u64::MAX,
+            };
+            let freed = inner.evictor.cleanup(target, &inner.catalog).await;
+            result = if freed.bytes > 0 {
+                self.write_chunk(&media, media_id, index, &chunk).await
+            } else {
+                result
+            };
+            if let Err(WriteFailure::Class(WriteClass::DiskFull)) = result {
+                inner.breaker.pause_disk_full(freed.free_bytes);
+            }
+        }
+        match result {
+            Ok(row) => {
+                inner.breaker.on_success();
+                inner.metrics.chunks_written.inc();
+                media.set_cached(&chunk, row);
+            }
+            Err(WriteFailure::Gone) => media.release(index, &chunk),
+            Err(WriteFailure::Class(class)) => {
+                inner.breaker.on_failure(class);
+                self.keep_in_memory(&media, index, chunk);
+            }
+        }
+    }
+
+    /// Before a write: when it would take the disk below the critical
+    /// threshold, clean up first; false when that did not make room.
+    async fn room_for(&self, len: u64) -> bool {
+        let inner = &self.inner;
+        let Ok(space) = inner.disk.space().await else {
+            return true; // the write itself will tell
+        };
+        if inner.disk.has_room(space, len) {
+            return true;
+        }
+        let target = inner.disk.cleanup_target(space);
+        let done = inner.evictor.cleanup(target, &inner.catalog).await;
+        let after = crate::disk::Space {
+            free_bytes: done.free_bytes,
+            ..space
+        };
+        if inner.disk.has_room(after, len) {
+            return true;
+        }
+        inner.breaker.pause_disk_full(done.free_bytes);
+        false
+    }
+
+    /// Writes the file, then the row; a failure of either is classified and
+    /// leaves neither behind.
+    async fn write_chunk(
+        &self,
+        media: &Arc<Media>,
+        media_id: MediaId,
+        index: u64,
+        chunk: &Arc<InFlight>,
+    ) -> Result<ChunkRow, WriteFailure> {
+        let inner = &self.inner;
+        let pieces = chunk.pieces();
+        let files = inner.files.clone();
+        let written = tokio::task::spawn_blocking(move || files.write(media_id, index, &pieces))
+            .await
+            .unwrap_or_else(|e| Err(WriteError::other(e)));
+        let crc = match written {
+            Ok(crc) => crc,
+            // Its directory went with a dropped version: not a disk problem.
+            Err(_) if media.is_gone() => return Err(WriteFailure::Gone),
+            Err(e) => {
+                self.write_failed(media, index, e.class, &e).await;
+                return Err(WriteFailure::Class(e.class));
+            }
+        };
+        let row = ChunkRow {
+            chunk_index: index,
+            size_bytes: chunk.len(),
+            crc32c: crc,
+        };
+        let recorded = match inner.files.injected(WriteStage::Index) {
+            Some(e) => Err(IndexError::Injected(e)),
+            None => inner.index.insert_chunk(media_id, row).await,
+        };
+        if let Err(e) = recorded {
+            inner.files.remove_many(vec![(media_id, index)]).await;
+            // A version replaced in the index meanwhile fails its foreign key.
+            if media.is_gone() || index::is_foreign_key(&e) {
+                return Err(WriteFailure::Gone);
+            }
+            let class = index::write_class(&e);
+            self.write_failed(media, index, class, &e).await;
+            return Err(WriteFailure::Class(class));
+        }
+        Ok(row)
+    }
+
+    async fn write_failed(
+        &self,
+        media: &Media,
+        index: u64,
+        class: WriteClass,
+        e: &(dyn std::fmt::Display + Sync),
+    ) {
+        let free = self.inner.disk.space().await.map_or(0, |s| s.free_bytes);
+        warn!(
+            class = class.as_str(),
+            url = %redact(&media.url),
+            chunk = index,
+            free_bytes = free,
+            error = %e,
+            "cache write failed"
+        );
+        self.inner.breaker.count(class);
+    }
+
+    fn keep_in_memory(&self, media: &Arc<Media>, index: u64, chunk: Arc<InFlight>) {
+        self.inner.metrics.chunks_kept_in_memory.inc();
+        if !self.inner.memcache.insert(media, index, chunk.clone()) {
+            media.release(index, &chunk);
+        }
     }
 }

@@ -8,20 +8,20 @@
 //! no player has wanted that chunk for the read-ahead grace period, so an
 //! abandoned stream stops downloading.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
-use reqwest::StatusCode;
-use tracing::debug;
+use tokio::time::Instant;
+use tracing::{debug, warn};
 
-use crate::cache::catalog::Catalog;
-use crate::cache::inflight::{ChunkFailure, InFlight};
-use crate::cache::media::{Media, Slot};
-use crate::cache::persist::persist;
-use crate::upstream::resume::ResumingBody;
-use crate::upstream::{Head, UpstreamError};
-use crate::Shared;
+use super::inflight::InFlight;
+use super::media::{Media, Slot};
+use super::persist::Writer;
+use super::CacheError;
+use crate::store::{ChunkFiles, Index};
+use crate::upstream::{redact, Head, ResumingBody, Upstream, UpstreamError};
 
 /// A miss this far into a chunk starts the download at the player's byte
 /// (and fetches the chunk's head separately) instead of at the chunk's
@@ -46,78 +46,124 @@ pub fn split_at(within: u64) -> u64 {
     }
 }
 
-/// Starts a run at chunk `index` (at byte `split` within it) if nobody
-/// fetches that chunk yet. Returns false when it was cached or downloading.
-pub fn start(shared: &Arc<Shared>, media: &Arc<Media>, index: u64, split: u64) -> bool {
-    let Some(run) = Run::claim(shared, media, index, split) else {
-        return false;
-    };
-    debug!(
-        media = media.id(),
-        index,
-        split,
-        end = run.body.end(),
-        "run starts"
-    );
-    tokio::spawn(run.go(None));
-    true
+/// Starts and runs downloads. Cheap to clone.
+#[derive(Clone)]
+pub(crate) struct Runs {
+    inner: Arc<Inner>,
 }
 
-/// Starts a run whose first response (from the cold probe) is in hand.
-pub fn start_with(
-    shared: &Arc<Shared>,
-    media: &Arc<Media>,
-    index: u64,
-    split: u64,
-    requested_end: Option<u64>,
-    resp: reqwest::Response,
-    head: Head,
-) {
-    if let Some(mut run) = Run::claim(shared, media, index, split) {
-        // The probe may have asked for less than the missing stretch.
-        if let Some(end) = requested_end {
-            run.body.limit(end);
+struct Inner {
+    upstream: Upstream,
+    writer: Writer,
+    index: Index,
+    files: ChunkFiles,
+    /// The read-ahead window in whole chunks.
+    read_ahead_chunks: u64,
+    grace: Duration,
+}
+
+impl Runs {
+    pub fn new(
+        upstream: Upstream,
+        writer: Writer,
+        index: Index,
+        files: ChunkFiles,
+        read_ahead_chunks: u64,
+        grace: Duration,
+    ) -> Runs {
+        Runs {
+            inner: Arc::new(Inner {
+                upstream,
+                writer,
+                index,
+                files,
+                read_ahead_chunks,
+                grace,
+            }),
         }
-        tokio::spawn(run.go(Some((resp, head))));
     }
-}
 
-/// Called as a player reads chunk `at`: starts fetching the first missing
-/// chunk within the read-ahead window, unless the run downloading the chunk
-/// before it will go on to it anyway (one request per stretch, not one per
-/// chunk).
-pub fn read_ahead(shared: &Arc<Shared>, media: &Arc<Media>, at: u64) {
-    let ra = shared.read_ahead_chunks();
-    let last = at
-        .saturating_add(ra)
-        .min(media.chunk_count().saturating_sub(1));
-    let mut before = media.slot(at);
-    for index in at + 1..=last {
-        let slot = media.slot(index);
-        if slot.is_none() {
-            if !matches!(before, Some(Slot::Pending(_))) {
-                start(shared, media, index, 0);
+    pub fn upstream(&self) -> &Upstream {
+        &self.inner.upstream
+    }
+
+    pub fn writer(&self) -> &Writer {
+        &self.inner.writer
+    }
+
+    /// Starts a run at chunk `index` (at byte `split` within it) if nobody
+    /// fetches that chunk yet. Returns false when it was cached or
+    /// downloading.
+    pub fn start(&self, media: &Arc<Media>, index: u64, split: u64) -> bool {
+        let Some(run) = self.claim(media, index, split) else {
+            return false;
+        };
+        debug!(
+            media = ?media.id(),
+            index,
+            split,
+            end = run.body.end(),
+            "run starts"
+        );
+        tokio::spawn(run.go(None));
+        true
+    }
+
+    /// Starts a run whose first response (from the cold probe) is in hand.
+    pub fn start_with(
+        &self,
+        media: &Arc<Media>,
+        index: u64,
+        split: u64,
+        requested_end: Option<u64>,
+        resp: reqwest::Response,
+        head: Head,
+    ) {
+        if let Some(mut run) = self.claim(media, index, split) {
+            // The probe may have asked for less than the missing stretch.
+            if let Some(end) = requested_end {
+                run.body.limit(end);
             }
+            tokio::spawn(run.go(Some((resp, head))));
+        }
+    }
+
+    /// Called as a player reads chunk `at`: starts fetching the first
+    /// missing chunk within the read-ahead window, unless the run
+    /// downloading the chunk before it will go on to it anyway (one request
+    /// per stretch, not one per chunk).
+    pub fn read_ahead(&self, media: &Arc<Media>, at: u64) {
+        let last = at
+            .saturating_add(self.inner.read_ahead_chunks)
+            .min(media.chunk_count().saturating_sub(1));
+        let mut before = media.slot(at);
+        for index in at + 1..=last {
+            let slot = media.slot(index);
+            if slot.is_none() {
+                if !matches!(before, Some(Slot::Pending(_))) {
+                    self.start(media, index, 0);
+                }
+                return;
+            }
+            before = slot;
+        }
+    }
+
+    /// Drops a media version whose origin copy changed: downloads of it
+    /// stop, its rows and chunk files go, and the next player probes anew.
+    pub async fn invalidate(&self, media: &Arc<Media>) {
+        if !media.mark_gone() {
             return;
         }
-        before = slot;
+        warn!(url = %redact(&media.url), "origin copy changed; dropping cached chunks");
+        let Some(id) = media.id() else { return };
+        if let Err(e) = self.inner.index.remove_media(id).await {
+            warn!(error = %e, "cannot remove media from the index");
+        }
+        self.inner.files.remove_media(id).await;
     }
-}
 
-struct Run {
-    shared: Arc<Shared>,
-    media: Arc<Media>,
-    /// The chunk being filled and, once wanted, the next one.
-    current: Option<(u64, Arc<InFlight>)>,
-    next: Option<(u64, Arc<InFlight>)>,
-    /// The stretch this run requests.
-    body: ResumingBody,
-    /// Bytes received past the chunk being filled.
-    carry: Option<Bytes>,
-}
-
-impl Run {
-    fn claim(shared: &Arc<Shared>, media: &Arc<Media>, index: u64, split: u64) -> Option<Run> {
+    fn claim(&self, media: &Arc<Media>, index: u64, split: u64) -> Option<Run> {
         let (index, chunk) = media.claim(index, index, split).pop()?;
         // Ask for everything up to the next chunk somebody already has: one
         // request for the whole missing stretch.
@@ -134,49 +180,87 @@ impl Run {
             _ => stretch_end,
         };
         if split > 0 {
-            tokio::spawn(fetch_head(
-                shared.clone(),
-                media.clone(),
-                index,
-                chunk.clone(),
-            ));
+            tokio::spawn(self.clone().fetch_head(media.clone(), index, chunk.clone()));
         }
+        let start = media.chunk_start(index) + split;
         Some(Run {
-            shared: shared.clone(),
+            runs: self.clone(),
             media: media.clone(),
-            body: ResumingBody::new(shared, media, media.chunk_start(index) + split, end_byte),
+            body: self.body(media, start, end_byte),
             current: Some((index, chunk)),
             next: None,
             carry: None,
         })
     }
 
+    /// The bytes `[pos, end]` of a media from the origin, resumed on breaks.
+    pub fn body(&self, media: &Media, pos: u64, end: u64) -> ResumingBody {
+        ResumingBody::new(&self.inner.upstream, &media.url, &media.version, pos, end)
+    }
+
+    /// Fetches the head of a chunk whose tail a run fetches (a seek into
+    /// the middle of a missing chunk), resuming like a run does.
+    async fn fetch_head(self, media: Arc<Media>, index: u64, chunk: Arc<InFlight>) {
+        // The player is waiting for the tail: let its first bytes arrive
+        // before the head competes with it for the origin and the CPU.
+        let _ = chunk.read_at(chunk.split()).await;
+        let start = media.chunk_start(index);
+        let from = start + chunk.split() - chunk.head_missing();
+        let mut body = self.body(&media, from, start + chunk.split() - 1);
+        let result = loop {
+            if chunk.is_failed() {
+                return;
+            }
+            match body.next().await {
+                Ok(Some(piece)) => chunk.push_head(piece),
+                Ok(None) => break Ok(()),
+                Err(e) => break Err(CacheError::from(e)),
+            }
+        };
+        if result.as_ref().is_err_and(CacheError::is_changed) {
+            self.invalidate(&media).await;
+        } else {
+            chunk.finish_head(result);
+        }
+    }
+}
+
+struct Run {
+    runs: Runs,
+    media: Arc<Media>,
+    /// The chunk being filled and, once wanted, the next one.
+    current: Option<(u64, Arc<InFlight>)>,
+    next: Option<(u64, Arc<InFlight>)>,
+    /// The stretch this run requests.
+    body: ResumingBody,
+    /// Bytes received past the chunk being filled.
+    carry: Option<Bytes>,
+}
+
+impl Run {
     async fn go(mut self, first: Option<(reqwest::Response, Head)>) {
         if let Some((resp, head)) = first {
-            let body = std::mem::replace(
-                &mut self.body,
-                ResumingBody::new(&self.shared, &self.media, 0, 0),
-            );
+            let body = std::mem::replace(&mut self.body, self.runs.body(&self.media, 0, 0));
             self.body = body.with_response(resp, &head);
         }
         let failure = match self.fetch_all().await {
-            Ok(()) => ChunkFailure::Cancelled,
+            Ok(()) => CacheError::Cancelled,
             Err(f) => f,
         };
         for (index, chunk) in self.current.take().into_iter().chain(self.next.take()) {
             chunk.fail(failure.clone());
             self.media.release(index, &chunk);
         }
-        if failure == ChunkFailure::Changed {
-            Catalog::invalidate(&self.shared, &self.media).await;
+        if failure.is_changed() {
+            self.runs.invalidate(&self.media).await;
         }
     }
 
-    async fn fetch_all(&mut self) -> Result<(), ChunkFailure> {
-        let ra = self.shared.read_ahead_chunks();
-        let grace = self.shared.cfg.read_ahead_grace;
+    async fn fetch_all(&mut self) -> Result<(), CacheError> {
+        let ra = self.runs.inner.read_ahead_chunks;
+        let grace = self.runs.inner.grace;
         let last_requested = self.body.end() / self.media.chunk_size();
-        let mut writing = std::collections::VecDeque::new();
+        let mut writing = VecDeque::new();
         while let Some((index, chunk)) = self.current.clone() {
             if !wait_wanted(&self.media, index, ra, grace).await {
                 debug!(index, "read-ahead no longer wanted; stopping");
@@ -200,16 +284,13 @@ impl Run {
             // A few chunk writes in flight per run absorb the disk's hiccups;
             // past that the run waits, so memory stays bounded when the disk
             // is slower than the origin.
-            let write = persist(
-                self.shared.clone(),
-                self.media.clone(),
-                index,
-                chunk.clone(),
-            );
+            let writer = self.runs.writer();
+            let Some(write) = writer.spawn(self.media.clone(), index, chunk.clone()) else {
+                continue;
+            };
             if chunk.split() > 0 {
                 // Its head may still be on the way: do not let it hold up
                 // the run (one such chunk per run at most).
-                tokio::spawn(write);
                 continue;
             }
             if writing.len() >= WRITES_IN_FLIGHT {
@@ -217,22 +298,22 @@ impl Run {
                     let _: Result<(), _> = w.await;
                 }
             }
-            writing.push_back(tokio::spawn(write));
+            writing.push_back(write);
         }
         Ok(())
     }
 
     /// Fills the tail of one chunk from the body.
-    async fn fill(&mut self, chunk: &Arc<InFlight>) -> Result<(), ChunkFailure> {
+    async fn fill(&mut self, chunk: &Arc<InFlight>) -> Result<(), CacheError> {
         while chunk.tail_missing() > 0 {
-            if chunk.is_failed() {
+            if let Some(e) = chunk.failure() {
                 // Its head download failed; the chunk cannot complete.
-                return Err(ChunkFailure::Upstream("head of chunk failed".into()));
+                return Err(e);
             }
             let mut piece = match self.carry.take() {
                 Some(p) => p,
                 None => self.body.next().await?.ok_or_else(|| {
-                    ChunkFailure::Upstream("the stretch ended before its last chunk".into())
+                    UpstreamError::Protocol("the stretch ended before its last chunk".into())
                 })?,
             };
             let need = chunk.tail_missing() as usize;
@@ -242,70 +323,6 @@ impl Run {
             chunk.push(piece);
         }
         Ok(())
-    }
-}
-
-/// Checks that a response carries this media version's bytes from `pos`;
-/// returns how many leading bytes to drop (an origin ignoring Range).
-pub fn check_response(media: &Media, head: &Head, pos: u64) -> Result<u64, RunError> {
-    let row = &media.row;
-    let differs = |ours: &Option<String>, theirs: &Option<String>| matches!((ours, theirs), (Some(a), Some(b)) if a != b);
-    if head.total.is_some_and(|t| t != row.size_bytes)
-        || differs(&row.etag, &head.etag)
-        || differs(&row.last_modified, &head.last_modified)
-    {
-        return Err(RunError::Changed);
-    }
-    match head.status {
-        StatusCode::PARTIAL_CONTENT if head.start == pos => Ok(0),
-        StatusCode::PARTIAL_CONTENT => Err(RunError::Upstream(UpstreamError::Protocol(format!(
-            "asked for byte {pos} and got byte {}",
-            head.start
-        )))),
-        // The origin ignored Range: drop what comes before `pos`.
-        StatusCode::OK => Ok(pos),
-        s => Err(RunError::Upstream(UpstreamError::BadStatus(s))),
-    }
-}
-
-/// Fetches the head of a chunk whose tail a run fetches (a seek into the
-/// middle of a missing chunk), resuming like a run does.
-async fn fetch_head(shared: Arc<Shared>, media: Arc<Media>, index: u64, chunk: Arc<InFlight>) {
-    // The player is waiting for the tail: let its first bytes arrive before
-    // the head competes with it for the origin and the CPU.
-    let _ = chunk.read_at(chunk.split()).await;
-    let start = media.chunk_start(index);
-    let from = start + chunk.split() - chunk.head_missing();
-    let mut body = ResumingBody::new(&shared, &media, from, start + chunk.split() - 1);
-    let result = loop {
-        if chunk.is_failed() {
-            return;
-        }
-        match body.next().await {
-            Ok(Some(piece)) => chunk.push_head(piece),
-            Ok(None) => break Ok(()),
-            Err(e) => break Err(e),
-        }
-    };
-    if result == Err(ChunkFailure::Changed) {
-        chunk.fail(ChunkFailure::Changed);
-        Catalog::invalidate(&shared, &media).await;
-    } else {
-        chunk.finish_head(result);
-    }
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum RunError {
-    #[error("the origin's media changed")]
-    Changed,
-    #[error(transparent)]
-    Upstream(UpstreamError),
-}
-
-impl From<UpstreamError> for RunError {
-    fn from(e: UpstreamError) -> RunError {
-        RunError::Upstream(e)
     }
 }
 

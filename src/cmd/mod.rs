@@ -6,18 +6,25 @@ use anyhow::Context;
 
 use crate::config::FreeSpace;
 use crate::disk::{self, Level};
-use crate::store::index::Index;
 use crate::store::recover::{self, ScanOptions};
+use crate::store::Index;
 
 /// Checks every chunk; returns whether the cache was clean.
 pub async fn verify(cache_dir: &Path, repair: bool) -> anyhow::Result<bool> {
     let path = cache_dir.join("index.db");
     anyhow::ensure!(path.exists(), "no index at {}", path.display());
-    let index = match Index::open(&path) {
+    let opened = tokio::task::spawn_blocking({
+        let path = path.clone();
+        move || Index::open(&path)
+    })
+    .await?;
+    let index = match opened {
         Ok(i) => i,
         Err(e) if repair => {
             println!("index unusable ({e}); moving it aside");
-            let (index, _) = recover::open_index(cache_dir)?;
+            let dir = cache_dir.to_owned();
+            let (index, _) =
+                tokio::task::spawn_blocking(move || recover::open_index(&dir)).await??;
             println!("fresh index created; chunk files cleared");
             drop(index);
             return Ok(false);
@@ -44,7 +51,9 @@ pub async fn verify(cache_dir: &Path, repair: bool) -> anyhow::Result<bool> {
 }
 
 pub async fn stats(cache_dir: &Path, free: &FreeSpace) -> anyhow::Result<()> {
-    let index = Index::open(&cache_dir.join("index.db"))
+    let path = cache_dir.join("index.db");
+    let index = tokio::task::spawn_blocking(move || Index::open(&path))
+        .await?
         .with_context(|| format!("cannot open the index in {}", cache_dir.display()))?;
     let (media, chunks, bytes) = index.totals().await?;
     let space = disk::space(cache_dir)?;

@@ -8,16 +8,18 @@
 //! full after cleanup pauses writing until the disk monitor sees space
 //! again. Every change of state is logged once.
 
-use std::path::Path;
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
+use tokio::time::Instant;
 use tracing::{info, warn};
 
-use crate::store::chunks::WriteClass;
+use super::WriteClass;
+use crate::metrics::Metrics;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Mode {
+pub(crate) enum Mode {
     Writing,
     /// Disk full and cleanup could not help: until the monitor sees space.
     PausedDiskFull,
@@ -43,29 +45,45 @@ impl Mode {
 struct State {
     mode: Mode,
     consecutive_failures: u32,
+    /// A DISK_FULL was logged and counted since caching last resumed.
+    disk_full_told: bool,
+}
+
+/// May the cache be written now? Cheap to clone.
+#[derive(Debug, Clone)]
+pub(crate) struct Breaker {
+    inner: Arc<Inner>,
 }
 
 #[derive(Debug)]
-pub struct Guard {
+struct Inner {
     state: Mutex<State>,
+    /// Where the probe write goes.
+    dir: PathBuf,
     threshold: u32,
     cool_down: Duration,
+    metrics: Arc<Metrics>,
 }
 
-impl Guard {
-    pub fn new(threshold: u32, cool_down: Duration) -> Guard {
-        Guard {
-            state: Mutex::new(State {
-                mode: Mode::Writing,
-                consecutive_failures: 0,
+impl Breaker {
+    pub fn new(dir: &Path, threshold: u32, cool_down: Duration, metrics: Arc<Metrics>) -> Breaker {
+        Breaker {
+            inner: Arc::new(Inner {
+                state: Mutex::new(State {
+                    mode: Mode::Writing,
+                    consecutive_failures: 0,
+                    disk_full_told: false,
+                }),
+                dir: dir.to_owned(),
+                threshold: threshold.max(1),
+                cool_down,
+                metrics,
             }),
-            threshold: threshold.max(1),
-            cool_down,
         }
     }
 
     pub fn mode(&self) -> Mode {
-        self.state.lock().unwrap().mode
+        self.inner.state.lock().unwrap().mode
     }
 
     pub fn is_writing(&self) -> bool {
@@ -73,8 +91,9 @@ impl Guard {
     }
 
     /// Whether a chunk may be written now. When the breaker's cool-down is
-    /// over, a test write in `cache_dir` decides whether writing resumes.
-    pub fn may_write(&self, cache_dir: &Path) -> bool {
+    /// over, a test write in the cache directory decides whether writing
+    /// resumes.
+    pub async fn may_write(&self) -> bool {
         let until = match self.mode() {
             Mode::Writing => return true,
             Mode::PausedDiskFull => return false,
@@ -85,18 +104,22 @@ impl Guard {
         }
         // One prober at a time: push the deadline out while probing.
         {
-            let mut st = self.state.lock().unwrap();
+            let mut st = self.inner.state.lock().unwrap();
             match st.mode {
                 Mode::PausedBreaker { class, until: u } if u == until => {
                     st.mode = Mode::PausedBreaker {
                         class,
-                        until: Instant::now() + self.cool_down,
+                        until: Instant::now() + self.inner.cool_down,
                     };
                 }
                 _ => return st.mode == Mode::Writing,
             }
         }
-        match probe(cache_dir) {
+        let dir = self.inner.dir.clone();
+        let probed = tokio::task::spawn_blocking(move || probe(&dir))
+            .await
+            .unwrap_or_else(|e| Err(std::io::Error::other(e)));
+        match probed {
             Ok(()) => {
                 self.set(Mode::Writing, "cache writes work again; caching resumed");
                 true
@@ -109,25 +132,35 @@ impl Guard {
     }
 
     pub fn on_success(&self) {
-        self.state.lock().unwrap().consecutive_failures = 0;
+        self.inner.state.lock().unwrap().consecutive_failures = 0;
     }
 
     /// Records a failed write. PERMISSION_DENIED opens the breaker at once
     /// (retrying cannot help), IO after `threshold` failures in a row.
+    /// Counts a failed write in `spool_cache_write_errors_total{class}`
+    /// (the caller logs it).
+    pub fn count(&self, class: WriteClass) {
+        if class == WriteClass::DiskFull {
+            self.inner.state.lock().unwrap().disk_full_told = true;
+        }
+        self.inner.metrics.write_error(class.as_str());
+    }
+
+    /// Records a failed write (counted with `count`) for the breaker.
     pub fn on_failure(&self, class: WriteClass) {
         let open = {
-            let mut st = self.state.lock().unwrap();
+            let mut st = self.inner.state.lock().unwrap();
             st.consecutive_failures += 1;
             match class {
                 WriteClass::PermissionDenied => true,
-                WriteClass::Io => st.consecutive_failures >= self.threshold,
+                WriteClass::Io => st.consecutive_failures >= self.inner.threshold,
                 WriteClass::DiskFull => false,
             }
         };
         if open && self.is_writing() {
             let mode = Mode::PausedBreaker {
                 class,
-                until: Instant::now() + self.cool_down,
+                until: Instant::now() + self.inner.cool_down,
             };
             self.set(
                 mode,
@@ -136,8 +169,20 @@ impl Guard {
         }
     }
 
-    /// The disk is full and cleanup could not free space.
-    pub fn pause_disk_full(&self) {
+    /// The disk is full and cleanup could not free space. When no failed
+    /// write said so in this episode (the free-space check before a write,
+    /// the monitor), the class is named here: once per episode, in the log
+    /// and in `spool_cache_write_errors_total{class="DISK_FULL"}`.
+    pub fn pause_disk_full(&self, free_bytes: u64) {
+        let tell = {
+            let mut st = self.inner.state.lock().unwrap();
+            !std::mem::replace(&mut st.disk_full_told, true)
+        };
+        if tell {
+            let class = WriteClass::DiskFull;
+            warn!(class = class.as_str(), free_bytes, "cache disk is full");
+            self.inner.metrics.write_error(class.as_str());
+        }
         if self.is_writing() {
             self.set(
                 Mode::PausedDiskFull,
@@ -154,12 +199,15 @@ impl Guard {
     }
 
     fn set(&self, mode: Mode, why: &str) {
-        let mut st = self.state.lock().unwrap();
+        let mut st = self.inner.state.lock().unwrap();
         if st.mode == mode {
             return;
         }
         st.mode = mode;
         st.consecutive_failures = 0;
+        if mode == Mode::Writing {
+            st.disk_full_told = false;
+        }
         drop(st);
         if mode == Mode::Writing {
             info!(state = %mode.describe(), "{why}");
@@ -186,10 +234,14 @@ fn probe(cache_dir: &Path) -> std::io::Result<()> {
 mod tests {
     use super::*;
 
-    #[test]
-    fn breaker_opens_and_probes() {
+    fn breaker(dir: &Path, threshold: u32, cool_down: Duration) -> Breaker {
+        Breaker::new(dir, threshold, cool_down, Arc::new(Metrics::new()))
+    }
+
+    #[tokio::test]
+    async fn breaker_opens_and_probes() {
         let dir = tempfile::tempdir().unwrap();
-        let g = Guard::new(3, Duration::from_millis(0));
+        let g = breaker(dir.path(), 3, Duration::from_millis(0));
         g.on_failure(WriteClass::Io);
         g.on_failure(WriteClass::Io);
         assert!(g.is_writing(), "below the threshold");
@@ -206,33 +258,58 @@ mod tests {
             }
         ));
         // Cool-down over, the probe write works: writing again.
-        assert!(g.may_write(dir.path()));
+        assert!(g.may_write().await);
         assert!(g.is_writing());
 
         g.on_failure(WriteClass::PermissionDenied);
         assert!(!g.is_writing(), "permission errors open it at once");
         // The probe fails in a directory that does not exist.
-        assert!(!g.may_write(&dir.path().join("gone")));
-        assert!(!g.is_writing());
+        let gone = breaker(&dir.path().join("gone"), 1, Duration::ZERO);
+        gone.on_failure(WriteClass::PermissionDenied);
+        assert!(!gone.may_write().await);
+        assert!(!gone.is_writing());
     }
 
-    #[test]
-    fn cool_down_is_respected() {
+    /// The cool-down runs on tokio's clock, so a paused clock tests it.
+    #[tokio::test(start_paused = true)]
+    async fn cool_down_is_respected() {
         let dir = tempfile::tempdir().unwrap();
-        let g = Guard::new(1, Duration::from_secs(3600));
+        let g = breaker(dir.path(), 1, Duration::from_secs(3600));
         g.on_failure(WriteClass::Io);
-        assert!(!g.may_write(dir.path()));
+        assert!(!g.may_write().await);
+        tokio::time::advance(Duration::from_secs(3599)).await;
+        assert!(!g.may_write().await, "still cooling down");
+        tokio::time::advance(Duration::from_secs(2)).await;
+        assert!(g.may_write().await, "cool-down over, the probe works");
     }
 
-    #[test]
-    fn disk_full_pause() {
+    #[tokio::test]
+    async fn disk_full_pause_names_its_class_once_per_episode() {
         let dir = tempfile::tempdir().unwrap();
-        let g = Guard::new(3, Duration::ZERO);
+        let g = breaker(dir.path(), 3, Duration::ZERO);
+        let told = |g: &Breaker| {
+            g.inner
+                .metrics
+                .encode()
+                .lines()
+                .find(|l| l.starts_with("spool_cache_write_errors_total{class=\"DISK_FULL\"}"))
+                .map(|l| l.rsplit(' ').next().unwrap().to_owned())
+        };
+        g.count(WriteClass::DiskFull);
         g.on_failure(WriteClass::DiskFull);
         assert!(g.is_writing(), "disk full alone does not open the breaker");
-        g.pause_disk_full();
-        assert!(!g.may_write(dir.path()));
+        // That failed write was counted; pausing does not count again.
+        g.pause_disk_full(0);
+        assert!(!g.may_write().await);
+        assert_eq!(told(&g).as_deref(), Some("1"));
         g.space_back();
-        assert!(g.may_write(dir.path()));
+        assert!(g.may_write().await);
+        // A pause with no failed write (the check before writing) names it.
+        g.pause_disk_full(0);
+        g.pause_disk_full(0);
+        assert_eq!(told(&g).as_deref(), Some("2"));
+        g.space_back();
+        g.pause_disk_full(0);
+        assert_eq!(told(&g).as_deref(), Some("3"), "a new episode");
     }
 }

@@ -4,13 +4,16 @@
 //! reports for that path, whatever the mount (tmpfs, bind mounts inside a
 //! container, overlay): no guessing which disk a path lives on.
 
-pub mod breaker;
-pub mod monitor;
+pub(crate) mod breaker;
+mod class;
+pub(crate) mod monitor;
 
-use std::ffi::CString;
 use std::io;
-use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
+
+pub(crate) use breaker::Breaker;
+pub use class::WriteClass;
+pub(crate) use monitor::{Disk, Thresholds};
 
 /// Space on one filesystem, as `df` shows it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -29,24 +32,19 @@ impl Space {
     }
 }
 
+/// statvfs on `path`. Blocking (a quick syscall, but it may wait on a
+/// busy or remote filesystem): async callers use `Disk::space`.
 pub fn space(path: &Path) -> io::Result<Space> {
-    let c = CString::new(path.as_os_str().as_bytes())
-        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "path holds a NUL byte"))?;
-    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
-    // SAFETY: `c` is a valid NUL-terminated path and `st` a valid out pointer.
-    if unsafe { libc::statvfs(c.as_ptr(), &mut st) } != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    let frsize = st.f_frsize as u64;
+    let st = rustix::fs::statvfs(path)?;
     Ok(Space {
-        total_bytes: st.f_blocks as u64 * frsize,
-        free_bytes: st.f_bavail as u64 * frsize,
+        total_bytes: st.f_blocks.saturating_mul(st.f_frsize),
+        free_bytes: st.f_bavail.saturating_mul(st.f_frsize),
     })
 }
 
 /// How worried to be about free space.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum Level {
+pub(crate) enum Level {
     Healthy,
     Info,
     Warning,
@@ -56,7 +54,7 @@ pub enum Level {
 impl Level {
     /// Critical below `min_percent` or `min_bytes` free; Warning below twice
     /// those, Info below four times.
-    pub fn of(space: Space, min_percent: f64, min_bytes: u64) -> Level {
+    pub(crate) fn of(space: Space, min_percent: f64, min_bytes: u64) -> Level {
         let below = |factor: u64| {
             space.free_percent() < min_percent * factor as f64
                 || space.free_bytes < min_bytes.saturating_mul(factor)
@@ -72,7 +70,7 @@ impl Level {
         }
     }
 
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Level::Healthy => "healthy",
             Level::Info => "info",

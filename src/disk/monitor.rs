@@ -1,87 +1,88 @@
-//! The disk monitor: samples the free space of the cache's filesystem,
-//! logs level changes once, cleans up when the level is Critical, and
-//! pauses or resumes caching when cleanup cannot help.
+//! The disk monitor's handle: the cache filesystem's thresholds and its
+//! last sampled free space and level.
+//!
+//! Sampling is all this layer does; acting on a level (cleaning up,
+//! pausing or resuming caching) is the cache's upkeep, which knows what
+//! may be evicted.
 
-use std::sync::Arc;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
-use tracing::{info, warn};
+use super::{Level, Space};
 
-use crate::disk::{self, Level, Space};
-use crate::store::evict;
-use crate::Shared;
-
-/// Media unused this long are dropped from memory (not from the cache).
-const MEDIA_IDLE: std::time::Duration = std::time::Duration::from_secs(600);
-
-/// The critical threshold in bytes for a filesystem of this size.
-pub fn critical_bytes(shared: &Shared, space: Space) -> u64 {
-    let fs = &shared.cfg.free_space;
-    let by_percent = (space.total_bytes as f64 * fs.min_free_percent / 100.0) as u64;
-    by_percent.max(fs.min_free_bytes)
+/// When free space counts as critical, and how much a cleanup frees.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Thresholds {
+    pub min_free_percent: f64,
+    pub min_free_bytes: u64,
+    /// A cleanup frees space up to the critical threshold plus this.
+    pub cleanup_headroom: u64,
 }
 
-/// Free space that a cleanup aims for.
-pub fn cleanup_target(shared: &Shared, space: Space) -> u64 {
-    critical_bytes(shared, space).saturating_add(shared.cfg.cleanup_headroom)
+/// The cache filesystem: where it is, its thresholds, its last sample.
+/// Cheap to clone.
+#[derive(Debug, Clone)]
+pub(crate) struct Disk {
+    inner: Arc<Inner>,
 }
 
-/// Samples the disk once and acts on its level; returns the level.
-pub async fn check(shared: &Arc<Shared>) -> Option<Level> {
-    let space = match disk::space(&shared.cfg.cache_dir) {
-        Ok(s) => s,
-        Err(e) => {
-            warn!(error = %e, "cannot read the cache filesystem's free space");
-            return None;
-        }
-    };
-    let fs = &shared.cfg.free_space;
-    let mut level = Level::of(space, fs.min_free_percent, fs.min_free_bytes);
-    if level == Level::Critical {
-        let done = evict::cleanup(shared, cleanup_target(shared, space)).await;
-        let after = Space {
-            free_bytes: done.free_bytes,
-            ..space
-        };
-        level = Level::of(after, fs.min_free_percent, fs.min_free_bytes);
-        if level == Level::Critical {
-            // Someone else filled the disk: stop adding to it.
-            shared.guard.pause_disk_full();
+#[derive(Debug)]
+struct Inner {
+    dir: PathBuf,
+    thresholds: Thresholds,
+    last: Mutex<Option<(Space, Level)>>,
+}
+
+impl Disk {
+    pub fn new(dir: &Path, thresholds: Thresholds) -> Disk {
+        Disk {
+            inner: Arc::new(Inner {
+                dir: dir.to_owned(),
+                thresholds,
+                last: Mutex::new(None),
+            }),
         }
     }
-    let now = disk::space(&shared.cfg.cache_dir).unwrap_or(space);
-    // Resume only with room for a chunk above the threshold, the same test
-    // a write makes, so caching does not flap between paused and writing.
-    if level != Level::Critical
-        && now.free_bytes >= critical_bytes(shared, now).saturating_add(shared.cfg.chunk_size)
-    {
-        shared.guard.space_back();
-    }
-    shared.record_disk(now, level);
-    Some(level)
-}
 
-/// Runs forever: one `check` every `--disk-check-interval`.
-pub async fn run(shared: Arc<Shared>) {
-    let mut last: Option<Level> = None;
-    loop {
-        if let Some(level) = check(&shared).await {
-            if last != Some(level) {
-                let space = shared.disk_space();
-                let free = space.map_or(0, |s| s.free_bytes);
-                let total = space.map_or(0, |s| s.total_bytes);
-                match level {
-                    Level::Healthy | Level::Info => {
-                        info!(level = level.as_str(), free, total, "disk level")
-                    }
-                    Level::Warning | Level::Critical => {
-                        warn!(level = level.as_str(), free, total, "disk level")
-                    }
-                }
-                last = Some(level);
-            }
-        }
-        shared.catalog.sweep(MEDIA_IDLE);
-        evict::trim(&shared).await;
-        tokio::time::sleep(shared.cfg.disk_check_interval).await;
+    /// Free space now, measured off the async worker threads.
+    pub async fn space(&self) -> std::io::Result<Space> {
+        let dir = self.inner.dir.clone();
+        tokio::task::spawn_blocking(move || super::space(&dir))
+            .await
+            .unwrap_or_else(|e| Err(std::io::Error::other(e)))
+    }
+
+    /// The level of a sample against the thresholds.
+    pub fn level(&self, space: Space) -> Level {
+        let t = &self.inner.thresholds;
+        Level::of(space, t.min_free_percent, t.min_free_bytes)
+    }
+
+    /// The critical threshold in bytes for a filesystem of this size.
+    pub fn critical_bytes(&self, space: Space) -> u64 {
+        let t = &self.inner.thresholds;
+        let by_percent = (space.total_bytes as f64 * t.min_free_percent / 100.0) as u64;
+        by_percent.max(t.min_free_bytes)
+    }
+
+    /// Whether `len` more bytes fit above the critical threshold: the test
+    /// a chunk write makes, and the one that resumes a paused cache.
+    pub fn has_room(&self, space: Space, len: u64) -> bool {
+        space.free_bytes >= self.critical_bytes(space).saturating_add(len)
+    }
+
+    /// Free space that a cleanup aims for.
+    pub fn cleanup_target(&self, space: Space) -> u64 {
+        self.critical_bytes(space)
+            .saturating_add(self.inner.thresholds.cleanup_headroom)
+    }
+
+    pub fn record(&self, space: Space, level: Level) {
+        *self.inner.last.lock().unwrap() = Some((space, level));
+    }
+
+    /// The last sample, if any.
+    pub fn last(&self) -> Option<(Space, Level)> {
+        *self.inner.last.lock().unwrap()
     }
 }

@@ -17,11 +17,6 @@ impl ByteRange {
         self.end - self.start + 1
     }
 
-    /// Never true: a range holds at least one byte.
-    pub fn is_empty(&self) -> bool {
-        false
-    }
-
     /// The `Content-Range` value for this range (RFC 9110 §14.4).
     pub fn content_range(&self, size: u64) -> String {
         format!("bytes {}-{}/{}", self.start, self.end, size)

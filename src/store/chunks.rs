@@ -1,54 +1,20 @@
-//! Chunk files on disk.
+//! Chunk files on disk: `<cache-dir>/chunks/<media_id>/<chunk_index>.chunk`.
 //!
 //! A chunk is written under a temporary name and renamed into place, so a
 //! file with the final name is always complete; only then does the caller
 //! record it in the index. Write errors are classified here, once, for every
-//! stage of a write, so logs and metrics speak of the same three classes.
+//! stage of a write.
 
 use std::fs::{self, File};
-use std::io::{self, Write};
-use std::os::unix::fs::FileExt;
+use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use bytes::Bytes;
 
-/// What kind of failure a cache write met.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum WriteClass {
-    /// ENOSPC, EDQUOT.
-    DiskFull,
-    /// EACCES, EPERM, EROFS.
-    PermissionDenied,
-    /// Everything else.
-    Io,
-}
-
-impl WriteClass {
-    pub fn classify(e: &io::Error) -> WriteClass {
-        match e.kind() {
-            io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded => WriteClass::DiskFull,
-            io::ErrorKind::PermissionDenied | io::ErrorKind::ReadOnlyFilesystem => {
-                WriteClass::PermissionDenied
-            }
-            _ => WriteClass::Io,
-        }
-    }
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            WriteClass::DiskFull => "DISK_FULL",
-            WriteClass::PermissionDenied => "PERMISSION_DENIED",
-            WriteClass::Io => "IO",
-        }
-    }
-}
-
-impl std::fmt::Display for WriteClass {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
+use super::index::MediaId;
+use super::read::BufPool;
+use crate::disk::WriteClass;
 
 /// The stage of a write that failed, for the log line.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -60,25 +26,13 @@ pub enum WriteStage {
     Rename,
     /// Recording the chunk in the index (after the rename).
     Index,
-}
-
-/// A write failure injected on purpose, for what a real filesystem cannot
-/// produce on demand (EDQUOT, a failing rename or fsync, a failure in the
-/// middle of a chunk). Tests reach it through `Store::inject`.
-#[derive(Debug, Clone)]
-pub struct Fault {
-    pub stage: WriteStage,
-    /// The errno the stage fails with.
-    pub errno: i32,
-    /// How many writes fail (then the fault is gone).
-    pub times: u32,
-    /// For `Write`: bytes written before the failure.
-    pub after_bytes: usize,
+    /// Recording a new media version in the index.
+    MediaRow,
 }
 
 #[derive(Debug, thiserror::Error)]
 #[error("{class} while {stage:?} {path}: {source}")]
-pub struct WriteError {
+pub(crate) struct WriteError {
     pub class: WriteClass,
     pub stage: WriteStage,
     pub path: PathBuf,
@@ -97,50 +51,64 @@ impl WriteError {
     }
 }
 
-/// The chunk files under `<cache-dir>/chunks`.
+/// The chunk files under `<cache-dir>/chunks`. Cheap to clone. Its methods
+/// block: async callers run them with `spawn_blocking` (or use the `_async`
+/// forms).
 #[derive(Debug, Clone)]
-pub struct Store {
+pub(crate) struct ChunkFiles {
+    cache_dir: PathBuf,
     root: PathBuf,
     fsync: bool,
-    faults: Arc<std::sync::Mutex<Vec<Fault>>>,
+    /// Buffers for reading chunk files.
+    pool: Arc<BufPool>,
+    #[cfg(any(test, feature = "testing"))]
+    faults: super::faults::Faults,
 }
 
-impl Store {
-    pub fn new(cache_dir: &Path, fsync: bool) -> Store {
-        Store {
+impl ChunkFiles {
+    pub fn new(cache_dir: &Path, fsync: bool, read_piece: usize) -> ChunkFiles {
+        ChunkFiles {
+            cache_dir: cache_dir.to_owned(),
             root: cache_dir.join("chunks"),
             fsync,
-            faults: Arc::default(),
+            pool: BufPool::new(read_piece, 64),
+            #[cfg(any(test, feature = "testing"))]
+            faults: Default::default(),
         }
     }
 
     /// Makes coming writes fail (see `Fault`).
-    pub fn inject(&self, fault: Fault) {
-        self.faults.lock().unwrap().push(fault);
+    #[cfg(any(test, feature = "testing"))]
+    pub fn inject(&self, fault: super::faults::Fault) {
+        self.faults.push(fault);
     }
 
-    /// The injected failure for this stage, if one is armed; with the bytes
-    /// to write before failing.
+    /// The injected failure for this stage, if one is armed (tests only),
+    /// with the bytes to write before failing.
+    #[cfg(any(test, feature = "testing"))]
     fn take_fault(&self, stage: WriteStage) -> Option<(io::Error, usize)> {
-        let mut faults = self.faults.lock().unwrap();
-        let i = faults
-            .iter()
-            .position(|f| f.stage == stage && f.times > 0)?;
-        faults[i].times -= 1;
-        let f = faults[i].clone();
-        faults.retain(|f| f.times > 0);
-        Some((io::Error::from_raw_os_error(f.errno), f.after_bytes))
+        self.faults.take(stage)
     }
 
+    #[cfg(not(any(test, feature = "testing")))]
+    fn take_fault(&self, _stage: WriteStage) -> Option<(io::Error, usize)> {
+        None
+    }
+
+    /// An injected failure for a stage outside this module (the index).
     pub fn injected(&self, stage: WriteStage) -> Option<io::Error> {
         self.take_fault(stage).map(|f| f.0)
     }
 
-    pub fn media_dir(&self, media_id: i64) -> PathBuf {
+    pub fn pool(&self) -> &Arc<BufPool> {
+        &self.pool
+    }
+
+    pub fn media_dir(&self, media_id: MediaId) -> PathBuf {
         self.root.join(media_id.to_string())
     }
 
-    pub fn chunk_path(&self, media_id: i64, chunk_index: u64) -> PathBuf {
+    pub fn chunk_path(&self, media_id: MediaId, chunk_index: u64) -> PathBuf {
         self.media_dir(media_id)
             .join(format!("{chunk_index}.chunk"))
     }
@@ -148,7 +116,7 @@ impl Store {
     /// Writes a chunk from its pieces; returns its CRC32C. Blocking.
     pub fn write(
         &self,
-        media_id: i64,
+        media_id: MediaId,
         chunk_index: u64,
         pieces: &[Bytes],
     ) -> Result<u32, WriteError> {
@@ -204,7 +172,7 @@ impl Store {
     }
 
     /// Opens a chunk file for reading, checking its length.
-    pub fn open(&self, media_id: i64, chunk_index: u64, len: u64) -> io::Result<Arc<File>> {
+    pub fn open(&self, media_id: MediaId, chunk_index: u64, len: u64) -> io::Result<Arc<File>> {
         let file = File::open(self.chunk_path(media_id, chunk_index))?;
         let actual = file.metadata()?.len();
         if actual != len {
@@ -217,171 +185,103 @@ impl Store {
     }
 
     /// Whether a chunk file has the recorded length and checksum. Blocking.
-    pub fn verify(&self, media_id: i64, chunk_index: u64, len: u64, crc: u32) -> io::Result<bool> {
-        crate::store::recover::check_file(&self.chunk_path(media_id, chunk_index), len, crc)
+    pub fn verify(
+        &self,
+        media_id: MediaId,
+        chunk_index: u64,
+        len: u64,
+        crc: u32,
+    ) -> io::Result<bool> {
+        check_file(&self.chunk_path(media_id, chunk_index), len, crc)
+    }
+
+    /// Moves a bad chunk file into `<cache-dir>/quarantine/` for a person
+    /// to look at (or deletes it when that fails). Blocking.
+    pub fn quarantine(&self, media_id: MediaId, chunk: u64) {
+        quarantine(
+            &self.cache_dir,
+            &self.chunk_path(media_id, chunk),
+            media_id,
+            chunk,
+        );
     }
 
     /// Removes one chunk file (missing is fine).
-    pub fn remove(&self, media_id: i64, chunk_index: u64) {
+    pub fn remove(&self, media_id: MediaId, chunk_index: u64) {
         let _ = fs::remove_file(self.chunk_path(media_id, chunk_index));
     }
 
-    /// Removes every file of a media version.
-    pub fn remove_media(&self, media_id: i64) {
-        let _ = fs::remove_dir_all(self.media_dir(media_id));
+    /// Removes every file of a media version, off the async worker threads.
+    pub async fn remove_media(&self, media_id: MediaId) {
+        let dir = self.media_dir(media_id);
+        let _ = tokio::task::spawn_blocking(move || fs::remove_dir_all(dir)).await;
     }
-}
 
-/// Buffers for reads from chunk files, reused so that serving from the
-/// cache does not allocate (and fault in) fresh memory for every piece.
-#[derive(Debug)]
-pub struct BufPool {
-    size: usize,
-    keep: usize,
-    free: std::sync::Mutex<Vec<Vec<u8>>>,
-}
-
-impl BufPool {
-    /// Buffers of `size` bytes; at most `keep` idle ones are kept.
-    pub fn new(size: usize, keep: usize) -> Arc<BufPool> {
-        Arc::new(BufPool {
-            size,
-            keep,
-            free: std::sync::Mutex::new(Vec::new()),
+    /// Removes chunk files, off the async worker threads.
+    pub async fn remove_many(&self, chunks: Vec<(MediaId, u64)>) {
+        let files = self.clone();
+        let _ = tokio::task::spawn_blocking(move || {
+            for (media_id, index) in chunks {
+                files.remove(media_id, index);
+            }
         })
-    }
-
-    fn take(&self) -> Vec<u8> {
-        self.free
-            .lock()
-            .unwrap()
-            .pop()
-            .unwrap_or_else(|| vec![0; self.size])
-    }
-
-    fn give(&self, buf: Vec<u8>) {
-        let mut free = self.free.lock().unwrap();
-        if free.len() < self.keep {
-            free.push(buf);
-        }
+        .await;
     }
 }
 
-/// A pooled buffer holding `len` valid bytes; returns to the pool when the
-/// last `Bytes` pointing into it is dropped.
-struct Pooled {
-    buf: Vec<u8>,
-    len: usize,
-    pool: Arc<BufPool>,
-}
-
-impl AsRef<[u8]> for Pooled {
-    fn as_ref(&self) -> &[u8] {
-        &self.buf[..self.len]
+/// Moves `path`, a bad chunk file, into `<cache-dir>/quarantine/` (or
+/// deletes it when that fails). Blocking.
+pub(crate) fn quarantine(cache_dir: &Path, path: &Path, media_id: MediaId, chunk: u64) {
+    let dir = cache_dir.join("quarantine");
+    let stamp = super::index::unix_now();
+    let dest = dir.join(format!("{media_id}-{chunk}-{stamp}.chunk"));
+    let moved = fs::create_dir_all(&dir).and_then(|_| fs::rename(path, &dest));
+    if moved.is_err() {
+        let _ = fs::remove_file(path);
     }
 }
 
-impl Drop for Pooled {
-    fn drop(&mut self) {
-        self.pool.give(std::mem::take(&mut self.buf));
-    }
-}
-
-/// Reads exactly `len` (at most the pool's buffer size) bytes at `offset`,
-/// only if they are all in the page cache: never blocks on the disk.
-/// `Ok(None)` means the caller should read with `read_at` on a blocking
-/// thread instead.
-pub fn read_cached(
-    file: &File,
-    offset: u64,
-    len: usize,
-    pool: &Arc<BufPool>,
-) -> io::Result<Option<Bytes>> {
-    use std::os::fd::AsRawFd;
-    let mut buf = pool.take();
-    debug_assert!(len <= buf.len());
-    let mut done = 0;
-    while done < len {
-        let iov = libc::iovec {
-            iov_base: buf[done..].as_mut_ptr().cast(),
-            iov_len: len - done,
-        };
-        // SAFETY: the iovec points into `buf`, which outlives the call.
-        let n = unsafe {
-            libc::preadv2(
-                file.as_raw_fd(),
-                &iov,
-                1,
-                (offset + done as u64) as libc::off_t,
-                libc::RWF_NOWAIT,
-            )
-        };
-        if n > 0 {
-            done += n as usize;
-            continue;
-        }
-        pool.give(buf);
+/// Whether a file has the given length and CRC32C. Blocking.
+pub(crate) fn check_file(path: &Path, len: u64, crc: u32) -> io::Result<bool> {
+    let mut file = File::open(path)?;
+    let mut buf = vec![0u8; 1 << 20];
+    let mut total = 0u64;
+    let mut sum = 0u32;
+    loop {
+        let n = file.read(&mut buf)?;
         if n == 0 {
-            return Err(io::Error::new(
-                io::ErrorKind::UnexpectedEof,
-                "chunk file is short",
-            ));
+            break;
         }
-        let e = io::Error::last_os_error();
-        return match e.raw_os_error() {
-            // Not in the page cache, or RWF_NOWAIT unsupported here.
-            Some(libc::EAGAIN) | Some(libc::EOPNOTSUPP) | Some(libc::EINVAL) => Ok(None),
-            Some(libc::EINTR) => read_cached(file, offset, len, pool),
-            _ => Err(e),
-        };
+        total += n as u64;
+        sum = crc32c::crc32c_append(sum, &buf[..n]);
     }
-    Ok(Some(Bytes::from_owner(Pooled {
-        buf,
-        len,
-        pool: pool.clone(),
-    })))
-}
-
-/// Reads exactly `len` bytes at `offset`. Blocking.
-pub fn read_at(file: &File, offset: u64, len: usize, pool: &Arc<BufPool>) -> io::Result<Bytes> {
-    let mut buf = pool.take();
-    if let Err(e) = file.read_exact_at(&mut buf[..len], offset) {
-        pool.give(buf);
-        return Err(e);
-    }
-    Ok(Bytes::from_owner(Pooled {
-        buf,
-        len,
-        pool: pool.clone(),
-    }))
+    Ok(total == len && sum == crc)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::faults::Fault;
+    use crate::store::read::{read_at, read_cached};
 
     #[test]
     fn write_rename_read() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::new(dir.path(), true);
+        let store = ChunkFiles::new(dir.path(), true, 16);
         let pieces = [Bytes::from_static(b"hello "), Bytes::from_static(b"world")];
-        let crc = store.write(7, 3, &pieces).unwrap();
+        let crc = store.write(MediaId(7), 3, &pieces).unwrap();
         assert_eq!(crc, crc32c::crc32c(b"hello world"));
-        let file = store.open(7, 3, 11).unwrap();
-        let pool = BufPool::new(16, 1);
-        assert_eq!(&read_at(&file, 6, 5, &pool).unwrap()[..], b"world");
+        let file = store.open(MediaId(7), 3, 11).unwrap();
+        let pool = store.pool();
+        assert_eq!(&read_at(&file, 6, 5, pool).unwrap()[..], b"world");
         // Just written, so in the page cache.
-        let cached = read_cached(&file, 0, 5, &pool).unwrap().unwrap();
+        let cached = read_cached(&file, 0, 5, pool).unwrap().unwrap();
         assert_eq!(&cached[..], b"hello");
         drop(cached);
-        assert_eq!(
-            pool.free.lock().unwrap().len(),
-            1,
-            "buffer back in the pool"
-        );
-        assert!(read_cached(&file, 8, 5, &pool).is_err(), "past the end");
-        assert!(store.open(7, 3, 12).is_err(), "length is checked");
-        let names: Vec<_> = fs::read_dir(store.media_dir(7))
+        assert_eq!(pool.idle(), 1, "buffer back in the pool");
+        assert!(read_cached(&file, 8, 5, pool).is_err(), "past the end");
+        assert!(store.open(MediaId(7), 3, 12).is_err(), "length is checked");
+        let names: Vec<_> = fs::read_dir(store.media_dir(MediaId(7)))
             .unwrap()
             .map(|e| e.unwrap().file_name())
             .collect();
@@ -393,8 +293,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         // A file where the media directory should be: create_dir fails.
         fs::write(dir.path().join("chunks"), b"x").unwrap();
-        let store = Store::new(dir.path(), false);
-        let err = store.write(1, 0, &[Bytes::from_static(b"x")]).unwrap_err();
+        let store = ChunkFiles::new(dir.path(), false, 16);
+        let err = store
+            .write(MediaId(1), 0, &[Bytes::from_static(b"x")])
+            .unwrap_err();
         assert_eq!(err.stage, WriteStage::CreateDir);
         assert_eq!(err.class, WriteClass::Io);
     }
@@ -402,7 +304,7 @@ mod tests {
     #[test]
     fn injected_faults_fail_each_stage_and_leave_nothing() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::new(dir.path(), true);
+        let store = ChunkFiles::new(dir.path(), true, 16);
         let pieces = [Bytes::from_static(b"hello "), Bytes::from_static(b"world")];
         for (stage, errno, class) in [
             (WriteStage::CreateDir, 13, WriteClass::PermissionDenied),
@@ -417,37 +319,14 @@ mod tests {
                 times: 1,
                 after_bytes: 8, // in the middle of the second piece
             });
-            let err = store.write(1, 0, &pieces).unwrap_err();
+            let err = store.write(MediaId(1), 0, &pieces).unwrap_err();
             assert_eq!((err.stage, err.class), (stage, class));
-            let left: Vec<_> = fs::read_dir(store.media_dir(1))
+            let left: Vec<_> = fs::read_dir(store.media_dir(MediaId(1)))
                 .map(|d| d.map(|e| e.unwrap().file_name()).collect())
                 .unwrap_or_default();
             assert!(left.is_empty(), "{stage:?} left {left:?}");
         }
         // Faults are used up: the next write works.
-        store.write(1, 0, &pieces).unwrap();
-    }
-
-    #[test]
-    fn classes() {
-        let of = |kind| WriteClass::classify(&io::Error::from(kind));
-        assert_eq!(of(io::ErrorKind::StorageFull), WriteClass::DiskFull);
-        assert_eq!(of(io::ErrorKind::QuotaExceeded), WriteClass::DiskFull);
-        assert_eq!(
-            of(io::ErrorKind::PermissionDenied),
-            WriteClass::PermissionDenied
-        );
-        assert_eq!(
-            of(io::ErrorKind::ReadOnlyFilesystem),
-            WriteClass::PermissionDenied
-        );
-        assert_eq!(of(io::ErrorKind::Other), WriteClass::Io);
-        let raw = |n| WriteClass::classify(&io::Error::from_raw_os_error(n));
-        assert_eq!(raw(28), WriteClass::DiskFull); // ENOSPC
-        assert_eq!(raw(122), WriteClass::DiskFull); // EDQUOT
-        assert_eq!(raw(13), WriteClass::PermissionDenied); // EACCES
-        assert_eq!(raw(1), WriteClass::PermissionDenied); // EPERM
-        assert_eq!(raw(30), WriteClass::PermissionDenied); // EROFS
-        assert_eq!(raw(5), WriteClass::Io); // EIO
+        store.write(MediaId(1), 0, &pieces).unwrap();
     }
 }

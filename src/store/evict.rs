@@ -1,16 +1,18 @@
 //! Making room: least-recently-used chunks go first, and never one that a
-//! player is reading or about to read.
+//! player is reading or about to read (the caller's `Pins` decide which).
 
 use std::sync::Arc;
 
 use tracing::{info, warn};
 
-use crate::disk;
-use crate::Shared;
+use super::chunks::ChunkFiles;
+use super::index::{Index, MediaId};
+use crate::disk::Disk;
+use crate::metrics::Metrics;
 
 /// What one cleanup did.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub struct Cleanup {
+pub(crate) struct Cleanup {
     pub chunks: u64,
     pub bytes: u64,
     /// Free bytes when it stopped.
@@ -19,6 +21,21 @@ pub struct Cleanup {
 
 /// Rows examined per index query.
 const BATCH: u32 = 256;
+
+/// What the layer above says about one cached chunk.
+pub(crate) enum Pin {
+    /// Needed (read, about to be read, downloading again): keep it.
+    Keep,
+    /// May go. The callback, if any, runs once its row and file are gone
+    /// (it releases a placeholder that kept players from fetching the
+    /// chunk into the same file name meanwhile).
+    Evict(Option<Box<dyn FnOnce() + Send>>),
+}
+
+/// The cache's view of which chunks are in use.
+pub(crate) trait Pins: Send + Sync {
+    fn pin(&self, media_id: MediaId, chunk: u64) -> Pin;
+}
 
 /// When a cleanup stops.
 #[derive(Debug, Clone, Copy)]
@@ -29,111 +46,140 @@ enum Goal {
     CacheAtMost(u64),
 }
 
-/// Evicts chunks, least recently used first, until the cache's filesystem
-/// has `target_free` bytes free or nothing evictable is left. Only one
-/// cleanup runs at a time; a caller arriving meanwhile waits for it and
-/// gets its result.
-pub async fn cleanup(shared: &Arc<Shared>, target_free: u64) -> Cleanup {
-    evict(shared, Goal::FreeBytes(target_free)).await
+/// Evicts chunks; one cleanup at a time. Cheap to clone.
+#[derive(Clone)]
+pub(crate) struct Evictor {
+    inner: Arc<Inner>,
 }
 
-/// Keeps the cache within `--max-cache-size`: past it, evicts down to 90%
-/// of it (so it does not evict a chunk for every chunk written).
-pub async fn trim(shared: &Arc<Shared>) -> Option<Cleanup> {
-    let max = shared.cfg.max_cache_size;
-    if max == 0 {
-        return None;
-    }
-    let (_, _, bytes) = shared.index.totals().await.ok()?;
-    if bytes <= max {
-        return None;
-    }
-    Some(evict(shared, Goal::CacheAtMost(max / 10 * 9)).await)
+struct Inner {
+    index: Index,
+    files: ChunkFiles,
+    disk: Disk,
+    metrics: Arc<Metrics>,
+    /// `--max-cache-size` (0: none).
+    max_cache_size: u64,
+    /// One cleanup at a time.
+    running: tokio::sync::Mutex<()>,
 }
 
-async fn evict(shared: &Arc<Shared>, goal: Goal) -> Cleanup {
-    let _one = shared.cleanup_lock.lock().await;
-    let dir = &shared.cfg.cache_dir;
-    let free = || disk::space(dir).map(|s| s.free_bytes).unwrap_or(0);
-    let mut done = Cleanup {
-        free_bytes: free(),
-        ..Cleanup::default()
-    };
-    let cached_at_start = match goal {
-        Goal::CacheAtMost(_) => shared.index.totals().await.map_or(0, |t| t.2),
-        Goal::FreeBytes(_) => 0,
-    };
-    // Within a batch, freed space is estimated from the bytes evicted so
-    // far (measured again after each batch), so a cleanup stops near its
-    // goal instead of emptying a whole batch.
-    let unmet = |free_measured: u64, done: &Cleanup, batch_bytes: u64| match goal {
-        Goal::FreeBytes(target) => free_measured.saturating_add(batch_bytes) < target,
-        Goal::CacheAtMost(max) => cached_at_start.saturating_sub(done.bytes) > max,
-    };
-    let mut kept = 0u32;
-    while unmet(done.free_bytes, &done, 0) {
-        let batch = match shared.index.oldest_chunks(BATCH, kept).await {
-            Ok(b) if !b.is_empty() => b,
-            Ok(_) => break,
-            Err(e) => {
-                warn!(error = %e, "cleanup cannot read the index");
-                break;
-            }
+impl Evictor {
+    pub fn new(
+        index: Index,
+        files: ChunkFiles,
+        disk: Disk,
+        metrics: Arc<Metrics>,
+        max_cache_size: u64,
+    ) -> Evictor {
+        Evictor {
+            inner: Arc::new(Inner {
+                index,
+                files,
+                disk,
+                metrics,
+                max_cache_size,
+                running: tokio::sync::Mutex::new(()),
+            }),
+        }
+    }
+
+    /// Evicts chunks, least recently used first, until the cache's
+    /// filesystem has `target_free` bytes free or nothing evictable is
+    /// left. A caller arriving while another cleanup runs waits for it and
+    /// then goes on from the space it left.
+    pub async fn cleanup(&self, target_free: u64, pins: &dyn Pins) -> Cleanup {
+        self.evict(Goal::FreeBytes(target_free), pins).await
+    }
+
+    /// Keeps the cache within `--max-cache-size`: past it, evicts down to
+    /// 90% of it (so it does not evict a chunk for every chunk written).
+    pub async fn trim(&self, pins: &dyn Pins) -> Option<Cleanup> {
+        let max = self.inner.max_cache_size;
+        if max == 0 {
+            return None;
+        }
+        let (_, _, bytes) = self.inner.index.totals().await.ok()?;
+        if bytes <= max {
+            return None;
+        }
+        Some(self.evict(Goal::CacheAtMost(max / 10 * 9), pins).await)
+    }
+
+    async fn free(&self) -> u64 {
+        self.inner.disk.space().await.map_or(0, |s| s.free_bytes)
+    }
+
+    async fn evict(&self, goal: Goal, pins: &dyn Pins) -> Cleanup {
+        let _one = self.inner.running.lock().await;
+        let index = &self.inner.index;
+        let mut done = Cleanup {
+            free_bytes: self.free().await,
+            ..Cleanup::default()
         };
-        let mut gone = Vec::new();
-        // While a chunk's row and file go, its slot holds a placeholder, so
-        // no player downloads it again into the same file name meanwhile.
-        let mut placeholders = Vec::new();
-        let mut batch_bytes = 0u64;
-        for (media_id, index, size) in batch {
-            if !unmet(done.free_bytes, &done, batch_bytes) {
-                break;
-            }
-            if shared.is_needed(media_id, index) {
-                kept += 1;
-                continue;
-            }
-            if let Some(m) = shared.catalog.by_id(media_id) {
-                match m.retire_cached(index) {
-                    Some(p) => placeholders.push((m, index, p)),
-                    // Downloading again already: its row is not ours to drop.
-                    None if m.slot(index).is_some() => {
+        let cached_at_start = match goal {
+            Goal::CacheAtMost(_) => index.totals().await.map_or(0, |t| t.2),
+            Goal::FreeBytes(_) => 0,
+        };
+        // Within a batch, freed space is estimated from the bytes evicted so
+        // far (measured again after each batch), so a cleanup stops near its
+        // goal instead of emptying a whole batch.
+        let unmet = |free_measured: u64, done: &Cleanup, batch_bytes: u64| match goal {
+            Goal::FreeBytes(target) => free_measured.saturating_add(batch_bytes) < target,
+            Goal::CacheAtMost(max) => cached_at_start.saturating_sub(done.bytes) > max,
+        };
+        let mut kept = 0u32;
+        while unmet(done.free_bytes, &done, 0) {
+            let batch = match index.oldest_chunks(BATCH, kept).await {
+                Ok(b) if !b.is_empty() => b,
+                Ok(_) => break,
+                Err(e) => {
+                    warn!(error = %e, "cleanup cannot read the index");
+                    break;
+                }
+            };
+            let mut gone = Vec::new();
+            let mut after = Vec::new();
+            let mut batch_bytes = 0u64;
+            for (media_id, chunk, size) in batch {
+                if !unmet(done.free_bytes, &done, batch_bytes) {
+                    break;
+                }
+                match pins.pin(media_id, chunk) {
+                    Pin::Keep => {
                         kept += 1;
                         continue;
                     }
-                    None => {}
+                    Pin::Evict(release) => after.extend(release),
                 }
+                gone.push((media_id, chunk));
+                done.chunks += 1;
+                done.bytes += size;
+                batch_bytes += size;
             }
-            gone.push((media_id, index));
-            done.chunks += 1;
-            done.bytes += size;
-            batch_bytes += size;
+            let removed = index.remove_chunks(gone.clone()).await;
+            self.inner.files.remove_many(gone).await;
+            for release in after {
+                release();
+            }
+            if let Err(e) = removed {
+                warn!(error = %e, "cleanup cannot update the index");
+                break;
+            }
+            done.free_bytes = self.free().await;
         }
-        let removed = shared.index.remove_chunks(gone.clone()).await;
-        for (media_id, index) in gone {
-            shared.store.remove(media_id, index);
+        let m = &self.inner.metrics;
+        m.cleanups.inc();
+        m.evicted_chunks.inc_by(done.chunks);
+        m.evicted_bytes.inc_by(done.bytes);
+        if done.chunks > 0 {
+            info!(
+                chunks = done.chunks,
+                bytes = done.bytes,
+                free_bytes = done.free_bytes,
+                goal = ?goal,
+                "cache cleanup"
+            );
         }
-        for (m, index, p) in placeholders {
-            p.fail(crate::cache::inflight::ChunkFailure::Cancelled);
-            m.release(index, &p);
-        }
-        if let Err(e) = removed {
-            warn!(error = %e, "cleanup cannot update the index");
-            break;
-        }
-        done.free_bytes = free();
+        done
     }
-    shared.metrics.cleanups.inc();
-    shared.metrics.evicted_chunks.inc_by(done.chunks);
-    shared.metrics.evicted_bytes.inc_by(done.bytes);
-    if done.chunks > 0 {
-        info!(
-            chunks = done.chunks,
-            bytes = done.bytes,
-            free_bytes = done.free_bytes,
-            goal = ?goal,
-            "cache cleanup"
-        );
-    }
-    done
 }

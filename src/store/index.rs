@@ -11,14 +11,14 @@ use std::sync::mpsc as std_mpsc;
 use rusqlite::{params, Connection, OptionalExtension};
 use tokio::sync::oneshot;
 
-use crate::store::chunks::WriteClass;
+use crate::disk::WriteClass;
 
 /// Schema migrations, applied in order; `PRAGMA user_version` records the
 /// last one applied.
 const MIGRATIONS: &[&str] = &[include_str!("../../migrations/0001_init.sql")];
 
 #[derive(Debug, thiserror::Error)]
-pub enum IndexError {
+pub(crate) enum IndexError {
     #[error("index: {0}")]
     Sqlite(#[from] rusqlite::Error),
     #[error("index schema version {found} is newer than this spool understands ({known})")]
@@ -32,10 +32,34 @@ pub enum IndexError {
     Injected(std::io::Error),
 }
 
+/// The index's id of one media version (`media.media_id`); its chunk
+/// files live in `chunks/<media_id>/`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct MediaId(pub i64);
+
+impl std::fmt::Display for MediaId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl rusqlite::ToSql for MediaId {
+    fn to_sql(&self) -> rusqlite::Result<rusqlite::types::ToSqlOutput<'_>> {
+        self.0.to_sql()
+    }
+}
+
+impl rusqlite::types::FromSql for MediaId {
+    fn column_result(v: rusqlite::types::ValueRef<'_>) -> rusqlite::types::FromSqlResult<Self> {
+        i64::column_result(v).map(MediaId)
+    }
+}
+
 /// What the index knows of one media version.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MediaRow {
-    pub media_id: i64,
+    /// None until the index recorded it (or when it could not).
+    pub media_id: Option<MediaId>,
     pub url: String,
     pub size_bytes: u64,
     pub chunk_size_bytes: u64,
@@ -52,7 +76,7 @@ impl MediaRow {
     /// A media version for unit tests: ranges accepted, no validators.
     pub fn for_test(media_id: i64, url: &str, size_bytes: u64, chunk_size_bytes: u64) -> MediaRow {
         MediaRow {
-            media_id,
+            media_id: Some(MediaId(media_id)),
             url: url.into(),
             size_bytes,
             chunk_size_bytes,
@@ -76,7 +100,7 @@ type Job = Box<dyn FnOnce(&mut Connection) + Send>;
 
 /// Cheap to clone handle to the index thread.
 #[derive(Clone)]
-pub struct Index {
+pub(crate) struct Index {
     tx: std_mpsc::Sender<Job>,
 }
 
@@ -140,7 +164,7 @@ impl Index {
                 [url],
                 |r| {
                     Ok(MediaRow {
-                        media_id: r.get(0)?,
+                        media_id: Some(r.get(0)?),
                         url: r.get(1)?,
                         size_bytes: r.get::<_, i64>(2)? as u64,
                         chunk_size_bytes: r.get::<_, i64>(3)? as u64,
@@ -160,11 +184,14 @@ impl Index {
     /// Records a new media version for `row.url`, replacing any older
     /// version (its chunk rows go with it). Returns the new media_id and the
     /// id of the version it replaced, whose files the caller removes.
-    pub async fn replace_media(&self, row: MediaRow) -> Result<(i64, Option<i64>), IndexError> {
+    pub async fn replace_media(
+        &self,
+        row: MediaRow,
+    ) -> Result<(MediaId, Option<MediaId>), IndexError> {
         self.call(move |c| {
             let now = unix_now();
             let tx = c.transaction()?;
-            let old: Option<i64> = tx
+            let old: Option<MediaId> = tx
                 .query_row(
                     "SELECT media_id FROM media WHERE url = ?1",
                     [&row.url],
@@ -187,7 +214,7 @@ impl Index {
                     now
                 ],
             )?;
-            let id = tx.last_insert_rowid();
+            let id = MediaId(tx.last_insert_rowid());
             tx.commit()?;
             Ok((id, old))
         })
@@ -195,7 +222,7 @@ impl Index {
     }
 
     /// Records that the origin confirmed a media version's validators now.
-    pub async fn set_probed(&self, media_id: i64, unix: i64) -> Result<(), IndexError> {
+    pub async fn set_probed(&self, media_id: MediaId, unix: i64) -> Result<(), IndexError> {
         self.call(move |c| {
             c.execute(
                 "UPDATE media SET probed_unix = ?2 WHERE media_id = ?1",
@@ -207,7 +234,7 @@ impl Index {
     }
 
     /// Removes a media version and its chunk rows.
-    pub async fn remove_media(&self, media_id: i64) -> Result<(), IndexError> {
+    pub async fn remove_media(&self, media_id: MediaId) -> Result<(), IndexError> {
         self.call(move |c| {
             c.execute("DELETE FROM media WHERE media_id = ?1", [media_id])
                 .map(drop)
@@ -215,7 +242,7 @@ impl Index {
         .await
     }
 
-    pub async fn chunks(&self, media_id: i64) -> Result<Vec<ChunkRow>, IndexError> {
+    pub async fn chunks(&self, media_id: MediaId) -> Result<Vec<ChunkRow>, IndexError> {
         self.call(move |c| {
             let mut st = c.prepare_cached(
                 "SELECT chunk_index, size_bytes, crc32c FROM chunks WHERE media_id = ?1",
@@ -234,7 +261,7 @@ impl Index {
 
     /// Records a chunk whose file is complete and renamed into place.
     /// Fails (foreign key) when the media version was replaced meanwhile.
-    pub async fn insert_chunk(&self, media_id: i64, chunk: ChunkRow) -> Result<(), IndexError> {
+    pub async fn insert_chunk(&self, media_id: MediaId, chunk: ChunkRow) -> Result<(), IndexError> {
         self.call(move |c| {
             let now = unix_now();
             c.prepare_cached(
@@ -254,7 +281,11 @@ impl Index {
         .await
     }
 
-    pub async fn remove_chunk(&self, media_id: i64, chunk_index: u64) -> Result<(), IndexError> {
+    pub async fn remove_chunk(
+        &self,
+        media_id: MediaId,
+        chunk_index: u64,
+    ) -> Result<(), IndexError> {
         self.call(move |c| {
             c.execute(
                 "DELETE FROM chunks WHERE media_id = ?1 AND chunk_index = ?2",
@@ -266,7 +297,7 @@ impl Index {
     }
 
     /// Every chunk row: (media_id, chunk, created_unix).
-    pub async fn all_chunks(&self) -> Result<Vec<(i64, ChunkRow, i64)>, IndexError> {
+    pub async fn all_chunks(&self) -> Result<Vec<(MediaId, ChunkRow, i64)>, IndexError> {
         self.call(|c| {
             let mut st = c.prepare(
                 "SELECT media_id, chunk_index, size_bytes, crc32c, created_unix FROM chunks",
@@ -311,7 +342,7 @@ impl Index {
         &self,
         limit: u32,
         offset: u32,
-    ) -> Result<Vec<(i64, u64, u64)>, IndexError> {
+    ) -> Result<Vec<(MediaId, u64, u64)>, IndexError> {
         self.call(move |c| {
             let mut st = c.prepare_cached(
                 "SELECT media_id, chunk_index, size_bytes FROM chunks
@@ -330,7 +361,7 @@ impl Index {
     }
 
     /// Removes many chunk rows in one transaction.
-    pub async fn remove_chunks(&self, chunks: Vec<(i64, u64)>) -> Result<(), IndexError> {
+    pub async fn remove_chunks(&self, chunks: Vec<(MediaId, u64)>) -> Result<(), IndexError> {
         if chunks.is_empty() {
             return Ok(());
         }
@@ -350,7 +381,7 @@ impl Index {
     }
 
     /// Records that a media (and the given chunks) were read now.
-    pub async fn touch(&self, media_id: i64, chunks: Vec<u64>) -> Result<(), IndexError> {
+    pub async fn touch(&self, media_id: MediaId, chunks: Vec<u64>) -> Result<(), IndexError> {
         self.call(move |c| {
             let now = unix_now();
             let tx = c.transaction()?;
@@ -404,7 +435,7 @@ fn migrate(conn: &mut Connection) -> Result<(), IndexError> {
 
 /// The class of a failed index write, as for chunk files: the index lives
 /// on the same disk and fails for the same reasons.
-pub fn write_class(e: &IndexError) -> WriteClass {
+pub(crate) fn write_class(e: &IndexError) -> WriteClass {
     use rusqlite::ErrorCode;
     match e {
         IndexError::Sqlite(rusqlite::Error::SqliteFailure(f, _)) => match f.code {
@@ -421,7 +452,7 @@ pub fn write_class(e: &IndexError) -> WriteClass {
 
 /// Whether an index write failed on a foreign key: its media version is
 /// no longer in the index.
-pub fn is_foreign_key(e: &IndexError) -> bool {
+pub(crate) fn is_foreign_key(e: &IndexError) -> bool {
     matches!(
         e,
         IndexError::Sqlite(rusqlite::Error::SqliteFailure(f, _))
@@ -454,7 +485,7 @@ mod tests {
         let (id1, old) = index.replace_media(row("http://a/x")).await.unwrap();
         assert_eq!(old, None);
         let got = index.media("http://a/x").await.unwrap().unwrap();
-        assert_eq!(got.media_id, id1);
+        assert_eq!(got.media_id, Some(id1));
         assert_eq!(got.size_bytes, 10);
         let chunk = ChunkRow {
             chunk_index: 2,

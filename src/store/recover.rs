@@ -8,19 +8,19 @@
 
 use std::collections::HashMap;
 use std::fs;
-use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
 use tracing::{error, warn};
 
-use crate::store::index::{unix_now, ChunkRow, Index, IndexError};
+use super::chunks::{check_file, quarantine};
+use super::index::{unix_now, ChunkRow, Index, IndexError, MediaId};
 
 /// Opens the index; one that cannot be opened (garbage, truncated, a schema
 /// from a newer spool) is moved aside with a timestamp and a fresh one is
 /// created. Chunk files cannot be trusted without their rows, so they are
 /// cleared. Returns the reason when that happened.
-pub fn open_index(cache_dir: &Path) -> Result<(Index, Option<String>), IndexError> {
+pub(crate) fn open_index(cache_dir: &Path) -> Result<(Index, Option<String>), IndexError> {
     let path = cache_dir.join("index.db");
     let err = match Index::open(&path) {
         Ok(index) => return Ok((index, None)),
@@ -82,16 +82,16 @@ pub enum Problem {
     /// A chunk file without an index row.
     Orphan(PathBuf),
     /// An index row without its file.
-    Missing { media_id: i64, chunk: u64 },
+    Missing { media_id: MediaId, chunk: u64 },
     /// A chunk file whose length is not the recorded one.
     WrongLength {
-        media_id: i64,
+        media_id: MediaId,
         chunk: u64,
         path: PathBuf,
     },
     /// A chunk file whose checksum is not the recorded one.
     Corrupt {
-        media_id: i64,
+        media_id: MediaId,
         chunk: u64,
         path: PathBuf,
     },
@@ -145,19 +145,24 @@ pub async fn scan(
         .map_err(|_| IndexError::Closed)
 }
 
-fn scan_files(cache_dir: &Path, rows: Vec<(i64, ChunkRow, i64)>, opts: ScanOptions) -> Report {
+fn scan_files(cache_dir: &Path, rows: Vec<(MediaId, ChunkRow, i64)>, opts: ScanOptions) -> Report {
     let since_unix = opts.since.map(|t| {
         t.duration_since(SystemTime::UNIX_EPOCH)
             .map_or(0, |d| d.as_secs() as i64)
     });
-    let mut rows: HashMap<(i64, u64), (ChunkRow, i64)> = rows
+    let mut rows: HashMap<(MediaId, u64), (ChunkRow, i64)> = rows
         .into_iter()
         .map(|(m, c, created)| ((m, c.chunk_index), (c, created)))
         .collect();
     let mut report = Report::default();
     let root = cache_dir.join("chunks");
     for dir in fs::read_dir(&root).into_iter().flatten().flatten() {
-        let Some(media_id) = dir.file_name().to_str().and_then(|n| n.parse::<i64>().ok()) else {
+        let Some(media_id) = dir
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<i64>().ok())
+            .map(MediaId)
+        else {
             continue;
         };
         for f in fs::read_dir(dir.path()).into_iter().flatten().flatten() {
@@ -216,59 +221,43 @@ fn scan_files(cache_dir: &Path, rows: Vec<(i64, ChunkRow, i64)>, opts: ScanOptio
     report
 }
 
-/// Whether a chunk file has the recorded length and checksum. Blocking.
-pub fn check_file(path: &Path, len: u64, crc: u32) -> io::Result<bool> {
-    let mut file = fs::File::open(path)?;
-    let mut buf = vec![0u8; 1 << 20];
-    let mut total = 0u64;
-    let mut sum = 0u32;
-    loop {
-        let n = file.read(&mut buf)?;
-        if n == 0 {
-            break;
-        }
-        total += n as u64;
-        sum = crc32c::crc32c_append(sum, &buf[..n]);
-    }
-    Ok(total == len && sum == crc)
-}
-
-/// Moves a bad chunk file into `<cache-dir>/quarantine/` for a person to
-/// look at (or deletes it when that fails). Blocking.
-pub fn quarantine(cache_dir: &Path, path: &Path, media_id: i64, chunk: u64) {
-    let dir = cache_dir.join("quarantine");
-    let dest = dir.join(format!("{media_id}-{chunk}-{}.chunk", unix_now()));
-    let moved = fs::create_dir_all(&dir).and_then(|_| fs::rename(path, &dest));
-    if moved.is_err() {
-        let _ = fs::remove_file(path);
-    }
-}
-
 /// Fixes what a scan found: temp files and orphans removed, rows of
 /// missing files removed, bad chunks quarantined and their rows removed.
-pub async fn repair(cache_dir: &Path, index: &Index, report: &Report) -> Result<(), IndexError> {
-    let mut dead_rows = Vec::new();
-    for p in &report.problems {
-        match p {
-            Problem::Temp(path) | Problem::Orphan(path) => {
-                let _ = fs::remove_file(path);
-            }
-            Problem::Missing { media_id, chunk } => dead_rows.push((*media_id, *chunk)),
-            Problem::WrongLength {
-                media_id,
-                chunk,
-                path,
-            }
-            | Problem::Corrupt {
-                media_id,
-                chunk,
-                path,
-            } => {
-                quarantine(cache_dir, path, *media_id, *chunk);
-                dead_rows.push((*media_id, *chunk));
+/// The file work runs off the async worker threads.
+pub(crate) async fn repair(
+    cache_dir: &Path,
+    index: &Index,
+    report: &Report,
+) -> Result<(), IndexError> {
+    let problems = report.problems.clone();
+    let dir = cache_dir.to_owned();
+    let dead_rows = tokio::task::spawn_blocking(move || {
+        let mut dead_rows = Vec::new();
+        for p in problems {
+            match p {
+                Problem::Temp(path) | Problem::Orphan(path) => {
+                    let _ = fs::remove_file(path);
+                }
+                Problem::Missing { media_id, chunk } => dead_rows.push((media_id, chunk)),
+                Problem::WrongLength {
+                    media_id,
+                    chunk,
+                    path,
+                }
+                | Problem::Corrupt {
+                    media_id,
+                    chunk,
+                    path,
+                } => {
+                    quarantine(&dir, &path, media_id, chunk);
+                    dead_rows.push((media_id, chunk));
+                }
             }
         }
-    }
+        dead_rows
+    })
+    .await
+    .map_err(|_| IndexError::Closed)?;
     for (media_id, chunk) in dead_rows {
         index.remove_chunk(media_id, chunk).await?;
     }
@@ -278,7 +267,7 @@ pub async fn repair(cache_dir: &Path, index: &Index, report: &Report) -> Result<
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::chunks::Store;
+    use crate::store::chunks::ChunkFiles;
     use bytes::Bytes;
 
     #[test]
@@ -294,7 +283,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (index, reason) = open_index(dir.path()).unwrap();
         assert!(reason.is_none());
-        let store = Store::new(dir.path(), false);
+        let store = ChunkFiles::new(dir.path(), false, 16);
         let (id, _) = index
             .replace_media(crate::store::index::MediaRow::for_test(
                 0,

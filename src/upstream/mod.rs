@@ -1,21 +1,26 @@
 //! Requests to the origin, and what their answers mean.
 
 pub mod allow;
-pub mod resume;
+mod head;
+pub(crate) mod resume;
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
-use http::{header, HeaderMap, StatusCode};
+use http::{header, StatusCode};
 use reqwest::dns::{Addrs, Name, Resolve, Resolving};
 use url::Url;
 
-use crate::config::Config;
-use crate::upstream::allow::AllowList;
+use crate::metrics::Metrics;
+use allow::AllowList;
+pub(crate) use head::{Head, Version};
+pub(crate) use resume::ResumingBody;
 
-#[derive(Debug, Clone, thiserror::Error)]
-pub enum UpstreamError {
+/// Why the origin could not give what was asked. The HTTP layer maps each
+/// to the status a player sees (`http::status_of`).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum UpstreamError {
     #[error("bad url: {0}")]
     BadUrl(String),
     #[error("upstream destination not allowed: {0}")]
@@ -33,27 +38,21 @@ pub enum UpstreamError {
     Timeout,
     #[error("origin sent an unusable answer: {0}")]
     Protocol(String),
+    /// The origin's copy is not the version spool has (size or
+    /// validators differ).
+    #[error("the origin's media changed")]
+    Changed,
 }
 
 impl UpstreamError {
-    /// The status a player gets for this failure.
-    pub fn status(&self) -> StatusCode {
-        match self {
-            UpstreamError::BadUrl(_) => StatusCode::BAD_REQUEST,
-            UpstreamError::Denied(_) => StatusCode::FORBIDDEN,
-            UpstreamError::Status(s) => *s,
-            UpstreamError::Timeout => StatusCode::GATEWAY_TIMEOUT,
-            UpstreamError::BadStatus(_)
-            | UpstreamError::Unreachable(_)
-            | UpstreamError::Protocol(_) => StatusCode::BAD_GATEWAY,
-        }
-    }
-
     /// Whether trying again cannot help.
     pub fn is_permanent(&self) -> bool {
         matches!(
             self,
-            UpstreamError::Status(_) | UpstreamError::Denied(_) | UpstreamError::BadUrl(_)
+            UpstreamError::Status(_)
+                | UpstreamError::Denied(_)
+                | UpstreamError::BadUrl(_)
+                | UpstreamError::Changed
         )
     }
 
@@ -120,86 +119,34 @@ impl Resolve for CheckedResolver {
     }
 }
 
-/// What one origin response says about the media and its body.
+/// How spool talks to origins.
 #[derive(Debug, Clone)]
-pub struct Head {
-    pub status: StatusCode,
-    /// Offset of the body's first byte in the media.
-    pub start: u64,
-    /// The media's total size, when the origin told it.
-    pub total: Option<u64>,
-    pub content_type: Option<String>,
-    pub etag: Option<String>,
-    pub last_modified: Option<String>,
+pub(crate) struct Settings {
+    pub allow: AllowList,
+    pub connect_timeout: Duration,
+    /// Time for an origin to answer, and the longest silence in a body.
+    pub timeout: Duration,
+    pub max_redirects: usize,
+    /// Times a broken transfer is resumed before giving up.
+    pub retries: u32,
 }
 
-impl Head {
-    pub fn parse(status: StatusCode, headers: &HeaderMap) -> Result<Head, UpstreamError> {
-        let text = |name: header::HeaderName| {
-            headers
-                .get(name)
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_owned)
-        };
-        let content_length = text(header::CONTENT_LENGTH).and_then(|v| v.trim().parse().ok());
-        let (start, total) = match status {
-            StatusCode::PARTIAL_CONTENT | StatusCode::RANGE_NOT_SATISFIABLE => {
-                let cr = text(header::CONTENT_RANGE).ok_or_else(|| {
-                    UpstreamError::Protocol(format!("{status} without Content-Range"))
-                })?;
-                parse_content_range(&cr)
-                    .ok_or_else(|| UpstreamError::Protocol(format!("bad Content-Range {cr:?}")))?
-            }
-            _ => (0, content_length),
-        };
-        Ok(Head {
-            status,
-            start,
-            total,
-            content_type: text(header::CONTENT_TYPE),
-            etag: text(header::ETAG),
-            last_modified: text(header::LAST_MODIFIED),
-        })
-    }
-}
-
-/// Parses `bytes a-b/total`, `bytes a-b/*` or `bytes */total` into the
-/// first byte's offset and the total size.
-pub fn parse_content_range(v: &str) -> Option<(u64, Option<u64>)> {
-    let rest = v.trim().strip_prefix("bytes")?.trim_start();
-    let (range, total) = rest.split_once('/')?;
-    let total = match total.trim() {
-        "*" => None,
-        t => Some(t.parse().ok()?),
-    };
-    let start = match range.trim() {
-        "*" => 0,
-        r => {
-            let (a, b) = r.split_once('-')?;
-            let (a, b): (u64, u64) = (a.trim().parse().ok()?, b.trim().parse().ok()?);
-            if b < a || total.is_some_and(|t| b >= t) {
-                return None;
-            }
-            a
-        }
-    };
-    Some((start, total))
-}
-
-/// The HTTP client to origins.
+/// The HTTP client to origins. Cheap to clone.
 #[derive(Clone)]
-pub struct Upstream {
+pub(crate) struct Upstream {
     client: reqwest::Client,
     allow: Arc<AllowList>,
     timeout: Duration,
+    retries: u32,
+    metrics: Arc<Metrics>,
 }
 
 impl Upstream {
-    pub fn new(cfg: &Config) -> anyhow::Result<Upstream> {
+    pub fn new(cfg: &Settings, metrics: Arc<Metrics>) -> Result<Upstream, UpstreamError> {
         // reqwest is built without a bundled crypto provider; ring is the
         // smaller one to build.
         let _ = rustls::crypto::ring::default_provider().install_default();
-        let allow = Arc::new(cfg.allow_upstream.clone());
+        let allow = Arc::new(cfg.allow.clone());
         let redirect_allow = allow.clone();
         let max_redirects = cfg.max_redirects;
         let policy = reqwest::redirect::Policy::custom(move |attempt| {
@@ -215,7 +162,7 @@ impl Upstream {
         });
         let client = reqwest::Client::builder()
             .connect_timeout(cfg.connect_timeout)
-            .read_timeout(cfg.upstream_timeout)
+            .read_timeout(cfg.timeout)
             .redirect(policy)
             .dns_resolver(CheckedResolver {
                 allow: allow.clone(),
@@ -224,12 +171,24 @@ impl Upstream {
             .tcp_nodelay(true)
             .pool_idle_timeout(Duration::from_secs(30))
             .user_agent(concat!("spool/", env!("CARGO_PKG_VERSION")))
-            .build()?;
+            .build()
+            .map_err(|e| UpstreamError::Unreachable(format!("HTTP client: {e}")))?;
         Ok(Upstream {
             client,
             allow,
-            timeout: cfg.upstream_timeout,
+            timeout: cfg.timeout,
+            retries: cfg.retries,
+            metrics,
         })
+    }
+
+    /// Times a broken transfer is resumed in a row before giving up.
+    pub fn retries(&self) -> u32 {
+        self.retries
+    }
+
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
     }
 
     /// Checks a media URL against the allowlist on its resolved addresses,
@@ -287,6 +246,7 @@ impl Upstream {
         if let Some(r) = range {
             req = req.header(header::RANGE, r);
         }
+        self.metrics.upstream_requests.inc();
         let resp = tokio::time::timeout(self.timeout, req.send())
             .await
             .map_err(|_| UpstreamError::Timeout)?
@@ -308,15 +268,19 @@ impl Upstream {
         &self,
         resp: &mut reqwest::Response,
     ) -> Result<Option<bytes::Bytes>, UpstreamError> {
-        tokio::time::timeout(self.timeout, resp.chunk())
+        let piece = tokio::time::timeout(self.timeout, resp.chunk())
             .await
             .map_err(|_| UpstreamError::Timeout)?
-            .map_err(UpstreamError::from_reqwest)
+            .map_err(UpstreamError::from_reqwest)?;
+        if let Some(p) = &piece {
+            self.metrics.upstream_bytes.inc_by(p.len() as u64);
+        }
+        Ok(piece)
     }
 }
 
 /// Parses a media URL: absolute, http or https, with a host.
-pub fn parse_url(raw: &str) -> Result<Url, UpstreamError> {
+pub(crate) fn parse_url(raw: &str) -> Result<Url, UpstreamError> {
     let url = Url::parse(raw).map_err(|e| UpstreamError::BadUrl(format!("{raw:?}: {e}")))?;
     if !matches!(url.scheme(), "http" | "https") {
         return Err(UpstreamError::BadUrl(format!(
@@ -328,6 +292,16 @@ pub fn parse_url(raw: &str) -> Result<Url, UpstreamError> {
         return Err(UpstreamError::BadUrl("no host".into()));
     }
     Ok(url)
+}
+
+/// A URL for logs: the query string and password may hold credentials.
+pub(crate) fn redact(url: &Url) -> String {
+    let mut u = url.clone();
+    if u.query().is_some() {
+        u.set_query(Some("REDACTED"));
+    }
+    let _ = u.set_password(None);
+    u.to_string()
 }
 
 /// For URLs whose host is an address literal: checks it and returns true.
@@ -346,38 +320,5 @@ fn check_literal(allow: &AllowList, url: &Url) -> Result<bool, UpstreamError> {
         Err(UpstreamError::Denied(format!(
             "{ip} is a local or private address; allow it with --allow-upstream"
         )))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn content_range() {
-        assert_eq!(parse_content_range("bytes 0-9/100"), Some((0, Some(100))));
-        assert_eq!(parse_content_range("bytes 5-9/*"), Some((5, None)));
-        assert_eq!(parse_content_range("bytes */100"), Some((0, Some(100))));
-        assert_eq!(parse_content_range("bytes 9-5/100"), None);
-        assert_eq!(parse_content_range("bytes 0-100/100"), None);
-        assert_eq!(parse_content_range("items 0-1/2"), None);
-        assert_eq!(parse_content_range("bytes 0-1"), None);
-    }
-
-    #[test]
-    fn error_statuses() {
-        assert_eq!(UpstreamError::Timeout.status(), StatusCode::GATEWAY_TIMEOUT);
-        assert_eq!(
-            UpstreamError::BadStatus(StatusCode::SERVICE_UNAVAILABLE).status(),
-            StatusCode::BAD_GATEWAY
-        );
-        assert_eq!(
-            UpstreamError::Status(StatusCode::NOT_FOUND).status(),
-            StatusCode::NOT_FOUND
-        );
-        assert_eq!(
-            UpstreamError::Denied("x".into()).status(),
-            StatusCode::FORBIDDEN
-        );
     }
 }

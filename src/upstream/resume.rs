@@ -7,17 +7,14 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use tracing::{debug, warn};
+use url::Url;
 
-use crate::cache::catalog::redact_str;
-use crate::cache::inflight::ChunkFailure;
-use crate::cache::media::Media;
-use crate::cache::run::{check_response, RunError};
-use crate::upstream::{Head, UpstreamError};
-use crate::Shared;
+use super::{redact, Head, Upstream, UpstreamError, Version};
 
-pub struct ResumingBody {
-    shared: Arc<Shared>,
-    media: Arc<Media>,
+pub(crate) struct ResumingBody {
+    upstream: Upstream,
+    url: Arc<Url>,
+    version: Arc<Version>,
     /// Next byte to deliver.
     pos: u64,
     /// Last byte to deliver (inclusive).
@@ -31,10 +28,17 @@ pub struct ResumingBody {
 }
 
 impl ResumingBody {
-    pub fn new(shared: &Arc<Shared>, media: &Arc<Media>, pos: u64, end: u64) -> ResumingBody {
+    pub fn new(
+        upstream: &Upstream,
+        url: &Arc<Url>,
+        version: &Arc<Version>,
+        pos: u64,
+        end: u64,
+    ) -> ResumingBody {
         ResumingBody {
-            shared: shared.clone(),
-            media: media.clone(),
+            upstream: upstream.clone(),
+            url: url.clone(),
+            version: version.clone(),
             pos,
             end,
             resp: None,
@@ -46,7 +50,7 @@ impl ResumingBody {
     /// Starts from a response already in hand (the cold probe's); one that
     /// does not fit is dropped and the range asked for again.
     pub fn with_response(mut self, resp: reqwest::Response, head: &Head) -> ResumingBody {
-        match check_response(&self.media, head, self.pos) {
+        match self.version.check(head, self.pos) {
             Ok(skip) => {
                 self.skip = skip;
                 self.resp = Some(resp);
@@ -69,7 +73,7 @@ impl ResumingBody {
     /// The next bytes at `pos`, never past `end`; `Ok(None)` once all are
     /// delivered. Broken transfers are resumed up to `--upstream-retries`
     /// times in a row.
-    pub async fn next(&mut self) -> Result<Option<Bytes>, ChunkFailure> {
+    pub async fn next(&mut self) -> Result<Option<Bytes>, UpstreamError> {
         while self.pos <= self.end {
             match self.read().await {
                 Ok(mut piece) => {
@@ -78,18 +82,19 @@ impl ResumingBody {
                     self.pos += piece.len() as u64;
                     return Ok(Some(piece));
                 }
-                Err(RunError::Changed) => return Err(ChunkFailure::Changed),
-                Err(RunError::Upstream(e)) => {
+                Err(UpstreamError::Changed) => return Err(UpstreamError::Changed),
+                Err(e) => {
                     self.failures += 1;
-                    self.shared.metrics.upstream_errors.inc();
+                    let metrics = self.upstream.metrics();
+                    metrics.upstream_errors.inc();
                     self.resp = None;
                     self.skip = 0;
-                    if e.is_permanent() || self.failures > self.shared.cfg.upstream_retries {
-                        warn!(url = %redact_str(&self.media.row.url), pos = self.pos, error = %e, "upstream transfer failed");
-                        return Err(ChunkFailure::Upstream(e.to_string()));
+                    if e.is_permanent() || self.failures > self.upstream.retries() {
+                        warn!(url = %redact(&self.url), pos = self.pos, error = %e, "upstream transfer failed");
+                        return Err(e);
                     }
                     debug!(pos = self.pos, error = %e, "upstream transfer broke; resuming");
-                    self.shared.metrics.upstream_resumes.inc();
+                    metrics.upstream_resumes.inc();
                     tokio::time::sleep(backoff(self.failures)).await;
                 }
             }
@@ -98,31 +103,19 @@ impl ResumingBody {
     }
 
     /// Bytes at `pos`, opening (or reopening) the request as needed.
-    async fn read(&mut self) -> Result<Bytes, RunError> {
+    async fn read(&mut self) -> Result<Bytes, UpstreamError> {
         loop {
             if self.resp.is_none() {
-                let url = url::Url::parse(&self.media.row.url)
-                    .map_err(|e| RunError::Upstream(UpstreamError::BadUrl(e.to_string())))?;
-                self.shared.metrics.upstream_requests.inc();
-                let resp = self
-                    .shared
-                    .upstream
-                    .get(&url, Some((self.pos, Some(self.end))))
-                    .await?;
+                let range = Some((self.pos, Some(self.end)));
+                let resp = self.upstream.get(&self.url, range).await?;
                 let head = Head::parse(resp.status(), resp.headers())?;
-                self.skip = check_response(&self.media, &head, self.pos)?;
+                self.skip = self.version.check(&head, self.pos)?;
                 self.resp = Some(resp);
             }
             let resp = self.resp.as_mut().expect("opened");
-            let Some(mut piece) = self.shared.upstream.next_piece(resp).await? else {
-                return Err(RunError::Upstream(UpstreamError::Protocol(
-                    "body ended early".into(),
-                )));
+            let Some(mut piece) = self.upstream.next_piece(resp).await? else {
+                return Err(UpstreamError::Protocol("body ended early".into()));
             };
-            self.shared
-                .metrics
-                .upstream_bytes
-                .inc_by(piece.len() as u64);
             if self.skip > 0 {
                 let drop = self.skip.min(piece.len() as u64);
                 self.skip -= drop;

@@ -27,8 +27,8 @@ pub fn data(len: usize, seed: u64) -> Bytes {
 pub struct Spool {
     pub addr: std::net::SocketAddr,
     pub cache_dir: PathBuf,
-    /// The server's shared state, for fault injection and inspection.
-    pub shared: std::sync::Arc<spool::Shared>,
+    /// The server's handles, for fault injection and inspection.
+    pub server: spool::Server,
     stop: Option<oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
     _tmp: Option<tempfile::TempDir>,
@@ -79,8 +79,8 @@ impl Spool {
         let addr = listener.local_addr().unwrap();
         let cache_dir = cfg.cache_dir.clone();
         let (stop, stopped) = oneshot::channel::<()>();
-        let shared = spool::Shared::new(cfg).unwrap();
-        let task = tokio::spawn(spool::serve(shared.clone(), listener, async {
+        let server = spool::Server::new(cfg).await.unwrap();
+        let task = tokio::spawn(server.clone().serve(listener, async {
             let _ = stopped.await;
         }));
         // Up once the listener answers.
@@ -98,7 +98,7 @@ impl Spool {
         Spool {
             addr,
             cache_dir,
-            shared,
+            server,
             stop: Some(stop),
             task: Some(task),
             _tmp: None,

@@ -1,0 +1,221 @@
+//! Opening a media: found in memory, loaded from the index, or learned from
+//! the origin on first use.
+//!
+//! A cold media is not probed with a separate request: the first ranged GET
+//! for the player's position tells the size, type and validators *and*
+//! starts the download, so a cold seek costs one origin round trip.
+
+use std::sync::Arc;
+
+use reqwest::StatusCode;
+use tracing::{info, warn};
+use url::Url;
+
+use super::media::Media;
+use super::{run, Cache};
+use crate::store::index::{unix_now, IndexError, MediaRow};
+use crate::upstream::{redact, Head, UpstreamError};
+
+/// What opening a URL gives.
+pub(crate) enum Opened {
+    /// A media of known size, served through the cache.
+    Media(Arc<Media>),
+    /// The origin does not tell the size: its response is relayed as it is.
+    Passthrough(Box<(reqwest::Response, Head)>),
+    /// The origin does not tell the size: the player's request is to be
+    /// relayed to it as it is.
+    Unsized,
+}
+
+impl Cache {
+    /// Opens a media. `start` is the span the player wants (first byte, and
+    /// last byte of a closed range) when it is known before the size is: a
+    /// cold open then starts the download there.
+    pub async fn open(
+        &self,
+        url: &Url,
+        start: Option<(u64, Option<u64>)>,
+    ) -> Result<Opened, UpstreamError> {
+        let catalog = &self.inner.catalog;
+        let key = url.as_str();
+        if let Some(m) = catalog.used(key) {
+            if !m.is_stale(self.inner.settings.revalidate_after) {
+                return Ok(Opened::Media(m));
+            }
+        }
+        let gate = catalog.gate(key);
+        let guard = gate.clone().lock_owned().await;
+        let opened = self.open_locked(url, start).await;
+        drop(guard);
+        catalog.close_gate(key, &gate);
+        opened
+    }
+
+    async fn open_locked(
+        &self,
+        url: &Url,
+        start: Option<(u64, Option<u64>)>,
+    ) -> Result<Opened, UpstreamError> {
+        let known = match self.inner.catalog.used(url.as_str()) {
+            Some(m) => Some(m),
+            None => self.load(url).await,
+        };
+        if let Some(media) = known {
+            if !media.is_stale(self.inner.settings.revalidate_after)
+                || self.revalidate(&media).await
+            {
+                return Ok(Opened::Media(media));
+            }
+        }
+        self.probe(url, start).await
+    }
+
+    /// A media version from the index, if it knows one.
+    async fn load(&self, url: &Url) -> Option<Arc<Media>> {
+        let index = &self.inner.index;
+        let loaded = async {
+            let Some(row) = index.media(url.as_str()).await? else {
+                return Ok(None);
+            };
+            let Some(id) = row.media_id else {
+                return Ok(None);
+            };
+            let chunks = index.chunks(id).await?;
+            let media = Media::new(Arc::new(url.clone()), row, chunks);
+            Ok::<_, IndexError>(Some(Arc::new(media)))
+        };
+        match loaded.await {
+            Ok(Some(media)) => {
+                self.inner.catalog.insert(&media);
+                Some(media)
+            }
+            Ok(None) => None,
+            Err(e) => {
+                warn!(error = %e, "index read failed; asking the origin");
+                None
+            }
+        }
+    }
+
+    /// Asks the origin (one byte) whether a media version is still current.
+    /// Returns false when it changed (and drops it). When the origin cannot
+    /// answer, the cached copy goes on being served.
+    async fn revalidate(&self, media: &Arc<Media>) -> bool {
+        let answer = match self.upstream().get(&media.url, Some((0, Some(0)))).await {
+            Ok(resp) => Head::parse(resp.status(), resp.headers()),
+            Err(e) => Err(e),
+        };
+        let now = unix_now();
+        let current = match answer.and_then(|head| media.version.check(&head, 0)) {
+            Ok(_) => true,
+            Err(UpstreamError::Changed) => false,
+            Err(UpstreamError::Status(s))
+                if s == StatusCode::NOT_FOUND || s == StatusCode::GONE =>
+            {
+                false
+            }
+            Err(e) => {
+                warn!(url = %redact(&media.url), error = %e, "revalidation failed; serving the cached copy");
+                true
+            }
+        };
+        if current {
+            media.set_probed(now);
+            if let Some(id) = media.id() {
+                if let Err(e) = self.inner.index.set_probed(id, now).await {
+                    warn!(error = %e, "cannot record revalidation");
+                }
+            }
+        } else {
+            self.inner.catalog.remove(media);
+            self.inner.runs.invalidate(media).await;
+        }
+        current
+    }
+
+    /// Learns a media from the origin with a ranged GET from the chunk that
+    /// holds `start` (or a one-byte GET when the start is not known yet).
+    async fn probe(
+        &self,
+        url: &Url,
+        start: Option<(u64, Option<u64>)>,
+    ) -> Result<Opened, UpstreamError> {
+        let chunk_size = self.inner.settings.chunk_size;
+        let (start, end) = (start.map(|s| s.0), start.and_then(|s| s.1));
+        let first_chunk = start.map(|s| s / chunk_size);
+        // Like any miss, a cold seek far into a chunk starts at the
+        // player's byte; the chunk's head is fetched on the side.
+        let split = start.map_or(0, |s| run::split_at(s % chunk_size));
+        // A closed range is fetched to the end of its last chunk only.
+        let range = match first_chunk {
+            Some(c) => (
+                c * chunk_size + split,
+                end.and_then(|e| (e / chunk_size).checked_add(1)?.checked_mul(chunk_size))
+                    .map(|after| after - 1),
+            ),
+            None => (0, Some(0)),
+        };
+        let resp = self.upstream().get(url, Some(range)).await?;
+        let head = Head::parse(resp.status(), resp.headers())?;
+        let Some(size) = head.total else {
+            if head.status == StatusCode::RANGE_NOT_SATISFIABLE {
+                return Err(UpstreamError::Protocol("416 without a size".into()));
+            }
+            // Without a size there are no chunks to cache. A 200 is the whole
+            // body, fine for any player (a server may ignore Range); a 206
+            // answers spool's probe, not the player: the player's own
+            // request goes to the origin as it is.
+            if head.status == StatusCode::OK {
+                return Ok(Opened::Passthrough(Box::new((resp, head))));
+            }
+            return Ok(Opened::Unsized);
+        };
+        let row = MediaRow {
+            media_id: None,
+            url: url.as_str().to_owned(),
+            size_bytes: size,
+            chunk_size_bytes: chunk_size,
+            content_type: head.content_type.clone(),
+            etag: head.etag.clone(),
+            last_modified: head.last_modified.clone(),
+            accepts_ranges: head.status != StatusCode::OK,
+            probed_unix: unix_now(),
+        };
+        let media = self.record(url, row).await;
+        info!(
+            url = %redact(url),
+            size,
+            etag = head.etag.as_deref().unwrap_or("-"),
+            ranges = media.row.accepts_ranges,
+            "new media"
+        );
+        if let (Some(c), true) = (first_chunk, size > 0) {
+            if head.status != StatusCode::RANGE_NOT_SATISFIABLE && c < media.chunk_count() {
+                self.inner
+                    .runs
+                    .start_with(&media, c, split, range.1, resp, head);
+            }
+        }
+        Ok(Opened::Media(media))
+    }
+
+    /// Records a new media version in the index (dropping an older one and
+    /// its files) and in memory. When the index cannot be written, the media
+    /// still streams, without an id: nothing of it is written.
+    async fn record(&self, url: &Url, mut row: MediaRow) -> Arc<Media> {
+        match self.inner.index.replace_media(row.clone()).await {
+            Ok((id, old)) => {
+                row.media_id = Some(id);
+                if let Some(old) = old {
+                    self.inner.files.remove_media(old).await;
+                }
+            }
+            Err(e) => {
+                warn!(error = %e, "cannot record media in the index; streaming uncached");
+            }
+        }
+        let media = Arc::new(Media::new(Arc::new(url.clone()), row, Vec::new()));
+        self.inner.catalog.insert(&media);
+        media
+    }
+}

@@ -1,0 +1,210 @@
+//! Keeping the cache in bounds while spool serves: the disk monitor's loop
+//! (levels logged once, cleanup at Critical, caching paused and resumed),
+//! `--max-cache-size`, forgetting idle media, the background checksum
+//! scrub, and start-up reconciliation.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tracing::{info, warn};
+
+use super::catalog::Catalog;
+use super::memcache::MemCache;
+use crate::disk::{Breaker, Disk, Level, Space};
+use crate::metrics::{KindLabel, Metrics};
+use crate::store::recover::{self, Problem, Report, ScanOptions};
+use crate::store::{Evictor, Index};
+
+/// Media unused this long are dropped from memory (not from the cache).
+const MEDIA_IDLE: Duration = Duration::from_secs(600);
+
+/// Cheap to clone.
+#[derive(Clone)]
+pub(crate) struct Upkeep {
+    inner: Arc<Inner>,
+}
+
+/// What upkeep is made of.
+pub(crate) struct Parts {
+    pub cache_dir: PathBuf,
+    pub disk: Disk,
+    pub breaker: Breaker,
+    pub evictor: Evictor,
+    pub catalog: Catalog,
+    pub index: Index,
+    pub memcache: MemCache,
+    pub metrics: Arc<Metrics>,
+    pub chunk_size: u64,
+    pub disk_check_interval: Duration,
+    pub scrub_interval: Duration,
+}
+
+type Inner = Parts;
+
+impl Upkeep {
+    pub fn new(parts: Parts) -> Upkeep {
+        Upkeep {
+            inner: Arc::new(parts),
+        }
+    }
+
+    /// Samples the disk once and acts on its level; returns the level.
+    pub async fn check_disk(&self) -> Option<Level> {
+        let u = &self.inner;
+        let space = match u.disk.space().await {
+            Ok(s) => s,
+            Err(e) => {
+                warn!(error = %e, "cannot read the cache filesystem's free space");
+                return None;
+            }
+        };
+        let mut level = u.disk.level(space);
+        if level == Level::Critical {
+            let target = u.disk.cleanup_target(space);
+            let done = u.evictor.cleanup(target, &u.catalog).await;
+            let after = Space {
+                free_bytes: done.free_bytes,
+                ..space
+            };
+            level = u.disk.level(after);
+            if level == Level::Critical {
+                // Someone else filled the disk: stop adding to it.
+                u.breaker.pause_disk_full(done.free_bytes);
+            }
+        }
+        let now = u.disk.space().await.unwrap_or(space);
+        // Resume only with room for a chunk above the threshold, the same
+        // test a write makes, so caching does not flap.
+        if level != Level::Critical && u.disk.has_room(now, u.chunk_size) {
+            u.breaker.space_back();
+        }
+        u.disk.record(now, level);
+        let m = &u.metrics;
+        m.disk_free_bytes.set(now.free_bytes as i64);
+        m.disk_total_bytes.set(now.total_bytes as i64);
+        m.disk_level.set(level as i64);
+        m.caching_paused.set(i64::from(!u.breaker.is_writing()));
+        m.memory_cache_bytes.set(u.memcache.bytes() as i64);
+        Some(level)
+    }
+
+    /// Runs forever: one disk check every `--disk-check-interval`, then
+    /// `--max-cache-size` and idle media.
+    pub async fn run(self) {
+        let mut last: Option<Level> = None;
+        loop {
+            if let Some(level) = self.check_disk().await {
+                if last != Some(level) {
+                    let space = self.inner.disk.last().map(|l| l.0);
+                    let free = space.map_or(0, |s| s.free_bytes);
+                    let total = space.map_or(0, |s| s.total_bytes);
+                    match level {
+                        Level::Healthy | Level::Info => {
+                            info!(level = level.as_str(), free, total, "disk level")
+                        }
+                        Level::Warning | Level::Critical => {
+                            warn!(level = level.as_str(), free, total, "disk level")
+                        }
+                    }
+                    last = Some(level);
+                }
+            }
+            self.inner.catalog.sweep(MEDIA_IDLE);
+            self.inner.evictor.trim(&self.inner.catalog).await;
+            tokio::time::sleep(self.inner.disk_check_interval).await;
+        }
+    }
+
+    /// Start-up reconciliation: temp files and orphans removed, rows of
+    /// missing or wrong-length files removed. Files and rows newer than
+    /// `started` belong to this process and are left alone.
+    pub async fn reconcile(self, started: std::time::SystemTime) {
+        let u = &self.inner;
+        let opts = ScanOptions {
+            checksums: false,
+            since: Some(started),
+        };
+        let report = match recover::scan(&u.cache_dir, &u.index, opts).await {
+            Ok(r) => r,
+            Err(e) => {
+                warn!(error = %e, "start-up reconciliation failed");
+                return;
+            }
+        };
+        if let Err(e) = recover::repair(&u.cache_dir, &u.index, &report).await {
+            warn!(error = %e, "start-up repair failed");
+        }
+        for p in &report.problems {
+            let kind = match p {
+                Problem::Temp(_) => "temp_file",
+                Problem::Orphan(_) => "orphan",
+                Problem::Missing { .. } => "missing",
+                Problem::WrongLength { .. } => "inconsistent",
+                Problem::Corrupt { .. } => "corrupt",
+            };
+            u.metrics
+                .recovery_fixed
+                .get_or_create(&KindLabel { kind })
+                .inc();
+        }
+        info!(summary = %report.summary(), "start-up reconciliation done");
+    }
+
+    /// Checks every cached chunk against its checksum every
+    /// `--scrub-interval`, so corruption is found before a player meets it.
+    pub async fn scrub_loop(self) {
+        let interval = self.inner.scrub_interval;
+        if interval.is_zero() {
+            return;
+        }
+        loop {
+            tokio::time::sleep(interval).await;
+            self.scrub().await;
+        }
+    }
+
+    /// One background check of every chunk. Only bad chunks and rows of
+    /// missing files are fixed here; temp files and orphans may belong to
+    /// writes under way and are left to start-up.
+    pub async fn scrub(&self) -> Report {
+        let u = &self.inner;
+        let opts = ScanOptions {
+            checksums: true,
+            since: Some(std::time::SystemTime::now()),
+        };
+        let mut report = match recover::scan(&u.cache_dir, &u.index, opts).await {
+            Ok(r) => r,
+            Err(e) => {
+                warn!(error = %e, "background check failed");
+                return Report::default();
+            }
+        };
+        report.problems.retain(|p| {
+            matches!(
+                p,
+                Problem::Corrupt { .. } | Problem::WrongLength { .. } | Problem::Missing { .. }
+            )
+        });
+        for p in &report.problems {
+            if let Problem::Corrupt {
+                media_id, chunk, ..
+            }
+            | Problem::WrongLength {
+                media_id, chunk, ..
+            }
+            | Problem::Missing { media_id, chunk } = p
+            {
+                if let Some(m) = u.catalog.by_id(*media_id) {
+                    m.evict_cached(*chunk);
+                }
+                u.metrics.corrupt_chunks.inc();
+            }
+        }
+        if let Err(e) = recover::repair(&u.cache_dir, &u.index, &report).await {
+            warn!(error = %e, "background check could not repair");
+        }
+        info!(summary = %report.summary(), "background chunk check done");
+        report
+    }
+}

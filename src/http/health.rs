@@ -1,0 +1,81 @@
+//! `/health/live`, `/health/ready` and `/metrics`.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::{header, HeaderValue, StatusCode};
+use warp::reply::Response;
+
+use crate::cache::memcache::MemCache;
+use crate::disk::{Breaker, Disk};
+use crate::metrics::Metrics;
+use crate::store::Index;
+
+/// What readiness looks at. Cheap to clone.
+#[derive(Clone)]
+pub(crate) struct Health {
+    pub index: Index,
+    pub cache_dir: PathBuf,
+    pub disk: Disk,
+    pub breaker: Breaker,
+    pub memcache: MemCache,
+    pub metrics: Arc<Metrics>,
+}
+
+pub(crate) async fn ready(h: Health) -> Response {
+    let index_ok = h
+        .index
+        .call(|c| c.query_row("SELECT 1", [], |r| r.get::<_, i64>(0)))
+        .await
+        .is_ok();
+    let dir = h.cache_dir.clone();
+    let dir_ok = tokio::task::spawn_blocking(move || dir.is_dir())
+        .await
+        .unwrap_or(false);
+    // spool serves while the disk is full or caching is paused (streams go
+    // on uncached), so those are reported but do not make it unready.
+    let ok = index_ok && dir_ok;
+    let last = h.disk.last();
+    let space = last.map(|l| l.0);
+    let mut reasons = Vec::new();
+    if !index_ok {
+        reasons.push("index unavailable");
+    }
+    if !dir_ok {
+        reasons.push("cache directory missing");
+    }
+    let body = serde_json::json!({
+        "ready": ok,
+        "reasons": reasons,
+        "index": if index_ok { "ok" } else { "unavailable" },
+        "cache_dir": if dir_ok { "ok" } else { "missing" },
+        "disk": {
+            "level": last.map(|l| l.1.as_str()),
+            "free_bytes": space.map(|s| s.free_bytes),
+            "total_bytes": space.map(|s| s.total_bytes),
+        },
+        "caching": h.breaker.mode().describe(),
+        "memory_cache_bytes": h.memcache.bytes(),
+    });
+    let mut r = Response::new(Bytes::from(body.to_string()).into());
+    *r.status_mut() = if ok {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    r
+}
+
+pub(crate) fn metrics(h: &Health) -> Response {
+    let mut r = Response::new(Bytes::from(h.metrics.encode()).into());
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"),
+    );
+    r
+}

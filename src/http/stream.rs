@@ -1,0 +1,214 @@
+//! `GET|HEAD /stream?url=…`: the media through the cache, with the headers
+//! of RFC 9110 (§13 conditional requests, §14 ranges).
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use futures::StreamExt;
+use http::{header, HeaderMap, HeaderValue, Method, StatusCode};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use warp::reply::Response;
+use warp::Reply;
+
+use super::conditional::{if_range_holds, none_match_hits};
+use super::multipart::{multipart, span};
+use super::range::{self, ByteRange, RangeRequest};
+use super::{error, text};
+use crate::cache::body::Part;
+use crate::cache::media::Media;
+use crate::cache::{Cache, CacheError, Opened};
+use crate::upstream::{self, Head};
+
+pub(crate) async fn handle(
+    cache: Cache,
+    method: Method,
+    query: String,
+    headers: HeaderMap,
+) -> Response {
+    if method != Method::GET && method != Method::HEAD {
+        let mut r = text(StatusCode::METHOD_NOT_ALLOWED, "only GET and HEAD");
+        r.headers_mut()
+            .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
+        return r;
+    }
+    cache.metrics().client_requests.inc();
+    let Some(raw) = url::form_urlencoded::parse(query.as_bytes())
+        .find(|(k, _)| k == "url")
+        .map(|(_, v)| v.into_owned())
+    else {
+        return text(
+            StatusCode::BAD_REQUEST,
+            "missing url: use /stream?url=<percent-encoded http(s) URL>",
+        );
+    };
+    let url = match upstream::parse_url(&raw) {
+        Ok(u) => u,
+        Err(e) => return error(&e),
+    };
+    if let Err(e) = cache.check(&url).await {
+        return error(&e);
+    }
+    let range_header = header_str(&headers, header::RANGE);
+    let start = match range_header {
+        Some(h) => range::first_span(h),
+        None => Some((0, None)),
+    };
+    // HEAD needs no bytes: probe with one instead of starting a download.
+    let start = if method == Method::HEAD { None } else { start };
+    match cache.open(&url, start).await {
+        Err(e) => error(&e),
+        Ok(Opened::Media(media)) => respond(cache, media, &method, &headers),
+        Ok(Opened::Passthrough(p)) => passthrough(&method, p.0, &p.1),
+        Ok(Opened::Unsized) => match cache.upstream().get_raw(&url, range_header).await {
+            Ok(resp) => match Head::parse(resp.status(), resp.headers()) {
+                Ok(head) => passthrough(&method, resp, &head),
+                Err(e) => error(&e),
+            },
+            Err(e) => error(&e),
+        },
+    }
+}
+
+fn header_str(headers: &HeaderMap, name: header::HeaderName) -> Option<&str> {
+    headers.get(name).and_then(|v| v.to_str().ok())
+}
+
+/// Builds the response for a media of known size (RFC 9110 §13, §14).
+fn respond(cache: Cache, media: Arc<Media>, method: &Method, req: &HeaderMap) -> Response {
+    let size = media.size();
+    let row = &media.row;
+    let mut h = HeaderMap::new();
+    h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+    let content_type = row
+        .content_type
+        .as_deref()
+        .unwrap_or("application/octet-stream");
+    let validators = [
+        (header::ETAG, row.etag.as_deref()),
+        (header::LAST_MODIFIED, row.last_modified.as_deref()),
+    ];
+    for (name, value) in validators {
+        if let Some(v) = value.and_then(|v| HeaderValue::from_str(v).ok()) {
+            h.insert(name, v);
+        }
+    }
+    if let Some(inm) = header_str(req, header::IF_NONE_MATCH) {
+        if none_match_hits(inm, row.etag.as_deref()) {
+            return reply(StatusCode::NOT_MODIFIED, h, None);
+        }
+    }
+    let if_range = header_str(req, header::IF_RANGE);
+    let ranges = match header_str(req, header::RANGE) {
+        Some(r) if if_range_holds(if_range, row.etag.as_deref(), row.last_modified.as_deref()) => {
+            range::parse(r, size)
+        }
+        _ => RangeRequest::Ignore,
+    };
+    let full = ByteRange {
+        start: 0,
+        end: size.saturating_sub(1),
+    };
+    let (status, parts, length) = match &ranges {
+        RangeRequest::Unsatisfiable => {
+            h.insert(
+                header::CONTENT_RANGE,
+                HeaderValue::from_str(&format!("bytes */{size}")).expect("ascii"),
+            );
+            let mut r = text(StatusCode::RANGE_NOT_SATISFIABLE, "range not satisfiable");
+            r.headers_mut().extend(h);
+            return r;
+        }
+        RangeRequest::Ignore => {
+            h.insert(header::CONTENT_TYPE, value(content_type));
+            let parts = if size == 0 {
+                vec![]
+            } else {
+                vec![Part::Range(span(&full))]
+            };
+            (StatusCode::OK, parts, size)
+        }
+        RangeRequest::Ranges(v) if v.len() == 1 => {
+            let r = v[0];
+            h.insert(header::CONTENT_TYPE, value(content_type));
+            h.insert(header::CONTENT_RANGE, value(&r.content_range(size)));
+            (
+                StatusCode::PARTIAL_CONTENT,
+                vec![Part::Range(span(&r))],
+                r.len(),
+            )
+        }
+        RangeRequest::Ranges(v) => {
+            let (ctype, parts, length) = multipart(v, content_type, size);
+            h.insert(header::CONTENT_TYPE, value(&ctype));
+            (StatusCode::PARTIAL_CONTENT, parts, length)
+        }
+    };
+    h.insert(header::CONTENT_LENGTH, HeaderValue::from(length));
+    if *method == Method::HEAD || parts.is_empty() {
+        return reply(status, h, None);
+    }
+    let (tx, rx) = mpsc::channel(2);
+    tokio::spawn(cache.produce(media, parts, tx));
+    reply(status, h, Some(rx))
+}
+
+fn value(s: &str) -> HeaderValue {
+    HeaderValue::from_str(s)
+        .unwrap_or_else(|_| HeaderValue::from_static("application/octet-stream"))
+}
+
+fn reply(
+    status: StatusCode,
+    headers: HeaderMap,
+    body: Option<mpsc::Receiver<Result<Bytes, CacheError>>>,
+) -> Response {
+    let mut r = match body {
+        // A body error cuts the response: the player sees it incomplete.
+        Some(rx) => {
+            warp::reply::stream(ReceiverStream::new(rx).map(|r| r.map_err(std::io::Error::other)))
+                .into_response()
+        }
+        None => Response::new(Bytes::new().into()),
+    };
+    *r.status_mut() = status;
+    r.headers_mut().extend(headers);
+    r
+}
+
+/// Relays an origin response that spool cannot cache (no size known).
+fn passthrough(method: &Method, resp: reqwest::Response, head: &Head) -> Response {
+    let mut h = HeaderMap::new();
+    for name in [
+        header::CONTENT_TYPE,
+        header::CONTENT_LENGTH,
+        header::CONTENT_RANGE,
+        header::ETAG,
+        header::LAST_MODIFIED,
+    ] {
+        if let Some(v) = resp.headers().get(&name) {
+            h.insert(name, v.clone());
+        }
+    }
+    if *method == Method::HEAD {
+        return reply(head.status, h, None);
+    }
+    let (tx, rx) = mpsc::channel(2);
+    tokio::spawn(async move {
+        let mut resp = resp;
+        loop {
+            let piece = match resp.chunk().await {
+                Ok(Some(b)) => Ok(b),
+                Ok(None) => return,
+                Err(e) => Err(CacheError::from(upstream::UpstreamError::Unreachable(
+                    e.to_string(),
+                ))),
+            };
+            let failed = piece.is_err();
+            if tx.send(piece).await.is_err() || failed {
+                return;
+            }
+        }
+    });
+    reply(head.status, h, Some(rx))
+}

@@ -1,0 +1,307 @@
+//! Wiring and lifecycle: builds each layer's handles from the
+//! configuration, serves on a listener, runs the background tasks, and
+//! shuts down gracefully (streams cut at `--shutdown-timeout`, chunk
+//! writes finished, the index flushed).
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use tracing::{error, info};
+
+use crate::cache::catalog::Catalog;
+use crate::cache::memcache::MemCache;
+use crate::cache::persist::{self, Writer};
+use crate::cache::run::Runs;
+use crate::cache::upkeep::{self, Upkeep};
+use crate::cache::{self, Cache};
+use crate::config::Config;
+use crate::disk::{Breaker, Disk, Thresholds, WriteClass};
+use crate::http::{self, Health};
+use crate::metrics::Metrics;
+use crate::store::index::{self, IndexError};
+use crate::store::{recover, ChunkFiles, Evictor, Index};
+use crate::upstream::{self, Upstream};
+
+/// Largest piece read from a chunk file at once: bounds memory per player.
+const READ_PIECE: usize = crate::cache::body::READ_PIECE as usize;
+
+/// A spool server, ready to serve. Cheap to clone.
+#[derive(Clone)]
+pub struct Server {
+    cfg: Arc<Config>,
+    cache: Cache,
+    health: Health,
+    upkeep: Upkeep,
+    writer: Writer,
+    index: Index,
+    /// The cache directory could not hold an index: this run's index lives
+    /// in memory (and start-up reconciliation must not judge the files).
+    index_in_memory: bool,
+    /// When this process started: files and rows older than this are from
+    /// an earlier run.
+    started: std::time::SystemTime,
+    #[cfg(feature = "testing")]
+    files: ChunkFiles,
+    #[cfg(feature = "testing")]
+    breaker: Breaker,
+}
+
+impl Server {
+    /// Builds every handle. A cache directory that cannot hold an index
+    /// does not stop spool: it serves uncached with an index in memory and
+    /// reports not ready.
+    pub async fn new(cfg: Config) -> anyhow::Result<Server> {
+        anyhow::ensure!(
+            (64 * 1024..=1 << 30).contains(&cfg.chunk_size),
+            "--chunk-size must be between 64KiB and 1GiB"
+        );
+        let started = std::time::SystemTime::now();
+        let metrics = Arc::new(Metrics::new());
+        let dir = cfg.cache_dir.clone();
+        let breaker = Breaker::new(
+            &dir,
+            cfg.breaker_threshold,
+            cfg.breaker_cool_down,
+            metrics.clone(),
+        );
+        let opened = {
+            let dir = dir.clone();
+            tokio::task::spawn_blocking(move || open_index(&dir))
+                .await
+                .context("opening the index")?
+        };
+        let (index, index_in_memory) = match opened {
+            Ok((index, recreated)) => {
+                if recreated {
+                    metrics.index_recreated.inc();
+                }
+                (index, false)
+            }
+            Err((class, why)) => {
+                error!(
+                    class = class.as_str(),
+                    cache_dir = %dir.display(),
+                    error = %why,
+                    "cache unusable; serving uncached"
+                );
+                breaker.count(class);
+                breaker.on_failure(WriteClass::PermissionDenied);
+                (Index::open_in_memory()?, true)
+            }
+        };
+        let settings = cache::Settings {
+            chunk_size: cfg.chunk_size,
+            read_ahead: cfg.read_ahead,
+            read_ahead_grace: cfg.read_ahead_grace,
+            revalidate_after: cfg.revalidate_after,
+        };
+        let disk = Disk::new(
+            &dir,
+            Thresholds {
+                min_free_percent: cfg.free_space.min_free_percent,
+                min_free_bytes: cfg.free_space.min_free_bytes,
+                cleanup_headroom: cfg.cleanup_headroom,
+            },
+        );
+        let files = ChunkFiles::new(&dir, cfg.fsync_chunks, READ_PIECE);
+        let upstream = Upstream::new(
+            &upstream::Settings {
+                allow: cfg.allow_upstream.clone(),
+                connect_timeout: cfg.connect_timeout,
+                timeout: cfg.upstream_timeout,
+                max_redirects: cfg.max_redirects,
+                retries: cfg.upstream_retries,
+            },
+            metrics.clone(),
+        )?;
+        let catalog = Catalog::new(settings.read_ahead_chunks(), settings.read_ahead_grace);
+        let memcache = MemCache::new(cfg.memory_cache);
+        let evictor = Evictor::new(
+            index.clone(),
+            files.clone(),
+            disk.clone(),
+            metrics.clone(),
+            cfg.max_cache_size,
+        );
+        let writer = Writer::new(persist::Parts {
+            files: files.clone(),
+            index: index.clone(),
+            breaker: breaker.clone(),
+            evictor: evictor.clone(),
+            disk: disk.clone(),
+            memcache: memcache.clone(),
+            catalog: catalog.clone(),
+            metrics: metrics.clone(),
+        });
+        let runs = Runs::new(
+            upstream,
+            writer.clone(),
+            index.clone(),
+            files.clone(),
+            settings.read_ahead_chunks(),
+            settings.read_ahead_grace,
+        );
+        let upkeep = Upkeep::new(upkeep::Parts {
+            cache_dir: dir.clone(),
+            disk: disk.clone(),
+            breaker: breaker.clone(),
+            evictor,
+            catalog: catalog.clone(),
+            index: index.clone(),
+            memcache: memcache.clone(),
+            metrics: metrics.clone(),
+            chunk_size: cfg.chunk_size,
+            disk_check_interval: cfg.disk_check_interval,
+            scrub_interval: cfg.scrub_interval,
+        });
+        let health = Health {
+            index: index.clone(),
+            cache_dir: dir.clone(),
+            disk,
+            breaker: breaker.clone(),
+            memcache,
+            metrics: metrics.clone(),
+        };
+        let cache = Cache::new(
+            settings,
+            catalog,
+            runs,
+            index.clone(),
+            files.clone(),
+            metrics,
+        );
+        Ok(Server {
+            cfg: Arc::new(cfg),
+            cache,
+            health,
+            upkeep,
+            writer,
+            index,
+            index_in_memory,
+            started,
+            #[cfg(feature = "testing")]
+            files,
+            #[cfg(feature = "testing")]
+            breaker,
+        })
+    }
+
+    /// Serves until `shutdown` resolves.
+    pub async fn serve(
+        self,
+        listener: tokio::net::TcpListener,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
+        let cfg = &self.cfg;
+        info!(
+            listen = %listener.local_addr()?,
+            cache_dir = %cfg.cache_dir.display(),
+            chunk_size = cfg.chunk_size,
+            read_ahead = cfg.read_ahead,
+            "spool serving"
+        );
+        set_nodelay(&listener);
+        if !self.index_in_memory {
+            tokio::spawn(self.upkeep.clone().reconcile(self.started));
+        }
+        // The first disk sample before the first request; then every
+        // interval.
+        self.upkeep.check_disk().await;
+        let monitor = tokio::spawn(self.upkeep.clone().run());
+        let scrubber =
+            (!self.index_in_memory).then(|| tokio::spawn(self.upkeep.clone().scrub_loop()));
+        let (stopping_tx, stopping) = tokio::sync::oneshot::channel::<()>();
+        let server = warp::serve(http::routes(self.cache.clone(), self.health.clone()))
+            .incoming(listener)
+            .graceful(async move {
+                shutdown.await;
+                let _ = stopping_tx.send(());
+            })
+            .run();
+        let deadline = cfg.shutdown_timeout;
+        let mut shutdown_started = None;
+        tokio::select! {
+            _ = server => {}
+            // Streams still running at the deadline are cut.
+            _ = async {
+                let _ = stopping.await;
+                shutdown_started = Some(tokio::time::Instant::now());
+                tokio::time::sleep(deadline).await;
+            } => info!("shutdown deadline reached; closing remaining streams"),
+        }
+        // Chunk writes under way finish (no temp file left behind); new
+        // ones are refused from now on.
+        let left = shutdown_started.map_or(deadline, |t| deadline.saturating_sub(t.elapsed()));
+        self.writer
+            .close_and_wait(left.max(Duration::from_secs(1)))
+            .await;
+        // Every index update queued so far is applied before this returns.
+        let _ = self
+            .index
+            .call(|c| c.execute_batch("PRAGMA wal_checkpoint(PASSIVE)"))
+            .await;
+        monitor.abort();
+        if let Some(s) = scrubber {
+            s.abort();
+        }
+        info!("stopped");
+        Ok(())
+    }
+}
+
+/// Serves `cfg` on `listener` until `shutdown` resolves.
+pub async fn run(
+    cfg: Config,
+    listener: tokio::net::TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    Server::new(cfg).await?.serve(listener, shutdown).await
+}
+
+/// Creates the cache directory and opens its index (moving a broken one
+/// aside). Blocking. Returns whether the index was recreated, or the class
+/// of the failure.
+fn open_index(dir: &std::path::Path) -> Result<(Index, bool), (WriteClass, String)> {
+    std::fs::create_dir_all(dir).map_err(|e| (WriteClass::classify(&e), e.to_string()))?;
+    recover::open_index(dir)
+        .map(|(index, recreated)| (index, recreated.is_some()))
+        .map_err(|e: IndexError| (index::write_class(&e), e.to_string()))
+}
+
+/// TCP_NODELAY on the listening socket, which Linux passes on to every
+/// accepted connection. Without it, small pieces streamed from a slow
+/// origin wait for the player's delayed ACK (40 ms stalls).
+fn set_nodelay(listener: &tokio::net::TcpListener) {
+    if let Err(e) = socket2::SockRef::from(listener).set_tcp_nodelay(true) {
+        tracing::debug!(error = %e, "cannot set TCP_NODELAY");
+    }
+}
+
+/// Hooks for the integration tests (the `testing` feature): fault
+/// injection and a look inside, never in a release build.
+#[cfg(feature = "testing")]
+impl Server {
+    /// Makes coming cache writes fail.
+    pub fn inject(&self, fault: crate::testing::Fault) {
+        self.files.inject(fault);
+    }
+
+    /// Whether cache writes are allowed now (breaker closed, no pause).
+    pub fn is_caching(&self) -> bool {
+        self.breaker.is_writing()
+    }
+
+    /// One background checksum scrub, now.
+    pub async fn scrub(&self) -> crate::testing::Report {
+        self.upkeep.scrub().await
+    }
+
+    /// Compares chunk files and index rows.
+    pub async fn scan(&self, opts: crate::testing::ScanOptions) -> crate::testing::Report {
+        recover::scan(&self.cfg.cache_dir, &self.index, opts)
+            .await
+            .expect("scan")
+    }
+}
