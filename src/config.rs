@@ -180,16 +180,21 @@ impl Config {
 
 /// Parses a byte size: plain bytes or a number with a unit
 /// (K, KB, KiB, M, MB, MiB, G, GB, GiB, T, ...; binary and decimal prefixes).
+/// A fraction is allowed (`1.5GiB`); the result is rounded down to whole
+/// bytes. Integer arithmetic throughout, so every size up to `u64::MAX`
+/// is exact.
 pub fn parse_size(s: &str) -> Result<u64, String> {
     let s = s.trim();
     let split = s
         .find(|c: char| !(c.is_ascii_digit() || c == '.'))
         .unwrap_or(s.len());
     let (num, unit) = s.split_at(split);
-    let num: f64 = num
-        .parse()
-        .map_err(|_| format!("{s:?} is not a size (try 4MiB or 1048576)"))?;
-    let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+    let bad = || format!("{s:?} is not a size (try 4MiB or 1048576)");
+    let (whole, frac) = num.split_once('.').unwrap_or((num, ""));
+    if whole.is_empty() && frac.is_empty() || frac.contains('.') {
+        return Err(bad());
+    }
+    let mult: u128 = match unit.trim().to_ascii_lowercase().as_str() {
         "" | "b" => 1,
         "k" | "kib" => 1 << 10,
         "kb" => 1_000,
@@ -201,11 +206,21 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
         "tb" => 1_000_000_000_000,
         other => return Err(format!("unknown size unit {other:?} in {s:?}")),
     };
-    let bytes = num * mult as f64;
-    if !bytes.is_finite() || bytes > u64::MAX as f64 {
-        return Err(format!("{s:?} is too large"));
-    }
-    Ok(bytes as u64)
+    let too_large = || format!("{s:?} is too large");
+    let digits = |d: &str| -> Result<u128, String> {
+        if d.is_empty() {
+            return Ok(0);
+        }
+        d.parse::<u128>().map_err(|_| too_large())
+    };
+    // Beyond 30 fractional digits nothing can change the whole bytes.
+    let frac = &frac[..frac.len().min(30)];
+    let scale = 10u128.pow(frac.len() as u32);
+    let bytes = digits(whole)?
+        .checked_mul(mult)
+        .and_then(|w| w.checked_add(digits(frac).ok()? * mult / scale))
+        .ok_or_else(too_large)?;
+    u64::try_from(bytes).map_err(|_| too_large())
 }
 
 #[cfg(test)]
@@ -222,6 +237,19 @@ mod tests {
         assert_eq!(parse_size("1.5k"), Ok(1536));
         assert!(parse_size("lots").is_err());
         assert!(parse_size("4 parsecs").is_err());
+        assert!(parse_size(".").is_err());
+        assert!(parse_size("1.2.3").is_err());
+        assert_eq!(parse_size("0.5"), Ok(0));
+        assert_eq!(parse_size(".5k"), Ok(512));
+        // Above 2^53 an f64 loses bytes; these stay exact.
+        assert_eq!(parse_size("9007199254740993"), Ok(9_007_199_254_740_993));
+        assert_eq!(parse_size("18446744073709551615"), Ok(u64::MAX));
+        assert!(parse_size("18446744073709551616").is_err());
+        assert_eq!(
+            parse_size("16777215.999999999TiB"),
+            Ok(18_446_744_073_709_550_516)
+        );
+        assert!(parse_size("16777216TiB").is_err());
     }
 
     #[test]
@@ -229,6 +257,36 @@ mod tests {
         let cfg = Config::new("/tmp/x");
         assert_eq!(cfg.chunk_size, 4 << 20);
         assert_eq!(cfg.listen.to_string(), "127.0.0.1:8080");
+    }
+
+    /// Library code neither reads `SPOOL_*` for a test's config nor exits
+    /// the process on a bad one. Runs in a child process, so the variable
+    /// set there cannot leak into other tests.
+    #[test]
+    fn defaults_ignore_the_environment() {
+        if std::env::var_os("SPOOL_TEST_CONFIG_CHILD").is_some() {
+            let cfg = Config::new("/tmp/x");
+            assert_eq!(cfg.chunk_size, 4 << 20);
+            assert_eq!(cfg.listen.to_string(), "127.0.0.1:8080");
+            return;
+        }
+        let out = std::process::Command::new(std::env::current_exe().unwrap())
+            .args([
+                "--exact",
+                "config::tests::defaults_ignore_the_environment",
+                "--nocapture",
+            ])
+            .env("SPOOL_TEST_CONFIG_CHILD", "1")
+            .env("SPOOL_CHUNK_SIZE", "not a size")
+            .env("SPOOL_LISTEN", "0.0.0.0:1")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "child failed: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 
     #[test]
