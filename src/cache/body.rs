@@ -12,8 +12,10 @@ use bytes::Bytes;
 use tokio::sync::mpsc;
 use tracing::{debug, warn};
 
+use super::error::CacheError;
+use super::handle::Cache;
 use super::media::{Media, Playhead, Slot};
-use super::{run, Cache, CacheError};
+use super::run;
 use crate::store::index::ChunkRow;
 use crate::store::read::{read_at, read_cached};
 use crate::upstream::UpstreamError;

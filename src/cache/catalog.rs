@@ -145,7 +145,7 @@ impl Pins for Catalog {
         // player downloads the chunk again into the same file name.
         match m.retire_cached(chunk) {
             Some(placeholder) => Pin::Evict(Some(Box::new(move || {
-                placeholder.fail(super::CacheError::Cancelled);
+                placeholder.fail(super::error::CacheError::Cancelled);
                 m.release(chunk, &placeholder);
             }))),
             // Downloading again already: its row is not ours to drop.

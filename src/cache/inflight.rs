@@ -14,7 +14,7 @@ use std::sync::Mutex;
 use bytes::Bytes;
 use tokio::sync::watch;
 
-use super::CacheError;
+use super::error::CacheError;
 
 /// One sequentially filled part of a chunk.
 #[derive(Debug, Default)]

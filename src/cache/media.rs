@@ -10,8 +10,8 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 use url::Url;
 
+use super::error::CacheError;
 use super::inflight::InFlight;
-use super::CacheError;
 use crate::store::index::{unix_now, ChunkRow, MediaRow};
 use crate::store::MediaId;
 use crate::upstream::Version;

@@ -11,8 +11,9 @@ use reqwest::StatusCode;
 use tracing::{info, warn};
 use url::Url;
 
+use super::handle::Cache;
 use super::media::Media;
-use super::{run, Cache};
+use super::run;
 use crate::store::index::{unix_now, IndexError, MediaRow};
 use crate::upstream::{redact, Head, UpstreamError};
 

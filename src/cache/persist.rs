@@ -14,7 +14,7 @@ use super::media::Media;
 use super::memcache::MemCache;
 use crate::disk::{Breaker, Disk, WriteClass};
 use crate::metrics::Metrics;
-use crate::store::chunks::{WriteError, WriteStage};
+use crate::store::error::{WriteError, WriteStage};
 use crate::store::index::{self, ChunkRow, IndexError};
 use crate::store::{ChunkFiles, Evictor, Index, MediaId};
 use crate::upstream::redact;

@@ -16,10 +16,10 @@ use bytes::Bytes;
 use tokio::time::Instant;
 use tracing::{debug, warn};
 
+use super::error::CacheError;
 use super::inflight::InFlight;
 use super::media::{Media, Slot};
 use super::persist::Writer;
-use super::CacheError;
 use crate::store::{ChunkFiles, Index};
 use crate::upstream::{redact, Head, ResumingBody, Upstream, UpstreamError};
 

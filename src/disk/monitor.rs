@@ -8,7 +8,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-use super::{Level, Space};
+use super::space::{Level, Space};
 
 /// When free space counts as critical, and how much a cleanup frees.
 #[derive(Debug, Clone, Copy)]
@@ -47,7 +47,7 @@ impl Disk {
     /// Free space now, measured off the async worker threads.
     pub async fn space(&self) -> std::io::Result<Space> {
         let dir = self.inner.dir.clone();
-        tokio::task::spawn_blocking(move || super::space(&dir))
+        tokio::task::spawn_blocking(move || super::space::space(&dir))
             .await
             .unwrap_or_else(|e| Err(std::io::Error::other(e)))
     }

@@ -12,9 +12,9 @@ use warp::reply::Response;
 use warp::Reply;
 
 use super::conditional::{if_range_holds, none_match_hits};
+use super::error::{error, text};
 use super::multipart::{multipart, span};
 use super::range::{self, ByteRange, RangeRequest};
-use super::{error, text};
 use crate::cache::body::Part;
 use crate::cache::media::Media;
 use crate::cache::{Cache, CacheError, Opened};

@@ -6,7 +6,7 @@
 use std::io;
 use std::sync::{Arc, Mutex};
 
-use super::chunks::WriteStage;
+use super::error::WriteStage;
 
 /// One injected failure.
 #[derive(Debug, Clone)]

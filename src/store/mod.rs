@@ -1,6 +1,7 @@
 //! What lives on disk: chunk files, the SQLite index, eviction, recovery.
 
 pub(crate) mod chunks;
+pub(crate) mod error;
 pub(crate) mod evict;
 #[cfg(any(test, feature = "testing"))]
 pub mod faults;

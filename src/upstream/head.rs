@@ -4,7 +4,7 @@
 
 use http::{header, HeaderMap, StatusCode};
 
-use super::UpstreamError;
+use super::error::UpstreamError;
 
 /// What one origin response says about the media and its body.
 #[derive(Debug, Clone)]

@@ -9,7 +9,9 @@ use bytes::Bytes;
 use tracing::{debug, warn};
 use url::Url;
 
-use super::{redact, Head, Upstream, UpstreamError, Version};
+use super::client::{redact, Upstream};
+use super::error::UpstreamError;
+use super::head::{Head, Version};
 
 pub(crate) struct ResumingBody {
     upstream: Upstream,

@@ -1,0 +1,85 @@
+//! The `Cache` handle: what the HTTP layer asks of the cache (open a
+//! media, stream its bytes), and the settings it works by.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::catalog::Catalog;
+use super::run::Runs;
+use crate::metrics::Metrics;
+use crate::store::{ChunkFiles, Index};
+use crate::upstream::{Upstream, UpstreamError};
+
+/// How the cache behaves.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Settings {
+    pub chunk_size: u64,
+    /// Bytes fetched ahead of the playhead.
+    pub read_ahead: u64,
+    /// How long read-ahead goes on for a position nobody reads any more.
+    pub read_ahead_grace: Duration,
+    /// Age after which an origin's validators are checked again.
+    pub revalidate_after: Duration,
+}
+
+impl Settings {
+    /// The read-ahead window in whole chunks.
+    pub fn read_ahead_chunks(&self) -> u64 {
+        self.read_ahead.div_ceil(self.chunk_size)
+    }
+}
+
+/// What the HTTP layer asks of the cache: open a media, stream its bytes.
+/// Cheap to clone.
+#[derive(Clone)]
+pub(crate) struct Cache {
+    pub(super) inner: Arc<Inner>,
+}
+
+pub(super) struct Inner {
+    pub settings: Settings,
+    pub catalog: Catalog,
+    pub runs: Runs,
+    pub index: Index,
+    pub files: ChunkFiles,
+    pub metrics: Arc<Metrics>,
+}
+
+impl Cache {
+    pub fn new(
+        settings: Settings,
+        catalog: Catalog,
+        runs: Runs,
+        index: Index,
+        files: ChunkFiles,
+        metrics: Arc<Metrics>,
+    ) -> Cache {
+        Cache {
+            inner: Arc::new(Inner {
+                settings,
+                catalog,
+                runs,
+                index,
+                files,
+                metrics,
+            }),
+        }
+    }
+
+    pub fn upstream(&self) -> &Upstream {
+        self.inner.runs.upstream()
+    }
+
+    pub fn metrics(&self) -> &Metrics {
+        &self.inner.metrics
+    }
+
+    /// Checks a media URL against the allowlist before anything else
+    /// happens; a media open in this process was checked when it opened.
+    pub async fn check(&self, url: &url::Url) -> Result<(), UpstreamError> {
+        if self.inner.catalog.contains(url.as_str()) {
+            return Ok(());
+        }
+        self.upstream().check(url).await
+    }
+}

@@ -1,0 +1,248 @@
+//! The HTTP client to origins: the allowlist enforced on resolved
+//! addresses and redirects, timeouts, and what an answer's status means.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::{header, StatusCode};
+use reqwest::dns::{Addrs, Name, Resolve, Resolving};
+use url::Url;
+
+use super::allow::AllowList;
+use super::error::{DeniedError, UpstreamError};
+use crate::metrics::Metrics;
+
+/// Resolves names and drops addresses the allowlist refuses, so that
+/// redirects and DNS answers cannot lead spool into the local network.
+struct CheckedResolver {
+    allow: Arc<AllowList>,
+}
+
+impl Resolve for CheckedResolver {
+    fn resolve(&self, name: Name) -> Resolving {
+        let allow = self.allow.clone();
+        Box::pin(async move {
+            let host = name.as_str().to_owned();
+            let addrs: Vec<SocketAddr> =
+                tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
+            // The port is not known here; port-specific entries were checked
+            // on the request's URL before it was sent.
+            let ok: Vec<SocketAddr> = addrs
+                .iter()
+                .copied()
+                .filter(|a| allow.permits_any_port(&host, a.ip()))
+                .collect();
+            if ok.is_empty() {
+                let err: Box<dyn std::error::Error + Send + Sync> =
+                    Box::new(DeniedError(format!("{host} resolves to a refused address")));
+                return Err(err);
+            }
+            Ok(Box::new(ok.into_iter()) as Addrs)
+        })
+    }
+}
+
+/// How spool talks to origins.
+#[derive(Debug, Clone)]
+pub(crate) struct Settings {
+    pub allow: AllowList,
+    pub connect_timeout: Duration,
+    /// Time for an origin to answer, and the longest silence in a body.
+    pub timeout: Duration,
+    pub max_redirects: usize,
+    /// Times a broken transfer is resumed before giving up.
+    pub retries: u32,
+}
+
+/// The HTTP client to origins. Cheap to clone.
+#[derive(Clone)]
+pub(crate) struct Upstream {
+    client: reqwest::Client,
+    allow: Arc<AllowList>,
+    timeout: Duration,
+    retries: u32,
+    metrics: Arc<Metrics>,
+}
+
+impl Upstream {
+    pub fn new(cfg: &Settings, metrics: Arc<Metrics>) -> Result<Upstream, UpstreamError> {
+        // reqwest is built without a bundled crypto provider; ring is the
+        // smaller one to build.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let allow = Arc::new(cfg.allow.clone());
+        let redirect_allow = allow.clone();
+        let max_redirects = cfg.max_redirects;
+        let policy = reqwest::redirect::Policy::custom(move |attempt| {
+            if attempt.previous().len() > max_redirects {
+                return attempt.error(format!("more than {max_redirects} redirects"));
+            }
+            // Names are checked by the resolver; literal addresses never
+            // reach it, so they are checked here.
+            if let Err(e) = check_literal(&redirect_allow, attempt.url()) {
+                return attempt.error(DeniedError(e.to_string()));
+            }
+            attempt.follow()
+        });
+        let client = reqwest::Client::builder()
+            .connect_timeout(cfg.connect_timeout)
+            .read_timeout(cfg.timeout)
+            .redirect(policy)
+            .dns_resolver(CheckedResolver {
+                allow: allow.clone(),
+            })
+            .no_proxy()
+            .tcp_nodelay(true)
+            .pool_idle_timeout(Duration::from_secs(30))
+            .user_agent(concat!("spool/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| UpstreamError::Unreachable(format!("HTTP client: {e}")))?;
+        Ok(Upstream {
+            client,
+            allow,
+            timeout: cfg.timeout,
+            retries: cfg.retries,
+            metrics,
+        })
+    }
+
+    /// Times a broken transfer is resumed in a row before giving up.
+    pub fn retries(&self) -> u32 {
+        self.retries
+    }
+
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    /// Checks a media URL against the allowlist on its resolved addresses,
+    /// before any connection is made.
+    pub async fn check(&self, url: &Url) -> Result<(), UpstreamError> {
+        let host = url.host_str().unwrap_or_default().to_owned();
+        if check_literal(&self.allow, url)? {
+            return Ok(());
+        }
+        let port = url.port_or_known_default().unwrap_or(80);
+        let addrs = tokio::net::lookup_host((host.as_str(), port))
+            .await
+            .map_err(|e| UpstreamError::Unreachable(format!("cannot resolve {host}: {e}")))?;
+        let mut any = false;
+        for a in addrs {
+            any = true;
+            if self.allow.permits(&host, a.ip(), port) {
+                return Ok(());
+            }
+        }
+        Err(if any {
+            UpstreamError::Denied(format!(
+                "{host} is a local or private address; allow it with --allow-upstream"
+            ))
+        } else {
+            UpstreamError::Unreachable(format!("{host} has no address"))
+        })
+    }
+
+    /// GET with an optional `Range: bytes=start-[end]`. Error statuses are
+    /// turned into errors; 200, 206 and 416 are returned.
+    pub async fn get(
+        &self,
+        url: &Url,
+        range: Option<(u64, Option<u64>)>,
+    ) -> Result<reqwest::Response, UpstreamError> {
+        let range = range.map(|(start, end)| {
+            let end = end.map(|e| e.to_string()).unwrap_or_default();
+            format!("bytes={start}-{end}")
+        });
+        self.get_raw(url, range.as_deref()).await
+    }
+
+    /// GET with a player's own `Range` header value (or none).
+    pub async fn get_raw(
+        &self,
+        url: &Url,
+        range: Option<&str>,
+    ) -> Result<reqwest::Response, UpstreamError> {
+        let mut req = self
+            .client
+            .get(url.clone())
+            // Ranges address the stored bytes, not a compressed rendition.
+            .header(header::ACCEPT_ENCODING, "identity");
+        if let Some(r) = range {
+            req = req.header(header::RANGE, r);
+        }
+        self.metrics.upstream_requests.inc();
+        let resp = tokio::time::timeout(self.timeout, req.send())
+            .await
+            .map_err(|_| UpstreamError::Timeout)?
+            .map_err(UpstreamError::from_reqwest)?;
+        match resp.status() {
+            StatusCode::OK | StatusCode::PARTIAL_CONTENT | StatusCode::RANGE_NOT_SATISFIABLE => {
+                Ok(resp)
+            }
+            s @ (StatusCode::NOT_FOUND
+            | StatusCode::FORBIDDEN
+            | StatusCode::UNAUTHORIZED
+            | StatusCode::GONE) => Err(UpstreamError::Status(s)),
+            s => Err(UpstreamError::BadStatus(s)),
+        }
+    }
+
+    /// Reads the next piece of a body, bounded by the upstream timeout.
+    pub async fn next_piece(
+        &self,
+        resp: &mut reqwest::Response,
+    ) -> Result<Option<bytes::Bytes>, UpstreamError> {
+        let piece = tokio::time::timeout(self.timeout, resp.chunk())
+            .await
+            .map_err(|_| UpstreamError::Timeout)?
+            .map_err(UpstreamError::from_reqwest)?;
+        if let Some(p) = &piece {
+            self.metrics.upstream_bytes.inc_by(p.len() as u64);
+        }
+        Ok(piece)
+    }
+}
+
+/// Parses a media URL: absolute, http or https, with a host.
+pub(crate) fn parse_url(raw: &str) -> Result<Url, UpstreamError> {
+    let url = Url::parse(raw).map_err(|e| UpstreamError::BadUrl(format!("{raw:?}: {e}")))?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(UpstreamError::BadUrl(format!(
+            "scheme {:?} is not http or https",
+            url.scheme()
+        )));
+    }
+    if url.host_str().is_none_or(str::is_empty) {
+        return Err(UpstreamError::BadUrl("no host".into()));
+    }
+    Ok(url)
+}
+
+/// A URL for logs: the query string and password may hold credentials.
+pub(crate) fn redact(url: &Url) -> String {
+    let mut u = url.clone();
+    if u.query().is_some() {
+        u.set_query(Some("REDACTED"));
+    }
+    let _ = u.set_password(None);
+    u.to_string()
+}
+
+/// For URLs whose host is an address literal: checks it and returns true.
+/// Returns false for names, which the caller resolves.
+fn check_literal(allow: &AllowList, url: &Url) -> Result<bool, UpstreamError> {
+    let ip: IpAddr = match url.host() {
+        Some(url::Host::Ipv4(v4)) => v4.into(),
+        Some(url::Host::Ipv6(v6)) => v6.into(),
+        _ => return Ok(false),
+    };
+    let port = url.port_or_known_default().unwrap_or(80);
+    let host = url.host_str().unwrap_or_default();
+    if allow.permits(host, ip, port) {
+        Ok(true)
+    } else {
+        Err(UpstreamError::Denied(format!(
+            "{ip} is a local or private address; allow it with --allow-upstream"
+        )))
+    }
+}
