@@ -138,19 +138,25 @@ impl Writer {
         }
         let mut result = self.write_chunk(&media, media_id, index, &chunk).await;
         if let Err(WriteFailure::Class(WriteClass::DiskFull)) = result {
-            // Make room and try once more.
-            let target = match inner.disk.space().await {
-                Ok(s) => inner.disk.cleanup_target(s),
-                Err(_) => u64::MAX,
-            };
-            let freed = inner.evictor.cleanup(target, &inner.catalog).await;
-            result = if freed.bytes > 0 {
-                self.write_chunk(&media, media_id, index, &chunk).await
-            } else {
-                result
-            };
+            // Make room and try once more. Whether to retry is decided by
+            // the free space after the cleanup, not by what this cleanup
+            // evicted: a writer that waited for another's cleanup finds the
+            // room made and nothing left for itself to evict.
+            let space = inner.disk.space().await.ok();
+            let target = space.map_or(u64::MAX, |s| inner.disk.cleanup_target(s));
+            let done = inner.evictor.cleanup(target, &inner.catalog).await;
+            let room = space.is_some_and(|s| {
+                let after = crate::disk::Space {
+                    free_bytes: done.free_bytes,
+                    ..s
+                };
+                inner.disk.has_room(after, chunk.len())
+            });
+            if room {
+                result = self.write_chunk(&media, media_id, index, &chunk).await;
+            }
             if let Err(WriteFailure::Class(WriteClass::DiskFull)) = result {
-                inner.breaker.pause_disk_full(freed.free_bytes);
+                inner.breaker.pause_disk_full(done.free_bytes);
             }
         }
         match result {
@@ -260,5 +266,114 @@ impl Writer {
         if !self.inner.memcache.insert(media, index, chunk.clone()) {
             media.release(index, &chunk);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::disk::Thresholds;
+    use crate::store::faults::Fault;
+    use crate::store::index::MediaRow;
+    use bytes::Bytes;
+    use std::time::Duration;
+
+    struct Rig {
+        _dir: tempfile::TempDir,
+        writer: Writer,
+        index: Index,
+        breaker: Breaker,
+        files: ChunkFiles,
+        metrics: Arc<Metrics>,
+    }
+
+    /// A writer on a real directory; free-space thresholds of zero, so the
+    /// disk always has room unless a fault says otherwise.
+    fn rig() -> Rig {
+        let dir = tempfile::tempdir().unwrap();
+        let index = Index::open(&dir.path().join("index.db")).unwrap();
+        let files = ChunkFiles::new(dir.path(), false, 1024);
+        let metrics = Arc::new(Metrics::new());
+        let breaker = Breaker::new(dir.path(), 5, Duration::from_secs(60), metrics.clone());
+        let disk = Disk::new(
+            dir.path(),
+            Thresholds {
+                min_free_percent: 0.0,
+                min_free_bytes: 0,
+                cleanup_headroom: 0,
+            },
+        );
+        let catalog = Catalog::new(4, Duration::from_secs(1));
+        let evictor = Evictor::new(
+            index.clone(),
+            files.clone(),
+            disk.clone(),
+            metrics.clone(),
+            0,
+        );
+        let writer = Writer::new(Parts {
+            files: files.clone(),
+            index: index.clone(),
+            breaker: breaker.clone(),
+            evictor,
+            disk,
+            memcache: MemCache::new(1 << 20),
+            catalog,
+            metrics: metrics.clone(),
+        });
+        Rig {
+            _dir: dir,
+            writer,
+            index,
+            breaker,
+            files,
+            metrics,
+        }
+    }
+
+    async fn media(rig: &Rig) -> Arc<Media> {
+        let row = MediaRow::for_test(0, "http://x/a", 10, 10);
+        let (id, _) = rig.index.replace_media(row.clone()).await.unwrap();
+        let row = MediaRow {
+            media_id: Some(id),
+            ..row
+        };
+        let url = Arc::new(url::Url::parse(&row.url).unwrap());
+        Arc::new(Media::new(url, row, Vec::new()))
+    }
+
+    fn complete_chunk(media: &Media) -> Arc<InFlight> {
+        let (_, chunk) = media.claim(0, 0, 0).pop().unwrap();
+        chunk.push(Bytes::from_static(b"0123456789"));
+        chunk.finish_tail();
+        chunk
+    }
+
+    /// A write that met a full disk, while nothing was left to evict (a
+    /// concurrent cleanup had already freed the space), retries because
+    /// the space is there, instead of pausing caching.
+    #[tokio::test]
+    async fn disk_full_retry_is_decided_by_free_space() {
+        let rig = rig();
+        let media = media(&rig).await;
+        let chunk = complete_chunk(&media);
+        rig.files.inject(Fault {
+            stage: WriteStage::Write,
+            errno: 28, // ENOSPC
+            times: 1,
+            after_bytes: 3,
+        });
+        rig.writer
+            .spawn(media.clone(), 0, chunk)
+            .unwrap()
+            .await
+            .unwrap();
+        assert!(rig.breaker.is_writing(), "caching was paused");
+        let id = media.id().unwrap();
+        assert_eq!(rig.index.chunks(id).await.unwrap().len(), 1, "retried");
+        assert!(rig
+            .metrics
+            .encode()
+            .contains("spool_chunks_written_total 1"));
     }
 }
