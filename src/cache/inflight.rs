@@ -98,6 +98,11 @@ impl InFlight {
         (self.len - self.split) - self.state.lock().unwrap().tail.filled
     }
 
+    /// Whether the head part has ended (complete or failed).
+    pub fn head_ended(&self) -> bool {
+        self.state.lock().unwrap().head.end.is_some()
+    }
+
     /// Bytes the head still needs.
     pub fn head_missing(&self) -> u64 {
         self.split - self.state.lock().unwrap().head.filled

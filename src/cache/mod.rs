@@ -15,6 +15,8 @@ pub(crate) mod media;
 pub(crate) mod memcache;
 mod open;
 pub(crate) mod persist;
+#[cfg(test)]
+pub(crate) mod rig;
 pub(crate) mod run;
 pub(crate) mod upkeep;
 

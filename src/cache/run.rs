@@ -201,6 +201,7 @@ impl Runs {
     /// Fetches the head of a chunk whose tail a run fetches (a seek into
     /// the middle of a missing chunk), resuming like a run does.
     async fn fetch_head(self, media: Arc<Media>, index: u64, chunk: Arc<InFlight>) {
+        let _guard = HeadGuard(chunk.clone());
         // The player is waiting for the tail: let its first bytes arrive
         // before the head competes with it for the origin and the CPU.
         let _ = chunk.read_at(chunk.split()).await;
@@ -247,12 +248,17 @@ impl Run {
             Ok(()) => CacheError::Cancelled,
             Err(f) => f,
         };
+        self.release(&failure);
+        if failure.is_changed() {
+            self.runs.invalidate(&self.media).await;
+        }
+    }
+
+    /// Fails and frees the chunks this run claimed and did not fill.
+    fn release(&mut self, failure: &CacheError) {
         for (index, chunk) in self.current.take().into_iter().chain(self.next.take()) {
             chunk.fail(failure.clone());
             self.media.release(index, &chunk);
-        }
-        if failure.is_changed() {
-            self.runs.invalidate(&self.media).await;
         }
     }
 
@@ -326,6 +332,26 @@ impl Run {
     }
 }
 
+/// A run's task that dies (a panic, an abort) still frees its chunks, so
+/// players waiting on them fetch them again instead of waiting forever.
+impl Drop for Run {
+    fn drop(&mut self) {
+        self.release(&CacheError::Cancelled);
+    }
+}
+
+/// Fails a chunk's head part unless the head fetch finished it: a head
+/// fetch that dies must not leave its chunk incomplete forever.
+struct HeadGuard(Arc<InFlight>);
+
+impl Drop for HeadGuard {
+    fn drop(&mut self) {
+        if !self.0.head_ended() {
+            self.0.finish_head(Err(CacheError::Cancelled));
+        }
+    }
+}
+
 /// Waits until a player wants chunk `index`, for at most `grace`.
 async fn wait_wanted(media: &Media, index: u64, ra: u64, grace: Duration) -> bool {
     let deadline = Instant::now() + grace;
@@ -341,5 +367,78 @@ async fn wait_wanted(media: &Media, index: u64, ra: u64, grace: Duration) -> boo
         // Playheads signal when they move; the timeout also covers the
         // moment a finished player's grace runs out.
         let _ = tokio::time::timeout((deadline - now).min(Duration::from_millis(100)), moved).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cache::rig::{media, rig};
+    use crate::upstream::allow::AllowList;
+    use crate::upstream::Settings;
+
+    /// An origin that accepts connections and never answers.
+    async fn silent_origin() -> (String, tokio::task::JoinHandle<()>) {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/a", l.local_addr().unwrap());
+        let task = tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((s, _)) = l.accept().await {
+                held.push(s);
+            }
+        });
+        (url, task)
+    }
+
+    /// A run whose task dies (aborted here; a panic unwinds the same way)
+    /// releases its chunks, and players waiting on them get an error
+    /// instead of waiting forever.
+    #[tokio::test]
+    async fn a_run_that_dies_releases_its_chunks() {
+        let rig = rig();
+        let (url, _origin) = silent_origin().await;
+        let upstream = Upstream::new(
+            &Settings {
+                allow: AllowList::parse("127.0.0.1").unwrap(),
+                connect_timeout: Duration::from_secs(5),
+                timeout: Duration::from_secs(3600),
+                max_redirects: 0,
+                retries: 0,
+            },
+            rig.metrics.clone(),
+        )
+        .unwrap();
+        let runs = Runs::new(
+            upstream,
+            rig.writer.clone(),
+            rig.index.clone(),
+            rig.files.clone(),
+            4,
+            Duration::from_secs(3600),
+        );
+        let m = media(&rig).await;
+        let m = Arc::new(Media::new(
+            Arc::new(url::Url::parse(&url).unwrap()),
+            m.row.clone(),
+            Vec::new(),
+        ));
+        let _player = m.playhead(0, u64::MAX, Duration::from_secs(3600));
+        let run = runs.claim(&m, 0, 0).unwrap();
+        let Some(Slot::Pending(chunk)) = m.slot(0) else {
+            panic!("chunk 0 is claimed");
+        };
+        let reader = tokio::spawn(async move { chunk.read_at(0).await });
+        let task = tokio::spawn(run.go(None));
+        tokio::task::yield_now().await;
+        task.abort();
+        let _ = task.await;
+        // A deadline only so that a hang fails the test instead of
+        // blocking the suite.
+        let got = tokio::time::timeout(Duration::from_secs(10), reader)
+            .await
+            .expect("the waiting player was released")
+            .unwrap();
+        assert_eq!(got, Err(CacheError::Cancelled));
+        assert!(m.slot(0).is_none(), "the slot is free for the next player");
     }
 }
