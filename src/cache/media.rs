@@ -183,14 +183,6 @@ impl Media {
         }
     }
 
-    /// Forgets a cached chunk that is being evicted.
-    pub fn evict_cached(&self, index: u64) {
-        let mut slots = self.slots.lock().unwrap();
-        if matches!(slots.get(&index), Some(Slot::Cached { .. })) {
-            slots.remove(&index);
-        }
-    }
-
     /// Takes a cached chunk whose file was found broken out of service: its
     /// slot holds a placeholder download (readers wait on it) until the
     /// caller has cleaned up and calls `release` with it. None when another
@@ -370,11 +362,7 @@ mod tests {
         Arc::new(Media::new(
             Arc::new(Url::parse(&row.url).unwrap()),
             row,
-            vec![ChunkRow {
-                chunk_index: 3,
-                size_bytes: 10,
-                crc32c: 0,
-            }],
+            vec![ChunkRow::new(3, 10, 0)],
         ))
     }
 

@@ -220,11 +220,7 @@ impl Writer {
                 return Err(WriteFailure::Class(e.class));
             }
         };
-        let row = ChunkRow {
-            chunk_index: index,
-            size_bytes: chunk.len(),
-            crc32c: crc,
-        };
+        let row = ChunkRow::new(index, chunk.len(), crc);
         let recorded = match inner.files.injected(WriteStage::Index) {
             Some(e) => Err(IndexError::Injected(e)),
             None => inner.index.insert_chunk(media_id, row).await,

@@ -186,23 +186,26 @@ impl Upkeep {
                 Problem::Corrupt { .. } | Problem::WrongLength { .. } | Problem::Missing { .. }
             )
         });
+        // While a bad chunk's row and file go, its slot holds a
+        // placeholder, so no player fetches it again into the same file
+        // name meanwhile (the same rule as eviction).
+        let mut held = Vec::new();
         for p in &report.problems {
-            if let Problem::Corrupt {
-                media_id, chunk, ..
-            }
-            | Problem::WrongLength {
-                media_id, chunk, ..
-            }
-            | Problem::Missing { media_id, chunk } = p
-            {
-                if let Some(m) = u.catalog.by_id(*media_id) {
-                    m.evict_cached(*chunk);
+            if let Some((media_id, chunk, _)) = p.row() {
+                if let Some(m) = u.catalog.by_id(media_id) {
+                    if let Some(placeholder) = m.retire_cached(chunk) {
+                        held.push((m, chunk, placeholder));
+                    }
                 }
                 u.metrics.corrupt_chunks.inc();
             }
         }
         if let Err(e) = recover::repair(&u.cache_dir, &u.index, &report).await {
             warn!(error = %e, "background check could not repair");
+        }
+        for (m, chunk, placeholder) in held {
+            placeholder.fail(super::error::CacheError::Cancelled);
+            m.release(chunk, &placeholder);
         }
         info!(summary = %report.summary(), "background chunk check done");
         report

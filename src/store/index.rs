@@ -15,7 +15,10 @@ use crate::disk::WriteClass;
 
 /// Schema migrations, applied in order; `PRAGMA user_version` records the
 /// last one applied.
-const MIGRATIONS: &[&str] = &[include_str!("../../migrations/0001_init.sql")];
+const MIGRATIONS: &[&str] = &[
+    include_str!("../../migrations/0001_init.sql"),
+    include_str!("../../migrations/0002_chunk_write_id.sql"),
+];
 
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum IndexError {
@@ -94,6 +97,20 @@ pub struct ChunkRow {
     pub chunk_index: u64,
     pub size_bytes: u64,
     pub crc32c: u32,
+    /// Tells this write of the chunk from any other (random).
+    pub write_id: i64,
+}
+
+impl ChunkRow {
+    /// The row of a chunk file just written.
+    pub fn new(chunk_index: u64, size_bytes: u64, crc32c: u32) -> ChunkRow {
+        ChunkRow {
+            chunk_index,
+            size_bytes,
+            crc32c,
+            write_id: rand::random(),
+        }
+    }
 }
 
 type Job = Box<dyn FnOnce(&mut Connection) + Send>;
@@ -245,13 +262,14 @@ impl Index {
     pub async fn chunks(&self, media_id: MediaId) -> Result<Vec<ChunkRow>, IndexError> {
         self.call(move |c| {
             let mut st = c.prepare_cached(
-                "SELECT chunk_index, size_bytes, crc32c FROM chunks WHERE media_id = ?1",
+                "SELECT chunk_index, size_bytes, crc32c, write_id FROM chunks WHERE media_id = ?1",
             )?;
             let rows = st.query_map([media_id], |r| {
                 Ok(ChunkRow {
                     chunk_index: r.get::<_, i64>(0)? as u64,
                     size_bytes: r.get::<_, i64>(1)? as u64,
                     crc32c: r.get::<_, i64>(2)? as u32,
+                    write_id: r.get(3)?,
                 })
             })?;
             rows.collect()
@@ -266,15 +284,17 @@ impl Index {
             let now = unix_now();
             c.prepare_cached(
                 "INSERT OR REPLACE INTO chunks
-                    (media_id, chunk_index, size_bytes, crc32c, created_unix, last_access_unix)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?5)",
+                    (media_id, chunk_index, size_bytes, crc32c, created_unix, last_access_unix,
+                     write_id)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?5, ?6)",
             )?
             .execute(params![
                 media_id,
                 chunk.chunk_index as i64,
                 chunk.size_bytes as i64,
                 i64::from(chunk.crc32c),
-                now
+                now,
+                chunk.write_id
             ])
             .map(drop)
         })
@@ -296,11 +316,30 @@ impl Index {
         .await
     }
 
+    /// Removes a chunk row if it still is the write `write_id`; returns
+    /// whether it was.
+    pub async fn remove_chunk_write(
+        &self,
+        media_id: MediaId,
+        chunk_index: u64,
+        write_id: i64,
+    ) -> Result<bool, IndexError> {
+        self.call(move |c| {
+            c.execute(
+                "DELETE FROM chunks WHERE media_id = ?1 AND chunk_index = ?2 AND write_id = ?3",
+                params![media_id, chunk_index as i64, write_id],
+            )
+            .map(|n| n > 0)
+        })
+        .await
+    }
+
     /// Every chunk row: (media_id, chunk, created_unix).
     pub async fn all_chunks(&self) -> Result<Vec<(MediaId, ChunkRow, i64)>, IndexError> {
         self.call(|c| {
             let mut st = c.prepare(
-                "SELECT media_id, chunk_index, size_bytes, crc32c, created_unix FROM chunks",
+                "SELECT media_id, chunk_index, size_bytes, crc32c, created_unix, write_id
+                 FROM chunks",
             )?;
             let rows = st.query_map([], |r| {
                 Ok((
@@ -309,6 +348,7 @@ impl Index {
                         chunk_index: r.get::<_, i64>(1)? as u64,
                         size_bytes: r.get::<_, i64>(2)? as u64,
                         crc32c: r.get::<_, i64>(3)? as u32,
+                        write_id: r.get(5)?,
                     },
                     r.get(4)?,
                 ))
@@ -487,11 +527,7 @@ mod tests {
         let got = index.media("http://a/x").await.unwrap().unwrap();
         assert_eq!(got.media_id, Some(id1));
         assert_eq!(got.size_bytes, 10);
-        let chunk = ChunkRow {
-            chunk_index: 2,
-            size_bytes: 2,
-            crc32c: u32::MAX,
-        };
+        let chunk = ChunkRow::new(2, 2, u32::MAX);
         index.insert_chunk(id1, chunk).await.unwrap();
         assert_eq!(index.chunks(id1).await.unwrap(), vec![chunk]);
         index.touch(id1, vec![2]).await.unwrap();
@@ -515,6 +551,33 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(summary, (0, 3));
+    }
+
+    /// A version-1 index (no write ids) is brought up to date at open,
+    /// its rows kept, each with a write id of its own.
+    #[tokio::test]
+    async fn version_one_index_is_migrated() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("index.db");
+        {
+            let c = Connection::open(&path).unwrap();
+            c.execute_batch(MIGRATIONS[0]).unwrap();
+            c.pragma_update(None, "user_version", 1).unwrap();
+            c.execute_batch(
+                "INSERT INTO media VALUES (7, 'http://a/x', 10, 4, NULL, NULL, NULL, 1, 0, 0);
+                 INSERT INTO chunks VALUES (7, 0, 4, 99, 0, 0), (7, 1, 4, 98, 0, 0);",
+            )
+            .unwrap();
+        }
+        let index = Index::open(&path).unwrap();
+        let version: i64 = index
+            .call(|c| c.pragma_query_value(None, "user_version", |r| r.get(0)))
+            .await
+            .unwrap();
+        assert_eq!(version, MIGRATIONS.len() as i64);
+        let rows = index.chunks(MediaId(7)).await.unwrap();
+        assert_eq!(rows.len(), 2);
+        assert_ne!(rows[0].write_id, rows[1].write_id);
     }
 
     #[test]

@@ -81,20 +81,53 @@ pub enum Problem {
     Temp(PathBuf),
     /// A chunk file without an index row.
     Orphan(PathBuf),
-    /// An index row without its file.
-    Missing { media_id: MediaId, chunk: u64 },
+    /// An index row without its file. `write_id` names the row checked.
+    Missing {
+        media_id: MediaId,
+        chunk: u64,
+        write_id: i64,
+    },
     /// A chunk file whose length is not the recorded one.
     WrongLength {
         media_id: MediaId,
         chunk: u64,
+        write_id: i64,
         path: PathBuf,
     },
     /// A chunk file whose checksum is not the recorded one.
     Corrupt {
         media_id: MediaId,
         chunk: u64,
+        write_id: i64,
         path: PathBuf,
     },
+}
+
+impl Problem {
+    /// The chunk row a problem is about, if it is about one:
+    /// (media, chunk, write).
+    pub fn row(&self) -> Option<(MediaId, u64, i64)> {
+        match *self {
+            Problem::Temp(_) | Problem::Orphan(_) => None,
+            Problem::Missing {
+                media_id,
+                chunk,
+                write_id,
+            }
+            | Problem::WrongLength {
+                media_id,
+                chunk,
+                write_id,
+                ..
+            }
+            | Problem::Corrupt {
+                media_id,
+                chunk,
+                write_id,
+                ..
+            } => Some((media_id, chunk, write_id)),
+        }
+    }
 }
 
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -195,6 +228,7 @@ fn scan_files(cache_dir: &Path, rows: Vec<(MediaId, ChunkRow, i64)>, opts: ScanO
                         report.problems.push(Problem::WrongLength {
                             media_id,
                             chunk,
+                            write_id: row.write_id,
                             path,
                         });
                         continue;
@@ -205,6 +239,7 @@ fn scan_files(cache_dir: &Path, rows: Vec<(MediaId, ChunkRow, i64)>, opts: ScanO
                             report.problems.push(Problem::Corrupt {
                                 media_id,
                                 chunk,
+                                write_id: row.write_id,
                                 path,
                             });
                         }
@@ -213,9 +248,13 @@ fn scan_files(cache_dir: &Path, rows: Vec<(MediaId, ChunkRow, i64)>, opts: ScanO
             }
         }
     }
-    for ((media_id, chunk), (_, created)) in rows {
+    for ((media_id, chunk), (row, created)) in rows {
         if since_unix.is_none_or(|s| created < s) {
-            report.problems.push(Problem::Missing { media_id, chunk });
+            report.problems.push(Problem::Missing {
+                media_id,
+                chunk,
+                write_id: row.write_id,
+            });
         }
     }
     report
@@ -223,45 +262,45 @@ fn scan_files(cache_dir: &Path, rows: Vec<(MediaId, ChunkRow, i64)>, opts: ScanO
 
 /// Fixes what a scan found: temp files and orphans removed, rows of
 /// missing files removed, bad chunks quarantined and their rows removed.
-/// The file work runs off the async worker threads.
+/// Only the row a scan checked is acted on: a chunk evicted and cached
+/// again since (a new write) keeps its row and file. The file work runs
+/// off the async worker threads.
 pub(crate) async fn repair(
     cache_dir: &Path,
     index: &Index,
     report: &Report,
 ) -> Result<(), IndexError> {
-    let problems = report.problems.clone();
-    let dir = cache_dir.to_owned();
-    let dead_rows = tokio::task::spawn_blocking(move || {
-        let mut dead_rows = Vec::new();
-        for p in problems {
-            match p {
-                Problem::Temp(path) | Problem::Orphan(path) => {
-                    let _ = fs::remove_file(path);
+    let mut file_work = Vec::new();
+    for p in &report.problems {
+        match p {
+            Problem::Temp(path) | Problem::Orphan(path) => file_work.push((path.clone(), None)),
+            Problem::Missing { .. } | Problem::WrongLength { .. } | Problem::Corrupt { .. } => {
+                let (media_id, chunk, write_id) = p.row().expect("a row problem");
+                // The row first: if it is no longer the write that was
+                // checked, the file at its path is not the one checked
+                // either.
+                if !index.remove_chunk_write(media_id, chunk, write_id).await? {
+                    continue;
                 }
-                Problem::Missing { media_id, chunk } => dead_rows.push((media_id, chunk)),
-                Problem::WrongLength {
-                    media_id,
-                    chunk,
-                    path,
-                }
-                | Problem::Corrupt {
-                    media_id,
-                    chunk,
-                    path,
-                } => {
-                    quarantine(&dir, &path, media_id, chunk);
-                    dead_rows.push((media_id, chunk));
+                if let Problem::WrongLength { path, .. } | Problem::Corrupt { path, .. } = p {
+                    file_work.push((path.clone(), Some((media_id, chunk))));
                 }
             }
         }
-        dead_rows
+    }
+    let dir = cache_dir.to_owned();
+    tokio::task::spawn_blocking(move || {
+        for (path, quarantined) in file_work {
+            match quarantined {
+                Some((media_id, chunk)) => quarantine(&dir, &path, media_id, chunk),
+                None => {
+                    let _ = fs::remove_file(path);
+                }
+            }
+        }
     })
     .await
-    .map_err(|_| IndexError::Closed)?;
-    for (media_id, chunk) in dead_rows {
-        index.remove_chunk(media_id, chunk).await?;
-    }
-    Ok(())
+    .map_err(|_| IndexError::Closed)
 }
 
 #[cfg(test)]
@@ -276,6 +315,46 @@ mod tests {
         assert_eq!(classify(".12.00ff.tmp"), Some(FileKind::Temp));
         assert_eq!(classify("notes.txt"), None);
         assert_eq!(classify("x.chunk"), None);
+    }
+
+    fn row(chunk_index: u64, crc32c: u32) -> ChunkRow {
+        ChunkRow::new(chunk_index, 10, crc32c)
+    }
+
+    /// A chunk evicted and cached again between a scan and its repair keeps
+    /// its new row and file: repair acts on the row it checked, not on
+    /// whatever row has the same key by then.
+    #[tokio::test]
+    async fn repair_leaves_a_chunk_cached_again_since_the_scan() {
+        let dir = tempfile::tempdir().unwrap();
+        let (index, _) = open_index(dir.path()).unwrap();
+        let files = ChunkFiles::new(dir.path(), false, 16);
+        let media = crate::store::index::MediaRow::for_test(0, "http://x/", 10, 10);
+        let (id, _) = index.replace_media(media).await.unwrap();
+        let good = Bytes::from(vec![7u8; 10]);
+        let crc = files.write(id, 0, std::slice::from_ref(&good)).unwrap();
+        index.insert_chunk(id, row(0, crc)).await.unwrap();
+        // The disk flips a byte: the scan finds the chunk corrupt.
+        fs::write(files.chunk_path(id, 0), [9u8; 10]).unwrap();
+        let opts = ScanOptions {
+            checksums: true,
+            since: None,
+        };
+        let report = scan(dir.path(), &index, opts).await.unwrap();
+        assert_eq!(report.problems.len(), 1, "{report:?}");
+        // Meanwhile the chunk is evicted and fetched again: same bytes,
+        // same checksum, a new file and a new row.
+        index.remove_chunk(id, 0).await.unwrap();
+        files.remove(id, 0);
+        let crc = files.write(id, 0, std::slice::from_ref(&good)).unwrap();
+        index.insert_chunk(id, row(0, crc)).await.unwrap();
+        repair(dir.path(), &index, &report).await.unwrap();
+        assert_eq!(index.chunks(id).await.unwrap().len(), 1, "new row kept");
+        assert_eq!(
+            fs::read(files.chunk_path(id, 0)).unwrap(),
+            good,
+            "new file kept"
+        );
     }
 
     #[tokio::test]
@@ -296,17 +375,7 @@ mod tests {
         for i in 0..4u64 {
             let piece = Bytes::from(vec![i as u8; 10]);
             let crc = store.write(id, i, &[piece]).unwrap();
-            index
-                .insert_chunk(
-                    id,
-                    ChunkRow {
-                        chunk_index: i,
-                        size_bytes: 10,
-                        crc32c: crc,
-                    },
-                )
-                .await
-                .unwrap();
+            index.insert_chunk(id, row(i, crc)).await.unwrap();
         }
         let opts = ScanOptions {
             checksums: true,
