@@ -367,6 +367,49 @@ async fn a_cache_dir_the_user_may_not_write_is_permission_denied() {
     result
 }
 
+/// The index reporting a full disk (SQLITE_FULL) when a new media is
+/// recorded stops caching for it: that names DISK_FULL in the metrics,
+/// once, and the stream goes on.
+#[tokio::test]
+async fn a_full_index_when_recording_a_media_names_disk_full() {
+    let origin = Origin::start().await;
+    let spool = Spool::start(&origin).await;
+    let body = data(3 * CHUNK + 5, 77);
+    origin.add_file("m", body.clone(), "video/mp4");
+    let disk_full = "spool_cache_write_errors_total{class=\"DISK_FULL\"}";
+    assert_eq!(metric(&spool, disk_full).await, 0.0);
+    spool.server.inject(Fault {
+        stage: WriteStage::MediaRow,
+        errno: 28, // ENOSPC, as SQLite reports a full disk
+        times: 1,
+        after_bytes: 0,
+    });
+    let (status, _, got) = get(&client(), &spool.url(&origin.url("m")), None).await;
+    assert_eq!(status, 200);
+    assert!(got == body, "wrong bytes");
+    assert_eq!(metric(&spool, disk_full).await, 1.0);
+}
+
+/// A disk below the critical threshold stops caching before any write is
+/// attempted; that names DISK_FULL in the metrics, once for the episode,
+/// and streams go on.
+#[tokio::test]
+async fn a_disk_below_the_threshold_names_disk_full_once() {
+    let origin = Origin::start().await;
+    // Every filesystem is below 100% free: always critical.
+    let spool = Spool::start_with(&origin, |c| c.free_space.min_free_percent = 100.0).await;
+    let body = data(3 * CHUNK + 5, 78);
+    origin.add_file("m", body.clone(), "video/mp4");
+    for _ in 0..2 {
+        let (status, _, got) = get(&client(), &spool.url(&origin.url("m")), None).await;
+        assert_eq!(status, 200);
+        assert!(got == body, "wrong bytes");
+    }
+    let disk_full = "spool_cache_write_errors_total{class=\"DISK_FULL\"}";
+    assert_eq!(metric(&spool, disk_full).await, 1.0);
+    assert!(!spool.server.is_caching());
+}
+
 /// Injected faults: what a real filesystem cannot produce on demand.
 #[tokio::test]
 async fn injected_write_faults_are_classified_and_streams_go_on() {

@@ -14,6 +14,7 @@ use url::Url;
 use super::handle::Cache;
 use super::media::Media;
 use super::run;
+use crate::store::error::WriteStage;
 use crate::store::index::{unix_now, IndexError, MediaRow};
 use crate::upstream::{redact, Head, UpstreamError};
 
@@ -204,7 +205,11 @@ impl Cache {
     /// its files) and in memory. When the index cannot be written, the media
     /// still streams, without an id: nothing of it is written.
     async fn record(&self, url: &Url, mut row: MediaRow) -> Arc<Media> {
-        match self.inner.index.replace_media(row.clone()).await {
+        let recorded = match self.inner.files.injected(WriteStage::MediaRow) {
+            Some(e) => Err(IndexError::Injected(e)),
+            None => self.inner.index.replace_media(row.clone()).await,
+        };
+        match recorded {
             Ok((id, old)) => {
                 row.media_id = Some(id);
                 if let Some(old) = old {
@@ -212,7 +217,14 @@ impl Cache {
                 }
             }
             Err(e) => {
-                warn!(error = %e, "cannot record media in the index; streaming uncached");
+                let class = crate::store::index::write_class(&e);
+                warn!(
+                    class = class.as_str(),
+                    url = %redact(url),
+                    error = %e,
+                    "cannot record media in the index; streaming it uncached"
+                );
+                self.inner.runs.writer().index_failed(class).await;
             }
         }
         let media = Arc::new(Media::new(Arc::new(url.clone()), row, Vec::new()));

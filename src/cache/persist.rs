@@ -101,6 +101,20 @@ impl Writer {
         )
     }
 
+    /// The index could not record a new media (the caller logged it): a
+    /// full disk stops caching and says so once per episode; other
+    /// classes count and feed the breaker like any failed write.
+    pub async fn index_failed(&self, class: WriteClass) {
+        let breaker = &self.inner.breaker;
+        if class == WriteClass::DiskFull {
+            let free = self.inner.disk.space().await.map_or(0, |s| s.free_bytes);
+            breaker.pause_disk_full(free);
+        } else {
+            breaker.count(class);
+            breaker.on_failure(class);
+        }
+    }
+
     /// Refuses new writes and waits for those under way, at most `limit`.
     pub async fn close_and_wait(&self, limit: std::time::Duration) {
         self.inner.closing.cancel();
