@@ -2,7 +2,7 @@
 //! are cached or downloading, and where its players are reading.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -45,10 +45,11 @@ pub(crate) struct Media {
     pub moved: Notify,
     /// Set when the origin's copy changed and this version was dropped.
     gone: AtomicBool,
-    /// When the origin last confirmed the validators (unix seconds).
-    probed_unix: AtomicI64,
-    /// When a player last opened this media (unix seconds).
-    last_used_unix: AtomicI64,
+    /// When the origin last confirmed the validators, on tokio's clock
+    /// (None: longer ago than this clock reaches, or in the future).
+    probed: Mutex<Option<Instant>>,
+    /// When a player last opened this media.
+    last_used: Mutex<Instant>,
     /// The chunk where the last finished player stopped (u64::MAX: none),
     /// to recognise a player reading on in a new request.
     last_ended: AtomicU64,
@@ -75,9 +76,9 @@ impl Media {
                 last_modified: row.last_modified.clone(),
             }),
             instance: Instance(INSTANCES.fetch_add(1, Ordering::Relaxed)),
-            last_used_unix: AtomicI64::new(unix_now()),
+            last_used: Mutex::new(Instant::now()),
             last_ended: AtomicU64::new(u64::MAX),
-            probed_unix: AtomicI64::new(row.probed_unix),
+            probed: Mutex::new(instant_of(row.probed_unix)),
             row,
             slots: Mutex::new(slots),
             playheads: Mutex::default(),
@@ -225,14 +226,13 @@ impl Media {
     }
 
     pub fn mark_used(&self) {
-        self.last_used_unix.store(unix_now(), Ordering::Relaxed);
+        *self.last_used.lock().unwrap() = Instant::now();
     }
 
     /// Whether nothing needs this media in memory: no player, no download,
     /// and no use for `idle`.
     pub fn is_idle(&self, idle: Duration) -> bool {
-        let unused = unix_now() - self.last_used_unix.load(Ordering::Relaxed);
-        if unused < 0 || (unused as u64) < idle.as_secs() {
+        if self.last_used.lock().unwrap().elapsed() < idle {
             return false;
         }
         if self
@@ -254,12 +254,15 @@ impl Media {
 
     /// Whether the validators are older than `max_age`.
     pub fn is_stale(&self, max_age: Duration) -> bool {
-        let age = unix_now() - self.probed_unix.load(Ordering::Relaxed);
-        age < 0 || age as u64 >= max_age.as_secs()
+        self.probed
+            .lock()
+            .unwrap()
+            .is_none_or(|t| t.elapsed() >= max_age)
     }
 
-    pub fn set_probed(&self, unix: i64) {
-        self.probed_unix.store(unix, Ordering::Relaxed);
+    /// The origin confirmed the validators just now.
+    pub fn set_probed(&self) {
+        *self.probed.lock().unwrap() = Some(Instant::now());
     }
 
     pub fn is_gone(&self) -> bool {
@@ -318,6 +321,13 @@ impl Media {
             .max()
             .unwrap_or(u64::MAX)
     }
+}
+
+/// A unix time (from the index) on tokio's clock; None when it lies in
+/// the future or further back than the clock reaches.
+fn instant_of(unix: i64) -> Option<Instant> {
+    let age = u64::try_from(unix_now().checked_sub(unix)?).ok()?;
+    Instant::now().checked_sub(Duration::from_secs(age))
 }
 
 #[derive(Debug)]
@@ -384,6 +394,24 @@ mod tests {
         assert_eq!(m.next_taken(0), Some(1));
         let got: Vec<u64> = m.claim(8, 100, 0).iter().map(|c| c.0).collect();
         assert_eq!(got, vec![8, 9], "clipped to the last chunk");
+    }
+
+    /// Staleness and idleness run on tokio's clock: a paused clock tests
+    /// them without waiting.
+    #[tokio::test(start_paused = true)]
+    async fn validators_go_stale_and_media_idle_with_time() {
+        let hour = Duration::from_secs(3600);
+        let m = media(100, 10);
+        assert!(m.is_stale(hour), "probed at the unix epoch in the fixture");
+        m.set_probed();
+        assert!(!m.is_stale(hour));
+        tokio::time::advance(hour - Duration::from_secs(1)).await;
+        assert!(!m.is_stale(hour));
+        assert!(m.is_idle(Duration::from_secs(600)));
+        tokio::time::advance(Duration::from_secs(1)).await;
+        assert!(m.is_stale(hour));
+        m.mark_used();
+        assert!(!m.is_idle(Duration::from_secs(600)));
     }
 
     #[test]

@@ -122,7 +122,7 @@ impl Cache {
             }
         };
         if current {
-            media.set_probed(now);
+            media.set_probed();
             if let Some(id) = media.id() {
                 if let Err(e) = self.inner.index.set_probed(id, now).await {
                     warn!(error = %e, "cannot record revalidation");
