@@ -106,6 +106,12 @@ pub struct Config {
     #[arg(long, env = "SPOOL_REVALIDATE_AFTER", default_value = "1h", value_parser = humantime::parse_duration)]
     pub revalidate_after: Duration,
 
+    /// Largest media size an origin may claim; a larger claim is refused
+    /// with 502 (no sane media file is larger, and a hostile origin may
+    /// claim anything).
+    #[arg(long, env = "SPOOL_MAX_MEDIA_SIZE", default_value = "4TiB", value_parser = parse_size)]
+    pub max_media_size: u64,
+
     /// Redirects followed before giving up.
     #[arg(long, env = "SPOOL_MAX_REDIRECTS", default_value_t = 10)]
     pub max_redirects: usize,

@@ -96,6 +96,7 @@ impl Server {
             read_ahead: cfg.read_ahead,
             read_ahead_grace: cfg.read_ahead_grace,
             revalidate_after: cfg.revalidate_after,
+            max_media_size: cfg.max_media_size,
         };
         let disk = Disk::new(
             &dir,

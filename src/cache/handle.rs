@@ -20,6 +20,8 @@ pub(crate) struct Settings {
     pub read_ahead_grace: Duration,
     /// Age after which an origin's validators are checked again.
     pub revalidate_after: Duration,
+    /// Largest size an origin may claim for a media.
+    pub max_media_size: u64,
 }
 
 impl Settings {

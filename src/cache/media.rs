@@ -1,7 +1,7 @@
 //! One media version: what the origin told about it, which of its chunks
 //! are cached or downloading, and where its players are reading.
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -39,7 +39,10 @@ pub(crate) struct Media {
     /// What every origin response for it must agree with.
     pub version: Arc<Version>,
     instance: Instance,
-    slots: Mutex<HashMap<u64, Slot>>,
+    /// Only chunks that are cached or downloading have a slot, in order:
+    /// bookkeeping grows with the chunks touched, never with the size an
+    /// origin claims.
+    slots: Mutex<BTreeMap<u64, Slot>>,
     playheads: Mutex<Vec<Arc<PlayheadState>>>,
     /// Signalled when a playhead moves or ends.
     pub moved: Notify,
@@ -149,7 +152,7 @@ impl Media {
     /// The first chunk at or after `from` that is cached or downloading.
     pub fn next_taken(&self, from: u64) -> Option<u64> {
         let slots = self.slots.lock().unwrap();
-        (from..self.chunk_count()).find(|i| slots.contains_key(i))
+        slots.range(from..).next().map(|(i, _)| *i)
     }
 
     /// Replaces a pending chunk by its cached file, if it is still the same

@@ -172,6 +172,13 @@ impl Cache {
             }
             return Ok(Opened::Unsized);
         };
+        let max = self.inner.settings.max_media_size;
+        if size > max {
+            warn!(url = %redact(url), size, max, "origin claims a media larger than --max-media-size");
+            return Err(UpstreamError::Protocol(format!(
+                "the origin claims {size} bytes, more than --max-media-size ({max})"
+            )));
+        }
         let row = MediaRow {
             media_id: None,
             url: url.as_str().to_owned(),

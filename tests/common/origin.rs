@@ -77,6 +77,9 @@ pub struct Faults {
     pub redirect_to: Option<String>,
     /// Accept the request and never answer.
     pub hang: bool,
+    /// Claim this total size in `Content-Range` (the body stays the real
+    /// bytes), as a lying or hostile origin would.
+    pub claim_total: Option<u64>,
 }
 
 impl Faults {
@@ -676,10 +679,10 @@ async fn answer(
             return response(StatusCode::RANGE_NOT_SATISFIABLE, hdrs, None);
         }
         RangeReq::Satisfiable(a, b) => {
-            let total = if faults.unknown_total {
-                "*".to_owned()
-            } else {
-                size.to_string()
+            let total = match (faults.unknown_total, faults.claim_total) {
+                (true, _) => "*".to_owned(),
+                (false, Some(claimed)) => claimed.to_string(),
+                (false, None) => size.to_string(),
             };
             hdrs.push((header::CONTENT_RANGE, format!("bytes {a}-{b}/{total}")));
             (StatusCode::PARTIAL_CONTENT, a, b + 1)

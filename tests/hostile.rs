@@ -1,0 +1,77 @@
+//! Hostile origins and clients, over real HTTP against the in-tree origin:
+//! what an attacker tried, and what spool must hold.
+
+mod common;
+
+use std::time::Duration;
+
+use common::origin::{Faults, Origin};
+use common::{client, data, get, Spool};
+
+/// GET of `/health/live`, which must answer while an attack runs.
+async fn alive(spool: &Spool) -> bool {
+    let c = client();
+    let req = c.get(format!("{}/health/live", spool.base())).send();
+    // A deadline only so that a frozen spool fails the test instead of
+    // hanging it.
+    matches!(tokio::time::timeout(Duration::from_secs(10), req).await, Ok(Ok(r)) if r.status() == 200)
+}
+
+/// An origin claiming an enormous size costs spool no more than the bytes
+/// asked for: chunk bookkeeping is sparse. Two such streams at once used
+/// to occupy both worker threads for minutes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_huge_claimed_size_does_not_freeze_spool() {
+    let origin = Origin::start().await;
+    let body = data(100_000, 1);
+    origin.add_file("huge", body.clone(), "video/mp4");
+    let claimed = 1u64 << 59;
+    origin.set_faults(
+        "huge",
+        Faults {
+            claim_total: Some(claimed),
+            ..Faults::default()
+        },
+    );
+    let spool = Spool::start_with(&origin, |c| c.max_media_size = 1 << 60).await;
+    let url = spool.url(&origin.url("huge"));
+    let players: Vec<_> = (0..2)
+        .map(|_| {
+            let url = url.clone();
+            tokio::spawn(async move { get(&client(), &url, Some("bytes=0-99")).await })
+        })
+        .collect();
+    assert!(
+        alive(&spool).await,
+        "health check answered during the attack"
+    );
+    for p in players {
+        let (status, headers, got) = p.await.unwrap();
+        assert_eq!(status, 206);
+        assert_eq!(
+            common::header(&headers, "content-range"),
+            format!("bytes 0-99/{claimed}")
+        );
+        assert!(got == body.slice(..100));
+    }
+    assert!(alive(&spool).await);
+}
+
+/// A claimed size past `--max-media-size` is refused with 502 and a reason.
+#[tokio::test]
+async fn a_size_past_the_limit_is_refused() {
+    let origin = Origin::start().await;
+    origin.add_file("huge", data(1000, 2), "video/mp4");
+    origin.set_faults(
+        "huge",
+        Faults {
+            claim_total: Some(4611686018427387904),
+            ..Faults::default()
+        },
+    );
+    let spool = Spool::start(&origin).await;
+    let (status, _, body) = get(&client(), &spool.url(&origin.url("huge")), None).await;
+    assert_eq!(status, 502);
+    let reason = String::from_utf8_lossy(&body);
+    assert!(reason.contains("--max-media-size"), "{reason}");
+}
