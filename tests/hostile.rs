@@ -75,3 +75,56 @@ async fn a_size_past_the_limit_is_refused() {
     let reason = String::from_utf8_lossy(&body);
     assert!(reason.contains("--max-media-size"), "{reason}");
 }
+
+/// An allowed origin cannot redirect spool to another port of an allowed
+/// host: every hop is checked against port-scoped allow entries, names
+/// included.
+#[tokio::test]
+async fn a_redirect_to_another_port_is_refused() {
+    let allowed = Origin::start().await;
+    let inner = Origin::start().await;
+    inner.add_file("secret", data(1000, 3), "text/plain");
+    let (pa, pb) = (allowed.addr().port(), inner.addr().port());
+    for (entry, target) in [
+        (
+            format!("127.0.0.1:{pa}"),
+            format!("http://localhost:{pb}/secret"),
+        ),
+        (
+            format!("localhost:{pa}"),
+            format!("http://localhost:{pb}/secret"),
+        ),
+        (
+            format!("127.0.0.1:{pa}"),
+            format!("http://127.0.0.1:{pb}/secret"),
+        ),
+    ] {
+        allowed.add_file("r", data(10, 4), "video/mp4");
+        allowed.set_faults(
+            "r",
+            Faults {
+                redirect_to: Some(target.clone()),
+                ..Faults::default()
+            },
+        );
+        let spool = Spool::start_with(&allowed, |c| {
+            c.allow_upstream = spool::upstream::allow::AllowList::parse(&entry).unwrap();
+        })
+        .await;
+        inner.reset_stats();
+        let start = allowed.url("r").replace("127.0.0.1", "localhost");
+        let from = if entry.starts_with("localhost") {
+            start
+        } else {
+            allowed.url("r")
+        };
+        let (status, _, body) = get(&client(), &spool.url(&from), None).await;
+        assert_eq!(
+            status,
+            403,
+            "{entry} -> {target}: {}",
+            String::from_utf8_lossy(&body)
+        );
+        assert_eq!(inner.stats().requests, 0, "{entry} -> {target} reached");
+    }
+}

@@ -62,6 +62,7 @@ pub(crate) struct Upstream {
     allow: Arc<AllowList>,
     timeout: Duration,
     retries: u32,
+    max_redirects: usize,
     metrics: Arc<Metrics>,
 }
 
@@ -71,23 +72,12 @@ impl Upstream {
         // smaller one to build.
         let _ = rustls::crypto::ring::default_provider().install_default();
         let allow = Arc::new(cfg.allow.clone());
-        let redirect_allow = allow.clone();
-        let max_redirects = cfg.max_redirects;
-        let policy = reqwest::redirect::Policy::custom(move |attempt| {
-            if attempt.previous().len() > max_redirects {
-                return attempt.error(format!("more than {max_redirects} redirects"));
-            }
-            // Names are checked by the resolver; literal addresses never
-            // reach it, so they are checked here.
-            if let Err(e) = check_literal(&redirect_allow, attempt.url()) {
-                return attempt.error(DeniedError(e.to_string()));
-            }
-            attempt.follow()
-        });
         let client = reqwest::Client::builder()
             .connect_timeout(cfg.connect_timeout)
             .read_timeout(cfg.timeout)
-            .redirect(policy)
+            // Redirects are followed by `get_raw`, which checks every hop's
+            // host and port against the allowlist before connecting.
+            .redirect(reqwest::redirect::Policy::none())
             .dns_resolver(CheckedResolver {
                 allow: allow.clone(),
             })
@@ -102,6 +92,7 @@ impl Upstream {
             allow,
             timeout: cfg.timeout,
             retries: cfg.retries,
+            max_redirects: cfg.max_redirects,
             metrics,
         })
     }
@@ -156,8 +147,42 @@ impl Upstream {
         self.get_raw(url, range.as_deref()).await
     }
 
-    /// GET with a player's own `Range` header value (or none).
+    /// GET with a player's own `Range` header value (or none), following
+    /// redirects: every hop's destination (host, port, resolved addresses)
+    /// is checked against the allowlist before spool connects to it.
     pub async fn get_raw(
+        &self,
+        url: &Url,
+        range: Option<&str>,
+    ) -> Result<reqwest::Response, UpstreamError> {
+        let mut url = url.clone();
+        for hop in 0..=self.max_redirects {
+            if hop > 0 {
+                self.check(&url).await?;
+            }
+            let resp = self.send(&url, range).await?;
+            let status = resp.status();
+            if !status.is_redirection() || status == StatusCode::NOT_MODIFIED {
+                return answer(resp);
+            }
+            let location = resp
+                .headers()
+                .get(header::LOCATION)
+                .and_then(|v| v.to_str().ok())
+                .ok_or_else(|| UpstreamError::Protocol(format!("{status} without Location")))?;
+            let next = url
+                .join(location)
+                .map_err(|e| UpstreamError::Protocol(format!("bad Location {location:?}: {e}")))?;
+            url = parse_url(next.as_str())?;
+        }
+        Err(UpstreamError::Protocol(format!(
+            "more than {} redirects",
+            self.max_redirects
+        )))
+    }
+
+    /// One GET, no redirects followed.
+    async fn send(
         &self,
         url: &Url,
         range: Option<&str>,
@@ -171,20 +196,10 @@ impl Upstream {
             req = req.header(header::RANGE, r);
         }
         self.metrics.upstream_requests.inc();
-        let resp = tokio::time::timeout(self.timeout, req.send())
+        tokio::time::timeout(self.timeout, req.send())
             .await
             .map_err(|_| UpstreamError::Timeout)?
-            .map_err(UpstreamError::from_reqwest)?;
-        match resp.status() {
-            StatusCode::OK | StatusCode::PARTIAL_CONTENT | StatusCode::RANGE_NOT_SATISFIABLE => {
-                Ok(resp)
-            }
-            s @ (StatusCode::NOT_FOUND
-            | StatusCode::FORBIDDEN
-            | StatusCode::UNAUTHORIZED
-            | StatusCode::GONE) => Err(UpstreamError::Status(s)),
-            s => Err(UpstreamError::BadStatus(s)),
-        }
+            .map_err(UpstreamError::from_reqwest)
     }
 
     /// Reads the next piece of a body, bounded by the upstream timeout.
@@ -200,6 +215,21 @@ impl Upstream {
             self.metrics.upstream_bytes.inc_by(p.len() as u64);
         }
         Ok(piece)
+    }
+}
+
+/// What an origin's final answer means: 200, 206 and 416 are answers;
+/// error statuses become errors.
+fn answer(resp: reqwest::Response) -> Result<reqwest::Response, UpstreamError> {
+    match resp.status() {
+        StatusCode::OK | StatusCode::PARTIAL_CONTENT | StatusCode::RANGE_NOT_SATISFIABLE => {
+            Ok(resp)
+        }
+        s @ (StatusCode::NOT_FOUND
+        | StatusCode::FORBIDDEN
+        | StatusCode::UNAUTHORIZED
+        | StatusCode::GONE) => Err(UpstreamError::Status(s)),
+        s => Err(UpstreamError::BadStatus(s)),
     }
 }
 
