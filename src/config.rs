@@ -112,6 +112,11 @@ pub struct Config {
     #[arg(long, env = "SPOOL_MAX_MEDIA_SIZE", default_value = "4TiB", value_parser = parse_size)]
     pub max_media_size: u64,
 
+    /// Most ranges in one request's Range header; a request with more gets
+    /// the whole body (200). Overlapping and adjacent ranges are merged.
+    #[arg(long, env = "SPOOL_MAX_RANGES", default_value_t = 16)]
+    pub max_ranges: usize,
+
     /// Redirects followed before giving up.
     #[arg(long, env = "SPOOL_MAX_REDIRECTS", default_value_t = 10)]
     pub max_redirects: usize,

@@ -214,13 +214,20 @@ impl Server {
         let scrubber =
             (!self.index_in_memory).then(|| tokio::spawn(self.upkeep.clone().scrub_loop()));
         let (stopping_tx, stopping) = tokio::sync::oneshot::channel::<()>();
-        let server = warp::serve(http::routes(self.cache.clone(), self.health.clone()))
-            .incoming(listener)
-            .graceful(async move {
-                shutdown.await;
-                let _ = stopping_tx.send(());
-            })
-            .run();
+        let limits = http::Limits {
+            max_ranges: cfg.max_ranges,
+        };
+        let server = warp::serve(http::routes(
+            self.cache.clone(),
+            self.health.clone(),
+            limits,
+        ))
+        .incoming(listener)
+        .graceful(async move {
+            shutdown.await;
+            let _ = stopping_tx.send(());
+        })
+        .run();
         let deadline = cfg.shutdown_timeout;
         let mut shutdown_started = None;
         tokio::select! {

@@ -128,3 +128,31 @@ async fn a_redirect_to_another_port_is_refused() {
         assert_eq!(inner.stats().requests, 0, "{entry} -> {target} reached");
     }
 }
+
+/// Overlapping ranges cannot multiply a response: 64 × `0-` on a file is
+/// answered with the file once (coalesced; more than --max-ranges ranges
+/// are ignored and the whole body sent), never 64 copies.
+#[tokio::test]
+async fn overlapping_ranges_do_not_amplify() {
+    let origin = Origin::start().await;
+    let size = 1_000_000;
+    let body = data(size, 5);
+    origin.add_file("f", body.clone(), "video/mp4");
+    let spool = Spool::start(&origin).await;
+    let url = spool.url(&origin.url("f"));
+    for n in [4usize, 16, 64] {
+        let header = format!("bytes={}", vec!["0-"; n].join(","));
+        let (status, _, got) = get(&client(), &url, Some(&header)).await;
+        assert!(status == 206 || status == 200, "{n} ranges: {status}");
+        assert_eq!(got.len(), size, "{n} ranges");
+        assert!(got == body);
+    }
+    // Distinct ranges are still served as multipart, in request order.
+    let (status, headers, got) = get(&client(), &url, Some("bytes=500-509,0-9")).await;
+    assert_eq!(status, 206);
+    assert!(common::header(&headers, "content-type").starts_with("multipart/byteranges"));
+    let text = String::from_utf8_lossy(&got);
+    let first = text.find("bytes 500-509/").unwrap();
+    let second = text.find("bytes 0-9/").unwrap();
+    assert!(first < second);
+}

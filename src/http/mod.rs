@@ -12,3 +12,4 @@ mod stream;
 
 pub(crate) use health::Health;
 pub(crate) use routes::routes;
+pub(crate) use stream::Limits;

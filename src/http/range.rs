@@ -36,12 +36,12 @@ pub enum RangeRequest {
     Unsatisfiable,
 }
 
-/// More ranges than this in one header are treated as an abuse of
-/// multipart responses (RFC 9110 §14.2 allows ignoring such requests).
-pub const MAX_RANGES: usize = 64;
-
 /// Parses a `Range` header value against a representation of `size` bytes.
-pub fn parse(header: &str, size: u64) -> RangeRequest {
+/// A header with more than `max_ranges` ranges is ignored (RFC 9110 §14.2
+/// lets a server ignore a request it finds abusive: the whole body is
+/// sent). Overlapping and adjacent ranges are coalesced (§14.6 allows it),
+/// so a response never holds a byte twice: `0-,0-,0-` is one range.
+pub fn parse(header: &str, size: u64, max_ranges: usize) -> RangeRequest {
     let header = header.trim();
     // The unit is case-insensitive (RFC 9110 §14.1).
     let Some(eq) = header.find('=') else {
@@ -55,7 +55,7 @@ pub fn parse(header: &str, size: u64) -> RangeRequest {
         .map(str::trim)
         .filter(|s| !s.is_empty())
         .collect();
-    if specs.is_empty() || specs.len() > MAX_RANGES {
+    if specs.is_empty() || specs.len() > max_ranges {
         return RangeRequest::Ignore;
     }
     let mut ranges = Vec::with_capacity(specs.len());
@@ -77,8 +77,53 @@ pub fn parse(header: &str, size: u64) -> RangeRequest {
     if ranges.is_empty() {
         RangeRequest::Unsatisfiable
     } else {
-        RangeRequest::Ranges(ranges)
+        RangeRequest::Ranges(coalesce(ranges))
     }
+}
+
+/// Merges ranges that overlap or touch. The merged range takes the place of
+/// the first of its members; the others keep the order they were asked in
+/// (§14.6: parts in request order, except those coalesced).
+fn coalesce(ranges: Vec<ByteRange>) -> Vec<ByteRange> {
+    let touches = |a: ByteRange, b: ByteRange| {
+        a.start <= b.end.saturating_add(1) && b.start <= a.end.saturating_add(1)
+    };
+    let mut out: Vec<ByteRange> = Vec::with_capacity(ranges.len());
+    for r in ranges {
+        // Every kept range the new one reaches, directly or through the
+        // ranges it absorbs.
+        let mut merged = r;
+        let mut members: Vec<usize> = Vec::new();
+        loop {
+            let found = members.len();
+            for (i, o) in out.iter().enumerate() {
+                if !members.contains(&i) && touches(merged, *o) {
+                    merged = ByteRange {
+                        start: merged.start.min(o.start),
+                        end: merged.end.max(o.end),
+                    };
+                    members.push(i);
+                }
+            }
+            if members.len() == found {
+                break;
+            }
+        }
+        let Some(&at) = members.iter().min() else {
+            out.push(merged);
+            continue;
+        };
+        out = out
+            .into_iter()
+            .enumerate()
+            .filter_map(|(i, o)| match (i == at, members.contains(&i)) {
+                (true, _) => Some(merged),
+                (false, true) => None,
+                (false, false) => Some(o),
+            })
+            .collect();
+    }
+    out
 }
 
 /// The span a valid `Range` header asks for when that does not depend on
@@ -228,17 +273,48 @@ mod tests {
             ("", Ignore),
         ];
         for (header, want) in cases {
-            assert_eq!(parse(header, size), want, "header {header:?}");
+            assert_eq!(parse(header, size, 16), want, "header {header:?}");
         }
     }
 
     #[test]
     fn too_many_ranges_are_ignored() {
-        let many: Vec<String> = (0..=MAX_RANGES).map(|i| format!("{i}-{i}")).collect();
+        let max = 16;
+        let many: Vec<String> = (0..=max).map(|i| format!("{0}-{0}", 2 * i)).collect();
         let header = format!("bytes={}", many.join(","));
-        assert_eq!(parse(&header, 1000), RangeRequest::Ignore);
-        let header = format!("bytes={}", many[..MAX_RANGES].join(","));
-        assert!(matches!(parse(&header, 1000), RangeRequest::Ranges(v) if v.len() == MAX_RANGES));
+        assert_eq!(parse(&header, 1000, max), RangeRequest::Ignore);
+        let header = format!("bytes={}", many[..max].join(","));
+        assert!(matches!(parse(&header, 1000, max), RangeRequest::Ranges(v) if v.len() == max));
+    }
+
+    #[test]
+    fn overlapping_and_adjacent_ranges_are_coalesced() {
+        use RangeRequest::Ranges;
+        let r = |start, end| ByteRange { start, end };
+        let cases = [
+            ("bytes=0-,0-,0-,0-", Ranges(vec![r(0, 999)])),
+            ("bytes=0-9,10-19", Ranges(vec![r(0, 19)])),
+            ("bytes=0-9,5-14,-1", Ranges(vec![r(0, 14), r(999, 999)])),
+            // Request order kept for ranges not merged.
+            (
+                "bytes=50-59,0-9,20-29",
+                Ranges(vec![r(50, 59), r(0, 9), r(20, 29)]),
+            ),
+            // A later range bridging two earlier ones merges all three.
+            ("bytes=0-9,20-29,10-19", Ranges(vec![r(0, 29)])),
+            ("bytes=40-49,0-9,5-45", Ranges(vec![r(0, 49)])),
+            ("bytes=-500,0-", Ranges(vec![r(0, 999)])),
+            ("bytes=0-9,11-19", Ranges(vec![r(0, 9), r(11, 19)])),
+        ];
+        for (header, want) in cases {
+            assert_eq!(parse(header, 1000, 16), want, "header {header:?}");
+        }
+        // However many ranges, the bytes sent never exceed the size.
+        let all = vec!["0-"; 16].join(",");
+        let RangeRequest::Ranges(v) = parse(&format!("bytes={all}"), 1000, 16) else {
+            panic!("ranges");
+        };
+        assert_eq!(v.iter().map(|r| r.len()).sum::<u64>(), 1000);
     }
 
     #[test]
@@ -255,8 +331,8 @@ mod tests {
 
     #[test]
     fn empty_representation_ignores_ranges() {
-        assert_eq!(parse("bytes=0-", 0), RangeRequest::Ignore);
-        assert_eq!(parse("bytes=-5", 0), RangeRequest::Ignore);
+        assert_eq!(parse("bytes=0-", 0, 16), RangeRequest::Ignore);
+        assert_eq!(parse("bytes=-5", 0, 16), RangeRequest::Ignore);
     }
 
     #[test]

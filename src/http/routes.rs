@@ -8,18 +8,20 @@ use warp::Filter;
 
 use super::error::text;
 use super::health::{self, Health};
-use super::stream;
+use super::stream::{self, Limits};
 use crate::cache::Cache;
 
 /// The routes, with the handles their handlers need.
 pub(crate) fn routes(
     cache: Cache,
     health: Health,
+    limits: Limits,
 ) -> impl Filter<Extract = (Response,), Error = Infallible> + Clone + Send + Sync + 'static {
     let with_cache = warp::any().map(move || cache.clone());
     let with_health = warp::any().map(move || health.clone());
     let stream = warp::path!("stream")
         .and(with_cache)
+        .and(warp::any().map(move || limits))
         .and(warp::method())
         .and(warp::query::raw().or(warp::any().map(String::new)).unify())
         .and(warp::header::headers_cloned())

@@ -20,8 +20,16 @@ use crate::cache::media::Media;
 use crate::cache::{Cache, CacheError, Opened};
 use crate::upstream::{self, Head};
 
+/// Limits on what one request may ask for.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Limits {
+    /// Ranges in one `Range` header; more are ignored (whole body).
+    pub max_ranges: usize,
+}
+
 pub(crate) async fn handle(
     cache: Cache,
+    limits: Limits,
     method: Method,
     query: String,
     headers: HeaderMap,
@@ -58,7 +66,7 @@ pub(crate) async fn handle(
     let start = if method == Method::HEAD { None } else { start };
     match cache.open(&url, start).await {
         Err(e) => error(&e),
-        Ok(Opened::Media(media)) => respond(cache, media, &method, &headers),
+        Ok(Opened::Media(media)) => respond(cache, limits, media, &method, &headers),
         Ok(Opened::Passthrough(p)) => passthrough(&method, p.0, &p.1),
         Ok(Opened::Unsized) => match cache.upstream().get_raw(&url, range_header).await {
             Ok(resp) => match Head::parse(resp.status(), resp.headers()) {
@@ -75,7 +83,13 @@ fn header_str(headers: &HeaderMap, name: header::HeaderName) -> Option<&str> {
 }
 
 /// Builds the response for a media of known size (RFC 9110 §13, §14).
-fn respond(cache: Cache, media: Arc<Media>, method: &Method, req: &HeaderMap) -> Response {
+fn respond(
+    cache: Cache,
+    limits: Limits,
+    media: Arc<Media>,
+    method: &Method,
+    req: &HeaderMap,
+) -> Response {
     let size = media.size();
     let row = &media.row;
     let mut h = HeaderMap::new();
@@ -101,7 +115,7 @@ fn respond(cache: Cache, media: Arc<Media>, method: &Method, req: &HeaderMap) ->
     let if_range = header_str(req, header::IF_RANGE);
     let ranges = match header_str(req, header::RANGE) {
         Some(r) if if_range_holds(if_range, row.etag.as_deref(), row.last_modified.as_deref()) => {
-            range::parse(r, size)
+            range::parse(r, size, limits.max_ranges)
         }
         _ => RangeRequest::Ignore,
     };
