@@ -112,6 +112,12 @@ pub struct Config {
     #[arg(long, env = "SPOOL_MAX_MEDIA_SIZE", default_value = "4TiB", value_parser = parse_size)]
     pub max_media_size: u64,
 
+    /// For origins that ignore Range: the most bytes spool downloads and
+    /// drops to reach a player's position. A seek further into a part not
+    /// yet cached is answered 502.
+    #[arg(long, env = "SPOOL_MAX_SKIP", default_value = "128MiB", value_parser = parse_size)]
+    pub max_skip: u64,
+
     /// Most ranges in one request's Range header; a request with more gets
     /// the whole body (200). Overlapping and adjacent ranges are merged.
     #[arg(long, env = "SPOOL_MAX_RANGES", default_value_t = 16)]
@@ -137,6 +143,12 @@ pub struct Config {
     /// Past it, least-recently-used chunks are evicted down to 90% of it.
     #[arg(long, env = "SPOOL_MAX_CACHE_SIZE", default_value = "0", value_parser = parse_size)]
     pub max_cache_size: u64,
+
+    /// Media with nothing cached (all chunks evicted, or only probed) that
+    /// nobody read for this long are removed from the index, so it stays
+    /// proportional to what is cached.
+    #[arg(long, env = "SPOOL_FORGET_MEDIA_AFTER", default_value = "1h", value_parser = humantime::parse_duration)]
+    pub forget_media_after: Duration,
 
     /// How often the free space of the cache's filesystem is sampled.
     #[arg(long, env = "SPOOL_DISK_CHECK_INTERVAL", default_value = "5s", value_parser = humantime::parse_duration)]

@@ -114,6 +114,7 @@ impl Server {
                 timeout: cfg.upstream_timeout,
                 max_redirects: cfg.max_redirects,
                 retries: cfg.upstream_retries,
+                max_skip: cfg.max_skip,
             },
             metrics.clone(),
         )?;
@@ -154,6 +155,7 @@ impl Server {
             memcache: memcache.clone(),
             metrics: metrics.clone(),
             chunk_size: cfg.chunk_size,
+            forget_media_after: cfg.forget_media_after,
             disk_check_interval: cfg.disk_check_interval,
             scrub_interval: cfg.scrub_interval,
         });

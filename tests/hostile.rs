@@ -156,3 +156,84 @@ async fn overlapping_ranges_do_not_amplify() {
     let second = text.find("bytes 0-9/").unwrap();
     assert!(first < second);
 }
+
+/// An origin that ignores Range cannot make a 100-byte request cost the
+/// whole file: reaching a position past --max-skip is refused with 502
+/// instead of downloading and dropping everything before it.
+#[tokio::test]
+async fn skipping_over_an_origin_that_ignores_range_is_capped() {
+    let origin = Origin::start().await;
+    let size = 64 << 20;
+    let body = data(size, 6);
+    origin.add_file("f", body.clone(), "video/mp4");
+    origin.set_faults(
+        "f",
+        Faults {
+            ignore_range: true,
+            ..Faults::default()
+        },
+    );
+    let spool = Spool::start_with(&origin, |c| c.max_skip = 1 << 20).await;
+    let url = spool.url(&origin.url("f"));
+    // Within the cap: served, by skipping.
+    let (status, _, got) = get(&client(), &url, Some("bytes=500000-500099")).await;
+    assert_eq!(status, 206);
+    assert!(got == body.slice(500_000..500_100));
+    // Past it, cold and once the media is known: refused, with a reason.
+    for _ in 0..2 {
+        origin.reset_stats();
+        let (status, _, got) = get(&client(), &url, Some("bytes=40000000-40000099")).await;
+        assert_eq!(status, 502);
+        assert!(String::from_utf8_lossy(&got).contains("--max-skip"));
+        let sent = origin.stats().body_bytes;
+        assert!(
+            sent < 16 << 20,
+            "origin sent {sent} bytes for a 100-byte request"
+        );
+    }
+}
+
+/// Media the cache holds nothing of, unread for --forget-media-after, leave
+/// the index: it grows with what is cached, not with every URL asked for.
+#[tokio::test]
+async fn the_index_forgets_media_with_nothing_cached() {
+    let origin = Origin::start().await;
+    let body = data(100_000, 7);
+    for i in 0..5 {
+        origin.add_file(&format!("probe{i}"), data(1000, i), "video/mp4");
+    }
+    origin.add_file("kept", body.clone(), "video/mp4");
+    let spool = Spool::start(&origin).await;
+    let c = client();
+    for i in 0..5 {
+        let url = spool.url(&origin.url(&format!("probe{i}")));
+        let resp = c.head(&url).send().await.unwrap();
+        assert_eq!(resp.status(), 200);
+    }
+    let (_, _, got) = get(&c, &spool.url(&origin.url("kept")), None).await;
+    assert!(got == body);
+    let (dir, _tmp) = spool.stop().await;
+    let count = |dir: &std::path::Path| -> i64 {
+        let db = rusqlite::Connection::open(dir.join("index.db")).unwrap();
+        db.query_row("SELECT COUNT(*) FROM media", [], |r| r.get(0))
+            .unwrap()
+    };
+    assert_eq!(count(&dir), 6);
+    let mut cfg = common::test_config(&dir, &origin);
+    cfg.forget_media_after = Duration::ZERO;
+    let spool = Spool::start_cfg(cfg).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while count(&dir) != 1 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "media rows: {}",
+            count(&dir)
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // What is cached is still served from the cache.
+    origin.reset_stats();
+    let (_, _, got) = get(&c, &spool.url(&origin.url("kept")), None).await;
+    assert!(got == body);
+    assert_eq!(origin.stats().requests, 0);
+}

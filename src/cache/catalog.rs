@@ -42,6 +42,12 @@ impl Catalog {
         map.values().find(|m| m.id() == Some(media_id)).cloned()
     }
 
+    /// The index ids of the media open in this process.
+    pub fn open_ids(&self) -> Vec<MediaId> {
+        let map = self.inner.media.lock().unwrap();
+        map.values().filter_map(|m| m.id()).collect()
+    }
+
     pub fn contains(&self, url: &str) -> bool {
         self.get(url).is_some()
     }

@@ -76,6 +76,15 @@ impl Cache {
         &self.inner.metrics
     }
 
+    /// Whether byte `pos` of a media can be had: cached, or fetched from
+    /// an origin that honours Range, or not too far to skip to.
+    pub fn reachable(&self, media: &super::media::Media, pos: u64) -> Result<(), UpstreamError> {
+        if media.row.accepts_ranges || media.slot(pos / media.chunk_size()).is_some() {
+            return Ok(());
+        }
+        self.upstream().may_skip(pos)
+    }
+
     /// Checks a media URL against the allowlist before anything else
     /// happens; a media open in this process was checked when it opened.
     pub async fn check(&self, url: &url::Url) -> Result<(), UpstreamError> {

@@ -198,6 +198,11 @@ impl Cache {
             ranges = media.row.accepts_ranges,
             "new media"
         );
+        if head.status == StatusCode::OK && first_chunk.is_some() {
+            // The origin ignores Range: the media is known now, but this
+            // player's position may be too far to reach by skipping.
+            self.upstream().may_skip(range.0)?;
+        }
         if let (Some(c), true) = (first_chunk, size > 0) {
             if head.status != StatusCode::RANGE_NOT_SATISFIABLE && c < media.chunk_count() {
                 self.inner

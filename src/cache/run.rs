@@ -404,6 +404,7 @@ mod tests {
                 timeout: Duration::from_secs(3600),
                 max_redirects: 0,
                 retries: 0,
+                max_skip: 0,
             },
             rig.metrics.clone(),
         )

@@ -36,6 +36,8 @@ pub(crate) struct Parts {
     pub memcache: MemCache,
     pub metrics: Arc<Metrics>,
     pub chunk_size: u64,
+    /// Media rows with no chunks, unread this long, are removed.
+    pub forget_media_after: Duration,
     pub disk_check_interval: Duration,
     pub scrub_interval: Duration,
 }
@@ -112,7 +114,21 @@ impl Upkeep {
             }
             self.inner.catalog.sweep(MEDIA_IDLE);
             self.inner.evictor.trim(&self.inner.catalog).await;
+            self.forget_media().await;
             tokio::time::sleep(self.inner.disk_check_interval).await;
+        }
+    }
+
+    /// Removes index rows of media with nothing cached that nobody read
+    /// for `--forget-media-after`.
+    async fn forget_media(&self) {
+        let u = &self.inner;
+        let age = i64::try_from(u.forget_media_after.as_secs()).unwrap_or(i64::MAX);
+        let before = crate::store::index::unix_now().saturating_sub(age);
+        match u.index.forget_media(before, u.catalog.open_ids()).await {
+            Ok(0) => {}
+            Ok(n) => tracing::debug!(media = n, "forgot media with nothing cached"),
+            Err(e) => warn!(error = %e, "cannot forget unused media"),
         }
     }
 

@@ -27,6 +27,7 @@ pub(crate) fn status_of(e: &UpstreamError) -> StatusCode {
         UpstreamError::BadStatus(_)
         | UpstreamError::Unreachable(_)
         | UpstreamError::Protocol(_)
+        | UpstreamError::RangeIgnored(..)
         | UpstreamError::Changed => StatusCode::BAD_GATEWAY,
     }
 }

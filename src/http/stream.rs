@@ -158,6 +158,13 @@ fn respond(
             (StatusCode::PARTIAL_CONTENT, parts, length)
         }
     };
+    for part in &parts {
+        if let Part::Range(r) = part {
+            if let Err(e) = cache.reachable(&media, r.start) {
+                return error(&e);
+            }
+        }
+    }
     h.insert(header::CONTENT_LENGTH, HeaderValue::from(length));
     if *method == Method::HEAD || parts.is_empty() {
         return reply(status, h, None);

@@ -334,6 +334,35 @@ impl Index {
         .await
     }
 
+    /// Removes media rows with no chunk left that nobody read since
+    /// `before_unix`, except those in `open` (in use in this process), so
+    /// the index stays proportional to what is cached. Returns how many.
+    pub async fn forget_media(
+        &self,
+        before_unix: i64,
+        open: Vec<MediaId>,
+    ) -> Result<usize, IndexError> {
+        self.call(move |c| {
+            let tx = c.transaction()?;
+            let ids: Vec<MediaId> = {
+                let mut st = tx.prepare_cached(
+                    "SELECT media_id FROM media m
+                     WHERE last_access_unix < ?1
+                       AND NOT EXISTS (SELECT 1 FROM chunks c WHERE c.media_id = m.media_id)",
+                )?;
+                let rows = st.query_map([before_unix], |r| r.get(0))?;
+                rows.collect::<Result<_, _>>()?
+            };
+            let mut n = 0;
+            for id in ids.into_iter().filter(|id| !open.contains(id)) {
+                n += tx.execute("DELETE FROM media WHERE media_id = ?1", [id])?;
+            }
+            tx.commit()?;
+            Ok(n)
+        })
+        .await
+    }
+
     /// Every chunk row: (media_id, chunk, created_unix).
     pub async fn all_chunks(&self) -> Result<Vec<(MediaId, ChunkRow, i64)>, IndexError> {
         self.call(|c| {

@@ -53,6 +53,9 @@ pub(crate) struct Settings {
     pub max_redirects: usize,
     /// Times a broken transfer is resumed before giving up.
     pub retries: u32,
+    /// Bytes spool downloads and drops to reach a position in a media
+    /// whose origin ignores Range.
+    pub max_skip: u64,
 }
 
 /// The HTTP client to origins. Cheap to clone.
@@ -63,6 +66,7 @@ pub(crate) struct Upstream {
     timeout: Duration,
     retries: u32,
     max_redirects: usize,
+    max_skip: u64,
     metrics: Arc<Metrics>,
 }
 
@@ -93,6 +97,7 @@ impl Upstream {
             timeout: cfg.timeout,
             retries: cfg.retries,
             max_redirects: cfg.max_redirects,
+            max_skip: cfg.max_skip,
             metrics,
         })
     }
@@ -100,6 +105,15 @@ impl Upstream {
     /// Times a broken transfer is resumed in a row before giving up.
     pub fn retries(&self) -> u32 {
         self.retries
+    }
+
+    /// Refuses to reach byte `pos` of an origin that ignores Range when
+    /// that means dropping more than `--max-skip` bytes.
+    pub fn may_skip(&self, pos: u64) -> Result<(), UpstreamError> {
+        if pos > self.max_skip {
+            return Err(UpstreamError::RangeIgnored(pos, self.max_skip));
+        }
+        Ok(())
     }
 
     pub fn metrics(&self) -> &Metrics {

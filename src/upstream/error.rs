@@ -23,6 +23,12 @@ pub(crate) enum UpstreamError {
     Timeout,
     #[error("origin sent an unusable answer: {0}")]
     Protocol(String),
+    /// The origin ignores Range, and reaching the wanted byte would mean
+    /// downloading and dropping more than `--max-skip` bytes.
+    #[error(
+        "the origin ignores Range requests; byte {0} is past --max-skip ({1} bytes) from its start"
+    )]
+    RangeIgnored(u64, u64),
     /// The origin's copy is not the version spool has (size or
     /// validators differ).
     #[error("the origin's media changed")]
@@ -38,6 +44,7 @@ impl UpstreamError {
                 | UpstreamError::Denied(_)
                 | UpstreamError::BadUrl(_)
                 | UpstreamError::Changed
+                | UpstreamError::RangeIgnored(..)
         )
     }
 

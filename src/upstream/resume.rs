@@ -52,7 +52,11 @@ impl ResumingBody {
     /// Starts from a response already in hand (the cold probe's); one that
     /// does not fit is dropped and the range asked for again.
     pub fn with_response(mut self, resp: reqwest::Response, head: &Head) -> ResumingBody {
-        match self.version.check(head, self.pos) {
+        match self
+            .version
+            .check(head, self.pos)
+            .and_then(|skip| self.upstream.may_skip(skip).map(|_| skip))
+        {
             Ok(skip) => {
                 self.skip = skip;
                 self.resp = Some(resp);
@@ -112,6 +116,7 @@ impl ResumingBody {
                 let resp = self.upstream.get(&self.url, range).await?;
                 let head = Head::parse(resp.status(), resp.headers())?;
                 self.skip = self.version.check(&head, self.pos)?;
+                self.upstream.may_skip(self.skip)?;
                 self.resp = Some(resp);
             }
             let resp = self.resp.as_mut().expect("opened");
