@@ -118,7 +118,7 @@ impl Server {
             },
             metrics.clone(),
         )?;
-        let catalog = Catalog::new(settings.read_ahead_chunks(), settings.read_ahead_grace);
+        let catalog = Catalog::new(settings.read_ahead_chunks());
         let memcache = MemCache::new(cfg.memory_cache);
         let evictor = Evictor::new(
             index.clone(),

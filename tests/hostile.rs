@@ -237,3 +237,104 @@ async fn the_index_forgets_media_with_nothing_cached() {
     assert!(got == body);
     assert_eq!(origin.stats().requests, 0);
 }
+
+/// A tmpfs mounted for one test (needs root, as CI runs), unmounted when
+/// dropped.
+struct Tmpfs(tempfile::TempDir);
+
+impl Tmpfs {
+    fn mount(size_mib: u64) -> Tmpfs {
+        let dir = tempfile::tempdir().unwrap();
+        let ok = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size_mib}m"), "tmpfs"])
+            .arg(dir.path())
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "mounting a tmpfs needs root (CI runs as root)");
+        Tmpfs(dir)
+    }
+
+    /// Fills the filesystem until `leave` bytes are free.
+    fn ballast(&self, leave: u64) {
+        let path = self.0.path().join("ballast");
+        let free = spool::disk::space(self.0.path()).unwrap().free_bytes;
+        let ok = std::process::Command::new("fallocate")
+            .args(["-l", &free.saturating_sub(leave).to_string()])
+            .arg(&path)
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok);
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(self.0.path())
+            .status();
+    }
+}
+
+/// Polls `cond` until it holds; the deadline only turns a hang into a
+/// failure.
+async fn eventually(what: &str, mut cond: impl AsyncFnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while !cond().await {
+        assert!(tokio::time::Instant::now() < deadline, "never: {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Caching paused for a full disk gets out of the pause once evictable
+/// data exists, whatever the disk level: it used to stay paused at level
+/// Warning (free between the critical threshold and one chunk above it)
+/// with idle chunks on disk, because the monitor cleaned only at Critical
+/// and a paused cache attempts no writes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paused_cache_resumes_when_idle_chunks_can_go() {
+    let fs = Tmpfs::mount(96);
+    let origin = Origin::start().await;
+    let chunk = 16u64 << 20;
+    // Two big chunks: a stalled player's socket buffers (a few MB) cannot
+    // move its playhead out of the first one, so both stay in its window.
+    let a = data(2 * chunk as usize, 8);
+    origin.add_file("a", a.clone(), "video/mp4");
+    origin.add_file("b", data(1 << 20, 9), "video/mp4");
+    let critical = 4u64 << 20;
+    let spool = Spool::start_cfg({
+        let mut c = common::test_config(&fs.0.path().join("cache"), &origin);
+        c.chunk_size = chunk;
+        c.read_ahead = 2 * chunk;
+        c.free_space.min_free_bytes = critical;
+        c.free_space.min_free_percent = 0.0;
+        c
+    })
+    .await;
+    let c = client();
+    let (_, _, got) = get(&c, &spool.url(&origin.url("a")), None).await;
+    assert!(got == a);
+    eventually("a is cached", async || {
+        common::metric(&spool, "spool_chunks_written_total").await >= 2.0
+    })
+    .await;
+    // A player holds `a` open at its start and stops reading.
+    let mut holder = c.get(spool.url(&origin.url("a"))).send().await.unwrap();
+    holder.chunk().await.unwrap();
+    // Free space just above critical: level warning, and no room for a
+    // chunk without a cleanup, which can evict nothing the player holds.
+    fs.ballast(critical + 40 * 1024);
+    let (_, _, _) = get(&c, &spool.url(&origin.url("b")), None).await;
+    eventually("caching pauses: nothing evictable", async || {
+        !spool.server.is_caching()
+    })
+    .await;
+    let (_, _, ready) = get(&c, &format!("{}/health/ready", spool.base()), None).await;
+    let ready: serde_json::Value = serde_json::from_slice(&ready).unwrap();
+    assert_ne!(ready["disk"]["level"], "critical", "{ready}");
+    // The player leaves: its chunks may go, and caching comes back.
+    drop(holder);
+    eventually("caching resumes", async || spool.server.is_caching()).await;
+}

@@ -19,19 +19,17 @@ struct Inner {
     /// One opener per URL at a time, so concurrent cold players share one
     /// origin request.
     opening: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
-    /// The read-ahead window in chunks and its grace: what players want.
+    /// The read-ahead window in chunks: what an open stream holds.
     read_ahead_chunks: u64,
-    grace: Duration,
 }
 
 impl Catalog {
-    pub fn new(read_ahead_chunks: u64, grace: Duration) -> Catalog {
+    pub fn new(read_ahead_chunks: u64) -> Catalog {
         Catalog {
             inner: Arc::new(Inner {
                 media: Mutex::default(),
                 opening: Mutex::default(),
                 read_ahead_chunks,
-                grace,
             }),
         }
     }
@@ -129,12 +127,13 @@ impl Catalog {
         before - map.len()
     }
 
-    /// Whether a chunk must not be evicted: a player reads it or is about
-    /// to, or it is downloading.
+    /// Whether a chunk must not be evicted: it is downloading, or in the
+    /// window of a stream open now (the chunk read and the read-ahead
+    /// after it).
     pub fn is_needed(&self, media_id: MediaId, index: u64) -> bool {
-        let (ra, grace) = (self.inner.read_ahead_chunks, self.inner.grace);
+        let ra = self.inner.read_ahead_chunks;
         self.by_id(media_id).is_some_and(|m| {
-            matches!(m.slot(index), Some(Slot::Pending(_))) || m.wanted(index, ra, grace)
+            matches!(m.slot(index), Some(Slot::Pending(_))) || m.in_open_window(index, ra)
         })
     }
 }

@@ -313,6 +313,19 @@ impl Media {
         })
     }
 
+    /// Whether a stream open now reads chunk `index` or has it within its
+    /// read-ahead window: what eviction must leave alone. (Players that
+    /// left do not count, whatever the grace period.)
+    pub fn in_open_window(&self, index: u64, read_ahead: u64) -> bool {
+        let heads = self.playheads.lock().unwrap();
+        heads.iter().any(|h| {
+            let at = h.chunk.load(Ordering::Relaxed);
+            h.ended.lock().unwrap().is_none()
+                && at <= index
+                && index <= at.saturating_add(read_ahead).min(h.limit)
+        })
+    }
+
     /// The last chunk any live player may want (u64::MAX when one reads on
     /// to the end, or none is reading).
     pub fn read_limit(&self) -> u64 {

@@ -37,7 +37,7 @@ pub fn rig() -> Rig {
             cleanup_headroom: 0,
         },
     );
-    let catalog = Catalog::new(4, Duration::from_secs(1));
+    let catalog = Catalog::new(4);
     let evictor = Evictor::new(
         index.clone(),
         files.clone(),

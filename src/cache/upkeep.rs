@@ -62,7 +62,12 @@ impl Upkeep {
             }
         };
         let mut level = u.disk.level(space);
-        if level == Level::Critical {
+        // Cleaning up at Critical, and also while caching is paused for a
+        // full disk at any level: the pause would otherwise outlive the
+        // players that kept chunks from being evicted (a paused cache
+        // attempts no writes, so no write would ask for a cleanup).
+        let paused = u.breaker.mode() == crate::disk::breaker::Mode::PausedDiskFull;
+        if level == Level::Critical || (paused && !u.disk.has_room(space, u.chunk_size)) {
             let target = u.disk.cleanup_target(space);
             let done = u.evictor.cleanup(target, &u.catalog).await;
             let after = Space {
