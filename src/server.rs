@@ -146,7 +146,7 @@ impl Server {
             settings.read_ahead_grace,
         );
         let upkeep = Upkeep::new(upkeep::Parts {
-            cache_dir: dir.clone(),
+            files: files.clone(),
             disk: disk.clone(),
             breaker: breaker.clone(),
             evictor,
@@ -310,7 +310,7 @@ impl Server {
 
     /// Compares chunk files and index rows.
     pub async fn scan(&self, opts: crate::testing::ScanOptions) -> crate::testing::Report {
-        recover::scan(&self.cfg.cache_dir, &self.index, opts)
+        recover::scan(&self.files, &self.index, opts)
             .await
             .expect("scan")
     }

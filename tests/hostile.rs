@@ -338,3 +338,87 @@ async fn a_paused_cache_resumes_when_idle_chunks_can_go() {
     drop(holder);
     eventually("caching resumes", async || spool.server.is_caching()).await;
 }
+
+/// Every file under `dir` with its contents, for before/after checks.
+fn snapshot(dir: &std::path::Path) -> Vec<(String, Vec<u8>)> {
+    let mut out: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| {
+            let e = e.unwrap();
+            (
+                e.file_name().to_string_lossy().into_owned(),
+                std::fs::read(e.path()).unwrap(),
+            )
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+/// Symlinks planted inside the cache directory are never followed:
+/// start-up reconciliation, chunk writes, quarantine and
+/// `spool verify --repair` leave what they point at untouched.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn symlinks_inside_the_cache_are_never_followed() {
+    let origin = Origin::start().await;
+    let files: Vec<_> = (0..3).map(|i| data(200_000, 20 + i)).collect();
+    for (i, f) in files.iter().enumerate() {
+        origin.add_file(&format!("f{i}"), f.clone(), "video/mp4");
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let cache = tmp.path().join("cache");
+    let c = client();
+    // Media 1 and 2, cached in real directories.
+    let spool = Spool::start_cfg(common::test_config(&cache, &origin)).await;
+    for (i, body) in files.iter().enumerate().take(2) {
+        let (_, _, got) = get(&c, &spool.url(&origin.url(&format!("f{i}"))), None).await;
+        assert!(got == body);
+    }
+    let cache = spool.stop().await.0;
+    assert!(cache.join("chunks/1/0.chunk").exists());
+    // The next media (3) would land in chunks/3: make it a symlink to a
+    // directory outside, full of names spool would clean up; and make
+    // quarantine/ a symlink too. Then damage a chunk of media 1.
+    let outside = tempfile::tempdir().unwrap();
+    for name in ["0.chunk", "1.chunk", ".0.0123.tmp", "notes.txt"] {
+        std::fs::write(outside.path().join(name), format!("outside {name}")).unwrap();
+    }
+    let outside_q = tempfile::tempdir().unwrap();
+    std::fs::write(outside_q.path().join("mine"), b"mine").unwrap();
+    std::os::unix::fs::symlink(outside.path(), cache.join("chunks/3")).unwrap();
+    std::os::unix::fs::symlink(outside_q.path(), cache.join("quarantine")).unwrap();
+    let chunk0 = cache.join("chunks/1/0.chunk");
+    let mut bad = std::fs::read(&chunk0).unwrap();
+    bad[10] ^= 0xff;
+    std::fs::write(&chunk0, bad).unwrap();
+    let before = (snapshot(outside.path()), snapshot(outside_q.path()));
+
+    let spool = Spool::start_cfg(common::test_config(&cache, &origin)).await;
+    // Media 3 streams (uncached: its directory is refused); media 1's bad
+    // chunk is never served, and not moved outside.
+    let (_, _, got) = get(&c, &spool.url(&origin.url("f2")), None).await;
+    assert!(got == files[2]);
+    let (_, _, got) = get(&c, &spool.url(&origin.url("f0")), None).await;
+    assert!(got == files[0]);
+    let cache = spool.stop().await.0;
+    assert_eq!(
+        (snapshot(outside.path()), snapshot(outside_q.path())),
+        before,
+        "something outside the cache changed while serving"
+    );
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_spool"))
+        .args(["verify", "--repair", "--cache-dir"])
+        .arg(&cache)
+        .output()
+        .unwrap();
+    assert!(out.status.code().is_some(), "{out:?}");
+    assert_eq!(
+        (snapshot(outside.path()), snapshot(outside_q.path())),
+        before,
+        "verify --repair changed something outside the cache"
+    );
+    assert!(
+        cache.join("chunks/3").is_symlink(),
+        "the link itself may stay"
+    );
+}

@@ -3,7 +3,6 @@
 //! `--max-cache-size`, forgetting idle media, the background checksum
 //! scrub, and start-up reconciliation.
 
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -14,7 +13,7 @@ use super::memcache::MemCache;
 use crate::disk::{Breaker, Disk, Level, Space};
 use crate::metrics::{KindLabel, Metrics};
 use crate::store::recover::{self, Problem, Report, ScanOptions};
-use crate::store::{Evictor, Index};
+use crate::store::{ChunkFiles, Evictor, Index};
 
 /// Media unused this long are dropped from memory (not from the cache).
 const MEDIA_IDLE: Duration = Duration::from_secs(600);
@@ -27,7 +26,7 @@ pub(crate) struct Upkeep {
 
 /// What upkeep is made of.
 pub(crate) struct Parts {
-    pub cache_dir: PathBuf,
+    pub files: ChunkFiles,
     pub disk: Disk,
     pub breaker: Breaker,
     pub evictor: Evictor,
@@ -146,14 +145,14 @@ impl Upkeep {
             checksums: false,
             since: Some(started),
         };
-        let report = match recover::scan(&u.cache_dir, &u.index, opts).await {
+        let report = match recover::scan(&u.files, &u.index, opts).await {
             Ok(r) => r,
             Err(e) => {
                 warn!(error = %e, "start-up reconciliation failed");
                 return;
             }
         };
-        if let Err(e) = recover::repair(&u.cache_dir, &u.index, &report).await {
+        if let Err(e) = recover::repair(&u.files, &u.index, &report).await {
             warn!(error = %e, "start-up repair failed");
         }
         for p in &report.problems {
@@ -194,7 +193,7 @@ impl Upkeep {
             checksums: true,
             since: Some(std::time::SystemTime::now()),
         };
-        let mut report = match recover::scan(&u.cache_dir, &u.index, opts).await {
+        let mut report = match recover::scan(&u.files, &u.index, opts).await {
             Ok(r) => r,
             Err(e) => {
                 warn!(error = %e, "background check failed");
@@ -221,7 +220,7 @@ impl Upkeep {
                 u.metrics.corrupt_chunks.inc();
             }
         }
-        if let Err(e) = recover::repair(&u.cache_dir, &u.index, &report).await {
+        if let Err(e) = recover::repair(&u.files, &u.index, &report).await {
             warn!(error = %e, "background check could not repair");
         }
         for (m, chunk, placeholder) in held {

@@ -7,7 +7,7 @@ use anyhow::Context;
 use crate::config::FreeSpace;
 use crate::disk::{self, Level};
 use crate::store::recover::{self, ScanOptions};
-use crate::store::Index;
+use crate::store::{ChunkFiles, Index};
 
 /// Checks every chunk; returns whether the cache was clean.
 pub async fn verify(cache_dir: &Path, repair: bool) -> anyhow::Result<bool> {
@@ -34,17 +34,18 @@ pub async fn verify(cache_dir: &Path, repair: bool) -> anyhow::Result<bool> {
             return Ok(false);
         }
     };
+    let files = ChunkFiles::new(cache_dir, false, 1 << 20);
     let opts = ScanOptions {
         checksums: true,
         since: None,
     };
-    let report = recover::scan(cache_dir, &index, opts).await?;
+    let report = recover::scan(&files, &index, opts).await?;
     for p in &report.problems {
         println!("{p:?}");
     }
     println!("{}", report.summary());
     if repair && !report.problems.is_empty() {
-        recover::repair(cache_dir, &index, &report).await?;
+        recover::repair(&files, &index, &report).await?;
         println!("repaired {} problems", report.problems.len());
     }
     Ok(report.problems.is_empty())

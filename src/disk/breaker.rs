@@ -217,16 +217,20 @@ impl Breaker {
     }
 }
 
-/// A small write, sync and delete in the cache directory.
+/// A small write, sync and delete in the cache directory (a symlink in
+/// the probe's place is not followed).
 fn probe(cache_dir: &Path) -> std::io::Result<()> {
+    use super::beneath;
     use std::io::Write;
-    let path = cache_dir.join(".spool-probe");
+    let dir = beneath::Beneath::new(cache_dir).dir(&[], false)?;
+    let name = ".spool-probe";
+    let _ = beneath::remove(&dir, name);
     let result = (|| {
-        let mut f = std::fs::File::create(&path)?;
+        let mut f = beneath::create_new(&dir, name)?;
         f.write_all(b"spool write probe")?;
         f.sync_all()
     })();
-    let _ = std::fs::remove_file(&path);
+    let _ = beneath::remove(&dir, name);
     result
 }
 

@@ -2,6 +2,7 @@
 //! classes of write failures, and the breaker that decides whether the
 //! cache may be written.
 
+pub(crate) mod beneath;
 pub(crate) mod breaker;
 mod class;
 pub(crate) mod monitor;

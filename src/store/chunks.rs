@@ -5,8 +5,9 @@
 //! record it in the index. Write errors are classified here, once, for every
 //! stage of a write.
 
-use std::fs::{self, File};
+use std::fs::File;
 use std::io::{self, Read, Write};
+use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -15,6 +16,7 @@ use bytes::Bytes;
 use super::error::{WriteError, WriteStage};
 use super::index::MediaId;
 use super::read::BufPool;
+use crate::disk::beneath::{self, Beneath};
 use crate::disk::WriteClass;
 
 /// The chunk files under `<cache-dir>/chunks`. Cheap to clone. Its methods
@@ -22,7 +24,8 @@ use crate::disk::WriteClass;
 /// forms).
 #[derive(Debug, Clone)]
 pub(crate) struct ChunkFiles {
-    cache_dir: PathBuf,
+    /// The cache directory; nothing below it is reached through a symlink.
+    beneath: Beneath,
     root: PathBuf,
     fsync: bool,
     /// Buffers for reading chunk files.
@@ -34,7 +37,7 @@ pub(crate) struct ChunkFiles {
 impl ChunkFiles {
     pub fn new(cache_dir: &Path, fsync: bool, read_piece: usize) -> ChunkFiles {
         ChunkFiles {
-            cache_dir: cache_dir.to_owned(),
+            beneath: Beneath::new(cache_dir),
             root: cache_dir.join("chunks"),
             fsync,
             pool: BufPool::new(read_piece, 64),
@@ -70,10 +73,20 @@ impl ChunkFiles {
         &self.pool
     }
 
+    pub fn beneath(&self) -> &Beneath {
+        &self.beneath
+    }
+
+    /// A media version's directory, opened without following symlinks.
+    fn dir(&self, media_id: MediaId, create: bool) -> io::Result<OwnedFd> {
+        self.beneath.dir(&["chunks", &media_id.to_string()], create)
+    }
+
     pub fn media_dir(&self, media_id: MediaId) -> PathBuf {
         self.root.join(media_id.to_string())
     }
 
+    #[cfg(test)]
     pub fn chunk_path(&self, media_id: MediaId, chunk_index: u64) -> PathBuf {
         self.media_dir(media_id)
             .join(format!("{chunk_index}.chunk"))
@@ -86,7 +99,7 @@ impl ChunkFiles {
         chunk_index: u64,
         pieces: &[Bytes],
     ) -> Result<u32, WriteError> {
-        let dir = self.media_dir(media_id);
+        let dir_path = self.media_dir(media_id);
         let fail = |stage, path: &Path, source: io::Error| WriteError {
             class: WriteClass::classify(&source),
             stage,
@@ -94,14 +107,15 @@ impl ChunkFiles {
             source,
         };
         let armed = |stage| self.injected(stage).map_or(Ok(()), Err);
-        armed(WriteStage::CreateDir)
-            .and_then(|_| fs::create_dir_all(&dir))
-            .map_err(|e| fail(WriteStage::CreateDir, &dir, e))?;
-        let tmp = dir.join(format!(".{chunk_index}.{:016x}.tmp", rand::random::<u64>()));
+        let dir = armed(WriteStage::CreateDir)
+            .and_then(|_| self.dir(media_id, true))
+            .map_err(|e| fail(WriteStage::CreateDir, &dir_path, e))?;
+        let tmp = format!(".{chunk_index}.{:016x}.tmp", rand::random::<u64>());
+        let tmp_path = dir_path.join(&tmp);
         let result = (|| {
             let mut file = armed(WriteStage::Open)
-                .and_then(|_| File::create_new(&tmp))
-                .map_err(|e| fail(WriteStage::Open, &tmp, e))?;
+                .and_then(|_| beneath::create_new(&dir, &tmp))
+                .map_err(|e| fail(WriteStage::Open, &tmp_path, e))?;
             let mut crc = 0u32;
             let mut budget = self.take_fault(WriteStage::Write);
             for piece in pieces {
@@ -109,37 +123,37 @@ impl ChunkFiles {
                     // An injected failure in the middle of the chunk.
                     let n = (*left).min(piece.len());
                     file.write_all(&piece[..n])
-                        .map_err(|e| fail(WriteStage::Write, &tmp, e))?;
+                        .map_err(|e| fail(WriteStage::Write, &tmp_path, e))?;
                     *left -= n;
                     if n < piece.len() {
                         let (e, _) = budget.take().expect("armed");
-                        return Err(fail(WriteStage::Write, &tmp, e));
+                        return Err(fail(WriteStage::Write, &tmp_path, e));
                     }
                 } else {
                     file.write_all(piece)
-                        .map_err(|e| fail(WriteStage::Write, &tmp, e))?;
+                        .map_err(|e| fail(WriteStage::Write, &tmp_path, e))?;
                 }
                 crc = crc32c::crc32c_append(crc, piece);
             }
             armed(WriteStage::Sync)
                 .and_then(|_| if self.fsync { file.sync_data() } else { Ok(()) })
-                .map_err(|e| fail(WriteStage::Sync, &tmp, e))?;
-            let dest = self.chunk_path(media_id, chunk_index);
+                .map_err(|e| fail(WriteStage::Sync, &tmp_path, e))?;
+            let dest = chunk_name(chunk_index);
             armed(WriteStage::Rename)
-                .and_then(|_| fs::rename(&tmp, &dest))
-                .map_err(|e| fail(WriteStage::Rename, &dest, e))?;
+                .and_then(|_| beneath::rename(&dir, &tmp, &dir, &dest))
+                .map_err(|e| fail(WriteStage::Rename, &dir_path.join(&dest), e))?;
             Ok(crc)
         })();
         if result.is_err() {
             // Never leave a partial file behind.
-            let _ = fs::remove_file(&tmp);
+            let _ = beneath::remove(&dir, &tmp);
         }
         result
     }
 
     /// Opens a chunk file for reading, checking its length.
     pub fn open(&self, media_id: MediaId, chunk_index: u64, len: u64) -> io::Result<Arc<File>> {
-        let file = File::open(self.chunk_path(media_id, chunk_index))?;
+        let file = beneath::open_read(&self.dir(media_id, false)?, &chunk_name(chunk_index))?;
         let actual = file.metadata()?.len();
         if actual != len {
             return Err(io::Error::new(
@@ -158,29 +172,53 @@ impl ChunkFiles {
         len: u64,
         crc: u32,
     ) -> io::Result<bool> {
-        check_file(&self.chunk_path(media_id, chunk_index), len, crc)
+        let file = beneath::open_read(&self.dir(media_id, false)?, &chunk_name(chunk_index))?;
+        check_reader(file, len, crc)
     }
 
     /// Moves a bad chunk file into `<cache-dir>/quarantine/` for a person
     /// to look at (or deletes it when that fails). Blocking.
     pub fn quarantine(&self, media_id: MediaId, chunk: u64) {
-        quarantine(
-            &self.cache_dir,
-            &self.chunk_path(media_id, chunk),
-            media_id,
-            chunk,
-        );
+        self.quarantine_file(&media_id.to_string(), &chunk_name(chunk));
     }
 
-    /// Removes one chunk file (missing is fine).
+    /// Moves `chunks/<dir>/<name>` into `<cache-dir>/quarantine/` (or
+    /// deletes it when that fails). Blocking.
+    pub fn quarantine_file(&self, dir: &str, name: &str) {
+        let Ok(from) = self.beneath.dir(&["chunks", dir], false) else {
+            return;
+        };
+        let stamp = super::index::unix_now();
+        let dest = format!("{dir}-{}-{stamp}.chunk", name.trim_end_matches(".chunk"));
+        let moved = self
+            .beneath
+            .dir(&["quarantine"], true)
+            .and_then(|to| beneath::rename(&from, name, &to, &dest));
+        if moved.is_err() {
+            let _ = beneath::remove(&from, name);
+        }
+    }
+
+    /// Removes `chunks/<dir>/<name>` (missing is fine). Blocking.
+    pub fn remove_file(&self, dir: &str, name: &str) {
+        if let Ok(d) = self.beneath.dir(&["chunks", dir], false) {
+            let _ = beneath::remove(&d, name);
+        }
+    }
+
+    /// Removes one chunk file (missing is fine). Blocking.
     pub fn remove(&self, media_id: MediaId, chunk_index: u64) {
-        let _ = fs::remove_file(self.chunk_path(media_id, chunk_index));
+        self.remove_file(&media_id.to_string(), &chunk_name(chunk_index));
     }
 
     /// Removes every file of a media version, off the async worker threads.
     pub async fn remove_media(&self, media_id: MediaId) {
-        let dir = self.media_dir(media_id);
-        let _ = tokio::task::spawn_blocking(move || fs::remove_dir_all(dir)).await;
+        let files = self.clone();
+        let _ = tokio::task::spawn_blocking(move || {
+            let chunks = files.beneath.dir(&["chunks"], false)?;
+            beneath::remove_dir_all(&chunks, &media_id.to_string())
+        })
+        .await;
     }
 
     /// Removes chunk files, off the async worker threads.
@@ -195,21 +233,13 @@ impl ChunkFiles {
     }
 }
 
-/// Moves `path`, a bad chunk file, into `<cache-dir>/quarantine/` (or
-/// deletes it when that fails). Blocking.
-pub(crate) fn quarantine(cache_dir: &Path, path: &Path, media_id: MediaId, chunk: u64) {
-    let dir = cache_dir.join("quarantine");
-    let stamp = super::index::unix_now();
-    let dest = dir.join(format!("{media_id}-{chunk}-{stamp}.chunk"));
-    let moved = fs::create_dir_all(&dir).and_then(|_| fs::rename(path, &dest));
-    if moved.is_err() {
-        let _ = fs::remove_file(path);
-    }
+/// The file name of a chunk.
+pub(crate) fn chunk_name(chunk_index: u64) -> String {
+    format!("{chunk_index}.chunk")
 }
 
-/// Whether a file has the given length and CRC32C. Blocking.
-pub(crate) fn check_file(path: &Path, len: u64, crc: u32) -> io::Result<bool> {
-    let mut file = File::open(path)?;
+/// Whether an open file has the given length and CRC32C. Blocking.
+pub(crate) fn check_reader(mut file: File, len: u64, crc: u32) -> io::Result<bool> {
     let mut buf = vec![0u8; 1 << 20];
     let mut total = 0u64;
     let mut sum = 0u32;
@@ -247,7 +277,7 @@ mod tests {
         assert_eq!(pool.idle(), 1, "buffer back in the pool");
         assert!(read_cached(&file, 8, 5, pool).is_err(), "past the end");
         assert!(store.open(MediaId(7), 3, 12).is_err(), "length is checked");
-        let names: Vec<_> = fs::read_dir(store.media_dir(MediaId(7)))
+        let names: Vec<_> = std::fs::read_dir(store.media_dir(MediaId(7)))
             .unwrap()
             .map(|e| e.unwrap().file_name())
             .collect();
@@ -258,7 +288,7 @@ mod tests {
     fn failed_write_is_classified_and_leaves_nothing() {
         let dir = tempfile::tempdir().unwrap();
         // A file where the media directory should be: create_dir fails.
-        fs::write(dir.path().join("chunks"), b"x").unwrap();
+        std::fs::write(dir.path().join("chunks"), b"x").unwrap();
         let store = ChunkFiles::new(dir.path(), false, 16);
         let err = store
             .write(MediaId(1), 0, &[Bytes::from_static(b"x")])
@@ -287,7 +317,7 @@ mod tests {
             });
             let err = store.write(MediaId(1), 0, &pieces).unwrap_err();
             assert_eq!((err.stage, err.class), (stage, class));
-            let left: Vec<_> = fs::read_dir(store.media_dir(MediaId(1)))
+            let left: Vec<_> = std::fs::read_dir(store.media_dir(MediaId(1)))
                 .map(|d| d.map(|e| e.unwrap().file_name()).collect())
                 .unwrap_or_default();
             assert!(left.is_empty(), "{stage:?} left {left:?}");

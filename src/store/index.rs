@@ -125,7 +125,9 @@ impl Index {
     /// Opens (creating if needed) the index at `path` and brings its schema
     /// up to date.
     pub fn open(path: &Path) -> Result<Index, IndexError> {
-        let mut conn = Connection::open(path)?;
+        // A symlink in the index's place is refused, not followed.
+        let flags = rusqlite::OpenFlags::default() | rusqlite::OpenFlags::SQLITE_OPEN_NOFOLLOW;
+        let mut conn = Connection::open_with_flags(path, flags)?;
         configure(&conn)?;
         migrate(&mut conn)?;
         let check: String = conn.query_row("PRAGMA quick_check", [], |r| r.get(0))?;

@@ -13,8 +13,9 @@ use std::time::SystemTime;
 
 use tracing::{error, warn};
 
-use super::chunks::{check_file, quarantine};
+use super::chunks::{check_reader, ChunkFiles};
 use super::index::{unix_now, ChunkRow, Index, IndexError, MediaId};
+use crate::disk::beneath::{self, Beneath, Kind};
 
 /// Opens the index; one that cannot be opened (garbage, truncated, a schema
 /// from a newer spool) is moved aside with a timestamp and a fresh one is
@@ -42,22 +43,27 @@ pub(crate) fn open_index(cache_dir: &Path) -> Result<(Index, Option<String>), In
     Ok((Index::open(&path)?, Some(reason)))
 }
 
-/// Removes every chunk file spool made (and nothing else).
+/// Removes every chunk file spool made (and nothing else; no symlink is
+/// followed).
 fn clear_chunks(cache_dir: &Path) {
-    let root = cache_dir.join("chunks");
-    let Ok(dirs) = fs::read_dir(&root) else {
+    let cache = Beneath::new(cache_dir);
+    let Ok(chunks) = cache.dir(&["chunks"], false) else {
         return;
     };
-    for dir in dirs.flatten() {
-        let name = dir.file_name();
-        if name.to_str().is_some_and(|n| n.parse::<i64>().is_ok()) {
-            for f in fs::read_dir(dir.path()).into_iter().flatten().flatten() {
-                if classify(&f.file_name().to_string_lossy()).is_some() {
-                    let _ = fs::remove_file(f.path());
-                }
-            }
-            let _ = fs::remove_dir(dir.path());
+    for dir in beneath::list(&chunks).unwrap_or_default() {
+        if dir.kind != Kind::Dir || dir.name.parse::<i64>().is_err() {
+            continue;
         }
+        let Ok(fd) = cache.dir(&["chunks", &dir.name], false) else {
+            continue;
+        };
+        for f in beneath::list(&fd).unwrap_or_default() {
+            if f.kind == Kind::File && classify(&f.name).is_some() {
+                let _ = beneath::remove(&fd, &f.name);
+            }
+        }
+        drop(fd);
+        let _ = rustix::fs::unlinkat(&chunks, dir.name.as_str(), rustix::fs::AtFlags::REMOVEDIR);
     }
 }
 
@@ -165,20 +171,25 @@ pub struct ScanOptions {
     pub since: Option<SystemTime>,
 }
 
-/// Compares the chunk files with the index rows.
-pub async fn scan(
-    cache_dir: &Path,
+/// Compares the chunk files with the index rows. Only real files in real
+/// directories are looked at: a symlink in the cache is never followed.
+pub(crate) async fn scan(
+    files: &ChunkFiles,
     index: &Index,
     opts: ScanOptions,
 ) -> Result<Report, IndexError> {
     let rows = index.all_chunks().await?;
-    let cache_dir = cache_dir.to_owned();
-    tokio::task::spawn_blocking(move || scan_files(&cache_dir, rows, opts))
+    let files = files.clone();
+    tokio::task::spawn_blocking(move || scan_files(&files, rows, opts))
         .await
         .map_err(|_| IndexError::Closed)
 }
 
-fn scan_files(cache_dir: &Path, rows: Vec<(MediaId, ChunkRow, i64)>, opts: ScanOptions) -> Report {
+fn scan_files(
+    files: &ChunkFiles,
+    rows: Vec<(MediaId, ChunkRow, i64)>,
+    opts: ScanOptions,
+) -> Report {
     let since_unix = opts.since.map(|t| {
         t.duration_since(SystemTime::UNIX_EPOCH)
             .map_or(0, |d| d.as_secs() as i64)
@@ -188,28 +199,30 @@ fn scan_files(cache_dir: &Path, rows: Vec<(MediaId, ChunkRow, i64)>, opts: ScanO
         .map(|(m, c, created)| ((m, c.chunk_index), (c, created)))
         .collect();
     let mut report = Report::default();
-    let root = cache_dir.join("chunks");
-    for dir in fs::read_dir(&root).into_iter().flatten().flatten() {
-        let Some(media_id) = dir
-            .file_name()
-            .to_str()
-            .and_then(|n| n.parse::<i64>().ok())
-            .map(MediaId)
-        else {
+    let cache = files.beneath();
+    let dirs = cache
+        .dir(&["chunks"], false)
+        .and_then(|d| beneath::list(&d))
+        .unwrap_or_default();
+    for dir in dirs {
+        let Some(media_id) = dir.name.parse::<i64>().ok().map(MediaId) else {
             continue;
         };
-        for f in fs::read_dir(dir.path()).into_iter().flatten().flatten() {
-            let path = f.path();
-            let Some(kind) = classify(&f.file_name().to_string_lossy()) else {
+        if dir.kind != Kind::Dir {
+            continue;
+        }
+        let Ok(fd) = cache.dir(&["chunks", &dir.name], false) else {
+            continue;
+        };
+        for f in beneath::list(&fd).unwrap_or_default() {
+            let path = files.media_dir(media_id).join(&f.name);
+            let Some(kind) = classify(&f.name) else {
                 continue;
             };
-            let meta = match f.metadata() {
-                Ok(m) => m,
-                Err(_) => continue, // vanished meanwhile
-            };
-            let recent = opts
-                .since
-                .is_some_and(|s| meta.modified().is_ok_and(|m| m >= s));
+            if f.kind != Kind::File {
+                continue;
+            }
+            let recent = opts.since.is_some_and(|s| f.modified >= s);
             match kind {
                 FileKind::Temp if !recent => report.problems.push(Problem::Temp(path)),
                 FileKind::Temp => {}
@@ -224,7 +237,7 @@ fn scan_files(cache_dir: &Path, rows: Vec<(MediaId, ChunkRow, i64)>, opts: ScanO
                         continue;
                     }
                     report.chunks_checked += 1;
-                    if meta.len() != row.size_bytes {
+                    if f.len != row.size_bytes {
                         report.problems.push(Problem::WrongLength {
                             media_id,
                             chunk,
@@ -234,8 +247,10 @@ fn scan_files(cache_dir: &Path, rows: Vec<(MediaId, ChunkRow, i64)>, opts: ScanO
                         continue;
                     }
                     if opts.checksums {
-                        report.bytes_checked += meta.len();
-                        if !matches!(check_file(&path, row.size_bytes, row.crc32c), Ok(true)) {
+                        report.bytes_checked += f.len;
+                        let good = beneath::open_read(&fd, &f.name)
+                            .and_then(|file| check_reader(file, row.size_bytes, row.crc32c));
+                        if !matches!(good, Ok(true)) {
                             report.problems.push(Problem::Corrupt {
                                 media_id,
                                 chunk,
@@ -266,14 +281,14 @@ fn scan_files(cache_dir: &Path, rows: Vec<(MediaId, ChunkRow, i64)>, opts: ScanO
 /// again since (a new write) keeps its row and file. The file work runs
 /// off the async worker threads.
 pub(crate) async fn repair(
-    cache_dir: &Path,
+    files: &ChunkFiles,
     index: &Index,
     report: &Report,
 ) -> Result<(), IndexError> {
     let mut file_work = Vec::new();
     for p in &report.problems {
         match p {
-            Problem::Temp(path) | Problem::Orphan(path) => file_work.push((path.clone(), None)),
+            Problem::Temp(path) | Problem::Orphan(path) => file_work.push((path.clone(), false)),
             Problem::Missing { .. } | Problem::WrongLength { .. } | Problem::Corrupt { .. } => {
                 let (media_id, chunk, write_id) = p.row().expect("a row problem");
                 // The row first: if it is no longer the write that was
@@ -283,19 +298,28 @@ pub(crate) async fn repair(
                     continue;
                 }
                 if let Problem::WrongLength { path, .. } | Problem::Corrupt { path, .. } = p {
-                    file_work.push((path.clone(), Some((media_id, chunk))));
+                    file_work.push((path.clone(), true));
                 }
             }
         }
     }
-    let dir = cache_dir.to_owned();
+    let files = files.clone();
     tokio::task::spawn_blocking(move || {
-        for (path, quarantined) in file_work {
-            match quarantined {
-                Some((media_id, chunk)) => quarantine(&dir, &path, media_id, chunk),
-                None => {
-                    let _ = fs::remove_file(path);
-                }
+        for (path, keep_for_a_look) in file_work {
+            // Scan paths are `<cache>/chunks/<dir>/<name>`; they are reached
+            // again through the cache directory, never followed.
+            let name = path.file_name().and_then(|n| n.to_str());
+            let dir = path
+                .parent()
+                .and_then(Path::file_name)
+                .and_then(|n| n.to_str());
+            let (Some(dir), Some(name)) = (dir, name) else {
+                continue;
+            };
+            if keep_for_a_look {
+                files.quarantine_file(dir, name);
+            } else {
+                files.remove_file(dir, name);
             }
         }
     })
@@ -340,7 +364,7 @@ mod tests {
             checksums: true,
             since: None,
         };
-        let report = scan(dir.path(), &index, opts).await.unwrap();
+        let report = scan(&files, &index, opts).await.unwrap();
         assert_eq!(report.problems.len(), 1, "{report:?}");
         // Meanwhile the chunk is evicted and fetched again: same bytes,
         // same checksum, a new file and a new row.
@@ -348,7 +372,7 @@ mod tests {
         files.remove(id, 0);
         let crc = files.write(id, 0, std::slice::from_ref(&good)).unwrap();
         index.insert_chunk(id, row(0, crc)).await.unwrap();
-        repair(dir.path(), &index, &report).await.unwrap();
+        repair(&files, &index, &report).await.unwrap();
         assert_eq!(index.chunks(id).await.unwrap().len(), 1, "new row kept");
         assert_eq!(
             fs::read(files.chunk_path(id, 0)).unwrap(),
@@ -362,7 +386,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (index, reason) = open_index(dir.path()).unwrap();
         assert!(reason.is_none());
-        let store = ChunkFiles::new(dir.path(), false, 16);
+        let files = ChunkFiles::new(dir.path(), false, 16);
+        let store = &files;
         let (id, _) = index
             .replace_media(crate::store::index::MediaRow::for_test(
                 0,
@@ -381,7 +406,7 @@ mod tests {
             checksums: true,
             since: None,
         };
-        assert!(scan(dir.path(), &index, opts)
+        assert!(scan(&files, &index, opts)
             .await
             .unwrap()
             .problems
@@ -396,11 +421,11 @@ mod tests {
         fs::write(store.media_dir(id).join(".3.abc.tmp"), b"x").unwrap();
         fs::write(store.media_dir(id).join("README"), b"keep").unwrap();
 
-        let report = scan(dir.path(), &index, opts).await.unwrap();
+        let report = scan(&files, &index, opts).await.unwrap();
         assert_eq!(report.problems.len(), 5, "{report:?}");
         assert!(report.summary().contains("corrupt 1"));
-        repair(dir.path(), &index, &report).await.unwrap();
-        assert!(scan(dir.path(), &index, opts)
+        repair(&files, &index, &report).await.unwrap();
+        assert!(scan(&files, &index, opts)
             .await
             .unwrap()
             .problems
