@@ -422,3 +422,35 @@ async fn symlinks_inside_the_cache_are_never_followed() {
         "the link itself may stay"
     );
 }
+
+/// An origin that encodes its answer although spool asks for identity:
+/// the encoding is passed on (cold and from the cache), so players are not
+/// handed gzip bytes labelled video/mp4.
+#[tokio::test]
+async fn an_encoding_the_origin_applied_anyway_is_passed_on() {
+    let origin = Origin::start().await;
+    let body = data(300_000, 30);
+    origin.add_file("gz", body.clone(), "video/mp4");
+    origin.set_faults(
+        "gz",
+        Faults {
+            content_encoding: Some("gzip".into()),
+            ..Faults::default()
+        },
+    );
+    let spool = Spool::start(&origin).await;
+    let url = spool.url(&origin.url("gz"));
+    for round in ["cold", "warm"] {
+        let (status, headers, got) = get(&client(), &url, None).await;
+        assert_eq!(status, 200);
+        assert_eq!(
+            common::header(&headers, "content-encoding"),
+            "gzip",
+            "{round}"
+        );
+        assert!(got == body, "{round}");
+    }
+    let (status, headers, _) = get(&client(), &url, Some("bytes=10-19")).await;
+    assert_eq!(status, 206);
+    assert_eq!(common::header(&headers, "content-encoding"), "gzip");
+}

@@ -185,6 +185,7 @@ impl Cache {
             size_bytes: size,
             chunk_size_bytes: chunk_size,
             content_type: head.content_type.clone(),
+            content_encoding: head.content_encoding.clone(),
             etag: head.etag.clone(),
             last_modified: head.last_modified.clone(),
             accepts_ranges: head.status != StatusCode::OK,

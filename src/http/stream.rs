@@ -101,6 +101,9 @@ fn respond(
     let validators = [
         (header::ETAG, row.etag.as_deref()),
         (header::LAST_MODIFIED, row.last_modified.as_deref()),
+        // The bytes are the origin's: an encoding it applied anyway is
+        // named, or players would decode gzip as video.
+        (header::CONTENT_ENCODING, row.content_encoding.as_deref()),
     ];
     for (name, value) in validators {
         if let Some(v) = value.and_then(|v| HeaderValue::from_str(v).ok()) {
@@ -202,6 +205,7 @@ fn passthrough(method: &Method, resp: reqwest::Response, head: &Head) -> Respons
     let mut h = HeaderMap::new();
     for name in [
         header::CONTENT_TYPE,
+        header::CONTENT_ENCODING,
         header::CONTENT_LENGTH,
         header::CONTENT_RANGE,
         header::ETAG,

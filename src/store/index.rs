@@ -18,6 +18,7 @@ use crate::disk::WriteClass;
 const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/0001_init.sql"),
     include_str!("../../migrations/0002_chunk_write_id.sql"),
+    include_str!("../../migrations/0003_media_content_encoding.sql"),
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -67,6 +68,8 @@ pub struct MediaRow {
     pub size_bytes: u64,
     pub chunk_size_bytes: u64,
     pub content_type: Option<String>,
+    /// The Content-Encoding the origin sent anyway, if any.
+    pub content_encoding: Option<String>,
     pub etag: Option<String>,
     pub last_modified: Option<String>,
     pub accepts_ranges: bool,
@@ -84,6 +87,7 @@ impl MediaRow {
             size_bytes,
             chunk_size_bytes,
             content_type: None,
+            content_encoding: None,
             etag: None,
             last_modified: None,
             accepts_ranges: true,
@@ -178,7 +182,7 @@ impl Index {
         self.call(move |c| {
             c.query_row(
                 "SELECT media_id, url, size_bytes, chunk_size_bytes, content_type, etag,
-                        last_modified, accepts_ranges, probed_unix
+                        last_modified, accepts_ranges, probed_unix, content_encoding
                  FROM media WHERE url = ?1",
                 [url],
                 |r| {
@@ -192,6 +196,7 @@ impl Index {
                         last_modified: r.get(6)?,
                         accepts_ranges: r.get(7)?,
                         probed_unix: r.get(8)?,
+                        content_encoding: r.get(9)?,
                     })
                 },
             )
@@ -220,8 +225,9 @@ impl Index {
             tx.execute("DELETE FROM media WHERE url = ?1", [&row.url])?;
             tx.execute(
                 "INSERT INTO media (url, size_bytes, chunk_size_bytes, content_type, etag,
-                    last_modified, accepts_ranges, probed_unix, last_access_unix)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?8)",
+                    last_modified, accepts_ranges, probed_unix, last_access_unix,
+                    content_encoding)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?8, ?9)",
                 params![
                     row.url,
                     row.size_bytes as i64,
@@ -230,7 +236,8 @@ impl Index {
                     row.etag,
                     row.last_modified,
                     row.accepts_ranges,
-                    now
+                    now,
+                    row.content_encoding
                 ],
             )?;
             let id = MediaId(tx.last_insert_rowid());

@@ -15,6 +15,8 @@ pub(crate) struct Head {
     /// The media's total size, when the origin told it.
     pub total: Option<u64>,
     pub content_type: Option<String>,
+    /// Sent although spool asks for `identity`: passed on to players.
+    pub content_encoding: Option<String>,
     pub etag: Option<String>,
     pub last_modified: Option<String>,
 }
@@ -43,6 +45,8 @@ impl Head {
             start,
             total,
             content_type: text(header::CONTENT_TYPE),
+            content_encoding: text(header::CONTENT_ENCODING)
+                .filter(|e| !e.trim().eq_ignore_ascii_case("identity")),
             etag: text(header::ETAG),
             last_modified: text(header::LAST_MODIFIED),
         })
@@ -132,6 +136,7 @@ mod tests {
             start,
             total,
             content_type: None,
+            content_encoding: None,
             etag: Some(etag.into()),
             last_modified: None,
         };

@@ -80,6 +80,9 @@ pub struct Faults {
     /// Claim this total size in `Content-Range` (the body stays the real
     /// bytes), as a lying or hostile origin would.
     pub claim_total: Option<u64>,
+    /// Send this `Content-Encoding` (the body is served as stored), as an
+    /// origin that compresses whatever the client asks would.
+    pub content_encoding: Option<String>,
 }
 
 impl Faults {
@@ -625,6 +628,9 @@ async fn answer(
     let size = file.content.len();
     let mut hdrs: Vec<(header::HeaderName, String)> =
         vec![(header::CONTENT_TYPE, file.content_type.clone())];
+    if let Some(enc) = &faults.content_encoding {
+        hdrs.push((header::CONTENT_ENCODING, enc.clone()));
+    }
     let last_modified = httpdate::fmt_http_date(file.last_modified);
     if !faults.no_validators {
         hdrs.push((header::ETAG, file.etag.clone()));
