@@ -454,3 +454,35 @@ async fn an_encoding_the_origin_applied_anyway_is_passed_on() {
     assert_eq!(status, 206);
     assert_eq!(common::header(&headers, "content-encoding"), "gzip");
 }
+
+/// An origin that breaks every answer after 100 bytes gets a bounded
+/// number of requests, not one per 100 bytes of the file: a trickle of
+/// progress does not reset the retry count.
+#[tokio::test]
+async fn an_origin_breaking_every_answer_gets_bounded_retries() {
+    let origin = Origin::start().await;
+    let body = data(1_000_000, 31);
+    origin.add_file("brk", body.clone(), "video/mp4");
+    origin.set_faults(
+        "brk",
+        Faults {
+            reset_after_bytes: Some(100),
+            ..Faults::default()
+        },
+    );
+    let spool = Spool::start(&origin).await;
+    let resp = client()
+        .get(spool.url(&origin.url("brk")))
+        .send()
+        .await
+        .unwrap();
+    // The body is cut (the bytes cannot be had), within the deadline.
+    let got = tokio::time::timeout(Duration::from_secs(60), resp.bytes())
+        .await
+        .expect("the response ends");
+    assert!(got.is_err() || got.unwrap().len() < body.len());
+    // Each of the body's attempts (9) gets --upstream-retries + 1 (4)
+    // requests: 36; before, one per 100 bytes (10000).
+    let requests = origin.stats().requests;
+    assert!(requests <= 64, "{requests} origin requests");
+}

@@ -25,8 +25,11 @@ pub(crate) struct ResumingBody {
     /// Bytes of the response before `pos` still to drop (an origin that
     /// ignored Range sends the whole media).
     skip: u64,
-    /// Failures since the last byte arrived.
+    /// Failures in a row: not reset by a trickle of bytes, only once
+    /// `PROGRESS` bytes arrived since the last failure.
     failures: u32,
+    /// Bytes delivered since the last failure.
+    since_failure: u64,
 }
 
 impl ResumingBody {
@@ -46,6 +49,7 @@ impl ResumingBody {
             resp: None,
             skip: 0,
             failures: 0,
+            since_failure: 0,
         }
     }
 
@@ -83,14 +87,18 @@ impl ResumingBody {
         while self.pos <= self.end {
             match self.read().await {
                 Ok(mut piece) => {
-                    self.failures = 0;
                     piece.truncate((self.end + 1 - self.pos) as usize);
                     self.pos += piece.len() as u64;
+                    self.since_failure += piece.len() as u64;
+                    if self.since_failure >= PROGRESS {
+                        self.failures = 0;
+                    }
                     return Ok(Some(piece));
                 }
                 Err(UpstreamError::Changed) => return Err(UpstreamError::Changed),
                 Err(e) => {
                     self.failures += 1;
+                    self.since_failure = 0;
                     let metrics = self.upstream.metrics();
                     metrics.upstream_errors.inc();
                     self.resp = None;
@@ -134,6 +142,11 @@ impl ResumingBody {
         }
     }
 }
+
+/// Bytes a resumed transfer must deliver before its failures are forgiven:
+/// an origin that breaks every answer after a few bytes must not earn
+/// endless retries.
+const PROGRESS: u64 = 1 << 20;
 
 fn backoff(failures: u32) -> Duration {
     Duration::from_millis(50 << failures.min(5))
