@@ -25,6 +25,7 @@ async fn main() -> anyhow::Result<()> {
             return spool::cmd::stats(&dir.cache_dir, &thresholds).await;
         }
     };
+    raise_fd_limit();
     let listener = tokio::net::TcpListener::bind(cfg.listen).await?;
     spool::run(cfg, listener, shutdown_signal()).await
 }
@@ -38,4 +39,23 @@ async fn shutdown_signal() {
         _ = term.recv() => {}
     }
     tracing::info!("shutting down");
+}
+
+/// Raises the soft limit on open files to the hard limit: every player
+/// connection, origin connection and chunk file holds one, and the default
+/// soft limit (often 1024) is the first thing a busy spool runs into.
+fn raise_fd_limit() {
+    use rustix::process::{getrlimit, setrlimit, Resource, Rlimit};
+    let limit = getrlimit(Resource::Nofile);
+    if limit.current == limit.maximum {
+        return;
+    }
+    let raised = Rlimit {
+        current: limit.maximum,
+        maximum: limit.maximum,
+    };
+    match setrlimit(Resource::Nofile, raised) {
+        Ok(()) => tracing::debug!(to = ?limit.maximum, "raised the open files limit"),
+        Err(e) => tracing::warn!(error = %e, "cannot raise the open files limit"),
+    }
 }

@@ -486,3 +486,65 @@ async fn an_origin_breaking_every_answer_gets_bounded_retries() {
     let requests = origin.stats().requests;
     assert!(requests <= 64, "{requests} origin requests");
 }
+
+/// Running out of file descriptors (EMFILE) while writing a chunk is not
+/// a disk failure: it neither counts as IO nor opens the cache breaker.
+#[tokio::test]
+async fn too_many_open_files_is_not_a_disk_failure() {
+    let origin = Origin::start().await;
+    let body = data(400_000, 32);
+    origin.add_file("fd", body.clone(), "video/mp4");
+    let spool = Spool::start_with(&origin, |c| c.breaker_threshold = 1).await;
+    spool.server.inject(spool::testing::Fault {
+        stage: spool::testing::WriteStage::Open,
+        errno: 24, // EMFILE
+        times: 3,
+        after_bytes: 0,
+    });
+    let (_, _, got) = get(&client(), &spool.url(&origin.url("fd")), None).await;
+    assert!(got == body);
+    assert!(spool.server.is_caching(), "the breaker opened");
+    let io = common::metric(&spool, "spool_cache_write_errors_total{class=\"IO\"}").await;
+    assert_eq!(io, 0.0);
+}
+
+/// spool raises its soft limit on open files to the hard limit at start.
+#[tokio::test]
+async fn the_open_files_limit_is_raised_at_start() {
+    let tmp = tempfile::tempdir().unwrap();
+    let bin = env!("CARGO_BIN_EXE_spool");
+    let script = format!(
+        "ulimit -Sn 256 && exec {bin} serve --listen 127.0.0.1:0 --cache-dir {}",
+        tmp.path().join("c").display()
+    );
+    let mut child = std::process::Command::new("sh")
+        .args(["-c", &script])
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let limits = format!("/proc/{}/limits", child.id());
+    let exe = format!("/proc/{}/exe", child.id());
+    let open_files = || -> Option<(String, String)> {
+        // Only once the shell has become spool (after its ulimit).
+        let running = std::fs::read_link(&exe).ok()?;
+        if running != std::path::Path::new(bin).canonicalize().ok()? {
+            return None;
+        }
+        let text = std::fs::read_to_string(&limits).ok()?;
+        let line = text.lines().find(|l| l.starts_with("Max open files"))?;
+        let mut f = line.split_whitespace().skip(3);
+        Some((f.next()?.to_owned(), f.next()?.to_owned()))
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let raised = loop {
+        match open_files() {
+            Some((soft, hard)) if soft == hard => break true,
+            _ if std::time::Instant::now() > deadline => break false,
+            _ => tokio::time::sleep(Duration::from_millis(20)).await,
+        }
+    };
+    let seen = open_files();
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(raised, "soft limit not raised: {seen:?}");
+}

@@ -56,6 +56,10 @@ pub(crate) struct Parts {
 enum WriteFailure {
     /// The media version was dropped meanwhile: nothing to keep.
     Gone,
+    /// The process ran out of file descriptors (EMFILE, ENFILE): not the
+    /// disk's fault, so neither counted as a write error nor fed to the
+    /// breaker; the chunk stays in memory.
+    Busy,
     Class(WriteClass),
 }
 
@@ -180,6 +184,7 @@ impl Writer {
                 media.set_cached(&chunk, row);
             }
             Err(WriteFailure::Gone) => media.release(index, &chunk),
+            Err(WriteFailure::Busy) => self.keep_in_memory(&media, index, chunk),
             Err(WriteFailure::Class(class)) => {
                 inner.breaker.on_failure(class);
                 self.keep_in_memory(&media, index, chunk);
@@ -229,6 +234,10 @@ impl Writer {
             Ok(crc) => crc,
             // Its directory went with a dropped version: not a disk problem.
             Err(_) if media.is_gone() => return Err(WriteFailure::Gone),
+            Err(e) if out_of_descriptors(&e.source) => {
+                warn!(error = %e, "out of file descriptors; chunk kept in memory");
+                return Err(WriteFailure::Busy);
+            }
             Err(e) => {
                 self.write_failed(media, index, e.class, &e).await;
                 return Err(WriteFailure::Class(e.class));
@@ -277,6 +286,12 @@ impl Writer {
             media.release(index, &chunk);
         }
     }
+}
+
+/// EMFILE or ENFILE: the process or the system has no file descriptor
+/// left. Connections hold them too; the disk is fine.
+fn out_of_descriptors(e: &std::io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(23 | 24))
 }
 
 #[cfg(test)]
