@@ -118,6 +118,28 @@ pub struct Config {
     #[arg(long, env = "SPOOL_MAX_SKIP", default_value = "128MiB", value_parser = parse_size)]
     pub max_skip: u64,
 
+    /// Client connections open at once; more are closed at once.
+    #[arg(long, env = "SPOOL_MAX_CONNECTIONS", default_value_t = 512)]
+    pub max_connections: usize,
+
+    /// Client connections open at once from one address.
+    #[arg(long, env = "SPOOL_MAX_CONNECTIONS_PER_CLIENT", default_value_t = 64)]
+    pub max_connections_per_client: usize,
+
+    /// Time for a request's headers to arrive; also how long a keep-alive
+    /// connection may stay idle between requests.
+    #[arg(long, env = "SPOOL_HEADER_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub header_timeout: Duration,
+
+    /// How long a player may take no bytes before its stream is closed and
+    /// what it holds freed (a paused player reconnects with a range).
+    #[arg(long, env = "SPOOL_WRITE_TIMEOUT", default_value = "60s", value_parser = humantime::parse_duration)]
+    pub write_timeout: Duration,
+
+    /// Response bodies streaming at once; more get 503 with Retry-After.
+    #[arg(long, env = "SPOOL_MAX_STREAMS", default_value_t = 256)]
+    pub max_streams: usize,
+
     /// Most ranges in one request's Range header; a request with more gets
     /// the whole body (200). Overlapping and adjacent ranges are merged.
     #[arg(long, env = "SPOOL_MAX_RANGES", default_value_t = 16)]

@@ -12,6 +12,11 @@ pub struct ClassLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabel {
+    pub reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct SourceLabel {
     pub source: &'static str,
 }
@@ -20,6 +25,9 @@ pub struct SourceLabel {
 pub struct Metrics {
     registry: Registry,
     pub client_requests: Counter,
+    pub open_connections: Gauge,
+    pub connections_refused: Family<ReasonLabel, Counter>,
+    pub limited: Family<ReasonLabel, Counter>,
     pub active_streams: Gauge,
     pub served_bytes: Family<SourceLabel, Counter>,
     pub upstream_requests: Counter,
@@ -56,6 +64,21 @@ impl Metrics {
             "spool_client_requests",
             "Stream requests received",
             m.client_requests.clone(),
+        );
+        r.register(
+            "spool_open_connections",
+            "Client connections open now",
+            m.open_connections.clone(),
+        );
+        r.register(
+            "spool_connections_refused",
+            "Client connections closed at once because a limit was reached",
+            m.connections_refused.clone(),
+        );
+        r.register(
+            "spool_limited",
+            "Requests or transfers held back by a limit, by limit",
+            m.limited.clone(),
         );
         r.register(
             "spool_active_streams",
@@ -169,6 +192,16 @@ impl Metrics {
         self.served_bytes
             .get_or_create(&SourceLabel { source })
             .inc_by(bytes as u64);
+    }
+
+    pub fn refused(&self, reason: &'static str) {
+        self.connections_refused
+            .get_or_create(&ReasonLabel { reason })
+            .inc();
+    }
+
+    pub fn limited(&self, reason: &'static str) {
+        self.limited.get_or_create(&ReasonLabel { reason }).inc();
     }
 
     pub fn write_error(&self, class: &'static str) {

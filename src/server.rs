@@ -97,6 +97,8 @@ impl Server {
             read_ahead_grace: cfg.read_ahead_grace,
             revalidate_after: cfg.revalidate_after,
             max_media_size: cfg.max_media_size,
+            write_timeout: cfg.write_timeout,
+            max_streams: cfg.max_streams,
         };
         let disk = Disk::new(
             &dir,
@@ -219,17 +221,22 @@ impl Server {
         let limits = http::Limits {
             max_ranges: cfg.max_ranges,
         };
-        let server = warp::serve(http::routes(
+        let conn = http::ConnLimits {
+            max_connections: cfg.max_connections,
+            max_per_client: cfg.max_connections_per_client,
+            header_timeout: cfg.header_timeout,
+        };
+        let server = http::serve(
+            listener,
             self.cache.clone(),
             self.health.clone(),
             limits,
-        ))
-        .incoming(listener)
-        .graceful(async move {
-            shutdown.await;
-            let _ = stopping_tx.send(());
-        })
-        .run();
+            conn,
+            async move {
+                shutdown.await;
+                let _ = stopping_tx.send(());
+            },
+        );
         let deadline = cfg.shutdown_timeout;
         let mut shutdown_started = None;
         tokio::select! {

@@ -548,3 +548,140 @@ async fn the_open_files_limit_is_raised_at_start() {
     let _ = child.wait();
     assert!(raised, "soft limit not raised: {seen:?}");
 }
+
+/// Reads from a raw connection until the server closes it; false if it
+/// is still open at the deadline.
+async fn closed_by_server(s: &mut tokio::net::TcpStream, within: Duration) -> bool {
+    use tokio::io::AsyncReadExt;
+    let mut buf = [0u8; 4096];
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        match tokio::time::timeout_at(deadline, s.read(&mut buf)).await {
+            Err(_) => return false,
+            Ok(Ok(0)) | Ok(Err(_)) => return true,
+            Ok(Ok(_)) => {}
+        }
+    }
+}
+
+/// Slowloris: a client that never finishes its headers, and one that
+/// stays idle after a request, are closed after --header-timeout.
+#[tokio::test]
+async fn slow_headers_and_idle_connections_are_closed() {
+    use tokio::io::AsyncWriteExt;
+    let origin = Origin::start().await;
+    origin.add_file("f", data(1000, 40), "video/mp4");
+    let spool = Spool::start_with(&origin, |c| c.header_timeout = Duration::from_millis(500)).await;
+    let mut slow = tokio::net::TcpStream::connect(spool.addr).await.unwrap();
+    slow.write_all(b"GET /health/live HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .unwrap();
+    assert!(
+        closed_by_server(&mut slow, Duration::from_secs(10)).await,
+        "slowloris held"
+    );
+    let mut idle = tokio::net::TcpStream::connect(spool.addr).await.unwrap();
+    idle.write_all(b"GET /health/live HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    assert!(
+        closed_by_server(&mut idle, Duration::from_secs(10)).await,
+        "idle keep-alive held"
+    );
+    assert!(alive(&spool).await);
+}
+
+/// Connections past --max-connections-per-client and --max-connections
+/// are closed at once and counted; the rest keep working.
+#[tokio::test]
+async fn connection_limits_hold() {
+    let origin = Origin::start().await;
+    let spool = Spool::start_with(&origin, |c| {
+        c.max_connections = 6;
+        c.max_connections_per_client = 3;
+        c.header_timeout = Duration::from_secs(60);
+    })
+    .await;
+    let v4 = |port| std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    // Three held from 127.0.0.1: the fourth from it is closed at once.
+    let mut held = Vec::new();
+    for _ in 0..3 {
+        held.push(
+            tokio::net::TcpStream::connect(v4(spool.addr.port()))
+                .await
+                .unwrap(),
+        );
+    }
+    let mut extra = tokio::net::TcpStream::connect(spool.addr).await.unwrap();
+    assert!(closed_by_server(&mut extra, Duration::from_secs(10)).await);
+    let per_client = "spool_connections_refused_total{reason=\"max_connections_per_client\"}";
+    // Other addresses (127.0.0.2, 127.0.0.3, ...) still get in, up to the
+    // total.
+    let from = |last: u8| async move {
+        let s = tokio::net::TcpSocket::new_v4().unwrap();
+        s.bind(std::net::SocketAddr::from(([127, 0, 0, last], 0)))
+            .unwrap();
+        s.connect(v4(spool.addr.port())).await.unwrap()
+    };
+    for last in 2..5 {
+        held.push(from(last).await);
+    }
+    let mut over = from(9).await;
+    assert!(closed_by_server(&mut over, Duration::from_secs(10)).await);
+    drop(held.remove(0)); // one of 127.0.0.1's
+    drop(held.pop());
+    // Room again: a normal request from 127.0.0.1 is answered (places are
+    // given back once the closed connections are noticed).
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while !alive(&spool).await {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no room after connections closed"
+        );
+    }
+    held.clear();
+    let refused = |reason: &str| {
+        let name = format!("spool_connections_refused_total{{reason=\"{reason}\"}}");
+        let spool = &spool;
+        async move { common::metric(spool, &name).await }
+    };
+    assert!(common::metric(&spool, per_client).await >= 1.0);
+    assert!(refused("max_connections").await >= 1.0);
+}
+
+/// A player that takes no bytes for --write-timeout loses its stream (and
+/// what it held); past --max-streams, new streams get 503 with Retry-After.
+#[tokio::test]
+async fn stalled_players_are_cut_and_streams_are_limited() {
+    let origin = Origin::start().await;
+    origin.add_file("big", data(32 << 20, 41), "video/mp4");
+    let spool = Spool::start_with(&origin, |c| {
+        c.write_timeout = Duration::from_millis(500);
+        c.max_streams = 2;
+    })
+    .await;
+    let url = spool.url(&origin.url("big"));
+    let c = client();
+    // Two players that read one piece and stall.
+    let mut stalled = Vec::new();
+    for _ in 0..2 {
+        let mut r = c.get(&url).send().await.unwrap();
+        r.chunk().await.unwrap();
+        stalled.push(r);
+    }
+    let (status, headers, _) = get(&c, &url, Some("bytes=0-9")).await;
+    assert_eq!(status, 503);
+    assert_eq!(common::header(&headers, "retry-after"), "1");
+    // Their streams end at the write timeout, and room comes back.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while common::metric(&spool, "spool_active_streams").await > 0.0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "stalled streams held"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let (status, _, _) = get(&c, &url, Some("bytes=0-9")).await;
+    assert_eq!(status, 206);
+    drop(stalled);
+}

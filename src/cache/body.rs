@@ -123,7 +123,18 @@ struct Sender<'a> {
 impl Sender<'_> {
     async fn send(&mut self, bytes: Bytes, source: &'static str) -> Result<(), End> {
         let n = bytes.len();
-        self.tx.send(Ok(bytes)).await.map_err(|_| End::ClientGone)?;
+        // A player that takes no bytes for --write-timeout (stalled, or
+        // gone without closing) frees what its stream holds.
+        let timeout = self.cache.inner.settings.write_timeout;
+        match tokio::time::timeout(timeout, self.tx.send(Ok(bytes))).await {
+            Ok(Ok(())) => {}
+            Ok(Err(_)) => return Err(End::ClientGone),
+            Err(_) => {
+                debug!(media = ?self.media.id(), "player took nothing for --write-timeout; stream closed");
+                self.cache.metrics().limited("write_timeout");
+                return Err(End::ClientGone);
+            }
+        }
         self.cache.metrics().served(source, n);
         Ok(())
     }

@@ -22,6 +22,10 @@ pub(crate) struct Settings {
     pub revalidate_after: Duration,
     /// Largest size an origin may claim for a media.
     pub max_media_size: u64,
+    /// How long a player may take no bytes before its stream is closed.
+    pub write_timeout: Duration,
+    /// Response bodies streaming at once.
+    pub max_streams: usize,
 }
 
 impl Settings {
@@ -40,6 +44,8 @@ pub(crate) struct Cache {
 
 pub(super) struct Inner {
     pub settings: Settings,
+    /// One permit per response body streaming.
+    pub streams: Arc<tokio::sync::Semaphore>,
     pub catalog: Catalog,
     pub runs: Runs,
     pub index: Index,
@@ -58,6 +64,7 @@ impl Cache {
     ) -> Cache {
         Cache {
             inner: Arc::new(Inner {
+                streams: Arc::new(tokio::sync::Semaphore::new(settings.max_streams)),
                 settings,
                 catalog,
                 runs,
@@ -74,6 +81,16 @@ impl Cache {
 
     pub fn metrics(&self) -> &Metrics {
         &self.inner.metrics
+    }
+
+    /// A place for one more streaming response body, or None when
+    /// `--max-streams` are streaming (counted in `spool_limited_total`).
+    pub fn stream_permit(&self) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        let permit = self.inner.streams.clone().try_acquire_owned().ok();
+        if permit.is_none() {
+            self.inner.metrics.limited("max_streams");
+        }
+        permit
     }
 
     /// Whether byte `pos` of a media can be had: cached, or fetched from

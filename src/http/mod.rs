@@ -5,11 +5,12 @@
 mod conditional;
 mod error;
 mod health;
+mod listener;
 mod multipart;
 pub(crate) mod range;
 mod routes;
 mod stream;
 
 pub(crate) use health::Health;
-pub(crate) use routes::routes;
+pub(crate) use listener::{serve, ConnLimits};
 pub(crate) use stream::Limits;

@@ -172,8 +172,20 @@ fn respond(
     if *method == Method::HEAD || parts.is_empty() {
         return reply(status, h, None);
     }
+    let Some(permit) = cache.stream_permit() else {
+        let mut r = text(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "too many streams; try again",
+        );
+        r.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        return r;
+    };
     let (tx, rx) = mpsc::channel(2);
-    tokio::spawn(cache.produce(media, parts, tx));
+    tokio::spawn(async move {
+        cache.produce(media, parts, tx).await;
+        drop(permit);
+    });
     reply(status, h, Some(rx))
 }
 

@@ -1,0 +1,164 @@
+//! Accepting connections, with limits: every client that reaches the port
+//! is input. At most `--max-connections` at once and
+//! `--max-connections-per-client` from one address (more are closed at
+//! once, counted and logged); a request's headers must arrive within
+//! `--header-timeout`, which also closes keep-alive connections idle that
+//! long; running out of file descriptors makes the loop back off instead
+//! of spinning. Shutdown stops accepting and lets open connections finish.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
+use tokio::net::TcpListener;
+use tracing::{debug, warn};
+
+use super::health::Health;
+use super::routes::routes;
+use super::stream::Limits;
+use crate::cache::Cache;
+use crate::metrics::Metrics;
+
+/// Limits on client connections.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ConnLimits {
+    pub max_connections: usize,
+    pub max_per_client: usize,
+    /// Time for a request's headers to arrive, and for an idle keep-alive
+    /// connection to send its next request.
+    pub header_timeout: Duration,
+}
+
+/// Open connections, in all and per client address.
+struct Open {
+    total: usize,
+    per_client: HashMap<IpAddr, usize>,
+}
+
+/// Held while a connection is open; gives its place back when dropped.
+struct Slot {
+    open: Arc<Mutex<Open>>,
+    ip: IpAddr,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let mut open = self.open.lock().unwrap();
+        open.total -= 1;
+        if let Some(n) = open.per_client.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                open.per_client.remove(&self.ip);
+            }
+        }
+    }
+}
+
+/// Serves HTTP/1.1 on `listener` until `shutdown` resolves, then waits for
+/// open connections to finish.
+pub(crate) async fn serve(
+    listener: TcpListener,
+    cache: Cache,
+    health: Health,
+    limits: Limits,
+    conn: ConnLimits,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) {
+    let metrics: Arc<Metrics> = health.metrics.clone();
+    let filter = routes(cache, health, limits);
+    let open = Arc::new(Mutex::new(Open {
+        total: 0,
+        per_client: HashMap::new(),
+    }));
+    let refusing = AtomicBool::new(false);
+    let graceful = GracefulShutdown::new();
+    let mut shutdown = std::pin::pin!(shutdown);
+    let mut out_of_fds = false;
+    loop {
+        let (socket, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(a) => {
+                    out_of_fds = false;
+                    a
+                }
+                Err(e) => {
+                    // EMFILE/ENFILE: wait for connections or files to close
+                    // (briefly: health checks must still get in).
+                    if matches!(e.raw_os_error(), Some(23 | 24)) {
+                        if !out_of_fds {
+                            warn!(error = %e, "out of file descriptors; accepting slower");
+                            out_of_fds = true;
+                        }
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    } else {
+                        debug!(error = %e, "accept failed");
+                    }
+                    continue;
+                }
+            },
+            _ = &mut shutdown => break,
+        };
+        let ip = peer.ip();
+        let slot = {
+            let mut o = open.lock().unwrap();
+            let per = o.per_client.get(&ip).copied().unwrap_or(0);
+            let reason = if o.total >= conn.max_connections {
+                Some("max_connections")
+            } else if per >= conn.max_per_client {
+                Some("max_connections_per_client")
+            } else {
+                None
+            };
+            match reason {
+                Some(reason) => {
+                    metrics.refused(reason);
+                    if !refusing.swap(true, Ordering::Relaxed) {
+                        warn!(client = %ip, limit = reason, "connection limit reached; closing new connections");
+                    }
+                    None
+                }
+                None => {
+                    // Logged again at the next burst of refusals.
+                    refusing.store(false, Ordering::Relaxed);
+                    o.total += 1;
+                    *o.per_client.entry(ip).or_default() += 1;
+                    Some(Slot {
+                        open: open.clone(),
+                        ip,
+                    })
+                }
+            }
+        };
+        let Some(slot) = slot else {
+            drop(socket);
+            continue;
+        };
+        metrics.open_connections.inc();
+        let svc = TowerToHyperService::new(warp::service(filter.clone()));
+        let mut builder = hyper::server::conn::http1::Builder::new();
+        builder
+            .timer(TokioTimer::new())
+            .header_read_timeout(conn.header_timeout)
+            .keep_alive(true);
+        let connection = builder.serve_connection(TokioIo::new(socket), svc);
+        let connection = graceful.watch(connection);
+        let metrics = metrics.clone();
+        tokio::spawn(async move {
+            // Players hang up mid-body all the time (seeks, a closed tab),
+            // and slow or idle clients are timed out: not errors.
+            if let Err(e) = connection.await {
+                debug!(client = %ip, error = %e, "connection ended");
+            }
+            metrics.open_connections.dec();
+            drop(slot);
+        });
+    }
+    drop(listener);
+    graceful.shutdown().await;
+}
