@@ -56,8 +56,21 @@ impl Tmpfs {
         &self.path
     }
 
+    /// Remounts with `opt`. Going read-only fails (EBUSY) while a file on
+    /// the filesystem is open for writing: callers wait for spool's chunk
+    /// writes to end first.
     fn remount(&self, opt: &str) {
-        run("mount", &["-o", &format!("remount,{opt}")], self.path());
+        let out = Command::new("mount")
+            .args(["-o", &format!("remount,{opt}")])
+            .arg(self.path())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "mount -o remount,{opt} {:?}: {}",
+            self.path(),
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 
     fn free(&self) -> u64 {
@@ -265,6 +278,8 @@ async fn a_read_only_cache_is_permission_denied_and_streams_go_on() {
     let c = client();
     let (_, _, got) = get(&c, &spool.url(&origin.url("f0")), None).await;
     assert!(got == files[0]);
+    // A chunk file still being written would make the remount fail.
+    wait_until_cached(&cache, &origin.url("f0")).await;
 
     fs.remount("ro");
     read_all_concurrently(&spool.url(&origin.url("f1")), 3, &files[1]).await;
