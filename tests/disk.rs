@@ -12,7 +12,8 @@ use std::time::Duration;
 
 use common::origin::{Faults, Origin};
 use common::{
-    client, data, get, metric, temp_files, wait_for, wait_for_metric, wait_until_cached, Spool,
+    client, data, get, metric, temp_files, wait_for, wait_for_metric, wait_until_cached, ChildLog,
+    Spool,
 };
 use spool::testing::{Fault, WriteStage};
 
@@ -335,19 +336,14 @@ async fn a_cache_dir_the_user_may_not_write_is_permission_denied() {
     run("chown", &["-R", "nobody:nogroup"], &cache);
     // The index is writable, the chunk directory is not.
     run("chmod", &["0555"], &cache.join("chunks"));
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let addr = format!("127.0.0.1:{port}");
-    let mut child = Command::new("setpriv")
+    let log = ChildLog::new();
+    let child = Command::new("setpriv")
         .args(["--reuid=nobody", "--regid=nogroup", "--clear-groups", "--"])
         .arg(env!("CARGO_BIN_EXE_spool"))
         .args([
             "serve",
             "--listen",
-            &addr,
+            "127.0.0.1:0",
             "--chunk-size",
             "64KiB",
             "--min-free-bytes",
@@ -358,46 +354,42 @@ async fn a_cache_dir_the_user_may_not_write_is_permission_denied() {
         .arg("--cache-dir")
         .arg(&cache)
         .args(["--allow-upstream", "127.0.0.1"])
-        .env("SPOOL_LOG", "warn")
-        .stderr(std::process::Stdio::null())
+        .env("SPOOL_LOG", "info")
+        .env("NO_COLOR", "1")
+        .stdout(std::process::Stdio::null())
+        .stderr(log.stdio())
         .spawn()
         .unwrap();
+    let mut child = KillOnDrop(child);
+    let addr = log.listen_addr(&mut child.0).await;
     let c = client();
-    let mut up = false;
-    for _ in 0..200 {
-        if c.get(format!("http://{addr}/health/live"))
-            .send()
-            .await
-            .is_ok()
-        {
-            up = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
+    let enc: String = url::form_urlencoded::byte_serialize(origin.url("p").as_bytes()).collect();
+    let url = format!("http://{addr}/stream?url={enc}");
+    for _ in 0..2 {
+        let (status, _, got) = get(&c, &url, None).await;
+        assert_eq!(status, 200);
+        assert!(got == body);
     }
-    let result = async {
-        assert!(up, "spool did not start as nobody");
-        let enc: String =
-            url::form_urlencoded::byte_serialize(origin.url("p").as_bytes()).collect();
-        let url = format!("http://{addr}/stream?url={enc}");
-        for _ in 0..2 {
-            let (status, _, got) = get(&c, &url, None).await;
-            assert_eq!(status, 200);
-            assert!(got == body);
-        }
+    // The failed writes are counted as they happen, after the chunks were
+    // streamed.
+    wait_for("a PERMISSION_DENIED write error in the metrics", || async {
         let (_, _, m) = get(&c, &format!("http://{addr}/metrics"), None).await;
-        let m = String::from_utf8_lossy(&m).into_owned();
-        assert!(
-            m.lines()
-                .any(|l| l
-                    .starts_with("spool_cache_write_errors_total{class=\"PERMISSION_DENIED\"}")),
-            "{m}"
-        );
-    }
+        String::from_utf8_lossy(&m).lines().any(|l| {
+            l.strip_prefix("spool_cache_write_errors_total{class=\"PERMISSION_DENIED\"} ")
+                .is_some_and(|v| v.parse::<f64>().unwrap() > 0.0)
+        })
+    })
     .await;
-    let _ = child.kill();
-    let _ = child.wait();
-    result
+}
+
+/// A child process killed when dropped, also when the test fails.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
 
 /// The index reporting a full disk (SQLITE_FULL) when a new media is

@@ -8,7 +8,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use common::origin::Origin;
-use common::{client, data, get, Spool};
+use common::{client, data, get, ChildLog, Spool};
+use futures::FutureExt;
 use rand::{Rng, SeedableRng};
 
 const CHUNK: usize = 64 * 1024;
@@ -187,28 +188,23 @@ async fn index_from_the_future_is_moved_aside() {
     .await;
 }
 
-/// A real spool process.
+/// A real spool process. Its log is a field of its own, so a test can move
+/// `child` out (to kill or stop it) and still have the log printed when it
+/// fails.
 struct Proc {
     child: Child,
     addr: String,
+    log: ChildLog,
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
+/// Starts `spool serve` on a port the system picks, read back from its log.
 async fn start_proc(dir: &Path, origin: &Origin, extra: &[&str]) -> Proc {
-    let port = free_port();
-    let addr = format!("127.0.0.1:{port}");
-    let child = spool_bin()
+    let log = ChildLog::new();
+    let mut child = spool_bin()
         .args([
             "serve",
             "--listen",
-            &addr,
+            "127.0.0.1:0",
             "--chunk-size",
             "64KiB",
             "--read-ahead",
@@ -218,26 +214,23 @@ async fn start_proc(dir: &Path, origin: &Origin, extra: &[&str]) -> Proc {
         .arg(dir)
         .args(["--allow-upstream", &origin.addr().ip().to_string()])
         .args(extra)
-        .env("SPOOL_LOG", "warn")
+        .env("SPOOL_LOG", "info")
+        .env("NO_COLOR", "1")
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(log.stdio())
         .spawn()
         .unwrap();
-    let c = client();
-    for _ in 0..200 {
-        if c.get(format!("http://{addr}/health/live"))
-            .send()
-            .await
-            .is_ok()
-        {
-            return Proc { child, addr };
+    let addr = std::panic::AssertUnwindSafe(log.listen_addr(&mut child))
+        .catch_unwind()
+        .await;
+    match addr {
+        Ok(addr) => Proc { child, addr, log },
+        Err(panic) => {
+            let _ = child.kill();
+            let _ = child.wait();
+            std::panic::resume_unwind(panic)
         }
-        tokio::time::sleep(Duration::from_millis(25)).await;
     }
-    let mut child = child;
-    let _ = child.kill();
-    let _ = child.wait();
-    panic!("spool did not come up");
 }
 
 fn proxied(addr: &str, origin_url: &str) -> String {
@@ -325,12 +318,14 @@ async fn kill_dash_nine_during_heavy_writes() {
         "only {interrupted_rounds} of 50 kills landed during writes"
     );
     // A last clean start reconciles, and a clean stop leaves nothing to fix.
-    let proc = start_proc(dir, &origin, &[]).await;
+    let mut proc = start_proc(dir, &origin, &[]).await;
     for (name, body) in &files {
         let (_, _, got) = get(&c, &proxied(&proc.addr, &url_of(49, name)), None).await;
         assert!(got == *body);
     }
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    proc.log
+        .wait_for_line(&mut proc.child, "start-up reconciliation done")
+        .await;
     terminate(proc.child, Duration::from_secs(10));
     let (code, out) = verify(dir, false);
     assert_eq!(code, 0, "{out}");

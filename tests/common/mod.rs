@@ -3,7 +3,9 @@
 pub mod origin;
 
 use std::future::Future;
+use std::io::Read;
 use std::path::{Path, PathBuf};
+use std::process::{Child, Stdio};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -272,4 +274,82 @@ pub async fn wait_until_cached(cache_dir: &Path, origin_url: &str) {
         cached_whole(cache_dir, origin_url)
     })
     .await;
+}
+
+/// The log of a spool process a test started: the child's stderr goes to a
+/// temp file, which is printed to the test's output when the test fails
+/// (dropped while panicking). Keep it alive as long as the process.
+pub struct ChildLog {
+    file: tempfile::NamedTempFile,
+}
+
+impl ChildLog {
+    pub fn new() -> ChildLog {
+        ChildLog {
+            file: tempfile::NamedTempFile::new().expect("a temp file for the spool log"),
+        }
+    }
+
+    /// For `Command::stderr`: the child writes to the log file.
+    pub fn stdio(&self) -> Stdio {
+        Stdio::from(self.file.reopen().expect("reopen the spool log"))
+    }
+
+    /// What the child logged so far.
+    pub fn text(&self) -> String {
+        let mut bytes = Vec::new();
+        let _ = self
+            .file
+            .reopen()
+            .and_then(|mut f| f.read_to_end(&mut bytes));
+        String::from_utf8_lossy(&bytes).into_owned()
+    }
+
+    /// Waits until the log has a line containing `needle`; panics if
+    /// `child` exits first.
+    pub async fn wait_for_line(&self, child: &mut Child, needle: &str) -> String {
+        let mut found = None;
+        wait_for(&format!("spool to log {needle:?}"), || {
+            if let Some(status) = child.try_wait().unwrap() {
+                panic!("spool exited ({status}) before logging {needle:?}");
+            }
+            found = self
+                .text()
+                .lines()
+                .find(|l| l.contains(needle))
+                .map(str::to_owned);
+            std::future::ready(found.is_some())
+        })
+        .await;
+        found.expect("found")
+    }
+
+    /// The address a child started with `--listen 127.0.0.1:0` listens on,
+    /// read from its `spool serving listen=ADDR` line (logged once bound;
+    /// needs `SPOOL_LOG=info`, and `NO_COLOR=1` for plain text).
+    pub async fn listen_addr(&self, child: &mut Child) -> String {
+        let line = self.wait_for_line(child, "spool serving").await;
+        line.split_whitespace()
+            .find_map(|w| w.strip_prefix("listen="))
+            .unwrap_or_else(|| panic!("no listen= in {line:?}"))
+            .to_owned()
+    }
+}
+
+impl Default for ChildLog {
+    fn default() -> ChildLog {
+        ChildLog::new()
+    }
+}
+
+impl Drop for ChildLog {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!(
+                "----- spool log ({}) -----\n{}----- end of spool log -----",
+                self.file.path().display(),
+                self.text()
+            );
+        }
+    }
 }
