@@ -8,7 +8,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use common::origin::Origin;
-use common::{client, data, get, ChildLog, Spool};
+use common::{client, data, get, wait_for_metric, wait_until_cached, ChildLog, Spool};
 use futures::FutureExt;
 use rand::{Rng, SeedableRng};
 
@@ -35,7 +35,7 @@ fn verify(dir: &Path, repair: bool) -> (i32, String) {
 async fn fill_cache(origin: &Origin, spool: &Spool, path: &str) {
     let (_, _, got) = get(&client(), &spool.url(&origin.url(path)), None).await;
     assert_eq!(got.len(), 8 * CHUNK);
-    tokio::time::sleep(Duration::from_millis(400)).await;
+    wait_until_cached(&spool.cache_dir, &origin.url(path)).await;
 }
 
 fn chunk_file(dir: &Path, chunk: usize) -> std::path::PathBuf {
@@ -105,7 +105,13 @@ async fn corrupted_chunk_files_are_never_served() {
         metrics.contains("spool_corrupt_chunks_total 1"),
         "the flipped chunk is counted: {metrics}"
     );
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Start-up reconciliation has removed the temp file and the orphan,
+    // and the chunks fetched again are cached.
+    for kind in ["temp_file", "orphan"] {
+        let name = format!("spool_recovery_fixed_total{{kind=\"{kind}\"}}");
+        wait_for_metric(&spool, &name, 1.0).await;
+    }
+    wait_until_cached(&dir, &origin.url("m")).await;
     let (dir, tmp2) = spool.stop().await;
     let (code, out) = verify(&dir, false);
     assert_eq!(code, 0, "healed after restart and re-fetch: {out}");
@@ -157,7 +163,7 @@ async fn broken_index_is_replaced(damage: impl FnOnce(&Path)) {
         "{names:?}"
     );
     assert!(dir.join("not-spools.txt").exists(), "nothing else deleted");
-    tokio::time::sleep(Duration::from_millis(400)).await;
+    wait_until_cached(&dir, &origin.url("m")).await;
     let (dir, _tmp2) = spool.stop().await;
     assert_eq!(verify(&dir, false).0, 0);
 }
@@ -287,6 +293,7 @@ async fn kill_dash_nine_during_heavy_writes() {
                 }));
             }
         }
+        // Not synchronisation: the kill lands at a random moment of the load.
         tokio::time::sleep(Duration::from_millis(rng.random_range(30..300))).await;
         let mut child = proc.child;
         child.kill().unwrap(); // SIGKILL
@@ -349,6 +356,8 @@ fn signal_and_wait(mut child: Child, signal: i32, limit: Duration) -> std::proce
             let _ = child.kill();
             panic!("spool did not exit within {limit:?} of SIGTERM");
         }
+        // Polling for the exit; `limit` is what the callers claim about
+        // shutdown, not a guess at how long it takes.
         std::thread::sleep(Duration::from_millis(20));
     }
 }
