@@ -7,7 +7,7 @@ mod common;
 use std::time::Duration;
 
 use common::origin::{Faults, Origin};
-use common::{client, data, get, header, Spool};
+use common::{client, data, get, header, metric, wait_for, wait_until_cached, Spool};
 use rand::{Rng, SeedableRng};
 
 const CHUNK: u64 = 64 * 1024;
@@ -36,9 +36,17 @@ async fn random_ranges_cold_then_warm_are_byte_identical() {
             assert!(got == body.slice(a..=b), "{pass} {a}-{b}: bytes differ");
         }
     }
-    // Everything the ranges touched is cached now: reading them again
+    // Once everything the ranges touched is cached, reading them again
     // makes no upstream request at all.
-    tokio::time::sleep(Duration::from_millis(800)).await;
+    let touched: std::collections::BTreeSet<u64> = ranges
+        .iter()
+        .flat_map(|&(a, b)| a as u64 / CHUNK..=b as u64 / CHUNK)
+        .collect();
+    wait_for("every chunk the ranges touched to be cached", || async {
+        let cached = common::cached_chunks(&spool.cache_dir, &origin.url("v.mkv"));
+        touched.iter().all(|i| cached.binary_search(i).is_ok())
+    })
+    .await;
     origin.reset_stats();
     for &(a, b) in &ranges {
         let (_, _, got) = get(&c, &url, Some(&format!("bytes={a}-{b}"))).await;
@@ -61,8 +69,8 @@ async fn second_read_makes_zero_upstream_requests_even_after_restart() {
     assert_eq!(requests_cold, 1, "one request for the whole missing file");
     assert_eq!(origin.stats().body_bytes, body.len() as u64);
 
-    // Let the last chunk writes land, then read again.
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Once the last chunk writes landed, read again.
+    wait_until_cached(&spool.cache_dir, &origin_url).await;
     origin.reset_stats();
     let (_, h, got) = get(&c, &spool.url(&origin_url), None).await;
     assert_eq!(got, body);
@@ -180,9 +188,13 @@ async fn read_ahead_fetches_the_window_after_the_playhead() {
     let first = resp.chunk().await.unwrap().unwrap();
     assert_eq!(first, body.slice(..first.len()));
     drop(resp);
-    tokio::time::sleep(Duration::from_millis(1000)).await;
+    // The four chunks after the one read come without asking.
+    wait_for("read-ahead to cache chunks 1 to 4", || async {
+        let cached = common::cached_chunks(&spool.cache_dir, &origin.url("ra"));
+        (1..5).all(|i| cached.contains(&i))
+    })
+    .await;
     origin.reset_stats();
-    // The four chunks after the one read are there without asking.
     let (_, _, got) = get(
         &c,
         &url,
@@ -220,8 +232,11 @@ async fn abandoned_stream_stops_downloading() {
     while got < 100_000 {
         got += resp.chunk().await.unwrap().unwrap().len();
     }
-    drop(resp); // the player goes away
-                // Grace is 300 ms; after it the run ends at its next chunk boundary.
+    // The player goes away.
+    drop(resp);
+    // Not synchronisation: time passes on purpose. Grace is 300 ms; after
+    // it the run ends at its next chunk boundary. Then, for as long again,
+    // nothing more may be downloaded.
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let after_grace = origin.stats().body_bytes;
     tokio::time::sleep(Duration::from_millis(1500)).await;
@@ -281,7 +296,11 @@ async fn a_player_leaving_does_not_disturb_others() {
         let (c, url) = (c.clone(), url.clone());
         tokio::spawn(async move { get(&c, &url, None).await })
     };
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    // The leavers go while the stayer streams too.
+    wait_for("the stayer's response to start", || async {
+        metric(&spool, "spool_active_streams").await >= 6.0
+    })
+    .await;
     drop(leavers);
     let (status, _, got) = stayer.await.unwrap();
     assert_eq!(status, 200);
@@ -305,7 +324,15 @@ async fn one_request_per_missing_stretch() {
     )
     .await;
     assert!(got == body.slice(3 * CHUNK as usize..5 * CHUNK as usize));
-    tokio::time::sleep(Duration::from_millis(800)).await;
+    // The downloads for it are over once every byte the origin sent is in
+    // a cached chunk.
+    wait_for("the stretch's downloads to end and be cached", || async {
+        let cached = common::cached_chunks(&spool.cache_dir, &origin.url("gaps"));
+        cached.contains(&3)
+            && cached.contains(&4)
+            && origin.stats().body_bytes == cached.len() as u64 * CHUNK
+    })
+    .await;
     let conn = rusqlite::Connection::open(spool.cache_dir.join("index.db")).unwrap();
     let cached: Vec<u64> = conn
         .prepare("SELECT chunk_index FROM chunks ORDER BY chunk_index")
@@ -375,9 +402,9 @@ async fn a_seek_into_a_missing_chunk_starts_at_the_players_byte() {
         }
         assert!(got == body.slice(a..a + 100_000));
     }
-    // Both chunks completed (heads fetched on the side) and were cached;
+    // Both chunks complete (heads fetched on the side) and are cached;
     // every byte came from the origin exactly once.
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    wait_until_cached(&spool.cache_dir, &origin.url("s")).await;
     let before = origin.stats().requests;
     let (_, _, got) = get(&c, &url, None).await;
     assert!(got == body);
@@ -401,6 +428,8 @@ async fn a_closed_range_fetches_only_what_it_asks_for() {
         origin.reset_stats();
         let (_, _, got) = get(&c, &url, Some(&format!("bytes={a}-{b}"))).await;
         assert!(got == body.slice(a as usize..=b as usize));
+        // Not synchronisation: time for a read-ahead that must not happen
+        // to show up in the origin's count.
         tokio::time::sleep(Duration::from_millis(800)).await;
         let sent = origin.stats().body_bytes;
         let chunks = b / CHUNK - a / CHUNK + 1;
@@ -418,12 +447,10 @@ async fn a_closed_range_fetches_only_what_it_asks_for() {
     )
     .await;
     assert!(got == body.slice(22 * CHUNK as usize..22 * CHUNK as usize + 100));
-    tokio::time::sleep(Duration::from_millis(800)).await;
-    assert!(
-        origin.stats().body_bytes > 2 * CHUNK,
-        "no read-ahead for consecutive ranges: {:?}",
-        origin.stats()
-    );
+    wait_for("read-ahead for consecutive ranges", || async {
+        origin.stats().body_bytes > 2 * CHUNK
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -466,21 +493,31 @@ async fn the_cache_stays_within_its_maximum_size() {
     let c = client();
     let (_, _, got) = get(&c, &spool.url(&origin.url("a")), None).await;
     assert!(got == a);
-    // Access times have a one-second resolution: make "a" clearly older.
+    wait_until_cached(&spool.cache_dir, &origin.url("a")).await;
+    // Not synchronisation: access times have a one-second resolution, so
+    // wall-clock time passes to make "a" clearly older.
     tokio::time::sleep(Duration::from_millis(1100)).await;
     let (_, _, got) = get(&c, &spool.url(&origin.url("b")), None).await;
     assert!(got == b);
-    tokio::time::sleep(Duration::from_millis(1000)).await;
-    let conn = rusqlite::Connection::open(spool.cache_dir.join("index.db")).unwrap();
-    let per_media: Vec<(String, i64, i64)> = conn
-        .prepare("SELECT url, cached_chunks, cached_bytes FROM media_summary ORDER BY url")
-        .unwrap()
-        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
-        .unwrap()
-        .map(Result::unwrap)
-        .collect();
-    let total: i64 = per_media.iter().map(|m| m.2).sum();
-    assert!(total as u64 <= max, "{per_media:?}");
+    let per_media = || -> Vec<(String, i64, i64)> {
+        let conn = rusqlite::Connection::open(spool.cache_dir.join("index.db")).unwrap();
+        let mut stmt = conn
+            .prepare("SELECT url, cached_chunks, cached_bytes FROM media_summary ORDER BY url")
+            .unwrap();
+        let rows = stmt
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        rows
+    };
+    wait_until_cached(&spool.cache_dir, &origin.url("b")).await;
+    // Trims run with the disk checks (every 100 ms in the test settings).
+    wait_for("the cache to be trimmed to its maximum size", || async {
+        per_media().iter().map(|m| m.2).sum::<i64>() as u64 <= max
+    })
+    .await;
+    let per_media = per_media();
     assert_eq!(
         per_media[1].1, 8,
         "the recently played media stays whole: {per_media:?}"

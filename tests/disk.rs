@@ -11,7 +11,10 @@ use std::process::Command;
 use std::time::Duration;
 
 use common::origin::{Faults, Origin};
-use common::{client, data, get, metric, temp_files, Spool};
+use common::{
+    client, data, get, metric, temp_files, wait_for, wait_for_metric, wait_until_cached, ChildLog,
+    Spool,
+};
 use spool::testing::{Fault, WriteStage};
 
 const CHUNK: usize = 64 * 1024;
@@ -54,8 +57,21 @@ impl Tmpfs {
         &self.path
     }
 
+    /// Remounts with `opt`. Going read-only fails (EBUSY) while a file on
+    /// the filesystem is open for writing: callers wait for spool's chunk
+    /// writes to end first.
     fn remount(&self, opt: &str) {
-        run("mount", &["-o", &format!("remount,{opt}")], self.path());
+        let out = Command::new("mount")
+            .args(["-o", &format!("remount,{opt}")])
+            .arg(self.path())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "mount -o remount,{opt} {:?}: {}",
+            self.path(),
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 
     fn free(&self) -> u64 {
@@ -156,16 +172,19 @@ async fn a_full_disk_never_stops_a_stream() {
     assert!(full > 0.0, "the filesystem filled up: DISK_FULL counted");
     assert!(cleanups > 0.0, "cleanup evicted chunks");
     assert!(metric(&spool, "spool_chunks_written_total").await > 0.0);
-    assert!(
-        temp_files(&cache).is_empty(),
-        "no temp file left: {:?}",
-        temp_files(&cache)
-    );
+    // Writes still under way have theirs; one that failed must not leave
+    // its temp file behind.
+    wait_for("no temp file left in the cache", || async {
+        temp_files(&cache).is_empty()
+    })
+    .await;
 
-    // The cache still verifies: rows only for complete files.
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let report = spool
-        .server
+    // The cache still verifies: rows only for complete files. Stopping
+    // spool waits for the chunk writes under way and ends the cleanups, so
+    // the scan sees the cache at rest.
+    let server = spool.server.clone();
+    spool.stop().await;
+    let report = server
         .scan(spool::testing::ScanOptions {
             checksums: true,
             since: None,
@@ -193,19 +212,19 @@ async fn caching_pauses_on_a_disk_someone_else_filled_and_resumes() {
     .await;
     let ballast = fs.ballast(2 * MIB);
     // The monitor sees Critical, cleanup finds nothing of spool's to remove.
-    let ready = ready_json(&spool).await;
-    let mut waited = 0;
-    let mut state = ready;
-    while state["caching"] != "paused: disk full" && waited < 50 {
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        state = ready_json(&spool).await;
-        waited += 1;
-    }
+    wait_for("caching paused: disk full", || async {
+        ready_json(&spool).await["caching"] == "paused: disk full"
+    })
+    .await;
+    let state = ready_json(&spool).await;
     assert_eq!(state["disk"]["level"], "critical", "{state}");
     assert_eq!(state["caching"], "paused: disk full", "{state}");
 
     let written_before = metric(&spool, "spool_chunks_written_total").await;
+    let kept_before = metric(&spool, "spool_chunks_kept_in_memory_total").await;
     read_all_concurrently(&spool.url(&origin.url("a")), 3, &body).await;
+    // Each of a's 128 chunks has been through the writer.
+    wait_for_chunks_dealt_with(&spool, written_before + kept_before + 128.0).await;
     assert_eq!(
         metric(&spool, "spool_chunks_written_total").await,
         written_before,
@@ -215,18 +234,27 @@ async fn caching_pauses_on_a_disk_someone_else_filled_and_resumes() {
 
     // Space comes back: caching resumes by itself.
     std::fs::remove_file(ballast).unwrap();
-    let mut state = ready_json(&spool).await;
-    for _ in 0..50 {
-        if state["caching"] == "writing" {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        state = ready_json(&spool).await;
-    }
-    assert_eq!(state["caching"], "writing", "{state}");
+    wait_for("caching to resume", || async {
+        ready_json(&spool).await["caching"] == "writing"
+    })
+    .await;
     read_all_concurrently(&spool.url(&origin.url("b")), 2, &body).await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    assert!(metric(&spool, "spool_chunks_written_total").await > written_before);
+    wait_for("chunks of b to be written", || async {
+        metric(&spool, "spool_chunks_written_total").await > written_before
+    })
+    .await;
+}
+
+/// Waits until `n` complete chunks were either written to the cache or kept
+/// in memory (a write that failed or was refused): no chunk write of them
+/// is under way any more.
+async fn wait_for_chunks_dealt_with(spool: &Spool, n: f64) {
+    wait_for(&format!("{n} chunks written or kept in memory"), || async {
+        metric(spool, "spool_chunks_written_total").await
+            + metric(spool, "spool_chunks_kept_in_memory_total").await
+            >= n
+    })
+    .await;
 }
 
 async fn ready_json(spool: &Spool) -> serde_json::Value {
@@ -251,9 +279,14 @@ async fn a_read_only_cache_is_permission_denied_and_streams_go_on() {
     let c = client();
     let (_, _, got) = get(&c, &spool.url(&origin.url("f0")), None).await;
     assert!(got == files[0]);
+    // A chunk file still being written would make the remount fail.
+    wait_until_cached(&cache, &origin.url("f0")).await;
 
     fs.remount("ro");
     read_all_concurrently(&spool.url(&origin.url("f1")), 3, &files[1]).await;
+    // Every chunk of f0 and f1 (32 each) has been written or kept in
+    // memory: no write (nor a probe that lets one through) is under way.
+    wait_for_chunks_dealt_with(&spool, 64.0).await;
     assert!(
         metric(
             &spool,
@@ -274,15 +307,16 @@ async fn a_read_only_cache_is_permission_denied_and_streams_go_on() {
 
     fs.remount("rw");
     // After the cool-down a probe write finds the disk writable again.
+    // Not synchronisation: the breaker's cool-down (300 ms in the test
+    // settings) is time that must pass; until then no write is tried.
     tokio::time::sleep(Duration::from_millis(500)).await;
     let written = metric(&spool, "spool_chunks_written_total").await;
     let (_, _, got) = get(&c, &spool.url(&origin.url("f2")), None).await;
     assert!(got == files[2]);
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    assert!(
-        metric(&spool, "spool_chunks_written_total").await > written,
-        "caching resumed"
-    );
+    wait_for("caching to resume (chunks of f2 written)", || async {
+        metric(&spool, "spool_chunks_written_total").await > written
+    })
+    .await;
     assert_eq!(ready_json(&spool).await["caching"], "writing");
 }
 
@@ -302,19 +336,14 @@ async fn a_cache_dir_the_user_may_not_write_is_permission_denied() {
     run("chown", &["-R", "nobody:nogroup"], &cache);
     // The index is writable, the chunk directory is not.
     run("chmod", &["0555"], &cache.join("chunks"));
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let addr = format!("127.0.0.1:{port}");
-    let mut child = Command::new("setpriv")
+    let log = ChildLog::new();
+    let child = Command::new("setpriv")
         .args(["--reuid=nobody", "--regid=nogroup", "--clear-groups", "--"])
         .arg(env!("CARGO_BIN_EXE_spool"))
         .args([
             "serve",
             "--listen",
-            &addr,
+            "127.0.0.1:0",
             "--chunk-size",
             "64KiB",
             "--min-free-bytes",
@@ -325,46 +354,42 @@ async fn a_cache_dir_the_user_may_not_write_is_permission_denied() {
         .arg("--cache-dir")
         .arg(&cache)
         .args(["--allow-upstream", "127.0.0.1"])
-        .env("SPOOL_LOG", "warn")
-        .stderr(std::process::Stdio::null())
+        .env("SPOOL_LOG", "info")
+        .env("NO_COLOR", "1")
+        .stdout(std::process::Stdio::null())
+        .stderr(log.stdio())
         .spawn()
         .unwrap();
+    let mut child = KillOnDrop(child);
+    let addr = log.listen_addr(&mut child.0).await;
     let c = client();
-    let mut up = false;
-    for _ in 0..200 {
-        if c.get(format!("http://{addr}/health/live"))
-            .send()
-            .await
-            .is_ok()
-        {
-            up = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
+    let enc: String = url::form_urlencoded::byte_serialize(origin.url("p").as_bytes()).collect();
+    let url = format!("http://{addr}/stream?url={enc}");
+    for _ in 0..2 {
+        let (status, _, got) = get(&c, &url, None).await;
+        assert_eq!(status, 200);
+        assert!(got == body);
     }
-    let result = async {
-        assert!(up, "spool did not start as nobody");
-        let enc: String =
-            url::form_urlencoded::byte_serialize(origin.url("p").as_bytes()).collect();
-        let url = format!("http://{addr}/stream?url={enc}");
-        for _ in 0..2 {
-            let (status, _, got) = get(&c, &url, None).await;
-            assert_eq!(status, 200);
-            assert!(got == body);
-        }
+    // The failed writes are counted as they happen, after the chunks were
+    // streamed.
+    wait_for("a PERMISSION_DENIED write error in the metrics", || async {
         let (_, _, m) = get(&c, &format!("http://{addr}/metrics"), None).await;
-        let m = String::from_utf8_lossy(&m).into_owned();
-        assert!(
-            m.lines()
-                .any(|l| l
-                    .starts_with("spool_cache_write_errors_total{class=\"PERMISSION_DENIED\"}")),
-            "{m}"
-        );
-    }
+        String::from_utf8_lossy(&m).lines().any(|l| {
+            l.strip_prefix("spool_cache_write_errors_total{class=\"PERMISSION_DENIED\"} ")
+                .is_some_and(|v| v.parse::<f64>().unwrap() > 0.0)
+        })
+    })
     .await;
-    let _ = child.kill();
-    let _ = child.wait();
-    result
+}
+
+/// A child process killed when dropped, also when the test fails.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
 
 /// The index reporting a full disk (SQLITE_FULL) when a new media is
@@ -446,7 +471,14 @@ async fn injected_write_faults_are_classified_and_streams_go_on() {
         let (status, _, got) = get(&c, &spool.url(&origin.url(&name)), None).await;
         assert_eq!(status, 200);
         assert!(got == body, "{stage:?}: wrong bytes");
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        // The failed write is counted once it is over, maybe after the
+        // stream ended.
+        wait_for_metric(
+            &spool,
+            &format!("spool_cache_write_errors_total{{class=\"{class}\"}}"),
+            before + 1.0,
+        )
+        .await;
         let after = metric(
             &spool,
             &format!("spool_cache_write_errors_total{{class=\"{class}\"}}"),
@@ -457,10 +489,11 @@ async fn injected_write_faults_are_classified_and_streams_go_on() {
             before + 1.0,
             "{stage:?} errno {errno} counted as {class}"
         );
-        assert!(
-            temp_files(&spool.cache_dir).is_empty(),
-            "{stage:?} left a temp file"
-        );
+        // Writes of the other chunks may still have theirs.
+        wait_for(&format!("{stage:?} to leave no temp file"), || async {
+            temp_files(&spool.cache_dir).is_empty()
+        })
+        .await;
         // The chunk that failed is fetched again by the next player; the
         // rest were cached.
         let (_, _, got) = get(&c, &spool.url(&origin.url(&name)), None).await;
@@ -487,7 +520,9 @@ async fn repeated_io_failures_open_the_breaker() {
     origin.add_file("breaker", body.clone(), "video/mp4");
     let (_, _, got) = get(&c, &spool.url(&origin.url("breaker")), None).await;
     assert!(got == body);
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    // Each of its 8 chunks was written, or failed or was refused and kept
+    // in memory: no write of it is under way any more.
+    wait_for_chunks_dealt_with(&spool, 8.0).await;
     assert!(!spool.server.is_caching(), "breaker open");
     // Writes already under way when it opened may still fail.
     let failed = metric(&spool, "spool_cache_write_errors_total{class=\"IO\"}").await;
@@ -498,7 +533,7 @@ async fn repeated_io_failures_open_the_breaker() {
     origin.add_file("more", more.clone(), "video/mp4");
     let (_, _, got) = get(&c, &spool.url(&origin.url("more")), None).await;
     assert!(got == more);
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    wait_for_chunks_dealt_with(&spool, 16.0).await;
     assert_eq!(
         metric(&spool, "spool_cache_write_errors_total{class=\"IO\"}").await,
         failed,
@@ -526,7 +561,8 @@ async fn while_caching_is_paused_memory_keeps_recent_chunks() {
     let url = spool.url(&origin.url("m"));
     let (_, _, got) = get(&c, &url, None).await;
     assert!(got == body);
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // All 32 chunks are on disk or in memory before they are read again.
+    wait_for_chunks_dealt_with(&spool, 32.0).await;
     assert!(!spool.server.is_caching(), "EACCES paused caching");
     origin.reset_stats();
     // A re-read and a seek back come from memory.
@@ -549,7 +585,7 @@ async fn vanished_chunk_files_switch_to_the_origin_mid_stream() {
     let url = spool.url(&origin.url("v"));
     let (_, _, got) = get(&c, &url, None).await;
     assert!(got == body);
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    wait_until_cached(&spool.cache_dir, &origin.url("v")).await;
     // Chunk files disappear (a user cleaning up by hand, a broken disk).
     let media_dir = std::fs::read_dir(spool.cache_dir.join("chunks"))
         .unwrap()

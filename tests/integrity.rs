@@ -8,7 +8,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use common::origin::Origin;
-use common::{client, data, get, Spool};
+use common::{client, data, get, wait_for_metric, wait_until_cached, ChildLog, Spool};
+use futures::FutureExt;
 use rand::{Rng, SeedableRng};
 
 const CHUNK: usize = 64 * 1024;
@@ -34,7 +35,7 @@ fn verify(dir: &Path, repair: bool) -> (i32, String) {
 async fn fill_cache(origin: &Origin, spool: &Spool, path: &str) {
     let (_, _, got) = get(&client(), &spool.url(&origin.url(path)), None).await;
     assert_eq!(got.len(), 8 * CHUNK);
-    tokio::time::sleep(Duration::from_millis(400)).await;
+    wait_until_cached(&spool.cache_dir, &origin.url(path)).await;
 }
 
 fn chunk_file(dir: &Path, chunk: usize) -> std::path::PathBuf {
@@ -104,7 +105,13 @@ async fn corrupted_chunk_files_are_never_served() {
         metrics.contains("spool_corrupt_chunks_total 1"),
         "the flipped chunk is counted: {metrics}"
     );
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Start-up reconciliation has removed the temp file and the orphan,
+    // and the chunks fetched again are cached.
+    for kind in ["temp_file", "orphan"] {
+        let name = format!("spool_recovery_fixed_total{{kind=\"{kind}\"}}");
+        wait_for_metric(&spool, &name, 1.0).await;
+    }
+    wait_until_cached(&dir, &origin.url("m")).await;
     let (dir, tmp2) = spool.stop().await;
     let (code, out) = verify(&dir, false);
     assert_eq!(code, 0, "healed after restart and re-fetch: {out}");
@@ -156,7 +163,7 @@ async fn broken_index_is_replaced(damage: impl FnOnce(&Path)) {
         "{names:?}"
     );
     assert!(dir.join("not-spools.txt").exists(), "nothing else deleted");
-    tokio::time::sleep(Duration::from_millis(400)).await;
+    wait_until_cached(&dir, &origin.url("m")).await;
     let (dir, _tmp2) = spool.stop().await;
     assert_eq!(verify(&dir, false).0, 0);
 }
@@ -187,28 +194,23 @@ async fn index_from_the_future_is_moved_aside() {
     .await;
 }
 
-/// A real spool process.
+/// A real spool process. Its log is a field of its own, so a test can move
+/// `child` out (to kill or stop it) and still have the log printed when it
+/// fails.
 struct Proc {
     child: Child,
     addr: String,
+    log: ChildLog,
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
+/// Starts `spool serve` on a port the system picks, read back from its log.
 async fn start_proc(dir: &Path, origin: &Origin, extra: &[&str]) -> Proc {
-    let port = free_port();
-    let addr = format!("127.0.0.1:{port}");
-    let child = spool_bin()
+    let log = ChildLog::new();
+    let mut child = spool_bin()
         .args([
             "serve",
             "--listen",
-            &addr,
+            "127.0.0.1:0",
             "--chunk-size",
             "64KiB",
             "--read-ahead",
@@ -218,26 +220,23 @@ async fn start_proc(dir: &Path, origin: &Origin, extra: &[&str]) -> Proc {
         .arg(dir)
         .args(["--allow-upstream", &origin.addr().ip().to_string()])
         .args(extra)
-        .env("SPOOL_LOG", "warn")
+        .env("SPOOL_LOG", "info")
+        .env("NO_COLOR", "1")
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(log.stdio())
         .spawn()
         .unwrap();
-    let c = client();
-    for _ in 0..200 {
-        if c.get(format!("http://{addr}/health/live"))
-            .send()
-            .await
-            .is_ok()
-        {
-            return Proc { child, addr };
+    let addr = std::panic::AssertUnwindSafe(log.listen_addr(&mut child))
+        .catch_unwind()
+        .await;
+    match addr {
+        Ok(addr) => Proc { child, addr, log },
+        Err(panic) => {
+            let _ = child.kill();
+            let _ = child.wait();
+            std::panic::resume_unwind(panic)
         }
-        tokio::time::sleep(Duration::from_millis(25)).await;
     }
-    let mut child = child;
-    let _ = child.kill();
-    let _ = child.wait();
-    panic!("spool did not come up");
 }
 
 fn proxied(addr: &str, origin_url: &str) -> String {
@@ -294,6 +293,7 @@ async fn kill_dash_nine_during_heavy_writes() {
                 }));
             }
         }
+        // Not synchronisation: the kill lands at a random moment of the load.
         tokio::time::sleep(Duration::from_millis(rng.random_range(30..300))).await;
         let mut child = proc.child;
         child.kill().unwrap(); // SIGKILL
@@ -325,12 +325,14 @@ async fn kill_dash_nine_during_heavy_writes() {
         "only {interrupted_rounds} of 50 kills landed during writes"
     );
     // A last clean start reconciles, and a clean stop leaves nothing to fix.
-    let proc = start_proc(dir, &origin, &[]).await;
+    let mut proc = start_proc(dir, &origin, &[]).await;
     for (name, body) in &files {
         let (_, _, got) = get(&c, &proxied(&proc.addr, &url_of(49, name)), None).await;
         assert!(got == *body);
     }
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    proc.log
+        .wait_for_line(&mut proc.child, "start-up reconciliation done")
+        .await;
     terminate(proc.child, Duration::from_secs(10));
     let (code, out) = verify(dir, false);
     assert_eq!(code, 0, "{out}");
@@ -354,6 +356,8 @@ fn signal_and_wait(mut child: Child, signal: i32, limit: Duration) -> std::proce
             let _ = child.kill();
             panic!("spool did not exit within {limit:?} of SIGTERM");
         }
+        // Polling for the exit; `limit` is what the callers claim about
+        // shutdown, not a guess at how long it takes.
         std::thread::sleep(Duration::from_millis(20));
     }
 }
@@ -396,23 +400,33 @@ async fn stats_prints_what_the_cache_holds() {
     let spool = Spool::start(&origin).await;
     fill_cache(&origin, &spool, "m").await;
     let (dir, _tmp) = spool.stop().await;
-    let out = spool_bin()
-        .arg("stats")
-        .arg("--cache-dir")
-        .arg(&dir)
-        .output()
-        .unwrap();
-    assert!(out.status.success());
-    let text = String::from_utf8_lossy(&out.stdout);
-    let field = |name: &str| -> String {
+    let stats = |thresholds: &[&str]| -> String {
+        let out = spool_bin()
+            .arg("stats")
+            .arg("--cache-dir")
+            .arg(&dir)
+            .args(thresholds)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let field = |text: &str, name: &str| -> String {
         text.lines()
             .find_map(|l| l.strip_prefix(name).map(|v| v.trim().to_owned()))
             .unwrap_or_else(|| panic!("no {name} in {text}"))
     };
-    assert_eq!(field("cache_bytes"), (8 * CHUNK).to_string());
-    assert_eq!(field("media"), "1");
-    assert_eq!(field("chunks"), "8");
-    assert!(["healthy", "info", "warning", "critical"].contains(&field("disk_level").as_str()));
+    let text = stats(&[]);
+    assert_eq!(field(&text, "cache_bytes"), (8 * CHUNK).to_string());
+    assert_eq!(field(&text, "media"), "1");
+    assert_eq!(field(&text, "chunks"), "8");
+    // The disk level follows the thresholds given: with both at zero any
+    // disk is healthy; no filesystem holding a cache is 100% free, so
+    // asking for that much is critical.
+    let text = stats(&["--min-free-percent", "0", "--min-free-bytes", "0"]);
+    assert_eq!(field(&text, "disk_level"), "healthy", "{text}");
+    let text = stats(&["--min-free-percent", "100"]);
+    assert_eq!(field(&text, "disk_level"), "critical", "{text}");
 }
 
 #[tokio::test]

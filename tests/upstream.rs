@@ -6,7 +6,7 @@ mod common;
 use std::time::Duration;
 
 use common::origin::{Faults, Origin};
-use common::{client, data, get, header, Spool};
+use common::{client, data, get, header, wait_for, wait_until_cached, Spool};
 
 #[tokio::test]
 async fn origin_ignoring_range_still_gives_correct_bytes() {
@@ -37,7 +37,7 @@ async fn origin_ignoring_range_still_gives_correct_bytes() {
     }
     let (_, _, got) = get(&c, &url, None).await;
     assert!(got == body);
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    wait_until_cached(&spool.cache_dir, &origin.url("noranges")).await;
     origin.reset_stats();
     let (_, _, got) = get(&c, &url, Some("bytes=123456-")).await;
     assert!(got == body.slice(123_456..));
@@ -270,10 +270,13 @@ async fn changed_origin_content_is_never_mixed() {
     let spool = Spool::start(&origin).await;
     let url = spool.url(&origin.url("c"));
     let c = client();
-    // Cache the first half only (read-ahead 4 chunks of 64 KiB).
+    // Cache the first chunk only (a closed range gets no read-ahead).
     let (_, _, got) = get(&c, &url, Some("bytes=0-1000")).await;
     assert!(got == old.slice(0..=1000));
-    tokio::time::sleep(Duration::from_millis(800)).await;
+    wait_for("the first chunk to be cached", || async {
+        common::cached_chunks(&spool.cache_dir, &origin.url("c")).contains(&0)
+    })
+    .await;
 
     origin.add_file("c", new.clone(), "video/mp4");
     // The next download sees another ETag: the old version is dropped. The
@@ -304,7 +307,7 @@ async fn validators_are_trusted_until_their_age_runs_out() {
     let c = client();
     let (_, _, got) = get(&c, &url, None).await;
     assert!(got == old);
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    wait_until_cached(&spool.cache_dir, &origin.url("r")).await;
     origin.add_file("r", new.clone(), "video/mp4");
     origin.reset_stats();
     let (_, h, got) = get(&c, &url, None).await;
@@ -331,7 +334,7 @@ async fn stale_validators_are_rechecked_and_a_change_drops_the_old_bytes() {
     let c = client();
     let (_, _, got) = get(&c, &url, None).await;
     assert!(got == old);
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    wait_until_cached(&spool.cache_dir, &origin.url("r")).await;
 
     // Unchanged: one one-byte request confirms it, the bytes come from cache.
     origin.reset_stats();
@@ -366,7 +369,7 @@ async fn an_unreachable_origin_does_not_stop_cached_playback() {
     let c = client();
     let (_, _, got) = get(&c, &url, None).await;
     assert!(got == body);
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    wait_until_cached(&spool.cache_dir, &origin.url("r")).await;
     origin.set_faults(
         "r",
         Faults {

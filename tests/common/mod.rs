@@ -2,7 +2,10 @@
 
 pub mod origin;
 
+use std::future::Future;
+use std::io::Read;
 use std::path::{Path, PathBuf};
+use std::process::{Child, Stdio};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -85,16 +88,13 @@ impl Spool {
         }));
         // Up once the listener answers.
         let c = client();
-        for _ in 0..100 {
-            if c.get(format!("http://{addr}/health/live"))
+        wait_for("spool to answer /health/live", || async {
+            c.get(format!("http://{addr}/health/live"))
                 .send()
                 .await
                 .is_ok()
-            {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+        })
+        .await;
         Spool {
             addr,
             cache_dir,
@@ -195,4 +195,161 @@ pub fn temp_files(dir: &Path) -> Vec<PathBuf> {
 
 pub fn header<'a>(h: &'a reqwest::header::HeaderMap, name: &str) -> &'a str {
     h.get(name).map(|v| v.to_str().unwrap()).unwrap_or("")
+}
+
+/// How long [`wait_for`] waits at most. Only there so that a hang fails the
+/// test instead of blocking it: generous, and never what a test asserts.
+pub const WAIT_LIMIT: Duration = Duration::from_secs(20);
+
+/// Polls `cond` every 20 ms until it holds; panics naming `what` when it
+/// does not within [`WAIT_LIMIT`]. Tests wait for the event they need with
+/// this instead of sleeping for a time that is usually long enough.
+pub async fn wait_for<F, Fut>(what: &str, mut cond: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + WAIT_LIMIT;
+    loop {
+        if cond().await {
+            return;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            panic!("gave up after {WAIT_LIMIT:?} waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Waits until spool's counter (or gauge) `name_and_labels` is at least
+/// `at_least`.
+pub async fn wait_for_metric(spool: &Spool, name_and_labels: &str, at_least: f64) {
+    wait_for(&format!("{name_and_labels} >= {at_least}"), || async {
+        metric(spool, name_and_labels).await >= at_least
+    })
+    .await;
+}
+
+/// The chunk indexes the index in `cache_dir` holds for the media at
+/// `origin_url`, in order (none when there is no index or no such media).
+pub fn cached_chunks(cache_dir: &Path, origin_url: &str) -> Vec<u64> {
+    let query = || -> rusqlite::Result<Vec<u64>> {
+        let conn = rusqlite::Connection::open_with_flags(
+            cache_dir.join("index.db"),
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+        )?;
+        conn.busy_timeout(Duration::from_secs(5))?;
+        let mut stmt = conn.prepare(
+            "SELECT c.chunk_index FROM chunks c JOIN media m ON m.media_id = c.media_id \
+             WHERE m.url = ?1 ORDER BY c.chunk_index",
+        )?;
+        let rows = stmt.query_map([origin_url], |r| r.get::<_, i64>(0).map(|v| v as u64))?;
+        rows.collect()
+    };
+    query().unwrap_or_default()
+}
+
+/// Whether every chunk of the media at `origin_url` has its row in the
+/// index in `cache_dir` (false when the index does not know the media).
+pub fn cached_whole(cache_dir: &Path, origin_url: &str) -> bool {
+    let query = || -> rusqlite::Result<bool> {
+        let conn = rusqlite::Connection::open_with_flags(
+            cache_dir.join("index.db"),
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+        )?;
+        conn.busy_timeout(Duration::from_secs(5))?;
+        conn.query_row(
+            "SELECT cached_chunks = total_chunks FROM media_summary WHERE url = ?1",
+            [origin_url],
+            |r| r.get(0),
+        )
+    };
+    query().unwrap_or(false)
+}
+
+/// Waits until every chunk of the media at `origin_url` is written to the
+/// cache in `cache_dir` and recorded in its index.
+pub async fn wait_until_cached(cache_dir: &Path, origin_url: &str) {
+    wait_for(&format!("{origin_url} to be cached whole"), || async {
+        cached_whole(cache_dir, origin_url)
+    })
+    .await;
+}
+
+/// The log of a spool process a test started: the child's stderr goes to a
+/// temp file, which is printed to the test's output when the test fails
+/// (dropped while panicking). Keep it alive as long as the process.
+pub struct ChildLog {
+    file: tempfile::NamedTempFile,
+}
+
+impl ChildLog {
+    pub fn new() -> ChildLog {
+        ChildLog {
+            file: tempfile::NamedTempFile::new().expect("a temp file for the spool log"),
+        }
+    }
+
+    /// For `Command::stderr`: the child writes to the log file.
+    pub fn stdio(&self) -> Stdio {
+        Stdio::from(self.file.reopen().expect("reopen the spool log"))
+    }
+
+    /// What the child logged so far.
+    pub fn text(&self) -> String {
+        let mut bytes = Vec::new();
+        let _ = self
+            .file
+            .reopen()
+            .and_then(|mut f| f.read_to_end(&mut bytes));
+        String::from_utf8_lossy(&bytes).into_owned()
+    }
+
+    /// Waits until the log has a line containing `needle`; panics if
+    /// `child` exits first.
+    pub async fn wait_for_line(&self, child: &mut Child, needle: &str) -> String {
+        let mut found = None;
+        wait_for(&format!("spool to log {needle:?}"), || {
+            if let Some(status) = child.try_wait().unwrap() {
+                panic!("spool exited ({status}) before logging {needle:?}");
+            }
+            found = self
+                .text()
+                .lines()
+                .find(|l| l.contains(needle))
+                .map(str::to_owned);
+            std::future::ready(found.is_some())
+        })
+        .await;
+        found.expect("found")
+    }
+
+    /// The address a child started with `--listen 127.0.0.1:0` listens on,
+    /// read from its `spool serving listen=ADDR` line (logged once bound;
+    /// needs `SPOOL_LOG=info`, and `NO_COLOR=1` for plain text).
+    pub async fn listen_addr(&self, child: &mut Child) -> String {
+        let line = self.wait_for_line(child, "spool serving").await;
+        line.split_whitespace()
+            .find_map(|w| w.strip_prefix("listen="))
+            .unwrap_or_else(|| panic!("no listen= in {line:?}"))
+            .to_owned()
+    }
+}
+
+impl Default for ChildLog {
+    fn default() -> ChildLog {
+        ChildLog::new()
+    }
+}
+
+impl Drop for ChildLog {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!(
+                "----- spool log ({}) -----\n{}----- end of spool log -----",
+                self.file.path().display(),
+                self.text()
+            );
+        }
+    }
 }
