@@ -25,6 +25,8 @@ pub(crate) struct Beneath {
 #[derive(Debug, Clone)]
 pub(crate) struct Entry {
     pub name: String,
+    /// Tells this file from one renamed into its place since.
+    pub ino: u64,
     pub kind: Kind,
     pub len: u64,
     pub modified: SystemTime,
@@ -107,6 +109,19 @@ pub(crate) fn rename(from_dir: &OwnedFd, from: &str, to_dir: &OwnedFd, to: &str)
     Ok(rustix::fs::renameat(from_dir, from, to_dir, to)?)
 }
 
+/// Removes a file only if it still is the file `ino` (not one renamed
+/// into its place since it was looked at). Returns whether it did.
+/// Blocking.
+pub(crate) fn remove_if(dir: &OwnedFd, name: &str, ino: u64) -> io::Result<bool> {
+    check_name(name)?;
+    let st = rustix::fs::statat(dir, name, AtFlags::SYMLINK_NOFOLLOW)?;
+    if st.st_ino != ino {
+        return Ok(false);
+    }
+    remove(dir, name)?;
+    Ok(true)
+}
+
 /// Removes a file (or a symlink itself, never its target). Blocking.
 pub(crate) fn remove(dir: &OwnedFd, name: &str) -> io::Result<()> {
     check_name(name)?;
@@ -158,6 +173,7 @@ pub(crate) fn list(dir: &OwnedFd) -> io::Result<Vec<Entry>> {
             + std::time::Duration::new(st.st_mtime.max(0) as u64, st.st_mtime_nsec as u32);
         out.push(Entry {
             name: name.to_owned(),
+            ino: st.st_ino,
             kind,
             len: st.st_size.max(0) as u64,
             modified,

@@ -206,6 +206,14 @@ impl ChunkFiles {
         }
     }
 
+    /// Removes `chunks/<dir>/<name>` if it still is the file `ino`.
+    /// Blocking.
+    pub fn remove_file_if(&self, dir: &str, name: &str, ino: u64) {
+        if let Ok(d) = self.beneath.dir(&["chunks", dir], false) {
+            let _ = beneath::remove_if(&d, name, ino);
+        }
+    }
+
     /// Removes one chunk file (missing is fine). Blocking.
     pub fn remove(&self, media_id: MediaId, chunk_index: u64) {
         self.remove_file(&media_id.to_string(), &chunk_name(chunk_index));

@@ -141,6 +141,9 @@ pub struct Report {
     pub chunks_checked: u64,
     pub bytes_checked: u64,
     pub problems: Vec<Problem>,
+    /// The inode each temp file and orphan had when scanned: repair removes
+    /// a file only if it still is that one.
+    pub(crate) inodes: HashMap<PathBuf, u64>,
 }
 
 impl Report {
@@ -224,11 +227,15 @@ fn scan_files(
             }
             let recent = opts.since.is_some_and(|s| f.modified >= s);
             match kind {
-                FileKind::Temp if !recent => report.problems.push(Problem::Temp(path)),
+                FileKind::Temp if !recent => {
+                    report.inodes.insert(path.clone(), f.ino);
+                    report.problems.push(Problem::Temp(path));
+                }
                 FileKind::Temp => {}
                 FileKind::Chunk(chunk) => {
                     let Some((row, _)) = rows.remove(&(media_id, chunk)) else {
                         if !recent {
+                            report.inodes.insert(path.clone(), f.ino);
                             report.problems.push(Problem::Orphan(path));
                         }
                         continue;
@@ -288,7 +295,10 @@ pub(crate) async fn repair(
     let mut file_work = Vec::new();
     for p in &report.problems {
         match p {
-            Problem::Temp(path) | Problem::Orphan(path) => file_work.push((path.clone(), false)),
+            Problem::Temp(path) | Problem::Orphan(path) => {
+                let ino = report.inodes.get(path).copied();
+                file_work.push((path.clone(), Work::Remove(ino)));
+            }
             Problem::Missing { .. } | Problem::WrongLength { .. } | Problem::Corrupt { .. } => {
                 let (media_id, chunk, write_id) = p.row().expect("a row problem");
                 // The row first: if it is no longer the write that was
@@ -298,14 +308,14 @@ pub(crate) async fn repair(
                     continue;
                 }
                 if let Problem::WrongLength { path, .. } | Problem::Corrupt { path, .. } = p {
-                    file_work.push((path.clone(), true));
+                    file_work.push((path.clone(), Work::Quarantine));
                 }
             }
         }
     }
     let files = files.clone();
     tokio::task::spawn_blocking(move || {
-        for (path, keep_for_a_look) in file_work {
+        for (path, work) in file_work {
             // Scan paths are `<cache>/chunks/<dir>/<name>`; they are reached
             // again through the cache directory, never followed.
             let name = path.file_name().and_then(|n| n.to_str());
@@ -316,15 +326,23 @@ pub(crate) async fn repair(
             let (Some(dir), Some(name)) = (dir, name) else {
                 continue;
             };
-            if keep_for_a_look {
-                files.quarantine_file(dir, name);
-            } else {
-                files.remove_file(dir, name);
+            match work {
+                Work::Quarantine => files.quarantine_file(dir, name),
+                // A chunk fetched again since the scan has a new file in
+                // the orphan's place: only the scanned file goes.
+                Work::Remove(Some(ino)) => files.remove_file_if(dir, name, ino),
+                Work::Remove(None) => {}
             }
         }
     })
     .await
     .map_err(|_| IndexError::Closed)
+}
+
+enum Work {
+    Quarantine,
+    /// Remove the file if it still has this inode.
+    Remove(Option<u64>),
 }
 
 #[cfg(test)]
@@ -379,6 +397,40 @@ mod tests {
             good,
             "new file kept"
         );
+    }
+
+    /// An orphan (a file without a row, left by a killed process) that a
+    /// player fetches again between the scan and the repair keeps its new
+    /// file: only the file the scan saw is removed.
+    #[tokio::test]
+    async fn repair_leaves_an_orphan_written_again_since_the_scan() {
+        let dir = tempfile::tempdir().unwrap();
+        let (index, _) = open_index(dir.path()).unwrap();
+        let files = ChunkFiles::new(dir.path(), false, 16);
+        let media = crate::store::index::MediaRow::for_test(0, "http://x/", 10, 10);
+        let (id, _) = index.replace_media(media).await.unwrap();
+        let good = Bytes::from(vec![7u8; 10]);
+        files.write(id, 0, std::slice::from_ref(&good)).unwrap();
+        let opts = ScanOptions {
+            checksums: false,
+            since: None,
+        };
+        let report = scan(&files, &index, opts).await.unwrap();
+        assert!(
+            matches!(report.problems[..], [Problem::Orphan(_)]),
+            "{report:?}"
+        );
+        // Fetched again: a new file renamed into place, then its row.
+        let crc = files.write(id, 0, std::slice::from_ref(&good)).unwrap();
+        index.insert_chunk(id, row(0, crc)).await.unwrap();
+        repair(&files, &index, &report).await.unwrap();
+        assert_eq!(
+            fs::read(files.chunk_path(id, 0)).unwrap(),
+            good,
+            "new file kept"
+        );
+        let report = scan(&files, &index, opts).await.unwrap();
+        assert!(report.problems.is_empty(), "{report:?}");
     }
 
     #[tokio::test]
