@@ -341,4 +341,40 @@ mod tests {
         assert_eq!(b.len(), 10);
         assert_eq!(b.content_range(100), "bytes 10-19/100");
     }
+
+    // Property tests (a fuzzer on stable Rust): run with more cases by
+    // scripts/fuzz. Whatever the header, the parser must not panic, and
+    // what it returns must be within the size, ordered, coalesced and
+    // never more bytes than the representation.
+    proptest::proptest! {
+        #[test]
+        fn fuzz_range_parser(
+            header in "(bytes|BYTES|items)?=?[-0-9, ]{0,40}|bytes=[0-9]{0,25}-[0-9]{0,25}(,[0-9]{0,5}-[0-9]{0,5}){0,20}|.{0,60}",
+            size in proptest::prop_oneof![0u64..2000, proptest::num::u64::ANY],
+            max in 1usize..32,
+        ) {
+            match parse(&header, size, max) {
+                RangeRequest::Ranges(v) => {
+                    proptest::prop_assert!(!v.is_empty() && v.len() <= max);
+                    let mut total = 0u128;
+                    for r in &v {
+                        proptest::prop_assert!(r.start <= r.end && r.end < size);
+                        total += u128::from(r.len());
+                    }
+                    proptest::prop_assert!(total <= u128::from(size));
+                    for (i, a) in v.iter().enumerate() {
+                        for b in &v[i + 1..] {
+                            let apart = a.end.saturating_add(1) < b.start
+                                || b.end.saturating_add(1) < a.start;
+                            proptest::prop_assert!(apart, "{a:?} and {b:?} overlap or touch");
+                        }
+                    }
+                }
+                RangeRequest::Ignore | RangeRequest::Unsatisfiable => {}
+            }
+            if let Some((first, last)) = first_span(&header) {
+                proptest::prop_assert!(last.is_none_or(|l| first <= l));
+            }
+        }
+    }
 }

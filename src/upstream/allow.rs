@@ -202,4 +202,29 @@ mod tests {
         assert!(AllowList::parse("10.0.0.0/99").is_err());
         assert!(AllowList::parse("").unwrap().entries.is_empty());
     }
+
+    proptest::proptest! {
+        /// Any allow-upstream value parses or is refused; with any list, a
+        /// non-public address is allowed only when an entry names it, and
+        /// a public one always is.
+        #[test]
+        fn fuzz_allowlist(
+            list in "([a-z0-9.:/\\[\\]-]{0,20},?){0,4}|.{0,40}",
+            host in "[a-z0-9.-]{1,20}",
+            a in proptest::num::u32::ANY,
+            port in proptest::num::u16::ANY,
+        ) {
+            let ip = IpAddr::V4(Ipv4Addr::from(a));
+            let none = AllowList::default();
+            proptest::prop_assert_eq!(none.permits(&host, ip, port), is_public(ip));
+            if let Ok(allow) = AllowList::parse(&list) {
+                if is_public(ip) {
+                    proptest::prop_assert!(allow.permits(&host, ip, port));
+                }
+                if allow.permits(&host, ip, port) && !is_public(ip) {
+                    proptest::prop_assert!(allow.permits_any_port(&host, ip));
+                }
+            }
+        }
+    }
 }

@@ -290,3 +290,20 @@ fn check_literal(allow: &AllowList, url: &Url) -> Result<bool, UpstreamError> {
         )))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    proptest::proptest! {
+        /// Any `url=` value: a clear error or an absolute http(s) URL with
+        /// a host, never a panic.
+        #[test]
+        fn fuzz_media_url(raw in "(https?|ftp|file)?:?/{0,3}[^ ]{0,60}|.{0,80}") {
+            if let Ok(url) = parse_url(&raw) {
+                proptest::prop_assert!(matches!(url.scheme(), "http" | "https"));
+                proptest::prop_assert!(url.host_str().is_some_and(|h| !h.is_empty()));
+            }
+        }
+    }
+}

@@ -159,4 +159,37 @@ mod tests {
             Err(UpstreamError::Protocol(_))
         ));
     }
+
+    proptest::proptest! {
+        /// Any Content-Range an origin sends parses or is refused, never a
+        /// panic; what parses is consistent (first byte within the total).
+        #[test]
+        fn fuzz_content_range(v in "bytes [0-9*]{0,22}-?[0-9]{0,22}/[0-9*]{0,22}|.{0,40}") {
+            if let Some((start, Some(total))) = parse_content_range(&v) {
+                proptest::prop_assert!(start < total || v.contains('*'));
+            }
+        }
+
+        /// A whole response head from a hostile origin: parsed or refused.
+        #[test]
+        fn fuzz_head(
+            status in proptest::sample::select(vec![200u16, 206, 416, 302, 500]),
+            cr in ".{0,40}",
+            len in ".{0,24}",
+        ) {
+            let mut h = HeaderMap::new();
+            if let Ok(v) = http::HeaderValue::from_str(&cr) {
+                h.insert(header::CONTENT_RANGE, v);
+            }
+            if let Ok(v) = http::HeaderValue::from_str(&len) {
+                h.insert(header::CONTENT_LENGTH, v);
+            }
+            let status = StatusCode::from_u16(status).unwrap();
+            if let Ok(head) = Head::parse(status, &h) {
+                if let Some(total) = head.total {
+                    proptest::prop_assert!(status != StatusCode::PARTIAL_CONTENT || head.start < total);
+                }
+            }
+        }
+    }
 }
