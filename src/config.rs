@@ -140,6 +140,11 @@ pub struct Config {
     #[arg(long, env = "SPOOL_MAX_STREAMS", default_value_t = 256)]
     pub max_streams: usize,
 
+    /// Download runs (upstream transfers) at once; more wait for a place
+    /// (their players wait with them).
+    #[arg(long, env = "SPOOL_MAX_DOWNLOADS", default_value_t = 64)]
+    pub max_downloads: usize,
+
     /// Most ranges in one request's Range header; a request with more gets
     /// the whole body (200). Overlapping and adjacent ranges are merged.
     #[arg(long, env = "SPOOL_MAX_RANGES", default_value_t = 16)]

@@ -146,6 +146,7 @@ impl Server {
             files.clone(),
             settings.read_ahead_chunks(),
             settings.read_ahead_grace,
+            cfg.max_downloads,
         );
         let upkeep = Upkeep::new(upkeep::Parts {
             files: files.clone(),

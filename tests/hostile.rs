@@ -685,3 +685,30 @@ async fn stalled_players_are_cut_and_streams_are_limited() {
     assert_eq!(status, 206);
     drop(stalled);
 }
+
+/// Past --max-downloads, download runs wait for a place (their players
+/// with them) instead of opening ever more origin transfers; every player
+/// still gets its bytes.
+#[tokio::test]
+async fn download_runs_are_limited() {
+    let origin = Origin::start().await;
+    let files: Vec<_> = (0..3).map(|i| data(512 * 1024, 50 + i)).collect();
+    for (i, f) in files.iter().enumerate() {
+        origin.add_file(&format!("d{i}"), f.clone(), "video/mp4");
+        origin.set_faults(&format!("d{i}"), Faults::throttled(2 << 20));
+    }
+    let spool = Spool::start_with(&origin, |c| c.max_downloads = 1).await;
+    let players: Vec<_> = (0..3)
+        .map(|i| {
+            let url = spool.url(&origin.url(&format!("d{i}")));
+            tokio::spawn(async move { get(&client(), &url, None).await })
+        })
+        .collect();
+    for (p, want) in players.into_iter().zip(&files) {
+        let (status, _, got) = p.await.unwrap();
+        assert_eq!(status, 200);
+        assert!(got == *want);
+    }
+    let waited = common::metric(&spool, "spool_limited_total{reason=\"max_downloads\"}").await;
+    assert!(waited >= 1.0, "no run waited for a place");
+}

@@ -172,6 +172,13 @@ impl Sender<'_> {
                     };
                     let mut res = Ok(());
                     while pos <= last {
+                        // Once the chunk is on disk, a slow player reads on
+                        // from the file: holding the download's buffers for
+                        // as long as it takes would make memory grow with
+                        // slow players (the outer loop picks the file up).
+                        if source == "download" && chunk.is_complete() && media.is_cached(index) {
+                            break;
+                        }
                         match chunk.read_at(pos - start).await {
                             Ok(Some(mut b)) => {
                                 b.truncate((last + 1 - pos) as usize);

@@ -127,6 +127,14 @@ impl Media {
         self.slots.lock().unwrap().get(&index).cloned()
     }
 
+    /// Whether a chunk's file is in the cache (its slot says Cached).
+    pub fn is_cached(&self, index: u64) -> bool {
+        matches!(
+            self.slots.lock().unwrap().get(&index),
+            Some(Slot::Cached { .. })
+        )
+    }
+
     /// Registers downloads for the chunks from `first` up to `last` that
     /// nobody has yet, stopping at the first chunk that is cached or
     /// downloading. Returns the new in-flight chunks, in order; empty when

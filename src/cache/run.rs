@@ -9,6 +9,7 @@
 //! abandoned stream stops downloading.
 
 use std::collections::VecDeque;
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -54,6 +55,8 @@ pub(crate) struct Runs {
 
 struct Inner {
     upstream: Upstream,
+    /// One permit per download run transferring (`--max-downloads`).
+    downloads: Arc<tokio::sync::Semaphore>,
     writer: Writer,
     index: Index,
     files: ChunkFiles,
@@ -70,9 +73,11 @@ impl Runs {
         files: ChunkFiles,
         read_ahead_chunks: u64,
         grace: Duration,
+        max_downloads: usize,
     ) -> Runs {
         Runs {
             inner: Arc::new(Inner {
+                downloads: Arc::new(tokio::sync::Semaphore::new(max_downloads.max(1))),
                 upstream,
                 writer,
                 index,
@@ -105,8 +110,28 @@ impl Runs {
             end = run.body.end(),
             "run starts"
         );
-        tokio::spawn(run.go(None));
+        tokio::spawn(self.limited(run.go(None)));
         true
+    }
+
+    /// Runs a download once a `--max-downloads` place is free. Its chunks
+    /// are claimed already: players wait on them meanwhile.
+    fn limited(&self, run: impl Future<Output = ()>) -> impl Future<Output = ()> {
+        let downloads = self.inner.downloads.clone();
+        let upstream = self.inner.upstream.clone();
+        async move {
+            let _place = match downloads.clone().try_acquire_owned() {
+                Ok(p) => p,
+                Err(_) => {
+                    upstream.metrics().limited("max_downloads");
+                    match downloads.acquire_owned().await {
+                        Ok(p) => p,
+                        Err(_) => return,
+                    }
+                }
+            };
+            run.await
+        }
     }
 
     /// Starts a run whose first response (from the cold probe) is in hand.
@@ -124,7 +149,7 @@ impl Runs {
             if let Some(end) = requested_end {
                 run.body.limit(end);
             }
-            tokio::spawn(run.go(Some((resp, head))));
+            tokio::spawn(self.limited(run.go(Some((resp, head)))));
         }
     }
 
@@ -416,6 +441,7 @@ mod tests {
             rig.files.clone(),
             4,
             Duration::from_secs(3600),
+            4,
         );
         let m = media(&rig).await;
         let m = Arc::new(Media::new(
