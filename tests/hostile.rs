@@ -712,3 +712,97 @@ async fn download_runs_are_limited() {
     let waited = common::metric(&spool, "spool_limited_total{reason=\"max_downloads\"}").await;
     assert!(waited >= 1.0, "no run waited for a place");
 }
+
+/// One row of the hostile-input table: what is asked, of which origin
+/// behaviour, and what spool must answer.
+struct Case {
+    name: &'static str,
+    /// Origin file (created per case) and its faults.
+    faults: Faults,
+    /// The URL asked for; `{o}` is the origin's file URL, `{other}` an
+    /// address on another port of the origin's host.
+    url: &'static str,
+    range: Option<&'static str>,
+    status: u16,
+    /// Expected body: the file's bytes in this span (None: not checked).
+    bytes: Option<std::ops::Range<usize>>,
+}
+
+/// Hostile input from both sides, over HTTP, in one table: every case of
+/// the review above plus malformed requests. Each answer is the status
+/// given, with the origin's exact bytes where there are any.
+#[tokio::test]
+async fn hostile_input_table() {
+    let origin = Origin::start().await;
+    let other = Origin::start().await;
+    other.add_file("secret", data(100, 60), "text/plain");
+    let size = 3 << 20;
+    let spool = Spool::start_with(&origin, |c| {
+        let entry = format!("127.0.0.1:{}", origin.addr().port());
+        c.allow_upstream = spool::upstream::allow::AllowList::parse(&entry).unwrap();
+        c.max_skip = 1 << 20;
+        c.upstream_timeout = Duration::from_secs(1);
+        c.upstream_retries = 1;
+    })
+    .await;
+    let f = Faults::default;
+    let cases = vec![
+        // Client side.
+        Case { name: "plain", faults: f(), url: "{o}", range: None, status: 200, bytes: Some(0..size) },
+        Case { name: "64 overlapping ranges", faults: f(), url: "{o}", range: Some("bytes=0-,0-,0-,0-,0-,0-,0-,0-,0-,0-,0-,0-,0-,0-,0-,0-"), status: 206, bytes: Some(0..size) },
+        Case { name: "more ranges than allowed", faults: f(), url: "{o}", range: Some("bytes=0-0,2-2,4-4,6-6,8-8,10-10,12-12,14-14,16-16,18-18,20-20,22-22,24-24,26-26,28-28,30-30,32-32"), status: 200, bytes: Some(0..size) },
+        Case { name: "garbage range", faults: f(), url: "{o}", range: Some("bytes=--,;x=5-4"), status: 200, bytes: Some(0..size) },
+        Case { name: "absurd range numbers", faults: f(), url: "{o}", range: Some("bytes=99999999999999999999999-"), status: 416, bytes: None },
+        Case { name: "suffix bigger than file", faults: f(), url: "{o}", range: Some("bytes=-99999999999999999999"), status: 206, bytes: Some(0..size) },
+        Case { name: "not http", faults: f(), url: "ftp://127.0.0.1/x", range: None, status: 400, bytes: None },
+        Case { name: "not a URL", faults: f(), url: "not a url", range: None, status: 400, bytes: None },
+        Case { name: "private address", faults: f(), url: "http://10.1.2.3/x", range: None, status: 403, bytes: None },
+        Case { name: "metadata address", faults: f(), url: "http://169.254.169.254/latest", range: None, status: 403, bytes: None },
+        Case { name: "another port of an allowed host", faults: f(), url: "{other}", range: None, status: 403, bytes: None },
+        // Origin side.
+        Case { name: "claims 2^62 bytes", faults: Faults { claim_total: Some(1 << 62), ..f() }, url: "{o}", range: Some("bytes=0-99"), status: 502, bytes: None },
+        Case { name: "redirects to another port", faults: Faults { redirect_to: Some("{other}".into()), ..f() }, url: "{o}", range: None, status: 403, bytes: None },
+        Case { name: "ignores Range, far seek", faults: Faults { ignore_range: true, ..f() }, url: "{o}", range: Some("bytes=2000000-2000099"), status: 502, bytes: None },
+        Case { name: "ignores Range, near seek", faults: Faults { ignore_range: true, ..f() }, url: "{o}", range: Some("bytes=500000-500099"), status: 206, bytes: Some(500_000..500_100) },
+        Case { name: "no length", faults: Faults { no_length: true, ..f() }, url: "{o}", range: None, status: 200, bytes: Some(0..size) },
+        Case { name: "unknown total", faults: Faults { unknown_total: true, ..f() }, url: "{o}", range: Some("bytes=10-19"), status: 206, bytes: Some(10..20) },
+        Case { name: "gzip although identity asked", faults: Faults { content_encoding: Some("gzip".into()), ..f() }, url: "{o}", range: Some("bytes=0-99"), status: 206, bytes: Some(0..100) },
+        Case { name: "origin error", faults: Faults { status: Some(500), ..f() }, url: "{o}", range: None, status: 502, bytes: None },
+        Case { name: "origin not found", faults: Faults { status: Some(404), ..f() }, url: "{o}", range: None, status: 404, bytes: None },
+        Case { name: "origin hangs", faults: Faults { hang: true, ..f() }, url: "{o}", range: None, status: 504, bytes: None },
+    ];
+    let other_url = other.url("secret");
+    for (i, case) in cases.into_iter().enumerate() {
+        let name = format!("t{i}");
+        let body = data(size, 70 + i as u64);
+        origin.add_file(&name, body.clone(), "video/mp4");
+        let mut faults = case.faults;
+        if let Some(to) = &mut faults.redirect_to {
+            *to = to.replace("{other}", &other_url);
+        }
+        origin.set_faults(&name, faults);
+        let target = case
+            .url
+            .replace("{o}", &origin.url(&name))
+            .replace("{other}", &other_url);
+        other.reset_stats();
+        let (status, _, got) = get(&client(), &spool.url(&target), case.range).await;
+        assert_eq!(
+            status,
+            case.status,
+            "{}: {}",
+            case.name,
+            String::from_utf8_lossy(&got[..got.len().min(200)])
+        );
+        if let Some(span) = case.bytes {
+            assert!(got == body.slice(span), "{}: wrong bytes", case.name);
+        }
+        assert_eq!(
+            other.stats().requests,
+            0,
+            "{}: reached the other port",
+            case.name
+        );
+    }
+    assert!(alive(&spool).await);
+}
