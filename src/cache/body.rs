@@ -86,6 +86,7 @@ async fn produce(cache: Cache, media: Arc<Media>, parts: Vec<Part>, tx: BodyTx) 
         cache: &cache,
         media: &media,
         playhead: &playhead,
+        limit,
         tx: &tx,
         touched: Vec::new(),
     };
@@ -112,6 +113,9 @@ async fn produce(cache: Cache, media: Arc<Media>, parts: Vec<Part>, tx: BodyTx) 
 }
 
 struct Sender<'a> {
+    /// The last chunk this player may want (its range's end unless it
+    /// reads on).
+    limit: u64,
     cache: &'a Cache,
     media: &'a Arc<Media>,
     playhead: &'a Playhead,
@@ -155,7 +159,7 @@ impl Sender<'_> {
             if media.slot(index).is_none() {
                 runs.start(media, index, run::split_for(media, index, pos));
             }
-            runs.read_ahead(media, index);
+            runs.read_ahead(media, index, self.limit);
             let start = media.chunk_start(index);
             let last = r.end.min(start + media.chunk_len(index) - 1);
             let before = pos;

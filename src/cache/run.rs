@@ -9,7 +9,6 @@
 //! abandoned stream stops downloading.
 
 use std::collections::VecDeque;
-use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -110,28 +109,8 @@ impl Runs {
             end = run.body.end(),
             "run starts"
         );
-        tokio::spawn(self.limited(run.go(None)));
+        tokio::spawn(run.go(None));
         true
-    }
-
-    /// Runs a download once a `--max-downloads` place is free. Its chunks
-    /// are claimed already: players wait on them meanwhile.
-    fn limited(&self, run: impl Future<Output = ()>) -> impl Future<Output = ()> {
-        let downloads = self.inner.downloads.clone();
-        let upstream = self.inner.upstream.clone();
-        async move {
-            let _place = match downloads.clone().try_acquire_owned() {
-                Ok(p) => p,
-                Err(_) => {
-                    upstream.metrics().limited("max_downloads");
-                    match downloads.acquire_owned().await {
-                        Ok(p) => p,
-                        Err(_) => return,
-                    }
-                }
-            };
-            run.await
-        }
     }
 
     /// Starts a run whose first response (from the cold probe) is in hand.
@@ -149,7 +128,7 @@ impl Runs {
             if let Some(end) = requested_end {
                 run.body.limit(end);
             }
-            tokio::spawn(self.limited(run.go(Some((resp, head)))));
+            tokio::spawn(run.go(Some((resp, head))));
         }
     }
 
@@ -157,9 +136,12 @@ impl Runs {
     /// missing chunk within the read-ahead window, unless the run
     /// downloading the chunk before it will go on to it anyway (one request
     /// per stretch, not one per chunk).
-    pub fn read_ahead(&self, media: &Arc<Media>, at: u64) {
+    /// Nothing past `limit`, the last chunk this player may want (a closed
+    /// range's end), is fetched.
+    pub fn read_ahead(&self, media: &Arc<Media>, at: u64, limit: u64) {
         let last = at
             .saturating_add(self.inner.read_ahead_chunks)
+            .min(limit)
             .min(media.chunk_count().saturating_sub(1));
         let mut before = media.slot(at);
         for index in at + 1..=last {
@@ -215,6 +197,7 @@ impl Runs {
             current: Some((index, chunk)),
             next: None,
             carry: None,
+            place: None,
         })
     }
 
@@ -261,6 +244,9 @@ struct Run {
     body: ResumingBody,
     /// Bytes received past the chunk being filled.
     carry: Option<Bytes>,
+    /// A `--max-downloads` place, held while bytes are transferred (not
+    /// while the run waits for a player to want its next chunk).
+    place: Option<tokio::sync::OwnedSemaphorePermit>,
 }
 
 impl Run {
@@ -293,6 +279,7 @@ impl Run {
         let last_requested = self.body.end() / self.media.chunk_size();
         let mut writing = VecDeque::new();
         while let Some((index, chunk)) = self.current.clone() {
+            self.place = None;
             if !wait_wanted(&self.media, index, ra, grace).await {
                 debug!(index, "read-ahead no longer wanted; stopping");
                 return Ok(());
@@ -309,6 +296,7 @@ impl Run {
                     debug!(next, "next chunk already taken; run ends after this one");
                 }
             }
+            self.take_place().await;
             self.fill(&chunk).await?;
             chunk.finish_tail();
             self.current = self.next.take();
@@ -332,6 +320,21 @@ impl Run {
             writing.push_back(write);
         }
         Ok(())
+    }
+
+    /// Waits for a `--max-downloads` place (its players wait with it).
+    async fn take_place(&mut self) {
+        if self.place.is_some() {
+            return;
+        }
+        let downloads = self.runs.inner.downloads.clone();
+        self.place = match downloads.clone().try_acquire_owned() {
+            Ok(p) => Some(p),
+            Err(_) => {
+                self.runs.upstream().metrics().limited("max_downloads");
+                downloads.acquire_owned().await.ok()
+            }
+        };
     }
 
     /// Fills the tail of one chunk from the body.
