@@ -314,6 +314,12 @@ impl Sender<'_> {
 
     /// A chunk file that cannot be read: dropped and fetched again.
     async fn unreadable(&self, index: u64, e: io::Error) -> Result<(), Retry> {
+        // Out of file descriptors (EMFILE, ENFILE): the chunk is fine; this
+        // piece comes from the origin and the file stays.
+        if matches!(e.raw_os_error(), Some(23 | 24)) {
+            debug!(media = ?self.media.id(), chunk = index, error = %e, "cannot open a chunk now; serving from the origin");
+            return Err(Retry::Broken);
+        }
         self.cache.metrics().cache_read_errors.inc();
         warn!(media = ?self.media.id(), chunk = index, error = %e, "cached chunk unreadable; fetching it again");
         self.retire(index, false).await

@@ -131,8 +131,11 @@ impl Breaker {
         }
     }
 
+    /// A write worked: a later full disk is a new episode, named again.
     pub fn on_success(&self) {
-        self.inner.state.lock().unwrap().consecutive_failures = 0;
+        let mut st = self.inner.state.lock().unwrap();
+        st.consecutive_failures = 0;
+        st.disk_full_told = false;
     }
 
     /// Records a failed write. PERMISSION_DENIED opens the breaker at once

@@ -257,7 +257,10 @@ fn scan_files(
                         report.bytes_checked += f.len;
                         let good = beneath::open_read(&fd, &f.name)
                             .and_then(|file| check_reader(file, row.size_bytes, row.crc32c));
-                        if !matches!(good, Ok(true)) {
+                        // Only bytes found wrong make a chunk corrupt; a file
+                        // that cannot be read now (out of descriptors,
+                        // vanished meanwhile) is looked at next time.
+                        if matches!(good, Ok(false)) {
                             report.problems.push(Problem::Corrupt {
                                 media_id,
                                 chunk,

@@ -43,10 +43,31 @@ impl AllowList {
         is_public(ip) || self.names(host, ip, Some(port))
     }
 
-    /// Like `permits`, where the port is not known: entries naming a port
-    /// count for every port.
+    /// Like `permits`, where the port is not known (spool's resolver, at
+    /// connect time): only entries without a port count. A name whose
+    /// address is allowed only on one port is connected to by that address
+    /// (see `Upstream::route`), never through the resolver, so a DNS answer
+    /// that changes between the check and the connection cannot reach
+    /// another port.
     pub fn permits_any_port(&self, host: &str, ip: IpAddr) -> bool {
-        is_public(ip) || self.names(host, ip, None)
+        is_public(ip) || self.names_unscoped(host, ip)
+    }
+
+    /// Whether an entry without a port names this host or address.
+    fn names_unscoped(&self, host: &str, ip: IpAddr) -> bool {
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        self.entries.iter().any(|e| match e {
+            Entry::Host(h) => h.eq_ignore_ascii_case(host),
+            Entry::Net(net) => net.contains(&canonical(ip)),
+            Entry::HostPort(..) | Entry::AddrPort(_) => false,
+        })
+    }
+
+    /// Whether any entry names a port.
+    pub fn has_port_entries(&self) -> bool {
+        self.entries
+            .iter()
+            .any(|e| matches!(e, Entry::HostPort(..) | Entry::AddrPort(_)))
     }
 
     fn names(&self, host: &str, ip: IpAddr, port: Option<u16>) -> bool {
@@ -195,6 +216,21 @@ mod tests {
         assert!(single.permits("x", ip("::ffff:127.0.0.1"), 1234));
     }
 
+    /// At connect time (port unknown), an entry with a port allows
+    /// nothing: a name rebound to 127.0.0.1 after its check must not reach
+    /// 127.0.0.1's other ports through an entry for one of them.
+    #[test]
+    fn entries_with_a_port_do_not_count_without_one() {
+        let list = AllowList::parse("127.0.0.1:8000,media.lan:9000,nas.lan,10.0.0.0/8").unwrap();
+        assert!(!list.permits_any_port("evil.example", ip("127.0.0.1")));
+        assert!(!list.permits_any_port("media.lan", ip("192.168.1.5")));
+        assert!(list.permits_any_port("nas.lan", ip("192.168.1.5")));
+        assert!(list.permits_any_port("x", ip("10.1.2.3")));
+        assert!(list.permits_any_port("x", ip("1.1.1.1")));
+        assert!(list.has_port_entries());
+        assert!(!AllowList::parse("nas.lan").unwrap().has_port_entries());
+    }
+
     #[test]
     fn bad_entries_are_errors() {
         assert!(AllowList::parse("not a host").is_err());
@@ -221,8 +257,10 @@ mod tests {
                 if is_public(ip) {
                     proptest::prop_assert!(allow.permits(&host, ip, port));
                 }
-                if allow.permits(&host, ip, port) && !is_public(ip) {
-                    proptest::prop_assert!(allow.permits_any_port(&host, ip));
+                // What the resolver lets through (port unknown) is allowed on
+                // every port.
+                if allow.permits_any_port(&host, ip) {
+                    proptest::prop_assert!(allow.permits(&host, ip, port));
                 }
             }
         }

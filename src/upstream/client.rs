@@ -123,28 +123,53 @@ impl Upstream {
     /// Checks a media URL against the allowlist on its resolved addresses,
     /// before any connection is made.
     pub async fn check(&self, url: &Url) -> Result<(), UpstreamError> {
+        self.route(url).await.map(|_| ())
+    }
+
+    /// Where to connect for `url`: the URL itself (names go through the
+    /// checking resolver), or, for a name allowed only through an entry
+    /// with a port, the checked address itself with the name in `Host`,
+    /// so that no later DNS answer can lead elsewhere.
+    async fn route(&self, url: &Url) -> Result<(Url, Option<String>), UpstreamError> {
         let host = url.host_str().unwrap_or_default().to_owned();
         if check_literal(&self.allow, url)? {
-            return Ok(());
+            return Ok((url.clone(), None));
         }
         let port = url.port_or_known_default().unwrap_or(80);
-        let addrs = tokio::net::lookup_host((host.as_str(), port))
+        let addrs: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), port))
             .await
-            .map_err(|e| UpstreamError::Unreachable(format!("cannot resolve {host}: {e}")))?;
-        let mut any = false;
-        for a in addrs {
-            any = true;
-            if self.allow.permits(&host, a.ip(), port) {
-                return Ok(());
-            }
+            .map_err(|e| UpstreamError::Unreachable(format!("cannot resolve {host}: {e}")))?
+            .collect();
+        if addrs.is_empty() {
+            return Err(UpstreamError::Unreachable(format!("{host} has no address")));
         }
-        Err(if any {
-            UpstreamError::Denied(format!(
+        if addrs
+            .iter()
+            .any(|a| self.allow.permits_any_port(&host, a.ip()))
+        {
+            return Ok((url.clone(), None));
+        }
+        let Some(pinned) = addrs
+            .iter()
+            .find(|a| self.allow.permits(&host, a.ip(), port))
+        else {
+            return Err(UpstreamError::Denied(format!(
                 "{host} is a local or private address; allow it with --allow-upstream"
-            ))
-        } else {
-            UpstreamError::Unreachable(format!("{host} has no address"))
-        })
+            )));
+        };
+        let mut direct = url.clone();
+        let ip = match pinned.ip() {
+            IpAddr::V4(v4) => url::Host::<String>::Ipv4(v4),
+            IpAddr::V6(v6) => url::Host::Ipv6(v6),
+        };
+        direct
+            .set_host(Some(&ip.to_string()))
+            .map_err(|e| UpstreamError::BadUrl(e.to_string()))?;
+        let host_header = match url.port() {
+            Some(p) => format!("{host}:{p}"),
+            None => host,
+        };
+        Ok((direct, Some(host_header)))
     }
 
     /// GET with an optional `Range: bytes=start-[end]`. Error statuses are
@@ -171,10 +196,15 @@ impl Upstream {
     ) -> Result<reqwest::Response, UpstreamError> {
         let mut url = url.clone();
         for hop in 0..=self.max_redirects {
-            if hop > 0 {
-                self.check(&url).await?;
-            }
-            let resp = self.send(&url, range).await?;
+            // The first hop of a new media was checked by the caller; with
+            // port-scoped allow entries every hop is routed (it may have to
+            // go to a pinned address).
+            let (target, host_header) = if hop > 0 || self.allow.has_port_entries() {
+                self.route(&url).await?
+            } else {
+                (url.clone(), None)
+            };
+            let resp = self.send(&target, host_header.as_deref(), range).await?;
             let status = resp.status();
             if !status.is_redirection() || status == StatusCode::NOT_MODIFIED {
                 return answer(resp);
@@ -184,6 +214,7 @@ impl Upstream {
                 .get(header::LOCATION)
                 .and_then(|v| v.to_str().ok())
                 .ok_or_else(|| UpstreamError::Protocol(format!("{status} without Location")))?;
+            // Relative to the URL asked for (not the pinned address).
             let next = url
                 .join(location)
                 .map_err(|e| UpstreamError::Protocol(format!("bad Location {location:?}: {e}")))?;
@@ -199,6 +230,7 @@ impl Upstream {
     async fn send(
         &self,
         url: &Url,
+        host: Option<&str>,
         range: Option<&str>,
     ) -> Result<reqwest::Response, UpstreamError> {
         let mut req = self
@@ -206,6 +238,9 @@ impl Upstream {
             .get(url.clone())
             // Ranges address the stored bytes, not a compressed rendition.
             .header(header::ACCEPT_ENCODING, "identity");
+        if let Some(h) = host {
+            req = req.header(header::HOST, h);
+        }
         if let Some(r) = range {
             req = req.header(header::RANGE, r);
         }
