@@ -169,6 +169,7 @@ impl Server {
             breaker: breaker.clone(),
             memcache,
             metrics: metrics.clone(),
+            index_in_memory,
         };
         let cache = Cache::new(
             settings,

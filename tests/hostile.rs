@@ -806,3 +806,28 @@ async fn hostile_input_table() {
     }
     assert!(alive(&spool).await);
 }
+
+/// A cache directory that exists but cannot hold an index (a read-only
+/// filesystem) makes spool serve uncached and report not ready.
+#[tokio::test]
+async fn a_cache_that_cannot_hold_an_index_is_not_ready() {
+    let fs = Tmpfs::mount(8);
+    let cache = fs.0.path().join("cache");
+    std::fs::create_dir(&cache).unwrap();
+    let ok = std::process::Command::new("mount")
+        .args(["-o", "remount,ro"])
+        .arg(fs.0.path())
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok);
+    let origin = Origin::start().await;
+    let body = data(300_000, 90);
+    origin.add_file("r", body.clone(), "video/mp4");
+    let spool = Spool::start_cfg(common::test_config(&cache, &origin)).await;
+    let (_, _, got) = get(&client(), &spool.url(&origin.url("r")), None).await;
+    assert!(got == body);
+    let (status, _, ready) = get(&client(), &format!("{}/health/ready", spool.base()), None).await;
+    assert_eq!(status, 503, "{}", String::from_utf8_lossy(&ready));
+    assert!(String::from_utf8_lossy(&ready).contains("serving uncached"));
+}

@@ -83,6 +83,8 @@ impl Cache {
                 return Ok(None);
             };
             let chunks = index.chunks(id).await?;
+            // In use again: not forgotten as unused meanwhile.
+            index.touch(id, Vec::new()).await?;
             let media = Media::new(Arc::new(url.clone()), row, chunks);
             Ok::<_, IndexError>(Some(Arc::new(media)))
         };

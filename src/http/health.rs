@@ -21,6 +21,9 @@ pub(crate) struct Health {
     pub breaker: Breaker,
     pub memcache: MemCache,
     pub metrics: Arc<Metrics>,
+    /// The cache directory could not hold an index: spool serves
+    /// uncached, and is not ready.
+    pub index_in_memory: bool,
 }
 
 pub(crate) async fn ready(h: Health) -> Response {
@@ -35,7 +38,7 @@ pub(crate) async fn ready(h: Health) -> Response {
         .unwrap_or(false);
     // spool serves while the disk is full or caching is paused (streams go
     // on uncached), so those are reported but do not make it unready.
-    let ok = index_ok && dir_ok;
+    let ok = index_ok && dir_ok && !h.index_in_memory;
     let last = h.disk.last();
     let space = last.map(|l| l.0);
     let mut reasons = Vec::new();
@@ -44,6 +47,9 @@ pub(crate) async fn ready(h: Health) -> Response {
     }
     if !dir_ok {
         reasons.push("cache directory missing");
+    }
+    if h.index_in_memory {
+        reasons.push("cache directory unusable: serving uncached");
     }
     let body = serde_json::json!({
         "ready": ok,
