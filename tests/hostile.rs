@@ -831,3 +831,36 @@ async fn a_cache_that_cannot_hold_an_index_is_not_ready() {
     assert_eq!(status, 503, "{}", String::from_utf8_lossy(&ready));
     assert!(String::from_utf8_lossy(&ready).contains("serving uncached"));
 }
+
+/// An origin that drips bytes keeps no download place once its players
+/// are gone: with one place, a dripping transfer nobody wants any more
+/// gives way to the next player.
+#[tokio::test]
+async fn a_dripping_origin_gives_its_place_back() {
+    let origin = Origin::start().await;
+    origin.add_file("drip", data(1 << 20, 91), "video/mp4");
+    // 16 KiB pieces every 4 s: always within the upstream timeout (5 s in
+    // the tests), a 1 MiB chunk in about four minutes.
+    origin.set_faults("drip", Faults::throttled(4096));
+    let fast = data(200_000, 92);
+    origin.add_file("fast", fast.clone(), "video/mp4");
+    let spool = Spool::start_with(&origin, |c| {
+        c.max_downloads = 1;
+        c.chunk_size = 1 << 20;
+    })
+    .await;
+    let c = client();
+    // A player takes the one place on the dripping origin, then leaves.
+    let mut dripping = c.get(spool.url(&origin.url("drip"))).send().await.unwrap();
+    dripping.chunk().await.unwrap();
+    drop(dripping);
+    // The next player gets its bytes (a deadline turns a hang into a
+    // failure).
+    let got = tokio::time::timeout(
+        Duration::from_secs(30),
+        get(&c, &spool.url(&origin.url("fast")), None),
+    )
+    .await
+    .expect("the dripping transfer kept the only download place");
+    assert!(got.2 == fast);
+}

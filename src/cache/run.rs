@@ -339,6 +339,14 @@ impl Run {
 
     /// Fills the tail of one chunk from the body.
     async fn fill(&mut self, chunk: &Arc<InFlight>) -> Result<(), CacheError> {
+        // A chunk nobody wants any more is still finished (its bytes are
+        // on the way) unless that takes longer than FINISH_BUDGET: an
+        // origin that drips bytes must not hold a download place forever.
+        let (ra, grace) = (self.runs.inner.read_ahead_chunks, self.runs.inner.grace);
+        let index = self.current.as_ref().map_or(0, |c| c.0);
+        let media = self.media.clone();
+        let abandoned = abandoned(&media, index, ra, grace);
+        tokio::pin!(abandoned);
         while chunk.tail_missing() > 0 {
             if let Some(e) = chunk.failure() {
                 // Its head download failed; the chunk cannot complete.
@@ -346,9 +354,18 @@ impl Run {
             }
             let mut piece = match self.carry.take() {
                 Some(p) => p,
-                None => self.body.next().await?.ok_or_else(|| {
-                    UpstreamError::Protocol("the stretch ended before its last chunk".into())
-                })?,
+                None => {
+                    let next = tokio::select! {
+                        next = self.body.next() => next?,
+                        _ = &mut abandoned => {
+                            debug!(index, "chunk abandoned and not finishing; stopping");
+                            return Err(CacheError::Cancelled);
+                        }
+                    };
+                    next.ok_or_else(|| {
+                        UpstreamError::Protocol("the stretch ended before its last chunk".into())
+                    })?
+                }
             };
             let need = chunk.tail_missing() as usize;
             if piece.len() > need {
@@ -357,6 +374,21 @@ impl Run {
             chunk.push(piece);
         }
         Ok(())
+    }
+}
+
+/// How long a chunk nobody wants any more may take to finish.
+const FINISH_BUDGET: Duration = Duration::from_secs(10);
+
+/// Resolves once chunk `index` has been unwanted for `grace` and then
+/// for FINISH_BUDGET more.
+async fn abandoned(media: &Media, index: u64, ra: u64, grace: Duration) {
+    loop {
+        wait_unwanted(media, index, ra, grace).await;
+        tokio::time::sleep(FINISH_BUDGET).await;
+        if !media.wanted(index, ra, grace) || media.is_gone() {
+            return;
+        }
     }
 }
 
@@ -395,6 +427,18 @@ async fn wait_wanted(media: &Media, index: u64, ra: u64, grace: Duration) -> boo
         // Playheads signal when they move; the timeout also covers the
         // moment a finished player's grace runs out.
         let _ = tokio::time::timeout((deadline - now).min(Duration::from_millis(100)), moved).await;
+    }
+}
+
+/// Resolves once no player has wanted chunk `index` for `grace` (players
+/// that left count for `grace` after they left).
+async fn wait_unwanted(media: &Media, index: u64, ra: u64, grace: Duration) {
+    loop {
+        let moved = media.moved.notified();
+        if !media.wanted(index, ra, grace) || media.is_gone() {
+            return;
+        }
+        let _ = tokio::time::timeout(Duration::from_millis(100), moved).await;
     }
 }
 
