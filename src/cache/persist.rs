@@ -335,4 +335,44 @@ mod tests {
             .encode()
             .contains("spool_chunks_written_total 1"));
     }
+
+    /// Filesystem work runs on blocking threads, never on the async thread
+    /// that streams: free space, writing, evicting, removing a media's
+    /// files, the breaker's probe write, repair. (The test marks its own
+    /// thread, the only async one here; a blocking call on it fails.)
+    #[tokio::test]
+    async fn filesystem_work_stays_off_the_async_thread() {
+        let rig = rig();
+        let media = media(&rig).await;
+        let id = media.id().unwrap();
+        crate::disk::blocking::mark_async_thread();
+        let chunk = complete_chunk(&media);
+        rig.writer
+            .spawn(media.clone(), 0, chunk)
+            .unwrap()
+            .await
+            .unwrap();
+        assert_eq!(rig.index.chunks(id).await.unwrap().len(), 1);
+        rig.files.remove_many(vec![(id, 0)]).await;
+        rig.files.remove_media(id).await;
+        // The breaker's probe write, after its (zero) cool-down.
+        let breaker = Breaker::new(
+            rig._dir.path(),
+            1,
+            std::time::Duration::ZERO,
+            rig.metrics.clone(),
+        );
+        breaker.on_failure(WriteClass::Io);
+        assert!(breaker.may_write().await);
+        let report = crate::store::recover::scan(
+            &rig.files,
+            &rig.index,
+            crate::store::recover::ScanOptions::default(),
+        )
+        .await
+        .unwrap();
+        crate::store::recover::repair(&rig.files, &rig.index, &report)
+            .await
+            .unwrap();
+    }
 }

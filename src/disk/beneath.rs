@@ -55,6 +55,7 @@ impl Beneath {
     /// Opens the directory `rel` (names, no separators) under the cache
     /// directory; with `create`, missing ones are made. Blocking.
     pub fn dir(&self, rel: &[&str], create: bool) -> io::Result<OwnedFd> {
+        super::blocking::blocking_call();
         let mut fd = rustix::fs::open(
             &self.root,
             OFlags::DIRECTORY | OFlags::RDONLY | OFlags::CLOEXEC,

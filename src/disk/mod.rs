@@ -3,6 +3,7 @@
 //! cache may be written.
 
 pub(crate) mod beneath;
+pub(crate) mod blocking;
 pub(crate) mod breaker;
 mod class;
 pub(crate) mod monitor;

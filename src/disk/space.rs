@@ -27,6 +27,7 @@ impl Space {
 /// statvfs on `path`. Blocking (a quick syscall, but it may wait on a
 /// busy or remote filesystem): async callers use `Disk::space`.
 pub fn space(path: &Path) -> io::Result<Space> {
+    super::blocking::blocking_call();
     let st = rustix::fs::statvfs(path)?;
     Ok(Space {
         total_bytes: st.f_blocks.saturating_mul(st.f_frsize),
