@@ -316,7 +316,7 @@ impl Sender<'_> {
     async fn unreadable(&self, index: u64, e: io::Error) -> Result<(), Retry> {
         // Out of file descriptors (EMFILE, ENFILE): the chunk is fine; this
         // piece comes from the origin and the file stays.
-        if matches!(e.raw_os_error(), Some(23 | 24)) {
+        if crate::disk::out_of_descriptors(&e) {
             debug!(media = ?self.media.id(), chunk = index, error = %e, "cannot open a chunk now; serving from the origin");
             return Err(Retry::Broken);
         }

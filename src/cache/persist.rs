@@ -12,7 +12,7 @@ use super::catalog::Catalog;
 use super::inflight::InFlight;
 use super::media::Media;
 use super::memcache::MemCache;
-use crate::disk::{Breaker, Disk, WriteClass};
+use crate::disk::{out_of_descriptors, Breaker, Disk, WriteClass};
 use crate::metrics::Metrics;
 use crate::store::error::{WriteError, WriteStage};
 use crate::store::index::{self, ChunkRow, IndexError};
@@ -286,12 +286,6 @@ impl Writer {
             media.release(index, &chunk);
         }
     }
-}
-
-/// EMFILE or ENFILE: the process or the system has no file descriptor
-/// left. Connections hold them too; the disk is fine.
-fn out_of_descriptors(e: &std::io::Error) -> bool {
-    matches!(e.raw_os_error(), Some(23 | 24))
 }
 
 #[cfg(test)]

@@ -41,6 +41,14 @@ impl std::fmt::Display for WriteClass {
     }
 }
 
+/// EMFILE or ENFILE: the process or the system has no file descriptor
+/// left. Connections hold them too; it says nothing about the disk, so it
+/// is never a write class, and a chunk that cannot be opened for it is
+/// not bad.
+pub fn out_of_descriptors(e: &io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(23 | 24))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -10,7 +10,7 @@ pub(crate) mod monitor;
 mod space;
 
 pub(crate) use breaker::Breaker;
-pub use class::WriteClass;
+pub use class::{out_of_descriptors, WriteClass};
 pub(crate) use monitor::{Disk, Thresholds};
 pub(crate) use space::Level;
 pub use space::{space, Space};

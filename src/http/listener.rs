@@ -90,7 +90,7 @@ pub(crate) async fn serve(
                 Err(e) => {
                     // EMFILE/ENFILE: wait for connections or files to close
                     // (briefly: health checks must still get in).
-                    if matches!(e.raw_os_error(), Some(23 | 24)) {
+                    if crate::disk::out_of_descriptors(&e) {
                         if !out_of_fds {
                             warn!(error = %e, "out of file descriptors; accepting slower");
                             out_of_fds = true;
