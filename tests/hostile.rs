@@ -6,7 +6,8 @@ mod common;
 use std::time::Duration;
 
 use common::origin::{Faults, Origin};
-use common::{client, data, get, Spool};
+use common::tmpfs::Tmpfs;
+use common::{client, data, get, wait_for, Spool};
 
 /// GET of `/health/live`, which must answer while an attack runs.
 async fn alive(spool: &Spool) -> bool {
@@ -222,70 +223,12 @@ async fn the_index_forgets_media_with_nothing_cached() {
     let mut cfg = common::test_config(&dir, &origin);
     cfg.forget_media_after = Duration::ZERO;
     let spool = Spool::start_cfg(cfg).await;
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    while count(&dir) != 1 {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "media rows: {}",
-            count(&dir)
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_for("one media row left", || async { count(&dir) == 1 }).await;
     // What is cached is still served from the cache.
     origin.reset_stats();
     let (_, _, got) = get(&c, &spool.url(&origin.url("kept")), None).await;
     assert!(got == body);
     assert_eq!(origin.stats().requests, 0);
-}
-
-/// A tmpfs mounted for one test (needs root, as CI runs), unmounted when
-/// dropped.
-struct Tmpfs(tempfile::TempDir);
-
-impl Tmpfs {
-    fn mount(size_mib: u64) -> Tmpfs {
-        let dir = tempfile::tempdir().unwrap();
-        let ok = std::process::Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size_mib}m"), "tmpfs"])
-            .arg(dir.path())
-            .status()
-            .unwrap()
-            .success();
-        assert!(ok, "mounting a tmpfs needs root (CI runs as root)");
-        Tmpfs(dir)
-    }
-
-    /// Fills the filesystem until `leave` bytes are free.
-    fn ballast(&self, leave: u64) {
-        let path = self.0.path().join("ballast");
-        let free = spool::disk::space(self.0.path()).unwrap().free_bytes;
-        let ok = std::process::Command::new("fallocate")
-            .args(["-l", &free.saturating_sub(leave).to_string()])
-            .arg(&path)
-            .status()
-            .unwrap()
-            .success();
-        assert!(ok);
-    }
-}
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("umount")
-            .arg("-l")
-            .arg(self.0.path())
-            .status();
-    }
-}
-
-/// Polls `cond` until it holds; the deadline only turns a hang into a
-/// failure.
-async fn eventually(what: &str, mut cond: impl AsyncFnMut() -> bool) {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    while !cond().await {
-        assert!(tokio::time::Instant::now() < deadline, "never: {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }
 
 /// Caching paused for a full disk gets out of the pause once evictable
@@ -305,7 +248,7 @@ async fn a_paused_cache_resumes_when_idle_chunks_can_go() {
     origin.add_file("b", data(1 << 20, 9), "video/mp4");
     let critical = 4u64 << 20;
     let spool = Spool::start_cfg({
-        let mut c = common::test_config(&fs.0.path().join("cache"), &origin);
+        let mut c = common::test_config(&fs.path().join("cache"), &origin);
         c.chunk_size = chunk;
         c.read_ahead = 2 * chunk;
         c.free_space.min_free_bytes = critical;
@@ -316,10 +259,7 @@ async fn a_paused_cache_resumes_when_idle_chunks_can_go() {
     let c = client();
     let (_, _, got) = get(&c, &spool.url(&origin.url("a")), None).await;
     assert!(got == a);
-    eventually("a is cached", async || {
-        common::metric(&spool, "spool_chunks_written_total").await >= 2.0
-    })
-    .await;
+    common::wait_for_metric(&spool, "spool_chunks_written_total", 2.0).await;
     // A player holds `a` open at its start and stops reading.
     let mut holder = c.get(spool.url(&origin.url("a"))).send().await.unwrap();
     holder.chunk().await.unwrap();
@@ -327,7 +267,7 @@ async fn a_paused_cache_resumes_when_idle_chunks_can_go() {
     // chunk without a cleanup, which can evict nothing the player holds.
     fs.ballast(critical + 40 * 1024);
     let (_, _, _) = get(&c, &spool.url(&origin.url("b")), None).await;
-    eventually("caching pauses: nothing evictable", async || {
+    wait_for("caching pauses: nothing evictable", || async {
         !spool.server.is_caching()
     })
     .await;
@@ -336,7 +276,7 @@ async fn a_paused_cache_resumes_when_idle_chunks_can_go() {
     assert_ne!(ready["disk"]["level"], "critical", "{ready}");
     // The player leaves: its chunks may go, and caching comes back.
     drop(holder);
-    eventually("caching resumes", async || spool.server.is_caching()).await;
+    wait_for("caching resumes", || async { spool.server.is_caching() }).await;
 }
 
 /// Every file under `dir` with its contents, for before/after checks.
@@ -632,13 +572,7 @@ async fn connection_limits_hold() {
     drop(held.pop());
     // Room again: a normal request from 127.0.0.1 is answered (places are
     // given back once the closed connections are noticed).
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    while !alive(&spool).await {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "no room after connections closed"
-        );
-    }
+    wait_for("room after connections closed", || alive(&spool)).await;
     held.clear();
     let refused = |reason: &str| {
         let name = format!("spool_connections_refused_total{{reason=\"{reason}\"}}");
@@ -673,14 +607,10 @@ async fn stalled_players_are_cut_and_streams_are_limited() {
     assert_eq!(status, 503);
     assert_eq!(common::header(&headers, "retry-after"), "1");
     // Their streams end at the write timeout, and room comes back.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    while common::metric(&spool, "spool_active_streams").await > 0.0 {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "stalled streams held"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_for("stalled streams closed", || async {
+        common::metric(&spool, "spool_active_streams").await == 0.0
+    })
+    .await;
     let (status, _, _) = get(&c, &url, Some("bytes=0-9")).await;
     assert_eq!(status, 206);
     drop(stalled);
@@ -812,15 +742,9 @@ async fn hostile_input_table() {
 #[tokio::test]
 async fn a_cache_that_cannot_hold_an_index_is_not_ready() {
     let fs = Tmpfs::mount(8);
-    let cache = fs.0.path().join("cache");
+    let cache = fs.path().join("cache");
     std::fs::create_dir(&cache).unwrap();
-    let ok = std::process::Command::new("mount")
-        .args(["-o", "remount,ro"])
-        .arg(fs.0.path())
-        .status()
-        .unwrap()
-        .success();
-    assert!(ok);
+    fs.remount("ro");
     let origin = Origin::start().await;
     let body = data(300_000, 90);
     origin.add_file("r", body.clone(), "video/mp4");

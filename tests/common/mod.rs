@@ -1,6 +1,7 @@
 #![allow(dead_code)]
 
 pub mod origin;
+pub mod tmpfs;
 
 use std::future::Future;
 use std::io::Read;
