@@ -42,6 +42,18 @@ pub enum Command {
         #[command(flatten)]
         thresholds: FreeSpace,
     },
+    /// Ask a running spool whether it is alive (`/health/live`); exit 0
+    /// when it answers 200, 1 otherwise. For container health checks, so
+    /// the image needs no curl.
+    Healthcheck {
+        /// The address spool listens on; an unspecified address
+        /// (0.0.0.0, ::) is asked on loopback.
+        #[arg(long, env = "SPOOL_LISTEN", default_value = "127.0.0.1:8080")]
+        listen: SocketAddr,
+        /// How long to wait for the answer.
+        #[arg(long, default_value = "3s", value_parser = humantime::parse_duration)]
+        timeout: Duration,
+    },
 }
 
 #[derive(Debug, Clone, Args)]

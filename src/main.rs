@@ -24,6 +24,13 @@ async fn main() -> anyhow::Result<()> {
         Some(Command::Stats { dir, thresholds }) => {
             return spool::cmd::stats(&dir.cache_dir, &thresholds).await;
         }
+        Some(Command::Healthcheck { listen, timeout }) => {
+            let live = spool::cmd::healthcheck(listen, timeout).await;
+            if let Err(e) = &live {
+                eprintln!("spool is not live: {e:#}");
+            }
+            std::process::exit(if live.is_ok() { 0 } else { 1 });
+        }
     };
     raise_fd_limit();
     let listener = tokio::net::TcpListener::bind(cfg.listen).await?;

@@ -1,4 +1,9 @@
-//! `spool verify` and `spool stats`: looking at a cache from the shell.
+//! `spool verify`, `spool stats` and `spool healthcheck`: looking at a
+//! cache or a running spool from the shell.
+
+mod healthcheck;
+
+pub use healthcheck::healthcheck;
 
 use std::path::Path;
 
