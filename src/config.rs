@@ -42,6 +42,20 @@ pub enum Command {
         #[command(flatten)]
         thresholds: FreeSpace,
     },
+    /// Print a signed, playable link for an upstream URL:
+    /// `<public-url>/s/<token>/<file name>`.
+    Sign {
+        /// The upstream URL (http or https).
+        url: String,
+        /// How long the link works: a duration (30d, 12h) or `never`.
+        #[arg(long, default_value = "30d", value_parser = crate::signing::parse_expires)]
+        expires: crate::signing::Expiry,
+        #[command(flatten)]
+        signing: Signing,
+        /// Address spool listens on (for the default public URL).
+        #[arg(long, env = "SPOOL_LISTEN", default_value = "127.0.0.1:8080")]
+        listen: SocketAddr,
+    },
     /// Ask a running spool whether it is alive (`/health/live`); exit 0
     /// when it answers 200, 1 otherwise. For container health checks, so
     /// the image needs no curl.
@@ -54,6 +68,69 @@ pub enum Command {
         #[arg(long, default_value = "3s", value_parser = humantime::parse_duration)]
         timeout: Duration,
     },
+}
+
+/// Where the key for signed links comes from.
+#[derive(Debug, Clone, Args, Default)]
+pub struct Signing {
+    /// Secret for signed links (at least 16 bytes, e.g. `openssl rand
+    /// -hex 32`). With a key, unsigned `/stream?url=` is served only for
+    /// upstreams named in `--allow-upstream`.
+    #[arg(long, env = "SPOOL_SECRET", hide_env_values = true)]
+    pub secret: Option<String>,
+
+    /// Key file for signed links, created (mode 0600) on first start when
+    /// missing. Used when `--secret` is not given.
+    #[arg(long, env = "SPOOL_SECRET_FILE")]
+    pub secret_file: Option<PathBuf>,
+
+    /// The address players use to reach spool, for the links `spool sign`
+    /// and `POST /sign` print (default: http://<listen>).
+    #[arg(long, env = "SPOOL_PUBLIC_URL")]
+    pub public_url: Option<String>,
+}
+
+impl Signing {
+    /// Where players reach a spool listening on `listen`.
+    pub fn public_url(&self, listen: SocketAddr) -> String {
+        match &self.public_url {
+            Some(u) => u.trim_end_matches('/').to_owned(),
+            None => format!("http://{}", crate::cmd::local_address(listen)),
+        }
+    }
+
+    /// The configured key, if any (reading or creating the key file).
+    /// Blocking.
+    pub fn key(&self) -> anyhow::Result<Option<crate::signing::Key>> {
+        use anyhow::Context;
+        if let Some(s) = &self.secret {
+            return crate::signing::Key::from_secret(s.as_bytes())
+                .context("SPOOL_SECRET / --secret")
+                .map(Some);
+        }
+        match &self.secret_file {
+            Some(path) => crate::signing::Key::load_or_create(path).map(Some),
+            None => Ok(None),
+        }
+    }
+}
+
+/// Headers sent with every request to one origin (scheme, host, port),
+/// and to no other: an `Authorization` or `X-Emby-Token` for a NAS.
+#[derive(Clone)]
+pub struct UpstreamHeaders {
+    pub origin: url::Origin,
+    pub headers: http::HeaderMap,
+}
+
+impl std::fmt::Debug for UpstreamHeaders {
+    /// Names only: the values are credentials.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UpstreamHeaders")
+            .field("origin", &self.origin.ascii_serialization())
+            .field("headers", &self.headers.keys().collect::<Vec<_>>())
+            .finish()
+    }
 }
 
 #[derive(Debug, Clone, Args)]
@@ -77,9 +154,30 @@ pub struct FreeSpace {
 
 #[derive(Debug, Clone, Args)]
 pub struct Config {
-    /// Address to listen on.
+    /// A settings file (TOML; keys are the flags' long names, plus
+    /// `[[upstream]]` tables of request headers per origin). Flags win over
+    /// the environment, the environment over the file, the file over the
+    /// defaults.
+    #[arg(long, env = "SPOOL_CONFIG")]
+    pub config: Option<PathBuf>,
+
+    /// Address to listen on. An address beyond loopback needs a key
+    /// (`--secret`, `--secret-file`) or an `--allow-upstream` list.
     #[arg(long, env = "SPOOL_LISTEN", default_value = "127.0.0.1:8080")]
     pub listen: SocketAddr,
+
+    #[command(flatten)]
+    pub signing: Signing,
+
+    /// Token for the admin endpoints (`/metrics`, the detailed
+    /// `/health/ready`, `POST /sign`), sent as `Authorization: Bearer`.
+    /// Without it they answer loopback clients only.
+    #[arg(long, env = "SPOOL_ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: Option<String>,
+
+    /// Request headers per origin, from the settings file only.
+    #[arg(skip)]
+    pub upstream_headers: Vec<UpstreamHeaders>,
 
     /// Cache directory; the index lives at <cache-dir>/index.db.
     #[arg(long, env = "SPOOL_CACHE_DIR", default_value = "spool-cache")]

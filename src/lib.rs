@@ -14,10 +14,12 @@
 pub(crate) mod cache;
 pub mod cmd;
 pub mod config;
+pub mod config_file;
 pub mod disk;
 pub(crate) mod http;
 pub(crate) mod metrics;
 mod server;
+pub mod signing;
 pub(crate) mod store;
 pub mod upstream;
 

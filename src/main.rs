@@ -1,5 +1,4 @@
-use clap::Parser;
-use spool::config::{Cli, Command};
+use spool::config::Command;
 use tracing_subscriber::EnvFilter;
 
 #[tokio::main]
@@ -13,7 +12,17 @@ async fn main() -> anyhow::Result<()> {
         )
         .with_writer(std::io::stderr)
         .init();
-    let cli = Cli::parse();
+    let cli = match spool::config_file::load(std::env::args_os().collect()) {
+        Ok(cli) => cli,
+        Err(e) => match e.downcast::<clap::Error>() {
+            // --help, --version and bad flags: clap's own output and code.
+            Ok(clap) => clap.exit(),
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                std::process::exit(2);
+            }
+        },
+    };
     let cfg = match cli.command {
         Some(Command::Serve(cfg)) => *cfg,
         None => cli.serve,
@@ -23,6 +32,15 @@ async fn main() -> anyhow::Result<()> {
         }
         Some(Command::Stats { dir, thresholds }) => {
             return spool::cmd::stats(&dir.cache_dir, &thresholds).await;
+        }
+        Some(Command::Sign {
+            url,
+            expires,
+            signing,
+            listen,
+        }) => {
+            println!("{}", spool::cmd::sign(&url, expires, &signing, listen)?);
+            return Ok(());
         }
         Some(Command::Healthcheck { listen, timeout }) => {
             let live = spool::cmd::healthcheck(listen, timeout).await;

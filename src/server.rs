@@ -117,6 +117,11 @@ impl Server {
                 max_redirects: cfg.max_redirects,
                 retries: cfg.upstream_retries,
                 max_skip: cfg.max_skip,
+                headers: cfg
+                    .upstream_headers
+                    .iter()
+                    .map(|u| (u.origin.clone(), u.headers.clone()))
+                    .collect(),
             },
             metrics.clone(),
         )?;
@@ -202,6 +207,7 @@ impl Server {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
         let cfg = &self.cfg;
+        let access = access(cfg, listener.local_addr()?).await?;
         info!(
             listen = %listener.local_addr()?,
             cache_dir = %cfg.cache_dir.display(),
@@ -234,6 +240,7 @@ impl Server {
             self.health.clone(),
             limits,
             conn,
+            access,
             async move {
                 shutdown.await;
                 let _ = stopping_tx.send(());
@@ -277,6 +284,38 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     Server::new(cfg).await?.serve(listener, shutdown).await
+}
+
+/// The access rules for a server listening on `local`. Refuses to serve
+/// beyond loopback as an open proxy: that needs a key or an allowlist.
+async fn access(cfg: &Config, local: std::net::SocketAddr) -> anyhow::Result<http::Access> {
+    let signing = cfg.signing.clone();
+    let key = tokio::task::spawn_blocking(move || signing.key())
+        .await
+        .context("loading the key")??;
+    let loopback = local.ip().is_loopback();
+    if !loopback && key.is_none() && cfg.allow_upstream.is_empty() {
+        anyhow::bail!(
+            "refusing to listen on {local} as an open proxy: anyone who reaches it could make \
+             spool fetch any URL. Set SPOOL_SECRET (e.g. `openssl rand -hex 32`) or \
+             SPOOL_SECRET_FILE to serve signed links (spool sign), and/or SPOOL_ALLOW_UPSTREAM \
+             to name the media servers players may use; or listen on 127.0.0.1"
+        );
+    }
+    let restricted = key.is_some() || !loopback;
+    if restricted {
+        info!(
+            signed_links = key.is_some(),
+            "unsigned links are served only for --allow-upstream entries"
+        );
+    }
+    Ok(http::Access::new(
+        key,
+        restricted,
+        cfg.allow_upstream.clone(),
+        cfg.admin_token.clone(),
+        cfg.signing.public_url(local),
+    ))
 }
 
 /// Creates the cache directory and opens its index (moving a broken one

@@ -477,6 +477,7 @@ mod tests {
                 max_redirects: 0,
                 retries: 0,
                 max_skip: 0,
+                headers: Vec::new(),
             },
             rig.metrics.clone(),
         )

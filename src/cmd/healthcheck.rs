@@ -21,7 +21,7 @@ pub async fn healthcheck(listen: SocketAddr, timeout: Duration) -> anyhow::Resul
 
 /// Where to reach a server listening on `listen`: an unspecified address
 /// (listening on every interface) is reached on loopback.
-fn local_address(listen: SocketAddr) -> SocketAddr {
+pub fn local_address(listen: SocketAddr) -> SocketAddr {
     let ip = match listen.ip() {
         IpAddr::V4(ip) if ip.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
         IpAddr::V6(ip) if ip.is_unspecified() => IpAddr::V6(Ipv6Addr::LOCALHOST),

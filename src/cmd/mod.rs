@@ -3,7 +3,7 @@
 
 mod healthcheck;
 
-pub use healthcheck::healthcheck;
+pub use healthcheck::{healthcheck, local_address};
 
 use std::path::Path;
 
@@ -76,4 +76,23 @@ pub async fn stats(cache_dir: &Path, free: &FreeSpace) -> anyhow::Result<()> {
     );
     println!("disk_level     {}", level.as_str());
     Ok(())
+}
+
+/// A signed, playable link for `url`.
+pub fn sign(
+    url: &str,
+    expires: crate::signing::Expiry,
+    signing: &crate::config::Signing,
+    listen: std::net::SocketAddr,
+) -> anyhow::Result<String> {
+    let url = crate::upstream::parse_url(url).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let key = signing.key()?.context(
+        "no key: set SPOOL_SECRET, or SPOOL_SECRET_FILE to the key file the server uses",
+    )?;
+    Ok(crate::signing::link(
+        &signing.public_url(listen),
+        &key,
+        &url,
+        expires,
+    ))
 }

@@ -26,7 +26,9 @@ pub(crate) struct Health {
     pub index_in_memory: bool,
 }
 
-pub(crate) async fn ready(h: Health) -> Response {
+/// Readiness. The status is for everyone (load balancers, container
+/// health checks); the details only for `detailed` (admin) askers.
+pub(crate) async fn ready(h: Health, detailed: bool) -> Response {
     let index_ok = h
         .index
         .call(|c| c.query_row("SELECT 1", [], |r| r.get::<_, i64>(0)))
@@ -51,7 +53,10 @@ pub(crate) async fn ready(h: Health) -> Response {
     if h.index_in_memory {
         reasons.push("cache directory unusable: serving uncached");
     }
-    let body = serde_json::json!({
+    let body = if !detailed {
+        serde_json::json!({ "ready": ok })
+    } else {
+        serde_json::json!({
         "ready": ok,
         "reasons": reasons,
         "index": if index_ok { "ok" } else { "unavailable" },
@@ -63,7 +68,8 @@ pub(crate) async fn ready(h: Health) -> Response {
         },
         "caching": h.breaker.mode().describe(),
         "memory_cache_bytes": h.memcache.bytes(),
-    });
+        })
+    };
     let mut r = Response::new(Bytes::from(body.to_string()).into());
     *r.status_mut() = if ok {
         StatusCode::OK

@@ -13,12 +13,15 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use hyper::body::Incoming;
+use hyper::service::Service as _;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 use tracing::{debug, warn};
 
+use super::access::{Access, Peer};
 use super::health::Health;
 use super::routes::routes;
 use super::stream::Limits;
@@ -68,10 +71,11 @@ pub(crate) async fn serve(
     health: Health,
     limits: Limits,
     conn: ConnLimits,
+    access: Access,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) {
     let metrics: Arc<Metrics> = health.metrics.clone();
-    let filter = routes(cache, health, limits);
+    let filter = routes(cache, health, limits, access);
     let open = Arc::new(Mutex::new(Open {
         total: 0,
         per_client: HashMap::new(),
@@ -140,7 +144,12 @@ pub(crate) async fn serve(
             continue;
         };
         metrics.open_connections.inc();
-        let svc = TowerToHyperService::new(warp::service(filter.clone()));
+        let warp_svc = TowerToHyperService::new(warp::service(filter.clone()));
+        // Handlers that judge the client (admin endpoints) read its address.
+        let svc = hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
+            req.extensions_mut().insert(Peer(ip));
+            warp_svc.call(req)
+        });
         let mut builder = hyper::server::conn::http1::Builder::new();
         builder
             .timer(TokioTimer::new())

@@ -2,6 +2,7 @@
 //! health and metrics endpoints. `error.rs` is the one place where errors
 //! become HTTP statuses.
 
+mod access;
 mod conditional;
 mod error;
 mod health;
@@ -11,6 +12,7 @@ pub(crate) mod range;
 mod routes;
 mod stream;
 
+pub(crate) use access::Access;
 pub(crate) use health::Health;
 pub(crate) use listener::{serve, ConnLimits};
 pub(crate) use stream::Limits;

@@ -6,6 +6,7 @@ use http::StatusCode;
 use warp::reply::Response;
 use warp::Filter;
 
+use super::access::{self, Access, Peer};
 use super::error::text;
 use super::health::{self, Health};
 use super::stream::{self, Limits};
@@ -16,24 +17,70 @@ pub(crate) fn routes(
     cache: Cache,
     health: Health,
     limits: Limits,
+    access: Access,
 ) -> impl Filter<Extract = (Response,), Error = Infallible> + Clone + Send + Sync + 'static {
     let with_cache = warp::any().map(move || cache.clone());
     let with_health = warp::any().map(move || health.clone());
+    let with_limits = warp::any().map(move || limits);
+    let with_access = warp::any().map(move || access.clone());
+    let peer = warp::ext::optional::<Peer>();
     let stream = warp::path!("stream")
-        .and(with_cache)
-        .and(warp::any().map(move || limits))
+        .and(with_cache.clone())
+        .and(with_limits)
+        .and(with_access.clone())
         .and(warp::method())
         .and(warp::query::raw().or(warp::any().map(String::new)).unify())
         .and(warp::header::headers_cloned())
         .then(stream::handle);
+    // The file name after the token is the players'; any tail is taken.
+    let signed = warp::path("s")
+        .and(warp::path::param::<String>())
+        .and(warp::path::tail())
+        .map(|token: String, _name: warp::path::Tail| token)
+        .and(with_cache)
+        .and(with_limits)
+        .and(with_access.clone())
+        .and(warp::method())
+        .and(warp::header::headers_cloned())
+        .then(stream::signed);
+    let sign = warp::path!("sign")
+        .and(warp::post())
+        .and(with_access.clone())
+        .and(peer)
+        .and(warp::header::headers_cloned())
+        .and(warp::body::content_length_limit(64 * 1024))
+        .and(warp::body::bytes())
+        .then(access::sign);
     let live = warp::path!("health" / "live").map(|| text(StatusCode::OK, "ok"));
     let ready = warp::path!("health" / "ready")
         .and(with_health.clone())
-        .then(health::ready);
+        .and(with_access.clone())
+        .and(peer)
+        .and(warp::header::headers_cloned())
+        .then(
+            |h: Health, access: Access, peer: Option<Peer>, headers: http::HeaderMap| {
+                health::ready(h, access.admin(peer, &headers))
+            },
+        );
     let metrics = warp::path!("metrics")
         .and(with_health)
-        .map(|h: Health| health::metrics(&h));
+        .and(with_access)
+        .and(peer)
+        .and(warp::header::headers_cloned())
+        .map(
+            |h: Health, access: Access, peer: Option<Peer>, headers: http::HeaderMap| {
+                if access.admin(peer, &headers) {
+                    health::metrics(&h)
+                } else {
+                    access::forbidden()
+                }
+            },
+        );
     stream
+        .or(signed)
+        .unify()
+        .or(sign)
+        .unify()
         .or(live)
         .unify()
         .or(ready)

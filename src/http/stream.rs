@@ -11,6 +11,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use warp::reply::Response;
 use warp::Reply;
 
+use super::access::Access;
 use super::conditional::{if_range_holds, none_match_hits};
 use super::error::{error, text};
 use super::multipart::{multipart, span};
@@ -27,17 +28,16 @@ pub(crate) struct Limits {
     pub max_ranges: usize,
 }
 
+/// `/stream?url=…`: an unsigned link.
 pub(crate) async fn handle(
     cache: Cache,
     limits: Limits,
+    access: Access,
     method: Method,
     query: String,
     headers: HeaderMap,
 ) -> Response {
-    if method != Method::GET && method != Method::HEAD {
-        let mut r = text(StatusCode::METHOD_NOT_ALLOWED, "only GET and HEAD");
-        r.headers_mut()
-            .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
+    if let Some(r) = method_not_allowed(&method) {
         return r;
     }
     cache.metrics().client_requests.inc();
@@ -54,6 +54,52 @@ pub(crate) async fn handle(
         Ok(u) => u,
         Err(e) => return error(&e),
     };
+    if let Err(r) = access.unsigned(&url) {
+        return r;
+    }
+    serve(cache, limits, method, url, headers).await
+}
+
+/// `/s/<token>/<file name>`: a signed link. The file name is for players
+/// (titles, type sniffing); the token alone names the upstream.
+pub(crate) async fn signed(
+    token: String,
+    cache: Cache,
+    limits: Limits,
+    access: Access,
+    method: Method,
+    headers: HeaderMap,
+) -> Response {
+    if let Some(r) = method_not_allowed(&method) {
+        return r;
+    }
+    cache.metrics().client_requests.inc();
+    let url = match access.open(&token).map(|raw| upstream::parse_url(&raw)) {
+        Ok(Ok(u)) => u,
+        Ok(Err(e)) => return error(&e),
+        Err(r) => return r,
+    };
+    serve(cache, limits, method, url, headers).await
+}
+
+fn method_not_allowed(method: &Method) -> Option<Response> {
+    if method == Method::GET || method == Method::HEAD {
+        return None;
+    }
+    let mut r = text(StatusCode::METHOD_NOT_ALLOWED, "only GET and HEAD");
+    r.headers_mut()
+        .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
+    Some(r)
+}
+
+/// The media at `url`, through the cache.
+async fn serve(
+    cache: Cache,
+    limits: Limits,
+    method: Method,
+    url: url::Url,
+    headers: HeaderMap,
+) -> Response {
     if let Err(e) = cache.check(&url).await {
         return error(&e);
     }

@@ -63,6 +63,39 @@ impl AllowList {
         })
     }
 
+    /// Whether an entry names this URL's host as written (no DNS): a name
+    /// by a host entry, an address literal by an address or network entry.
+    /// Decides which upstreams unsigned links may use when spool requires
+    /// signed links; a name resolving into an allowed network does not
+    /// count, or any DNS name could be made to.
+    pub fn lists(&self, url: &url::Url) -> bool {
+        let port = url.port_or_known_default().unwrap_or(80);
+        let port_ok = |p: u16| p == port;
+        match url.host() {
+            Some(url::Host::Domain(host)) => self.entries.iter().any(|e| match e {
+                Entry::Host(h) => h.eq_ignore_ascii_case(host),
+                Entry::HostPort(h, p) => port_ok(*p) && h.eq_ignore_ascii_case(host),
+                Entry::Net(_) | Entry::AddrPort(_) => false,
+            }),
+            Some(url::Host::Ipv4(ip)) => self.names_literal(IpAddr::V4(ip), port),
+            Some(url::Host::Ipv6(ip)) => self.names_literal(IpAddr::V6(ip), port),
+            None => false,
+        }
+    }
+
+    fn names_literal(&self, ip: IpAddr, port: u16) -> bool {
+        self.entries.iter().any(|e| match e {
+            Entry::Net(net) => net.contains(&canonical(ip)),
+            Entry::AddrPort(sa) => sa.port() == port && canonical(sa.ip()) == canonical(ip),
+            Entry::Host(_) | Entry::HostPort(..) => false,
+        })
+    }
+
+    /// Whether the list is empty.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
     /// Whether any entry names a port.
     pub fn has_port_entries(&self) -> bool {
         self.entries
@@ -164,6 +197,22 @@ fn is_public_v6(ip: Ipv6Addr) -> bool {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn lists_names_the_host_as_written() {
+        let l = AllowList::parse("nas.lan,jelly.lan:8096,192.168.1.0/24,10.0.0.5:80").unwrap();
+        let yes = |u: &str| l.lists(&url::Url::parse(u).unwrap());
+        assert!(yes("http://nas.lan/a.mp4"));
+        assert!(yes("http://NAS.lan:9000/a.mp4"));
+        assert!(yes("http://jelly.lan:8096/a"));
+        assert!(!yes("http://jelly.lan:8097/a"));
+        assert!(yes("http://192.168.1.77/a"));
+        assert!(yes("http://10.0.0.5/a"));
+        assert!(!yes("http://10.0.0.5:81/a"));
+        assert!(!yes("http://example.com/a"));
+        assert!(!yes("http://192.168.2.1/a"));
+        assert!(!AllowList::default().lists(&url::Url::parse("http://nas.lan/").unwrap()));
+    }
     use super::*;
 
     fn ip(s: &str) -> IpAddr {

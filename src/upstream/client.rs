@@ -56,6 +56,9 @@ pub(crate) struct Settings {
     /// Bytes spool downloads and drops to reach a position in a media
     /// whose origin ignores Range.
     pub max_skip: u64,
+    /// Request headers for one origin each (credentials for a NAS), sent
+    /// to that origin only: never to a redirect's other host.
+    pub headers: Vec<(url::Origin, http::HeaderMap)>,
 }
 
 /// The HTTP client to origins. Cheap to clone.
@@ -67,6 +70,7 @@ pub(crate) struct Upstream {
     retries: u32,
     max_redirects: usize,
     max_skip: u64,
+    headers: Arc<Vec<(url::Origin, http::HeaderMap)>>,
     metrics: Arc<Metrics>,
 }
 
@@ -98,6 +102,7 @@ impl Upstream {
             retries: cfg.retries,
             max_redirects: cfg.max_redirects,
             max_skip: cfg.max_skip,
+            headers: Arc::new(cfg.headers.clone()),
             metrics,
         })
     }
@@ -204,7 +209,16 @@ impl Upstream {
             } else {
                 (url.clone(), None)
             };
-            let resp = self.send(&target, host_header.as_deref(), range).await?;
+            // Judged on the URL asked for, not a pinned address.
+            let origin = url.origin();
+            let extra = self
+                .headers
+                .iter()
+                .find(|(o, _)| *o == origin)
+                .map(|(_, h)| h);
+            let resp = self
+                .send(&target, host_header.as_deref(), range, extra)
+                .await?;
             let status = resp.status();
             if !status.is_redirection() || status == StatusCode::NOT_MODIFIED {
                 return answer(resp);
@@ -232,10 +246,13 @@ impl Upstream {
         url: &Url,
         host: Option<&str>,
         range: Option<&str>,
+        extra: Option<&http::HeaderMap>,
     ) -> Result<reqwest::Response, UpstreamError> {
-        let mut req = self
-            .client
-            .get(url.clone())
+        let mut req = self.client.get(url.clone());
+        if let Some(extra) = extra {
+            req = req.headers(extra.clone());
+        }
+        req = req
             // Ranges address the stored bytes, not a compressed rendition.
             .header(header::ACCEPT_ENCODING, "identity");
         if let Some(h) = host {

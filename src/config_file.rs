@@ -1,0 +1,293 @@
+//! The settings file (`--config spool.toml`).
+//!
+//! Its keys are the long names of `spool serve`'s flags (`max_downloads`
+//! or `max-downloads`), so every setting has one name and one parser: the
+//! file's values are handed to the same command-line parser, only for
+//! settings that neither a flag nor a `SPOOL_*` variable gave. One order of
+//! precedence: flags > environment > file > defaults.
+//!
+//! ```toml
+//! listen = "0.0.0.0:8080"
+//! allow_upstream = ["192.168.1.10:8096"]
+//!
+//! [[upstream]]
+//! origin = "http://192.168.1.10:8096"
+//! headers = { "X-Emby-Token" = "…" }
+//! ```
+
+use std::ffi::OsString;
+use std::path::Path;
+
+use anyhow::{bail, Context};
+use clap::parser::ValueSource;
+use clap::{Args, CommandFactory, FromArgMatches};
+use http::{HeaderMap, HeaderName, HeaderValue};
+
+use crate::config::{Cli, Command, Config, UpstreamHeaders};
+
+/// Parses the command line (and environment), then the settings file it
+/// names, if any. Errors name the file and the setting.
+pub fn load(args: Vec<OsString>) -> anyhow::Result<Cli> {
+    let matches = Cli::command().try_get_matches_from(&args)?;
+    let cli = Cli::from_arg_matches(&matches)?;
+    let (serve_matches, in_subcommand) = match matches.subcommand() {
+        Some(("serve", m)) => (m, true),
+        Some(_) => return Ok(cli),
+        None => (&matches, false),
+    };
+    let cfg = if in_subcommand {
+        match &cli.command {
+            Some(Command::Serve(c)) => c.as_ref(),
+            _ => unreachable!("serve's matches come from Command::Serve"),
+        }
+    } else {
+        &cli.serve
+    };
+    let Some(path) = cfg.config.clone() else {
+        return Ok(cli);
+    };
+    let text = std::fs::read_to_string(&path)
+        .with_context(|| format!("cannot read the settings file {}", path.display()))?;
+    let table: toml::Table = text
+        .parse()
+        .with_context(|| format!("{} is not valid TOML", path.display()))?;
+    let (flags, headers) = file_args(&table, serve_matches, &path)?;
+    // The file's settings go in front of the command line's, after the
+    // subcommand, so clap sees them as given on the command line; those
+    // set by a flag or the environment were left out above.
+    let mut argv = args.clone();
+    let at = if in_subcommand {
+        1 + args[1..]
+            .iter()
+            .position(|a| a == "serve")
+            .expect("serve was given")
+            + 1
+    } else {
+        1
+    };
+    argv.splice(at..at, flags.into_iter().map(OsString::from));
+    let matches = Cli::command()
+        .try_get_matches_from(&argv)
+        .map_err(|e| anyhow::anyhow!("in {}: {}", path.display(), e.render()))?;
+    let mut cli = Cli::from_arg_matches(&matches)?;
+    match &mut cli.command {
+        Some(Command::Serve(c)) => c.upstream_headers = headers,
+        _ => cli.serve.upstream_headers = headers,
+    }
+    Ok(cli)
+}
+
+/// The file's settings as flags, and its per-origin headers.
+fn file_args(
+    table: &toml::Table,
+    given: &clap::ArgMatches,
+    path: &Path,
+) -> anyhow::Result<(Vec<String>, Vec<UpstreamHeaders>)> {
+    let known = Config::augment_args(clap::Command::new("serve"));
+    let mut flags = Vec::new();
+    let mut headers = Vec::new();
+    for (key, value) in table {
+        if key == "upstream" {
+            headers = upstreams(value).with_context(|| format!("in {}", path.display()))?;
+            continue;
+        }
+        let id = key.replace('-', "_");
+        let Some(arg) = known
+            .get_arguments()
+            .find(|a| a.get_id().as_str() == id && a.get_long().is_some())
+        else {
+            bail!("in {}: unknown setting `{key}`", path.display());
+        };
+        if id == "config" {
+            bail!("in {}: `config` cannot name another file", path.display());
+        }
+        if matches!(
+            given.value_source(&id),
+            Some(ValueSource::CommandLine | ValueSource::EnvVariable)
+        ) {
+            continue;
+        }
+        let long = arg.get_long().expect("checked above");
+        let takes_value = arg.get_action().takes_values();
+        match value {
+            toml::Value::Boolean(b) if !takes_value => {
+                if *b {
+                    flags.push(format!("--{long}"));
+                }
+            }
+            toml::Value::String(s) => flags.push(format!("--{long}={s}")),
+            toml::Value::Integer(i) => flags.push(format!("--{long}={i}")),
+            toml::Value::Float(f) => flags.push(format!("--{long}={f}")),
+            toml::Value::Array(items) => {
+                let parts: Option<Vec<String>> = items
+                    .iter()
+                    .map(|v| v.as_str().map(str::to_owned))
+                    .collect();
+                let Some(parts) = parts else {
+                    bail!("in {}: `{key}` must be a list of strings", path.display());
+                };
+                flags.push(format!("--{long}={}", parts.join(",")));
+            }
+            other => bail!(
+                "in {}: `{key}` cannot be {} ({other})",
+                path.display(),
+                other.type_str()
+            ),
+        }
+    }
+    Ok((flags, headers))
+}
+
+/// `[[upstream]]` tables: `origin` and `headers`.
+fn upstreams(value: &toml::Value) -> anyhow::Result<Vec<UpstreamHeaders>> {
+    let Some(items) = value.as_array() else {
+        bail!("`upstream` must be a list of tables ([[upstream]])");
+    };
+    let mut out = Vec::new();
+    for item in items {
+        let Some(t) = item.as_table() else {
+            bail!("`upstream` must be a list of tables ([[upstream]])");
+        };
+        for k in t.keys() {
+            if k != "origin" && k != "headers" {
+                bail!("[[upstream]]: unknown key `{k}` (origin, headers)");
+            }
+        }
+        let Some(origin) = t.get("origin").and_then(|o| o.as_str()) else {
+            bail!("[[upstream]] needs `origin`, e.g. \"http://192.168.1.10:8096\"");
+        };
+        let parsed = url::Url::parse(origin)
+            .ok()
+            .filter(|u| matches!(u.scheme(), "http" | "https") && u.host().is_some())
+            .with_context(|| format!("[[upstream]] origin {origin:?} is not an http(s) URL"))?;
+        let mut map = HeaderMap::new();
+        let given = t.get("headers").and_then(|h| h.as_table());
+        for (name, v) in given.into_iter().flatten() {
+            let name = HeaderName::from_bytes(name.as_bytes())
+                .with_context(|| format!("[[upstream]] {origin}: bad header name {name:?}"))?;
+            let mut value = v
+                .as_str()
+                .and_then(|s| HeaderValue::from_str(s).ok())
+                .with_context(|| {
+                    format!("[[upstream]] {origin}: header {name} needs a text value")
+                })?;
+            // Never shown by Debug (logs).
+            value.set_sensitive(true);
+            map.insert(name, value);
+        }
+        out.push(UpstreamHeaders {
+            origin: parsed.origin(),
+            headers: map,
+        });
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(file: &str, args: &[&str]) -> anyhow::Result<Cli> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("spool.toml");
+        std::fs::write(&path, file).unwrap();
+        let mut argv: Vec<OsString> = vec!["spool".into()];
+        argv.extend(args.iter().map(OsString::from));
+        argv.push("--config".into());
+        argv.push(path.into());
+        load(argv)
+    }
+
+    fn serve(cli: &Cli) -> &Config {
+        match &cli.command {
+            Some(Command::Serve(c)) => c,
+            _ => &cli.serve,
+        }
+    }
+
+    #[test]
+    fn file_fills_in_what_flags_do_not_give() {
+        let file = r#"
+            max_downloads = 7
+            chunk-size = "1MiB"
+            read_ahead = "8MiB"
+            fsync_chunks = true
+            allow_upstream = ["192.168.1.10:8096", "nas.lan"]
+        "#;
+        let cli = run(file, &["serve", "--read-ahead", "2MiB"]).unwrap();
+        let c = serve(&cli);
+        assert_eq!(c.max_downloads, 7);
+        assert_eq!(c.chunk_size, 1 << 20);
+        assert_eq!(c.read_ahead, 2 << 20, "the flag wins over the file");
+        assert!(c.fsync_chunks);
+        assert_eq!(c.max_ranges, 16, "default kept");
+        // Without the subcommand too.
+        let cli = run(file, &["--read-ahead", "2MiB"]).unwrap();
+        assert_eq!(serve(&cli).max_downloads, 7);
+        assert_eq!(serve(&cli).read_ahead, 2 << 20);
+    }
+
+    #[test]
+    fn bad_settings_are_refused_by_name() {
+        let e = run("max_downloads = \"lots\"", &[]).unwrap_err();
+        assert!(format!("{e:#}").contains("--max-downloads"), "{e:#}");
+        let e = run("max_dowloads = 3", &[]).unwrap_err();
+        assert!(
+            format!("{e:#}").contains("unknown setting `max_dowloads`"),
+            "{e:#}"
+        );
+        let e = run("chunk_size = \"4 parsecs\"", &[]).unwrap_err();
+        assert!(format!("{e:#}").contains("--chunk-size"), "{e:#}");
+        let e = run("[[upstream]]\norigin = \"ftp://x\"", &[]).unwrap_err();
+        assert!(format!("{e:#}").contains("not an http(s) URL"), "{e:#}");
+        let e = run("this is = not toml", &[]).unwrap_err();
+        assert!(format!("{e:#}").contains("not valid TOML"), "{e:#}");
+    }
+
+    #[test]
+    fn upstream_headers_are_read_and_hidden() {
+        let file = r#"
+            [[upstream]]
+            origin = "http://192.168.1.10:8096/ignored/path"
+            headers = { "X-Emby-Token" = "hunter2" }
+        "#;
+        let cli = run(file, &[]).unwrap();
+        let h = &serve(&cli).upstream_headers;
+        assert_eq!(h.len(), 1);
+        assert_eq!(
+            h[0].origin.ascii_serialization(),
+            "http://192.168.1.10:8096"
+        );
+        assert_eq!(h[0].headers["x-emby-token"], "hunter2");
+        let shown = format!("{:?}", serve(&cli));
+        assert!(!shown.contains("hunter2"), "{shown}");
+    }
+
+    /// The environment wins over the file. In a child process, so the
+    /// variable cannot leak into other tests.
+    #[test]
+    fn environment_wins_over_the_file() {
+        if std::env::var_os("SPOOL_TEST_FILE_CHILD").is_some() {
+            let cli = run("max_downloads = 7\nmax_ranges = 3", &[]).unwrap();
+            assert_eq!(serve(&cli).max_downloads, 9);
+            assert_eq!(serve(&cli).max_ranges, 3);
+            return;
+        }
+        let out = std::process::Command::new(std::env::current_exe().unwrap())
+            .args([
+                "--exact",
+                "config_file::tests::environment_wins_over_the_file",
+                "--nocapture",
+            ])
+            .env("SPOOL_TEST_FILE_CHILD", "1")
+            .env("SPOOL_MAX_DOWNLOADS", "9")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "child failed: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}

@@ -1,0 +1,170 @@
+//! Who may use spool: signed links, the unsigned-link rule, and the
+//! admin endpoints.
+//!
+//! - With a key (`--secret`, `--secret-file`) or on an address beyond
+//!   loopback, unsigned `/stream?url=` is served only for upstreams that
+//!   `--allow-upstream` names; anything else needs a signed link
+//!   (`/s/<token>/<file name>`). On loopback without a key, as on a
+//!   laptop, unsigned links are served as before.
+//! - `/metrics`, the detailed `/health/ready` and `POST /sign` answer
+//!   loopback clients, or anyone with `Authorization: Bearer
+//!   <SPOOL_ADMIN_TOKEN>` (compared in constant time).
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use bytes::Bytes;
+use http::{header, HeaderMap, HeaderValue, StatusCode};
+use subtle::ConstantTimeEq;
+use url::Url;
+use warp::reply::Response;
+
+use super::error::text;
+use crate::signing::{self, Expiry, Key};
+use crate::upstream::allow::AllowList;
+
+/// The client's address, put on every request by the listener.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Peer(pub IpAddr);
+
+/// The access rules. Cheap to clone.
+#[derive(Clone)]
+pub(crate) struct Access {
+    key: Option<Key>,
+    /// Unsigned links only for listed upstreams.
+    restricted: bool,
+    allow: Arc<AllowList>,
+    admin_token: Option<Arc<str>>,
+    public_url: Arc<str>,
+}
+
+impl Access {
+    pub fn new(
+        key: Option<Key>,
+        restricted: bool,
+        allow: AllowList,
+        admin_token: Option<String>,
+        public_url: String,
+    ) -> Access {
+        Access {
+            key,
+            restricted,
+            allow: Arc::new(allow),
+            admin_token: admin_token.map(Arc::from),
+            public_url: Arc::from(public_url),
+        }
+    }
+
+    /// Whether an unsigned link to `url` may be served.
+    pub fn unsigned(&self, url: &Url) -> Result<(), Response> {
+        if !self.restricted || self.allow.lists(url) {
+            return Ok(());
+        }
+        Err(text(
+            StatusCode::FORBIDDEN,
+            "unsigned links are served only for upstreams named in --allow-upstream; \
+             use a signed link (spool sign, POST /sign)",
+        ))
+    }
+
+    /// The upstream URL inside a signed link's token.
+    pub fn open(&self, token: &str) -> Result<String, Response> {
+        let Some(key) = &self.key else {
+            return Err(text(
+                StatusCode::FORBIDDEN,
+                "signed links are not enabled here (no key)",
+            ));
+        };
+        key.open(token, SystemTime::now())
+            .map_err(|e| text(StatusCode::FORBIDDEN, &e.to_string()))
+    }
+
+    /// Whether a request may use the admin endpoints: from loopback, or
+    /// with the admin token.
+    pub fn admin(&self, peer: Option<Peer>, headers: &HeaderMap) -> bool {
+        if peer.is_some_and(|p| canonical(p.0).is_loopback()) {
+            return true;
+        }
+        let Some(token) = &self.admin_token else {
+            return false;
+        };
+        let given = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .unwrap_or("");
+        bool::from(given.as_bytes().ct_eq(token.as_bytes()))
+    }
+}
+
+/// IPv4-mapped IPv6 addresses are judged as the IPv4 address they carry.
+fn canonical(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4),
+        v4 => v4,
+    }
+}
+
+/// The answer to a request for an admin endpoint without the right.
+pub(crate) fn forbidden() -> Response {
+    let mut r = text(
+        StatusCode::UNAUTHORIZED,
+        "admin endpoint: ask from loopback or send Authorization: Bearer <SPOOL_ADMIN_TOKEN>",
+    );
+    r.headers_mut().insert(
+        header::WWW_AUTHENTICATE,
+        HeaderValue::from_static("Bearer realm=\"spool\""),
+    );
+    r
+}
+
+/// `POST /sign` with `{"url": "...", "expires": "30d"}` (expires optional,
+/// `never` for no expiry): `{"url": "<signed link>"}`.
+pub(crate) async fn sign(
+    access: Access,
+    peer: Option<Peer>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    if !access.admin(peer, &headers) {
+        return forbidden();
+    }
+    let Some(key) = &access.key else {
+        return text(
+            StatusCode::CONFLICT,
+            "no key: set SPOOL_SECRET or SPOOL_SECRET_FILE to sign links",
+        );
+    };
+    let req: serde_json::Value = match serde_json::from_slice(&body) {
+        Ok(v) => v,
+        Err(e) => return text(StatusCode::BAD_REQUEST, &format!("body is not JSON: {e}")),
+    };
+    let Some(raw) = req.get("url").and_then(|u| u.as_str()) else {
+        return text(
+            StatusCode::BAD_REQUEST,
+            "missing \"url\": send {\"url\": \"http://...\", \"expires\": \"30d\"}",
+        );
+    };
+    let url = match crate::upstream::parse_url(raw) {
+        Ok(u) => u,
+        Err(e) => return text(StatusCode::BAD_REQUEST, &e.to_string()),
+    };
+    let expires = match req.get("expires") {
+        None => signing::parse_expires("30d"),
+        Some(serde_json::Value::String(s)) => signing::parse_expires(s),
+        Some(_) => Err("\"expires\" must be a string such as \"30d\" or \"never\"".into()),
+    };
+    let expires: Expiry = match expires {
+        Ok(e) => e,
+        Err(e) => return text(StatusCode::BAD_REQUEST, &e),
+    };
+    let link = signing::link(&access.public_url, key, &url, expires);
+    let body = serde_json::json!({ "url": link });
+    let mut r = Response::new(Bytes::from(body.to_string()).into());
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    r
+}
