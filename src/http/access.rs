@@ -56,28 +56,27 @@ impl Access {
         }
     }
 
-    /// Whether an unsigned link to `url` may be served.
-    pub fn unsigned(&self, url: &Url) -> Result<(), Response> {
+    /// Whether an unsigned link to `url` may be served; the reason for
+    /// the player's 403 when not.
+    pub fn unsigned(&self, url: &Url) -> Result<(), String> {
         if !self.restricted || self.allow.lists(url) {
             return Ok(());
         }
-        Err(text(
-            StatusCode::FORBIDDEN,
+        Err(
             "unsigned links are served only for upstreams named in --allow-upstream; \
-             use a signed link (spool sign, POST /sign)",
-        ))
+             use a signed link (spool sign, POST /sign)"
+                .into(),
+        )
     }
 
-    /// The upstream URL inside a signed link's token.
-    pub fn open(&self, token: &str) -> Result<String, Response> {
+    /// The upstream URL inside a signed link's token; the reason for the
+    /// player's 403 when it is refused.
+    pub fn open(&self, token: &str) -> Result<String, String> {
         let Some(key) = &self.key else {
-            return Err(text(
-                StatusCode::FORBIDDEN,
-                "signed links are not enabled here (no key)",
-            ));
+            return Err("signed links are not enabled here (no key)".into());
         };
         key.open(token, SystemTime::now())
-            .map_err(|e| text(StatusCode::FORBIDDEN, &e.to_string()))
+            .map_err(|e| e.to_string())
     }
 
     /// Whether a request may use the admin endpoints: from loopback, or

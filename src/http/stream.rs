@@ -54,8 +54,8 @@ pub(crate) async fn handle(
         Ok(u) => u,
         Err(e) => return error(&e),
     };
-    if let Err(r) = access.unsigned(&url) {
-        return r;
+    if let Err(reason) = access.unsigned(&url) {
+        return text(StatusCode::FORBIDDEN, &reason);
     }
     serve(cache, limits, method, url, headers).await
 }
@@ -77,7 +77,7 @@ pub(crate) async fn signed(
     let url = match access.open(&token).map(|raw| upstream::parse_url(&raw)) {
         Ok(Ok(u)) => u,
         Ok(Err(e)) => return error(&e),
-        Err(r) => return r,
+        Err(reason) => return text(StatusCode::FORBIDDEN, &reason),
     };
     serve(cache, limits, method, url, headers).await
 }

@@ -49,6 +49,9 @@ impl UpstreamError {
     }
 
     pub(crate) fn from_reqwest(e: reqwest::Error) -> UpstreamError {
+        // reqwest names the URL, query and all; credentials in a query must
+        // reach neither logs nor players.
+        let e = e.without_url();
         if e.is_timeout() {
             return UpstreamError::Timeout;
         }

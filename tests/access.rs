@@ -1,0 +1,427 @@
+//! Who may use spool, over real HTTP: signed links, the unsigned-link
+//! rule, admin endpoints, the refusal to be an open proxy, per-origin
+//! credentials, and the `sign` and `healthcheck` commands of the binary.
+
+mod common;
+
+use std::net::{IpAddr, SocketAddr};
+use std::time::{Duration, SystemTime};
+
+use common::origin::{Faults, Origin};
+use common::{client, data, get, Spool};
+use spool::signing::{self, Expiry, Key};
+
+const SECRET: &str = "a test secret that is long enough";
+
+fn key() -> Key {
+    Key::from_secret(SECRET.as_bytes()).unwrap()
+}
+
+/// A signed link to `origin_url` on `spool`.
+fn link(spool: &Spool, origin_url: &str, expires: Expiry) -> String {
+    let url = url::Url::parse(origin_url).unwrap();
+    signing::link(&spool.base(), &key(), &url, expires)
+}
+
+/// spool with a key: signed links required except for listed upstreams.
+async fn signed_spool(origin: &Origin) -> Spool {
+    Spool::start_with(origin, |c| c.signing.secret = Some(SECRET.into())).await
+}
+
+/// The origin's URL by name (`localhost`), which the test allowlist (the
+/// address 127.0.0.1) lets spool reach but does not list as written.
+fn by_name(origin: &Origin, path: &str) -> String {
+    format!("http://localhost:{}/{path}", origin.addr().port())
+}
+
+#[tokio::test]
+async fn a_signed_link_plays_and_hides_its_upstream() {
+    let origin = Origin::start().await;
+    let body = data(300_000, 1);
+    origin.add_file("movie.mp4", body.clone(), "video/mp4");
+    let spool = signed_spool(&origin).await;
+    let upstream = format!("{}?api_key=hunter2", by_name(&origin, "movie.mp4"));
+    let link = link(&spool, &upstream, Expiry(Some(Duration::from_secs(60))));
+    // The link ends in the file name; it shows neither host nor query.
+    assert!(link.ends_with("/movie.mp4"), "{link}");
+    assert!(
+        !link.contains("localhost") && !link.contains("hunter2"),
+        "{link}"
+    );
+    let c = client();
+    let (status, _, got) = get(&c, &link, None).await;
+    assert_eq!(status, 200);
+    assert_eq!(got, body);
+    let (status, h, got) = get(&c, &link, Some("bytes=1000-1999")).await;
+    assert_eq!(status, 206);
+    assert_eq!(h["content-range"], "bytes 1000-1999/300000");
+    assert_eq!(got, body.slice(1000..2000));
+    // The credentials in the query reached the origin.
+    assert!(origin
+        .requests_log()
+        .iter()
+        .all(|r| r.path.contains("api_key=hunter2")));
+}
+
+#[tokio::test]
+async fn bad_tokens_get_403_and_fetch_nothing() {
+    let origin = Origin::start().await;
+    origin.add_file("a.mp4", data(10_000, 2), "video/mp4");
+    let spool = signed_spool(&origin).await;
+    let good = link(&spool, &by_name(&origin, "a.mp4"), Expiry(None));
+    let token = good.split('/').nth(4).unwrap().to_owned();
+    let mut tampered = token.clone().into_bytes();
+    let last = tampered.len() - 5;
+    tampered[last] = if tampered[last] == b'A' { b'B' } else { b'A' };
+    let tampered = String::from_utf8(tampered).unwrap();
+    let past = SystemTime::now() - Duration::from_secs(1);
+    let expired = key().seal(&by_name(&origin, "a.mp4"), Some(past));
+    let other_key = Key::from_secret(b"some other secret, long enough")
+        .unwrap()
+        .seal(&by_name(&origin, "a.mp4"), None);
+    let cases = [
+        (tampered.as_str(), "not valid"),
+        (expired.as_str(), "expired"),
+        (other_key.as_str(), "not valid"),
+        ("not-a-token", "malformed"),
+        ("", "not found"),
+    ];
+    let c = client();
+    for (token, reason) in cases {
+        let (status, _, body) = get(&c, &format!("{}/s/{token}/a.mp4", spool.base()), None).await;
+        let text = String::from_utf8_lossy(&body);
+        let want = if token.is_empty() { 404 } else { 403 };
+        assert_eq!(status, want, "{token}: {text}");
+        assert!(text.contains(reason), "{token}: {text}");
+    }
+    assert_eq!(origin.stats().requests, 0, "nothing fetched");
+    // The good one works.
+    assert_eq!(get(&c, &good, None).await.0, 200);
+}
+
+#[tokio::test]
+async fn with_a_key_unsigned_links_need_a_listed_upstream() {
+    let origin = Origin::start().await;
+    let body = data(10_000, 3);
+    origin.add_file("a.mp4", body.clone(), "video/mp4");
+    let spool = signed_spool(&origin).await;
+    let c = client();
+    // Listed as written (the address 127.0.0.1 is in --allow-upstream).
+    let (status, _, got) = get(&c, &spool.url(&origin.url("a.mp4")), None).await;
+    assert_eq!((status, got), (200, body));
+    // Not listed as written: refused before any connection.
+    let before = origin.stats().requests;
+    let (status, _, text) = get(&c, &spool.url(&by_name(&origin, "a.mp4")), None).await;
+    assert_eq!(status, 403, "{}", String::from_utf8_lossy(&text));
+    assert!(String::from_utf8_lossy(&text).contains("signed link"));
+    let (status, _, _) = get(&c, &spool.url("http://example.com/a.mp4"), None).await;
+    assert_eq!(status, 403);
+    assert_eq!(origin.stats().requests, before);
+    // Without a key, on loopback, unsigned links work as before.
+    let open = Spool::start(&origin).await;
+    let (status, _, _) = get(&c, &open.url(&by_name(&origin, "a.mp4")), None).await;
+    assert_eq!(status, 200);
+    // And signed links are not served there.
+    let (status, _, text) = get(
+        &c,
+        &link(&open, &by_name(&origin, "a.mp4"), Expiry(None)),
+        None,
+    )
+    .await;
+    assert_eq!(status, 403);
+    assert!(String::from_utf8_lossy(&text).contains("not enabled"));
+}
+
+#[tokio::test]
+async fn post_sign_makes_links_for_admins() {
+    let origin = Origin::start().await;
+    let body = data(5_000, 4);
+    origin.add_file("b.mkv", body.clone(), "video/x-matroska");
+    let spool = signed_spool(&origin).await;
+    let c = client();
+    let sign = |json: &'static str| {
+        c.post(format!("{}/sign", spool.base()))
+            .header("content-type", "application/json")
+            .body(json)
+            .send()
+    };
+    let req = format!(
+        r#"{{"url": "{}", "expires": "1h"}}"#,
+        by_name(&origin, "b.mkv")
+    );
+    let resp = c
+        .post(format!("{}/sign", spool.base()))
+        .body(req)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let v: serde_json::Value = serde_json::from_slice(&resp.bytes().await.unwrap()).unwrap();
+    let link = v["url"].as_str().unwrap().to_owned();
+    assert!(link.starts_with(&format!("{}/s/", spool.base())) && link.ends_with("/b.mkv"));
+    assert_eq!(get(&c, &link, None).await.2, body);
+    for (bad, want) in [
+        ("not json", 400),
+        (r#"{"nourl": 1}"#, 400),
+        (r#"{"url": "ftp://x/y"}"#, 400),
+        (r#"{"url": "http://x/y", "expires": "soon"}"#, 400),
+        (r#"{"url": "http://x/y", "expires": 5}"#, 400),
+    ] {
+        assert_eq!(sign(bad).await.unwrap().status(), want, "{bad}");
+    }
+}
+
+/// A local address that is not loopback, to be a client spool does not
+/// trust.
+fn lan_address() -> IpAddr {
+    let s = std::net::UdpSocket::bind("0.0.0.0:0").unwrap();
+    s.connect("8.8.8.8:53")
+        .expect("a route off this machine, for a non-loopback address");
+    let ip = s.local_addr().unwrap().ip();
+    assert!(!ip.is_loopback());
+    ip
+}
+
+/// spool listening on every interface, reached on a non-loopback address.
+async fn start_on_all(
+    cfg: spool::Config,
+) -> anyhow::Result<(SocketAddr, tokio::task::JoinHandle<anyhow::Result<()>>)> {
+    let listener = tokio::net::TcpListener::bind("0.0.0.0:0").await?;
+    let port = listener.local_addr()?.port();
+    let server = spool::Server::new(cfg).await?;
+    let task = tokio::spawn(server.serve(listener, std::future::pending()));
+    let addr = SocketAddr::new(lan_address(), port);
+    let c = client();
+    for _ in 0..200 {
+        if task.is_finished() {
+            return Err(task
+                .await?
+                .err()
+                .unwrap_or_else(|| anyhow::anyhow!("stopped")));
+        }
+        if c.get(format!("http://{addr}/health/live"))
+            .send()
+            .await
+            .is_ok()
+        {
+            return Ok((addr, task));
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    anyhow::bail!("spool did not answer on {addr}")
+}
+
+#[tokio::test]
+async fn beyond_loopback_it_is_no_open_proxy() {
+    let origin = Origin::start().await;
+    let tmp = tempfile::tempdir().unwrap();
+    // Neither key nor allowlist: refused, with how to fix it.
+    let mut cfg = common::test_config(tmp.path(), &origin);
+    cfg.allow_upstream = Default::default();
+    let e = start_on_all(cfg).await.unwrap_err();
+    let msg = format!("{e:#}");
+    assert!(
+        msg.contains("open proxy") && msg.contains("SPOOL_SECRET"),
+        "{msg}"
+    );
+    // With an allowlist it serves, but unsigned links only for it.
+    origin.add_file("c.mp4", data(1000, 5), "video/mp4");
+    let cfg = common::test_config(tmp.path(), &origin);
+    let (addr, task) = start_on_all(cfg).await.unwrap();
+    let c = client();
+    let stream = |u: &str| {
+        let enc: String = url::form_urlencoded::byte_serialize(u.as_bytes()).collect();
+        format!("http://{addr}/stream?url={enc}")
+    };
+    assert_eq!(get(&c, &stream(&origin.url("c.mp4")), None).await.0, 200);
+    assert_eq!(
+        get(&c, &stream(&by_name(&origin, "c.mp4")), None).await.0,
+        403
+    );
+    assert_eq!(
+        get(&c, &stream("http://example.com/x.mp4"), None).await.0,
+        403
+    );
+    task.abort();
+}
+
+#[tokio::test]
+async fn admin_endpoints_need_loopback_or_the_token() {
+    let origin = Origin::start().await;
+    let tmp = tempfile::tempdir().unwrap();
+    let mut cfg = common::test_config(tmp.path(), &origin);
+    cfg.admin_token = Some("let-me-in".into());
+    let (addr, task) = start_on_all(cfg).await.unwrap();
+    let c = client();
+    let at = |p: &str| format!("http://{addr}{p}");
+    // A client on the LAN: live, and ready without details.
+    assert_eq!(get(&c, &at("/health/live"), None).await.0, 200);
+    let (status, _, body) = get(&c, &at("/health/ready"), None).await;
+    assert_eq!(status, 200);
+    let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(v, serde_json::json!({"ready": true}));
+    let (status, h, _) = get(&c, &at("/metrics"), None).await;
+    assert_eq!(status, 401);
+    assert!(h.contains_key("www-authenticate"));
+    for wrong in [
+        "Bearer let-me-i",
+        "Bearer let-me-inn",
+        "let-me-in",
+        "Bearer ",
+    ] {
+        let r = c
+            .get(at("/metrics"))
+            .header("authorization", wrong)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 401, "{wrong}");
+    }
+    let r = c
+        .post(at("/sign"))
+        .body(r#"{"url":"http://x/y"}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    // With the token: everything.
+    let auth = |r: reqwest::RequestBuilder| r.header("authorization", "Bearer let-me-in");
+    let r = auth(c.get(at("/metrics"))).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(r.text().await.unwrap().contains("spool_"));
+    let r = auth(c.get(at("/health/ready"))).send().await.unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&r.bytes().await.unwrap()).unwrap();
+    assert!(v.get("disk").is_some(), "{v}");
+    // No key on this server: POST /sign says so, after the admin check.
+    let r = auth(c.post(at("/sign")))
+        .body(r#"{"url":"http://x/y"}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 409);
+    // From loopback, no token needed.
+    let local = format!("http://127.0.0.1:{}/metrics", addr.port());
+    assert_eq!(get(&c, &local, None).await.0, 200);
+    task.abort();
+}
+
+#[tokio::test]
+async fn origin_credentials_go_to_their_origin_only() {
+    let origin = Origin::start().await;
+    let other = Origin::start().await;
+    let body = data(20_000, 6);
+    origin.add_file("nas.mkv", body.clone(), "video/x-matroska");
+    other.add_file("moved.mkv", body.clone(), "video/x-matroska");
+    origin.add_file("redirect.mkv", body.clone(), "video/x-matroska");
+    origin.set_faults(
+        "redirect.mkv",
+        Faults {
+            redirect_to: Some(other.url("moved.mkv")),
+            ..Faults::default()
+        },
+    );
+    let mut headers = http::HeaderMap::new();
+    headers.insert("x-emby-token", "hunter2".parse().unwrap());
+    let creds = spool::config::UpstreamHeaders {
+        origin: url::Url::parse(&origin.url("")).unwrap().origin(),
+        headers,
+    };
+    let spool = Spool::start_with(&origin, |c| c.upstream_headers = vec![creds]).await;
+    let c = client();
+    let (status, h, got) = get(&c, &spool.url(&origin.url("nas.mkv")), None).await;
+    assert_eq!((status, &got), (200, &body));
+    assert!(
+        !h.contains_key("x-emby-token"),
+        "never passed back to players"
+    );
+    let log = origin.requests_log();
+    assert!(!log.is_empty());
+    assert!(log.iter().all(|r| r
+        .headers
+        .get("x-emby-token")
+        .is_some_and(|v| v == "hunter2")));
+    // A redirect to another origin (another port): the header stays home.
+    let (status, _, got) = get(&c, &spool.url(&origin.url("redirect.mkv")), None).await;
+    assert_eq!((status, got), (200, body));
+    let log = other.requests_log();
+    assert!(!log.is_empty());
+    assert!(
+        log.iter().all(|r| r.headers.get("x-emby-token").is_none()),
+        "{log:?}"
+    );
+}
+
+fn spool_bin() -> std::process::Command {
+    std::process::Command::new(env!("CARGO_BIN_EXE_spool"))
+}
+
+// Multi-threaded: the commands run as blocking child processes while
+// the server in this process answers them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sign_and_healthcheck_commands() {
+    let origin = Origin::start().await;
+    let body = data(50_000, 7);
+    origin.add_file("show.webm", body.clone(), "video/webm");
+    let tmp = tempfile::tempdir().unwrap();
+    let key_file = tmp.path().join("cache/secret.key");
+    let spool =
+        Spool::start_with(&origin, |c| c.signing.secret_file = Some(key_file.clone())).await;
+    // The server made the key file; `spool sign` with the same file signs
+    // links it accepts.
+    let out = spool_bin()
+        .args(["sign", &by_name(&origin, "show.webm"), "--expires", "2h"])
+        .env("SPOOL_SECRET_FILE", &key_file)
+        .env("SPOOL_PUBLIC_URL", spool.base())
+        .env_remove("SPOOL_SECRET")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let link = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+    assert!(link.ends_with("/show.webm"), "{link}");
+    assert_eq!(get(&client(), &link, None).await.2, body);
+    // Without a key it says how to get one.
+    let out = spool_bin()
+        .args(["sign", "http://example.com/a.mp4"])
+        .env_remove("SPOOL_SECRET")
+        .env_remove("SPOOL_SECRET_FILE")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("SPOOL_SECRET"));
+    // healthcheck: 0 against a live spool, 1 against nothing.
+    let check = |listen: String| {
+        spool_bin()
+            .args(["healthcheck", "--listen", &listen])
+            .status()
+            .unwrap()
+            .code()
+    };
+    assert_eq!(check(spool.addr.to_string()), Some(0));
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let closed_addr = closed.local_addr().unwrap();
+    drop(closed);
+    assert_eq!(check(closed_addr.to_string()), Some(1));
+}
+
+#[tokio::test]
+async fn the_binary_refuses_to_be_an_open_proxy() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = spool_bin()
+        .args(["serve", "--listen", "0.0.0.0:0", "--cache-dir"])
+        .arg(tmp.path())
+        .env_remove("SPOOL_SECRET")
+        .env_remove("SPOOL_SECRET_FILE")
+        .env_remove("SPOOL_ALLOW_UPSTREAM")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("open proxy") && err.contains("SPOOL_ALLOW_UPSTREAM"),
+        "{err}"
+    );
+}
