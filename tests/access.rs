@@ -425,3 +425,78 @@ async fn the_binary_refuses_to_be_an_open_proxy() {
         "{err}"
     );
 }
+
+/// Credentials never reach the log: neither an origin's headers from the
+/// settings file nor a query, even at debug level and when the origin
+/// fails. The real binary, its real log.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn credentials_stay_out_of_the_log() {
+    let origin = Origin::start().await;
+    origin.add_file("ok.mp4", data(200_000, 8), "video/mp4");
+    origin.add_file("broken.mp4", data(1000, 9), "video/mp4");
+    origin.set_faults(
+        "broken.mp4",
+        Faults {
+            status: Some(500),
+            ..Faults::default()
+        },
+    );
+    let tmp = tempfile::tempdir().unwrap();
+    let settings = tmp.path().join("spool.toml");
+    std::fs::write(
+        &settings,
+        format!(
+            "chunk_size = \"64KiB\"\nallow_upstream = [\"{ip}\"]\n\n[[upstream]]\norigin = \"{o}\"\nheaders = {{ \"X-Emby-Token\" = \"header-secret-1\" }}\n",
+            ip = origin.addr().ip(),
+            o = origin.url(""),
+        ),
+    )
+    .unwrap();
+    let log = common::ChildLog::new();
+    let mut child = spool_bin()
+        .args(["serve", "--listen", "127.0.0.1:0", "--config"])
+        .arg(&settings)
+        .arg("--cache-dir")
+        .arg(tmp.path().join("cache"))
+        .env("SPOOL_LOG", "debug")
+        .env("NO_COLOR", "1")
+        .stdout(std::process::Stdio::null())
+        .stderr(log.stdio())
+        .spawn()
+        .unwrap();
+    let addr = log.listen_addr(&mut child).await;
+    let mut child = KillOnDrop(child);
+    let c = client();
+    let stream = |path: &str| {
+        let u = format!("{}?api_key=query-secret-2", origin.url(path));
+        let enc: String = url::form_urlencoded::byte_serialize(u.as_bytes()).collect();
+        format!("http://{addr}/stream?url={enc}")
+    };
+    assert_eq!(get(&c, &stream("ok.mp4"), None).await.0, 200);
+    let (status, _, text) = get(&c, &stream("broken.mp4"), None).await;
+    assert_eq!(status, 502);
+    assert!(!String::from_utf8_lossy(&text).contains("query-secret-2"));
+    // The header did reach the origin, and the requests were logged.
+    assert!(origin.requests_log().iter().all(|r| r
+        .headers
+        .get("x-emby-token")
+        .is_some_and(|v| v == "header-secret-1")));
+    child.0.kill().unwrap();
+    child.0.wait().unwrap();
+    let text = log.text();
+    assert!(
+        text.contains("ok.mp4?REDACTED"),
+        "URLs are logged, queries redacted: {text}"
+    );
+    assert!(!text.contains("header-secret-1"), "{text}");
+    assert!(!text.contains("query-secret-2"), "{text}");
+}
+
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
