@@ -175,6 +175,12 @@ pub struct Config {
     #[arg(long, env = "SPOOL_ADMIN_TOKEN", hide_env_values = true)]
     pub admin_token: Option<String>,
 
+    /// `Access-Control-Allow-Origin` on media answers, so pages on other
+    /// origins can fetch ranges and play `<video crossorigin>`; `*` (spool
+    /// uses no cookies), one origin (`https://app.lan`), or empty for none.
+    #[arg(long, env = "SPOOL_CORS_ORIGIN", default_value = "*")]
+    pub cors_origin: String,
+
     /// Request headers per origin, from the settings file only.
     #[arg(skip)]
     pub upstream_headers: Vec<UpstreamHeaders>,

@@ -302,6 +302,13 @@ async fn access(cfg: &Config, local: std::net::SocketAddr) -> anyhow::Result<htt
              to name the media servers players may use; or listen on 127.0.0.1"
         );
     }
+    let cors = match cfg.cors_origin.trim() {
+        "" => None,
+        o => Some(
+            ::http::HeaderValue::from_str(o)
+                .map_err(|_| anyhow::anyhow!("--cors-origin {o:?} is not a header value"))?,
+        ),
+    };
     let restricted = key.is_some() || !loopback;
     if restricted {
         info!(
@@ -315,6 +322,7 @@ async fn access(cfg: &Config, local: std::net::SocketAddr) -> anyhow::Result<htt
         cfg.allow_upstream.clone(),
         cfg.admin_token.clone(),
         cfg.signing.public_url(local),
+        cors,
     ))
 }
 

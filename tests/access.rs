@@ -500,3 +500,64 @@ impl Drop for KillOnDrop {
         let _ = self.0.wait();
     }
 }
+
+/// Pages on another origin can read media: CORS headers on every media
+/// answer, and the preflight answered 204.
+#[tokio::test]
+async fn cross_origin_pages_can_read_media() {
+    let origin = Origin::start().await;
+    let body = data(10_000, 10);
+    origin.add_file("v.webm", body.clone(), "video/webm");
+    let spool = Spool::start(&origin).await;
+    let c = client();
+    let media = spool.url(&origin.url("v.webm"));
+    let r = c
+        .request(reqwest::Method::OPTIONS, &media)
+        .header("origin", "http://app.example")
+        .header("access-control-request-method", "GET")
+        .header("access-control-request-headers", "range")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
+    let h = r.headers();
+    assert_eq!(h["access-control-allow-origin"], "*");
+    assert!(h["access-control-allow-methods"]
+        .to_str()
+        .unwrap()
+        .contains("GET"));
+    assert!(h["access-control-allow-headers"]
+        .to_str()
+        .unwrap()
+        .contains("Range"));
+    assert_eq!(origin.stats().requests, 0, "a preflight fetches nothing");
+    let r = c
+        .get(&media)
+        .header("origin", "http://app.example")
+        .header("range", "bytes=0-99")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 206);
+    assert_eq!(r.headers()["access-control-allow-origin"], "*");
+    let exposed = r.headers()["access-control-expose-headers"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    for name in ["Content-Range", "Content-Length", "Accept-Ranges", "ETag"] {
+        assert!(exposed.contains(name), "{exposed}");
+    }
+    assert_eq!(r.bytes().await.unwrap(), body.slice(0..100));
+    // Errors too, so a page can read why.
+    let (status, h, _) = get(&c, &spool.url("ftp://nope/x"), None).await;
+    assert_eq!(status, 400);
+    assert_eq!(h["access-control-allow-origin"], "*");
+    // One origin, or none.
+    let one = Spool::start_with(&origin, |c| c.cors_origin = "https://app.lan".into()).await;
+    let (_, h, _) = get(&c, &one.url(&origin.url("v.webm")), None).await;
+    assert_eq!(h["access-control-allow-origin"], "https://app.lan");
+    assert_eq!(h["vary"], "Origin");
+    let none = Spool::start_with(&origin, |c| c.cors_origin = String::new()).await;
+    let (_, h, _) = get(&c, &none.url(&origin.url("v.webm")), None).await;
+    assert!(!h.contains_key("access-control-allow-origin"));
+}

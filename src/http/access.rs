@@ -37,6 +37,8 @@ pub(crate) struct Access {
     allow: Arc<AllowList>,
     admin_token: Option<Arc<str>>,
     public_url: Arc<str>,
+    /// `Access-Control-Allow-Origin` for media, None for no CORS headers.
+    cors_origin: Option<HeaderValue>,
 }
 
 impl Access {
@@ -46,6 +48,7 @@ impl Access {
         allow: AllowList,
         admin_token: Option<String>,
         public_url: String,
+        cors_origin: Option<HeaderValue>,
     ) -> Access {
         Access {
             key,
@@ -53,7 +56,57 @@ impl Access {
             allow: Arc::new(allow),
             admin_token: admin_token.map(Arc::from),
             public_url: Arc::from(public_url),
+            cors_origin,
         }
+    }
+
+    /// Adds the CORS headers a page on another origin needs to read media
+    /// (`fetch()` with Range, `<video crossorigin>`, MSE players). spool
+    /// uses no cookies, so `*` exposes nothing a plain request would not.
+    pub fn cors(&self, mut r: Response) -> Response {
+        if let Some(origin) = &self.cors_origin {
+            let h = r.headers_mut();
+            h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin.clone());
+            h.insert(
+                header::ACCESS_CONTROL_EXPOSE_HEADERS,
+                HeaderValue::from_static(
+                    "Content-Range, Content-Length, Accept-Ranges, ETag, Last-Modified, Content-Type, Content-Encoding",
+                ),
+            );
+            if origin != "*" {
+                h.append(header::VARY, HeaderValue::from_static("Origin"));
+            }
+        }
+        r
+    }
+
+    /// The answer to a CORS preflight (`OPTIONS`): 204 allowing the
+    /// methods and request headers players send.
+    pub fn preflight(&self) -> Response {
+        let mut r = Response::new(Bytes::new().into());
+        *r.status_mut() = StatusCode::NO_CONTENT;
+        let h = r.headers_mut();
+        h.insert(
+            header::ALLOW,
+            HeaderValue::from_static("GET, HEAD, OPTIONS"),
+        );
+        if self.cors_origin.is_some() {
+            h.insert(
+                header::ACCESS_CONTROL_ALLOW_METHODS,
+                HeaderValue::from_static("GET, HEAD, OPTIONS"),
+            );
+            h.insert(
+                header::ACCESS_CONTROL_ALLOW_HEADERS,
+                HeaderValue::from_static(
+                    "Range, If-Range, If-None-Match, If-Modified-Since, If-Match, Accept, Accept-Encoding, Accept-Language, Cache-Control, Pragma",
+                ),
+            );
+            h.insert(
+                header::ACCESS_CONTROL_MAX_AGE,
+                HeaderValue::from_static("86400"),
+            );
+        }
+        r
     }
 
     /// Whether an unsigned link to `url` may be served; the reason for

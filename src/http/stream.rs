@@ -28,7 +28,8 @@ pub(crate) struct Limits {
     pub max_ranges: usize,
 }
 
-/// `/stream?url=…`: an unsigned link.
+/// `/stream?url=…`: an unsigned link. Every answer carries the CORS
+/// headers.
 pub(crate) async fn handle(
     cache: Cache,
     limits: Limits,
@@ -37,6 +38,21 @@ pub(crate) async fn handle(
     query: String,
     headers: HeaderMap,
 ) -> Response {
+    let r = unsigned(cache, limits, access.clone(), method, query, headers).await;
+    access.cors(r)
+}
+
+async fn unsigned(
+    cache: Cache,
+    limits: Limits,
+    access: Access,
+    method: Method,
+    query: String,
+    headers: HeaderMap,
+) -> Response {
+    if method == Method::OPTIONS {
+        return access.preflight();
+    }
     if let Some(r) = method_not_allowed(&method) {
         return r;
     }
@@ -61,7 +77,8 @@ pub(crate) async fn handle(
 }
 
 /// `/s/<token>/<file name>`: a signed link. The file name is for players
-/// (titles, type sniffing); the token alone names the upstream.
+/// (titles, type sniffing); the token alone names the upstream. Every
+/// answer carries the CORS headers.
 pub(crate) async fn signed(
     token: String,
     cache: Cache,
@@ -70,6 +87,21 @@ pub(crate) async fn signed(
     method: Method,
     headers: HeaderMap,
 ) -> Response {
+    let r = signed_inner(token, cache, limits, access.clone(), method, headers).await;
+    access.cors(r)
+}
+
+async fn signed_inner(
+    token: String,
+    cache: Cache,
+    limits: Limits,
+    access: Access,
+    method: Method,
+    headers: HeaderMap,
+) -> Response {
+    if method == Method::OPTIONS {
+        return access.preflight();
+    }
     if let Some(r) = method_not_allowed(&method) {
         return r;
     }
@@ -86,9 +118,11 @@ fn method_not_allowed(method: &Method) -> Option<Response> {
     if method == Method::GET || method == Method::HEAD {
         return None;
     }
-    let mut r = text(StatusCode::METHOD_NOT_ALLOWED, "only GET and HEAD");
-    r.headers_mut()
-        .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
+    let mut r = text(StatusCode::METHOD_NOT_ALLOWED, "only GET, HEAD and OPTIONS");
+    r.headers_mut().insert(
+        header::ALLOW,
+        HeaderValue::from_static("GET, HEAD, OPTIONS"),
+    );
     Some(r)
 }
 
