@@ -18,7 +18,7 @@ stand_in_debian() {
   rm -rf "$rootfs"/var/cache/apt/archives/*.deb "$rootfs"/var/lib/apt/lists/*
   tar -C "$rootfs" -c . | podman import \
     --change 'CMD ["bash"]' --change 'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
-    - "$DEBIAN_IMAGE" >/dev/null
+    - "$DEBIAN_IMAGE" >/dev/null 2>&1
   rm -rf "$rootfs" "$rootfs.log"
 }
 
