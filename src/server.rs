@@ -316,14 +316,39 @@ async fn access(cfg: &Config, local: std::net::SocketAddr) -> anyhow::Result<htt
             "unsigned links are served only for --allow-upstream entries"
         );
     }
-    Ok(http::Access::new(
+    // An empty token is no token (an uncommented `SPOOL_ADMIN_TOKEN=`
+    // must not let everyone in); a short one could be guessed.
+    let admin_token = cfg
+        .admin_token
+        .as_deref()
+        .map(str::trim)
+        .filter(|t| !t.is_empty());
+    if let Some(t) = admin_token {
+        anyhow::ensure!(
+            t.len() >= crate::signing::MIN_SECRET_LEN,
+            "SPOOL_ADMIN_TOKEN is too short ({} bytes; at least {}, e.g. `openssl rand -hex 32`)",
+            t.len(),
+            crate::signing::MIN_SECRET_LEN
+        );
+    }
+    let credentialed: Vec<url::Origin> = cfg
+        .upstream_headers
+        .iter()
+        .map(|u| u.origin.clone())
+        .collect();
+    if !credentialed.is_empty() && key.is_none() {
+        tracing::warn!("[[upstream]] headers are set but no key: only signed links may use those origins, so set SPOOL_SECRET or SPOOL_SECRET_FILE");
+    }
+    Ok(http::Access {
         key,
         restricted,
-        cfg.allow_upstream.clone(),
-        cfg.admin_token.clone(),
-        cfg.signing.public_url(local),
-        cors,
-    ))
+        allow: Arc::new(cfg.allow_upstream.clone()),
+        admin_token: admin_token.map(Arc::from),
+        trust_loopback: loopback,
+        credentialed: Arc::new(credentialed),
+        public_url: Arc::from(cfg.signing.public_url(local)),
+        cors_origin: cors,
+    })
 }
 
 /// Creates the cache directory and opens its index (moving a broken one

@@ -180,15 +180,19 @@ pub fn parse_expires(s: &str) -> Result<Expiry, String> {
         .map_err(|e| format!("{s:?} is not a duration or `never`: {e}"))
 }
 
-/// A playable link: `<public url>/s/<token>/<file name>`.
-pub fn link(public_url: &str, key: &Key, url: &url::Url, expires: Expiry) -> String {
-    let expires = expires.0.map(|d| SystemTime::now() + d);
-    format!(
+/// A playable link: `<public url>/s/<token>/<file name>`; None when the
+/// expiry lies beyond what a clock can hold.
+pub fn link(public_url: &str, key: &Key, url: &url::Url, expires: Expiry) -> Option<String> {
+    let expires = match expires.0 {
+        None => None,
+        Some(d) => Some(SystemTime::now().checked_add(d)?).filter(|t| unix(*t) < i64::MAX as u64),
+    };
+    Some(format!(
         "{}/s/{}/{}",
         public_url.trim_end_matches('/'),
         key.seal(url.as_str(), expires),
         file_name(url)
-    )
+    ))
 }
 
 #[cfg(test)]

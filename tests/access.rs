@@ -20,7 +20,7 @@ fn key() -> Key {
 /// A signed link to `origin_url` on `spool`.
 fn link(spool: &Spool, origin_url: &str, expires: Expiry) -> String {
     let url = url::Url::parse(origin_url).unwrap();
-    signing::link(&spool.base(), &key(), &url, expires)
+    signing::link(&spool.base(), &key(), &url, expires).unwrap()
 }
 
 /// spool with a key: signed links required except for listed upstreams.
@@ -166,6 +166,7 @@ async fn post_sign_makes_links_for_admins() {
         (r#"{"url": "ftp://x/y"}"#, 400),
         (r#"{"url": "http://x/y", "expires": "soon"}"#, 400),
         (r#"{"url": "http://x/y", "expires": 5}"#, 400),
+        (r#"{"url": "http://x/y", "expires": "300000000000y"}"#, 400),
     ] {
         assert_eq!(sign(bad).await.unwrap().status(), want, "{bad}");
     }
@@ -250,7 +251,7 @@ async fn admin_endpoints_need_loopback_or_the_token() {
     let origin = Origin::start().await;
     let tmp = tempfile::tempdir().unwrap();
     let mut cfg = common::test_config(tmp.path(), &origin);
-    cfg.admin_token = Some("let-me-in".into());
+    cfg.admin_token = Some("let-me-in-please-now".into());
     let (addr, task) = start_on_all(cfg).await.unwrap();
     let c = client();
     let at = |p: &str| format!("http://{addr}{p}");
@@ -285,7 +286,8 @@ async fn admin_endpoints_need_loopback_or_the_token() {
         .unwrap();
     assert_eq!(r.status(), 401);
     // With the token: everything.
-    let auth = |r: reqwest::RequestBuilder| r.header("authorization", "Bearer let-me-in");
+    let auth =
+        |r: reqwest::RequestBuilder| r.header("authorization", "Bearer let-me-in-please-now");
     let r = auth(c.get(at("/metrics"))).send().await.unwrap();
     assert_eq!(r.status(), 200);
     assert!(r.text().await.unwrap().contains("spool_"));
@@ -299,10 +301,27 @@ async fn admin_endpoints_need_loopback_or_the_token() {
         .await
         .unwrap();
     assert_eq!(r.status(), 409);
-    // From loopback, no token needed.
+    // Listening beyond loopback, loopback clients are not trusted either:
+    // behind a port forwarder or a local proxy everyone arrives from there.
     let local = format!("http://127.0.0.1:{}/metrics", addr.port());
-    assert_eq!(get(&c, &local, None).await.0, 200);
+    assert_eq!(get(&c, &local, None).await.0, 401);
     task.abort();
+    // An empty token is no token; a short one is refused at start.
+    let mut cfg = common::test_config(tmp.path(), &origin);
+    cfg.admin_token = Some(" ".into());
+    let (addr, task) = start_on_all(cfg).await.unwrap();
+    let r = c
+        .get(format!("http://{addr}/metrics"))
+        .header("authorization", "Bearer ")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    task.abort();
+    let mut cfg = common::test_config(tmp.path(), &origin);
+    cfg.admin_token = Some("short".into());
+    let e = start_on_all(cfg).await.unwrap_err();
+    assert!(format!("{e:#}").contains("too short"), "{e:#}");
 }
 
 #[tokio::test]
@@ -326,9 +345,23 @@ async fn origin_credentials_go_to_their_origin_only() {
         origin: url::Url::parse(&origin.url("")).unwrap().origin(),
         headers,
     };
-    let spool = Spool::start_with(&origin, |c| c.upstream_headers = vec![creds]).await;
+    let spool = Spool::start_with(&origin, |c| {
+        c.upstream_headers = vec![creds];
+        c.signing.secret = Some(SECRET.into());
+    })
+    .await;
     let c = client();
-    let (status, h, got) = get(&c, &spool.url(&origin.url("nas.mkv")), None).await;
+    // Only signed links may use an origin with credentials, although the
+    // origin is in the allowlist.
+    let (status, _, _) = get(&c, &spool.url(&origin.url("nas.mkv")), None).await;
+    assert_eq!(status, 403);
+    assert_eq!(origin.stats().requests, 0);
+    let (status, h, got) = get(
+        &c,
+        &link(&spool, &origin.url("nas.mkv"), Expiry(None)),
+        None,
+    )
+    .await;
     assert_eq!((status, &got), (200, &body));
     assert!(
         !h.contains_key("x-emby-token"),
@@ -341,7 +374,12 @@ async fn origin_credentials_go_to_their_origin_only() {
         .get("x-emby-token")
         .is_some_and(|v| v == "hunter2")));
     // A redirect to another origin (another port): the header stays home.
-    let (status, _, got) = get(&c, &spool.url(&origin.url("redirect.mkv")), None).await;
+    let (status, _, got) = get(
+        &c,
+        &link(&spool, &origin.url("redirect.mkv"), Expiry(None)),
+        None,
+    )
+    .await;
     assert_eq!((status, got), (200, body));
     let log = other.requests_log();
     assert!(!log.is_empty());
@@ -459,6 +497,7 @@ async fn credentials_stay_out_of_the_log() {
         .arg("--cache-dir")
         .arg(tmp.path().join("cache"))
         .env("SPOOL_LOG", "debug")
+        .env("SPOOL_SECRET", SECRET)
         .env("NO_COLOR", "1")
         .stdout(std::process::Stdio::null())
         .stderr(log.stdio())
@@ -469,8 +508,8 @@ async fn credentials_stay_out_of_the_log() {
     let c = client();
     let stream = |path: &str| {
         let u = format!("{}?api_key=query-secret-2", origin.url(path));
-        let enc: String = url::form_urlencoded::byte_serialize(u.as_bytes()).collect();
-        format!("http://{addr}/stream?url={enc}")
+        let u = url::Url::parse(&u).unwrap();
+        signing::link(&format!("http://{addr}"), &key(), &u, Expiry(None)).unwrap()
     };
     assert_eq!(get(&c, &stream("ok.mp4"), None).await.0, 200);
     let (status, _, text) = get(&c, &stream("broken.mp4"), None).await;
@@ -508,7 +547,9 @@ async fn cross_origin_pages_can_read_media() {
     let origin = Origin::start().await;
     let body = data(10_000, 10);
     origin.add_file("v.webm", body.clone(), "video/webm");
-    let spool = Spool::start(&origin).await;
+    // With a key: unsigned links are limited to the allowlist, so they
+    // carry CORS headers too.
+    let spool = signed_spool(&origin).await;
     let c = client();
     let media = spool.url(&origin.url("v.webm"));
     let r = c
@@ -552,12 +593,28 @@ async fn cross_origin_pages_can_read_media() {
     let (status, h, _) = get(&c, &spool.url("ftp://nope/x"), None).await;
     assert_eq!(status, 400);
     assert_eq!(h["access-control-allow-origin"], "*");
+    let (_, h, _) = get(&c, &link(&spool, &origin.url("v.webm"), Expiry(None)), None).await;
+    assert_eq!(h["access-control-allow-origin"], "*");
+    // An open spool (loopback, no key): no CORS on unsigned links, or any
+    // web page could read through it whatever it reaches.
+    let open = Spool::start(&origin).await;
+    let (status, h, _) = get(&c, &open.url(&origin.url("v.webm")), None).await;
+    assert_eq!(status, 200);
+    assert!(!h.contains_key("access-control-allow-origin"));
     // One origin, or none.
-    let one = Spool::start_with(&origin, |c| c.cors_origin = "https://app.lan".into()).await;
+    let one = Spool::start_with(&origin, |c| {
+        c.cors_origin = "https://app.lan".into();
+        c.signing.secret = Some(SECRET.into());
+    })
+    .await;
     let (_, h, _) = get(&c, &one.url(&origin.url("v.webm")), None).await;
     assert_eq!(h["access-control-allow-origin"], "https://app.lan");
     assert_eq!(h["vary"], "Origin");
-    let none = Spool::start_with(&origin, |c| c.cors_origin = String::new()).await;
+    let none = Spool::start_with(&origin, |c| {
+        c.cors_origin = String::new();
+        c.signing.secret = Some(SECRET.into());
+    })
+    .await;
     let (_, h, _) = get(&c, &none.url(&origin.url("v.webm")), None).await;
     assert!(!h.contains_key("access-control-allow-origin"));
 }

@@ -89,10 +89,6 @@ pub fn sign(
     let key = signing.key()?.context(
         "no key: set SPOOL_SECRET, or SPOOL_SECRET_FILE to the key file the server uses",
     )?;
-    Ok(crate::signing::link(
-        &signing.public_url(listen),
-        &key,
-        &url,
-        expires,
-    ))
+    crate::signing::link(&signing.public_url(listen), &key, &url, expires)
+        .context("--expires is too far away")
 }

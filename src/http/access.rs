@@ -31,40 +31,41 @@ pub(crate) struct Peer(pub IpAddr);
 /// The access rules. Cheap to clone.
 #[derive(Clone)]
 pub(crate) struct Access {
-    key: Option<Key>,
+    pub key: Option<Key>,
     /// Unsigned links only for listed upstreams.
-    restricted: bool,
-    allow: Arc<AllowList>,
-    admin_token: Option<Arc<str>>,
-    public_url: Arc<str>,
+    pub restricted: bool,
+    pub allow: Arc<AllowList>,
+    /// Never empty (an empty token is no token).
+    pub admin_token: Option<Arc<str>>,
+    /// Loopback clients are admins only when spool listens on loopback:
+    /// behind a port forwarder (rootless containers) or a proxy on the
+    /// same host, every client arrives from loopback.
+    pub trust_loopback: bool,
+    /// Origins with request headers (credentials) from the settings file:
+    /// only signed links may reach them.
+    pub credentialed: Arc<Vec<url::Origin>>,
+    pub public_url: Arc<str>,
     /// `Access-Control-Allow-Origin` for media, None for no CORS headers.
-    cors_origin: Option<HeaderValue>,
+    pub cors_origin: Option<HeaderValue>,
 }
 
 impl Access {
-    pub fn new(
-        key: Option<Key>,
-        restricted: bool,
-        allow: AllowList,
-        admin_token: Option<String>,
-        public_url: String,
-        cors_origin: Option<HeaderValue>,
-    ) -> Access {
-        Access {
-            key,
-            restricted,
-            allow: Arc::new(allow),
-            admin_token: admin_token.map(Arc::from),
-            public_url: Arc::from(public_url),
-            cors_origin,
-        }
-    }
-
     /// Adds the CORS headers a page on another origin needs to read media
     /// (`fetch()` with Range, `<video crossorigin>`, MSE players). spool
     /// uses no cookies, so `*` exposes nothing a plain request would not.
-    pub fn cors(&self, mut r: Response) -> Response {
-        if let Some(origin) = &self.cors_origin {
+    pub fn cors(&self, r: Response) -> Response {
+        self.cors_if(true, r)
+    }
+
+    /// CORS headers for an unsigned link: only where unsigned links are
+    /// limited to the allowlist. An open spool on a laptop would otherwise
+    /// let any web page read, through it, whatever it can reach.
+    pub fn cors_unsigned(&self, r: Response) -> Response {
+        self.cors_if(self.restricted, r)
+    }
+
+    fn cors_if(&self, on: bool, mut r: Response) -> Response {
+        if let Some(origin) = self.cors_origin.as_ref().filter(|_| on) {
             let h = r.headers_mut();
             h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin.clone());
             h.insert(
@@ -112,6 +113,13 @@ impl Access {
     /// Whether an unsigned link to `url` may be served; the reason for
     /// the player's 403 when not.
     pub fn unsigned(&self, url: &Url) -> Result<(), String> {
+        if self.credentialed.contains(&url.origin()) {
+            return Err(
+                "this upstream has credentials in the settings file: only signed links \
+                 (spool sign, POST /sign) may use it"
+                    .into(),
+            );
+        }
         if !self.restricted || self.allow.lists(url) {
             return Ok(());
         }
@@ -135,7 +143,7 @@ impl Access {
     /// Whether a request may use the admin endpoints: from loopback, or
     /// with the admin token.
     pub fn admin(&self, peer: Option<Peer>, headers: &HeaderMap) -> bool {
-        if peer.is_some_and(|p| canonical(p.0).is_loopback()) {
+        if self.trust_loopback && peer.is_some_and(|p| canonical(p.0).is_loopback()) {
             return true;
         }
         let Some(token) = &self.admin_token else {
@@ -146,7 +154,10 @@ impl Access {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.strip_prefix("Bearer "))
             .unwrap_or("");
-        bool::from(given.as_bytes().ct_eq(token.as_bytes()))
+        // Digests, so that the comparison does not depend on the lengths.
+        use sha2::{Digest, Sha256};
+        let (a, b) = (Sha256::digest(given), Sha256::digest(token.as_bytes()));
+        !given.is_empty() && bool::from(a.as_slice().ct_eq(b.as_slice()))
     }
 }
 
@@ -211,7 +222,9 @@ pub(crate) async fn sign(
         Ok(e) => e,
         Err(e) => return text(StatusCode::BAD_REQUEST, &e),
     };
-    let link = signing::link(&access.public_url, key, &url, expires);
+    let Some(link) = signing::link(&access.public_url, key, &url, expires) else {
+        return text(StatusCode::BAD_REQUEST, "\"expires\" is too far away");
+    };
     let body = serde_json::json!({ "url": link });
     let mut r = Response::new(Bytes::from(body.to_string()).into());
     r.headers_mut().insert(

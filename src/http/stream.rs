@@ -39,7 +39,7 @@ pub(crate) async fn handle(
     headers: HeaderMap,
 ) -> Response {
     let r = unsigned(cache, limits, access.clone(), method, query, headers).await;
-    access.cors(r)
+    access.cors_unsigned(r)
 }
 
 async fn unsigned(
