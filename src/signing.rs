@@ -78,15 +78,24 @@ impl Key {
         let mut raw = [0u8; 32];
         getrandom::fill(&mut raw).map_err(|e| anyhow::anyhow!("no randomness: {e}"))?;
         let hex: String = raw.iter().map(|b| format!("{b:02x}")).collect();
-        match std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(path)
-        {
-            Ok(mut f) => {
-                f.write_all(format!("{hex}\n").as_bytes())?;
-                f.sync_all()?;
+        // Written whole to a temp file, then linked into place: a reader
+        // never sees a half-written key, and a key another process made
+        // meanwhile is never replaced (link fails if the name exists).
+        let tmp = path.with_extension(format!("tmp.{}", std::process::id()));
+        let written = (|| {
+            let mut f = std::fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .mode(0o600)
+                .open(&tmp)?;
+            f.write_all(format!("{hex}\n").as_bytes())?;
+            f.sync_all()?;
+            std::fs::hard_link(&tmp, path)
+        })();
+        let _ = std::fs::remove_file(&tmp);
+        match written {
+            Ok(()) => {
                 tracing::info!(path = %path.display(), "created a new key for signed links");
                 Key::from_secret(hex.as_bytes())
             }

@@ -618,3 +618,38 @@ async fn cross_origin_pages_can_read_media() {
     let (_, h, _) = get(&c, &none.url(&origin.url("v.webm")), None).await;
     assert!(!h.contains_key("access-control-allow-origin"));
 }
+
+/// A signed link's error answers name nothing of its upstream.
+#[tokio::test]
+async fn signed_link_errors_do_not_reveal_the_upstream() {
+    let origin = Origin::start().await;
+    origin.add_file("gone.mp4", data(100, 11), "video/mp4");
+    origin.set_faults(
+        "gone.mp4",
+        Faults {
+            status: Some(500),
+            ..Faults::default()
+        },
+    );
+    let spool = signed_spool(&origin).await;
+    let c = client();
+    let refused = link(
+        &spool,
+        "http://10.255.255.1:8096/secret-dir/x.mp4",
+        Expiry(None),
+    );
+    let failing = link(&spool, &by_name(&origin, "gone.mp4"), Expiry(None));
+    for (l, want) in [(refused, 403), (failing, 502)] {
+        let (status, _, body) = get(&c, &l, None).await;
+        let text = String::from_utf8_lossy(&body);
+        assert_eq!(status, want, "{text}");
+        for secret in ["10.255", "secret-dir", "localhost", "127.0.0.1", "8096"] {
+            assert!(!text.contains(secret), "{secret} in {text:?}");
+        }
+    }
+    // The same failures through unsigned links keep their details.
+    let open = Spool::start(&origin).await;
+    let (status, _, body) = get(&c, &open.url("http://10.255.255.1:8096/x.mp4"), None).await;
+    assert_eq!(status, 403);
+    assert!(String::from_utf8_lossy(&body).contains("10.255.255.1"));
+}

@@ -108,10 +108,36 @@ async fn signed_inner(
     cache.metrics().client_requests.inc();
     let url = match access.open(&token).map(|raw| upstream::parse_url(&raw)) {
         Ok(Ok(u)) => u,
-        Ok(Err(e)) => return error(&e),
+        Ok(Err(e)) => return hide_upstream(error(&e)),
         Err(reason) => return text(StatusCode::FORBIDDEN, &reason),
     };
-    serve(cache, limits, method, url, headers).await
+    hide_upstream(serve(cache, limits, method, url, headers).await)
+}
+
+/// A signed link hides its upstream, so the error answers of its media
+/// name no host, address or Location: only the status and why in general
+/// terms. Range answers (416) say nothing of the upstream and stay.
+fn hide_upstream(r: Response) -> Response {
+    let status = r.status();
+    if !(status.is_client_error() || status.is_server_error())
+        || matches!(
+            status,
+            StatusCode::RANGE_NOT_SATISFIABLE | StatusCode::METHOD_NOT_ALLOWED
+        )
+    {
+        return r;
+    }
+    let reason = match status {
+        StatusCode::BAD_GATEWAY => "the upstream failed or could not be reached",
+        StatusCode::GATEWAY_TIMEOUT => "the upstream did not answer in time",
+        StatusCode::SERVICE_UNAVAILABLE => return r,
+        s => s.canonical_reason().unwrap_or("error"),
+    };
+    let mut out = text(status, reason);
+    if let Some(v) = r.headers().get(header::RETRY_AFTER) {
+        out.headers_mut().insert(header::RETRY_AFTER, v.clone());
+    }
+    out
 }
 
 fn method_not_allowed(method: &Method) -> Option<Response> {
