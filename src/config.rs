@@ -55,6 +55,9 @@ pub enum Command {
         /// Address spool listens on (for the default public URL).
         #[arg(long, env = "SPOOL_LISTEN", default_value = "127.0.0.1:8080")]
         listen: SocketAddr,
+        /// The server's settings file, for the key and addresses above.
+        #[arg(long, env = "SPOOL_CONFIG")]
+        config: Option<PathBuf>,
     },
     /// Ask a running spool whether it is alive (`/health/live`); exit 0
     /// when it answers 200, 1 otherwise. For container health checks, so
@@ -67,6 +70,9 @@ pub enum Command {
         /// How long to wait for the answer.
         #[arg(long, default_value = "3s", value_parser = humantime::parse_duration)]
         timeout: Duration,
+        /// The server's settings file, for its listen address.
+        #[arg(long, env = "SPOOL_CONFIG")]
+        config: Option<PathBuf>,
     },
 }
 

@@ -30,28 +30,35 @@ use crate::config::{Cli, Command, Config, UpstreamHeaders};
 pub fn load(args: Vec<OsString>) -> anyhow::Result<Cli> {
     let matches = Cli::command().try_get_matches_from(&args)?;
     let cli = Cli::from_arg_matches(&matches)?;
-    let (serve_matches, in_subcommand) = match matches.subcommand() {
-        Some(("serve", m)) => (m, true),
+    // `serve` (or no subcommand) takes every setting; `sign` and
+    // `healthcheck` take the few they share with it (key, public URL,
+    // listen address) and pass over the rest.
+    let (sub_matches, sub) = match matches.subcommand() {
+        Some((name @ ("serve" | "sign" | "healthcheck"), m)) => (m, Some(name)),
         Some(_) => return Ok(cli),
-        None => (&matches, false),
+        None => (&matches, None),
     };
-    let cfg = if in_subcommand {
-        match &cli.command {
-            Some(Command::Serve(c)) => c.as_ref(),
-            _ => unreachable!("serve's matches come from Command::Serve"),
-        }
-    } else {
-        &cli.serve
+    let path = match (&cli.command, sub) {
+        (Some(Command::Serve(c)), _) => c.config.clone(),
+        (None, _) => cli.serve.config.clone(),
+        (_, Some(_)) => sub_matches.get_one::<std::path::PathBuf>("config").cloned(),
+        _ => None,
     };
-    let Some(path) = cfg.config.clone() else {
+    let Some(path) = path else {
         return Ok(cli);
     };
+    let in_subcommand = sub.is_some();
+    let known = match sub {
+        None | Some("serve") => None,
+        Some(name) => Cli::command().find_subcommand(name).cloned(),
+    };
+    let serve_matches = sub_matches;
     let text = std::fs::read_to_string(&path)
         .with_context(|| format!("cannot read the settings file {}", path.display()))?;
     let table: toml::Table = text
         .parse()
         .with_context(|| format!("{} is not valid TOML", path.display()))?;
-    let (flags, headers) = file_args(&table, serve_matches, &path)?;
+    let (flags, headers) = file_args(&table, serve_matches, &path, known.as_ref())?;
     // The file's settings go in front of the command line's, after the
     // subcommand, so clap sees them as given on the command line; those
     // set by a flag or the environment were left out above.
@@ -59,8 +66,8 @@ pub fn load(args: Vec<OsString>) -> anyhow::Result<Cli> {
     let at = if in_subcommand {
         1 + args[1..]
             .iter()
-            .position(|a| a == "serve")
-            .expect("serve was given")
+            .position(|a| Some(a.to_string_lossy().as_ref()) == sub)
+            .expect("the subcommand was given")
             + 1
     } else {
         1
@@ -78,12 +85,16 @@ pub fn load(args: Vec<OsString>) -> anyhow::Result<Cli> {
 }
 
 /// The file's settings as flags, and its per-origin headers.
+/// `only`: a subcommand other than `serve`, which takes only its own
+/// settings from the file.
 fn file_args(
     table: &toml::Table,
     given: &clap::ArgMatches,
     path: &Path,
+    only: Option<&clap::Command>,
 ) -> anyhow::Result<(Vec<String>, Vec<UpstreamHeaders>)> {
-    let known = Config::augment_args(clap::Command::new("serve"));
+    let serve = Config::augment_args(clap::Command::new("serve"));
+    let known = only.unwrap_or(&serve);
     let mut flags = Vec::new();
     let mut headers = Vec::new();
     for (key, value) in table {
@@ -92,10 +103,15 @@ fn file_args(
             continue;
         }
         let id = key.replace('-', "_");
-        let Some(arg) = known
-            .get_arguments()
-            .find(|a| a.get_id().as_str() == id && a.get_long().is_some())
-        else {
+        let find = |c: &clap::Command| {
+            c.get_arguments()
+                .find(|a| a.get_id().as_str() == id && a.get_long().is_some())
+                .cloned()
+        };
+        let Some(arg) = find(known) else {
+            if only.is_some() && find(&serve).is_some() {
+                continue;
+            }
             bail!("in {}: unknown setting `{key}`", path.display());
         };
         if id == "config" {
@@ -225,6 +241,39 @@ mod tests {
         let cli = run(file, &["--read-ahead", "2MiB"]).unwrap();
         assert_eq!(serve(&cli).max_downloads, 7);
         assert_eq!(serve(&cli).read_ahead, 2 << 20);
+    }
+
+    #[test]
+    fn sign_and_healthcheck_take_their_settings_from_the_file() {
+        let file = r#"
+            listen = "0.0.0.0:9090"
+            secret = "from the settings file, long enough"
+            public_url = "http://nas.lan:9090"
+            max_downloads = 7
+            [[upstream]]
+            origin = "http://nas.lan:8096"
+            headers = { "X-Emby-Token" = "x" }
+        "#;
+        let cli = run(file, &["sign", "http://nas.lan/a.mp4"]).unwrap();
+        let Some(Command::Sign {
+            signing, listen, ..
+        }) = &cli.command
+        else {
+            panic!("not sign: {cli:?}");
+        };
+        assert_eq!(listen.port(), 9090);
+        assert_eq!(signing.public_url.as_deref(), Some("http://nas.lan:9090"));
+        assert!(signing.secret.is_some());
+        let cli = run(file, &["healthcheck", "--timeout", "1s"]).unwrap();
+        let Some(Command::Healthcheck {
+            listen, timeout, ..
+        }) = &cli.command
+        else {
+            panic!("not healthcheck: {cli:?}");
+        };
+        assert_eq!((listen.port(), timeout.as_secs()), (9090, 1));
+        // Still strict about keys no command knows.
+        assert!(run("max_dowloads = 3", &["healthcheck"]).is_err());
     }
 
     #[test]

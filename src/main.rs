@@ -38,11 +38,14 @@ async fn main() -> anyhow::Result<()> {
             expires,
             signing,
             listen,
+            ..
         }) => {
             println!("{}", spool::cmd::sign(&url, expires, &signing, listen)?);
             return Ok(());
         }
-        Some(Command::Healthcheck { listen, timeout }) => {
+        Some(Command::Healthcheck {
+            listen, timeout, ..
+        }) => {
             let live = spool::cmd::healthcheck(listen, timeout).await;
             if let Err(e) = &live {
                 eprintln!("spool is not live: {e:#}");
