@@ -290,6 +290,14 @@ async fn admin_endpoints_need_loopback_or_the_token() {
         |r: reqwest::RequestBuilder| r.header("authorization", "Bearer let-me-in-please-now");
     let r = auth(c.get(at("/metrics"))).send().await.unwrap();
     assert_eq!(r.status(), 200);
+    // The scheme's name is case-insensitive (RFC 9110 §11.1).
+    let r = c
+        .get(at("/metrics"))
+        .header("authorization", "bearer let-me-in-please-now")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
     assert!(r.text().await.unwrap().contains("spool_"));
     let r = auth(c.get(at("/health/ready"))).send().await.unwrap();
     let v: serde_json::Value = serde_json::from_slice(&r.bytes().await.unwrap()).unwrap();

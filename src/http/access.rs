@@ -5,10 +5,11 @@
 //!   loopback, unsigned `/stream?url=` is served only for upstreams that
 //!   `--allow-upstream` names; anything else needs a signed link
 //!   (`/s/<token>/<file name>`). On loopback without a key, as on a
-//!   laptop, unsigned links are served as before.
+//!   laptop, unsigned links are served as before (without CORS headers).
+//!   Origins with credentials in the settings file need signed links.
 //! - `/metrics`, the detailed `/health/ready` and `POST /sign` answer
-//!   loopback clients, or anyone with `Authorization: Bearer
-//!   <SPOOL_ADMIN_TOKEN>` (compared in constant time).
+//!   anyone with `Authorization: Bearer <SPOOL_ADMIN_TOKEN>` (compared in
+//!   constant time), and loopback clients when spool listens on loopback.
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -152,8 +153,9 @@ impl Access {
         let given = headers
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .unwrap_or("");
+            .and_then(|v| v.split_once(' '))
+            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+            .map_or("", |(_, t)| t.trim());
         // Digests, so that the comparison does not depend on the lengths.
         use sha2::{Digest, Sha256};
         let (a, b) = (Sha256::digest(given), Sha256::digest(token.as_bytes()));
