@@ -3,7 +3,7 @@
 //! Every flag has an environment twin (`SPOOL_<FLAG>`), so the same settings
 //! work from a shell, a systemd unit or a docker compose file.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -101,7 +101,7 @@ impl Signing {
     pub fn public_url(&self, listen: SocketAddr) -> String {
         match &self.public_url {
             Some(u) => u.trim_end_matches('/').to_owned(),
-            None => format!("http://{}", crate::cmd::local_address(listen)),
+            None => format!("http://{}", local_address(listen)),
         }
     }
 
@@ -348,6 +348,17 @@ impl Config {
         cfg.cache_dir = cache_dir.into();
         cfg
     }
+}
+
+/// Where to reach a server listening on `listen`: an unspecified address
+/// (listening on every interface) is reached on loopback.
+pub fn local_address(listen: SocketAddr) -> SocketAddr {
+    let ip = match listen.ip() {
+        IpAddr::V4(ip) if ip.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
+        IpAddr::V6(ip) if ip.is_unspecified() => IpAddr::V6(Ipv6Addr::LOCALHOST),
+        ip => ip,
+    };
+    SocketAddr::new(ip, listen.port())
 }
 
 /// Parses a byte size: plain bytes or a number with a unit

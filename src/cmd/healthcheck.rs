@@ -1,8 +1,10 @@
 //! `spool healthcheck`: asks a running spool's `/health/live`, so a
 //! container image can check its own health without curl.
 
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::net::SocketAddr;
 use std::time::Duration;
+
+use crate::config::local_address;
 
 /// Ok when spool at `listen` answers `/health/live` with 200 in time.
 pub async fn healthcheck(listen: SocketAddr, timeout: Duration) -> anyhow::Result<()> {
@@ -17,17 +19,6 @@ pub async fn healthcheck(listen: SocketAddr, timeout: Duration) -> anyhow::Resul
     let status = client.get(&url).send().await?.status();
     anyhow::ensure!(status.is_success(), "{url} answered {status}");
     Ok(())
-}
-
-/// Where to reach a server listening on `listen`: an unspecified address
-/// (listening on every interface) is reached on loopback.
-pub fn local_address(listen: SocketAddr) -> SocketAddr {
-    let ip = match listen.ip() {
-        IpAddr::V4(ip) if ip.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
-        IpAddr::V6(ip) if ip.is_unspecified() => IpAddr::V6(Ipv6Addr::LOCALHOST),
-        ip => ip,
-    };
-    SocketAddr::new(ip, listen.port())
 }
 
 #[cfg(test)]

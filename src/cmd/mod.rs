@@ -3,7 +3,7 @@
 
 mod healthcheck;
 
-pub use healthcheck::{healthcheck, local_address};
+pub use healthcheck::healthcheck;
 
 use std::path::Path;
 

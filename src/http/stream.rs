@@ -50,10 +50,7 @@ async fn unsigned(
     query: String,
     headers: HeaderMap,
 ) -> Response {
-    if method == Method::OPTIONS {
-        return access.preflight();
-    }
-    if let Some(r) = method_not_allowed(&method) {
+    if let Some(r) = not_a_media_request(&method, &access) {
         return r;
     }
     cache.metrics().client_requests.inc();
@@ -99,10 +96,7 @@ async fn signed_inner(
     method: Method,
     headers: HeaderMap,
 ) -> Response {
-    if method == Method::OPTIONS {
-        return access.preflight();
-    }
-    if let Some(r) = method_not_allowed(&method) {
+    if let Some(r) = not_a_media_request(&method, &access) {
         return r;
     }
     cache.metrics().client_requests.inc();
@@ -140,9 +134,13 @@ fn hide_upstream(r: Response) -> Response {
     out
 }
 
-fn method_not_allowed(method: &Method) -> Option<Response> {
+/// The answer to a preflight or a method other than GET and HEAD.
+fn not_a_media_request(method: &Method, access: &Access) -> Option<Response> {
     if method == Method::GET || method == Method::HEAD {
         return None;
+    }
+    if method == Method::OPTIONS {
+        return Some(access.preflight());
     }
     let mut r = text(StatusCode::METHOD_NOT_ALLOWED, "only GET, HEAD and OPTIONS");
     r.headers_mut().insert(
