@@ -406,6 +406,24 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
     u64::try_from(bytes).map_err(|_| too_large())
 }
 
+/// Runs one unit test again in a child process with `env` set, and
+/// fails if it fails there: for tests of what the environment does, whose
+/// variables must not leak into other tests of this process.
+#[cfg(test)]
+pub(crate) fn rerun_in_child(test: &str, env: &[(&str, &str)]) {
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", test, "--nocapture"])
+        .envs(env.iter().copied())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "child failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -453,22 +471,13 @@ mod tests {
             assert_eq!(cfg.listen.to_string(), "127.0.0.1:8080");
             return;
         }
-        let out = std::process::Command::new(std::env::current_exe().unwrap())
-            .args([
-                "--exact",
-                "config::tests::defaults_ignore_the_environment",
-                "--nocapture",
-            ])
-            .env("SPOOL_TEST_CONFIG_CHILD", "1")
-            .env("SPOOL_CHUNK_SIZE", "not a size")
-            .env("SPOOL_LISTEN", "0.0.0.0:1")
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "child failed: {}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
+        rerun_in_child(
+            "config::tests::defaults_ignore_the_environment",
+            &[
+                ("SPOOL_TEST_CONFIG_CHILD", "1"),
+                ("SPOOL_CHUNK_SIZE", "not a size"),
+                ("SPOOL_LISTEN", "0.0.0.0:1"),
+            ],
         );
     }
 

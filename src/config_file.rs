@@ -322,21 +322,9 @@ mod tests {
             assert_eq!(serve(&cli).max_ranges, 3);
             return;
         }
-        let out = std::process::Command::new(std::env::current_exe().unwrap())
-            .args([
-                "--exact",
-                "config_file::tests::environment_wins_over_the_file",
-                "--nocapture",
-            ])
-            .env("SPOOL_TEST_FILE_CHILD", "1")
-            .env("SPOOL_MAX_DOWNLOADS", "9")
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "child failed: {}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
+        crate::config::rerun_in_child(
+            "config_file::tests::environment_wins_over_the_file",
+            &[("SPOOL_TEST_FILE_CHILD", "1"), ("SPOOL_MAX_DOWNLOADS", "9")],
         );
     }
 }

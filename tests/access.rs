@@ -8,7 +8,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, SystemTime};
 
 use common::origin::{Faults, Origin};
-use common::{client, data, get, Spool};
+use common::{client, data, get, KillOnDrop, Spool};
 use spool::signing::{self, Expiry, Key};
 
 const SECRET: &str = "a test secret that is long enough";
@@ -537,15 +537,6 @@ async fn credentials_stay_out_of_the_log() {
     );
     assert!(!text.contains("header-secret-1"), "{text}");
     assert!(!text.contains("query-secret-2"), "{text}");
-}
-
-struct KillOnDrop(std::process::Child);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 /// Pages on another origin can read media: CORS headers on every media

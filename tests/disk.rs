@@ -14,7 +14,7 @@ use common::origin::{Faults, Origin};
 use common::tmpfs::Tmpfs;
 use common::{
     client, data, get, metric, temp_files, wait_for, wait_for_metric, wait_until_cached, ChildLog,
-    Spool,
+    KillOnDrop, Spool,
 };
 use spool::testing::{Fault, WriteStage};
 
@@ -301,16 +301,6 @@ async fn a_cache_dir_the_user_may_not_write_is_permission_denied() {
         })
     })
     .await;
-}
-
-/// A child process killed when dropped, also when the test fails.
-struct KillOnDrop(std::process::Child);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 /// The index reporting a full disk (SQLITE_FULL) when a new media is

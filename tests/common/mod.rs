@@ -354,3 +354,13 @@ impl Drop for ChildLog {
         }
     }
 }
+
+/// A child process killed when dropped, also when the test fails.
+pub struct KillOnDrop(pub Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
