@@ -23,6 +23,15 @@ use crate::upstream::UpstreamError;
 /// Largest piece read from a chunk file at once: bounds memory per player.
 pub const READ_PIECE: u64 = 262144;
 
+/// Bytes a response must make after a failed attempt before its failures
+/// are forgiven (as for resumed transfers, see `upstream::resume`).
+const FORGIVE_AFTER: u64 = 1 << 20;
+
+/// How often a player waiting for a downloading chunk's byte looks again
+/// whether a new request would bring it sooner (transfer rates become
+/// known as bytes arrive).
+const RECHECK: std::time::Duration = std::time::Duration::from_millis(100);
+
 /// How many times in a row a chunk may fail to come before the response
 /// is cut (each attempt starts a new download).
 const MAX_ATTEMPTS: u32 = 8;
@@ -147,6 +156,10 @@ impl Sender<'_> {
         let media = self.media;
         let mut pos = r.start;
         let mut attempts = 0;
+        // Where the last attempt failed: a trickle of bytes after it does
+        // not forgive the failures (an origin that breaks every answer after
+        // a few bytes must not earn endless new downloads).
+        let mut failed_at = pos;
         while pos <= r.end {
             if media.is_gone() {
                 return Err(End::Failed(UpstreamError::Changed.into()));
@@ -159,7 +172,8 @@ impl Sender<'_> {
             if media.slot(index).is_none() {
                 runs.start(media, index, run::split_for(media, index, pos));
             }
-            runs.read_ahead(media, index, self.limit);
+            let window = self.playhead.window_end(runs.read_ahead_chunks());
+            runs.read_ahead(media, index, window.min(self.limit));
             let start = media.chunk_start(index);
             let last = r.end.min(start + media.chunk_len(index) - 1);
             let before = pos;
@@ -183,11 +197,26 @@ impl Sender<'_> {
                         if source == "download" && chunk.is_complete() && media.is_cached(index) {
                             break;
                         }
-                        match chunk.read_at(pos - start).await {
+                        let read = match chunk.try_read_at(pos - start) {
+                            Ok(None) => {
+                                // Not here yet: unless its transfer brings it
+                                // soon, a new request fetches from this byte.
+                                runs.hurry(media, index, &chunk, pos);
+                                let wait = chunk.read_at(pos - start);
+                                match tokio::time::timeout(RECHECK, wait).await {
+                                    Ok(r) => r,
+                                    Err(_) => continue,
+                                }
+                            }
+                            r => r,
+                        };
+                        match read {
                             Ok(Some(mut b)) => {
                                 b.truncate((last + 1 - pos) as usize);
                                 pos += b.len() as u64;
+                                let n = b.len() as u64;
                                 self.send(b, source).await?;
+                                self.playhead.advance(pos, n);
                             }
                             Ok(None) => break,
                             Err(e) => {
@@ -207,7 +236,7 @@ impl Sender<'_> {
                 // gave up, an unreadable file): look again.
                 None => Err(Retry::Again),
             };
-            if pos > before {
+            if pos > before && pos - failed_at >= FORGIVE_AFTER {
                 attempts = 0;
             }
             match outcome {
@@ -219,6 +248,7 @@ impl Sender<'_> {
                 Err(Retry::Broken) => self.passthrough(&mut pos, last).await?,
                 Err(retry) => {
                     attempts += 1;
+                    failed_at = pos;
                     // Give the task that failed the chunk time to release it.
                     tokio::time::sleep(std::time::Duration::from_millis(2 << attempts.min(6)))
                         .await;
@@ -296,6 +326,7 @@ impl Sender<'_> {
             self.send(bytes, "cache")
                 .await
                 .map_err(|_| Retry::ClientGone)?;
+            self.playhead.advance(*pos, n as u64);
         }
         Ok(())
     }
@@ -366,7 +397,9 @@ impl Sender<'_> {
             match body.next().await {
                 Ok(Some(b)) => {
                     *pos += b.len() as u64;
+                    let n = b.len() as u64;
                     self.send(b, "passthrough").await?;
+                    self.playhead.advance(*pos, n);
                 }
                 Ok(None) => return Ok(()),
                 Err(e) => return Err(End::Failed(e.into())),

@@ -11,7 +11,7 @@ use tokio::time::Instant;
 use url::Url;
 
 use super::error::CacheError;
-use super::inflight::InFlight;
+use super::inflight::{Feed, InFlight, Pace};
 use crate::store::index::{unix_now, ChunkRow, MediaRow};
 use crate::store::MediaId;
 use crate::upstream::Version;
@@ -56,7 +56,17 @@ pub(crate) struct Media {
     /// The chunk where the last finished player stopped (u64::MAX: none),
     /// to recognise a player reading on in a new request.
     last_ended: AtomicU64,
+    /// How much the last finished player had read: a player reading on in
+    /// a new request keeps the read-ahead it had earned.
+    last_read: AtomicU64,
+    /// What this media's origin showed so far (time to first byte, rate).
+    pace: Mutex<Pace>,
 }
+
+/// Bytes a player reads before any read-ahead starts for it: a probe or a
+/// seek preview that reads one piece and leaves costs the origin no more
+/// than the chunk it read from.
+pub const FIRST_PIECE: u64 = 256 * 1024;
 
 impl Media {
     pub fn new(url: Arc<Url>, row: MediaRow, chunks: Vec<ChunkRow>) -> Media {
@@ -81,6 +91,8 @@ impl Media {
             instance: Instance(INSTANCES.fetch_add(1, Ordering::Relaxed)),
             last_used: Mutex::new(Instant::now()),
             last_ended: AtomicU64::new(u64::MAX),
+            last_read: AtomicU64::new(0),
+            pace: Mutex::default(),
             probed: Mutex::new(instant_of(row.probed_unix)),
             row,
             slots: Mutex::new(slots),
@@ -139,9 +151,16 @@ impl Media {
     /// nobody has yet, stopping at the first chunk that is cached or
     /// downloading. Returns the new in-flight chunks, in order; empty when
     /// `first` itself is taken. This is the single-flight point.
-    /// The first chunk's bytes before `split` are left to a separate head
-    /// download (see `InFlight::with_split`).
-    pub fn claim(&self, first: u64, last: u64, split: u64) -> Vec<(u64, Arc<InFlight>)> {
+    /// `feed` is the transfer that fills them; the first chunk's bytes
+    /// before `split` are left to a separate transfer, `head`.
+    pub fn claim(
+        &self,
+        first: u64,
+        last: u64,
+        split: u64,
+        feed: &Arc<Feed>,
+        head: Option<Arc<Feed>>,
+    ) -> Vec<(u64, Arc<InFlight>)> {
         let last = last.min(self.chunk_count().saturating_sub(1));
         let mut slots = self.slots.lock().unwrap();
         let mut claimed = Vec::new();
@@ -149,8 +168,16 @@ impl Media {
             if slots.contains_key(&index) || self.is_gone() {
                 break;
             }
-            let split = if index == first { split } else { 0 };
-            let chunk = Arc::new(InFlight::with_split(self.chunk_len(index), split));
+            let (split, head) = match index == first {
+                true => (split, head.clone()),
+                false => (0, None),
+            };
+            let chunk = Arc::new(InFlight::claimed(
+                self.chunk_len(index),
+                split,
+                feed.clone(),
+                head,
+            ));
             slots.insert(index, Slot::Pending(chunk.clone()));
             claimed.push((index, chunk));
         }
@@ -291,8 +318,15 @@ impl Media {
     /// wants read-ahead up to chunk `limit` at most.
     /// Players that left more than `grace` ago are forgotten here.
     pub fn playhead(self: &Arc<Self>, index: u64, limit: u64, grace: Duration) -> Playhead {
+        // A player reading on where the last one stopped keeps what it read.
+        let read = match self.continues(index) {
+            true => self.last_read.load(Ordering::Relaxed),
+            false => 0,
+        };
         let state = Arc::new(PlayheadState {
             chunk: AtomicU64::new(index),
+            pos: AtomicU64::new(self.chunk_start(index)),
+            read: AtomicU64::new(read),
             limit,
             ended: Mutex::new(None),
         });
@@ -309,16 +343,59 @@ impl Media {
         }
     }
 
-    /// Whether some player reads at or up to `read_ahead` chunks before
-    /// chunk `index`, or did so less than `grace` ago.
+    /// Whether some player reads chunk `index` or has it in its read-ahead
+    /// window, or did so less than `grace` ago. A player's window is as
+    /// long as what it read past its first piece (so it doubles as the
+    /// player reads on), at most `read_ahead` chunks.
     pub fn wanted(&self, index: u64, read_ahead: u64, grace: Duration) -> bool {
         let now = Instant::now();
         let mut heads = self.playheads.lock().unwrap();
         heads.retain(|h| h.ended.lock().unwrap().is_none_or(|t| now - t < grace));
         heads.iter().any(|h| {
             let at = h.chunk.load(Ordering::Relaxed);
-            at <= index && index <= at.saturating_add(read_ahead).min(h.limit)
+            at <= index && index <= self.window_end(h, read_ahead)
         })
+    }
+
+    /// The last chunk in a player's read-ahead window.
+    fn window_end(&self, h: &PlayheadState, read_ahead: u64) -> u64 {
+        let at = h.chunk.load(Ordering::Relaxed);
+        let ahead = h.read.load(Ordering::Relaxed).saturating_sub(FIRST_PIECE);
+        let reach = h.pos.load(Ordering::Relaxed).saturating_add(ahead) / self.chunk_size();
+        reach
+            .max(at)
+            .min(at.saturating_add(read_ahead))
+            .min(h.limit)
+    }
+
+    /// The last chunk any live player's read-ahead window reaches (None:
+    /// no live player).
+    pub fn window_limit(&self, read_ahead: u64) -> Option<u64> {
+        let heads = self.playheads.lock().unwrap();
+        heads
+            .iter()
+            .filter(|h| h.ended.lock().unwrap().is_none())
+            .map(|h| self.window_end(h, read_ahead))
+            .max()
+    }
+
+    /// What this media's origin showed so far.
+    pub fn pace(&self) -> Pace {
+        *self.pace.lock().unwrap()
+    }
+
+    /// Records a transfer's time to first byte.
+    pub fn record_ttfb(&self, t: Duration) {
+        let mut p = self.pace.lock().unwrap();
+        *p = p.with_ttfb(t);
+    }
+
+    /// Records a transfer's rate over a stretch it fetched.
+    pub fn record_rate(&self, bytes: u64, took: Duration) {
+        if bytes >= 256 * 1024 && !took.is_zero() {
+            let mut p = self.pace.lock().unwrap();
+            *p = p.with_rate(bytes as f64 / took.as_secs_f64());
+        }
     }
 
     /// Whether a stream open now reads chunk `index` or has it within its
@@ -357,6 +434,11 @@ fn instant_of(unix: i64) -> Option<Instant> {
 #[derive(Debug)]
 struct PlayheadState {
     chunk: AtomicU64,
+    /// The byte this player reads next.
+    pos: AtomicU64,
+    /// Bytes this player has read (in this request and, when it reads on
+    /// in consecutive requests, the ones before).
+    read: AtomicU64,
     /// The last chunk this player may want (its range's end, unless it reads
     /// to the end of the media).
     limit: u64,
@@ -376,12 +458,29 @@ impl Playhead {
             self.media.moved.notify_waiters();
         }
     }
+
+    /// The last chunk of this player's read-ahead window.
+    pub fn window_end(&self, read_ahead: u64) -> u64 {
+        self.media.window_end(&self.state, read_ahead)
+    }
+
+    /// The player got `n` bytes and reads at `pos` next.
+    pub fn advance(&self, pos: u64, n: u64) {
+        self.state.pos.store(pos, Ordering::Relaxed);
+        let before = self.state.read.fetch_add(n, Ordering::Relaxed);
+        // The window grows: runs waiting for it to reach their chunk look.
+        if before.saturating_add(n) > FIRST_PIECE {
+            self.media.moved.notify_waiters();
+        }
+    }
 }
 
 impl Drop for Playhead {
     fn drop(&mut self) {
         *self.state.ended.lock().unwrap() = Some(Instant::now());
         let at = self.state.chunk.load(Ordering::Relaxed);
+        let read = self.state.read.load(Ordering::Relaxed);
+        self.media.last_read.store(read, Ordering::Relaxed);
         self.media.last_ended.store(at, Ordering::Relaxed);
         self.media.moved.notify_waiters();
     }
@@ -411,12 +510,13 @@ mod tests {
     #[test]
     fn claim_stops_at_taken_chunks() {
         let m = media(100, 10);
-        let got: Vec<u64> = m.claim(1, 9, 0).iter().map(|c| c.0).collect();
+        let f = Feed::new(0, 0);
+        let got: Vec<u64> = m.claim(1, 9, 0, &f, None).iter().map(|c| c.0).collect();
         assert_eq!(got, vec![1, 2]);
-        assert!(m.claim(2, 9, 0).is_empty(), "already downloading");
+        assert!(m.claim(2, 9, 0, &f, None).is_empty(), "already downloading");
         assert_eq!(m.next_taken(4), None);
         assert_eq!(m.next_taken(0), Some(1));
-        let got: Vec<u64> = m.claim(8, 100, 0).iter().map(|c| c.0).collect();
+        let got: Vec<u64> = m.claim(8, 100, 0, &f, None).iter().map(|c| c.0).collect();
         assert_eq!(got, vec![8, 9], "clipped to the last chunk");
     }
 
@@ -446,7 +546,7 @@ mod tests {
         let p = m.playhead(0, u64::MAX, Duration::ZERO);
         assert!(!m.is_idle(Duration::ZERO), "a player reads it");
         drop(p);
-        let claimed = m.claim(5, 5, 0);
+        let claimed = m.claim(5, 5, 0, &Feed::new(0, 0), None);
         assert!(!m.is_idle(Duration::ZERO), "a chunk downloads");
         drop(claimed);
     }
@@ -456,16 +556,34 @@ mod tests {
         let m = media(1000, 10);
         assert!(!m.wanted(5, 2, Duration::from_secs(1)));
         let p = m.playhead(4, u64::MAX, Duration::from_secs(60));
+        assert!(m.wanted(4, 2, Duration::ZERO));
+        assert!(
+            !m.wanted(5, 2, Duration::ZERO),
+            "no read-ahead before the first piece"
+        );
+        assert!(!m.wanted(3, 2, Duration::ZERO));
+        // Read past the first piece: the window is as long as what was read
+        // beyond it (20 bytes from byte 45 reach chunk 6), at most 2 chunks.
+        p.advance(45, FIRST_PIECE + 20);
         assert!(m.wanted(5, 2, Duration::ZERO));
         assert!(m.wanted(6, 2, Duration::ZERO));
         assert!(!m.wanted(7, 2, Duration::ZERO));
-        assert!(!m.wanted(3, 2, Duration::ZERO));
+        p.advance(55, 1000);
+        assert!(!m.wanted(7, 2, Duration::ZERO), "capped at the read-ahead");
         p.set(5);
         assert!(m.wanted(7, 2, Duration::ZERO));
+        assert_eq!(m.window_limit(2), Some(7));
         drop(p);
         assert!(m.wanted(7, 2, Duration::from_secs(60)), "within grace");
         assert!(!m.wanted(7, 2, Duration::ZERO), "after grace");
         assert!(m.continues(5) && m.continues(6) && !m.continues(7));
+        assert_eq!(m.window_limit(2), None);
+
+        // A player reading on in a new request keeps its window.
+        let p = m.playhead(6, u64::MAX, Duration::from_secs(60));
+        p.advance(60, 0);
+        assert!(m.wanted(8, 2, Duration::ZERO));
+        drop(p);
 
         // Players gone longer than the grace are forgotten.
         drop(m.playhead(0, 0, Duration::ZERO));
@@ -478,6 +596,7 @@ mod tests {
 
         // A closed range wants no read-ahead past its end.
         let p = m.playhead(4, 5, Duration::from_secs(60));
+        p.advance(40, FIRST_PIECE + 1000);
         assert!(m.wanted(5, 2, Duration::ZERO));
         assert!(!m.wanted(6, 2, Duration::ZERO));
         assert_eq!(m.read_limit(), 5);

@@ -116,7 +116,8 @@ mod tests {
         let url = Arc::new(url::Url::parse(&row.url).unwrap());
         let media = Arc::new(Media::new(url, row, vec![]));
         let cache = MemCache::new(25);
-        let claim = |i| media.claim(i, i, 0).pop().unwrap().1;
+        let feed = crate::cache::inflight::Feed::new(0, 0);
+        let claim = |i| media.claim(i, i, 0, &feed, None).pop().unwrap().1;
         let (a, b, c) = (claim(0), claim(1), claim(2));
         assert!(cache.insert(&media, 0, a));
         assert!(cache.insert(&media, 1, b));

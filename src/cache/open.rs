@@ -13,7 +13,6 @@ use url::Url;
 
 use super::handle::Cache;
 use super::media::Media;
-use super::run;
 use crate::store::error::WriteStage;
 use crate::store::index::{unix_now, IndexError, MediaRow};
 use crate::upstream::{redact, Head, UpstreamError};
@@ -147,16 +146,21 @@ impl Cache {
         let chunk_size = self.inner.settings.chunk_size;
         let (start, end) = (start.map(|s| s.0), start.and_then(|s| s.1));
         let first_chunk = start.map(|s| s / chunk_size);
-        // Like any miss, a cold seek far into a chunk starts at the
-        // player's byte; the chunk's head is fetched on the side.
-        let split = start.map_or(0, |s| run::split_at(s % chunk_size));
-        // A closed range is fetched to the end of its last chunk only.
+        // Like any miss, a cold seek into a chunk starts at the player's
+        // byte; the chunk's head is fetched on the side.
+        let split = start.map_or(0, |s| s % chunk_size);
+        // A closed range is fetched to the end of its last chunk; an open
+        // one to the end of its first chunk: read-ahead past it comes once
+        // the player reads on.
         let range = match first_chunk {
-            Some(c) => (
-                c * chunk_size + split,
-                end.and_then(|e| (e / chunk_size).checked_add(1)?.checked_mul(chunk_size))
-                    .map(|after| after - 1),
-            ),
+            Some(c) => {
+                let last = end.map_or(c, |e| e / chunk_size);
+                let end = last
+                    .checked_add(1)
+                    .and_then(|after| after.checked_mul(chunk_size))
+                    .map(|after| after - 1);
+                (c * chunk_size + split, end)
+            }
             None => (0, Some(0)),
         };
         let resp = self.upstream().get(url, Some(range)).await?;

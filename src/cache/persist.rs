@@ -296,9 +296,10 @@ mod tests {
     use bytes::Bytes;
 
     fn complete_chunk(media: &Media) -> Arc<InFlight> {
-        let (_, chunk) = media.claim(0, 0, 0).pop().unwrap();
-        chunk.push(Bytes::from_static(b"0123456789"));
-        chunk.finish_tail();
+        let feed = crate::cache::inflight::Feed::new(0, 9);
+        let (_, chunk) = media.claim(0, 0, 0, &feed, None).pop().unwrap();
+        chunk.push_at(0, Bytes::from_static(b"0123456789"));
+        chunk.finish(0, Ok(()));
         chunk
     }
 

@@ -1,49 +1,47 @@
 //! Downloads from the origin.
 //!
-//! A *run* is one upstream request for a stretch of missing chunks. It
+//! A *run* is one upstream transfer for a stretch of missing chunks. It
 //! claims each chunk just before it fetches it (so no other run or player
 //! fetches it again), cuts the arriving bytes into chunks as they come,
-//! hands every complete chunk to the store, and goes on while players read
-//! within `--read-ahead` behind the chunk it would fetch next. It stops when
-//! no player has wanted that chunk for the read-ahead grace period, so an
-//! abandoned stream stops downloading.
+//! and hands every complete chunk to the store.
+//!
+//! What a run asks the origin for follows the players: at first the chunk
+//! a player reads, then as far as the players' read-ahead windows reach
+//! (a window grows with what its player read, up to `--read-ahead`), with
+//! a new request for the next stretch sent while the last one is still
+//! read. It stops when no player has wanted its next chunk for the
+//! read-ahead grace period, so an abandoned stream stops downloading.
+//!
+//! A player never waits behind read-ahead: when it waits for a byte that a
+//! running transfer would reach later than a new request could (judged by
+//! that transfer's rate and the origin's time to first byte), the chunk's
+//! part is cut at the player's byte and a new run starts there
+//! (`Runs::hurry`).
 
 use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tracing::{debug, warn};
 
 use super::error::CacheError;
-use super::inflight::InFlight;
+use super::inflight::{Feed, InFlight};
 use super::media::{Media, Slot};
 use super::persist::Writer;
 use crate::store::{ChunkFiles, Index};
 use crate::upstream::{redact, Head, ResumingBody, Upstream, UpstreamError};
 
-/// A miss this far into a chunk starts the download at the player's byte
-/// (and fetches the chunk's head separately) instead of at the chunk's
-/// start: on a slow origin, waiting for megabytes before the wanted byte
-/// would make every seek slow.
-pub const SPLIT_MIN: u64 = 64 * 1024;
-
 /// Complete chunks of one run waiting for the disk at most.
 const WRITES_IN_FLIGHT: usize = 3;
 
-/// Where a run for a miss at `pos` starts within chunk `index`.
+/// Where a run for a miss at `pos` starts within chunk `index`: at the
+/// player's byte. The bytes before it come from a second, small request
+/// once the player has its first bytes.
 pub fn split_for(media: &Media, index: u64, pos: u64) -> u64 {
-    split_at(pos.saturating_sub(media.chunk_start(index)))
-}
-
-/// The split for a miss `within` bytes into its chunk.
-pub fn split_at(within: u64) -> u64 {
-    if within >= SPLIT_MIN {
-        within
-    } else {
-        0
-    }
+    pos.saturating_sub(media.chunk_start(index))
 }
 
 /// Starts and runs downloads. Cheap to clone.
@@ -95,6 +93,10 @@ impl Runs {
         &self.inner.writer
     }
 
+    pub fn read_ahead_chunks(&self) -> u64 {
+        self.inner.read_ahead_chunks
+    }
+
     /// Starts a run at chunk `index` (at byte `split` within it) if nobody
     /// fetches that chunk yet. Returns false when it was cached or
     /// downloading.
@@ -124,25 +126,24 @@ impl Runs {
         head: Head,
     ) {
         if let Some(mut run) = self.claim(media, index, split) {
-            // The probe may have asked for less than the missing stretch.
+            // The probe asked for what its player wants (a closed range to
+            // its last chunk, an open one to the end of its first chunk),
+            // which its response delivers.
             if let Some(end) = requested_end {
-                run.body.limit(end);
+                let end = end.min(media.size() - 1);
+                run.body = self.body(media, run.body.first(), end);
+                run.feed.set_end(end);
             }
             tokio::spawn(run.go(Some((resp, head))));
         }
     }
 
     /// Called as a player reads chunk `at`: starts fetching the first
-    /// missing chunk within the read-ahead window, unless the run
-    /// downloading the chunk before it will go on to it anyway (one request
-    /// per stretch, not one per chunk).
-    /// Nothing past `limit`, the last chunk this player may want (a closed
-    /// range's end), is fetched.
-    pub fn read_ahead(&self, media: &Arc<Media>, at: u64, limit: u64) {
-        let last = at
-            .saturating_add(self.inner.read_ahead_chunks)
-            .min(limit)
-            .min(media.chunk_count().saturating_sub(1));
+    /// missing chunk within its read-ahead window (`window_end`, its last
+    /// chunk), unless the run downloading the chunk before it will go on
+    /// to it anyway (one request per stretch, not one per chunk).
+    pub fn read_ahead(&self, media: &Arc<Media>, at: u64, window_end: u64) {
+        let last = window_end.min(media.chunk_count().saturating_sub(1));
         let mut before = media.slot(at);
         for index in at + 1..=last {
             let slot = media.slot(index);
@@ -154,6 +155,65 @@ impl Runs {
             }
             before = slot;
         }
+    }
+
+    /// A player waits for byte `pos` of chunk `index`, which is downloading:
+    /// when the transfer that fills it would bring it later than a new
+    /// request could, the chunk's part is cut there and a new run fetches
+    /// from `pos` on. A cut run's stretch (the chunks after this one) goes
+    /// to the new run.
+    pub fn hurry(&self, media: &Arc<Media>, index: u64, chunk: &Arc<InFlight>, pos: u64) {
+        let start = media.chunk_start(index);
+        let off = pos - start;
+        let Some(behind) = chunk.behind(off) else {
+            return;
+        };
+        if behind.feed.is_troubled() {
+            return;
+        }
+        let pace = media.pace();
+        let eta = behind.feed.eta(pos, pace);
+        // A new request brings its first byte after about one time to first
+        // byte; only a clearly later arrival is worth a second request.
+        if eta <= pace.ttfb + pace.ttfb / 2 + Duration::from_millis(5) {
+            return;
+        }
+        let feed = Feed::new(pos, start + behind.limit - 1);
+        let Some((old, limit)) = chunk.cut(off, feed.clone()) else {
+            return;
+        };
+        let continues = limit == chunk.len();
+        if continues {
+            // The new run goes on where the cut one would have.
+            feed.set_end(old.end().max(start + limit - 1));
+            // Unless the cut part is the one the old run claimed next (it
+            // fills the part before the cut when it gets there).
+            let mut next = old.next.lock().unwrap();
+            if next.as_ref().is_some_and(|(i, _)| *i != index) {
+                *feed.next.lock().unwrap() = next.take();
+            }
+        }
+        self.inner.upstream.metrics().limited("seek_cut");
+        debug!(
+            media = ?media.id(),
+            index,
+            pos,
+            behind = old.at(),
+            eta_ms = eta.as_millis() as u64,
+            "a player waits ahead of a transfer: new request from its byte"
+        );
+        let run = Run {
+            runs: self.clone(),
+            media: media.clone(),
+            body: self.body(media, pos, feed.end()),
+            feed,
+            current: Some((index, off, chunk.clone())),
+            continues,
+            carry: None,
+            place: None,
+            following: None,
+        };
+        tokio::spawn(run.go(None));
     }
 
     /// Drops a media version whose origin copy changed: downloads of it
@@ -170,34 +230,75 @@ impl Runs {
         self.inner.files.remove_media(id).await;
     }
 
-    fn claim(&self, media: &Arc<Media>, index: u64, split: u64) -> Option<Run> {
-        let (index, chunk) = media.claim(index, index, split).pop()?;
-        // Ask for everything up to the next chunk somebody already has: one
-        // request for the whole missing stretch.
-        let stretch_end = match media.next_taken(index + 1) {
+    /// The last byte to ask the origin for, for a stretch from chunk
+    /// `index`: up to the next chunk somebody already has, as far as the
+    /// players' read-ahead windows reach now, and at least `grow` chunks
+    /// past `index` (a run that is read on asks for twice as much each
+    /// time, up to `--read-ahead`), never past the end of closed ranges.
+    /// `own` is a chunk the asking run claimed itself (not in its way).
+    fn stretch_end(&self, media: &Media, index: u64, grow: u64, own: Option<u64>) -> u64 {
+        let taken = match media.next_taken(index + 1) {
+            Some(t) if Some(t) == own => media.next_taken(t + 1),
+            t => t,
+        };
+        let taken_end = match taken {
             Some(taken) => media.chunk_start(taken) - 1,
             None => media.size() - 1,
         };
-        // Players reading closed ranges only want up to their ends.
-        let limit = media.read_limit().max(index);
-        let end_byte = match limit.checked_add(1) {
+        let ra = self.inner.read_ahead_chunks;
+        let last = media
+            .window_limit(ra)
+            .unwrap_or(index)
+            .max(index.saturating_add(grow.min(ra)))
+            .min(media.read_limit())
+            .max(index);
+        match last.checked_add(1) {
             Some(after) if after < media.chunk_count() => {
-                stretch_end.min(media.chunk_start(after) - 1)
+                taken_end.min(media.chunk_start(after) - 1)
             }
-            _ => stretch_end,
-        };
-        if split > 0 {
-            tokio::spawn(self.clone().fetch_head(media.clone(), index, chunk.clone()));
+            _ => taken_end,
         }
+    }
+
+    fn claim(&self, media: &Arc<Media>, index: u64, split: u64) -> Option<Run> {
         let start = media.chunk_start(index) + split;
+        let feed = Feed::new(start, u64::MAX);
+        let head = (split > 0).then(|| Feed::new(media.chunk_start(index), start - 1));
+        let (index, chunk) = media
+            .claim(index, index, split, &feed, head.clone())
+            .pop()?;
+        let end = self.stretch_end(media, index, 0, None);
+        feed.set_end(end);
+        if let Some(head) = head {
+            // The player waits for the bytes from `split` on: let its first
+            // bytes arrive before the head competes with them.
+            let run = Run {
+                runs: self.clone(),
+                media: media.clone(),
+                body: self.body(media, head.at(), head.end()),
+                feed: head,
+                current: Some((index, 0, chunk.clone())),
+                continues: false,
+                carry: None,
+                place: None,
+                following: None,
+            };
+            let (chunk, split) = (chunk.clone(), split);
+            tokio::spawn(async move {
+                let _ = chunk.read_at(split).await;
+                run.go(None).await
+            });
+        }
         Some(Run {
             runs: self.clone(),
             media: media.clone(),
-            body: self.body(media, start, end_byte),
-            current: Some((index, chunk)),
-            next: None,
+            body: self.body(media, start, end),
+            feed,
+            current: Some((index, split, chunk)),
+            continues: true,
             carry: None,
             place: None,
+            following: None,
         })
     }
 
@@ -205,43 +306,24 @@ impl Runs {
     pub fn body(&self, media: &Media, pos: u64, end: u64) -> ResumingBody {
         ResumingBody::new(&self.inner.upstream, &media.url, &media.version, pos, end)
     }
-
-    /// Fetches the head of a chunk whose tail a run fetches (a seek into
-    /// the middle of a missing chunk), resuming like a run does.
-    async fn fetch_head(self, media: Arc<Media>, index: u64, chunk: Arc<InFlight>) {
-        let _guard = HeadGuard(chunk.clone());
-        // The player is waiting for the tail: let its first bytes arrive
-        // before the head competes with it for the origin and the CPU.
-        let _ = chunk.read_at(chunk.split()).await;
-        let start = media.chunk_start(index);
-        let from = start + chunk.split() - chunk.head_missing();
-        let mut body = self.body(&media, from, start + chunk.split() - 1);
-        let result = loop {
-            if chunk.is_failed() {
-                return;
-            }
-            match body.next().await {
-                Ok(Some(piece)) => chunk.push_head(piece),
-                Ok(None) => break Ok(()),
-                Err(e) => break Err(CacheError::from(e)),
-            }
-        };
-        if result.as_ref().is_err_and(CacheError::is_changed) {
-            self.invalidate(&media).await;
-        } else {
-            chunk.finish_head(result);
-        }
-    }
 }
 
 struct Run {
     runs: Runs,
     media: Arc<Media>,
-    /// The chunk being filled and, once wanted, the next one.
-    current: Option<(u64, Arc<InFlight>)>,
-    next: Option<(u64, Arc<InFlight>)>,
+    /// Where this transfer is, for players deciding whether to wait for it;
+    /// it also holds the chunk claimed next.
+    feed: Arc<Feed>,
+    /// The chunk being filled, and the start of the part of it this run
+    /// fills.
+    current: Option<(u64, u64, Arc<InFlight>)>,
+    /// Whether the run goes on past the part it fills (false for a chunk's
+    /// head and for parts that end before their chunk does).
+    continues: bool,
     /// The stretch this run requests.
     body: ResumingBody,
+    /// The request for the stretch after `body`, sent early.
+    following: Option<JoinHandle<ResumingBody>>,
     /// Bytes received past the chunk being filled.
     carry: Option<Bytes>,
     /// A `--max-downloads` place, held while bytes are transferred (not
@@ -267,49 +349,84 @@ impl Run {
 
     /// Fails and frees the chunks this run claimed and did not fill.
     fn release(&mut self, failure: &CacheError) {
-        for (index, chunk) in self.current.take().into_iter().chain(self.next.take()) {
+        let next = self.feed.next.lock().unwrap().take();
+        let current = self.current.take().map(|(i, _, c)| (i, c));
+        for (index, chunk) in current.into_iter().chain(next) {
             chunk.fail(failure.clone());
             self.media.release(index, &chunk);
+        }
+        if let Some(f) = self.following.take() {
+            f.abort();
         }
     }
 
     async fn fetch_all(&mut self) -> Result<(), CacheError> {
         let ra = self.runs.inner.read_ahead_chunks;
         let grace = self.runs.inner.grace;
-        let last_requested = self.body.end() / self.media.chunk_size();
         let mut writing = VecDeque::new();
-        while let Some((index, chunk)) = self.current.clone() {
+        while let Some((index, part, chunk)) = self.current.clone() {
             self.place = None;
-            if !wait_wanted(&self.media, index, ra, grace).await {
+            // A part that ends its run (a chunk's head, a part before a cut)
+            // completes a chunk whose other bytes are on the way: it is
+            // fetched whether or not a player still wants it.
+            if self.continues && !wait_wanted(&self.media, index, ra, grace).await {
                 debug!(index, "read-ahead no longer wanted; stopping");
                 return Ok(());
             }
             // Claim the next chunk before filling this one: a player reads
             // on as soon as this chunk's last byte arrives, and must find the
             // next one downloading, not missing. It is fetched once a player
-            // wants it (the wait at the loop's top), on this same connection;
-            // nobody wanting it within the grace period ends the run.
+            // wants it (the wait at the loop's top), on this same connection
+            // or the next request; nobody wanting it within the grace period
+            // ends the run.
             let next = index + 1;
-            if next <= last_requested {
-                self.next = self.media.claim(next, next, 0).pop();
-                if self.next.is_none() {
-                    debug!(next, "next chunk already taken; run ends after this one");
+            let whole = chunk.limit(part) == chunk.len();
+            if self.continues
+                && whole
+                && next < self.media.chunk_count()
+                && next <= self.media.read_limit()
+            {
+                let mut claimed = self.feed.next.lock().unwrap();
+                if claimed.is_none() {
+                    *claimed = self.media.claim(next, next, 0, &self.feed, None).pop();
+                    if claimed.is_none() {
+                        debug!(next, "next chunk already taken; run ends after this one");
+                    }
                 }
             }
             self.take_place().await;
-            self.fill(&chunk).await?;
-            chunk.finish_tail();
-            self.current = self.next.take();
+            self.ensure_body(index, part, &chunk).await;
+            let started = Instant::now();
+            let got = self.fill(index, part, &chunk).await?;
+            chunk.finish(part, Ok(()));
+            self.media.record_rate(got, started.elapsed());
+            self.current = None;
+            // A part that ends before its chunk does (a head, or a part cut
+            // for a player ahead of it) ends the run; the run filling the
+            // chunk's last part writes it.
+            if chunk.limit(part) < chunk.len() {
+                return Ok(());
+            }
+            if self.continues {
+                self.current = self
+                    .feed
+                    .next
+                    .lock()
+                    .unwrap()
+                    .take()
+                    .map(|(i, c)| (i, 0, c));
+            }
             // A few chunk writes in flight per run absorb the disk's hiccups;
             // past that the run waits, so memory stays bounded when the disk
             // is slower than the origin.
+            let complete = chunk.is_complete();
             let writer = self.runs.writer();
-            let Some(write) = writer.spawn(self.media.clone(), index, chunk.clone()) else {
+            let Some(write) = writer.spawn(self.media.clone(), index, chunk) else {
                 continue;
             };
-            if chunk.split() > 0 {
-                // Its head may still be on the way: do not let it hold up
-                // the run (one such chunk per run at most).
+            if !complete {
+                // Another part may still be on the way: do not let it hold
+                // up the run.
                 continue;
             }
             if writing.len() >= WRITES_IN_FLIGHT {
@@ -320,6 +437,75 @@ impl Run {
             writing.push_back(write);
         }
         Ok(())
+    }
+
+    /// Makes sure the body delivers the part of chunk `index` from `part`
+    /// on: when the last request ended before it, the next one (sent early
+    /// when a player's window reached it, or now) takes over, asking for
+    /// as much as the players want now.
+    async fn ensure_body(&mut self, index: u64, part: u64, chunk: &InFlight) {
+        let from = self.media.chunk_start(index) + chunk.limit(part) - chunk.missing(part);
+        // Bytes already received past the last chunk are the next ones.
+        let pos = self.body.pos() - self.carry.as_ref().map_or(0, |c| c.len() as u64);
+        if pos <= self.body.end() && pos == from {
+            return;
+        }
+        self.carry = None;
+        if let Some(f) = self.following.take() {
+            if let Ok(body) = f.await {
+                if body.pos() == from {
+                    self.feed.set_end(body.end());
+                    self.body = body;
+                    return;
+                }
+            }
+        }
+        let end = match self.continues {
+            true => {
+                let own = self.feed.next.lock().unwrap().as_ref().map(|n| n.0);
+                self.runs.stretch_end(&self.media, index, self.grow(), own)
+            }
+            false => self.media.chunk_start(index) + chunk.limit(part) - 1,
+        };
+        self.feed.jump(from);
+        self.feed.set_end(end);
+        self.body = self.runs.body(&self.media, from, end);
+    }
+
+    /// How many chunks past its first the next request of this run asks
+    /// for at least: twice what the last one did.
+    fn grow(&self) -> u64 {
+        let cs = self.media.chunk_size();
+        let last = self.body.end().saturating_sub(self.body.first()) / cs + 1;
+        last.saturating_mul(2).saturating_sub(1)
+    }
+
+    /// Sends the request for the stretch after this one early, once a
+    /// player's window reaches past what the current request asks for.
+    fn follow_early(&mut self, index: u64) {
+        if !self.continues || self.following.is_some() {
+            return;
+        }
+        let media = &self.media;
+        let next_start = self.body.end() + 1;
+        if next_start >= media.size() || next_start != media.chunk_start(index + 1) {
+            return;
+        }
+        let ra = self.runs.inner.read_ahead_chunks;
+        if !media.wanted(index + 1, ra, Duration::ZERO) {
+            return;
+        }
+        let own = self.feed.next.lock().unwrap().as_ref().map(|n| n.0);
+        let end = self.runs.stretch_end(media, index + 1, self.grow(), own);
+        if end < next_start {
+            return;
+        }
+        let mut body = self.runs.body(media, next_start, end);
+        self.following = Some(tokio::spawn(async move {
+            // An error here is met again (and handled) when it is read.
+            let _ = body.open().await;
+            body
+        }));
     }
 
     /// Waits for a `--max-downloads` place (its players wait with it).
@@ -337,43 +523,60 @@ impl Run {
         };
     }
 
-    /// Fills the tail of one chunk from the body.
-    async fn fill(&mut self, chunk: &Arc<InFlight>) -> Result<(), CacheError> {
+    /// Fills this run's part of one chunk from the body; returns the bytes
+    /// it took.
+    async fn fill(
+        &mut self,
+        index: u64,
+        part: u64,
+        chunk: &Arc<InFlight>,
+    ) -> Result<u64, CacheError> {
         // A chunk nobody wants any more is still finished (its bytes are
         // on the way) unless that takes longer than FINISH_BUDGET: an
         // origin that drips bytes must not hold a download place forever.
         let (ra, grace) = (self.runs.inner.read_ahead_chunks, self.runs.inner.grace);
-        let index = self.current.as_ref().map_or(0, |c| c.0);
         let media = self.media.clone();
         let abandoned = abandoned(&media, index, ra, grace);
         tokio::pin!(abandoned);
-        while chunk.tail_missing() > 0 {
+        self.feed.requested();
+        let mut got = 0;
+        while chunk.missing(part) > 0 {
             if let Some(e) = chunk.failure() {
-                // Its head download failed; the chunk cannot complete.
+                // Another part failed; the chunk cannot complete.
                 return Err(e);
             }
-            let mut piece = match self.carry.take() {
+            let piece = match self.carry.take() {
                 Some(p) => p,
                 None => {
                     let next = tokio::select! {
-                        next = self.body.next() => next?,
+                        next = self.body.next() => {
+                            self.feed.set_troubled(self.body.is_troubled());
+                            next?
+                        }
                         _ = &mut abandoned => {
                             debug!(index, "chunk abandoned and not finishing; stopping");
                             return Err(CacheError::Cancelled);
                         }
                     };
-                    next.ok_or_else(|| {
+                    let piece = next.ok_or_else(|| {
                         UpstreamError::Protocol("the stretch ended before its last chunk".into())
-                    })?
+                    })?;
+                    if let Some(ttfb) = self.feed.advanced(piece.len() as u64) {
+                        media.record_ttfb(ttfb);
+                    }
+                    self.follow_early(index);
+                    piece
                 }
             };
-            let need = chunk.tail_missing() as usize;
-            if piece.len() > need {
-                self.carry = Some(piece.split_off(need));
+            got += piece.len() as u64;
+            // What does not fit belongs to the next chunk, unless this part
+            // was cut short (then another transfer brings those bytes).
+            let rest = chunk.push_at(part, piece);
+            if chunk.limit(part) == chunk.len() {
+                self.carry = rest;
             }
-            chunk.push(piece);
         }
-        Ok(())
+        Ok(got)
     }
 }
 
@@ -397,18 +600,6 @@ async fn abandoned(media: &Media, index: u64, ra: u64, grace: Duration) {
 impl Drop for Run {
     fn drop(&mut self) {
         self.release(&CacheError::Cancelled);
-    }
-}
-
-/// Fails a chunk's head part unless the head fetch finished it: a head
-/// fetch that dies must not leave its chunk incomplete forever.
-struct HeadGuard(Arc<InFlight>);
-
-impl Drop for HeadGuard {
-    fn drop(&mut self) {
-        if !self.0.head_ended() {
-            self.0.finish_head(Err(CacheError::Cancelled));
-        }
     }
 }
 

@@ -17,6 +17,8 @@ pub(crate) struct ResumingBody {
     upstream: Upstream,
     url: Arc<Url>,
     version: Arc<Version>,
+    /// First byte asked for.
+    first: u64,
     /// Next byte to deliver.
     pos: u64,
     /// Last byte to deliver (inclusive).
@@ -44,6 +46,7 @@ impl ResumingBody {
             upstream: upstream.clone(),
             url: url.clone(),
             version: version.clone(),
+            first: pos,
             pos,
             end,
             resp: None,
@@ -75,9 +78,35 @@ impl ResumingBody {
         self.end
     }
 
-    /// Delivers no byte past `end` (a range that ends earlier than asked).
-    pub fn limit(&mut self, end: u64) {
-        self.end = self.end.min(end);
+    /// Whether its transfer broke and had to be resumed since its last
+    /// megabyte of progress.
+    pub fn is_troubled(&self) -> bool {
+        self.failures > 0
+    }
+
+    /// The first byte this body was asked for.
+    pub fn first(&self) -> u64 {
+        self.first
+    }
+
+    /// The byte this body delivers next (past `end` once it delivered all).
+    pub fn pos(&self) -> u64 {
+        self.pos
+    }
+
+    /// Sends the request now, so that its first bytes are on the way before
+    /// they are read (a run asking for its next stretch while it still
+    /// reads the last one).
+    pub async fn open(&mut self) -> Result<(), UpstreamError> {
+        if self.resp.is_none() && self.pos <= self.end {
+            let range = Some((self.pos, Some(self.end)));
+            let resp = self.upstream.get(&self.url, range).await?;
+            let head = Head::parse(resp.status(), resp.headers())?;
+            self.skip = self.version.check(&head, self.pos)?;
+            self.upstream.may_skip(self.skip)?;
+            self.resp = Some(resp);
+        }
+        Ok(())
     }
 
     /// The next bytes at `pos`, never past `end`; `Ok(None)` once all are
@@ -119,14 +148,7 @@ impl ResumingBody {
     /// Bytes at `pos`, opening (or reopening) the request as needed.
     async fn read(&mut self) -> Result<Bytes, UpstreamError> {
         loop {
-            if self.resp.is_none() {
-                let range = Some((self.pos, Some(self.end)));
-                let resp = self.upstream.get(&self.url, range).await?;
-                let head = Head::parse(resp.status(), resp.headers())?;
-                self.skip = self.version.check(&head, self.pos)?;
-                self.upstream.may_skip(self.skip)?;
-                self.resp = Some(resp);
-            }
+            self.open().await?;
             let resp = self.resp.as_mut().expect("opened");
             let Some(mut piece) = self.upstream.next_piece(resp).await? else {
                 return Err(UpstreamError::Protocol("body ended early".into()));
