@@ -63,8 +63,10 @@ pub struct Layout {
     /// file), or a `sidx` cut by the head. Matroska: each top-level element
     /// the `SeekHead` lists (`Cues`, `Tags`, `Chapters`, `Attachments`,
     /// `Tracks`, `Info`, another `SeekHead`; never a `Cluster`), from its
-    /// listed position up to its end when its header is in sight, else to
-    /// the next listed or seen element, the Segment's end or the file's end.
+    /// listed position up to its end when its header is in sight; else,
+    /// after the first Cluster, to the next listed or seen element, the
+    /// Segment's end or the file's end; before the first Cluster (media may
+    /// follow it) its first `MORE_BYTES`.
     pub index: Vec<Range<u64>>,
     /// The head was too short to decide: read `more.range` and pass the
     /// bytes to `resume`. `index` may already hold ranges known so far.
@@ -95,10 +97,12 @@ struct Scan {
     moov_seen: bool,
     boxes: Vec<Range<u64>>,
     /// Matroska: the Segment's data, `SeekHead` targets (ID, absolute
-    /// position) and the extents of top-level elements seen.
+    /// position), the extents of top-level elements seen, the first
+    /// Cluster's position once the walk reached it.
     segment: Range<u64>,
     seeks: Vec<(u32, u64)>,
     seen: Vec<Range<u64>>,
+    cluster: Option<u64>,
 }
 
 /// Reads a media file's layout from its first bytes. `head` is the start
@@ -538,12 +542,19 @@ fn mkv_walk(at: u64, b: &[u8], mut pos: u64, size: u64, mut scan: Scan) -> Layou
             Head::Here(e) => e,
             Head::Bad => break,
             Head::Beyond => {
-                if scan.seeks.is_empty() {
+                // Before the Clusters, listed elements' extents are seen
+                // by walking on to them.
+                let ahead = scan.seeks.iter().any(|&(id, t)| id != CLUSTER && t >= pos);
+                if scan.seeks.is_empty() || ahead {
                     more = Some(pos..pos.saturating_add(MORE_BYTES));
                 }
                 break;
             }
         };
+        if e.id == CLUSTER {
+            scan.cluster = Some(pos);
+            break;
+        }
         let Some(data) = pos.checked_add(e.header) else {
             break;
         };
@@ -559,7 +570,6 @@ fn mkv_walk(at: u64, b: &[u8], mut pos: u64, size: u64, mut scan: Scan) -> Layou
             x.get(..n)
         });
         match (e.id, body) {
-            (CLUSTER, _) => break,
             (SEEKHEAD, Some(body)) => mkv_seekhead(body, &mut scan),
             // Cut by the bytes given: read it whole, if small.
             (SEEKHEAD, None) if scan.seeks.is_empty() && el_end - pos <= MAX_SEEKHEAD => {
@@ -647,8 +657,10 @@ fn mkv_info_duration(b: &[u8], pos: u64) -> Option<Duration> {
     mkv_info(info.1)
 }
 
-/// Each element the SeekHead lists (Clusters aside): to its end when seen,
-/// else to the next element known to start after it.
+/// Each element the SeekHead lists (Clusters aside): to its end when seen;
+/// after the first Cluster, to the next element known to start after it;
+/// before the Clusters (the walk stopped short of them) only its first
+/// `MORE_BYTES`, as media may follow it.
 fn mkv_ranges(scan: &Scan, size: u64) -> Vec<Range<u64>> {
     let bound = scan.segment.end.min(size);
     let starts = || {
@@ -661,7 +673,10 @@ fn mkv_ranges(scan: &Scan, size: u64) -> Vec<Range<u64>> {
         .map(|&(_, t)| {
             let end = match scan.seen.iter().find(|r| r.start == t) {
                 Some(r) => r.end.min(bound),
-                None => starts().filter(|&s| s > t).fold(bound, u64::min),
+                None if scan.cluster.is_some_and(|c| c < t) => {
+                    starts().filter(|&s| s > t).fold(bound, u64::min)
+                }
+                None => t.saturating_add(MORE_BYTES).min(bound),
             };
             t..end
         })
@@ -838,6 +853,27 @@ mod tests {
         assert_eq!(l.more, None);
         assert!(about_two_seconds(l.duration));
 
+        // Matroska: the SeekHead is cut; then the elements it lists
+        // before the Clusters are beyond the head.
+        let file = fixture("video.mkv");
+        let size = file.len() as u64;
+        let cues = rfind(&file, &[0x1C, 0x53, 0xBB, 0x6B]);
+        let seekhead = rfind(&file[..100], &[0x11, 0x4D, 0x9B, 0x74]);
+        let l = sniff(&file[..80], size);
+        let more = l.more.expect("the rest of the SeekHead");
+        assert_eq!(more.range.start, seekhead);
+        assert!(more.range.end > 80 && more.range.end < 200);
+        let r = more.range.start as usize..more.range.end as usize;
+        let l = resume(&more, &file[r.clone()], size);
+        assert_sane(&l, r.end, size);
+        let more = l.more.expect("a walk on to the first Cluster");
+        assert_eq!(more.range.start, r.end as u64);
+        let r = more.range.start as usize..more.range.end as usize;
+        let l = resume(&more, &file[r], size);
+        assert_eq!(l.index, [cues..size]);
+        assert_eq!(l.more, None);
+        assert!(about_two_seconds(l.duration));
+
         // Nothing yet, or too little to tell.
         let l = sniff(&[], size);
         assert_eq!(l.kind, Kind::Unknown);
@@ -988,6 +1024,31 @@ mod tests {
             let head = [seed, tail].concat();
             sniff_all(&head, size, &more);
             let _ = duration(&more);
+        }
+
+        /// Real files cut anywhere: the head, the follow-up reads and the
+        /// index ranges together hold the whole real index.
+        #[test]
+        fn any_cut_of_a_real_file_finds_its_index(which in 0usize..4, cut in 1usize..30_000) {
+            let name = ["tail.mp4", "faststart.mp4", "video.mkv", "video.webm"][which];
+            let file = fixture(name);
+            let size = file.len() as u64;
+            let index = match which {
+                0 | 1 => { let (s, e) = moov(&file); s..e }
+                _ => rfind(&file, &[0x1C, 0x53, 0xBB, 0x6B])..size,
+            };
+            let cut = cut.min(file.len());
+            let mut l = sniff(&file[..cut], size);
+            let mut have = vec![0..cut as u64];
+            while let Some(m) = l.more.take() {
+                let r = m.range.start as usize..m.range.end as usize;
+                have.push(m.range.clone());
+                l = resume(&m, &file[r], size);
+            }
+            have.extend(l.index.iter().cloned());
+            for byte in index.clone() {
+                prop_assert!(have.iter().any(|r| r.contains(&byte)), "{name}: byte {byte} of {index:?} missing; cut {cut}, got {have:?}");
+            }
         }
 
         /// Real files with bytes changed and cut at any length: the parser
