@@ -319,16 +319,17 @@ fn mp4_walk(at: u64, b: &[u8], mut pos: u64, size: u64, mut scan: Scan) -> Layou
         let h = match mp4_box(b, at, pos, size) {
             Head::Here(h) => h,
             Head::Bad => break,
+            // The index was seen: nothing more to find.
+            Head::Beyond if scan.moov_seen => break,
+            // The media data's header said where it ends; what follows is
+            // the index (its length not in sight).
+            Head::Beyond if after_mdat => {
+                scan.moov_seen = true;
+                scan.boxes.push(pos..size);
+                break;
+            }
             Head::Beyond => {
-                if scan.moov_seen {
-                } else if after_mdat {
-                    // The media data's header said where it ends; what
-                    // follows is the index (its length not in sight).
-                    scan.moov_seen = true;
-                    scan.boxes.push(pos..size);
-                } else {
-                    more = Some(pos..pos.saturating_add(MORE_BYTES));
-                }
+                more = Some(pos..pos.saturating_add(MORE_BYTES));
                 break;
             }
         };
