@@ -978,6 +978,51 @@ mod tests {
         }
     }
 
+    /// A Matroska element with an 8-byte size.
+    fn element(id: &[u8], body: &[u8]) -> Vec<u8> {
+        let size = (body.len() as u64 | 1 << 56).to_be_bytes();
+        [id, &size, body].concat()
+    }
+
+    #[test]
+    fn matroska_seekhead_targets() {
+        let seek = |id: &[u8], pos: u64| {
+            let body = [
+                element(&[0x53, 0xAB], id),
+                element(&[0x53, 0xAC], &pos.to_be_bytes()),
+            ];
+            element(&[0x4D, 0xBB], &body.concat())
+        };
+        let seekhead = [
+            seek(&[0x1C, 0x53, 0xBB, 0x6B], 100_000),    // Cues
+            seek(&[0x1F, 0x43, 0xB6, 0x75], 50_000),     // a Cluster: not index
+            seek(&[0x12, 0x54, 0xC3, 0x67], 100_500),    // Tags
+            seek(&[0x10, 0x43, 0xA7, 0x70], 10_000_000), // beyond the Segment
+        ]
+        .concat();
+        let info = [
+            element(&[0x2A, 0xD7, 0xB1], &[0x0F, 0x42, 0x40]),
+            element(&[0x44, 0x89], &60_000f64.to_be_bytes()),
+        ]
+        .concat();
+        let head = [
+            element(&EBML_MAGIC, &element(&[0x42, 0x82], b"webm")),
+            [0x18, 0x53, 0x80, 0x67, 0x01, 0, 0, 0, 0, 0x03, 0x0D, 0x40].to_vec(), // 200_000
+            element(&[0x11, 0x4D, 0x9B, 0x74], &seekhead),
+            element(&[0x15, 0x49, 0xA9, 0x66], &info),
+            [0x1F, 0x43, 0xB6, 0x75, 0x01, 0, 0, 0, 0, 0, 0xBF, 0x68].to_vec(), // 49_000
+        ]
+        .concat();
+        let segment = rfind(&head, &[0x18, 0x53, 0x80, 0x67]) + 12;
+        // The file runs on past the Segment's end.
+        let size = segment + 200_000 + 5000;
+        let l = sniff(&head, size);
+        assert_sane(&l, head.len(), size);
+        // Cues up to the Tags listed after them, Tags up to the Segment's end.
+        assert_eq!(l.index, vec![segment + 100_000..segment + 200_000]);
+        assert_eq!(l.duration, Some(Duration::from_secs(60)));
+    }
+
     #[test]
     fn bitrate() {
         assert_eq!(
