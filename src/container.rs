@@ -217,7 +217,8 @@ fn finish(kind: Kind, scan: Scan, size: u64, more: Option<Range<u64>>) -> Layout
     }
 }
 
-/// Clips to the file, drops what the caller holds, sorts, merges, caps.
+/// Clips to the file, drops what the caller holds, keeps what fits in
+/// `MAX_INDEX_BYTES` in the order given (most wanted first), sorts, merges.
 fn tidy(raw: Vec<Range<u64>>, held: &[Range<u64>], size: u64) -> Vec<Range<u64>> {
     let mut pieces: Vec<Range<u64>> = raw
         .into_iter()
@@ -231,24 +232,25 @@ fn tidy(raw: Vec<Range<u64>>, held: &[Range<u64>], size: u64) -> Vec<Range<u64>>
             .filter(|r| r.start < r.end)
             .collect();
     }
-    pieces.sort_by_key(|r| r.start);
-    let mut out: Vec<Range<u64>> = Vec::new();
-    for r in pieces {
-        match out.last_mut() {
-            Some(last) if r.start <= last.end => last.end = last.end.max(r.end),
-            _ => out.push(r),
-        }
-    }
     let mut budget = MAX_INDEX_BYTES;
     let mut capped = Vec::new();
-    for r in out.into_iter().take(MAX_RANGES) {
+    for r in pieces {
         let end = r.end.min(r.start.saturating_add(budget));
         if r.start < end {
             budget -= end - r.start;
             capped.push(r.start..end);
         }
     }
-    capped
+    capped.sort_by_key(|r| r.start);
+    let mut out: Vec<Range<u64>> = Vec::new();
+    for r in capped {
+        match out.last_mut() {
+            Some(last) if r.start <= last.end => last.end = last.end.max(r.end),
+            _ => out.push(r),
+        }
+    }
+    out.truncate(MAX_RANGES);
+    out
 }
 
 /// A header read from bytes that may end early.
@@ -430,6 +432,7 @@ const INFO: u32 = 0x1549_A966;
 const TIMESTAMP_SCALE: u32 = 0x2A_D7B1;
 const DURATION: u32 = 0x4489;
 const CLUSTER: u32 = 0x1F43_B675;
+const CUES: u32 = 0x1C53_BB6B;
 const VOID: u32 = 0xEC;
 const CRC32: u32 = 0xBF;
 /// The top-level elements of a Segment.
@@ -437,7 +440,7 @@ const LEVEL1: [u32; 8] = [
     SEEKHEAD,
     INFO,
     0x1654_AE6B, // Tracks
-    0x1C53_BB6B, // Cues
+    CUES,
     CLUSTER,
     0x1254_C367, // Tags
     0x1043_A770, // Chapters
@@ -559,7 +562,7 @@ fn mkv_walk(at: u64, b: &[u8], mut pos: u64, size: u64, mut scan: Scan) -> Layou
         let Some(data) = pos.checked_add(e.header) else {
             break;
         };
-        // Unknown size: a live stream's Cluster; nothing more to learn.
+        // Unknown size (outside Clusters): nothing more can be walked.
         let Some(el_end) = e.size.and_then(|n| data.checked_add(n)) else {
             break;
         };
@@ -661,17 +664,20 @@ fn mkv_info_duration(b: &[u8], pos: u64) -> Option<Duration> {
 /// Each element the SeekHead lists (Clusters aside): to its end when seen;
 /// after the first Cluster, to the next element known to start after it;
 /// before the Clusters (the walk stopped short of them) only its first
-/// `MORE_BYTES`, as media may follow it.
+/// `MORE_BYTES`, as media may follow it. The Cues come first: they are
+/// what seeking needs, so they are the last to be cut by the budget.
 fn mkv_ranges(scan: &Scan, size: u64) -> Vec<Range<u64>> {
     let bound = scan.segment.end.min(size);
     let starts = || {
         let seeks = scan.seeks.iter().map(|s| s.1);
         seeks.chain(scan.seen.iter().map(|r| r.start))
     };
-    scan.seeks
-        .iter()
+    let mut seeks: Vec<(u32, u64)> = scan.seeks.clone();
+    seeks.sort_by_key(|&(id, t)| (id != CUES, t));
+    seeks
+        .into_iter()
         .filter(|(id, _)| *id != CLUSTER)
-        .map(|&(_, t)| {
+        .map(|(_, t)| {
             let end = match scan.seen.iter().find(|r| r.start == t) {
                 Some(r) => r.end.min(bound),
                 None if scan.cluster.is_some_and(|c| c < t) => {
@@ -1021,6 +1027,45 @@ mod tests {
         // Cues up to the Tags listed after them, Tags up to the Segment's end.
         assert_eq!(l.index, vec![segment + 100_000..segment + 200_000]);
         assert_eq!(l.duration, Some(Duration::from_secs(60)));
+    }
+
+    #[test]
+    fn cues_come_first_within_the_budget() {
+        let seek = |id: &[u8], pos: u64| {
+            let body = [
+                element(&[0x53, 0xAB], id),
+                element(&[0x53, 0xAC], &pos.to_be_bytes()),
+            ];
+            element(&[0x4D, 0xBB], &body.concat())
+        };
+        // Attachments of 20 MB before the Clusters, the Cues after them.
+        let seekhead = [
+            seek(&[0x19, 0x41, 0xA4, 0x69], 200),
+            seek(&[0x1C, 0x53, 0xBB, 0x6B], 30_000_000),
+        ]
+        .concat();
+        let mut head = [
+            element(&EBML_MAGIC, &element(&[0x42, 0x82], b"matroska")),
+            [
+                0x18, 0x53, 0x80, 0x67, 0x01, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF,
+            ]
+            .to_vec(),
+            element(&[0x11, 0x4D, 0x9B, 0x74], &seekhead),
+        ]
+        .concat();
+        let segment = rfind(&head, &[0x18, 0x53, 0x80, 0x67]) + 12;
+        let void = segment as usize + 200 - head.len() - 9;
+        head.extend(element(&[0xEC], &vec![0; void]));
+        let size = segment + 30_001_000;
+        let attachments = (20_000_000u64 | 1 << 56).to_be_bytes();
+        head.extend([&[0x19, 0x41, 0xA4, 0x69][..], &attachments, &[0; 100]].concat());
+        let l = sniff(&head, size);
+        assert_sane(&l, head.len(), size);
+        let cues = segment + 30_000_000;
+        assert!(l.index.iter().any(|r| r.start == cues), "{:?}", l.index);
+        // The walk goes on past the Attachments to find the first Cluster.
+        let more = l.more.expect("a walk on to the Clusters");
+        assert_eq!(more.range.start, segment + 200 + 12 + 20_000_000);
     }
 
     #[test]
