@@ -15,6 +15,7 @@ pub(crate) mod cache;
 pub mod cmd;
 pub mod config;
 pub mod config_file;
+pub mod container;
 pub mod disk;
 pub(crate) mod http;
 pub(crate) mod metrics;

@@ -343,8 +343,8 @@ fn cycles(g: &BTreeMap<ModPath, BTreeSet<ModPath>>) -> Vec<Vec<String>> {
 }
 
 /// Modules outside the layers that every layer may use: they import
-/// nothing of spool (metrics; signed-link tokens).
-const LEAVES: [&str; 2] = ["metrics", "signing"];
+/// nothing of spool (metrics; signed-link tokens; media container layouts).
+const LEAVES: [&str; 3] = ["metrics", "signing", "container"];
 
 /// The layer of a module: higher may import lower, never the reverse.
 /// None for the modules around the layers (the crate root, server wiring,
