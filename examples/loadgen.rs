@@ -3,7 +3,8 @@
 //!
 //!     loadgen throughput --url URL --clients N --duration-secs S [--range-size BYTES]
 //!     loadgen seq        --url URL [--expect-file PATH] [--repeat N]
-//!     loadgen seeks      --url URL --count K --size FILESIZE --len BYTES [--seed N] [--expect-file PATH]
+//!     loadgen seeks      --url URL --count K --size FILESIZE --len BYTES [--seed N] [--expect-file PATH] [--open]
+//!     loadgen paced      --url URL --bits-per-sec R --secs S [--ahead-secs A] [--stall-ms M]
 //!     loadgen gap        --url URL
 //!     loadgen fanout     --url URL --clients N [--expect-size BYTES]
 //!     loadgen free-port
@@ -79,6 +80,30 @@ enum Cmd {
         /// Compare every received range with this file.
         #[arg(long)]
         expect_file: Option<PathBuf>,
+        /// Ask for an open range (`bytes=N-`), as players do, read `len`
+        /// bytes of it and close the connection.
+        #[arg(long)]
+        open: bool,
+    },
+    /// A player reading an open range (`bytes=0-`) at a fixed bit rate for
+    /// S seconds of playback: counts stalls (a byte needed more than
+    /// --stall-ms after its time) and the largest lateness.
+    Paced {
+        #[arg(long)]
+        url: String,
+        /// Playback rate in bits per second.
+        #[arg(long)]
+        bits_per_sec: u64,
+        /// Seconds of playback.
+        #[arg(long, default_value_t = 30.0)]
+        secs: f64,
+        /// The player's buffer: it reads at most this far (in playback
+        /// seconds) ahead of the playhead.
+        #[arg(long, default_value_t = 2.0)]
+        ahead_secs: f64,
+        /// A byte later than this past its time is a stall.
+        #[arg(long, default_value_t = 250)]
+        stall_ms: u64,
     },
     /// One GET of the whole URL: largest gap between body pieces.
     Gap {
@@ -168,7 +193,32 @@ async fn main() {
             len,
             seed,
             expect_file,
-        } => seeks(client(timeout), url, count, size, len, seed, expect_file).await,
+            open,
+        } => {
+            let spec = SeekSpec {
+                count,
+                size,
+                len,
+                seed,
+                open,
+            };
+            seeks(client(timeout), url, spec, expect_file).await
+        }
+        Cmd::Paced {
+            url,
+            bits_per_sec,
+            secs,
+            ahead_secs,
+            stall_ms,
+        } => {
+            let spec = PacedSpec {
+                bytes_per_sec: bits_per_sec as f64 / 8.0,
+                secs,
+                ahead_secs,
+                stall: Duration::from_millis(stall_ms),
+            };
+            paced(client(timeout), url, spec).await
+        }
         Cmd::Gap { url } => gap(client(timeout), url).await,
         Cmd::Fanout {
             url,
@@ -423,19 +473,34 @@ fn percentile(sorted: &[f64], p: f64) -> Option<f64> {
     Some(sorted[rank.clamp(1, sorted.len()) - 1])
 }
 
-async fn seeks(
-    c: reqwest::Client,
-    url: String,
+/// What `seeks` does: `count` ranges of `len` bytes at random offsets of a
+/// resource of `size` bytes; closed ranges, or open ones read for `len`
+/// bytes and then abandoned.
+struct SeekSpec {
     count: usize,
     size: u64,
     len: u64,
     seed: u64,
+    open: bool,
+}
+
+async fn seeks(
+    c: reqwest::Client,
+    url: String,
+    spec: SeekSpec,
     expect_file: Option<PathBuf>,
 ) -> Value {
     let verifier = match expect_file.as_ref().map(Verifier::new).transpose() {
         Ok(v) => v,
         Err(e) => return json!({ "error": e }),
     };
+    let SeekSpec {
+        count,
+        size,
+        len,
+        seed,
+        open,
+    } = spec;
     let len = len.min(size).max(1);
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
     let mut ttfbs = Vec::with_capacity(count);
@@ -444,11 +509,16 @@ async fn seeks(
     let t_all = Instant::now();
     for _ in 0..count {
         let a = rng.random_range(0..=size - len);
+        let range = if open {
+            format!("bytes={a}-")
+        } else {
+            format!("bytes={}-{}", a, a + len - 1)
+        };
         let t0 = Instant::now();
         let r: Result<(), String> = async {
             let mut res = c
                 .get(&url)
-                .header("Range", format!("bytes={}-{}", a, a + len - 1))
+                .header("Range", range)
                 .send()
                 .await
                 .map_err(|e| e.to_string())?;
@@ -456,14 +526,22 @@ async fn seeks(
                 return Err(format!("status {}", res.status()));
             }
             let mut got = 0u64;
-            while let Some(chunk) = res.chunk().await.map_err(|e| e.to_string())? {
+            while let Some(mut chunk) = res.chunk().await.map_err(|e| e.to_string())? {
                 if got == 0 {
                     ttfbs.push(ms(t0.elapsed()));
+                }
+                if open && got + chunk.len() as u64 >= len {
+                    // Enough: drop the response, which closes the
+                    // connection mid-body as a player's seek does.
+                    chunk.truncate((len - got) as usize);
                 }
                 if let Some(v) = &verifier {
                     v.check(a + got, chunk.clone());
                 }
                 got += chunk.len() as u64;
+                if open && got == len {
+                    break;
+                }
             }
             if got != len {
                 return Err(format!("got {got} bytes of {len}"));
@@ -483,6 +561,7 @@ async fn seeks(
         "url": url,
         "count": count,
         "len": len,
+        "open_range": open,
         "seed": seed,
         "seconds": t_all.elapsed().as_secs_f64(),
         "p50_ms": percentile(&sorted, 50.0),
@@ -500,6 +579,98 @@ async fn seeks(
         }
     }
     out
+}
+
+/// A paced player: bytes per second of playback, seconds of playback, how
+/// far ahead it buffers, and the lateness that counts as a stall.
+struct PacedSpec {
+    bytes_per_sec: f64,
+    secs: f64,
+    ahead_secs: f64,
+    stall: Duration,
+}
+
+/// Plays `bytes=0-` of the URL at a fixed rate. Playback starts with the
+/// first body byte; byte k is due `k / rate` seconds of playback later. The
+/// player reads no further than `ahead_secs` past the playhead (so a slow
+/// reader exerts back-pressure as a real one does). When a piece arrives
+/// after its first byte was due, the playhead waits for it (a rebuffer: the
+/// schedule shifts by the lateness); lateness over `stall` counts as a stall.
+async fn paced(c: reqwest::Client, url: String, spec: PacedSpec) -> Value {
+    let PacedSpec {
+        bytes_per_sec: rate,
+        secs,
+        ahead_secs,
+        stall,
+    } = spec;
+    let want = (rate * secs).ceil() as u64;
+    let t0 = Instant::now();
+    let mut res = match c.get(&url).header("Range", "bytes=0-").send().await {
+        Ok(r) => r,
+        Err(e) => return json!({ "mode": "paced", "url": url, "error": e.to_string() }),
+    };
+    let status = res.status().as_u16();
+    let mut ttfb = None;
+    // Playback of byte 0 starts at `play0`; rebuffers move it later.
+    let mut play0 = Instant::now();
+    let mut got = 0u64;
+    let mut stalls = 0u64;
+    let mut max_late = Duration::ZERO;
+    let mut late_total = Duration::ZERO;
+    let mut error = None;
+    while got < want {
+        // Buffer full: wait until the playhead is within `ahead_secs`.
+        let ahead_until =
+            play0 + Duration::from_secs_f64((got as f64 / rate - ahead_secs).max(0.0));
+        if ttfb.is_some() && ahead_until > Instant::now() {
+            tokio::time::sleep_until(ahead_until.into()).await;
+        }
+        match res.chunk().await {
+            Ok(Some(chunk)) => {
+                let now = Instant::now();
+                if ttfb.is_none() {
+                    ttfb = Some(now - t0);
+                    play0 = now;
+                }
+                let due = play0 + Duration::from_secs_f64(got as f64 / rate);
+                if now > due {
+                    let late = now - due;
+                    max_late = max_late.max(late);
+                    late_total += late;
+                    if late > stall {
+                        stalls += 1;
+                    }
+                    play0 += late;
+                }
+                got += chunk.len() as u64;
+            }
+            Ok(None) => {
+                error = Some(format!("body ended after {got} bytes of {want}"));
+                break;
+            }
+            Err(e) => {
+                error = Some(e.to_string());
+                break;
+            }
+        }
+    }
+    drop(res);
+    json!({
+        "mode": "paced",
+        "url": url,
+        "status": status,
+        "bits_per_sec": rate * 8.0,
+        "playback_secs": secs,
+        "ahead_secs": ahead_secs,
+        "stall_ms": ms(stall),
+        "bytes": got,
+        "seconds": t0.elapsed().as_secs_f64(),
+        "ttfb_ms": ttfb.map(ms),
+        "stalls": stalls,
+        "max_late_ms": ms(max_late),
+        "total_late_ms": ms(late_total),
+        "error": error,
+    })
 }
 
 async fn gap(c: reqwest::Client, url: String) -> Value {

@@ -3,9 +3,13 @@
 //! throttling on every response.
 //!
 //!     cargo run --release --example origin -- --listen 127.0.0.1:0 --dir DIR \
-//!         [--latency-ms 50] [--rate 8000000]
+//!         [--latency-ms 50] [--rate 8000000] [--stats-listen 127.0.0.1:0]
 //!
 //! Prints `listening on 127.0.0.1:PORT` once bound, then serves until killed.
+//! With `--stats-listen`, also prints `stats on 127.0.0.1:PORT` and answers
+//! any GET there with its counters since start, as JSON:
+//! `{"requests": N, "body_bytes": N}` (body bytes handed to the connections,
+//! so bytes sent before a client closed count).
 
 #[allow(dead_code)]
 #[path = "../tests/common/origin.rs"]
@@ -34,6 +38,9 @@ struct Args {
     /// Throttle every response body to this many bytes per second.
     #[arg(long)]
     rate: Option<u64>,
+    /// Serve the counters as JSON on this address (port 0 picks one).
+    #[arg(long)]
+    stats_listen: Option<SocketAddr>,
 }
 
 #[tokio::main]
@@ -77,11 +84,40 @@ async fn main() {
         count += 1;
     }
     eprintln!("origin: serving {count} files from {}", args.dir.display());
+    let stats_addr = match args.stats_listen {
+        Some(addr) => match serve_stats(addr, origin.clone()).await {
+            Ok(a) => Some(a),
+            Err(e) => {
+                eprintln!("origin: cannot listen on {addr}: {e}");
+                std::process::exit(1);
+            }
+        },
+        None => None,
+    };
     let mut out = std::io::stdout().lock();
     writeln!(out, "listening on {}", origin.addr()).unwrap();
+    if let Some(a) = stats_addr {
+        writeln!(out, "stats on {a}").unwrap();
+    }
     out.flush().unwrap();
     drop(out);
     std::future::pending::<()>().await;
+}
+
+/// Answers every GET on `addr` with the origin's counters.
+async fn serve_stats(addr: SocketAddr, origin: Origin) -> std::io::Result<SocketAddr> {
+    use warp::Filter;
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    let bound = listener.local_addr()?;
+    let route = warp::get().map(move || {
+        let s = origin.stats();
+        warp::reply::json(&serde_json::json!({
+            "requests": s.requests,
+            "body_bytes": s.body_bytes,
+        }))
+    });
+    tokio::spawn(warp::serve(route).incoming(listener).run());
+    Ok(bound)
 }
 
 fn content_type(name: &str) -> &'static str {
