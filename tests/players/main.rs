@@ -7,6 +7,9 @@
 
 #[path = "../common/mod.rs"]
 mod common;
+mod cdp;
 mod tools;
 
+mod browser;
 mod decode;
+mod seek;
