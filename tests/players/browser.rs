@@ -271,7 +271,9 @@ async fn chromium_seeks_within_half_a_second_from_a_cold_cache() {
     browser.navigate(&page).await;
 
     let direct = browser.evaluate(&seek_script(&direct_url)).await;
-    let via = browser.evaluate(&seek_script(&spool.url(&direct_url))).await;
+    let via = browser
+        .evaluate(&seek_script(&spool.url(&direct_url)))
+        .await;
     let ms = |v: &Value, i: usize| v[i].as_f64().expect("a seek time");
     let figures = format!(
         "chromium seeks (ms): to 9 s: direct {:.0}, through spool {:.0}; \

@@ -99,9 +99,9 @@ impl Browser {
         // process it started.
         .process_group(0)
         .kill_on_drop(true);
-        let mut child = cmd
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot run chromium (scripts/test-players installs it): {e}"));
+        let mut child = cmd.spawn().unwrap_or_else(|e| {
+            panic!("cannot run chromium (scripts/test-players installs it): {e}")
+        });
 
         let port_file = profile.path().join("DevToolsActivePort");
         let deadline = tokio::time::Instant::now() + START_LIMIT;
@@ -158,12 +158,10 @@ impl Browser {
             .map(|t| t["targetId"].clone());
         let target = match page {
             Some(id) => id,
-            None => {
-                browser
-                    .browser_call("Target.createTarget", json!({"url": "about:blank"}))
-                    .await["targetId"]
-                    .clone()
-            }
+            None => browser
+                .browser_call("Target.createTarget", json!({"url": "about:blank"}))
+                .await["targetId"]
+                .clone(),
         };
         let attached = browser
             .browser_call(
@@ -254,7 +252,9 @@ impl Browser {
 
     /// Saves a PNG of the page as `target/players-artifacts/<name>.png`.
     pub async fn screenshot(&self, name: &str) -> PathBuf {
-        let r = self.call("Page.captureScreenshot", json!({"format": "png"})).await;
+        let r = self
+            .call("Page.captureScreenshot", json!({"format": "png"}))
+            .await;
         let png = base64::engine::general_purpose::STANDARD
             .decode(r["data"].as_str().expect("screenshot data"))
             .expect("screenshot data is base64");
@@ -413,7 +413,11 @@ fn event_line(v: &Value) -> Option<String> {
                     other => other.to_string(),
                 })
                 .collect();
-            Some(format!("console.{}: {}", p["type"].as_str()?, args.join(" ")))
+            Some(format!(
+                "console.{}: {}",
+                p["type"].as_str()?,
+                args.join(" ")
+            ))
         }
         "Runtime.exceptionThrown" => {
             let d = &p["exceptionDetails"];

@@ -5,9 +5,9 @@
 //! and runs this target (`cargo test --features players --test players`).
 //! One module per area.
 
+mod cdp;
 #[path = "../common/mod.rs"]
 mod common;
-mod cdp;
 mod tools;
 
 mod browser;

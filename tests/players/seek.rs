@@ -110,7 +110,7 @@ async fn mpv_start_at_9s_as_fast_as_direct() {
         "mpv",
         &[
             "--no-config",
-            "--really-quiet",
+            "--msg-level=all=error",
             "--vo=null",
             "--ao=null",
             "--start=9",
