@@ -2,13 +2,12 @@
 //! with `fetch()` and plays `<video crossorigin>` (CORS), and `<video>`
 //! seeks from a cold cache against a slow origin.
 
-use std::time::Duration;
-
 use serde_json::Value;
 
 use crate::cdp::Browser;
-use crate::common::origin::{Faults, Origin};
+use crate::common::origin::Origin;
 use crate::common::Spool;
+use crate::seek::{default_sizes, slow};
 use crate::tools::{alone, long_video, make_video};
 
 /// A key makes unsigned links limited to the allowlist (the test origin's
@@ -203,27 +202,6 @@ async fn a_page_on_another_origin_reads_ranges_and_plays_video_through_spool() {
         code, 4,
         "<video crossorigin> refused: MEDIA_ERR_SRC_NOT_SUPPORTED"
     );
-}
-
-/// The slow origin of the seek tests: 50 ms before each answer, about
-/// 2 MB/s per connection.
-pub fn slow() -> Faults {
-    Faults {
-        latency: Duration::from_millis(50),
-        rate_bytes_per_sec: Some(2_000_000),
-        ..Faults::default()
-    }
-}
-
-/// spool's own chunk size, read-ahead and timeouts, not the fast suite's
-/// small ones.
-pub fn default_sizes(c: &mut spool::Config) {
-    let d = spool::Config::new(&c.cache_dir);
-    c.chunk_size = d.chunk_size;
-    c.read_ahead = d.read_ahead;
-    c.read_ahead_grace = d.read_ahead_grace;
-    c.upstream_timeout = d.upstream_timeout;
-    c.connect_timeout = d.connect_timeout;
 }
 
 /// JS: plays `src`, then seeks to 9 s and to 40 s; the milliseconds from

@@ -6,8 +6,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::browser::{default_sizes, slow};
-use crate::common::origin::Origin;
+use crate::common::origin::{Faults, Origin};
 use crate::common::Spool;
 use crate::tools::{alone, long_flac, long_video, timed};
 
@@ -16,6 +15,27 @@ const SLACK: Duration = Duration::from_millis(200);
 /// Rounds of (direct, through a fresh spool); the best of each counts, so a
 /// load spike on the machine does not decide the result.
 const ROUNDS: usize = 3;
+
+/// The slow origin of the seek tests: 50 ms before each answer, about
+/// 2 MB/s per connection.
+pub fn slow() -> Faults {
+    Faults {
+        latency: Duration::from_millis(50),
+        rate_bytes_per_sec: Some(2_000_000),
+        ..Faults::default()
+    }
+}
+
+/// spool's own chunk size, read-ahead and timeouts, not the fast suite's
+/// small ones.
+pub fn default_sizes(c: &mut spool::Config) {
+    let d = spool::Config::new(&c.cache_dir);
+    c.chunk_size = d.chunk_size;
+    c.read_ahead = d.read_ahead;
+    c.read_ahead_grace = d.read_ahead_grace;
+    c.upstream_timeout = d.upstream_timeout;
+    c.connect_timeout = d.connect_timeout;
+}
 
 /// Runs `program <before…> <url> <after…>` direct from the slow origin and
 /// through a cold spool, `ROUNDS` times each (interleaved); fails unless
