@@ -205,7 +205,7 @@ async fn a_page_on_another_origin_reads_ranges_and_plays_video_through_spool() {
 }
 
 /// JS: plays `src`, then seeks to 9 s and to 40 s; the milliseconds from
-/// each `currentTime =` to its `seeked`.
+/// each `currentTime =` to its `seeked` (throws if a seek lands elsewhere).
 fn seek_script(src: &str) -> String {
     format!(
         r#"(async () => {{
@@ -221,6 +221,8 @@ fn seek_script(src: &str) -> String {
                 v.currentTime = t;
                 await seeked;
                 took.push(performance.now() - t0);
+                if (Math.abs(v.currentTime - t) > 0.5)
+                    throw new Error(`seeked to ${{t}} s, landed at ${{v.currentTime}} s`);
             }}
             stop(v);
             return took;
