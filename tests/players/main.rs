@@ -5,8 +5,11 @@
 //! and runs this target (`cargo test --features players --test players`).
 //! One module per area.
 
+mod cdp;
 #[path = "../common/mod.rs"]
 mod common;
 mod tools;
 
+mod browser;
 mod decode;
+mod seek;

@@ -68,3 +68,130 @@ pub async fn decoded_md5(input: &str, before_input: &[&str]) -> String {
     let out = run("ffmpeg", &args).await;
     String::from_utf8(out.stdout).unwrap().trim().to_string()
 }
+
+/// The build's target directory (`CARGO_TARGET_DIR`, else `target/`).
+fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target"))
+}
+
+/// Where the suite leaves what helps after a run: screenshots and
+/// browser logs, in `target/players-artifacts/`.
+pub fn artifacts_dir() -> PathBuf {
+    let dir = target_dir().join("players-artifacts");
+    std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("create {}: {e}", dir.display()));
+    dir
+}
+
+/// One media file made at a time (tests run in parallel and share them).
+static MAKING: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// A file made once by `ffmpeg <args> <file>` and kept between runs in
+/// `target/players-media/`; its name carries a checksum of `args`, so
+/// changed arguments make a new file.
+async fn kept_media(stem: &str, ext: &str, args: &[&str]) -> PathBuf {
+    let _one = MAKING.lock().await;
+    let dir = target_dir().join("players-media");
+    std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("create {}: {e}", dir.display()));
+    let sum = crc32c::crc32c(args.join(" ").as_bytes());
+    let path = dir.join(format!("{stem}-{sum:08x}.{ext}"));
+    if path.exists() {
+        return path;
+    }
+    // Made under another name and renamed: an interrupted run leaves no
+    // half file under the kept name.
+    let part = dir.join(format!("part-{stem}-{sum:08x}.{ext}"));
+    let part_str = part.to_str().unwrap().to_owned();
+    let mut all = vec!["-hide_banner", "-loglevel", "error", "-y"];
+    all.extend_from_slice(args);
+    all.push(&part_str);
+    run("ffmpeg", &all).await;
+    std::fs::rename(&part, &path).unwrap();
+    path
+}
+
+/// A 60 s 640x360 H.264/AAC MP4 with its index first (faststart) and a
+/// keyframe every second, at a constant 4 Mbit/s (about 31 MB: a seek to
+/// 40 s lands about 20 MB in).
+pub async fn long_video() -> PathBuf {
+    kept_media(
+        "long-cbr4m-faststart",
+        "mp4",
+        &[
+            "-f",
+            "lavfi",
+            "-i",
+            "testsrc2=size=640x360:rate=25:duration=60",
+            "-f",
+            "lavfi",
+            "-i",
+            "sine=frequency=440:duration=60",
+            "-c:v",
+            "libx264",
+            "-preset",
+            "veryfast",
+            "-b:v",
+            "4M",
+            "-minrate",
+            "4M",
+            "-maxrate",
+            "4M",
+            "-bufsize",
+            "4M",
+            // Filler data keeps the rate constant however simple the picture.
+            "-x264-params",
+            "nal-hrd=cbr",
+            "-g",
+            "25",
+            "-pix_fmt",
+            "yuv420p",
+            "-c:a",
+            "aac",
+            "-b:a",
+            "128k",
+            "-movflags",
+            "+faststart",
+        ],
+    )
+    .await
+}
+
+/// A 60 s stereo 44.1 kHz FLAC of pink noise (noise barely compresses:
+/// about 10 MB, so a seek to 37 s lands about 6 MB in).
+pub async fn long_flac() -> PathBuf {
+    kept_media(
+        "long-noise",
+        "flac",
+        &[
+            "-f",
+            "lavfi",
+            "-i",
+            "anoisesrc=duration=60:color=pink:sample_rate=44100:amplitude=0.5",
+            "-ac",
+            "2",
+            "-sample_fmt",
+            "s16",
+            "-c:a",
+            "flac",
+        ],
+    )
+    .await
+}
+
+/// Runs a command to its end like [`run`]; how long it took.
+pub async fn timed(program: &str, args: &[&str]) -> Duration {
+    let t0 = std::time::Instant::now();
+    run(program, args).await;
+    t0.elapsed()
+}
+
+/// Held by the tests that measure time, so that they do not run at the
+/// same time as each other.
+static TIMING: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// Waits for the other timing tests to finish; keep the guard while
+/// measuring.
+pub async fn alone() -> tokio::sync::MutexGuard<'static, ()> {
+    TIMING.lock().await
+}
