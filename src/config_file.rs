@@ -35,9 +35,7 @@ pub fn load(args: Vec<OsString>) -> anyhow::Result<Cli> {
     // (key, public URL, listen address, admin token, cache directory) and
     // pass over the rest.
     let (sub_matches, sub) = match matches.subcommand() {
-        Some((name @ ("serve" | "sign" | "healthcheck" | "ls" | "prefetch"), m)) => {
-            (m, Some(name))
-        }
+        Some((name @ ("serve" | "sign" | "healthcheck" | "ls" | "prefetch"), m)) => (m, Some(name)),
         Some(_) => return Ok(cli),
         None => (&matches, None),
     };

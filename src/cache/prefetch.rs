@@ -272,6 +272,16 @@ async fn warm(cache: &Cache, job: &Job) -> Result<Phase, Stop> {
             "the index could not record this media: nothing would be kept".into(),
         ));
     }
+    // Chunks kept in memory while caching could not write (paused, disk
+    // full) are written now, not fetched again.
+    let writer = cache.inner.runs.writer();
+    for (index, slot) in media.slots() {
+        if let Slot::Pending(_) = slot {
+            if let Some(chunk) = writer.memcache().take(&media, index) {
+                let _ = writer.spawn(media.clone(), index, chunk);
+            }
+        }
+    }
     let stretches = missing(&media);
     let missing_bytes: u64 = stretches.iter().map(|s| s.end + 1 - s.start).sum();
     job.set(|st| {
@@ -300,7 +310,11 @@ async fn warm(cache: &Cache, job: &Job) -> Result<Phase, Stop> {
     }
     // The last chunks are still being written: wait for them a little.
     let deadline = Instant::now() + WRITE_WAIT;
-    while media.slots().iter().any(|s| matches!(s.1, Slot::Pending(_))) && Instant::now() < deadline
+    while media
+        .slots()
+        .iter()
+        .any(|s| matches!(s.1, Slot::Pending(_)))
+        && Instant::now() < deadline
     {
         tokio::time::sleep(Duration::from_millis(25)).await;
     }

@@ -157,8 +157,15 @@ mod tests {
         let lines: Vec<&str> = t.lines().collect();
         assert_eq!(lines.len(), 3);
         assert!(lines[1].contains("[#####---------------]"), "{t}");
-        assert!(lines[1].contains("25.0%") && lines[1].contains("4.00 MiB"), "{t}");
-        assert!(lines[1].contains("1970-01-01T00:16:40Z (2h ago)") && lines[1].contains("(1 streaming)"), "{t}");
+        assert!(
+            lines[1].contains("25.0%") && lines[1].contains("4.00 MiB"),
+            "{t}"
+        );
+        assert!(
+            lines[1].contains("1970-01-01T00:16:40Z (2h ago)")
+                && lines[1].contains("(1 streaming)"),
+            "{t}"
+        );
         assert!(lines[2].contains("[####################]  100.0%"), "{t}");
         assert_eq!(table(&[], 0).lines().nth(1), Some("(nothing cached)"));
     }

@@ -105,7 +105,10 @@ async fn one(api: &Api, url: &str) -> anyhow::Result<Outcome> {
     };
     let n = |k: &str| last.get(k).and_then(|v| v.as_u64()).unwrap_or(0);
     let state = last.get("state").and_then(|s| s.as_str()).unwrap_or("?");
-    let secs = last.get("elapsed_secs").and_then(|v| v.as_f64()).unwrap_or(0.0);
+    let secs = last
+        .get("elapsed_secs")
+        .and_then(|v| v.as_f64())
+        .unwrap_or(0.0);
     let mut line = format!(
         "{url}: {state}, {} of {} cached ({} fetched in {secs:.1}s, {}/s)",
         HumanBytes(n("done_bytes")),

@@ -175,9 +175,10 @@ impl Admin {
                 Ok(b) => self.prefetch(&b).await,
                 Err(r) => r,
             },
-            ["prefetch"] if m == Method::GET => {
-                json(StatusCode::OK, &serde_json::json!({ "jobs": self.prefetches.list() }))
-            }
+            ["prefetch"] if m == Method::GET => json(
+                StatusCode::OK,
+                &serde_json::json!({ "jobs": self.prefetches.list() }),
+            ),
             ["prefetch"] => method_not_allowed("GET, POST"),
             ["prefetch", id] => match id_of(id, "a job id") {
                 Err(r) => r,
@@ -203,7 +204,8 @@ impl Admin {
             .filter(|j| {
                 matches!(
                     j.state,
-                    crate::cache::prefetch::Phase::Starting | crate::cache::prefetch::Phase::Running
+                    crate::cache::prefetch::Phase::Starting
+                        | crate::cache::prefetch::Phase::Running
                 )
             })
             .collect();

@@ -59,13 +59,11 @@ pub(crate) fn routes(
         .and(peer)
         .and(warp::header::headers_cloned())
         .and(warp::body::stream())
-        .then(
-            move |tail: warp::path::Tail, method, peer, headers, body| {
-                admin
-                    .clone()
-                    .handle(tail.as_str().to_owned(), method, peer, headers, body)
-            },
-        );
+        .then(move |tail: warp::path::Tail, method, peer, headers, body| {
+            admin
+                .clone()
+                .handle(tail.as_str().to_owned(), method, peer, headers, body)
+        });
     let status_page = warp::path::end()
         .and(warp::get().or(warp::head()).unify())
         .map(admin::status_page);

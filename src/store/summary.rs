@@ -103,10 +103,7 @@ mod tests {
         let listed = index.call(|c| list(c)).await.unwrap();
         assert_eq!(listed.len(), 2);
         let x = listed.iter().find(|m| m.media_id == a.0).unwrap();
-        assert_eq!(
-            (x.cached_bytes, x.cached_chunks, x.total_chunks),
-            (6, 2, 3)
-        );
+        assert_eq!((x.cached_bytes, x.cached_chunks, x.total_chunks), (6, 2, 3));
         let y = listed.iter().find(|m| m.media_id == b.0).unwrap();
         assert_eq!((y.cached_bytes, y.cached_chunks, y.total_chunks), (0, 0, 2));
 
