@@ -145,7 +145,16 @@ async fn bad_input_gets_clear_4xx() {
     let c = client();
     let at = |p: &str| format!("{}{p}", spool.base());
     let json_ct = Some("application/json");
-    let cases: Vec<(&str, &str, Option<String>, Option<&str>, u16, &str)> = vec![
+    // method, path, body, Content-Type, status, what the reason says
+    type Case<'a> = (
+        &'a str,
+        &'a str,
+        Option<String>,
+        Option<&'a str>,
+        u16,
+        &'a str,
+    );
+    let cases: Vec<Case> = vec![
         ("GET", "/api/media/abc", None, None, 400, "positive integer"),
         ("GET", "/api/media/0", None, None, 400, "positive integer"),
         ("GET", "/api/media/-3", None, None, 400, "positive integer"),
@@ -538,7 +547,7 @@ async fn a_stopped_prefetch_resumes_where_it_stopped() {
     })
     .await;
     let kept = cached_chunks(&spool.cache_dir, &url).len() as u64;
-    assert!(kept >= 3 && kept < 24, "{kept} chunks kept");
+    assert!((3..24).contains(&kept), "{kept} chunks kept");
     origin.clear_faults("r.mp4");
     origin.reset_stats();
     let (status, job) = api_post(&spool, "/api/prefetch", &json!({ "url": url })).await;

@@ -196,7 +196,7 @@ impl Cache {
                 });
             }
         }
-        out.sort_by(|a, b| (a.media_id, a.chunk).cmp(&(b.media_id, b.chunk)));
+        out.sort_by_key(|s| (s.media_id, s.chunk));
         out
     }
 

@@ -69,6 +69,15 @@ fn error(status: StatusCode, reason: &str) -> Response {
     json(status, &serde_json::json!({ "error": reason }))
 }
 
+/// A refused request: its status and why.
+struct Refusal(StatusCode, String);
+
+impl Refusal {
+    fn response(self) -> Response {
+        error(self.0, &self.1)
+    }
+}
+
 /// The status page (no data in it: it asks the API, with the token the
 /// user gives it).
 pub(crate) fn status_page() -> Response {
@@ -96,14 +105,14 @@ pub(crate) fn status_page() -> Response {
 }
 
 /// A media id or job id from the path.
-fn id_of(s: &str, what: &str) -> Result<u64, Response> {
+fn id_of(s: &str, what: &str) -> Result<u64, Refusal> {
     s.parse::<u64>()
         .ok()
         .filter(|&i| i > 0 && i <= i64::MAX as u64)
         .ok_or_else(|| {
-            error(
+            Refusal(
                 StatusCode::BAD_REQUEST,
-                &format!("{what} must be a positive integer, not {s:?}"),
+                format!("{what} must be a positive integer, not {s:?}"),
             )
         })
 }
@@ -155,7 +164,7 @@ impl Admin {
         }
         if method == Method::POST {
             if let Err(r) = json_content_type(&headers) {
-                return r;
+                return r.response();
             }
         }
         let path: Vec<&str> = tail.trim_end_matches('/').split('/').collect();
@@ -166,14 +175,14 @@ impl Admin {
             ["media"] if m == Method::GET => self.media_list().await,
             ["media"] => method_not_allowed("GET"),
             ["media", id] => match id_of(id, "a media id") {
-                Err(r) => r,
+                Err(r) => r.response(),
                 Ok(id) if m == Method::GET => self.media(MediaId(id as i64)).await,
                 Ok(id) if m == Method::DELETE => self.delete(MediaId(id as i64)).await,
                 Ok(_) => method_not_allowed("GET, DELETE"),
             },
             ["prefetch"] if m == Method::POST => match read_body(body, MAX_BODY).await {
                 Ok(b) => self.prefetch(&b).await,
-                Err(r) => r,
+                Err(r) => r.response(),
             },
             ["prefetch"] if m == Method::GET => json(
                 StatusCode::OK,
@@ -181,7 +190,7 @@ impl Admin {
             ),
             ["prefetch"] => method_not_allowed("GET, POST"),
             ["prefetch", id] => match id_of(id, "a job id") {
-                Err(r) => r,
+                Err(r) => r.response(),
                 Ok(id) => self.job(id, m),
             },
             ["caching", action @ ("pause" | "resume")] if m == Method::POST => {
@@ -343,7 +352,7 @@ impl Admin {
 }
 
 /// Only `application/json` (with parameters, if any) is taken.
-fn json_content_type(headers: &HeaderMap) -> Result<(), Response> {
+fn json_content_type(headers: &HeaderMap) -> Result<(), Refusal> {
     let ctype = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -352,14 +361,14 @@ fn json_content_type(headers: &HeaderMap) -> Result<(), Response> {
     if essence.eq_ignore_ascii_case("application/json") {
         return Ok(());
     }
-    Err(error(
+    Err(Refusal(
         StatusCode::UNSUPPORTED_MEDIA_TYPE,
-        "send Content-Type: application/json (also with an empty body)",
+        "send Content-Type: application/json (also with an empty body)".into(),
     ))
 }
 
 /// The request body, at most `limit` bytes (413 past it).
-async fn read_body<S, B>(body: S, limit: usize) -> Result<Bytes, Response>
+async fn read_body<S, B>(body: S, limit: usize) -> Result<Bytes, Refusal>
 where
     S: Stream<Item = Result<B, warp::Error>> + Send,
     B: Buf,
@@ -368,15 +377,15 @@ where
     let mut out = BytesMut::new();
     while let Some(piece) = body.next().await {
         let mut piece = piece.map_err(|e| {
-            error(
+            Refusal(
                 StatusCode::BAD_REQUEST,
-                &format!("cannot read the body: {e}"),
+                format!("cannot read the body: {e}"),
             )
         })?;
         if out.len() + piece.remaining() > limit {
-            return Err(error(
+            return Err(Refusal(
                 StatusCode::PAYLOAD_TOO_LARGE,
-                &format!("the body is larger than {limit} bytes"),
+                format!("the body is larger than {limit} bytes"),
             ));
         }
         while piece.has_remaining() {
