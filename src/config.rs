@@ -210,7 +210,8 @@ pub struct Config {
     pub signing: Signing,
 
     /// Token for the admin endpoints (`/metrics`, the detailed
-    /// `/health/ready`, `POST /sign`), sent as `Authorization: Bearer`.
+    /// `/health/ready`, `POST /sign`, the admin API `/api/…` behind the
+    /// status page), sent as `Authorization: Bearer`.
     /// Without it they answer loopback clients only.
     #[arg(long, env = "SPOOL_ADMIN_TOKEN", hide_env_values = true)]
     pub admin_token: Option<String>,
