@@ -59,6 +59,24 @@ pub enum Command {
         #[arg(long, env = "SPOOL_CONFIG")]
         config: Option<PathBuf>,
     },
+    /// List the cached media: how much of each is cached, size, last
+    /// access. Asks the running spool (admin API); with no spool
+    /// answering, reads the index read-only.
+    Ls {
+        #[command(flatten)]
+        remote: Remote,
+        #[command(flatten)]
+        dir: CacheDir,
+    },
+    /// Warm media into a running spool's cache, with progress. Run again
+    /// after an interruption: only what is still missing is fetched.
+    Prefetch {
+        /// Upstream URLs (http or https).
+        #[arg(required = true)]
+        urls: Vec<String>,
+        #[command(flatten)]
+        remote: Remote,
+    },
     /// Ask a running spool whether it is alive (`/health/live`); exit 0
     /// when it answers 200, 1 otherwise. For container health checks, so
     /// the image needs no curl.
@@ -74,6 +92,22 @@ pub enum Command {
         #[arg(long, env = "SPOOL_CONFIG")]
         config: Option<PathBuf>,
     },
+}
+
+/// How a command reaches a running spool's admin API.
+#[derive(Debug, Clone, Args)]
+pub struct Remote {
+    /// The address spool listens on; an unspecified address (0.0.0.0,
+    /// ::) is asked on loopback.
+    #[arg(long, env = "SPOOL_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+    /// The server's admin token (not needed on loopback when spool
+    /// listens on loopback).
+    #[arg(long, env = "SPOOL_ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: Option<String>,
+    /// The server's settings file, for the settings above.
+    #[arg(long, env = "SPOOL_CONFIG")]
+    pub config: Option<PathBuf>,
 }
 
 /// Where the key for signed links comes from.
@@ -176,7 +210,8 @@ pub struct Config {
     pub signing: Signing,
 
     /// Token for the admin endpoints (`/metrics`, the detailed
-    /// `/health/ready`, `POST /sign`), sent as `Authorization: Bearer`.
+    /// `/health/ready`, `POST /sign`, the admin API `/api/…` behind the
+    /// status page), sent as `Authorization: Bearer`.
     /// Without it they answer loopback clients only.
     #[arg(long, env = "SPOOL_ADMIN_TOKEN", hide_env_values = true)]
     pub admin_token: Option<String>,

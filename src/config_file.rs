@@ -30,11 +30,12 @@ use crate::config::{Cli, Command, Config, UpstreamHeaders};
 pub fn load(args: Vec<OsString>) -> anyhow::Result<Cli> {
     let matches = Cli::command().try_get_matches_from(&args)?;
     let cli = Cli::from_arg_matches(&matches)?;
-    // `serve` (or no subcommand) takes every setting; `sign` and
-    // `healthcheck` take the few they share with it (key, public URL,
-    // listen address) and pass over the rest.
+    // `serve` (or no subcommand) takes every setting; `sign`,
+    // `healthcheck`, `ls` and `prefetch` take the few they share with it
+    // (key, public URL, listen address, admin token, cache directory) and
+    // pass over the rest.
     let (sub_matches, sub) = match matches.subcommand() {
-        Some((name @ ("serve" | "sign" | "healthcheck"), m)) => (m, Some(name)),
+        Some((name @ ("serve" | "sign" | "healthcheck" | "ls" | "prefetch"), m)) => (m, Some(name)),
         Some(_) => return Ok(cli),
         None => (&matches, None),
     };

@@ -43,6 +43,13 @@ async fn main() -> anyhow::Result<()> {
             println!("{}", spool::cmd::sign(&url, expires, &signing, listen)?);
             return Ok(());
         }
+        Some(Command::Ls { remote, dir }) => {
+            return spool::cmd::ls(&remote, &dir.cache_dir).await;
+        }
+        Some(Command::Prefetch { urls, remote }) => {
+            let cached = spool::cmd::prefetch(&urls, &remote).await?;
+            std::process::exit(if cached { 0 } else { 1 });
+        }
         Some(Command::Healthcheck {
             listen, timeout, ..
         }) => {

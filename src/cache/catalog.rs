@@ -46,6 +46,12 @@ impl Catalog {
         map.values().filter_map(|m| m.id()).collect()
     }
 
+    /// Every media open in this process.
+    pub fn all(&self) -> Vec<Arc<Media>> {
+        let map = self.inner.media.lock().unwrap();
+        map.values().filter(|m| !m.is_gone()).cloned().collect()
+    }
+
     pub fn contains(&self, url: &str) -> bool {
         self.get(url).is_some()
     }

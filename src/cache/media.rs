@@ -422,6 +422,24 @@ impl Media {
             .max()
             .unwrap_or(u64::MAX)
     }
+
+    /// Every chunk that has a slot (cached or downloading), in order: for
+    /// the admin's chunk map and prefetch.
+    pub fn slots(&self) -> Vec<(u64, Slot)> {
+        let slots = self.slots.lock().unwrap();
+        slots.iter().map(|(i, s)| (*i, s.clone())).collect()
+    }
+
+    /// Where the players reading now are: (chunk read, last chunk they
+    /// may want), for the admin's status.
+    pub fn live_playheads(&self) -> Vec<(u64, u64)> {
+        let heads = self.playheads.lock().unwrap();
+        heads
+            .iter()
+            .filter(|h| h.ended.lock().unwrap().is_none())
+            .map(|h| (h.chunk.load(Ordering::Relaxed), h.limit))
+            .collect()
+    }
 }
 
 /// A unix time (from the index) on tokio's clock; None when it lies in

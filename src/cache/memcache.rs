@@ -99,6 +99,15 @@ impl MemCache {
         }
     }
 
+    /// Takes a chunk out (its slot stays pending), e.g. to write it now
+    /// that caching works again.
+    pub fn take(&self, media: &Arc<Media>, index: u64) -> Option<Arc<InFlight>> {
+        let mut st = self.state.lock().unwrap();
+        let e = st.entries.remove(&(media.instance(), index))?;
+        st.bytes -= e.chunk.len();
+        Some(e.chunk)
+    }
+
     pub fn bytes(&self) -> u64 {
         self.state.lock().unwrap().bytes
     }

@@ -4,8 +4,10 @@
 //!
 //! Inside this folder, imports point one way:
 //! `error <- inflight <- media <- catalog <- memcache <- persist <- run
-//! <- handle <- open, body`, with `upkeep` beside them.
+//! <- handle <- open, body <- admin, prefetch`, with `upkeep` beside
+//! them.
 
+pub(crate) mod admin;
 pub(crate) mod body;
 pub(crate) mod catalog;
 mod error;
@@ -15,6 +17,7 @@ pub(crate) mod media;
 pub(crate) mod memcache;
 mod open;
 pub(crate) mod persist;
+pub(crate) mod prefetch;
 #[cfg(test)]
 pub(crate) mod rig;
 pub(crate) mod run;

@@ -1,9 +1,14 @@
-//! `spool verify`, `spool stats` and `spool healthcheck`: looking at a
-//! cache or a running spool from the shell.
+//! `spool verify`, `spool stats`, `spool healthcheck`, `spool ls` and
+//! `spool prefetch`: looking at a cache or a running spool from the shell.
 
 mod healthcheck;
+mod ls;
+mod prefetch;
+mod remote;
 
 pub use healthcheck::healthcheck;
+pub use ls::ls;
+pub use prefetch::prefetch;
 
 use std::path::Path;
 

@@ -21,6 +21,8 @@ use crate::metrics::Metrics;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Mode {
     Writing,
+    /// Paused by an admin (`POST /api/caching/pause`): until resumed.
+    PausedByAdmin,
     /// Disk full and cleanup could not help: until the monitor sees space.
     PausedDiskFull,
     /// Breaker open after failures of this class: until `until`, then a
@@ -35,6 +37,7 @@ impl Mode {
     pub fn describe(&self) -> String {
         match self {
             Mode::Writing => "writing".into(),
+            Mode::PausedByAdmin => "paused: by admin".into(),
             Mode::PausedDiskFull => "paused: disk full".into(),
             Mode::PausedBreaker { class, .. } => format!("paused: {class} errors"),
         }
@@ -96,7 +99,7 @@ impl Breaker {
     pub async fn may_write(&self) -> bool {
         let until = match self.mode() {
             Mode::Writing => return true,
-            Mode::PausedDiskFull => return false,
+            Mode::PausedDiskFull | Mode::PausedByAdmin => return false,
             Mode::PausedBreaker { until, .. } => until,
         };
         if Instant::now() < until {
@@ -120,10 +123,12 @@ impl Breaker {
             .await
             .unwrap_or_else(|e| Err(std::io::Error::other(e)));
         match probed {
-            Ok(()) => {
+            // An admin's pause during the probe stays.
+            Ok(()) if matches!(self.mode(), Mode::PausedBreaker { .. }) => {
                 self.set(Mode::Writing, "cache writes work again; caching resumed");
                 true
             }
+            Ok(()) => self.is_writing(),
             Err(e) => {
                 warn!(class = WriteClass::classify(&e).as_str(), error = %e, "cache probe write failed; caching stays paused");
                 false
@@ -199,6 +204,27 @@ impl Breaker {
         if self.mode() == Mode::PausedDiskFull {
             self.set(Mode::Writing, "disk space is back; caching resumed");
         }
+    }
+
+    /// An admin pauses caching: streams go on uncached until `resume`.
+    /// Returns false when it already was paused by an admin.
+    pub fn pause(&self) -> bool {
+        if self.mode() == Mode::PausedByAdmin {
+            return false;
+        }
+        self.set(Mode::PausedByAdmin, "caching paused by an admin");
+        true
+    }
+
+    /// An admin resumes caching. A disk that is still full or failing says
+    /// so again at the next write (and pauses again). Returns false when
+    /// caching was not paused by an admin.
+    pub fn resume(&self) -> bool {
+        if self.mode() != Mode::PausedByAdmin {
+            return false;
+        }
+        self.set(Mode::Writing, "caching resumed by an admin");
+        true
     }
 
     fn set(&self, mode: Mode, why: &str) {
@@ -288,6 +314,25 @@ mod tests {
         assert!(!g.may_write().await, "still cooling down");
         tokio::time::advance(Duration::from_secs(2)).await;
         assert!(g.may_write().await, "cool-down over, the probe works");
+    }
+
+    /// An admin's pause holds until resumed: no write, no probe, and no
+    /// other state (space back) ends it.
+    #[tokio::test]
+    async fn admin_pause_holds_until_resumed() {
+        let dir = tempfile::tempdir().unwrap();
+        let g = breaker(dir.path(), 1, Duration::ZERO);
+        assert!(!g.resume(), "nothing to resume");
+        assert!(g.pause());
+        assert!(!g.pause(), "already paused");
+        assert_eq!(g.mode().describe(), "paused: by admin");
+        assert!(!g.may_write().await);
+        g.space_back();
+        g.on_failure(WriteClass::PermissionDenied);
+        assert_eq!(g.mode(), Mode::PausedByAdmin);
+        assert!(g.resume());
+        assert!(g.may_write().await);
+        assert!(g.is_writing());
     }
 
     #[tokio::test]

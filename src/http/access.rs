@@ -7,8 +7,8 @@
 //!   (`/s/<token>/<file name>`). On loopback without a key, as on a
 //!   laptop, unsigned links are served as before (without CORS headers).
 //!   Origins with credentials in the settings file need signed links.
-//! - `/metrics`, the detailed `/health/ready` and `POST /sign` answer
-//!   anyone with `Authorization: Bearer <SPOOL_ADMIN_TOKEN>` (compared in
+//! - `/metrics`, the detailed `/health/ready`, `POST /sign` and the admin
+//!   API (`/api/…`, `admin.rs`) answer anyone with `Authorization: Bearer <SPOOL_ADMIN_TOKEN>` (compared in
 //!   constant time), and loopback clients when spool listens on loopback.
 
 use std::net::IpAddr;

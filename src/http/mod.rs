@@ -3,6 +3,7 @@
 //! become HTTP statuses.
 
 mod access;
+mod admin;
 mod conditional;
 mod error;
 mod health;

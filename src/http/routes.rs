@@ -7,6 +7,7 @@ use warp::reply::Response;
 use warp::Filter;
 
 use super::access::{self, Access, Peer};
+use super::admin::{self, Admin};
 use super::error::text;
 use super::health::{self, Health};
 use super::stream::{self, Limits};
@@ -19,6 +20,7 @@ pub(crate) fn routes(
     limits: Limits,
     access: Access,
 ) -> impl Filter<Extract = (Response,), Error = Infallible> + Clone + Send + Sync + 'static {
+    let admin = Admin::new(cache.clone(), health.clone(), access.clone());
     let with_cache = warp::any().map(move || cache.clone());
     let with_health = warp::any().map(move || health.clone());
     let with_limits = warp::any().map(move || limits);
@@ -51,6 +53,20 @@ pub(crate) fn routes(
         .and(warp::body::content_length_limit(64 * 1024))
         .and(warp::body::bytes())
         .then(access::sign);
+    let api = warp::path("api")
+        .and(warp::path::tail())
+        .and(warp::method())
+        .and(peer)
+        .and(warp::header::headers_cloned())
+        .and(warp::body::stream())
+        .then(move |tail: warp::path::Tail, method, peer, headers, body| {
+            admin
+                .clone()
+                .handle(tail.as_str().to_owned(), method, peer, headers, body)
+        });
+    let status_page = warp::path::end()
+        .and(warp::get().or(warp::head()).unify())
+        .map(admin::status_page);
     let live = warp::path!("health" / "live").map(|| text(StatusCode::OK, "ok"));
     let ready = warp::path!("health" / "ready")
         .and(with_health.clone())
@@ -86,6 +102,10 @@ pub(crate) fn routes(
         .or(ready)
         .unify()
         .or(metrics)
+        .unify()
+        .or(api)
+        .unify()
+        .or(status_page)
         .unify()
         .recover(|_| async { Ok::<_, Infallible>(text(StatusCode::NOT_FOUND, "not found")) })
         .unify()

@@ -8,6 +8,7 @@ pub mod faults;
 pub(crate) mod index;
 pub(crate) mod read;
 pub mod recover;
+pub mod summary;
 
 pub(crate) use chunks::ChunkFiles;
 pub(crate) use evict::{Evictor, Pin, Pins};

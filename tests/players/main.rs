@@ -13,3 +13,4 @@ mod tools;
 mod browser;
 mod decode;
 mod seek;
+mod status_page;

@@ -1,0 +1,387 @@
+//! Prefetch: warming a media into the cache before anyone plays it.
+//!
+//! A prefetch job reads the chunks of a media that are not cached yet,
+//! stretch by stretch, the way a player would (`Cache::produce`): the same
+//! single flight, download runs, read-ahead and chunk writes, and the
+//! bytes go nowhere. Chunks already cached are not read, so a job run
+//! again after an interruption fetches only what is still missing.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde::Serialize;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use url::Url;
+
+use super::body::{Part, Span};
+use super::handle::Cache;
+use super::media::{Media, Slot};
+use super::open::Opened;
+use crate::upstream::redact;
+
+/// Finished jobs kept for their progress to be read.
+const KEEP_FINISHED: usize = 32;
+
+/// How long a finished transfer waits for its chunks to reach the disk.
+const WRITE_WAIT: Duration = Duration::from_secs(10);
+
+/// Prefetch jobs. Cheap to clone.
+#[derive(Clone)]
+pub(crate) struct Prefetches {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    cache: Cache,
+    /// Jobs running at once at most.
+    max_running: usize,
+    jobs: Mutex<Jobs>,
+}
+
+#[derive(Default)]
+struct Jobs {
+    next_id: u64,
+    /// Oldest first.
+    list: VecDeque<Arc<Job>>,
+}
+
+/// Where a job is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum Phase {
+    /// Opening the media (asking the origin when it is new).
+    Starting,
+    Running,
+    /// Every chunk is cached.
+    Done,
+    /// The transfer ended, but some chunks could not be written (caching
+    /// paused, disk full).
+    Incomplete,
+    Failed,
+    Cancelled,
+}
+
+impl Phase {
+    fn is_running(self) -> bool {
+        matches!(self, Phase::Starting | Phase::Running)
+    }
+}
+
+pub(crate) struct Job {
+    id: u64,
+    url: Url,
+    cancel: CancellationToken,
+    started: Instant,
+    /// Bytes of missing chunks that arrived during this job.
+    fetched: AtomicU64,
+    state: Mutex<State>,
+}
+
+struct State {
+    phase: Phase,
+    media_id: Option<i64>,
+    total: Option<u64>,
+    cached_at_start: u64,
+    /// Cached bytes when it ended.
+    cached_at_end: Option<u64>,
+    error: Option<String>,
+    /// How long it ran, once it ended.
+    took: Option<Duration>,
+}
+
+/// A job's progress, as the admin API shows it.
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct JobView {
+    pub job: u64,
+    pub url: String,
+    pub state: Phase,
+    pub media_id: Option<i64>,
+    pub total_bytes: Option<u64>,
+    /// Bytes of the media that are cached, or arrived in this job.
+    pub done_bytes: u64,
+    pub cached_at_start_bytes: u64,
+    pub fetched_bytes: u64,
+    pub elapsed_secs: f64,
+    pub rate_bytes_per_sec: u64,
+    pub error: Option<String>,
+}
+
+impl Job {
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+
+    fn set(&self, f: impl FnOnce(&mut State)) {
+        f(&mut self.state.lock().unwrap());
+    }
+
+    pub fn view(&self) -> JobView {
+        let st = self.state.lock().unwrap();
+        let fetched = self.fetched.load(Ordering::Relaxed);
+        let elapsed = st.took.unwrap_or_else(|| self.started.elapsed());
+        let secs = elapsed.as_secs_f64();
+        let done = match st.cached_at_end {
+            Some(c) => c,
+            None => st.cached_at_start + fetched,
+        };
+        JobView {
+            job: self.id,
+            url: redact(&self.url),
+            state: st.phase,
+            media_id: st.media_id,
+            total_bytes: st.total,
+            done_bytes: st.total.map_or(done, |t| done.min(t)),
+            cached_at_start_bytes: st.cached_at_start,
+            fetched_bytes: fetched,
+            elapsed_secs: (secs * 1000.0).round() / 1000.0,
+            rate_bytes_per_sec: if secs > 0.0 {
+                (fetched as f64 / secs) as u64
+            } else {
+                0
+            },
+            error: st.error.clone(),
+        }
+    }
+
+    fn is_running(&self) -> bool {
+        self.state.lock().unwrap().phase.is_running()
+    }
+}
+
+/// Why a job was not started.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum Refused {
+    #[error("{0} prefetch jobs are running already; wait for one to end")]
+    Busy(usize),
+}
+
+impl Prefetches {
+    pub fn new(cache: Cache, max_running: usize) -> Prefetches {
+        Prefetches {
+            inner: Arc::new(Inner {
+                cache,
+                max_running: max_running.max(1),
+                jobs: Mutex::default(),
+            }),
+        }
+    }
+
+    /// Starts warming `url` (checked against the allowlist by the caller),
+    /// or returns the job already warming it (false: not new).
+    pub fn start(&self, url: Url) -> Result<(Arc<Job>, bool), Refused> {
+        let mut jobs = self.inner.jobs.lock().unwrap();
+        let running: Vec<&Arc<Job>> = jobs.list.iter().filter(|j| j.is_running()).collect();
+        if let Some(j) = running.iter().find(|j| j.url == url) {
+            return Ok(((*j).clone(), false));
+        }
+        if running.len() >= self.inner.max_running {
+            return Err(Refused::Busy(running.len()));
+        }
+        jobs.next_id += 1;
+        let job = Arc::new(Job {
+            id: jobs.next_id,
+            url,
+            cancel: CancellationToken::new(),
+            started: Instant::now(),
+            fetched: AtomicU64::new(0),
+            state: Mutex::new(State {
+                phase: Phase::Starting,
+                media_id: None,
+                total: None,
+                cached_at_start: 0,
+                cached_at_end: None,
+                error: None,
+                took: None,
+            }),
+        });
+        jobs.list.push_back(job.clone());
+        // Finished jobs beyond the few kept go, oldest first.
+        while jobs.list.iter().filter(|j| !j.is_running()).count() > KEEP_FINISHED {
+            let Some(at) = jobs.list.iter().position(|j| !j.is_running()) else {
+                break;
+            };
+            jobs.list.remove(at);
+        }
+        tokio::spawn(run(self.inner.cache.clone(), job.clone()));
+        Ok((job, true))
+    }
+
+    pub fn get(&self, id: u64) -> Option<Arc<Job>> {
+        let jobs = self.inner.jobs.lock().unwrap();
+        jobs.list.iter().find(|j| j.id == id).cloned()
+    }
+
+    /// Every job kept, oldest first.
+    pub fn list(&self) -> Vec<JobView> {
+        let jobs = self.inner.jobs.lock().unwrap();
+        jobs.list.iter().map(|j| j.view()).collect()
+    }
+
+    /// Stops a running job; what it fetched stays cached. Returns false
+    /// when it had ended already.
+    pub fn cancel(&self, job: &Job) -> bool {
+        let running = job.is_running();
+        job.cancel.cancel();
+        running
+    }
+}
+
+/// Why a job ended early.
+enum Stop {
+    Cancelled,
+    Failed(String),
+}
+
+async fn run(cache: Cache, job: Arc<Job>) {
+    let ended = tokio::select! {
+        r = warm(&cache, &job) => r,
+        _ = job.cancel.cancelled() => Err(Stop::Cancelled),
+    };
+    let took = job.started.elapsed();
+    job.set(|st| {
+        st.took = Some(took);
+        match ended {
+            Ok(phase) => st.phase = phase,
+            Err(Stop::Cancelled) => st.phase = Phase::Cancelled,
+            Err(Stop::Failed(why)) => {
+                st.phase = Phase::Failed;
+                st.error = Some(why);
+            }
+        }
+    });
+    let v = job.view();
+    tracing::info!(job = v.job, url = %v.url, state = ?v.state, fetched = v.fetched_bytes, "prefetch ended");
+}
+
+async fn warm(cache: &Cache, job: &Job) -> Result<Phase, Stop> {
+    let media = match cache.open(&job.url, Some((0, None))).await {
+        Ok(Opened::Media(m)) => m,
+        Ok(_) => {
+            return Err(Stop::Failed(
+                "the origin does not tell the media's size: it cannot be cached".into(),
+            ))
+        }
+        Err(e) => return Err(Stop::Failed(e.to_string())),
+    };
+    if media.id().is_none() {
+        return Err(Stop::Failed(
+            "the index could not record this media: nothing would be kept".into(),
+        ));
+    }
+    // Chunks kept in memory while caching could not write (paused, disk
+    // full) are written now, not fetched again.
+    let writer = cache.inner.runs.writer();
+    for (index, slot) in media.slots() {
+        if let Slot::Pending(_) = slot {
+            if let Some(chunk) = writer.memcache().take(&media, index) {
+                let _ = writer.spawn(media.clone(), index, chunk);
+            }
+        }
+    }
+    let stretches = missing(&media);
+    let missing_bytes: u64 = stretches.iter().map(|s| s.end + 1 - s.start).sum();
+    job.set(|st| {
+        st.phase = Phase::Running;
+        st.media_id = media.id().map(|i| i.0);
+        st.total = Some(media.size());
+        st.cached_at_start = media.size() - missing_bytes;
+    });
+    if !stretches.is_empty() {
+        // Read like a player would, and drop the bytes.
+        let (tx, mut rx) = mpsc::channel(2);
+        let parts = stretches.iter().map(|s| Part::Range(*s)).collect();
+        tokio::spawn(cache.clone().produce(media.clone(), parts, tx));
+        while let Some(piece) = rx.recv().await {
+            match piece {
+                Ok(b) => job.fetched.fetch_add(b.len() as u64, Ordering::Relaxed),
+                Err(e) => return Err(Stop::Failed(e.to_string())),
+            };
+        }
+        let received = job.fetched.load(Ordering::Relaxed);
+        if received < missing_bytes {
+            return Err(Stop::Failed(format!(
+                "the transfer ended after {received} of {missing_bytes} bytes"
+            )));
+        }
+    }
+    // The last chunks are still being written: wait for them a little.
+    let deadline = Instant::now() + WRITE_WAIT;
+    while media
+        .slots()
+        .iter()
+        .any(|s| matches!(s.1, Slot::Pending(_)))
+        && Instant::now() < deadline
+    {
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    let uncached: u64 = missing(&media).iter().map(|s| s.end + 1 - s.start).sum();
+    let cached = media.size() - uncached;
+    job.set(|st| st.cached_at_end = Some(cached));
+    Ok(if uncached == 0 {
+        Phase::Done
+    } else {
+        Phase::Incomplete
+    })
+}
+
+/// The stretches of a media not cached yet, downloads under way included
+/// (a prefetch follows them too).
+fn missing(media: &Media) -> Vec<Span> {
+    spans(media, |s| matches!(s, Slot::Cached { .. }))
+}
+
+/// Byte spans of the runs of chunks that are not `have`.
+fn spans(media: &Media, have: impl Fn(&Slot) -> bool) -> Vec<Span> {
+    let count = media.chunk_count();
+    let mut out: Vec<Span> = Vec::new();
+    let mut next = 0u64;
+    let mut push = |from: u64, to: u64| {
+        if from < to {
+            out.push(Span {
+                start: media.chunk_start(from),
+                end: media.chunk_start(to - 1) + media.chunk_len(to - 1) - 1,
+            });
+        }
+    };
+    for (i, slot) in media.slots() {
+        if i >= count || !have(&slot) {
+            continue;
+        }
+        push(next, i);
+        next = i + 1;
+    }
+    push(next, count);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::index::{ChunkRow, MediaRow};
+
+    fn media(size: u64, chunk: u64, cached: &[u64]) -> Media {
+        let row = MediaRow::for_test(1, "http://x/u", size, chunk);
+        let rows = cached.iter().map(|&i| ChunkRow::new(i, 10, 0)).collect();
+        Media::new(Arc::new(Url::parse(&row.url).unwrap()), row, rows)
+    }
+
+    #[test]
+    fn missing_stretches_skip_what_is_cached() {
+        let span = |start, end| Span { start, end };
+        assert_eq!(missing(&media(35, 10, &[])), vec![span(0, 34)]);
+        assert_eq!(missing(&media(35, 10, &[0, 1, 2, 3])), vec![]);
+        assert_eq!(
+            missing(&media(35, 10, &[1, 3])),
+            vec![span(0, 9), span(20, 29)]
+        );
+        assert_eq!(missing(&media(35, 10, &[0])), vec![span(10, 34)]);
+        assert_eq!(missing(&media(0, 10, &[])), vec![]);
+        let m = media(35, 10, &[0]);
+        drop(m.claim(1, 1, 0));
+        assert_eq!(missing(&m), vec![span(10, 34)], "a download is followed");
+    }
+}

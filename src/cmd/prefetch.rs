@@ -1,0 +1,145 @@
+//! `spool prefetch <url>…`: warms media into a running spool's cache
+//! through its admin API, with a progress bar (bytes, rate, ETA).
+//!
+//! The work is the server's (`POST /api/prefetch`): it reads the chunks
+//! not cached yet like a player would. Interrupted (Ctrl-C), the job is
+//! stopped and what arrived stays cached, so running the command again
+//! fetches only what is still missing. Without a running spool it says
+//! so: two processes writing one cache would not know each other's
+//! downloads.
+
+use std::time::Duration;
+
+use indicatif::{HumanBytes, ProgressBar, ProgressStyle};
+
+use super::remote::{reason, Answer, Api};
+use crate::config::Remote;
+
+/// How often progress is asked.
+const POLL: Duration = Duration::from_millis(200);
+
+/// Warms each URL in turn; returns whether every one ended cached whole.
+pub async fn prefetch(urls: &[String], remote: &Remote) -> anyhow::Result<bool> {
+    let api = Api::new(remote)?;
+    let mut all = true;
+    for url in urls {
+        match one(&api, url).await? {
+            Outcome::Cached => {}
+            Outcome::NotCached => all = false,
+            Outcome::Interrupted => {
+                eprintln!("interrupted: what arrived stays cached; run again to fetch the rest");
+                std::process::exit(130);
+            }
+        }
+    }
+    Ok(all)
+}
+
+enum Outcome {
+    Cached,
+    NotCached,
+    Interrupted,
+}
+
+fn no_server(why: &str) -> anyhow::Error {
+    anyhow::anyhow!(
+        "{why}. `spool prefetch` warms the cache of a running spool: start it first \
+         (`spool`), or point --listen / SPOOL_LISTEN (or --config) at its address"
+    )
+}
+
+async fn one(api: &Api, url: &str) -> anyhow::Result<Outcome> {
+    let job = match api
+        .post("/api/prefetch", &serde_json::json!({ "url": url }))
+        .await?
+    {
+        Answer::Nobody(why) => return Err(no_server(&why)),
+        Answer::Json(status, job) if status.is_success() => job,
+        Answer::Json(status, json) => {
+            println!("{url}: refused ({})", reason(status, &json));
+            return Ok(Outcome::NotCached);
+        }
+    };
+    let id = job.get("job").and_then(|j| j.as_u64()).unwrap_or(0);
+    let bar = ProgressBar::new(0).with_prefix(short(url));
+    bar.set_style(
+        ProgressStyle::with_template(
+            "{prefix:30} [{bar:30}] {bytes}/{total_bytes} {binary_bytes_per_sec} ETA {eta}",
+        )
+        .expect("a valid template")
+        .progress_chars("#>-"),
+    );
+    let mut started = false;
+    let path = format!("/api/prefetch/{id}");
+    let last = loop {
+        let ask = api.get(&path);
+        let answer = tokio::select! {
+            a = ask => a?,
+            _ = tokio::signal::ctrl_c() => {
+                bar.abandon();
+                let _ = api.delete(&path).await;
+                return Ok(Outcome::Interrupted);
+            }
+        };
+        let view = match answer {
+            Answer::Json(status, v) if status.is_success() => v,
+            Answer::Json(status, json) => anyhow::bail!("{url}: {}", reason(status, &json)),
+            Answer::Nobody(why) => anyhow::bail!("{url}: {why} any more"),
+        };
+        let n = |k: &str| view.get(k).and_then(|v| v.as_u64());
+        if let (Some(total), false) = (n("total_bytes"), started) {
+            // Rate and ETA from what this job fetches, not from what was
+            // cached before.
+            bar.set_length(total);
+            bar.set_position(n("cached_at_start_bytes").unwrap_or(0));
+            bar.reset_eta();
+            started = true;
+        }
+        bar.set_position(n("done_bytes").unwrap_or(0));
+        let state = view.get("state").and_then(|s| s.as_str()).unwrap_or("");
+        if !matches!(state, "starting" | "running") {
+            bar.finish_and_clear();
+            break view;
+        }
+        tokio::time::sleep(POLL).await;
+    };
+    let n = |k: &str| last.get(k).and_then(|v| v.as_u64()).unwrap_or(0);
+    let state = last.get("state").and_then(|s| s.as_str()).unwrap_or("?");
+    let secs = last
+        .get("elapsed_secs")
+        .and_then(|v| v.as_f64())
+        .unwrap_or(0.0);
+    let mut line = format!(
+        "{url}: {state}, {} of {} cached ({} fetched in {secs:.1}s, {}/s)",
+        HumanBytes(n("done_bytes")),
+        HumanBytes(n("total_bytes")),
+        HumanBytes(n("fetched_bytes")),
+        HumanBytes(n("rate_bytes_per_sec")),
+    );
+    if let Some(e) = last.get("error").and_then(|e| e.as_str()) {
+        line += &format!(": {e}");
+    }
+    println!("{line}");
+    Ok(if state == "done" {
+        Outcome::Cached
+    } else {
+        Outcome::NotCached
+    })
+}
+
+/// The end of a URL, for the bar's label.
+fn short(url: &str) -> String {
+    let name = url
+        .split(['?', '#'])
+        .next()
+        .unwrap_or(url)
+        .trim_end_matches('/')
+        .rsplit('/')
+        .next()
+        .unwrap_or(url);
+    let chars: Vec<char> = name.chars().collect();
+    match chars.len() {
+        0..=30 => name.to_owned(),
+        n => format!("…{}", chars[n - 29..].iter().collect::<String>()),
+    }
+}

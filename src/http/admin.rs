@@ -1,0 +1,399 @@
+//! The admin API under `/api/`, and the status page at `/`.
+//!
+//! JSON in and out; errors are `{"error": "..."}` with a 4xx status that
+//! says what was wrong. Every `/api/` request needs the admin right
+//! (`Access::admin`: the bearer token, or loopback when spool listens on
+//! loopback). A `POST` must say `Content-Type: application/json`, even
+//! with an empty body: a web page cannot send that across origins without
+//! a preflight spool never grants, so it cannot make a loopback-trusted
+//! spool pause, delete or prefetch.
+//!
+//! | route | what |
+//! |---|---|
+//! | `GET /api/status` | cache size, disk, caching state, streams, prefetch jobs |
+//! | `GET /api/media` | every media version, with how much is cached |
+//! | `GET /api/media/{id}` | one media and its chunk map (run-length) |
+//! | `DELETE /api/media/{id}` | drop one media's cache |
+//! | `POST /api/prefetch` | `{"url": "..."}`: warm a media; returns its job |
+//! | `GET /api/prefetch`, `GET /api/prefetch/{job}` | jobs and their progress |
+//! | `DELETE /api/prefetch/{job}` | stop a job (what it fetched stays) |
+//! | `POST /api/caching/pause`, `POST /api/caching/resume` | stop and restart cache writes |
+
+use bytes::{Buf, Bytes, BytesMut};
+use futures::{Stream, StreamExt};
+use http::{header, HeaderMap, HeaderValue, Method, StatusCode};
+use serde::Serialize;
+use warp::reply::Response;
+
+use super::access::{Access, Peer};
+use super::error::status_of;
+use super::health::Health;
+use crate::cache::prefetch::{Prefetches, Refused};
+use crate::cache::Cache;
+use crate::store::MediaId;
+
+/// The status page: one file, its CSS and script inline.
+const STATUS_PAGE: &str = include_str!("status.html");
+
+/// Largest request body the API reads.
+const MAX_BODY: usize = 16 * 1024;
+
+/// Prefetch jobs running at once at most.
+const MAX_PREFETCH_JOBS: usize = 4;
+
+/// What the admin endpoints work with. Cheap to clone.
+#[derive(Clone)]
+pub(crate) struct Admin {
+    cache: Cache,
+    health: Health,
+    access: Access,
+    prefetches: Prefetches,
+}
+
+/// A JSON answer.
+fn json(status: StatusCode, body: &impl Serialize) -> Response {
+    let text = serde_json::to_vec(body).unwrap_or_else(|_| b"{}".to_vec());
+    let mut r = Response::new(Bytes::from(text).into());
+    *r.status_mut() = status;
+    let h = r.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    r
+}
+
+/// A JSON error: `{"error": reason}`.
+fn error(status: StatusCode, reason: &str) -> Response {
+    json(status, &serde_json::json!({ "error": reason }))
+}
+
+/// A refused request: its status and why.
+struct Refusal(StatusCode, String);
+
+impl Refusal {
+    fn response(self) -> Response {
+        error(self.0, &self.1)
+    }
+}
+
+/// The status page (no data in it: it asks the API, with the token the
+/// user gives it).
+pub(crate) fn status_page() -> Response {
+    let mut r = Response::new(Bytes::from_static(STATUS_PAGE.as_bytes()).into());
+    let h = r.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/html; charset=utf-8"),
+    );
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    // Only its own inline script and style, and requests to this origin.
+    h.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(
+            "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; \
+             connect-src 'self'; img-src data:; base-uri 'none'; form-action 'none'; \
+             frame-ancestors 'none'",
+        ),
+    );
+    h.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
+    r
+}
+
+/// A media id or job id from the path.
+fn id_of(s: &str, what: &str) -> Result<u64, Refusal> {
+    s.parse::<u64>()
+        .ok()
+        .filter(|&i| i > 0 && i <= i64::MAX as u64)
+        .ok_or_else(|| {
+            Refusal(
+                StatusCode::BAD_REQUEST,
+                format!("{what} must be a positive integer, not {s:?}"),
+            )
+        })
+}
+
+fn method_not_allowed(allow: &'static str) -> Response {
+    let mut r = error(
+        StatusCode::METHOD_NOT_ALLOWED,
+        &format!("this endpoint takes {allow}"),
+    );
+    r.headers_mut()
+        .insert(header::ALLOW, HeaderValue::from_static(allow));
+    r
+}
+
+impl Admin {
+    pub fn new(cache: Cache, health: Health, access: Access) -> Admin {
+        Admin {
+            prefetches: Prefetches::new(cache.clone(), MAX_PREFETCH_JOBS),
+            cache,
+            health,
+            access,
+        }
+    }
+
+    /// Answers one `/api/<tail>` request.
+    pub async fn handle<S, B>(
+        self,
+        tail: String,
+        method: Method,
+        peer: Option<Peer>,
+        headers: HeaderMap,
+        body: S,
+    ) -> Response
+    where
+        S: Stream<Item = Result<B, warp::Error>> + Send,
+        B: Buf,
+    {
+        if !self.access.admin(peer, &headers) {
+            let mut r = error(
+                StatusCode::UNAUTHORIZED,
+                "admin API: send Authorization: Bearer <SPOOL_ADMIN_TOKEN> (or ask from loopback \
+                 when spool listens on loopback)",
+            );
+            r.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer realm=\"spool\""),
+            );
+            return r;
+        }
+        if method == Method::POST {
+            if let Err(r) = json_content_type(&headers) {
+                return r.response();
+            }
+        }
+        let path: Vec<&str> = tail.trim_end_matches('/').split('/').collect();
+        let m = &method;
+        match path.as_slice() {
+            ["status"] if m == Method::GET => self.status().await,
+            ["status"] => method_not_allowed("GET"),
+            ["media"] if m == Method::GET => self.media_list().await,
+            ["media"] => method_not_allowed("GET"),
+            ["media", id] => match id_of(id, "a media id") {
+                Err(r) => r.response(),
+                Ok(id) if m == Method::GET => self.media(MediaId(id as i64)).await,
+                Ok(id) if m == Method::DELETE => self.delete(MediaId(id as i64)).await,
+                Ok(_) => method_not_allowed("GET, DELETE"),
+            },
+            ["prefetch"] if m == Method::POST => match read_body(body, MAX_BODY).await {
+                Ok(b) => self.prefetch(&b).await,
+                Err(r) => r.response(),
+            },
+            ["prefetch"] if m == Method::GET => json(
+                StatusCode::OK,
+                &serde_json::json!({ "jobs": self.prefetches.list() }),
+            ),
+            ["prefetch"] => method_not_allowed("GET, POST"),
+            ["prefetch", id] => match id_of(id, "a job id") {
+                Err(r) => r.response(),
+                Ok(id) => self.job(id, m),
+            },
+            ["caching", action @ ("pause" | "resume")] if m == Method::POST => {
+                self.caching(action == &"pause")
+            }
+            ["caching", "pause" | "resume"] => method_not_allowed("POST"),
+            _ => error(StatusCode::NOT_FOUND, "no such admin endpoint"),
+        }
+    }
+
+    async fn status(&self) -> Response {
+        let h = &self.health;
+        let totals = h.index.totals().await.ok();
+        let last = h.disk.last();
+        let mode = h.breaker.mode();
+        let jobs: Vec<_> = self
+            .prefetches
+            .list()
+            .into_iter()
+            .filter(|j| {
+                matches!(
+                    j.state,
+                    crate::cache::prefetch::Phase::Starting
+                        | crate::cache::prefetch::Phase::Running
+                )
+            })
+            .collect();
+        json(
+            StatusCode::OK,
+            &serde_json::json!({
+                "cache": {
+                    "bytes": totals.map(|t| t.2),
+                    "media": totals.map(|t| t.0),
+                    "chunks": totals.map(|t| t.1),
+                    "memory_bytes": h.memcache.bytes(),
+                },
+                "disk": {
+                    "level": last.map(|l| l.1.as_str()),
+                    "free_bytes": last.map(|l| l.0.free_bytes),
+                    "total_bytes": last.map(|l| l.0.total_bytes),
+                },
+                "caching": {
+                    "state": mode.describe(),
+                    "writing": h.breaker.is_writing(),
+                    "paused_by_admin": mode == crate::disk::breaker::Mode::PausedByAdmin,
+                },
+                "streams": self.cache.streams(),
+                "prefetch": jobs,
+            }),
+        )
+    }
+
+    async fn media_list(&self) -> Response {
+        match self.cache.media_list().await {
+            Ok(list) => json(StatusCode::OK, &serde_json::json!({ "media": list })),
+            Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, &e.to_string()),
+        }
+    }
+
+    async fn media(&self, id: MediaId) -> Response {
+        match self.cache.chunk_map(id).await {
+            Ok(Some(map)) => json(StatusCode::OK, &map),
+            Ok(None) => error(StatusCode::NOT_FOUND, &format!("no media {id}")),
+            Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, &e.to_string()),
+        }
+    }
+
+    async fn delete(&self, id: MediaId) -> Response {
+        match self.cache.delete_media(id).await {
+            Ok(Some(d)) => json(StatusCode::OK, &serde_json::json!({ "deleted": d })),
+            Ok(None) => error(StatusCode::NOT_FOUND, &format!("no media {id}")),
+            Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, &e.to_string()),
+        }
+    }
+
+    /// `{"url": "..."}`. The URL is held to the rules of a signed link (an
+    /// admin may sign any link): private and local addresses only when
+    /// `--allow-upstream` names them, checked on the resolved address.
+    async fn prefetch(&self, body: &[u8]) -> Response {
+        #[derive(serde::Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Req {
+            url: String,
+        }
+        let req: Req = match serde_json::from_slice(body) {
+            Ok(r) => r,
+            Err(e) => {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    &format!("send {{\"url\": \"http(s)://...\"}}: {e}"),
+                )
+            }
+        };
+        let url = match crate::upstream::parse_url(&req.url) {
+            Ok(u) => u,
+            Err(e) => return error(status_of(&e), &e.to_string()),
+        };
+        if let Err(e) = self.cache.check(&url).await {
+            return error(status_of(&e), &e.to_string());
+        }
+        let breaker = &self.health.breaker;
+        if !breaker.is_writing() {
+            return error(
+                StatusCode::CONFLICT,
+                &format!(
+                    "caching is {}: a prefetch would keep nothing",
+                    breaker.mode().describe()
+                ),
+            );
+        }
+        match self.prefetches.start(url) {
+            Ok((job, new)) => {
+                let status = if new {
+                    StatusCode::ACCEPTED
+                } else {
+                    StatusCode::OK
+                };
+                let mut r = json(status, &job.view());
+                if let Ok(v) = HeaderValue::from_str(&format!("/api/prefetch/{}", job.id())) {
+                    r.headers_mut().insert(header::LOCATION, v);
+                }
+                r
+            }
+            Err(e @ Refused::Busy(_)) => {
+                let mut r = error(StatusCode::TOO_MANY_REQUESTS, &e.to_string());
+                r.headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+                r
+            }
+        }
+    }
+
+    fn job(&self, id: u64, method: &Method) -> Response {
+        let Some(job) = self.prefetches.get(id) else {
+            return error(StatusCode::NOT_FOUND, &format!("no prefetch job {id}"));
+        };
+        match *method {
+            Method::GET => json(StatusCode::OK, &job.view()),
+            Method::DELETE => match self.prefetches.cancel(&job) {
+                true => json(StatusCode::OK, &job.view()),
+                false => error(StatusCode::CONFLICT, "this prefetch job has ended already"),
+            },
+            _ => method_not_allowed("GET, DELETE"),
+        }
+    }
+
+    fn caching(&self, pause: bool) -> Response {
+        let b = &self.health.breaker;
+        let changed = if pause { b.pause() } else { b.resume() };
+        json(
+            StatusCode::OK,
+            &serde_json::json!({
+                "changed": changed,
+                "caching": b.mode().describe(),
+                "writing": b.is_writing(),
+            }),
+        )
+    }
+}
+
+/// Only `application/json` (with parameters, if any) is taken.
+fn json_content_type(headers: &HeaderMap) -> Result<(), Refusal> {
+    let ctype = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let essence = ctype.split(';').next().unwrap_or("").trim();
+    if essence.eq_ignore_ascii_case("application/json") {
+        return Ok(());
+    }
+    Err(Refusal(
+        StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        "send Content-Type: application/json (also with an empty body)".into(),
+    ))
+}
+
+/// The request body, at most `limit` bytes (413 past it).
+async fn read_body<S, B>(body: S, limit: usize) -> Result<Bytes, Refusal>
+where
+    S: Stream<Item = Result<B, warp::Error>> + Send,
+    B: Buf,
+{
+    let mut body = std::pin::pin!(body);
+    let mut out = BytesMut::new();
+    while let Some(piece) = body.next().await {
+        let mut piece = piece.map_err(|e| {
+            Refusal(
+                StatusCode::BAD_REQUEST,
+                format!("cannot read the body: {e}"),
+            )
+        })?;
+        if out.len() + piece.remaining() > limit {
+            return Err(Refusal(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!("the body is larger than {limit} bytes"),
+            ));
+        }
+        while piece.has_remaining() {
+            let c = piece.chunk();
+            out.extend_from_slice(c);
+            let n = c.len();
+            piece.advance(n);
+        }
+    }
+    Ok(out.freeze())
+}

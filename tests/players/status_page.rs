@@ -1,0 +1,168 @@
+//! The status page in headless Chromium while a slow stream plays: the
+//! chunk map in the DOM changes between two looks and shows cached and
+//! downloading chunks; a screenshot is kept in
+//! `target/players-artifacts/status.png`.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::common::origin::{Faults, Origin};
+use crate::common::{cached_chunks, client, data, test_config, wait_for};
+use crate::tools::run;
+
+const TOKEN: &str = "status-page-token-0123456";
+
+/// The page as Chromium left it after running its script for a few
+/// (virtual) seconds.
+async fn dump(url: &str) -> String {
+    let out = run(
+        "chromium",
+        &[
+            "--headless=new",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--virtual-time-budget=3000",
+            "--dump-dom",
+            url,
+        ],
+    )
+    .await;
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// The `data-NAME` value of the chunk map of media `id` in a DOM dump.
+fn map_attr(dom: &str, id: &str, name: &str) -> Option<u64> {
+    let at = dom.find(&format!("class=\"chunkmap\" data-media=\"{id}\""))?;
+    let tag = &dom[at..at + dom[at..].find('>')?];
+    let key = format!("data-{name}=\"");
+    let from = tag.find(&key)? + key.len();
+    tag[from..from + tag[from..].find('"')?].parse().ok()
+}
+
+/// The chunk map's cells of media `id`, as classes in order.
+fn cells(dom: &str, id: &str) -> Vec<String> {
+    let Some(at) = dom.find(&format!("class=\"chunkmap\" data-media=\"{id}\"")) else {
+        return Vec::new();
+    };
+    let end = dom[at..].find("</div></div>").map_or(dom.len(), |e| at + e);
+    dom[at..end]
+        .split("class=\"cell ")
+        .skip(1)
+        .map(|c| c.split('"').next().unwrap().to_owned())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_status_page_shows_a_live_chunk_map() {
+    let origin = Origin::start().await;
+    let chunks = 160;
+    let body = data(chunks * 64 * 1024, 11);
+    origin.add_file("/live.mp4", body.clone(), "video/mp4");
+    origin.set_faults("/live.mp4", Faults::throttled(200_000));
+    // Beyond loopback with a token: the page gets it from its fragment.
+    let tmp = tempfile::tempdir().unwrap();
+    let mut cfg = test_config(tmp.path(), &origin);
+    cfg.admin_token = Some(TOKEN.into());
+    let listener = tokio::net::TcpListener::bind("0.0.0.0:0").await.unwrap();
+    let addr = SocketAddr::from(([127, 0, 0, 1], listener.local_addr().unwrap().port()));
+    let server = spool::Server::new(cfg).await.unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(server.serve(listener, async {
+        let _ = stopped.await;
+    }));
+    let c = client();
+    wait_for("spool to answer", || async {
+        c.get(format!("http://{addr}/health/live"))
+            .send()
+            .await
+            .is_ok()
+    })
+    .await;
+    // A player reading the whole media, at the origin's slow pace.
+    let media_url = origin.url("/live.mp4");
+    let enc: String = url::form_urlencoded::byte_serialize(media_url.as_bytes()).collect();
+    let stream_url = format!("http://{addr}/stream?url={enc}");
+    let player = tokio::spawn({
+        let c = c.clone();
+        async move {
+            let mut resp = c.get(stream_url).send().await.unwrap();
+            let mut n = 0usize;
+            while let Some(piece) = resp.chunk().await.unwrap() {
+                n += piece.len();
+            }
+            n
+        }
+    });
+    let dir = tmp.path().to_owned();
+    wait_for("a few chunks cached", || async {
+        cached_chunks(&dir, &media_url).len() >= 3
+    })
+    .await;
+    let page = format!("http://{addr}/#token={TOKEN}");
+    let first = dump(&page).await;
+    let id = "1";
+    let cached_first = map_attr(&first, id, "cached")
+        .unwrap_or_else(|| panic!("no chunk map for media {id} in the page:\n{first}"));
+    assert_eq!(map_attr(&first, id, "total"), Some(chunks as u64));
+    assert!(
+        first.contains("class=\"stream\""),
+        "the stream is listed:\n{first}"
+    );
+    // More of the media arrives; a second look sees it.
+    wait_for("more chunks cached", || async {
+        cached_chunks(&dir, &media_url).len() as u64 >= cached_first + 4
+    })
+    .await;
+    let second = dump(&page).await;
+    let cached_second = map_attr(&second, id, "cached").expect("a chunk map");
+    assert!(
+        cached_second > cached_first,
+        "the map grew: {cached_first} then {cached_second} cached chunks"
+    );
+    let (a, b) = (cells(&first, id), cells(&second, id));
+    assert_eq!(a.len(), chunks, "one cell per chunk");
+    assert_ne!(a, b, "the cells changed");
+    assert!(a.iter().any(|c| c.starts_with("missing")), "{a:?}");
+    for (dom, cells) in [(&first, &a), (&second, &b)] {
+        assert!(cells.iter().any(|c| c.starts_with("cached")), "{cells:?}");
+        assert!(
+            cells.iter().any(|c| c.starts_with("downloading")),
+            "a chunk is downloading: {cells:?}"
+        );
+        assert!(
+            dom.contains("<p id=\"error\"></p>") && !dom.contains("display: block"),
+            "the token from the fragment was taken, and no error shown"
+        );
+    }
+    // The screenshot, kept as an artifact.
+    let artifacts = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/players-artifacts");
+    std::fs::create_dir_all(&artifacts).unwrap();
+    let shot = artifacts.join("status.png");
+    let _ = std::fs::remove_file(&shot);
+    run(
+        "chromium",
+        &[
+            "--headless=new",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--hide-scrollbars",
+            "--virtual-time-budget=3000",
+            "--window-size=1280,900",
+            &format!("--screenshot={}", shot.display()),
+            &page,
+        ],
+    )
+    .await;
+    let png = std::fs::read(&shot).expect("the screenshot was written");
+    assert!(
+        png.starts_with(b"\x89PNG") && png.len() > 10_000,
+        "{} bytes",
+        png.len()
+    );
+    // The player was reading all along.
+    assert!(!player.is_finished(), "the stream was still playing");
+    player.abort();
+    let _ = stop.send(());
+    let _ = tokio::time::timeout(Duration::from_secs(10), task).await;
+}
