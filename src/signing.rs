@@ -367,11 +367,15 @@ mod tests {
                 expires: Some(exp)
             }
         );
-        let f = k.open_grant(&k.seal("http://nas.lan/a.ts", None), now).unwrap();
+        let f = k
+            .open_grant(&k.seal("http://nas.lan/a.ts", None), now)
+            .unwrap();
         assert_eq!((f.scope, f.expires), (Scope::File, None));
         // The scope is authenticated: a file token with its version byte
         // changed to the directory one is refused.
-        let mut raw = URL_SAFE_NO_PAD.decode(k.seal("http://nas.lan/", None)).unwrap();
+        let mut raw = URL_SAFE_NO_PAD
+            .decode(k.seal("http://nas.lan/", None))
+            .unwrap();
         raw[0] = VERSION_DIR;
         assert_eq!(
             k.open_grant(&URL_SAFE_NO_PAD.encode(&raw), now),
@@ -380,7 +384,9 @@ mod tests {
         let u = url::Url::parse("http://h/a/b/master.m3u8?k=1").unwrap();
         assert_eq!(directory_of(&u).as_str(), "http://h/a/b/?k=1");
         assert!(is_playlist_name(&u));
-        assert!(!is_playlist_name(&url::Url::parse("http://h/a.mp4").unwrap()));
+        assert!(!is_playlist_name(
+            &url::Url::parse("http://h/a.mp4").unwrap()
+        ));
     }
 
     #[test]

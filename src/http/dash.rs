@@ -15,7 +15,13 @@ use quick_xml::{Reader, Writer};
 use url::Url;
 
 /// Attributes that hold a URL (or a URL template).
-const URL_ATTRIBUTES: [&str; 5] = ["media", "initialization", "index", "sourceURL", "xlink:href"];
+const URL_ATTRIBUTES: [&str; 5] = [
+    "media",
+    "initialization",
+    "index",
+    "sourceURL",
+    "xlink:href",
+];
 
 /// Elements whose text is a URL.
 const URL_ELEMENTS: [&str; 2] = ["BaseURL", "Location"];
@@ -51,9 +57,7 @@ pub(crate) fn info(body: &str) -> DashInfo {
                         let v: &str = &a.value;
                         match a.key.as_ref() {
                             "type" => info.dynamic = v == "dynamic",
-                            "minimumUpdatePeriod" => {
-                                info.minimum_update_period = iso_duration(&v)
-                            }
+                            "minimumUpdatePeriod" => info.minimum_update_period = iso_duration(&v),
                             _ => {}
                         }
                     }
@@ -159,7 +163,10 @@ pub(crate) fn rewrite(
             Event::Start(e) => {
                 let name = e.local_name().as_ref().to_owned();
                 let is_mpd = depth == 0 && name == "MPD";
-                w(&mut writer, Event::Start(respell_attributes(&e, base, spell)?))?;
+                w(
+                    &mut writer,
+                    Event::Start(respell_attributes(&e, base, spell)?),
+                )?;
                 depth += 1;
                 if URL_ELEMENTS.contains(&name.as_str()) {
                     inside = Some((name, depth - 1, String::new()));
@@ -175,7 +182,10 @@ pub(crate) fn rewrite(
                 }
             }
             Event::Empty(e) => {
-                w(&mut writer, Event::Empty(respell_attributes(&e, base, spell)?))?;
+                w(
+                    &mut writer,
+                    Event::Empty(respell_attributes(&e, base, spell)?),
+                )?;
             }
             Event::End(e) => {
                 depth = depth.saturating_sub(1);
@@ -228,9 +238,10 @@ fn respell_attributes<'a>(
     base: &Url,
     spell: &dyn Fn(&Url) -> String,
 ) -> Result<BytesStart<'a>, String> {
-    let wanted = e.attributes().flatten().any(|a| {
-        URL_ATTRIBUTES.contains(&a.key.as_ref()) && absolute(&a.value)
-    });
+    let wanted = e
+        .attributes()
+        .flatten()
+        .any(|a| URL_ATTRIBUTES.contains(&a.key.as_ref()) && absolute(&a.value));
     if !wanted {
         return Ok(e.clone());
     }
@@ -284,7 +295,9 @@ mod tests {
 "#;
         let out = rewrite(body, &base(), &spell).unwrap();
         assert!(
-            out.contains(r#"mediaPresentationDuration="PT6S"><BaseURL>/x/http/o.lan/show/dash/</BaseURL>"#),
+            out.contains(
+                r#"mediaPresentationDuration="PT6S"><BaseURL>/x/http/o.lan/show/dash/</BaseURL>"#
+            ),
             "{out}"
         );
         // Relative templates stay for the player to resolve.
@@ -310,16 +323,30 @@ mod tests {
 <SegmentTemplate media="http://cdn.lan/t/$Number$.m4s"/>
 </AdaptationSet></Period></MPD>"#;
         let out = rewrite(body, &base(), &spell).unwrap();
-        assert!(out.contains("<BaseURL>/x/http/o.lan/show/dash/media/</BaseURL>"), "{out}");
+        assert!(
+            out.contains("<BaseURL>/x/http/o.lan/show/dash/media/</BaseURL>"),
+            "{out}"
+        );
         assert_eq!(out.matches("<BaseURL>").count(), 3, "none added: {out}");
-        assert!(out.contains("<Location>/x/https/o.lan/live/manifest.mpd?tok=a&amp;b=c</Location>"), "{out}");
+        assert!(
+            out.contains("<Location>/x/https/o.lan/live/manifest.mpd?tok=a&amp;b=c</Location>"),
+            "{out}"
+        );
         assert!(out.contains(r#"<Period xlink:href="/x/http/remote.lan/period.xml">"#));
         assert!(out.contains("<BaseURL>/x/http/cdn.lan/v/</BaseURL>"));
-        assert!(out.contains("<BaseURL>audio/</BaseURL>"), "nested relative stays");
+        assert!(
+            out.contains("<BaseURL>audio/</BaseURL>"),
+            "nested relative stays"
+        );
         assert!(out.contains(r#"<Initialization sourceURL="/x/http/cdn.lan/v/init.mp4"/>"#));
         assert!(out.contains(r#"<SegmentURL media="seg1.m4s"/>"#));
-        assert!(out.contains(r#"<SegmentURL media="/x/https/cdn.lan/v/seg2.m4s" mediaRange="0-99"/>"#));
-        assert!(out.contains(r#"<SegmentTemplate media="/x/http/cdn.lan/t/$Number$.m4s"/>"#), "{out}");
+        assert!(
+            out.contains(r#"<SegmentURL media="/x/https/cdn.lan/v/seg2.m4s" mediaRange="0-99"/>"#)
+        );
+        assert!(
+            out.contains(r#"<SegmentTemplate media="/x/http/cdn.lan/t/$Number$.m4s"/>"#),
+            "{out}"
+        );
         let i = info(body);
         assert!(i.dynamic);
         assert_eq!(i.minimum_update_period, Some(62.5));

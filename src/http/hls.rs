@@ -194,8 +194,15 @@ http://other.lan/hi/index.m3u8
     fn key_and_map_attributes_and_foreign_schemes() {
         let body = "#EXTM3U\n#EXT-X-TARGETDURATION:6\n#EXT-X-MEDIA-SEQUENCE:7\n#EXT-X-MAP:URI=\"init.mp4\",BYTERANGE=\"720@0\"\n#EXT-X-KEY:METHOD=AES-128,URI=\"key.bin?id=3\",IV=0x0123\n#EXT-X-KEY:METHOD=SAMPLE-AES,URI=\"skd://key-id\",KEYFORMAT=\"com.apple.streamingkeydelivery\"\n#EXT-X-KEY:METHOD=NONE\n#EXTINF:6,\nseg7.m4s\n";
         let out = rewrite(body, &base(), &spell);
-        assert!(out.contains("#EXT-X-MAP:URI=\"/x/http/o.lan:81/show/hls/init.mp4\",BYTERANGE=\"720@0\"\n"), "{out}");
-        assert!(out.contains("#EXT-X-KEY:METHOD=AES-128,URI=\"/x/http/o.lan:81/show/hls/key.bin?id=3\",IV=0x0123\n"));
+        assert!(
+            out.contains(
+                "#EXT-X-MAP:URI=\"/x/http/o.lan:81/show/hls/init.mp4\",BYTERANGE=\"720@0\"\n"
+            ),
+            "{out}"
+        );
+        assert!(out.contains(
+            "#EXT-X-KEY:METHOD=AES-128,URI=\"/x/http/o.lan:81/show/hls/key.bin?id=3\",IV=0x0123\n"
+        ));
         assert!(out.contains("URI=\"skd://key-id\""), "other schemes stay");
         assert!(out.contains("#EXT-X-KEY:METHOD=NONE\n"));
         let i = info(body);
@@ -207,10 +214,16 @@ http://other.lan/hi/index.m3u8
     fn odd_lines_stay_as_they_are() {
         let body = "\u{FEFF}#EXTM3U\n# a comment with URI=\"x\"\n#EXTINF:10.0,URI=\"not an attribute list\"\n#EXT-X-PLAYLIST-TYPE:VOD\n#EXT-X-PROGRAM-DATE-TIME:2024-01-01T00:00:00Z\nseg 1.ts\n";
         let out = rewrite(body, &base(), &spell);
-        assert!(out.starts_with("#EXTM3U\n# a comment with URI=\"x\"\n"), "{out}");
+        assert!(
+            out.starts_with("#EXTM3U\n# a comment with URI=\"x\"\n"),
+            "{out}"
+        );
         assert!(out.contains("#EXTINF:10.0,URI=\"not an attribute list\"\n"));
         assert!(out.contains("#EXT-X-PROGRAM-DATE-TIME:2024-01-01T00:00:00Z\n"));
-        assert!(out.contains("/x/http/o.lan:81/show/hls/seg%201.ts\n"), "{out}");
+        assert!(
+            out.contains("/x/http/o.lan:81/show/hls/seg%201.ts\n"),
+            "{out}"
+        );
         assert!(info(body).vod);
     }
 

@@ -79,11 +79,7 @@ const PREFIX: &AsciiSet = &NON_ALPHANUMERIC
 /// `/p/<encoded origin>/<path>[?query]`.
 fn path_form(u: &Url) -> String {
     let origin = u.origin().ascii_serialization();
-    let mut out = format!(
-        "/p/{}{}",
-        utf8_percent_encode(&origin, PREFIX),
-        u.path()
-    );
+    let mut out = format!("/p/{}{}", utf8_percent_encode(&origin, PREFIX), u.path());
     if let Some(q) = u.query() {
         out.push('?');
         out.push_str(q);
@@ -264,11 +260,21 @@ mod tests {
             dir: Some(u("http://h/show/?k=1")),
             expires: None,
         };
-        assert_eq!(links.spell(&u("http://h/show/a/seg.ts?k=1")), "/s/TOK/a/seg.ts");
-        assert_eq!(links.spell(&u("http://h/show/a/seg.ts?z=2")), "/s/TOK/a/seg.ts?z=2");
+        assert_eq!(
+            links.spell(&u("http://h/show/a/seg.ts?k=1")),
+            "/s/TOK/a/seg.ts"
+        );
+        assert_eq!(
+            links.spell(&u("http://h/show/a/seg.ts?z=2")),
+            "/s/TOK/a/seg.ts?z=2"
+        );
         // Outside the directory, or without the directory's query: a token
         // of its own, for that file only.
-        for outside in ["http://h/other/seg.ts?k=1", "http://h/show/seg.ts", "http://x/show/s.ts?k=1"] {
+        for outside in [
+            "http://h/other/seg.ts?k=1",
+            "http://h/show/seg.ts",
+            "http://x/show/s.ts?k=1",
+        ] {
             let s = links.spell(&u(outside));
             let token = s.split('/').nth(2).unwrap();
             let g = key.open_grant(token, SystemTime::now()).unwrap();

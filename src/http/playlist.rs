@@ -62,7 +62,12 @@ pub(crate) fn typed(content_type: Option<&str>) -> bool {
     let Some(ct) = content_type else {
         return false;
     };
-    let essence = ct.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+    let essence = ct
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
     HLS_TYPES.contains(&essence.as_str()) || essence == DASH_TYPE
 }
 

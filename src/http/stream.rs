@@ -41,7 +41,16 @@ pub(crate) async fn handle(
     query: String,
     headers: HeaderMap,
 ) -> Response {
-    let r = unsigned(cache, limits, playlists, access.clone(), method, query, headers).await;
+    let r = unsigned(
+        cache,
+        limits,
+        playlists,
+        access.clone(),
+        method,
+        query,
+        headers,
+    )
+    .await;
     access.cors_unsigned(r)
 }
 
@@ -227,10 +236,14 @@ async fn serve(
             playlist::answer(playlists, cache.upstream(), &url, links, &method).await
         }
         Ok(Opened::Media(media)) => respond(cache, limits, media, &method, &headers),
-        Ok(Opened::Passthrough(p)) if typed(p.0.headers()) => playlist::answer(playlists, cache.upstream(), &url, links, &method).await,
+        Ok(Opened::Passthrough(p)) if typed(p.0.headers()) => {
+            playlist::answer(playlists, cache.upstream(), &url, links, &method).await
+        }
         Ok(Opened::Passthrough(p)) => passthrough(&method, p.0, &p.1),
         Ok(Opened::Unsized) => match cache.upstream().get_raw(&url, range_header).await {
-            Ok(resp) if typed(resp.headers()) => playlist::answer(playlists, cache.upstream(), &url, links, &method).await,
+            Ok(resp) if typed(resp.headers()) => {
+                playlist::answer(playlists, cache.upstream(), &url, links, &method).await
+            }
             Ok(resp) => match Head::parse(resp.status(), resp.headers()) {
                 Ok(head) => passthrough(&method, resp, &head),
                 Err(e) => error(&e),
