@@ -10,3 +10,4 @@ mod common;
 mod tools;
 
 mod decode;
+mod hls;
