@@ -543,3 +543,40 @@ async fn sign_scopes_playlists_to_their_directory() {
     // A file-scoped playlist link still plays: each URI gets its own token.
     assert_eq!(sorted(crawl(&spool, &file_link, "/s/").await), expected());
 }
+
+#[test]
+fn the_sign_command_scopes_playlists_to_their_directory() {
+    let sign = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_spool"))
+            .arg("sign")
+            .args(args)
+            .env("SPOOL_SECRET", SECRET)
+            .env("SPOOL_PUBLIC_URL", "http://spool.lan:8080")
+            .env_remove("SPOOL_SECRET_FILE")
+            .env_remove("SPOOL_CONFIG")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let link = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+        let token = link.split('/').nth(4).unwrap().to_owned();
+        let g = key().open_grant(&token, SystemTime::now()).unwrap();
+        (link, g.scope, g.url)
+    };
+    let (link, scope, url) = sign(&["http://nas.lan/show/hls/master.m3u8?k=1"]);
+    assert!(link.starts_with("http://spool.lan:8080/s/") && link.ends_with("/master.m3u8"));
+    assert_eq!(
+        (scope, url.as_str()),
+        (Scope::Dir, "http://nas.lan/show/hls/?k=1")
+    );
+    let (_, scope, _) = sign(&["http://nas.lan/show/manifest.mpd", "--file"]);
+    assert_eq!(scope, Scope::File);
+    let (link, scope, url) = sign(&["http://nas.lan/show/movie.mkv", "--directory"]);
+    assert!(link.ends_with("/movie.mkv"));
+    assert_eq!((scope, url.as_str()), (Scope::Dir, "http://nas.lan/show/"));
+    let (_, scope, _) = sign(&["http://nas.lan/show/movie.mkv"]);
+    assert_eq!(scope, Scope::File);
+}
