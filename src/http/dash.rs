@@ -57,7 +57,7 @@ pub(crate) fn info(body: &str) -> DashInfo {
                         let v: &str = &a.value;
                         match a.key.as_ref() {
                             "type" => info.dynamic = v == "dynamic",
-                            "minimumUpdatePeriod" => info.minimum_update_period = iso_duration(&v),
+                            "minimumUpdatePeriod" => info.minimum_update_period = iso_duration(v),
                             _ => {}
                         }
                     }

@@ -126,8 +126,8 @@ fn attributes(s: &str) -> Option<Vec<(&str, &str)>> {
         {
             return None;
         }
-        let end = if after.starts_with('"') {
-            1 + after[1..].find('"')? + 1
+        let end = if let Some(quoted) = after.strip_prefix('"') {
+            1 + quoted.find('"')? + 1
         } else {
             after.find(',').unwrap_or(after.len())
         };
