@@ -15,6 +15,7 @@
 //! Playlists are rewritten to root-relative URLs (`/p/…`, `/s/…`), which
 //! players resolve against the address they reached spool at.
 
+use std::sync::Arc;
 use std::time::SystemTime;
 
 use percent_encoding::{percent_decode_str, utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
@@ -32,9 +33,15 @@ pub(crate) enum Links {
     Signed {
         key: Key,
         token: String,
-        /// The directory the token grants (None for a file token).
-        dir: Option<Url>,
+        /// The URL the token grants (a file, or a directory).
+        granted: Url,
+        /// Whether it grants a directory.
+        dir: bool,
         expires: Option<SystemTime>,
+        /// Origins with credentials in the settings file: a playlist from
+        /// another origin does not get tokens for them (it could otherwise
+        /// make spool fetch them with their credentials).
+        credentialed: Arc<Vec<url::Origin>>,
     },
 }
 
@@ -47,11 +54,16 @@ impl Links {
             Links::Signed {
                 key,
                 token,
+                granted,
                 dir,
                 expires,
+                credentialed,
             } => {
-                if let Some(rel) = dir.as_ref().and_then(|d| below(d, u)) {
+                if let Some(rel) = dir.then(|| below(granted, u)).flatten() {
                     return format!("/s/{token}/{rel}");
+                }
+                if u.origin() != granted.origin() && credentialed.contains(&u.origin()) {
+                    return u.as_str().to_owned();
                 }
                 let scope = if u.path().ends_with('/') {
                     Scope::Dir
@@ -257,8 +269,10 @@ mod tests {
         let links = Links::Signed {
             key: key.clone(),
             token: "TOK".into(),
-            dir: Some(u("http://h/show/?k=1")),
+            granted: u("http://h/show/?k=1"),
+            dir: true,
             expires: None,
+            credentialed: Arc::new(vec![u("http://jellyfin.lan/").origin()]),
         };
         assert_eq!(
             links.spell(&u("http://h/show/a/seg.ts?k=1")),
@@ -280,6 +294,12 @@ mod tests {
             let g = key.open_grant(token, SystemTime::now()).unwrap();
             assert_eq!((g.url.as_str(), g.scope), (outside, Scope::File), "{s}");
         }
+        // Another origin's credentials are not handed to what a playlist
+        // names: its URI stays as it is.
+        assert_eq!(
+            links.spell(&u("http://jellyfin.lan/Videos/1/stream.ts")),
+            "http://jellyfin.lan/Videos/1/stream.ts"
+        );
         let d = links.spell(&u("http://cdn/v/"));
         let g = key
             .open_grant(d.split('/').nth(2).unwrap(), SystemTime::now())

@@ -141,18 +141,20 @@ pub(crate) async fn signed(
             Ok(u) => u,
             Err(e) => return hide_upstream(error(&e)),
         };
-        let (url, dir) = match grant.scope {
-            Scope::File => (granted, None),
+        let url = match grant.scope {
+            Scope::File => granted.clone(),
             Scope::Dir => match links::parse_signed_dir(&grant.url, &tail, query.as_deref()) {
-                Ok(u) => (u, Some(granted)),
+                Ok(u) => u,
                 Err(reason) => return text(StatusCode::BAD_REQUEST, &reason),
             },
         };
         let links = Links::Signed {
             key,
             token,
-            dir,
+            granted,
+            dir: grant.scope == Scope::Dir,
             expires: grant.expires,
+            credentialed: access.credentialed.clone(),
         };
         hide_upstream(serve(cache, limits, &playlists, &links, method, url, headers).await)
     }
