@@ -184,7 +184,9 @@ impl Playlists {
                 .filter_map(|(k, sl)| sl.entry.as_ref().map(|e| (e.fetched, k.clone())))
                 .min();
             let Some((_, k)) = oldest else { break };
-            if let Some(e) = s.slots.get_mut(&k).and_then(|sl| sl.entry.take()) {
+            // The slot goes too, so the map does not grow with every URL
+            // ever asked for.
+            if let Some(e) = s.slots.remove(&k).and_then(|sl| sl.entry) {
                 s.bytes -= e.body.len();
             }
         }
