@@ -43,10 +43,19 @@ pub enum Command {
         thresholds: FreeSpace,
     },
     /// Print a signed, playable link for an upstream URL:
-    /// `<public-url>/s/<token>/<file name>`.
+    /// `<public-url>/s/<token>/<file name>`. For a playlist or manifest
+    /// (`.m3u8`, `.m3u`, `.mpd`) the token grants its directory, so that
+    /// the segments it names play through the same link.
     Sign {
         /// The upstream URL (http or https).
         url: String,
+        /// Grant the URL's whole directory (the default for playlists and
+        /// manifests).
+        #[arg(long, conflicts_with = "file")]
+        directory: bool,
+        /// Grant this one file only, even for a playlist or manifest.
+        #[arg(long)]
+        file: bool,
         /// How long the link works: a duration (30d, 12h) or `never`.
         #[arg(long, default_value = "30d", value_parser = crate::signing::parse_expires)]
         expires: crate::signing::Expiry,

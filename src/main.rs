@@ -35,12 +35,22 @@ async fn main() -> anyhow::Result<()> {
         }
         Some(Command::Sign {
             url,
+            directory,
+            file,
             expires,
             signing,
             listen,
             ..
         }) => {
-            println!("{}", spool::cmd::sign(&url, expires, &signing, listen)?);
+            let scope = match (directory, file) {
+                (true, _) => Some(spool::signing::Scope::Dir),
+                (_, true) => Some(spool::signing::Scope::File),
+                _ => None,
+            };
+            println!(
+                "{}",
+                spool::cmd::sign(&url, scope, expires, &signing, listen)?
+            );
             return Ok(());
         }
         Some(Command::Ls { remote, dir }) => {

@@ -1,13 +1,21 @@
 //! Signed links: `/s/<token>/<file name>`.
 //!
+//! A token grants one upstream file (the name after it is only for
+//! players), or one upstream directory: then the path after the token is a
+//! file within that directory, so that relative references in playlists
+//! and manifests resolve through spool with the same grant.
+//!
 //! Players cannot send headers, so access rides in the URL. A token is the
 //! upstream URL and an expiry, encrypted and authenticated with
 //! XChaCha20-Poly1305: a link neither reveals its upstream (nor any
 //! credentials in the upstream's query) nor lets anyone change it. The
 //! 192-bit nonce is random, so nonces never repeat in practice.
 //!
-//! Token: base64url(version 1 ‖ nonce (24) ‖ ciphertext of
-//! (expiry as Unix seconds, u64 big-endian, 0 = never ‖ URL)).
+//! Token: base64url(version ‖ nonce (24) ‖ ciphertext of
+//! (expiry as Unix seconds, u64 big-endian, 0 = never ‖ URL)). Version 1
+//! grants a file, version 2 a directory (the URL's path ends in `/`); the
+//! version is authenticated, so a file token cannot be turned into a
+//! directory one.
 
 use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -18,6 +26,8 @@ use chacha20poly1305::aead::{Aead, KeyInit, Payload};
 use chacha20poly1305::{XChaCha20Poly1305, XNonce};
 
 const VERSION: u8 = 1;
+/// The version byte of a directory-scoped token.
+const VERSION_DIR: u8 = 2;
 const NONCE: usize = 24;
 /// Binds tokens to their purpose and format.
 const AAD: &[u8] = b"spool signed link v1";
@@ -43,6 +53,24 @@ pub enum TokenError {
     Invalid,
     #[error("signed link expired")]
     Expired,
+}
+
+/// What a token grants.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scope {
+    /// One upstream URL.
+    File,
+    /// Every file below one upstream directory (its URL ends in `/`).
+    Dir,
+}
+
+/// An opened token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Grant {
+    pub url: String,
+    pub scope: Scope,
+    /// None: for ever.
+    pub expires: Option<SystemTime>,
 }
 
 impl Key {
@@ -107,12 +135,22 @@ impl Key {
 
     /// A token for `url`, valid until `expires` (None: no expiry).
     pub fn seal(&self, url: &str, expires: Option<SystemTime>) -> String {
+        self.seal_scoped(url, expires, Scope::File)
+    }
+
+    /// A token granting `url` as a file or, for [`Scope::Dir`], every file
+    /// below it (`url` then ends in `/`).
+    pub fn seal_scoped(&self, url: &str, expires: Option<SystemTime>, scope: Scope) -> String {
+        let version = match scope {
+            Scope::File => VERSION,
+            Scope::Dir => VERSION_DIR,
+        };
         let expiry = expires.map_or(0, unix);
         let mut plain = expiry.to_be_bytes().to_vec();
         plain.extend_from_slice(url.as_bytes());
         let mut nonce = [0u8; NONCE];
         getrandom::fill(&mut nonce).expect("the OS gives randomness");
-        let aad = [AAD, &[VERSION]].concat();
+        let aad = [AAD, &[version]].concat();
         let sealed = self
             .0
             .encrypt(
@@ -124,7 +162,7 @@ impl Key {
             )
             .expect("XChaCha20-Poly1305 seals any length spool uses");
         let mut raw = Vec::with_capacity(1 + NONCE + sealed.len());
-        raw.push(VERSION);
+        raw.push(version);
         raw.extend_from_slice(&nonce);
         raw.extend_from_slice(&sealed);
         URL_SAFE_NO_PAD.encode(raw)
@@ -133,12 +171,23 @@ impl Key {
     /// The URL inside a token, if the token is whole, made with this key,
     /// and not expired at `now`.
     pub fn open(&self, token: &str, now: SystemTime) -> Result<String, TokenError> {
+        self.open_grant(token, now).map(|g| g.url)
+    }
+
+    /// What a token grants, if it is whole, made with this key, and not
+    /// expired at `now`.
+    pub fn open_grant(&self, token: &str, now: SystemTime) -> Result<Grant, TokenError> {
         let raw = URL_SAFE_NO_PAD
             .decode(token)
             .map_err(|_| TokenError::Malformed)?;
-        if raw.len() < 1 + NONCE + 16 + 8 || raw[0] != VERSION {
+        if raw.len() < 1 + NONCE + 16 + 8 {
             return Err(TokenError::Malformed);
         }
+        let scope = match raw[0] {
+            VERSION => Scope::File,
+            VERSION_DIR => Scope::Dir,
+            _ => return Err(TokenError::Malformed),
+        };
         let aad = [AAD, &raw[..1]].concat();
         let plain = self
             .0
@@ -155,7 +204,12 @@ impl Key {
         if expiry != 0 && unix(now) >= expiry {
             return Err(TokenError::Expired);
         }
-        String::from_utf8(url.to_vec()).map_err(|_| TokenError::Invalid)
+        let url = String::from_utf8(url.to_vec()).map_err(|_| TokenError::Invalid)?;
+        Ok(Grant {
+            url,
+            scope,
+            expires: (expiry != 0).then(|| UNIX_EPOCH + Duration::from_secs(expiry)),
+        })
     }
 }
 
@@ -192,14 +246,50 @@ pub fn parse_expires(s: &str) -> Result<Expiry, String> {
 /// A playable link: `<public url>/s/<token>/<file name>`; None when the
 /// expiry lies beyond what a clock can hold.
 pub fn link(public_url: &str, key: &Key, url: &url::Url, expires: Expiry) -> Option<String> {
+    link_scoped(public_url, key, url, expires, Scope::File)
+}
+
+/// Whether a URL names a playlist or manifest (`.m3u8`, `.m3u`, `.mpd`),
+/// whose links `spool sign` scopes to its directory by default.
+pub fn is_playlist_name(url: &url::Url) -> bool {
+    let name = file_name(url).to_ascii_lowercase();
+    [".m3u8", ".m3u", ".mpd"].iter().any(|e| name.ends_with(e))
+}
+
+/// The directory of `url`: its path up to the last `/`, its query kept
+/// (credentials in it go with every file of the directory).
+pub fn directory_of(url: &url::Url) -> url::Url {
+    let mut dir = url.clone();
+    let path = url.path();
+    let cut = path.rfind('/').map_or(0, |i| i + 1);
+    dir.set_path(&path[..cut.max(1)]);
+    dir.set_fragment(None);
+    dir
+}
+
+/// A playable link for `url`; with [`Scope::Dir`], its token grants the
+/// URL's directory and the link ends in the file's path within it, so that
+/// relative references from the file resolve through spool too. None when
+/// the expiry lies beyond what a clock can hold.
+pub fn link_scoped(
+    public_url: &str,
+    key: &Key,
+    url: &url::Url,
+    expires: Expiry,
+    scope: Scope,
+) -> Option<String> {
     let expires = match expires.0 {
         None => None,
         Some(d) => Some(SystemTime::now().checked_add(d)?).filter(|t| unix(*t) < i64::MAX as u64),
     };
+    let token = match scope {
+        Scope::File => key.seal(url.as_str(), expires),
+        Scope::Dir => key.seal_scoped(directory_of(url).as_str(), expires, Scope::Dir),
+    };
     Some(format!(
         "{}/s/{}/{}",
         public_url.trim_end_matches('/'),
-        key.seal(url.as_str(), expires),
+        token,
         file_name(url)
     ))
 }
@@ -260,6 +350,43 @@ mod tests {
         for junk in ["", "!!!", "AAAA", &t[..t.len() / 2]] {
             assert!(k.open(junk, SystemTime::now()).is_err(), "{junk}");
         }
+    }
+
+    #[test]
+    fn directory_tokens_carry_their_scope_and_expiry() {
+        let k = key();
+        let now = SystemTime::now();
+        let exp = UNIX_EPOCH + Duration::from_secs(unix(now) + 3600);
+        let t = k.seal_scoped("http://nas.lan/show/", Some(exp), Scope::Dir);
+        let g = k.open_grant(&t, now).unwrap();
+        assert_eq!(
+            g,
+            Grant {
+                url: "http://nas.lan/show/".into(),
+                scope: Scope::Dir,
+                expires: Some(exp)
+            }
+        );
+        let f = k
+            .open_grant(&k.seal("http://nas.lan/a.ts", None), now)
+            .unwrap();
+        assert_eq!((f.scope, f.expires), (Scope::File, None));
+        // The scope is authenticated: a file token with its version byte
+        // changed to the directory one is refused.
+        let mut raw = URL_SAFE_NO_PAD
+            .decode(k.seal("http://nas.lan/", None))
+            .unwrap();
+        raw[0] = VERSION_DIR;
+        assert_eq!(
+            k.open_grant(&URL_SAFE_NO_PAD.encode(&raw), now),
+            Err(TokenError::Invalid)
+        );
+        let u = url::Url::parse("http://h/a/b/master.m3u8?k=1").unwrap();
+        assert_eq!(directory_of(&u).as_str(), "http://h/a/b/?k=1");
+        assert!(is_playlist_name(&u));
+        assert!(!is_playlist_name(
+            &url::Url::parse("http://h/a.mp4").unwrap()
+        ));
     }
 
     #[test]

@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use tokio::sync::mpsc;
-use tracing::{debug, warn};
+use tracing::{debug, info, warn};
 
 use super::error::CacheError;
 use super::handle::Cache;
@@ -71,6 +71,7 @@ impl Cache {
 }
 
 async fn produce(cache: Cache, media: Arc<Media>, parts: Vec<Part>, tx: BodyTx) {
+    let began = std::time::Instant::now();
     let metrics = cache.metrics();
     metrics.active_streams.inc();
     let ranges: Vec<Span> = parts
@@ -98,6 +99,7 @@ async fn produce(cache: Cache, media: Arc<Media>, parts: Vec<Part>, tx: BodyTx) 
         limit,
         tx: &tx,
         touched: Vec::new(),
+        sent: Sent::default(),
     };
     let mut result = Ok(());
     for part in parts {
@@ -110,6 +112,23 @@ async fn produce(cache: Cache, media: Arc<Media>, parts: Vec<Part>, tx: BodyTx) 
         }
     }
     let touched = std::mem::take(&mut out.touched);
+    let sent = out.sent;
+    // One line per stream; a player hanging up (seeks, a closed tab) is
+    // how streams usually end, not a problem.
+    let ended = match &result {
+        Ok(()) => "complete",
+        Err(End::ClientGone) => "player left",
+        Err(End::Failed(_)) => "cut",
+    };
+    info!(
+        url = %crate::upstream::redact(&media.url),
+        bytes = sent.cache + sent.origin + sent.framing,
+        from_cache = sent.cache,
+        from_origin = sent.origin,
+        ms = began.elapsed().as_millis() as u64,
+        ended,
+        "stream"
+    );
     if let Err(End::Failed(reason)) = result {
         warn!(media = ?media.id(), %reason, "response cut");
         let _ = tx.send(Err(reason)).await;
@@ -131,6 +150,15 @@ struct Sender<'a> {
     tx: &'a BodyTx,
     /// Cached chunks read, for the index's access times.
     touched: Vec<u64>,
+    sent: Sent,
+}
+
+/// Bytes a response sent, by where they came from.
+#[derive(Debug, Default, Clone, Copy)]
+struct Sent {
+    cache: u64,
+    origin: u64,
+    framing: u64,
 }
 
 impl Sender<'_> {
@@ -149,6 +177,11 @@ impl Sender<'_> {
             }
         }
         self.cache.metrics().served(source, n);
+        match source {
+            "cache" | "memory" => self.sent.cache += n as u64,
+            "framing" => self.sent.framing += n as u64,
+            _ => self.sent.origin += n as u64,
+        }
         Ok(())
     }
 

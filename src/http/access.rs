@@ -2,7 +2,8 @@
 //! admin endpoints.
 //!
 //! - With a key (`--secret`, `--secret-file`) or on an address beyond
-//!   loopback, unsigned `/stream?url=` is served only for upstreams that
+//!   loopback, unsigned `/stream?url=` (and its path form `/p/`) is
+//!   served only for upstreams that
 //!   `--allow-upstream` names; anything else needs a signed link
 //!   (`/s/<token>/<file name>`). On loopback without a key, as on a
 //!   laptop, unsigned links are served as before (without CORS headers).
@@ -22,7 +23,7 @@ use url::Url;
 use warp::reply::Response;
 
 use super::error::text;
-use crate::signing::{self, Expiry, Key};
+use crate::signing::{self, Expiry, Grant, Key, Scope};
 use crate::upstream::allow::AllowList;
 
 /// The client's address, put on every request by the listener.
@@ -131,13 +132,14 @@ impl Access {
         )
     }
 
-    /// The upstream URL inside a signed link's token; the reason for the
-    /// player's 403 when it is refused.
-    pub fn open(&self, token: &str) -> Result<String, String> {
+    /// What a signed link's token grants, and the key that opened it;
+    /// the reason for the player's 403 when it is refused.
+    pub fn open(&self, token: &str) -> Result<(Grant, Key), String> {
         let Some(key) = &self.key else {
             return Err("signed links are not enabled here (no key)".into());
         };
-        key.open(token, SystemTime::now())
+        key.open_grant(token, SystemTime::now())
+            .map(|g| (g, key.clone()))
             .map_err(|e| e.to_string())
     }
 
@@ -184,8 +186,9 @@ pub(crate) fn forbidden() -> Response {
     r
 }
 
-/// `POST /sign` with `{"url": "...", "expires": "30d"}` (expires optional,
-/// `never` for no expiry): `{"url": "<signed link>"}`.
+/// `POST /sign` with `{"url": "...", "expires": "30d", "scope": "file"}`
+/// (expires optional, `never` for no expiry; scope optional, `directory`
+/// by default for `.m3u8`, `.m3u` and `.mpd`): `{"url": "<signed link>"}`.
 pub(crate) async fn sign(
     access: Access,
     peer: Option<Peer>,
@@ -224,7 +227,20 @@ pub(crate) async fn sign(
         Ok(e) => e,
         Err(e) => return text(StatusCode::BAD_REQUEST, &e),
     };
-    let Some(link) = signing::link(&access.public_url, key, &url, expires) else {
+    // Playlists and manifests get a directory-scoped link, so that what
+    // they name resolves through spool; `"scope"` says so explicitly.
+    let scope = match req.get("scope").and_then(|s| s.as_str()) {
+        None if signing::is_playlist_name(&url) => Scope::Dir,
+        None | Some("file") => Scope::File,
+        Some("directory" | "dir") => Scope::Dir,
+        Some(other) => {
+            return text(
+                StatusCode::BAD_REQUEST,
+                &format!("\"scope\" is \"file\" or \"directory\", not {other:?}"),
+            )
+        }
+    };
+    let Some(link) = signing::link_scoped(&access.public_url, key, &url, expires, scope) else {
         return text(StatusCode::BAD_REQUEST, "\"expires\" is too far away");
     };
     let body = serde_json::json!({ "url": link });

@@ -1,14 +1,19 @@
-//! HTTP: routes, byte ranges, conditional requests, multipart framing,
-//! health and metrics endpoints. `error.rs` is the one place where errors
+//! HTTP: routes, the URL forms, byte ranges, conditional requests,
+//! multipart framing, playlists and manifests, health and metrics
+//! endpoints. `error.rs` is the one place where errors
 //! become HTTP statuses.
 
 mod access;
 mod admin;
 mod conditional;
+mod dash;
 mod error;
 mod health;
+mod hls;
+mod links;
 mod listener;
 mod multipart;
+mod playlist;
 pub(crate) mod range;
 mod routes;
 mod stream;

@@ -10,6 +10,7 @@ use super::access::{self, Access, Peer};
 use super::admin::{self, Admin};
 use super::error::text;
 use super::health::{self, Health};
+use super::playlist::Playlists;
 use super::stream::{self, Limits};
 use crate::cache::Cache;
 
@@ -21,30 +22,45 @@ pub(crate) fn routes(
     access: Access,
 ) -> impl Filter<Extract = (Response,), Error = Infallible> + Clone + Send + Sync + 'static {
     let admin = Admin::new(cache.clone(), health.clone(), access.clone());
-    let with_cache = warp::any().map(move || cache.clone());
+    let playlists = Playlists::default();
+    let with_media = warp::any().map(move || (cache.clone(), limits, playlists.clone()));
     let with_health = warp::any().map(move || health.clone());
-    let with_limits = warp::any().map(move || limits);
     let with_access = warp::any().map(move || access.clone());
     let peer = warp::ext::optional::<Peer>();
+    let query = || {
+        warp::query::raw()
+            .map(Some)
+            .or(warp::any().map(|| None))
+            .unify()
+    };
     let stream = warp::path!("stream")
-        .and(with_cache.clone())
-        .and(with_limits)
+        .and(with_media.clone())
         .and(with_access.clone())
         .and(warp::method())
         .and(warp::query::raw().or(warp::any().map(String::new)).unify())
         .and(warp::header::headers_cloned())
         .then(stream::handle);
-    // The file name after the token is the players'; any tail is taken.
+    // The path after the token: the players' file name, or a file below a
+    // signed directory.
     let signed = warp::path("s")
         .and(warp::path::param::<String>())
         .and(warp::path::tail())
-        .map(|token: String, _name: warp::path::Tail| token)
-        .and(with_cache)
-        .and(with_limits)
+        .and(query())
+        .map(|token, tail: warp::path::Tail, q| (token, tail.as_str().to_owned(), q))
+        .and(with_media.clone())
         .and(with_access.clone())
         .and(warp::method())
         .and(warp::header::headers_cloned())
         .then(stream::signed);
+    let path_form = warp::path("p")
+        .and(warp::path::tail())
+        .map(|tail: warp::path::Tail| tail.as_str().to_owned())
+        .and(query())
+        .and(with_media)
+        .and(with_access.clone())
+        .and(warp::method())
+        .and(warp::header::headers_cloned())
+        .then(stream::path_form);
     let sign = warp::path!("sign")
         .and(warp::post())
         .and(with_access.clone())
@@ -94,6 +110,8 @@ pub(crate) fn routes(
         );
     stream
         .or(signed)
+        .unify()
+        .or(path_form)
         .unify()
         .or(sign)
         .unify()

@@ -1,5 +1,6 @@
-//! `GET|HEAD /stream?url=…`: the media through the cache, with the headers
-//! of RFC 9110 (§13 conditional requests, §14 ranges).
+//! `GET|HEAD /stream?url=…`, `/p/…` and `/s/…`: the media through the
+//! cache, with the headers of RFC 9110 (§13 conditional requests, §14
+//! ranges); playlists and manifests through `playlist.rs`.
 
 use std::sync::Arc;
 
@@ -14,11 +15,14 @@ use warp::Reply;
 use super::access::Access;
 use super::conditional::{if_range_holds, none_match_hits};
 use super::error::{error, text};
+use super::links::{self, Links};
 use super::multipart::{multipart, span};
+use super::playlist::{self, Playlists};
 use super::range::{self, ByteRange, RangeRequest};
 use crate::cache::body::Part;
 use crate::cache::media::Media;
 use crate::cache::{Cache, CacheError, Opened};
+use crate::signing::Scope;
 use crate::upstream::{self, Head};
 
 /// Limits on what one request may ask for.
@@ -31,20 +35,29 @@ pub(crate) struct Limits {
 /// `/stream?url=…`: an unsigned link. Every answer carries the CORS
 /// headers.
 pub(crate) async fn handle(
-    cache: Cache,
-    limits: Limits,
+    (cache, limits, playlists): (Cache, Limits, Playlists),
     access: Access,
     method: Method,
     query: String,
     headers: HeaderMap,
 ) -> Response {
-    let r = unsigned(cache, limits, access.clone(), method, query, headers).await;
+    let r = unsigned(
+        cache,
+        limits,
+        playlists,
+        access.clone(),
+        method,
+        query,
+        headers,
+    )
+    .await;
     access.cors_unsigned(r)
 }
 
 async fn unsigned(
     cache: Cache,
     limits: Limits,
+    playlists: Playlists,
     access: Access,
     method: Method,
     query: String,
@@ -70,42 +83,83 @@ async fn unsigned(
     if let Err(reason) = access.unsigned(&url) {
         return text(StatusCode::FORBIDDEN, &reason);
     }
-    serve(cache, limits, method, url, headers).await
+    let links = Links::Unsigned;
+    serve(cache, limits, &playlists, &links, method, url, headers).await
 }
 
-/// `/s/<token>/<file name>`: a signed link. The file name is for players
-/// (titles, type sniffing); the token alone names the upstream. Every
-/// answer carries the CORS headers.
-pub(crate) async fn signed(
-    token: String,
-    cache: Cache,
-    limits: Limits,
+/// `/p/<encoded upstream origin or directory>/<path>`: the path form of
+/// an unsigned link, with the same rules. Every answer carries the CORS
+/// headers where unsigned links do.
+pub(crate) async fn path_form(
+    tail: String,
+    query: Option<String>,
+    (cache, limits, playlists): (Cache, Limits, Playlists),
     access: Access,
     method: Method,
     headers: HeaderMap,
 ) -> Response {
-    let r = signed_inner(token, cache, limits, access.clone(), method, headers).await;
-    access.cors(r)
-}
-
-async fn signed_inner(
-    token: String,
-    cache: Cache,
-    limits: Limits,
-    access: Access,
-    method: Method,
-    headers: HeaderMap,
-) -> Response {
-    if let Some(r) = not_a_media_request(&method, &access) {
-        return r;
+    let r = async {
+        if let Some(r) = not_a_media_request(&method, &access) {
+            return r;
+        }
+        cache.metrics().client_requests.inc();
+        let url = match links::parse_path_form(&tail, query.as_deref()) {
+            Ok(u) => u,
+            Err(reason) => return text(StatusCode::BAD_REQUEST, &reason),
+        };
+        if let Err(reason) = access.unsigned(&url) {
+            return text(StatusCode::FORBIDDEN, &reason);
+        }
+        let links = Links::Unsigned;
+        serve(cache, limits, &playlists, &links, method, url, headers).await
     }
-    cache.metrics().client_requests.inc();
-    let url = match access.open(&token).map(|raw| upstream::parse_url(&raw)) {
-        Ok(Ok(u)) => u,
-        Ok(Err(e)) => return hide_upstream(error(&e)),
-        Err(reason) => return text(StatusCode::FORBIDDEN, &reason),
-    };
-    hide_upstream(serve(cache, limits, method, url, headers).await)
+    .await;
+    access.cors_unsigned(r)
+}
+
+/// `/s/<token>/<name>`: a signed link. For a file token the name is for
+/// players (titles, type sniffing) and the token alone names the
+/// upstream; for a directory token the path after it names a file below
+/// the signed directory. Every answer carries the CORS headers.
+pub(crate) async fn signed(
+    (token, tail, query): (String, String, Option<String>),
+    (cache, limits, playlists): (Cache, Limits, Playlists),
+    access: Access,
+    method: Method,
+    headers: HeaderMap,
+) -> Response {
+    let r = async {
+        if let Some(r) = not_a_media_request(&method, &access) {
+            return r;
+        }
+        cache.metrics().client_requests.inc();
+        let (grant, key) = match access.open(&token) {
+            Ok(g) => g,
+            Err(reason) => return text(StatusCode::FORBIDDEN, &reason),
+        };
+        let granted = match upstream::parse_url(&grant.url) {
+            Ok(u) => u,
+            Err(e) => return hide_upstream(error(&e)),
+        };
+        let url = match grant.scope {
+            Scope::File => granted.clone(),
+            Scope::Dir => match links::parse_signed_dir(&grant.url, &tail, query.as_deref()) {
+                Ok(u) => u,
+                Err(reason) => return text(StatusCode::BAD_REQUEST, &reason),
+            },
+        };
+        let links = Links::Signed {
+            key,
+            token,
+            granted,
+            dir: grant.scope == Scope::Dir,
+            expires: grant.expires,
+            credentialed: access.credentialed.clone(),
+        };
+        hide_upstream(serve(cache, limits, &playlists, &links, method, url, headers).await)
+    }
+    .await;
+    access.cors(r)
 }
 
 /// A signed link hides its upstream, so the error answers of its media
@@ -150,16 +204,22 @@ fn not_a_media_request(method: &Method, access: &Access) -> Option<Response> {
     Some(r)
 }
 
-/// The media at `url`, through the cache.
+/// The media at `url`, through the cache; a playlist or manifest with
+/// its URIs spelled by `links`.
 async fn serve(
     cache: Cache,
     limits: Limits,
+    playlists: &Playlists,
+    links: &Links,
     method: Method,
     url: url::Url,
     headers: HeaderMap,
 ) -> Response {
     if let Err(e) = cache.check(&url).await {
         return error(&e);
+    }
+    if playlist::named(&url) {
+        return playlist::answer(playlists, cache.upstream(), &url, links, &method).await;
     }
     let range_header = header_str(&headers, header::RANGE);
     let start = match range_header {
@@ -168,11 +228,24 @@ async fn serve(
     };
     // HEAD needs no bytes: probe with one instead of starting a download.
     let start = if method == Method::HEAD { None } else { start };
+    // Playlists the origin names only by their Content-Type.
+    let typed = |h: &reqwest::header::HeaderMap| {
+        playlist::typed(h.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()))
+    };
     match cache.open(&url, start).await {
         Err(e) => error(&e),
+        Ok(Opened::Media(media)) if playlist::typed(media.row.content_type.as_deref()) => {
+            playlist::answer(playlists, cache.upstream(), &url, links, &method).await
+        }
         Ok(Opened::Media(media)) => respond(cache, limits, media, &method, &headers),
+        Ok(Opened::Passthrough(p)) if typed(p.0.headers()) => {
+            playlist::answer(playlists, cache.upstream(), &url, links, &method).await
+        }
         Ok(Opened::Passthrough(p)) => passthrough(&method, p.0, &p.1),
         Ok(Opened::Unsized) => match cache.upstream().get_raw(&url, range_header).await {
+            Ok(resp) if typed(resp.headers()) => {
+                playlist::answer(playlists, cache.upstream(), &url, links, &method).await
+            }
             Ok(resp) => match Head::parse(resp.status(), resp.headers()) {
                 Ok(head) => passthrough(&method, resp, &head),
                 Err(e) => error(&e),

@@ -199,6 +199,17 @@ impl Upstream {
         url: &Url,
         range: Option<&str>,
     ) -> Result<reqwest::Response, UpstreamError> {
+        self.get_following(url, range).await.map(|(resp, _)| resp)
+    }
+
+    /// [`Upstream::get_raw`], also returning the URL that answered after
+    /// redirects (as asked for, never a pinned address): what relative
+    /// references in the answer resolve against.
+    pub async fn get_following(
+        &self,
+        url: &Url,
+        range: Option<&str>,
+    ) -> Result<(reqwest::Response, Url), UpstreamError> {
         let mut url = url.clone();
         for hop in 0..=self.max_redirects {
             // The first hop of a new media was checked by the caller; with
@@ -221,7 +232,7 @@ impl Upstream {
                 .await?;
             let status = resp.status();
             if !status.is_redirection() || status == StatusCode::NOT_MODIFIED {
-                return answer(resp);
+                return answer(resp).map(|r| (r, url));
             }
             let location = resp
                 .headers()

@@ -12,5 +12,6 @@ mod tools;
 
 mod browser;
 mod decode;
+mod hls;
 mod seek;
 mod status_page;

@@ -1,0 +1,100 @@
+//! What spool logs, from the real binary: players hanging up mid-stream,
+//! seeking, resetting connections or sending half a request are ordinary
+//! and leave no ERROR or WARN line; each stream leaves one info line.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::time::Duration;
+
+use common::origin::{Faults, Origin};
+use common::{client, data, ChildLog, KillOnDrop};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn players_hanging_up_are_not_errors() {
+    let origin = Origin::start().await;
+    origin.add_file("movie.mp4", data(4 * 1024 * 1024, 1), "video/mp4");
+    origin.set_faults("movie.mp4", Faults::throttled(2 * 1024 * 1024));
+    let tmp = tempfile::tempdir().unwrap();
+    let log = ChildLog::new();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_spool"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--chunk-size", "64KiB"])
+        .arg("--cache-dir")
+        .arg(tmp.path())
+        .args(["--allow-upstream", &origin.addr().ip().to_string()])
+        // This machine's own free space is not what the test is about.
+        .args(["--min-free-bytes", "0", "--min-free-percent", "0"])
+        .env("SPOOL_LOG", "info")
+        .env("NO_COLOR", "1")
+        .env_remove("SPOOL_SECRET")
+        .env_remove("SPOOL_SECRET_FILE")
+        .stdout(std::process::Stdio::null())
+        .stderr(log.stdio())
+        .spawn()
+        .unwrap();
+    let addr = log.listen_addr(&mut child).await;
+    let mut child = KillOnDrop(child);
+    let enc: String = url::form_urlencoded::byte_serialize(
+        format!("{}?token=hunter2", origin.url("movie.mp4")).as_bytes(),
+    )
+    .collect();
+    let url = format!("http://{addr}/stream?url={enc}");
+    let c = client();
+    // A player reads a little, then seeks: each time it hangs up mid-body.
+    for range in [
+        "bytes=0-",
+        "bytes=2000000-",
+        "bytes=100000-",
+        "bytes=3000000-",
+    ] {
+        let mut resp = c.get(&url).header("range", range).send().await.unwrap();
+        assert_eq!(resp.status(), 206);
+        let first = resp.chunk().await.unwrap().unwrap();
+        assert!(!first.is_empty());
+        drop(resp);
+    }
+    // A connection reset mid-body, and half a request.
+    let path = format!("/stream?url={enc}");
+    let addr2 = addr.clone();
+    tokio::task::spawn_blocking(move || {
+        let mut s = std::net::TcpStream::connect(&addr2).unwrap();
+        write!(s, "GET {path} HTTP/1.1\r\nHost: spool\r\n\r\n").unwrap();
+        let mut buf = [0u8; 4096];
+        let _ = s.read(&mut buf).unwrap();
+        socket2::SockRef::from(&s)
+            .set_linger(Some(Duration::ZERO))
+            .unwrap();
+        drop(s); // RST
+        let mut s = std::net::TcpStream::connect(&addr2).unwrap();
+        write!(s, "GET /stream?url=").unwrap();
+        drop(s);
+    })
+    .await
+    .unwrap();
+    // Every stream ended with its one info line.
+    common::wait_for("five stream lines", || {
+        let n = log
+            .text()
+            .lines()
+            .filter(|l| l.contains(" stream ") && l.contains("player left"))
+            .count();
+        std::future::ready(n >= 5)
+    })
+    .await;
+    child.0.kill().unwrap();
+    child.0.wait().unwrap();
+    let text = log.text();
+    let loud: Vec<&str> = text
+        .lines()
+        .filter(|l| l.contains("ERROR") || l.contains(" WARN "))
+        .collect();
+    assert!(loud.is_empty(), "ERROR/WARN lines: {loud:#?}");
+    let line = text.lines().find(|l| l.contains(" stream ")).unwrap();
+    for field in ["url=", "bytes=", "from_cache=", "from_origin=", "ms="] {
+        assert!(line.contains(field), "{field} in {line}");
+    }
+    assert!(
+        line.contains("movie.mp4?REDACTED") && !text.contains("hunter2"),
+        "{line}"
+    );
+}
