@@ -381,7 +381,7 @@ mod tests {
         assert_eq!(missing(&media(35, 10, &[0])), vec![span(10, 34)]);
         assert_eq!(missing(&media(0, 10, &[])), vec![]);
         let m = media(35, 10, &[0]);
-        drop(m.claim(1, 1, 0));
+        drop(m.claim(1, 1, 0, &crate::cache::inflight::Feed::new(0, 0), None));
         assert_eq!(missing(&m), vec![span(10, 34)], "a download is followed");
     }
 }
