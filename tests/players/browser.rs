@@ -235,7 +235,6 @@ fn seek_script(src: &str) -> String {
 const SEEK_LIMIT_MS: f64 = 500.0;
 
 #[tokio::test]
-#[ignore = "seeks wait behind downloads: the scheduling fix is pending"]
 async fn chromium_seeks_within_half_a_second_from_a_cold_cache() {
     let file = long_video().await;
     let _alone = alone().await;

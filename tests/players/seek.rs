@@ -95,19 +95,16 @@ async fn ffmpeg_mp4_seek(seek: &str) {
 }
 
 #[tokio::test]
-#[ignore = "seeks wait behind downloads: the scheduling fix is pending"]
 async fn ffmpeg_seek_to_6s_in_mp4_as_fast_as_direct() {
     ffmpeg_mp4_seek("6").await;
 }
 
 #[tokio::test]
-#[ignore = "seeks wait behind downloads: the scheduling fix is pending"]
 async fn ffmpeg_seek_to_10s_in_mp4_as_fast_as_direct() {
     ffmpeg_mp4_seek("10").await;
 }
 
 #[tokio::test]
-#[ignore = "seeks wait behind downloads: the scheduling fix is pending"]
 async fn ffmpeg_seek_to_37s_in_flac_as_fast_as_direct() {
     within_slack_of_direct(
         long_flac().await,
@@ -121,7 +118,6 @@ async fn ffmpeg_seek_to_37s_in_flac_as_fast_as_direct() {
 }
 
 #[tokio::test]
-#[ignore = "seeks wait behind downloads: the scheduling fix is pending"]
 async fn mpv_start_at_9s_as_fast_as_direct() {
     within_slack_of_direct(
         long_video().await,
