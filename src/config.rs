@@ -243,9 +243,23 @@ pub struct Config {
     #[arg(long, env = "SPOOL_CHUNK_SIZE", default_value = "4MiB", value_parser = parse_size)]
     pub chunk_size: u64,
 
-    /// How many bytes ahead of the playhead are fetched while a player reads.
-    #[arg(long, env = "SPOOL_READ_AHEAD", default_value = "32MiB", value_parser = parse_size)]
-    pub read_ahead: u64,
+    /// How far ahead of the playhead is fetched at most while a player
+    /// reads: bytes ("32MiB"), or a time of media ("30s", "2min") where the
+    /// media's byte rate is known from its container (otherwise 32MiB),
+    /// bounded by --read-ahead-limit. A player's window starts once it has
+    /// read past its first 256 KiB and grows with what it reads, up to this.
+    #[arg(long, env = "SPOOL_READ_AHEAD", default_value = "32MiB", value_parser = ReadAhead::parse)]
+    pub read_ahead: ReadAhead,
+
+    /// The most bytes a read-ahead given as a time may reach.
+    #[arg(long, env = "SPOOL_READ_AHEAD_LIMIT", default_value = "256MiB", value_parser = parse_size)]
+    pub read_ahead_limit: u64,
+
+    /// On the first open of an MP4 whose index (moov) follows its media
+    /// data, or of an MKV/WebM file, fetch the index at once, beside the
+    /// player's first range ("true" or "false").
+    #[arg(long, env = "SPOOL_INDEX_FIRST", default_value_t = true, action = clap::ArgAction::Set)]
+    pub index_first: bool,
 
     /// How long read-ahead goes on for a position no player reads any more
     /// (after a seek or a disconnect).
@@ -410,6 +424,38 @@ pub fn local_address(listen: SocketAddr) -> SocketAddr {
 /// A fraction is allowed (`1.5GiB`); the result is rounded down to whole
 /// bytes. Integer arithmetic throughout, so every size up to `u64::MAX`
 /// is exact.
+/// How far read-ahead reaches: bytes, or a time of media.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum ReadAhead {
+    Bytes(u64),
+    Time(Duration),
+}
+
+impl ReadAhead {
+    /// Bytes read ahead where a time was given and the media's byte rate is
+    /// not known.
+    pub const UNKNOWN_RATE: u64 = 32 << 20;
+
+    /// A size ("32MiB", "1048576") or a time ("30s", "2min"; "1m" is a
+    /// size).
+    pub fn parse(s: &str) -> Result<ReadAhead, String> {
+        match parse_size(s) {
+            Ok(b) => Ok(ReadAhead::Bytes(b)),
+            Err(size_err) => humantime::parse_duration(s.trim())
+                .map(ReadAhead::Time)
+                .map_err(|_| format!("{size_err}, or a time such as 30s")),
+        }
+    }
+
+    /// The most bytes it may reach.
+    pub fn max_bytes(&self, limit: u64) -> u64 {
+        match *self {
+            ReadAhead::Bytes(b) => b,
+            ReadAhead::Time(_) => limit,
+        }
+    }
+}
+
 pub fn parse_size(s: &str) -> Result<u64, String> {
     let s = s.trim();
     let split = s
@@ -471,6 +517,24 @@ pub(crate) fn rerun_in_child(test: &str, env: &[(&str, &str)]) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn read_ahead_in_bytes_or_time() {
+        assert_eq!(ReadAhead::parse("32MiB"), Ok(ReadAhead::Bytes(32 << 20)));
+        assert_eq!(ReadAhead::parse("1m"), Ok(ReadAhead::Bytes(1 << 20)));
+        assert_eq!(
+            ReadAhead::parse("30s"),
+            Ok(ReadAhead::Time(Duration::from_secs(30)))
+        );
+        assert_eq!(
+            ReadAhead::parse("2min"),
+            Ok(ReadAhead::Time(Duration::from_secs(120)))
+        );
+        let err = ReadAhead::parse("lots").unwrap_err();
+        assert!(err.contains("30s"), "{err}");
+        assert_eq!(ReadAhead::Time(Duration::from_secs(1)).max_bytes(7), 7);
+        assert_eq!(ReadAhead::Bytes(5).max_bytes(7), 5);
+    }
 
     #[test]
     fn sizes() {

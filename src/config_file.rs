@@ -235,13 +235,20 @@ mod tests {
         let c = serve(&cli);
         assert_eq!(c.max_downloads, 7);
         assert_eq!(c.chunk_size, 1 << 20);
-        assert_eq!(c.read_ahead, 2 << 20, "the flag wins over the file");
+        assert_eq!(
+            c.read_ahead,
+            crate::config::ReadAhead::Bytes(2 << 20),
+            "the flag wins over the file"
+        );
         assert!(c.fsync_chunks);
         assert_eq!(c.max_ranges, 16, "default kept");
         // Without the subcommand too.
         let cli = run(file, &["--read-ahead", "2MiB"]).unwrap();
         assert_eq!(serve(&cli).max_downloads, 7);
-        assert_eq!(serve(&cli).read_ahead, 2 << 20);
+        assert_eq!(
+            serve(&cli).read_ahead,
+            crate::config::ReadAhead::Bytes(2 << 20)
+        );
     }
 
     #[test]

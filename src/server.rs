@@ -93,7 +93,12 @@ impl Server {
         };
         let settings = cache::Settings {
             chunk_size: cfg.chunk_size,
-            read_ahead: cfg.read_ahead,
+            read_ahead: cfg.read_ahead.max_bytes(cfg.read_ahead_limit),
+            read_ahead_time: match cfg.read_ahead {
+                crate::config::ReadAhead::Time(t) => Some(t),
+                crate::config::ReadAhead::Bytes(_) => None,
+            },
+            index_first: cfg.index_first,
             read_ahead_grace: cfg.read_ahead_grace,
             revalidate_after: cfg.revalidate_after,
             max_media_size: cfg.max_media_size,
@@ -149,8 +154,11 @@ impl Server {
             writer.clone(),
             index.clone(),
             files.clone(),
-            settings.read_ahead_chunks(),
-            settings.read_ahead_grace,
+            cache::ReadAhead {
+                chunks: settings.read_ahead_chunks(),
+                time: settings.read_ahead_time,
+                grace: settings.read_ahead_grace,
+            },
             cfg.max_downloads,
         );
         let upkeep = Upkeep::new(upkeep::Parts {
@@ -212,7 +220,7 @@ impl Server {
             listen = %listener.local_addr()?,
             cache_dir = %cfg.cache_dir.display(),
             chunk_size = cfg.chunk_size,
-            read_ahead = cfg.read_ahead,
+            read_ahead = ?cfg.read_ahead,
             "spool serving"
         );
         set_nodelay(&listener);

@@ -4,6 +4,7 @@
 
 mod common;
 
+use spool::config::ReadAhead;
 use std::time::Duration;
 
 use common::origin::{Faults, Origin};
@@ -233,7 +234,7 @@ async fn an_abandoned_first_piece_costs_at_most_its_chunk() {
     origin.set_faults("probe", Faults::throttled(4 * 1024 * 1024));
     let spool = Spool::start_with(&origin, |cfg| {
         cfg.chunk_size = chunk;
-        cfg.read_ahead = 8 * chunk;
+        cfg.read_ahead = ReadAhead::Bytes(8 * chunk);
     })
     .await;
     let url = spool.url(&origin.url("probe"));
@@ -452,7 +453,7 @@ async fn a_seek_into_a_missing_chunk_starts_at_the_players_byte() {
     origin.set_faults("s", Faults::throttled(512 * 1024));
     let spool = Spool::start_with(&origin, |c| {
         c.chunk_size = 1024 * 1024;
-        c.read_ahead = 0;
+        c.read_ahead = ReadAhead::Bytes(0);
     })
     .await;
     let url = spool.url(&origin.url("s"));
@@ -626,7 +627,7 @@ async fn a_seek_ahead_of_a_slow_download_does_not_wait_for_it() {
     origin.set_faults("slow", Faults::throttled(512 * 1024));
     let spool = Spool::start_with(&origin, |cfg| {
         cfg.chunk_size = chunk;
-        cfg.read_ahead = 4 * chunk;
+        cfg.read_ahead = ReadAhead::Bytes(4 * chunk);
     })
     .await;
     let url = spool.url(&origin.url("slow"));
@@ -707,4 +708,62 @@ async fn small_reads_backwards_in_a_missing_chunk_fetch_from_their_bytes() {
     let (_, _, got) = get(&c, &url, Some(&format!("bytes=0-{}", chunk - 1))).await;
     assert!(got == body.slice(..chunk as usize));
     assert_eq!(origin.stats().requests, 0, "chunk 0 is whole in the cache");
+}
+
+/// Where a byte pattern first occurs in a file.
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack.windows(needle.len()).position(|w| w == needle)
+}
+
+/// Index first: a player reading the start of an MP4 whose moov follows its
+/// media data makes spool fetch the moov at once, before the player asks
+/// for it; with `--index-first false` it does not. (The file is built from
+/// a small ffmpeg-made fixture's boxes, with a larger mdat so that the moov
+/// lies chunks away; `tests/players/` plays real files.)
+#[tokio::test]
+async fn the_index_of_a_media_is_fetched_first() {
+    let fixture = std::fs::read(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tail.mp4"),
+    )
+    .unwrap();
+    let moov = find(&fixture, b"moov").expect("moov in the fixture") - 4;
+    let ftyp_len = u32::from_be_bytes(fixture[..4].try_into().unwrap()) as usize;
+    let payload = data(300_000, 61);
+    let mut file = fixture[..ftyp_len].to_vec();
+    file.extend_from_slice(&(8 + payload.len() as u32).to_be_bytes());
+    file.extend_from_slice(b"mdat");
+    file.extend_from_slice(&payload);
+    let at = file.len() as u64;
+    file.extend_from_slice(&fixture[moov..]);
+    let body = bytes::Bytes::from(file);
+    for index_first in [true, false] {
+        let origin = Origin::start().await;
+        origin.add_file("tail.mp4", body.clone(), "video/mp4");
+        let spool = Spool::start_with(&origin, |cfg| cfg.index_first = index_first).await;
+        let url = spool.url(&origin.url("tail.mp4"));
+        let (_, _, got) = get(&client(), &url, Some("bytes=0-1023")).await;
+        assert!(got == body.slice(..1024));
+        let index_chunk = at / CHUNK;
+        assert!(index_chunk > 1, "the moov lies chunks away from the start");
+        if index_first {
+            wait_for("the moov to be fetched first", || async {
+                common::cached_chunks(&spool.cache_dir, &origin.url("tail.mp4"))
+                    .contains(&index_chunk)
+            })
+            .await;
+            let spans = request_spans(&origin);
+            assert!(
+                spans.iter().any(|&(a, b)| a <= at && at <= b),
+                "no request for the moov at {at}: {spans:?}"
+            );
+        } else {
+            // Not synchronisation: time for a fetch that must not happen.
+            tokio::time::sleep(Duration::from_millis(800)).await;
+            let spans = request_spans(&origin);
+            assert!(
+                spans.iter().all(|&(_, b)| b < index_chunk * CHUNK),
+                "moov fetched without index-first: {spans:?}"
+            );
+        }
+    }
 }

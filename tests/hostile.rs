@@ -3,6 +3,7 @@
 
 mod common;
 
+use spool::config::ReadAhead;
 use std::time::Duration;
 
 use common::origin::{Faults, Origin};
@@ -250,7 +251,7 @@ async fn a_paused_cache_resumes_when_idle_chunks_can_go() {
     let spool = Spool::start_cfg({
         let mut c = common::test_config(&fs.path().join("cache"), &origin);
         c.chunk_size = chunk;
-        c.read_ahead = 2 * chunk;
+        c.read_ahead = ReadAhead::Bytes(2 * chunk);
         c.free_space.min_free_bytes = critical;
         c.free_space.min_free_percent = 0.0;
         c

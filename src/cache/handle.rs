@@ -14,8 +14,13 @@ use crate::upstream::{Upstream, UpstreamError};
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Settings {
     pub chunk_size: u64,
-    /// Bytes fetched ahead of the playhead.
+    /// The most bytes fetched ahead of the playhead.
     pub read_ahead: u64,
+    /// Read-ahead as a time of media, where its byte rate is known (bounded
+    /// by `read_ahead`).
+    pub read_ahead_time: Option<Duration>,
+    /// Fetch a media's index at once on its first open.
+    pub index_first: bool,
     /// How long read-ahead goes on for a position nobody reads any more.
     pub read_ahead_grace: Duration,
     /// Age after which an origin's validators are checked again.

@@ -61,6 +61,8 @@ pub(crate) struct Media {
     last_read: AtomicU64,
     /// What this media's origin showed so far (time to first byte, rate).
     pace: Mutex<Pace>,
+    /// Bytes per second of playback, when the container told (0: unknown).
+    byte_rate: AtomicU64,
 }
 
 /// Bytes a player reads before any read-ahead starts for it: a probe or a
@@ -93,6 +95,7 @@ impl Media {
             last_ended: AtomicU64::new(u64::MAX),
             last_read: AtomicU64::new(0),
             pace: Mutex::default(),
+            byte_rate: AtomicU64::new(0),
             probed: Mutex::new(instant_of(row.probed_unix)),
             row,
             slots: Mutex::new(slots),
@@ -377,6 +380,15 @@ impl Media {
             .filter(|h| h.ended.lock().unwrap().is_none())
             .map(|h| self.window_end(h, read_ahead))
             .max()
+    }
+
+    /// Bytes per second of playback, when known.
+    pub fn byte_rate(&self) -> Option<u64> {
+        Some(self.byte_rate.load(Ordering::Relaxed)).filter(|&r| r > 0)
+    }
+
+    pub fn set_byte_rate(&self, rate: u64) {
+        self.byte_rate.store(rate, Ordering::Relaxed);
     }
 
     /// What this media's origin showed so far.

@@ -4,14 +4,15 @@
 //!
 //! Inside this folder, imports point one way:
 //! `error <- inflight <- media <- catalog <- memcache <- persist <- run
-//! <- handle <- open, body <- admin, prefetch`, with `upkeep` beside
-//! them.
+//! <- handle <- open, body <- admin, prefetch`, `run <- index_first <-
+//! open`, with `upkeep` beside them.
 
 pub(crate) mod admin;
 pub(crate) mod body;
 pub(crate) mod catalog;
 mod error;
 mod handle;
+mod index_first;
 pub(crate) mod inflight;
 pub(crate) mod media;
 pub(crate) mod memcache;
@@ -26,3 +27,4 @@ pub(crate) mod upkeep;
 pub(crate) use error::CacheError;
 pub(crate) use handle::{Cache, Settings};
 pub(crate) use open::Opened;
+pub(crate) use run::ReadAhead;

@@ -215,6 +215,12 @@ impl Cache {
                 self.inner
                     .runs
                     .start_with(&media, c, split, range.1, resp, head);
+                // A player starting at the beginning: the index may lie
+                // elsewhere (an MP4's moov at the end), and is fetched now.
+                if c == 0 && split == 0 && self.inner.settings.index_first {
+                    let runs = self.inner.runs.clone();
+                    tokio::spawn(super::index_first::index_first(runs, media.clone()));
+                }
             }
         }
         Ok(Opened::Media(media))

@@ -44,6 +44,17 @@ pub fn split_for(media: &Media, index: u64, pos: u64) -> u64 {
     pos.saturating_sub(media.chunk_start(index))
 }
 
+/// How far runs read ahead.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ReadAhead {
+    /// The window in whole chunks, at most.
+    pub chunks: u64,
+    /// The window as a time of media, where a media's byte rate is known.
+    pub time: Option<Duration>,
+    /// How long read-ahead goes on for a position nobody reads any more.
+    pub grace: Duration,
+}
+
 /// Starts and runs downloads. Cheap to clone.
 #[derive(Clone)]
 pub(crate) struct Runs {
@@ -57,8 +68,10 @@ struct Inner {
     writer: Writer,
     index: Index,
     files: ChunkFiles,
-    /// The read-ahead window in whole chunks.
+    /// The read-ahead window in whole chunks (at most).
     read_ahead_chunks: u64,
+    /// Read-ahead as a time of media, where a media's byte rate is known.
+    read_ahead_time: Option<Duration>,
     grace: Duration,
 }
 
@@ -68,8 +81,7 @@ impl Runs {
         writer: Writer,
         index: Index,
         files: ChunkFiles,
-        read_ahead_chunks: u64,
-        grace: Duration,
+        ahead: ReadAhead,
         max_downloads: usize,
     ) -> Runs {
         Runs {
@@ -79,8 +91,9 @@ impl Runs {
                 writer,
                 index,
                 files,
-                read_ahead_chunks,
-                grace,
+                read_ahead_chunks: ahead.chunks,
+                read_ahead_time: ahead.time,
+                grace: ahead.grace,
             }),
         }
     }
@@ -93,8 +106,19 @@ impl Runs {
         &self.inner.writer
     }
 
-    pub fn read_ahead_chunks(&self) -> u64 {
-        self.inner.read_ahead_chunks
+    /// A media's read-ahead window in whole chunks (at most): the setting,
+    /// or the chunks its playback takes for the time set, where its byte
+    /// rate is known.
+    pub fn read_ahead_chunks(&self, media: &Media) -> u64 {
+        let max = self.inner.read_ahead_chunks;
+        let Some(time) = self.inner.read_ahead_time else {
+            return max;
+        };
+        let bytes = match media.byte_rate() {
+            Some(rate) => (rate as f64 * time.as_secs_f64()) as u64,
+            None => crate::config::ReadAhead::UNKNOWN_RATE,
+        };
+        bytes.div_ceil(media.chunk_size()).clamp(1, max.max(1))
     }
 
     /// Starts a run at chunk `index` (at byte `split` within it) if nobody
@@ -245,7 +269,7 @@ impl Runs {
             Some(taken) => media.chunk_start(taken) - 1,
             None => media.size() - 1,
         };
-        let ra = self.inner.read_ahead_chunks;
+        let ra = self.read_ahead_chunks(media);
         let last = media
             .window_limit(ra)
             .unwrap_or(index)
@@ -300,6 +324,46 @@ impl Runs {
             place: None,
             following: None,
         })
+    }
+
+    /// Fetches the chunks holding `ranges` (a media's index) that nobody
+    /// fetches yet, whether or not a player wants them now; each is cached
+    /// whole.
+    pub fn fetch_region(&self, media: &Arc<Media>, ranges: &[std::ops::Range<u64>]) {
+        let cs = media.chunk_size();
+        for r in ranges
+            .iter()
+            .filter(|r| r.start < r.end && r.end <= media.size())
+        {
+            let first = r.start / cs;
+            for index in first..=(r.end - 1) / cs {
+                let split = match index == first {
+                    true => r.start - media.chunk_start(index),
+                    false => 0,
+                };
+                let Some(mut run) = self.claim(media, index, split) else {
+                    continue;
+                };
+                let end = media.chunk_start(index) + media.chunk_len(index) - 1;
+                run.continues = false;
+                run.body = self.body(media, run.body.first(), end);
+                run.feed.set_end(end);
+                tokio::spawn(run.go(None));
+            }
+        }
+    }
+
+    /// A few bytes of a media straight from the origin (not cached).
+    pub async fn fetch_small(&self, media: &Media, r: std::ops::Range<u64>) -> Option<Bytes> {
+        if r.start >= r.end || r.end > media.size() || r.end - r.start > 1 << 20 {
+            return None;
+        }
+        let mut body = self.body(media, r.start, r.end - 1);
+        let mut got = bytes::BytesMut::new();
+        while let Some(piece) = body.next().await.ok()? {
+            got.extend_from_slice(&piece);
+        }
+        Some(got.freeze())
     }
 
     /// The bytes `[pos, end]` of a media from the origin, resumed on breaks.
@@ -361,7 +425,7 @@ impl Run {
     }
 
     async fn fetch_all(&mut self) -> Result<(), CacheError> {
-        let ra = self.runs.inner.read_ahead_chunks;
+        let ra = self.runs.read_ahead_chunks(&self.media);
         let grace = self.runs.inner.grace;
         let mut writing = VecDeque::new();
         while let Some((index, part, chunk)) = self.current.clone() {
@@ -491,7 +555,7 @@ impl Run {
         if next_start >= media.size() || next_start != media.chunk_start(index + 1) {
             return;
         }
-        let ra = self.runs.inner.read_ahead_chunks;
+        let ra = self.runs.read_ahead_chunks(&self.media);
         if !media.wanted(index + 1, ra, Duration::ZERO) {
             return;
         }
@@ -534,7 +598,10 @@ impl Run {
         // A chunk nobody wants any more is still finished (its bytes are
         // on the way) unless that takes longer than FINISH_BUDGET: an
         // origin that drips bytes must not hold a download place forever.
-        let (ra, grace) = (self.runs.inner.read_ahead_chunks, self.runs.inner.grace);
+        let (ra, grace) = (
+            self.runs.read_ahead_chunks(&self.media),
+            self.runs.inner.grace,
+        );
         let media = self.media.clone();
         let abandoned = abandoned(&media, index, ra, grace);
         tokio::pin!(abandoned);
@@ -653,6 +720,47 @@ mod tests {
         (url, task)
     }
 
+    /// Read-ahead given as a time of media becomes chunks once the media's
+    /// byte rate is known, bounded by the byte limit; before that, the
+    /// default.
+    #[tokio::test]
+    async fn read_ahead_in_seconds_follows_the_byte_rate() {
+        let rig = rig();
+        let upstream = Upstream::new(
+            &Settings {
+                allow: AllowList::parse("127.0.0.1").unwrap(),
+                connect_timeout: Duration::from_secs(5),
+                timeout: Duration::from_secs(5),
+                max_redirects: 0,
+                retries: 0,
+                max_skip: 0,
+                headers: Vec::new(),
+            },
+            rig.metrics.clone(),
+        )
+        .unwrap();
+        let ahead = ReadAhead {
+            chunks: 64,
+            time: Some(Duration::from_secs(30)),
+            grace: Duration::from_secs(3),
+        };
+        let runs = Runs::new(
+            upstream,
+            rig.writer.clone(),
+            rig.index.clone(),
+            rig.files.clone(),
+            ahead,
+            4,
+        );
+        let m = media(&rig).await; // 10-byte chunks
+        let unknown = crate::config::ReadAhead::UNKNOWN_RATE.div_ceil(10).min(64);
+        assert_eq!(runs.read_ahead_chunks(&m), unknown);
+        m.set_byte_rate(2); // 30 s of media: 60 bytes, 6 chunks
+        assert_eq!(runs.read_ahead_chunks(&m), 6);
+        m.set_byte_rate(1000); // 30000 bytes: bounded by 64 chunks
+        assert_eq!(runs.read_ahead_chunks(&m), 64);
+    }
+
     /// A run whose task dies (aborted here; a panic unwinds the same way)
     /// releases its chunks, and players waiting on them get an error
     /// instead of waiting forever.
@@ -678,8 +786,11 @@ mod tests {
             rig.writer.clone(),
             rig.index.clone(),
             rig.files.clone(),
-            4,
-            Duration::from_secs(3600),
+            ReadAhead {
+                chunks: 4,
+                time: None,
+                grace: Duration::from_secs(3600),
+            },
             4,
         );
         let m = media(&rig).await;

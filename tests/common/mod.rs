@@ -42,7 +42,7 @@ pub struct Spool {
 pub fn test_config(cache_dir: &Path, origin: &origin::Origin) -> spool::Config {
     let mut cfg = spool::Config::new(cache_dir);
     cfg.chunk_size = 64 * 1024;
-    cfg.read_ahead = 256 * 1024;
+    cfg.read_ahead = spool::config::ReadAhead::Bytes(256 * 1024);
     cfg.read_ahead_grace = Duration::from_millis(300);
     cfg.upstream_timeout = Duration::from_secs(5);
     cfg.connect_timeout = Duration::from_secs(2);
