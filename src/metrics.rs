@@ -34,6 +34,7 @@ pub struct Metrics {
     pub upstream_bytes: Counter,
     pub upstream_errors: Counter,
     pub upstream_resumes: Counter,
+    pub seek_requests: Counter,
     pub chunks_written: Counter,
     pub cache_write_errors: Family<ClassLabel, Counter>,
     pub cache_read_errors: Counter,
@@ -109,6 +110,11 @@ impl Metrics {
             "spool_upstream_resumes",
             "Broken transfers resumed from the byte they reached",
             m.upstream_resumes.clone(),
+        );
+        r.register(
+            "spool_seek_requests",
+            "Requests started at a waiting player's byte because the running transfer would reach it later",
+            m.seek_requests.clone(),
         );
         r.register(
             "spool_chunks_written",

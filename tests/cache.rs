@@ -651,6 +651,7 @@ async fn a_seek_ahead_of_a_slow_download_does_not_wait_for_it() {
         spans.iter().any(|&(a, _)| a == at),
         "no request from the seek's byte: {spans:?}"
     );
+    assert!(common::metric(&spool, "spool_seek_requests_total").await >= 1.0);
     drop(first);
     // Both parts make one chunk, cached whole and right.
     wait_for("chunk 0 to be cached", || async {

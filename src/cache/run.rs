@@ -217,7 +217,7 @@ impl Runs {
                 *feed.next.lock().unwrap() = next.take();
             }
         }
-        self.inner.upstream.metrics().limited("seek_cut");
+        self.inner.upstream.metrics().seek_requests.inc();
         debug!(
             media = ?media.id(),
             index,
