@@ -425,11 +425,12 @@ impl Run {
     }
 
     async fn fetch_all(&mut self) -> Result<(), CacheError> {
-        let ra = self.runs.read_ahead_chunks(&self.media);
         let grace = self.runs.inner.grace;
         let mut writing = VecDeque::new();
         while let Some((index, part, chunk)) = self.current.clone() {
             self.place = None;
+            // Looked up each time: a media's byte rate may become known.
+            let ra = self.runs.read_ahead_chunks(&self.media);
             // A part that ends its run (a chunk's head, a part before a cut)
             // completes a chunk whose other bytes are on the way: it is
             // fetched whether or not a player still wants it.
