@@ -90,6 +90,23 @@ pub fn artifacts_dir() -> PathBuf {
     dir
 }
 
+/// hls.js and dash.js as `scripts/test-players` fetches them (pinned
+/// versions; keep these names in step with it).
+pub const HLS_JS: &str = "hls-1.7.4.min.js";
+pub const DASH_JS: &str = "dash-5.2.1.all.min.js";
+
+/// A web player's file in `target/players-web/`; panics when it is
+/// missing (`scripts/test-players` fetches it).
+pub fn web_player(name: &str) -> PathBuf {
+    let path = target_dir().join("players-web").join(name);
+    assert!(
+        path.is_file(),
+        "{} is missing: scripts/test-players fetches it from the npm registry",
+        path.display()
+    );
+    path
+}
+
 /// One media file made at a time (tests run in parallel and share them).
 static MAKING: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
