@@ -88,8 +88,8 @@ const VOD_PLAN: &str = r#"
 "#;
 
 /// JS: hls.js plays `src` into a `<video>`, then runs `plan` (statements
-/// on `v`, the video, and `hls`); resolves to the fragments loaded and the
-/// page's resources. A small buffer makes seeks fetch.
+/// on `v`, the video, and `hls`) and pauses; resolves to the fragments
+/// loaded and the page's resources. A small buffer makes seeks fetch.
 fn hls_js_script(src: &str, plan: &str) -> String {
     format!(
         r#"(async () => {{
@@ -111,16 +111,17 @@ fn hls_js_script(src: &str, plan: &str) -> String {
             hls.loadSource({src});
             hls.attachMedia(v);
             {plan}
-            hls.destroy();
-            v.remove();
+            // Stopped, not torn down: the page shows the last frame.
+            v.pause();
+            hls.stopLoad();
             return {{ frags, levelLoads, live, resources: resources() }};
         }})()"#,
         src = Value::from(src),
     )
 }
 
-/// JS: dash.js plays `src`, then runs `plan`; resolves to the page's
-/// resources.
+/// JS: dash.js plays `src`, then runs `plan` and pauses; resolves to the
+/// page's resources.
 fn dash_js_script(src: &str, plan: &str) -> String {
     format!(
         r#"(async () => {{
@@ -137,8 +138,7 @@ fn dash_js_script(src: &str, plan: &str) -> String {
             player.on(events.PLAYBACK_ERROR, (e) => failures.push(`dash.js playback error: ${{e.error}}`));
             player.initialize(v, {src}, true);
             {plan}
-            player.destroy();
-            v.remove();
+            v.pause();
             return {{ resources: resources() }};
         }})()"#,
         src = Value::from(src),
@@ -146,7 +146,7 @@ fn dash_js_script(src: &str, plan: &str) -> String {
 }
 
 /// JS: Chromium itself plays `src` in `<video crossorigin src>`, then runs
-/// `plan`; resolves to what `canPlayType` said.
+/// `plan` and pauses; resolves to what `canPlayType` said.
 fn native_script(src: &str, plan: &str) -> String {
     format!(
         r#"(async () => {{
@@ -158,9 +158,6 @@ fn native_script(src: &str, plan: &str) -> String {
             v.play().catch(() => {{}});
             {plan}
             v.pause();
-            v.removeAttribute('src');
-            v.load();
-            v.remove();
             return {{ canPlayType: can, resources: resources() }};
         }})()"#,
         src = Value::from(src),
@@ -251,6 +248,7 @@ async fn chromium_plays_and_seeks_a_vod_through_spool_natively() {
     let browser = Browser::launch("hls-native").await;
     browser.navigate(&page).await;
     let r = browser.evaluate(&native_script(&src, VOD_PLAN)).await;
+    browser.screenshot("hls-native").await;
     eprintln!(
         "canPlayType(application/vnd.apple.mpegurl): {}",
         r["canPlayType"]
@@ -348,6 +346,7 @@ async fn hls_js_plays_a_signed_directory_link() {
     browser.navigate(&page).await;
     let plan = "await reach(v, 2); await seek(v, 4); await reach(v, 4.5);";
     let r = browser.evaluate(&hls_js_script(&link, plan)).await;
+    browser.screenshot("hls-js-signed").await;
     all_through(&r, ".ts", &spool, "signed link");
     let signed = format!("{}/s/", spool.base());
     let unsigned: Vec<_> = fetched(&r, ".ts")
