@@ -4,61 +4,9 @@
 //! the players play, and a DASH stream from ffmpeg's dash muxer.
 
 use std::collections::BTreeSet;
-use std::path::{Path, PathBuf};
-use std::time::Duration;
 
-use bytes::Bytes;
-
-use crate::common::{origin::Origin, wait_for, wait_until_cached, Spool};
-use crate::tools::{decoded_md5, run};
-
-const SOURCES: [&str; 8] = [
-    "-f",
-    "lavfi",
-    "-i",
-    "testsrc2=size=320x240:rate=25",
-    "-f",
-    "lavfi",
-    "-i",
-    "sine=frequency=440",
-];
-const CODECS: [&str; 8] = [
-    "-c:v", "libx264", "-g", "25", "-pix_fmt", "yuv420p", "-c:a", "aac",
-];
-
-/// Makes a stream with ffmpeg: `secs` seconds of the test sources into
-/// `out` with the muxer options `muxer`.
-async fn make_stream(secs: u32, muxer: &[&str], out: &Path) {
-    let t = secs.to_string();
-    let mut args = vec!["-hide_banner", "-loglevel", "error", "-y"];
-    args.extend_from_slice(&SOURCES);
-    args.extend_from_slice(&["-t", &t]);
-    args.extend_from_slice(&CODECS);
-    args.extend_from_slice(muxer);
-    args.push(out.to_str().unwrap());
-    run("ffmpeg", &args).await;
-}
-
-/// Serves every file of `dir` under `prefix/` on the origin; returns the
-/// paths of the media files (not the playlists).
-fn serve_dir(origin: &Origin, dir: &Path, prefix: &str) -> Vec<String> {
-    let mut media = Vec::new();
-    for e in std::fs::read_dir(dir).unwrap().flatten() {
-        let name = e.file_name().into_string().unwrap();
-        let ctype = match name.rsplit('.').next() {
-            Some("m3u8") => "application/vnd.apple.mpegurl",
-            Some("mpd") => "application/dash+xml",
-            Some("ts") => "video/mp2t",
-            _ => "video/mp4",
-        };
-        let path = format!("{prefix}/{name}");
-        if !ctype.contains("mpegurl") && !ctype.contains("dash") {
-            media.push(path.clone());
-        }
-        origin.add_disk_file(&path, e.path(), ctype);
-    }
-    media
-}
+use crate::common::{origin::Origin, wait_until_cached, Spool};
+use crate::tools::{decoded_md5, make_dash, make_hls_vod, run, serve_dir, LiveHls};
 
 /// mpv plays `url` for `frames` video frames without a window or sound.
 async fn mpv_plays(url: &str, frames: u32) {
@@ -115,23 +63,7 @@ async fn vod_through_spool(origin: &Origin, spool: &Spool, path: &str, media: &[
 #[tokio::test]
 async fn hls_vod_plays_through_spool_and_replays_from_the_cache() {
     let dir = tempfile::tempdir().unwrap();
-    let seg = dir.path().join("seg%03d.ts");
-    let seg = seg.to_str().unwrap();
-    make_stream(
-        6,
-        &[
-            "-f",
-            "hls",
-            "-hls_time",
-            "2",
-            "-hls_playlist_type",
-            "vod",
-            "-hls_segment_filename",
-            seg,
-        ],
-        &dir.path().join("index.m3u8"),
-    )
-    .await;
+    make_hls_vod(dir.path(), 6).await;
     let origin = Origin::start().await;
     let media = serve_dir(&origin, dir.path(), "vod");
     assert!(media.len() >= 3, "{media:?}");
@@ -163,12 +95,7 @@ async fn hls_vod_plays_through_spool_and_replays_from_the_cache() {
 #[tokio::test]
 async fn dash_plays_through_spool_and_replays_from_the_cache() {
     let dir = tempfile::tempdir().unwrap();
-    make_stream(
-        6,
-        &["-f", "dash", "-seg_duration", "2", "-use_timeline", "0"],
-        &dir.path().join("manifest.mpd"),
-    )
-    .await;
+    make_dash(dir.path(), 6).await;
     let origin = Origin::start().await;
     let media = serve_dir(&origin, dir.path(), "dash");
     assert!(media.len() >= 4, "{media:?}");
@@ -176,78 +103,13 @@ async fn dash_plays_through_spool_and_replays_from_the_cache() {
     vod_through_spool(&origin, &spool, "dash/manifest.mpd", &media).await;
 }
 
-/// Mirrors a live HLS stream ffmpeg writes into `dir` onto the origin:
-/// each new playlist is served once the segments it lists are.
-async fn mirror_live(origin: Origin, dir: PathBuf) {
-    let mut served = BTreeSet::new();
-    let mut last = Bytes::new();
-    loop {
-        if let Ok(body) = std::fs::read(dir.join("live.m3u8")) {
-            let body = Bytes::from(body);
-            if body != last {
-                for line in String::from_utf8_lossy(&body).lines() {
-                    if !line.starts_with('#') && !line.is_empty() && served.insert(line.to_owned())
-                    {
-                        origin.add_disk_file(&format!("live/{line}"), dir.join(line), "video/mp2t");
-                    }
-                }
-                origin.add_file(
-                    "live/live.m3u8",
-                    body.clone(),
-                    "application/vnd.apple.mpegurl",
-                );
-                last = body;
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hls_live_sliding_window_plays_through_spool() {
-    let dir = tempfile::tempdir().unwrap();
-    let seg = dir.path().join("live%03d.ts");
-    let playlist = dir.path().join("live.m3u8");
-    // Written in real time for longer than the players play.
-    let mut args: Vec<String> = ["-hide_banner", "-loglevel", "error", "-y", "-re"]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
-    args.extend(SOURCES.iter().map(|s| s.to_string()));
-    args.extend(["-t", "60"].iter().map(|s| s.to_string()));
-    args.extend(CODECS.iter().map(|s| s.to_string()));
-    args.extend(
-        [
-            "-f",
-            "hls",
-            "-hls_time",
-            "1",
-            "-hls_list_size",
-            "4",
-            "-hls_flags",
-            "delete_segments",
-            "-hls_segment_filename",
-            seg.to_str().unwrap(),
-            playlist.to_str().unwrap(),
-        ]
-        .iter()
-        .map(|s| s.to_string()),
-    );
-    let mut writer = tokio::process::Command::new("ffmpeg")
-        .args(&args)
-        .kill_on_drop(true)
-        .spawn()
-        .expect("ffmpeg (scripts/test-players installs it)");
     let origin = Origin::start().await;
-    let mirror = tokio::spawn(mirror_live(origin.clone(), dir.path().to_owned()));
-    wait_for("the live playlist to list 3 segments", || async {
-        std::fs::read_to_string(&playlist)
-            .map(|p| p.matches("#EXTINF").count() >= 3)
-            .unwrap_or(false)
-    })
-    .await;
+    // Written in real time for longer than the players play.
+    let mut live = LiveHls::start(&origin, 60).await;
     let spool = Spool::start(&origin).await;
-    let via = spool.url(&origin.url("live/live.m3u8"));
+    let via = spool.url(&origin.url(LiveHls::PLAYLIST));
     // ffmpeg decodes 4 s of the live edge; the window slides meanwhile.
     run(
         "ffmpeg",
@@ -267,7 +129,7 @@ async fn hls_live_sliding_window_plays_through_spool() {
     .await;
     mpv_plays(&via, 100).await;
     assert!(
-        writer.try_wait().unwrap().is_none(),
+        live.still_live(),
         "the stream was still live while the players played"
     );
     // Many playlist reloads, each a fresh window: segments of the later
@@ -279,6 +141,4 @@ async fn hls_live_sliding_window_plays_through_spool() {
         .map(|r| r.path.clone())
         .collect();
     assert!(segments.len() >= 6, "{segments:?}");
-    mirror.abort();
-    let _ = writer.kill().await;
 }

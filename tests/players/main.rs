@@ -11,6 +11,7 @@ mod common;
 mod tools;
 
 mod browser;
+mod browser_hls;
 mod decode;
 mod hls;
 mod seek;

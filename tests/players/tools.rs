@@ -1,9 +1,15 @@
-//! Running the players: media made with ffmpeg, and commands bounded in time
-//! so that a hung player fails its test instead of the suite.
+//! Running the players: media made with ffmpeg (files, HLS and DASH
+//! streams, a live HLS window), and commands bounded in time so that a hung
+//! player fails its test instead of the suite.
 
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::Output;
 use std::time::Duration;
+
+use bytes::Bytes;
+
+use crate::common::{origin::Origin, wait_for};
 
 /// A player may take this long before its test fails.
 pub const PLAYER_LIMIT: Duration = Duration::from_secs(120);
@@ -82,6 +88,23 @@ pub fn artifacts_dir() -> PathBuf {
     let dir = target_dir().join("players-artifacts");
     std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("create {}: {e}", dir.display()));
     dir
+}
+
+/// hls.js and dash.js as `scripts/test-players` fetches them (pinned
+/// versions; keep these names in step with it).
+pub const HLS_JS: &str = "hls-1.7.4.min.js";
+pub const DASH_JS: &str = "dash-5.2.1.all.min.js";
+
+/// A web player's file in `target/players-web/`; panics when it is
+/// missing (`scripts/test-players` fetches it).
+pub fn web_player(name: &str) -> PathBuf {
+    let path = target_dir().join("players-web").join(name);
+    assert!(
+        path.is_file(),
+        "{} is missing: scripts/test-players fetches it from the npm registry",
+        path.display()
+    );
+    path
 }
 
 /// One media file made at a time (tests run in parallel and share them).
@@ -194,4 +217,185 @@ static TIMING: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 /// measuring.
 pub async fn alone() -> tokio::sync::MutexGuard<'static, ()> {
     TIMING.lock().await
+}
+
+/// The test sources of the HLS and DASH streams: a moving pattern with a
+/// tone.
+const SOURCES: [&str; 8] = [
+    "-f",
+    "lavfi",
+    "-i",
+    "testsrc2=size=320x240:rate=25",
+    "-f",
+    "lavfi",
+    "-i",
+    "sine=frequency=440",
+];
+/// H.264 with a keyframe every second (segments cut on whole seconds) and
+/// AAC.
+const CODECS: [&str; 8] = [
+    "-c:v", "libx264", "-g", "25", "-pix_fmt", "yuv420p", "-c:a", "aac",
+];
+
+/// Makes a stream with ffmpeg: `secs` seconds of the test sources into
+/// `out` with the muxer options `muxer`.
+async fn make_stream(secs: u32, muxer: &[&str], out: &Path) {
+    let t = secs.to_string();
+    let mut args = vec!["-hide_banner", "-loglevel", "error", "-y"];
+    args.extend_from_slice(&SOURCES);
+    args.extend_from_slice(&["-t", &t]);
+    args.extend_from_slice(&CODECS);
+    args.extend_from_slice(muxer);
+    args.push(out.to_str().unwrap());
+    run("ffmpeg", &args).await;
+}
+
+/// An HLS VOD of `secs` seconds in `dir`: `index.m3u8` and 2 s MPEG-TS
+/// segments `seg000.ts`, ...
+pub async fn make_hls_vod(dir: &Path, secs: u32) {
+    let seg = dir.join("seg%03d.ts");
+    make_stream(
+        secs,
+        &[
+            "-f",
+            "hls",
+            "-hls_time",
+            "2",
+            "-hls_playlist_type",
+            "vod",
+            "-hls_segment_filename",
+            seg.to_str().unwrap(),
+        ],
+        &dir.join("index.m3u8"),
+    )
+    .await;
+}
+
+/// A DASH stream of `secs` seconds in `dir` from ffmpeg's dash muxer:
+/// `manifest.mpd` (a numbered `SegmentTemplate`), init and 2 s fMP4
+/// segments per stream.
+pub async fn make_dash(dir: &Path, secs: u32) {
+    make_stream(
+        secs,
+        &["-f", "dash", "-seg_duration", "2", "-use_timeline", "0"],
+        &dir.join("manifest.mpd"),
+    )
+    .await;
+}
+
+/// Serves every file of `dir` under `prefix/` on the origin; returns the
+/// paths of the media files (not the playlists).
+pub fn serve_dir(origin: &Origin, dir: &Path, prefix: &str) -> Vec<String> {
+    let mut media = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap().flatten() {
+        let name = e.file_name().into_string().unwrap();
+        let ctype = match name.rsplit('.').next() {
+            Some("m3u8") => "application/vnd.apple.mpegurl",
+            Some("mpd") => "application/dash+xml",
+            Some("ts") => "video/mp2t",
+            _ => "video/mp4",
+        };
+        let path = format!("{prefix}/{name}");
+        if !ctype.contains("mpegurl") && !ctype.contains("dash") {
+            media.push(path.clone());
+        }
+        origin.add_disk_file(&path, e.path(), ctype);
+    }
+    media
+}
+
+/// A live HLS sliding window ffmpeg writes in real time (1 s segments, 4
+/// in the playlist, older ones deleted), served by the origin as
+/// `live/live.m3u8`. Ended (writer killed) when dropped.
+pub struct LiveHls {
+    writer: tokio::process::Child,
+    mirror: tokio::task::JoinHandle<()>,
+    _dir: tempfile::TempDir,
+}
+
+impl LiveHls {
+    /// The origin path of the live playlist.
+    pub const PLAYLIST: &'static str = "live/live.m3u8";
+
+    /// Starts writing `secs` seconds of stream (longer than the players
+    /// play); returns once the playlist lists 3 segments.
+    pub async fn start(origin: &Origin, secs: u32) -> LiveHls {
+        let dir = tempfile::tempdir().unwrap();
+        let seg = dir.path().join("live%03d.ts");
+        let playlist = dir.path().join("live.m3u8");
+        let t = secs.to_string();
+        let mut args = vec!["-hide_banner", "-loglevel", "error", "-y", "-re"];
+        args.extend_from_slice(&SOURCES);
+        args.extend_from_slice(&["-t", &t]);
+        args.extend_from_slice(&CODECS);
+        args.extend_from_slice(&[
+            "-f",
+            "hls",
+            "-hls_time",
+            "1",
+            "-hls_list_size",
+            "4",
+            "-hls_flags",
+            "delete_segments",
+            "-hls_segment_filename",
+            seg.to_str().unwrap(),
+            playlist.to_str().unwrap(),
+        ]);
+        let writer = tokio::process::Command::new("ffmpeg")
+            .args(&args)
+            .kill_on_drop(true)
+            .spawn()
+            .expect("ffmpeg (scripts/test-players installs it)");
+        let mirror = tokio::spawn(mirror_live(origin.clone(), dir.path().to_owned()));
+        wait_for("the live playlist to list 3 segments", || async {
+            std::fs::read_to_string(&playlist)
+                .map(|p| p.matches("#EXTINF").count() >= 3)
+                .unwrap_or(false)
+        })
+        .await;
+        LiveHls {
+            writer,
+            mirror,
+            _dir: dir,
+        }
+    }
+
+    /// Whether ffmpeg is still writing the stream.
+    pub fn still_live(&mut self) -> bool {
+        self.writer.try_wait().unwrap().is_none()
+    }
+}
+
+impl Drop for LiveHls {
+    fn drop(&mut self) {
+        self.mirror.abort();
+        let _ = self.writer.start_kill();
+    }
+}
+
+/// Mirrors a live HLS stream ffmpeg writes into `dir` onto the origin:
+/// each new playlist is served once the segments it lists are.
+async fn mirror_live(origin: Origin, dir: PathBuf) {
+    let mut served = BTreeSet::new();
+    let mut last = Bytes::new();
+    loop {
+        if let Ok(body) = std::fs::read(dir.join("live.m3u8")) {
+            let body = Bytes::from(body);
+            if body != last {
+                for line in String::from_utf8_lossy(&body).lines() {
+                    if !line.starts_with('#') && !line.is_empty() && served.insert(line.to_owned())
+                    {
+                        origin.add_disk_file(&format!("live/{line}"), dir.join(line), "video/mp2t");
+                    }
+                }
+                origin.add_file(
+                    LiveHls::PLAYLIST,
+                    body.clone(),
+                    "application/vnd.apple.mpegurl",
+                );
+                last = body;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
