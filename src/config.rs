@@ -247,7 +247,7 @@ pub struct Config {
     /// reads: bytes ("32MiB"), or a time of media ("30s", "2min") where the
     /// media's byte rate is known from its container (otherwise 32MiB),
     /// bounded by --read-ahead-limit. A player's window starts once it has
-    /// read past its first 256 KiB and grows with what it reads, up to this.
+    /// read past its first MiB and grows with what it reads, up to this.
     #[arg(long, env = "SPOOL_READ_AHEAD", default_value = "32MiB", value_parser = ReadAhead::parse)]
     pub read_ahead: ReadAhead,
 

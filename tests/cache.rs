@@ -187,8 +187,8 @@ async fn read_ahead_fetches_the_window_after_the_playhead() {
     let spool = Spool::start(&origin).await; // read-ahead 256 KiB = 4 chunks
     let url = spool.url(&origin.url("ra"));
     let c = client();
-    // A player reading on (open-ended range) that stops after 8 chunks: its
-    // window is what it read past its first piece (256 KiB), 4 chunks.
+    // A player reading on (open-ended range) that stops after 20 chunks: its
+    // window is what it read past its first piece (1 MiB), 4 chunks.
     let mut resp = c
         .get(&url)
         .header("range", "bytes=0-")
@@ -196,28 +196,28 @@ async fn read_ahead_fetches_the_window_after_the_playhead() {
         .await
         .unwrap();
     let mut read = Vec::new();
-    while (read.len() as u64) < 8 * CHUNK {
+    while (read.len() as u64) < 20 * CHUNK {
         read.extend_from_slice(&resp.chunk().await.unwrap().unwrap());
     }
     assert!(read[..] == body[..read.len()]);
     drop(resp);
     // The four chunks after the one reached come without asking.
-    wait_for("read-ahead to cache chunks 9 to 12", || async {
+    wait_for("read-ahead to cache chunks 21 to 24", || async {
         let cached = common::cached_chunks(&spool.cache_dir, &origin.url("ra"));
-        (9..13).all(|i| cached.contains(&i))
+        (21..25).all(|i| cached.contains(&i))
     })
     .await;
     origin.reset_stats();
     let (_, _, got) = get(
         &c,
         &url,
-        Some(&format!("bytes={}-{}", 9 * CHUNK, 13 * CHUNK - 1)),
+        Some(&format!("bytes={}-{}", 21 * CHUNK, 25 * CHUNK - 1)),
     )
     .await;
-    assert!(got == body.slice(9 * CHUNK as usize..13 * CHUNK as usize));
+    assert!(got == body.slice(21 * CHUNK as usize..25 * CHUNK as usize));
     // Requests made now are this read's own read-ahead, past the window.
     for (start, _) in request_spans(&origin) {
-        assert!(start >= 13 * CHUNK, "chunk at {start} was not read ahead");
+        assert!(start >= 25 * CHUNK, "chunk at {start} was not read ahead");
     }
 }
 
@@ -518,9 +518,9 @@ async fn a_closed_range_fetches_only_what_it_asks_for() {
         );
     }
     // A player reading on in consecutive ranges gets read-ahead again once
-    // it read past its first piece (256 KiB, 4 chunks).
+    // it read past its first piece (1 MiB, 16 chunks).
     origin.reset_stats();
-    for i in 22..27 {
+    for i in 22..40 {
         let (_, _, got) = get(
             &c,
             &url,
@@ -530,7 +530,7 @@ async fn a_closed_range_fetches_only_what_it_asks_for() {
         assert!(got == body.slice((i * CHUNK) as usize..((i + 1) * CHUNK) as usize));
     }
     wait_for("read-ahead for consecutive ranges", || async {
-        common::cached_chunks(&spool.cache_dir, &origin.url("closed")).contains(&28)
+        common::cached_chunks(&spool.cache_dir, &origin.url("closed")).contains(&41)
     })
     .await;
 }

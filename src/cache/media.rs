@@ -66,9 +66,10 @@ pub(crate) struct Media {
 }
 
 /// Bytes a player reads before any read-ahead starts for it: a probe or a
-/// seek preview that reads one piece and leaves costs the origin no more
-/// than the chunk it read from.
-pub const FIRST_PIECE: u64 = 256 * 1024;
+/// seek preview that reads a little and leaves costs the origin no more
+/// than the chunk it read from. (What spool counts is what it sent, which
+/// the connection's buffers take in well ahead of what the player read.)
+pub const FIRST_PIECE: u64 = 1024 * 1024;
 
 impl Media {
     pub fn new(url: Arc<Url>, row: MediaRow, chunks: Vec<ChunkRow>) -> Media {
