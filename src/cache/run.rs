@@ -721,17 +721,14 @@ mod tests {
         (url, task)
     }
 
-    /// Read-ahead given as a time of media becomes chunks once the media's
-    /// byte rate is known, bounded by the byte limit; before that, the
-    /// default.
-    #[tokio::test]
-    async fn read_ahead_in_seconds_follows_the_byte_rate() {
-        let rig = rig();
-        let upstream = Upstream::new(
+    /// An upstream client for loopback origins, with no retries and a long
+    /// answer timeout (tests bound their own waits).
+    fn loopback_upstream(rig: &crate::cache::rig::Rig) -> Upstream {
+        Upstream::new(
             &Settings {
                 allow: AllowList::parse("127.0.0.1").unwrap(),
                 connect_timeout: Duration::from_secs(5),
-                timeout: Duration::from_secs(5),
+                timeout: Duration::from_secs(3600),
                 max_redirects: 0,
                 retries: 0,
                 max_skip: 0,
@@ -739,7 +736,16 @@ mod tests {
             },
             rig.metrics.clone(),
         )
-        .unwrap();
+        .unwrap()
+    }
+
+    /// Read-ahead given as a time of media becomes chunks once the media's
+    /// byte rate is known, bounded by the byte limit; before that, the
+    /// default.
+    #[tokio::test]
+    async fn read_ahead_in_seconds_follows_the_byte_rate() {
+        let rig = rig();
+        let upstream = loopback_upstream(&rig);
         let ahead = ReadAhead {
             chunks: 64,
             time: Some(Duration::from_secs(30)),
@@ -769,19 +775,7 @@ mod tests {
     async fn a_run_that_dies_releases_its_chunks() {
         let rig = rig();
         let (url, _origin) = silent_origin().await;
-        let upstream = Upstream::new(
-            &Settings {
-                allow: AllowList::parse("127.0.0.1").unwrap(),
-                connect_timeout: Duration::from_secs(5),
-                timeout: Duration::from_secs(3600),
-                max_redirects: 0,
-                retries: 0,
-                max_skip: 0,
-                headers: Vec::new(),
-            },
-            rig.metrics.clone(),
-        )
-        .unwrap();
+        let upstream = loopback_upstream(&rig);
         let runs = Runs::new(
             upstream,
             rig.writer.clone(),
