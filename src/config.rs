@@ -432,10 +432,6 @@ pub enum ReadAhead {
 }
 
 impl ReadAhead {
-    /// Bytes read ahead where a time was given and the media's byte rate is
-    /// not known.
-    pub const UNKNOWN_RATE: u64 = 32 << 20;
-
     /// A size ("32MiB", "1048576") or a time ("30s", "2min"; "1m" is a
     /// size).
     pub fn parse(s: &str) -> Result<ReadAhead, String> {

@@ -34,6 +34,10 @@ use super::persist::Writer;
 use crate::store::{ChunkFiles, Index};
 use crate::upstream::{redact, Head, ResumingBody, Upstream, UpstreamError};
 
+/// Bytes read ahead where read-ahead is a time and the media's byte rate
+/// is not known.
+pub const UNKNOWN_RATE_READ_AHEAD: u64 = 32 << 20;
+
 /// Complete chunks of one run waiting for the disk at most.
 const WRITES_IN_FLIGHT: usize = 3;
 
@@ -116,7 +120,7 @@ impl Runs {
         };
         let bytes = match media.byte_rate() {
             Some(rate) => (rate as f64 * time.as_secs_f64()) as u64,
-            None => crate::config::ReadAhead::UNKNOWN_RATE,
+            None => UNKNOWN_RATE_READ_AHEAD,
         };
         bytes.div_ceil(media.chunk_size()).clamp(1, max.max(1))
     }
@@ -760,7 +764,7 @@ mod tests {
             4,
         );
         let m = media(&rig).await; // 10-byte chunks
-        let unknown = crate::config::ReadAhead::UNKNOWN_RATE.div_ceil(10).min(64);
+        let unknown = UNKNOWN_RATE_READ_AHEAD.div_ceil(10).min(64);
         assert_eq!(runs.read_ahead_chunks(&m), unknown);
         m.set_byte_rate(2); // 30 s of media: 60 bytes, 6 chunks
         assert_eq!(runs.read_ahead_chunks(&m), 6);
