@@ -30,6 +30,7 @@ pub use server::{run, Server};
 /// What the integration tests reach inside spool (the `testing` feature).
 #[cfg(feature = "testing")]
 pub mod testing {
+    pub use crate::cache::inflight::live as live_downloads;
     pub use crate::store::error::WriteStage;
     pub use crate::store::faults::Fault;
     pub use crate::store::recover::{Problem, Report, ScanOptions};

@@ -14,6 +14,7 @@ use tracing::{debug, info, warn};
 
 use super::error::CacheError;
 use super::handle::Cache;
+use super::inflight::InFlight;
 use super::media::{Media, Playhead, Slot};
 use super::run;
 use crate::store::index::ChunkRow;
@@ -215,50 +216,7 @@ impl Sender<'_> {
                     self.send_cached(index, row, verified, &mut pos, last).await
                 }
                 Some(Slot::Pending(chunk)) => {
-                    let source = if chunk.is_complete() {
-                        runs.writer().memcache().touch(media, index);
-                        "memory"
-                    } else {
-                        "download"
-                    };
-                    let mut res = Ok(());
-                    while pos <= last {
-                        // Once the chunk is on disk, a slow player reads on
-                        // from the file: holding the download's buffers for
-                        // as long as it takes would make memory grow with
-                        // slow players (the outer loop picks the file up).
-                        if source == "download" && chunk.is_complete() && media.is_cached(index) {
-                            break;
-                        }
-                        let read = match chunk.try_read_at(pos - start) {
-                            Ok(None) => {
-                                // Not here yet: unless its transfer brings it
-                                // soon, a new request fetches from this byte.
-                                runs.hurry(media, index, &chunk, pos);
-                                let wait = chunk.read_at(pos - start);
-                                match tokio::time::timeout(RECHECK, wait).await {
-                                    Ok(r) => r,
-                                    Err(_) => continue,
-                                }
-                            }
-                            r => r,
-                        };
-                        match read {
-                            Ok(Some(mut b)) => {
-                                b.truncate((last + 1 - pos) as usize);
-                                pos += b.len() as u64;
-                                let n = b.len() as u64;
-                                self.send(b, source).await?;
-                                self.playhead.advance(pos, n);
-                            }
-                            Ok(None) => break,
-                            Err(e) => {
-                                res = Err(e);
-                                break;
-                            }
-                        }
-                    }
-                    match res {
+                    match self.follow(index, chunk, &mut pos, last).await? {
                         Ok(()) => Ok(()),
                         Err(CacheError::Cancelled) => Err(Retry::Again),
                         Err(e) if e.is_changed() => return Err(End::Failed(e)),
@@ -296,6 +254,76 @@ impl Sender<'_> {
             }
         }
         Ok(())
+    }
+
+    /// Sends `[pos, last]` of a downloading chunk as its bytes arrive; the
+    /// inner result is why the chunk's bytes could not be had. Returns
+    /// early (with `pos` short of `last`) once the chunk is written or
+    /// gone, for the caller to look at the chunk's slot again.
+    ///
+    /// The download is held strongly only while this player looks for a
+    /// byte, waits for it or hurries it; while a piece goes to the player,
+    /// only weakly. A slow player (its socket full) thus does not keep a
+    /// written chunk's buffers alive: once nothing else holds the download
+    /// it is freed, and the player reads on from the chunk file. (Its
+    /// playhead, not this reference, is what keeps its run going.)
+    async fn follow(
+        &mut self,
+        index: u64,
+        chunk: Arc<InFlight>,
+        pos: &mut u64,
+        last: u64,
+    ) -> Result<Result<(), CacheError>, End> {
+        let media = self.media;
+        let runs = &self.cache.inner.runs;
+        let start = media.chunk_start(index);
+        let source = if chunk.is_complete() {
+            runs.writer().memcache().touch(media, index);
+            "memory"
+        } else {
+            "download"
+        };
+        let held = Arc::downgrade(&chunk);
+        let mut strong = Some(chunk);
+        while *pos <= last {
+            let Some(chunk) = strong.take().or_else(|| held.upgrade()) else {
+                return Ok(Ok(()));
+            };
+            // Once the chunk is on disk, a player reads on from the file
+            // (the caller picks it up), so the download's buffers can go.
+            if source == "download" && chunk.is_complete() && media.is_cached(index) {
+                return Ok(Ok(()));
+            }
+            let read = match chunk.try_read_at(*pos - start) {
+                Ok(None) => {
+                    // Not here yet: unless its transfer brings it soon, a
+                    // new request fetches from this byte.
+                    runs.hurry(media, index, &chunk, *pos);
+                    let wait = chunk.read_at(*pos - start);
+                    match tokio::time::timeout(RECHECK, wait).await {
+                        Ok(r) => r,
+                        Err(_) => {
+                            strong = Some(chunk);
+                            continue;
+                        }
+                    }
+                }
+                r => r,
+            };
+            drop(chunk);
+            match read {
+                Ok(Some(mut b)) => {
+                    b.truncate((last + 1 - *pos) as usize);
+                    *pos += b.len() as u64;
+                    let n = b.len() as u64;
+                    self.send(b, source).await?;
+                    self.playhead.advance(*pos, n);
+                }
+                Ok(None) => break,
+                Err(e) => return Ok(Err(e)),
+            }
+        }
+        Ok(Ok(()))
     }
 
     /// Sends `[pos, last]` of a cached chunk. A file that cannot be read is

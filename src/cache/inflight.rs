@@ -281,6 +281,8 @@ impl InFlight {
     }
 
     fn with_parts(len: u64, parts: Vec<Part>) -> InFlight {
+        #[cfg(any(test, feature = "testing"))]
+        LIVE.fetch_add(1, Ordering::Relaxed);
         InFlight {
             len,
             parts: Mutex::new(parts),
@@ -478,6 +480,25 @@ impl InFlight {
             let _ = rx.changed().await;
         }
     }
+}
+
+/// Downloading chunks alive in this process (test builds only): what the
+/// integration tests look at to see a chunk's buffers freed.
+#[cfg(any(test, feature = "testing"))]
+static LIVE: AtomicU64 = AtomicU64::new(0);
+
+#[cfg(any(test, feature = "testing"))]
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        LIVE.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// How many downloading chunks (`InFlight`s, with their buffers) are
+/// alive in this process, whatever server they belong to.
+#[cfg(any(test, feature = "testing"))]
+pub fn live() -> u64 {
+    LIVE.load(Ordering::Relaxed)
 }
 
 #[cfg(test)]
