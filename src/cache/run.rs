@@ -230,17 +230,7 @@ impl Runs {
             eta_ms = eta.as_millis() as u64,
             "a player waits ahead of a transfer: new request from its byte"
         );
-        let run = Run {
-            runs: self.clone(),
-            media: media.clone(),
-            body: self.body(media, pos, feed.end()),
-            feed,
-            current: Some((index, off, chunk.clone())),
-            continues,
-            carry: None,
-            place: None,
-            following: None,
-        };
+        let run = self.run(media, feed, (index, off, chunk.clone()), continues);
         tokio::spawn(run.go(None));
     }
 
@@ -300,34 +290,36 @@ impl Runs {
         if let Some(head) = head {
             // The player waits for the bytes from `split` on: let its first
             // bytes arrive before the head competes with them.
-            let run = Run {
-                runs: self.clone(),
-                media: media.clone(),
-                body: self.body(media, head.at(), head.end()),
-                feed: head,
-                current: Some((index, 0, chunk.clone())),
-                continues: false,
-                carry: None,
-                place: None,
-                following: None,
-            };
+            let run = self.run(media, head, (index, 0, chunk.clone()), false);
             let (chunk, split) = (chunk.clone(), split);
             tokio::spawn(async move {
                 let _ = chunk.read_at(split).await;
                 run.go(None).await
             });
         }
-        Some(Run {
+        Some(self.run(media, feed, (index, split, chunk), true))
+    }
+
+    /// A run that fills `part` of chunk `index` (its `current`) with the
+    /// bytes `feed` stands for, from where the feed is to its end.
+    fn run(
+        &self,
+        media: &Arc<Media>,
+        feed: Arc<Feed>,
+        current: (u64, u64, Arc<InFlight>),
+        continues: bool,
+    ) -> Run {
+        Run {
             runs: self.clone(),
             media: media.clone(),
-            body: self.body(media, start, end),
+            body: self.body(media, feed.at(), feed.end()),
             feed,
-            current: Some((index, split, chunk)),
-            continues: true,
+            current: Some(current),
+            continues,
             carry: None,
             place: None,
             following: None,
-        })
+        }
     }
 
     /// Fetches the chunks holding `ranges` (a media's index) that nobody
