@@ -19,14 +19,10 @@ use super::media::{Media, Playhead, Slot};
 use super::run;
 use crate::store::index::ChunkRow;
 use crate::store::read::{read_at, read_cached};
-use crate::upstream::UpstreamError;
+use crate::upstream::{UpstreamError, PROGRESS};
 
 /// Largest piece read from a chunk file at once: bounds memory per player.
 pub const READ_PIECE: u64 = 262144;
-
-/// Bytes a response must make after a failed attempt before its failures
-/// are forgiven (as for resumed transfers, see `upstream::resume`).
-const FORGIVE_AFTER: u64 = 1 << 20;
 
 /// How often a player waiting for a downloading chunk's byte looks again
 /// whether a new request would bring it sooner (transfer rates become
@@ -190,9 +186,10 @@ impl Sender<'_> {
         let media = self.media;
         let mut pos = r.start;
         let mut attempts = 0;
-        // Where the last attempt failed: a trickle of bytes after it does
-        // not forgive the failures (an origin that breaks every answer after
-        // a few bytes must not earn endless new downloads).
+        // Where the last attempt failed: only PROGRESS bytes after it
+        // forgive the failures, as for resumed transfers (an origin that
+        // breaks every answer after a few bytes must not earn endless new
+        // downloads).
         let mut failed_at = pos;
         while pos <= r.end {
             if media.is_gone() {
@@ -227,7 +224,7 @@ impl Sender<'_> {
                 // gave up, an unreadable file): look again.
                 None => Err(Retry::Again),
             };
-            if pos > before && pos - failed_at >= FORGIVE_AFTER {
+            if pos > before && pos - failed_at >= PROGRESS {
                 attempts = 0;
             }
             match outcome {

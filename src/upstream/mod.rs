@@ -10,4 +10,4 @@ pub(crate) mod resume;
 pub(crate) use client::{parse_url, redact, Settings, Upstream};
 pub(crate) use error::UpstreamError;
 pub(crate) use head::{Head, Version};
-pub(crate) use resume::ResumingBody;
+pub(crate) use resume::{ResumingBody, PROGRESS};

@@ -168,7 +168,7 @@ impl ResumingBody {
 /// Bytes a resumed transfer must deliver before its failures are forgiven:
 /// an origin that breaks every answer after a few bytes must not earn
 /// endless retries.
-const PROGRESS: u64 = 1 << 20;
+pub(crate) const PROGRESS: u64 = 1 << 20;
 
 fn backoff(failures: u32) -> Duration {
     Duration::from_millis(50 << failures.min(5))
