@@ -364,12 +364,19 @@ impl Media {
     /// The last chunk in a player's read-ahead window.
     fn window_end(&self, h: &PlayheadState, read_ahead: u64) -> u64 {
         let at = h.chunk.load(Ordering::Relaxed);
-        let ahead = h.read.load(Ordering::Relaxed).saturating_sub(FIRST_PIECE);
-        let reach = h.pos.load(Ordering::Relaxed).saturating_add(ahead) / self.chunk_size();
-        reach
-            .max(at)
-            .min(at.saturating_add(read_ahead))
-            .min(h.limit)
+        self.reach(
+            h.pos.load(Ordering::Relaxed),
+            h.read.load(Ordering::Relaxed),
+        )
+        .max(at)
+        .min(at.saturating_add(read_ahead))
+        .min(h.limit)
+    }
+
+    /// The chunk a player's window reaches, before bounds: its position plus
+    /// what it read past its first piece.
+    fn reach(&self, pos: u64, read: u64) -> u64 {
+        pos.saturating_add(read.saturating_sub(FIRST_PIECE)) / self.chunk_size()
     }
 
     /// The last chunk any live player's read-ahead window reaches (None:
@@ -497,10 +504,12 @@ impl Playhead {
 
     /// The player got `n` bytes and reads at `pos` next.
     pub fn advance(&self, pos: u64, n: u64) {
-        self.state.pos.store(pos, Ordering::Relaxed);
+        let old_pos = self.state.pos.swap(pos, Ordering::Relaxed);
         let before = self.state.read.fetch_add(n, Ordering::Relaxed);
-        // The window grows: runs waiting for it to reach their chunk look.
-        if before.saturating_add(n) > FIRST_PIECE {
+        // Runs waiting for the window to reach their chunk look again only
+        // when its far end moved into another chunk, not at every piece.
+        let m = &self.media;
+        if m.reach(old_pos, before) != m.reach(pos, before.saturating_add(n)) {
             self.media.moved.notify_waiters();
         }
     }
