@@ -412,6 +412,56 @@ async fn requests_cover_each_missing_stretch_once() {
     );
 }
 
+#[tokio::test]
+async fn a_seek_does_not_borrow_the_window_of_a_player_elsewhere() {
+    let origin = Origin::start().await;
+    let chunk = 1024 * 1024;
+    let body = data(32 * chunk as usize, 37);
+    origin.add_file("two", body.clone(), "video/mp4");
+    let spool = Spool::start_with(&origin, |cfg| {
+        cfg.chunk_size = chunk;
+        cfg.read_ahead = ReadAhead::Bytes(16 * chunk);
+    })
+    .await;
+    let url = spool.url(&origin.url("two"));
+    let c = client();
+    // A player reads on from chunk 10, far past its first piece: its
+    // window reaches well beyond it. It stays connected.
+    let at = 10 * chunk as usize;
+    let mut far = c
+        .get(&url)
+        .header("range", format!("bytes={at}-"))
+        .send()
+        .await
+        .unwrap();
+    let mut read = 0;
+    while read < 4 * chunk as usize {
+        let b = far.chunk().await.unwrap().unwrap();
+        assert!(b[..] == body[at + read..at + read + b.len()]);
+        read += b.len();
+    }
+    // Another player asks for 100 KB in chunk 3.
+    origin.reset_stats();
+    let seek = 3 * chunk + 5000;
+    let range = format!("bytes={seek}-{}", seek + 99_999);
+    let (_, _, got) = get(&c, &url, Some(&range)).await;
+    assert!(got == body.slice(seek as usize..seek as usize + 100_000));
+    // Its requests are for its own chunk: neither the far player's window
+    // nor its open range stretch them towards chunk 10.
+    let spans: Vec<_> = request_spans(&origin)
+        .into_iter()
+        .filter(|&(a, _)| a < 10 * chunk)
+        .collect();
+    assert!(!spans.is_empty());
+    for (a, b) in &spans {
+        assert!(
+            *a >= 3 * chunk && *b < 4 * chunk,
+            "asked for {a}-{b} for a preview of chunk 3: {spans:?}"
+        );
+    }
+    drop(far);
+}
+
 /// The byte ranges the origin was asked for, in order.
 fn request_spans(origin: &Origin) -> Vec<(u64, u64)> {
     origin

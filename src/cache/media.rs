@@ -26,6 +26,17 @@ pub(crate) enum Slot {
     Pending(Arc<InFlight>),
 }
 
+/// What the players that want a chunk ask of it together.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Wanting {
+    /// The last chunk their read-ahead windows reach.
+    pub reach: u64,
+    /// The most bytes one of them has read.
+    pub read: u64,
+    /// The last chunk one of them may want (its range's end).
+    pub limit: u64,
+}
+
 /// Tells media instances apart for as long as the process runs (ids are
 /// not enough: a media the index could not record has none).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -350,15 +361,19 @@ impl Media {
     /// Whether some player reads chunk `index` or has it in its read-ahead
     /// window, or did so less than `grace` ago. A player's window is as
     /// long as what it read past its first piece (so it doubles as the
-    /// player reads on), at most `read_ahead` chunks.
+    /// player reads on), at most `read_ahead` chunks. (Players that left
+    /// are forgotten when a new one comes, after the configured grace, not
+    /// here: callers ask with other graces, down to none.)
     pub fn wanted(&self, index: u64, read_ahead: u64, grace: Duration) -> bool {
         let now = Instant::now();
-        let mut heads = self.playheads.lock().unwrap();
-        heads.retain(|h| h.ended.lock().unwrap().is_none_or(|t| now - t < grace));
-        heads.iter().any(|h| {
-            let at = h.chunk.load(Ordering::Relaxed);
-            at <= index && index <= self.window_end(h, read_ahead)
-        })
+        let heads = self.playheads.lock().unwrap();
+        heads
+            .iter()
+            .filter(|h| h.ended.lock().unwrap().is_none_or(|t| now - t < grace))
+            .any(|h| {
+                let at = h.chunk.load(Ordering::Relaxed);
+                at <= index && index <= self.window_end(h, read_ahead)
+            })
     }
 
     /// The last chunk in a player's read-ahead window.
@@ -379,15 +394,28 @@ impl Media {
         pos.saturating_add(read.saturating_sub(FIRST_PIECE)) / self.chunk_size()
     }
 
-    /// The last chunk any live player's read-ahead window reaches (None:
-    /// no live player).
-    pub fn window_limit(&self, read_ahead: u64) -> Option<u64> {
+    /// What the live players that want chunk `index` (it is where they
+    /// read or in their read-ahead window) ask of it together; None when
+    /// no live player wants it. Players elsewhere in the media do not count.
+    pub fn wanting(&self, index: u64, read_ahead: u64) -> Option<Wanting> {
         let heads = self.playheads.lock().unwrap();
         heads
             .iter()
             .filter(|h| h.ended.lock().unwrap().is_none())
-            .map(|h| self.window_end(h, read_ahead))
-            .max()
+            .filter_map(|h| {
+                let reach = self.window_end(h, read_ahead);
+                let at = h.chunk.load(Ordering::Relaxed);
+                (at <= index && index <= reach).then(|| Wanting {
+                    reach,
+                    read: h.read.load(Ordering::Relaxed),
+                    limit: h.limit,
+                })
+            })
+            .reduce(|a, b| Wanting {
+                reach: a.reach.max(b.reach),
+                read: a.read.max(b.read),
+                limit: a.limit.max(b.limit),
+            })
     }
 
     /// Bytes per second of playback, when known.
@@ -612,12 +640,24 @@ mod tests {
         assert!(!m.wanted(7, 2, Duration::ZERO), "capped at the read-ahead");
         p.set(5);
         assert!(m.wanted(7, 2, Duration::ZERO));
-        assert_eq!(m.window_limit(2), Some(7));
+        let w = Wanting {
+            reach: 7,
+            read: FIRST_PIECE + 1020,
+            limit: u64::MAX,
+        };
+        assert_eq!(m.wanting(5, 2), Some(w));
+        assert_eq!(m.wanting(7, 2), Some(w));
+        assert_eq!(m.wanting(8, 2), None, "past its window");
+        assert_eq!(m.wanting(4, 2), None, "behind it");
         drop(p);
         assert!(m.wanted(7, 2, Duration::from_secs(60)), "within grace");
         assert!(!m.wanted(7, 2, Duration::ZERO), "after grace");
+        assert!(
+            m.wanted(7, 2, Duration::from_secs(60)),
+            "asking with a shorter grace forgets nobody"
+        );
         assert!(m.continues(5) && m.continues(6) && !m.continues(7));
-        assert_eq!(m.window_limit(2), None);
+        assert_eq!(m.wanting(5, 2), None);
 
         // A player reading on in a new request keeps its window.
         let p = m.playhead(6, u64::MAX, Duration::from_secs(60));

@@ -29,7 +29,7 @@ use tracing::{debug, warn};
 
 use super::error::CacheError;
 use super::inflight::{Feed, InFlight};
-use super::media::{Media, Slot};
+use super::media::{Media, Slot, Wanting};
 use super::persist::Writer;
 use crate::store::{ChunkFiles, Index};
 use crate::upstream::{redact, Head, ResumingBody, Upstream, UpstreamError};
@@ -250,9 +250,11 @@ impl Runs {
 
     /// The last byte to ask the origin for, for a stretch from chunk
     /// `index`: up to the next chunk somebody already has, as far as the
-    /// players' read-ahead windows reach now, and at least `grow` chunks
+    /// read-ahead windows of the players that want `index` reach now (not
+    /// those of players elsewhere in the media), and at least `grow` chunks
     /// past `index` (a run that is read on asks for twice as much each
-    /// time, up to `--read-ahead`), never past the end of closed ranges.
+    /// time, up to `--read-ahead`, and never more than its players have
+    /// read), never past the end of their ranges.
     /// `own` is a chunk the asking run claimed itself (not in its way).
     fn stretch_end(&self, media: &Media, index: u64, grow: u64, own: Option<u64>) -> u64 {
         let taken = match media.next_taken(index + 1) {
@@ -264,11 +266,19 @@ impl Runs {
             None => media.size() - 1,
         };
         let ra = self.read_ahead_chunks(media);
-        let last = media
-            .window_limit(ra)
-            .unwrap_or(index)
+        // A request is never longer than what its players have read so far
+        // (whole chunks): a probe that read a little and left costs one
+        // chunk at a time.
+        let w = media.wanting(index, ra).unwrap_or(Wanting {
+            reach: index,
+            read: 0,
+            limit: index,
+        });
+        let grow = grow.min(w.read / media.chunk_size());
+        let last = w
+            .reach
             .max(index.saturating_add(grow.min(ra)))
-            .min(media.read_limit())
+            .min(w.limit)
             .max(index);
         match last.checked_add(1) {
             Some(after) if after < media.chunk_count() => {
