@@ -17,7 +17,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use tokio::sync::watch;
 use tokio::time::Instant;
 
@@ -198,6 +198,11 @@ struct Part {
     /// Where the part ends (exclusive); lowered when the part is cut.
     limit: u64,
     pieces: Vec<Bytes>,
+    /// Where arriving bytes are copied to: one allocation of the part's
+    /// length, which its pieces share. (Keeping the transfer's own buffers
+    /// instead would hold each of the HTTP client's read buffers, several
+    /// times the bytes they carry, for as long as the chunk lives.)
+    buf: BytesMut,
     /// Offset of each piece within the chunk.
     starts: Vec<u64>,
     filled: u64,
@@ -212,6 +217,7 @@ impl Part {
             start,
             limit,
             pieces: Vec::new(),
+            buf: BytesMut::new(),
             starts: Vec::new(),
             filled: 0,
             end: None,
@@ -333,9 +339,13 @@ impl InFlight {
             let room = p.missing() as usize;
             let rest = (piece.len() > room).then(|| piece.split_off(room));
             if !piece.is_empty() {
+                if p.buf.capacity() < piece.len() {
+                    p.buf = BytesMut::with_capacity(room);
+                }
+                p.buf.extend_from_slice(&piece);
                 p.starts.push(p.reached());
                 p.filled += piece.len() as u64;
-                p.pieces.push(piece);
+                p.pieces.push(p.buf.split().freeze());
             }
             rest
         })
