@@ -311,6 +311,15 @@ pub struct Config {
     #[arg(long, env = "SPOOL_HEADER_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
     pub header_timeout: Duration,
 
+    /// Most bytes of a response that may wait unsent in a client
+    /// connection's socket (TCP_NOTSENT_LOWAT; bytes in flight to the
+    /// player are not counted, so a fast link is not slowed). What a slow
+    /// player holds in the kernel, and what spool has sent ahead of what a
+    /// player read: a seek preview that closes costs the origin less. 0
+    /// keeps the system's default (the kernel's own socket buffers).
+    #[arg(long, env = "SPOOL_SEND_QUEUE", default_value = "128KiB", value_parser = parse_size)]
+    pub send_queue: u64,
+
     /// How long a player may take no bytes before its stream is closed and
     /// what it holds freed (a paused player reconnects with a range).
     #[arg(long, env = "SPOOL_WRITE_TIMEOUT", default_value = "60s", value_parser = humantime::parse_duration)]

@@ -241,6 +241,7 @@ impl Server {
             max_connections: cfg.max_connections,
             max_per_client: cfg.max_connections_per_client,
             header_timeout: cfg.header_timeout,
+            send_queue: u32::try_from(cfg.send_queue).unwrap_or(u32::MAX),
         };
         let server = http::serve(
             listener,

@@ -462,6 +462,40 @@ async fn a_seek_does_not_borrow_the_window_of_a_player_elsewhere() {
     drop(far);
 }
 
+/// A player that stops reading holds little: spool does not pile the
+/// response up in the connection's buffers (the kernel would take
+/// megabytes), so it neither counts the player as reading on nor fetches
+/// read-ahead for it.
+#[tokio::test]
+async fn a_player_that_stops_reading_gets_no_read_ahead() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let origin = Origin::start().await;
+    let chunk = 1024 * 1024;
+    let body = data(16 * chunk as usize, 41);
+    origin.add_file("stops", body.clone(), "video/mp4");
+    let spool = Spool::start_with(&origin, |cfg| {
+        cfg.chunk_size = chunk;
+        cfg.read_ahead = ReadAhead::Bytes(8 * chunk);
+    })
+    .await;
+    let url = spool.url(&origin.url("stops"));
+    let path = &url[format!("http://{}", spool.addr).len()..];
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let mut stream = socket.connect(spool.addr).await.unwrap();
+    let req = format!("GET {path} HTTP/1.1\r\nHost: spool\r\nRange: bytes=0-\r\n\r\n");
+    stream.write_all(req.as_bytes()).await.unwrap();
+    let mut buf = [0; 1024];
+    let n = stream.read(&mut buf).await.unwrap();
+    assert!(buf[..n].starts_with(b"HTTP/1.1 206"));
+    // Not synchronisation: time for spool to send what the connection
+    // takes, and for read-ahead that must not happen to reach the origin.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let sent = origin.stats().body_bytes;
+    assert_eq!(sent, chunk, "origin bytes for a player that read 1 KiB");
+    drop(stream);
+}
+
 /// The byte ranges the origin was asked for, in order.
 fn request_spans(origin: &Origin) -> Vec<(u64, u64)> {
     origin

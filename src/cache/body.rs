@@ -24,6 +24,12 @@ use crate::upstream::{UpstreamError, PROGRESS};
 /// Largest piece read from a chunk file at once: bounds memory per player.
 pub const READ_PIECE: u64 = 262144;
 
+/// Largest piece of a downloading chunk handed on at once: what a player
+/// that does not read holds in its response's queue, and what spool counts
+/// as sent to it (a seek preview that closes must not look like a player
+/// reading on).
+const FOLLOW_PIECE: usize = 64 * 1024;
+
 /// How often a player waiting for a downloading chunk's byte looks again
 /// whether a new request would bring it sooner (transfer rates become
 /// known as bytes arrive).
@@ -310,7 +316,7 @@ impl Sender<'_> {
             drop(chunk);
             match read {
                 Ok(Some(mut b)) => {
-                    b.truncate((last + 1 - *pos) as usize);
+                    b.truncate(((last + 1 - *pos) as usize).min(FOLLOW_PIECE));
                     *pos += b.len() as u64;
                     let n = b.len() as u64;
                     self.send(b, source).await?;

@@ -28,6 +28,9 @@ use super::stream::Limits;
 use crate::cache::Cache;
 use crate::metrics::Metrics;
 
+/// Bytes of a response hyper holds for a connection beyond its socket.
+const WRITE_QUEUE: usize = 64 * 1024;
+
 /// Limits on client connections.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct ConnLimits {
@@ -36,6 +39,9 @@ pub(crate) struct ConnLimits {
     /// Time for a request's headers to arrive, and for an idle keep-alive
     /// connection to send its next request.
     pub header_timeout: Duration,
+    /// Most unsent response bytes in a connection's socket (0: the
+    /// system's default).
+    pub send_queue: u32,
 }
 
 /// Open connections, in all and per client address.
@@ -143,6 +149,11 @@ pub(crate) async fn serve(
             drop(socket);
             continue;
         };
+        if conn.send_queue > 0 {
+            if let Err(e) = socket2::SockRef::from(&socket).set_tcp_notsent_lowat(conn.send_queue) {
+                debug!(error = %e, "cannot set TCP_NOTSENT_LOWAT");
+            }
+        }
         metrics.open_connections.inc();
         let warp_svc = TowerToHyperService::new(warp::service(filter.clone()));
         // Handlers that judge the client (admin endpoints) read its address.
@@ -154,6 +165,10 @@ pub(crate) async fn serve(
         builder
             .timer(TokioTimer::new())
             .header_read_timeout(conn.header_timeout)
+            // What hyper queues of a response before the socket takes it
+            // (its default is 400 KiB; the socket's own queue is
+            // --send-queue). Also the most a request's headers may take.
+            .max_buf_size(WRITE_QUEUE)
             .keep_alive(true);
         let connection = builder.serve_connection(TokioIo::new(socket), svc);
         let connection = graceful.watch(connection);
