@@ -239,15 +239,18 @@ pub struct Config {
     #[arg(long, env = "SPOOL_CACHE_DIR", default_value = "spool-cache")]
     pub cache_dir: PathBuf,
 
-    /// Size of one cached chunk (e.g. 4MiB, 1048576).
-    #[arg(long, env = "SPOOL_CHUNK_SIZE", default_value = "4MiB", value_parser = parse_size)]
+    /// Size of one cached chunk (e.g. 1MiB, 4MiB, 1048576). A cold seek
+    /// costs the origin about one chunk, and a player starting cold holds
+    /// one in memory until it is written. Media already cached keep the
+    /// chunk size they were cached with.
+    #[arg(long, env = "SPOOL_CHUNK_SIZE", default_value = "1MiB", value_parser = parse_size)]
     pub chunk_size: u64,
 
     /// How far ahead of the playhead is fetched at most while a player
     /// reads: bytes ("32MiB"), or a time of media ("30s", "2min") where the
     /// media's byte rate is known from its container (otherwise 32MiB),
     /// bounded by --read-ahead-limit. A player's window starts once it has
-    /// read past its first MiB and grows with what it reads, up to this.
+    /// read past its first 512 KiB and grows with what it reads, up to this.
     #[arg(long, env = "SPOOL_READ_AHEAD", default_value = "32MiB", value_parser = ReadAhead::parse)]
     pub read_ahead: ReadAhead,
 
@@ -569,7 +572,7 @@ mod tests {
     #[test]
     fn defaults() {
         let cfg = Config::new("/tmp/x");
-        assert_eq!(cfg.chunk_size, 4 << 20);
+        assert_eq!(cfg.chunk_size, 1 << 20);
         assert_eq!(cfg.listen.to_string(), "127.0.0.1:8080");
     }
 
@@ -580,7 +583,7 @@ mod tests {
     fn defaults_ignore_the_environment() {
         if std::env::var_os("SPOOL_TEST_CONFIG_CHILD").is_some() {
             let cfg = Config::new("/tmp/x");
-            assert_eq!(cfg.chunk_size, 4 << 20);
+            assert_eq!(cfg.chunk_size, 1 << 20);
             assert_eq!(cfg.listen.to_string(), "127.0.0.1:8080");
             return;
         }
@@ -596,8 +599,8 @@ mod tests {
 
     #[test]
     fn subcommand_and_bare_flags() {
-        let cli = Cli::parse_from(["spool", "serve", "--chunk-size", "1MiB"]);
-        assert!(matches!(cli.command, Some(Command::Serve(c)) if c.chunk_size == 1 << 20));
+        let cli = Cli::parse_from(["spool", "serve", "--chunk-size", "4MiB"]);
+        assert!(matches!(cli.command, Some(Command::Serve(c)) if c.chunk_size == 4 << 20));
         let cli = Cli::parse_from(["spool", "--chunk-size", "2MiB"]);
         assert!(cli.command.is_none());
         assert_eq!(cli.serve.chunk_size, 2 << 20);

@@ -79,8 +79,9 @@ pub(crate) struct Media {
 /// Bytes a player reads before any read-ahead starts for it: a probe or a
 /// seek preview that reads a little and leaves costs the origin no more
 /// than the chunk it read from. (What spool counts is what it sent, which
-/// the connection's buffers take in well ahead of what the player read.)
-pub const FIRST_PIECE: u64 = 1024 * 1024;
+/// runs ahead of what the player read by the connection's buffers:
+/// --send-queue, hyper's 64 KiB, the player's own receive buffer.)
+pub const FIRST_PIECE: u64 = 512 * 1024;
 
 impl Media {
     pub fn new(url: Arc<Url>, row: MediaRow, chunks: Vec<ChunkRow>) -> Media {
