@@ -129,6 +129,67 @@ async fn second_read_makes_zero_upstream_requests_even_after_restart() {
     drop(tmp);
 }
 
+/// A cache made with one chunk size stays good when spool restarts with
+/// another (the default changed from 4 MiB to 1 MiB): a media keeps the
+/// chunk size it was cached with, and new media get the new one.
+#[tokio::test]
+async fn media_keep_their_chunk_size_when_the_setting_changes() {
+    let origin = Origin::start().await;
+    let old = data(3 * 256 * 1024 + 1000, 43);
+    origin.add_file("old", old.clone(), "video/mp4");
+    let new = data(3 * 256 * 1024 + 1000, 47);
+    origin.add_file("new", new.clone(), "video/mp4");
+    let spool = Spool::start_with(&origin, |c| c.chunk_size = 256 * 1024).await;
+    let c = client();
+    let (_, _, got) = get(&c, &spool.url(&origin.url("old")), None).await;
+    assert!(got == old);
+    wait_until_cached(&spool.cache_dir, &origin.url("old")).await;
+    let (dir, tmp) = spool.stop().await;
+
+    let mut cfg = common::test_config(&dir, &origin);
+    cfg.chunk_size = 64 * 1024;
+    let spool = Spool::start_cfg(cfg).await;
+    origin.reset_stats();
+    for range in ["bytes=0-", "bytes=300000-", "bytes=262143-262144"] {
+        let (_, _, got) = get(&c, &spool.url(&origin.url("old")), Some(range)).await;
+        let from: usize = range[6..].split('-').next().unwrap().parse().unwrap();
+        let to = range
+            .split('-')
+            .nth(1)
+            .filter(|t| !t.is_empty())
+            .map_or(old.len(), |t| t.parse::<usize>().unwrap() + 1);
+        assert!(got == old.slice(from..to), "{range}");
+    }
+    assert_eq!(
+        origin.stats().requests,
+        0,
+        "the old media is read from its chunks"
+    );
+    let (_, _, got) = get(&c, &spool.url(&origin.url("new")), None).await;
+    assert!(got == new);
+    wait_until_cached(&spool.cache_dir, &origin.url("new")).await;
+    let conn = rusqlite::Connection::open(dir.join("index.db")).unwrap();
+    let sizes: Vec<(String, i64, i64)> = conn
+        .prepare(
+            "SELECT m.url, m.chunk_size_bytes, COUNT(c.chunk_index) FROM media m \
+             JOIN chunks c USING (media_id) GROUP BY m.media_id ORDER BY m.url",
+        )
+        .unwrap()
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    assert_eq!(
+        sizes,
+        vec![
+            (origin.url("new"), 64 * 1024, 13),
+            (origin.url("old"), 256 * 1024, 4),
+        ]
+    );
+    drop(spool);
+    drop(tmp);
+}
+
 #[tokio::test]
 async fn first_bytes_arrive_before_the_chunk_is_complete() {
     let origin = Origin::start().await;
