@@ -248,7 +248,8 @@ pub struct Config {
 
     /// How far ahead of the playhead is fetched at most while a player
     /// reads: bytes ("32MiB"), or a time of media ("30s", "2min") where the
-    /// media's byte rate is known from its container (otherwise 32MiB),
+    /// media's byte rate is known from its container or from a player
+    /// seen reading at its own pace (otherwise 32MiB),
     /// bounded by --read-ahead-limit. A player's window starts once it has
     /// read past its first 512 KiB and grows with what it reads, up to this.
     #[arg(long, env = "SPOOL_READ_AHEAD", default_value = "32MiB", value_parser = ReadAhead::parse)]

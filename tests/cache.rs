@@ -557,6 +557,65 @@ async fn a_player_that_stops_reading_gets_no_read_ahead() {
     drop(stream);
 }
 
+/// `--read-ahead` in seconds on a media whose container tells no duration:
+/// the byte rate comes from a player reading at its own pace, so the
+/// window is two seconds of its reading, not what it has read so far.
+#[tokio::test]
+async fn read_ahead_in_seconds_learns_the_rate_from_a_paced_player() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    const RATE: f64 = 2.0 * 1024.0 * 1024.0;
+    let origin = Origin::start().await;
+    let chunk = 256 * 1024;
+    let body = data(48 << 20, 53);
+    origin.add_file("paced", body.clone(), "video/mp4");
+    let spool = Spool::start_with(&origin, |cfg| {
+        cfg.chunk_size = chunk;
+        cfg.read_ahead = ReadAhead::Time(Duration::from_secs(2));
+        cfg.read_ahead_limit = 64 << 20;
+    })
+    .await;
+    let url = spool.url(&origin.url("paced"));
+    let path = &url[format!("http://{}", spool.addr).len()..];
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(64 * 1024).unwrap();
+    let mut stream = socket.connect(spool.addr).await.unwrap();
+    let req = format!("GET {path} HTTP/1.1\r\nHost: spool\r\nRange: bytes=0-\r\n\r\n");
+    stream.write_all(req.as_bytes()).await.unwrap();
+    let mut got = Vec::new();
+    let mut buf = vec![0; 64 * 1024];
+    let head_end = loop {
+        let n = stream.read(&mut buf).await.unwrap();
+        assert!(n > 0);
+        got.extend_from_slice(&buf[..n]);
+        if let Some(i) = find(&got, b"\r\n\r\n") {
+            break i + 4;
+        }
+    };
+    let mut read = got.len() - head_end;
+    // Plays 10 s at 2 MiB/s.
+    let start = tokio::time::Instant::now();
+    while start.elapsed() < Duration::from_secs(10) {
+        let n = stream.read(&mut buf).await.unwrap();
+        assert!(n > 0);
+        assert!(buf[..n] == body[read..read + n]);
+        read += n;
+        tokio::time::sleep_until(start + Duration::from_secs_f64(read as f64 / RATE)).await;
+    }
+    // Not synchronisation: time for read-ahead that must not happen to
+    // reach the origin's count.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let sent = origin.stats().body_bytes;
+    // Two seconds of playback ahead (4 MiB), the next request sent early
+    // (at most as long), and what the connection holds. A window as long
+    // as what was read (the fallback) would reach about 40 MiB.
+    assert!(
+        sent <= read as u64 + (10 << 20),
+        "{sent} origin bytes for {read} read: {:?}",
+        request_spans(&origin)
+    );
+    drop(stream);
+}
+
 /// The byte ranges the origin was asked for, in order.
 fn request_spans(origin: &Origin) -> Vec<(u64, u64)> {
     origin

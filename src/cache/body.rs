@@ -303,7 +303,10 @@ impl Sender<'_> {
                     // new request fetches from this byte.
                     runs.hurry(media, index, &chunk, *pos);
                     let wait = chunk.read_at(*pos - start);
-                    match tokio::time::timeout(RECHECK, wait).await {
+                    let since = tokio::time::Instant::now();
+                    let waited = tokio::time::timeout(RECHECK, wait).await;
+                    self.playhead.waited(since.elapsed());
+                    match waited {
                         Ok(r) => r,
                         Err(_) => {
                             strong = Some(chunk);

@@ -74,6 +74,9 @@ pub(crate) struct Media {
     pace: Mutex<Pace>,
     /// Bytes per second of playback, when the container told (0: unknown).
     byte_rate: AtomicU64,
+    /// Bytes per second a player that reads at its own pace (playback) was
+    /// seen to take (0: none seen yet).
+    observed_rate: AtomicU64,
 }
 
 /// Bytes a player reads before any read-ahead starts for it: a probe or a
@@ -109,6 +112,7 @@ impl Media {
             last_read: AtomicU64::new(0),
             pace: Mutex::default(),
             byte_rate: AtomicU64::new(0),
+            observed_rate: AtomicU64::new(0),
             probed: Mutex::new(instant_of(row.probed_unix)),
             row,
             slots: Mutex::new(slots),
@@ -356,6 +360,11 @@ impl Media {
         Playhead {
             media: self.clone(),
             state,
+            pace: Mutex::new(PaceSample {
+                started: Instant::now(),
+                mark: None,
+                waited: Duration::ZERO,
+            }),
         }
     }
 
@@ -375,6 +384,16 @@ impl Media {
                 let at = h.chunk.load(Ordering::Relaxed);
                 at <= index && index <= self.window_end(h, read_ahead)
             })
+    }
+
+    /// Whether a live player reads at most `span` chunks before chunk
+    /// `index`.
+    pub fn approaching(&self, index: u64, span: u64) -> bool {
+        let heads = self.playheads.lock().unwrap();
+        heads.iter().any(|h| {
+            let at = h.chunk.load(Ordering::Relaxed);
+            h.ended.lock().unwrap().is_none() && at <= index && index - at <= span
+        })
     }
 
     /// The last chunk in a player's read-ahead window.
@@ -420,8 +439,13 @@ impl Media {
     }
 
     /// Bytes per second of playback, when known.
+    /// From the container, or else as a player reading at its own pace
+    /// was seen to take it.
     pub fn byte_rate(&self) -> Option<u64> {
-        Some(self.byte_rate.load(Ordering::Relaxed)).filter(|&r| r > 0)
+        [&self.byte_rate, &self.observed_rate]
+            .into_iter()
+            .map(|r| r.load(Ordering::Relaxed))
+            .find(|&r| r > 0)
     }
 
     pub fn set_byte_rate(&self, rate: u64) {
@@ -517,7 +541,25 @@ struct PlayheadState {
 pub(crate) struct Playhead {
     media: Arc<Media>,
     state: Arc<PlayheadState>,
+    pace: Mutex<PaceSample>,
 }
+
+/// What a player read over time, to learn a media's byte rate from a player
+/// that reads at its own pace: over each PACE_SAMPLE, if it hardly waited
+/// for spool, what it read is what playback takes.
+#[derive(Debug)]
+struct PaceSample {
+    started: Instant,
+    /// The start of the sample going on: when, bytes read, time waited.
+    mark: Option<(Instant, u64, Duration)>,
+    /// Time spent waiting for bytes that had not arrived yet.
+    waited: Duration,
+}
+
+/// Time before a player's reading is sampled (its connection's buffers
+/// fill first), and the length of a sample.
+const PACE_SETTLE: Duration = Duration::from_secs(1);
+const PACE_SAMPLE: Duration = Duration::from_secs(2);
 
 impl Playhead {
     pub fn set(&self, index: u64) {
@@ -541,6 +583,40 @@ impl Playhead {
         if m.reach(old_pos, before) != m.reach(pos, before.saturating_add(n)) {
             self.media.moved.notify_waiters();
         }
+        self.sample(before.saturating_add(n));
+    }
+
+    /// The player waited `d` for bytes that had not arrived.
+    pub fn waited(&self, d: Duration) {
+        self.pace.lock().unwrap().waited += d;
+    }
+
+    /// Ends a sample of this player's reading once it is long enough; a
+    /// player that waited for spool less than a tenth of it read at its
+    /// own pace, which is the media's byte rate.
+    fn sample(&self, read: u64) {
+        let now = Instant::now();
+        let mut p = self.pace.lock().unwrap();
+        let (at, was, waited) = match p.mark {
+            Some(mark) => mark,
+            None => {
+                if now - p.started >= PACE_SETTLE {
+                    p.mark = Some((now, read, p.waited));
+                }
+                return;
+            }
+        };
+        let took = now - at;
+        if took < PACE_SAMPLE {
+            return;
+        }
+        if p.waited - waited < took / 10 && read > was {
+            let rate = (read - was) as f64 / took.as_secs_f64();
+            self.media
+                .observed_rate
+                .store(rate as u64, Ordering::Relaxed);
+        }
+        p.mark = Some((now, read, p.waited));
     }
 }
 
@@ -566,6 +642,40 @@ mod tests {
             row,
             vec![ChunkRow::new(3, 10, 0)],
         ))
+    }
+
+    /// A player reading at its own pace teaches the media its byte rate; one
+    /// that keeps waiting for spool (a slow origin) does not.
+    #[tokio::test(start_paused = true)]
+    async fn a_paced_player_shows_the_byte_rate() {
+        let m = media(1 << 30, 1 << 20);
+        let p = m.playhead(0, u64::MAX, Duration::ZERO);
+        let mut pos = 0;
+        let mut read_for = |p: &Playhead, secs: u64, waits: bool| {
+            // 100 pieces a second of 5000 bytes: 500 kB/s.
+            for _ in 0..secs * 100 {
+                if waits {
+                    p.waited(Duration::from_millis(5));
+                }
+                pos += 5000;
+                p.advance(pos, 5000);
+            }
+        };
+        for _ in 0..7 {
+            read_for(&p, 1, true);
+            tokio::time::advance(Duration::from_secs(1)).await;
+        }
+        assert_eq!(m.byte_rate(), None, "it waited half the time");
+        // The sample going on when the waits stopped still has some; the
+        // next one is clean.
+        for _ in 0..8 {
+            read_for(&p, 1, false);
+            tokio::time::advance(Duration::from_secs(1)).await;
+        }
+        assert_eq!(m.byte_rate(), Some(500_000));
+        // The container's rate, when known, comes first.
+        m.set_byte_rate(42);
+        assert_eq!(m.byte_rate(), Some(42));
     }
 
     #[test]

@@ -677,15 +677,21 @@ impl Drop for Run {
     }
 }
 
-/// Waits until a player wants chunk `index`, for at most `grace`.
+/// Waits until a player wants chunk `index`, for at most `grace` after no
+/// live player is reading towards it any more (one at most two windows
+/// behind it: its window reaches the chunk as it reads on, and ending the
+/// run would drop the bytes its request already has on the way).
 async fn wait_wanted(media: &Media, index: u64, ra: u64, grace: Duration) -> bool {
-    let deadline = Instant::now() + grace;
+    let mut deadline = Instant::now() + grace;
     loop {
         let moved = media.moved.notified();
         if media.wanted(index, ra, grace) {
             return true;
         }
         let now = Instant::now();
+        if media.approaching(index, ra.saturating_mul(2)) {
+            deadline = now + grace;
+        }
         if now >= deadline || media.is_gone() {
             return false;
         }
