@@ -529,7 +529,7 @@ async fn a_seek_does_not_borrow_the_window_of_a_player_elsewhere() {
 /// read-ahead for it.
 #[tokio::test]
 async fn a_player_that_stops_reading_gets_no_read_ahead() {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::io::AsyncReadExt;
     let origin = Origin::start().await;
     let chunk = 1024 * 1024;
     let body = data(16 * chunk as usize, 41);
@@ -540,12 +540,7 @@ async fn a_player_that_stops_reading_gets_no_read_ahead() {
     })
     .await;
     let url = spool.url(&origin.url("stops"));
-    let path = &url[format!("http://{}", spool.addr).len()..];
-    let socket = tokio::net::TcpSocket::new_v4().unwrap();
-    socket.set_recv_buffer_size(4096).unwrap();
-    let mut stream = socket.connect(spool.addr).await.unwrap();
-    let req = format!("GET {path} HTTP/1.1\r\nHost: spool\r\nRange: bytes=0-\r\n\r\n");
-    stream.write_all(req.as_bytes()).await.unwrap();
+    let mut stream = raw_get_from_start(&spool, &url, 4096).await;
     let mut buf = [0; 1024];
     let n = stream.read(&mut buf).await.unwrap();
     assert!(buf[..n].starts_with(b"HTTP/1.1 206"));
@@ -562,7 +557,7 @@ async fn a_player_that_stops_reading_gets_no_read_ahead() {
 /// window is two seconds of its reading, not what it has read so far.
 #[tokio::test]
 async fn read_ahead_in_seconds_learns_the_rate_from_a_paced_player() {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::io::AsyncReadExt;
     const RATE: f64 = 2.0 * 1024.0 * 1024.0;
     let origin = Origin::start().await;
     let chunk = 256 * 1024;
@@ -575,12 +570,7 @@ async fn read_ahead_in_seconds_learns_the_rate_from_a_paced_player() {
     })
     .await;
     let url = spool.url(&origin.url("paced"));
-    let path = &url[format!("http://{}", spool.addr).len()..];
-    let socket = tokio::net::TcpSocket::new_v4().unwrap();
-    socket.set_recv_buffer_size(64 * 1024).unwrap();
-    let mut stream = socket.connect(spool.addr).await.unwrap();
-    let req = format!("GET {path} HTTP/1.1\r\nHost: spool\r\nRange: bytes=0-\r\n\r\n");
-    stream.write_all(req.as_bytes()).await.unwrap();
+    let mut stream = raw_get_from_start(&spool, &url, 64 * 1024).await;
     let mut got = Vec::new();
     let mut buf = vec![0; 64 * 1024];
     let head_end = loop {
@@ -614,6 +604,20 @@ async fn read_ahead_in_seconds_learns_the_rate_from_a_paced_player() {
         request_spans(&origin)
     );
     drop(stream);
+}
+
+/// A raw connection asking for `bytes=0-` of `url`, with a receive buffer
+/// of `recv_buffer` bytes (so that what spool sent is close to what the
+/// player took); nothing read yet.
+async fn raw_get_from_start(spool: &Spool, url: &str, recv_buffer: u32) -> tokio::net::TcpStream {
+    use tokio::io::AsyncWriteExt;
+    let path = &url[format!("http://{}", spool.addr).len()..];
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(recv_buffer).unwrap();
+    let mut stream = socket.connect(spool.addr).await.unwrap();
+    let req = format!("GET {path} HTTP/1.1\r\nHost: spool\r\nRange: bytes=0-\r\n\r\n");
+    stream.write_all(req.as_bytes()).await.unwrap();
+    stream
 }
 
 /// The byte ranges the origin was asked for, in order.
