@@ -6,12 +6,12 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::sync::Notify;
 use tokio::time::Instant;
 use url::Url;
 
 use super::error::CacheError;
 use super::inflight::{Feed, InFlight, Pace};
+use super::watch::Watchers;
 use crate::store::index::{unix_now, ChunkRow, MediaRow};
 use crate::store::MediaId;
 use crate::upstream::Version;
@@ -55,8 +55,9 @@ pub(crate) struct Media {
     /// origin claims.
     slots: Mutex<BTreeMap<u64, Slot>>,
     playheads: Mutex<Vec<Arc<PlayheadState>>>,
-    /// Signalled when a playhead moves or ends.
-    pub moved: Notify,
+    /// Runs waiting for a chunk to be wanted or not: woken when a
+    /// playhead's window moves over their chunk, or the media goes.
+    pub watchers: Watchers,
     /// Set when the origin's copy changed and this version was dropped.
     gone: AtomicBool,
     /// When the origin last confirmed the validators, on tokio's clock
@@ -117,7 +118,7 @@ impl Media {
             row,
             slots: Mutex::new(slots),
             playheads: Mutex::default(),
-            moved: Notify::new(),
+            watchers: Watchers::default(),
             gone: AtomicBool::new(false),
         }
     }
@@ -279,7 +280,7 @@ impl Media {
                 crate::upstream::UpstreamError::Changed,
             ));
         }
-        self.moved.notify_waiters();
+        self.watchers.wake_all();
         true
     }
 
@@ -356,7 +357,7 @@ impl Media {
             heads.retain(|h| h.ended.lock().unwrap().is_none_or(|t| now - t < grace));
             heads.push(state.clone());
         }
-        self.moved.notify_waiters();
+        self.watchers.wake(index, self.window_reach(&state));
         Playhead {
             media: self.clone(),
             state,
@@ -399,12 +400,18 @@ impl Media {
     /// The last chunk in a player's read-ahead window.
     fn window_end(&self, h: &PlayheadState, read_ahead: u64) -> u64 {
         let at = h.chunk.load(Ordering::Relaxed);
+        self.window_reach(h).min(at.saturating_add(read_ahead))
+    }
+
+    /// The last chunk a player's window would cover with no read-ahead
+    /// limit: whatever the limit, its window ends there or before.
+    fn window_reach(&self, h: &PlayheadState) -> u64 {
+        let at = h.chunk.load(Ordering::Relaxed);
         self.reach(
             h.pos.load(Ordering::Relaxed),
             h.read.load(Ordering::Relaxed),
         )
         .max(at)
-        .min(at.saturating_add(read_ahead))
         .min(h.limit)
     }
 
@@ -563,8 +570,13 @@ const PACE_SAMPLE: Duration = Duration::from_secs(2);
 
 impl Playhead {
     pub fn set(&self, index: u64) {
-        if self.state.chunk.swap(index, Ordering::Relaxed) != index {
-            self.media.moved.notify_waiters();
+        let m = &self.media;
+        let before = m.window_reach(&self.state);
+        let was = self.state.chunk.swap(index, Ordering::Relaxed);
+        if was != index {
+            // Chunks leave the window behind it and enter it ahead.
+            let after = m.window_reach(&self.state);
+            m.watchers.wake(was.min(index), before.max(after));
         }
     }
 
@@ -580,8 +592,12 @@ impl Playhead {
         // Runs waiting for the window to reach their chunk look again only
         // when its far end moved into another chunk, not at every piece.
         let m = &self.media;
-        if m.reach(old_pos, before) != m.reach(pos, before.saturating_add(n)) {
-            self.media.moved.notify_waiters();
+        let (was, now) = (
+            m.reach(old_pos, before),
+            m.reach(pos, before.saturating_add(n)),
+        );
+        if was != now {
+            m.watchers.wake(was.min(now), was.max(now));
         }
         self.sample(before.saturating_add(n));
     }
@@ -627,7 +643,8 @@ impl Drop for Playhead {
         let read = self.state.read.load(Ordering::Relaxed);
         self.media.last_read.store(read, Ordering::Relaxed);
         self.media.last_ended.store(at, Ordering::Relaxed);
-        self.media.moved.notify_waiters();
+        let reach = self.media.window_reach(&self.state);
+        self.media.watchers.wake(at, reach);
     }
 }
 

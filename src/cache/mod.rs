@@ -23,6 +23,7 @@ pub(crate) mod prefetch;
 pub(crate) mod rig;
 pub(crate) mod run;
 pub(crate) mod upkeep;
+mod watch;
 
 pub(crate) use error::CacheError;
 pub(crate) use handle::{Cache, Settings};

@@ -683,8 +683,9 @@ impl Drop for Run {
 /// run would drop the bytes its request already has on the way).
 async fn wait_wanted(media: &Media, index: u64, ra: u64, grace: Duration) -> bool {
     let mut deadline = Instant::now() + grace;
+    let watch = media.watchers.watch(index);
     loop {
-        let moved = media.moved.notified();
+        let moved = watch.notified();
         if media.wanted(index, ra, grace) {
             return true;
         }
@@ -704,8 +705,9 @@ async fn wait_wanted(media: &Media, index: u64, ra: u64, grace: Duration) -> boo
 /// Resolves once no player has wanted chunk `index` for `grace` (players
 /// that left count for `grace` after they left).
 async fn wait_unwanted(media: &Media, index: u64, ra: u64, grace: Duration) {
+    let watch = media.watchers.watch(index);
     loop {
-        let moved = media.moved.notified();
+        let moved = watch.notified();
         if !media.wanted(index, ra, grace) || media.is_gone() {
             return;
         }
