@@ -72,7 +72,10 @@ async fn main() -> anyhow::Result<()> {
     };
     raise_fd_limit();
     let listener = tokio::net::TcpListener::bind(cfg.listen).await?;
-    spool::run(cfg, listener, shutdown_signal()).await
+    // The server runs on a worker thread, not on this one: connections
+    // accepted there start on the same worker, with no hand-over to a
+    // sleeping thread on every request.
+    tokio::spawn(spool::run(cfg, listener, shutdown_signal())).await?
 }
 
 /// Resolves on SIGINT or SIGTERM.
