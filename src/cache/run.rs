@@ -41,6 +41,11 @@ pub const UNKNOWN_RATE_READ_AHEAD: u64 = 32 << 20;
 /// Complete chunks of one run waiting for the disk at most.
 const WRITES_IN_FLIGHT: usize = 3;
 
+/// Bytes of a big arriving piece put into its chunk first, before the run
+/// lets waiting players take them (body.rs sends a downloading chunk in
+/// pieces of this size too).
+const FIRST_PUSH: usize = 64 * 1024;
+
 /// Where a run for a miss at `pos` starts within chunk `index`: at the
 /// player's byte. The bytes before it come from a second, small request
 /// once the player has its first bytes.
@@ -642,6 +647,18 @@ impl Run {
                     piece
                 }
             };
+            // A player may be waiting for this piece's first bytes: a big
+            // piece goes in twice, and the player takes its first bytes
+            // before the rest is copied (into pages not touched yet).
+            let mut piece = piece;
+            if piece.len() > FIRST_PUSH && piece.len() as u64 <= chunk.missing(part) {
+                let later = piece.split_off(FIRST_PUSH);
+                got += piece.len() as u64;
+                chunk.push_at(part, piece);
+                self.carry = Some(later);
+                tokio::task::yield_now().await;
+                continue;
+            }
             got += piece.len() as u64;
             // What does not fit belongs to the next chunk, unless this part
             // was cut short (then another transfer brings those bytes).
