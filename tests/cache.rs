@@ -326,6 +326,71 @@ async fn an_abandoned_first_piece_costs_at_most_its_chunk() {
     }
 }
 
+/// A player reading on from a distant origin finds its next chunk on the
+/// way: the request for it leaves once what the current request still
+/// brings takes about one origin time to first byte (both measured), not
+/// only when the player's window reaches the chunk. At the first chunk
+/// the window reaches it at 768 KiB, too late for an origin 200 ms away
+/// sending 2 MiB/s: the player would wait at the chunk's end.
+#[tokio::test]
+async fn the_next_request_leaves_one_origin_latency_before_it_is_needed() {
+    let origin = Origin::start().await;
+    let chunk = 1024 * 1024;
+    let body = data(4 * chunk as usize, 13);
+    origin.add_file("far", body.clone(), "video/mp4");
+    origin.set_faults(
+        "far",
+        Faults {
+            latency: Duration::from_millis(200),
+            rate_bytes_per_sec: Some(2 * chunk),
+            ..Faults::default()
+        },
+    );
+    let spool = Spool::start_with(&origin, |cfg| {
+        cfg.chunk_size = chunk;
+        cfg.read_ahead = ReadAhead::Bytes(8 * chunk);
+    })
+    .await;
+    let url = spool.url(&origin.url("far"));
+    let want = body.slice(..(chunk + chunk / 2) as usize);
+    let player = tokio::spawn(async move {
+        let mut resp = client()
+            .get(&url)
+            .header("range", "bytes=0-")
+            .send()
+            .await
+            .unwrap();
+        let mut read = Vec::new();
+        while read.len() < want.len() {
+            read.extend_from_slice(&resp.chunk().await.unwrap().unwrap());
+        }
+        read.truncate(want.len());
+        read == want[..]
+    });
+    // What the origin had sent of chunk 0 when the request for chunk 1
+    // came (the log is looked at every 2 ms: 4 KiB at this rate).
+    let sent_before = loop {
+        let log = origin.requests_log();
+        let next = format!("bytes={chunk}-");
+        if log
+            .iter()
+            .any(|r| r.range.as_deref().is_some_and(|h| h.starts_with(&next)))
+        {
+            assert_eq!(log[0].range.as_deref(), Some("bytes=0-1048575"));
+            break log[0].body_bytes;
+        }
+        assert!(!player.is_finished(), "no request for chunk 1: {log:?}");
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    };
+    assert!(player.await.unwrap(), "wrong bytes");
+    // Not before the player read past its first piece (512 KiB), and well
+    // before its window reached chunk 1.
+    assert!(
+        (512 * 1024..700 * 1024).contains(&sent_before),
+        "chunk 1 asked for when chunk 0 had {sent_before} bytes sent"
+    );
+}
+
 #[tokio::test]
 async fn abandoned_stream_stops_downloading() {
     let origin = Origin::start().await;

@@ -81,8 +81,14 @@ impl Feed {
 
     /// The transfer's request is going out now.
     pub fn requested(&self) {
+        self.requested_at(Instant::now());
+    }
+
+    /// The request for these bytes left at `at` (unless one was recorded
+    /// already).
+    pub fn requested_at(&self, at: Instant) {
         let mut t = self.times.lock().unwrap();
-        t.requested.get_or_insert_with(Instant::now);
+        t.requested.get_or_insert(at);
     }
 
     /// `n` bytes arrived; returns the time to the first byte when these

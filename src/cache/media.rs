@@ -397,6 +397,19 @@ impl Media {
         })
     }
 
+    /// Whether a live player at chunk `index` reads on past its first
+    /// piece, towards the chunks after it: its window reaches the next
+    /// chunk as it reads on.
+    pub fn reading_on(&self, index: u64) -> bool {
+        let heads = self.playheads.lock().unwrap();
+        heads.iter().any(|h| {
+            h.ended.lock().unwrap().is_none()
+                && h.chunk.load(Ordering::Relaxed) == index
+                && h.read.load(Ordering::Relaxed) > FIRST_PIECE
+                && h.limit > index
+        })
+    }
+
     /// The last chunk in a player's read-ahead window.
     fn window_end(&self, h: &PlayheadState, read_ahead: u64) -> u64 {
         let at = h.chunk.load(Ordering::Relaxed);

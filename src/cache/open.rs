@@ -163,6 +163,9 @@ impl Cache {
             }
             None => (0, Some(0)),
         };
+        // When the request left: its first bytes tell the origin's time to
+        // first byte, which later requests are timed by.
+        let asked = tokio::time::Instant::now();
         let resp = self.upstream().get(url, Some(range)).await?;
         let head = Head::parse(resp.status(), resp.headers())?;
         let Some(size) = head.total else {
@@ -214,7 +217,7 @@ impl Cache {
             if head.status != StatusCode::RANGE_NOT_SATISFIABLE && c < media.chunk_count() {
                 self.inner
                     .runs
-                    .start_with(&media, c, split, range.1, resp, head);
+                    .start_with(&media, c, split, range.1, (asked, resp, head));
                 // A player starting at the beginning: the index may lie
                 // elsewhere (an MP4's moov at the end), and is fetched now.
                 if c == 0 && split == 0 && self.inner.settings.index_first {

@@ -148,17 +148,18 @@ impl Runs {
         true
     }
 
-    /// Starts a run whose first response (from the cold probe) is in hand.
+    /// Starts a run whose first response (from the cold probe) is in hand,
+    /// with when its request left.
     pub fn start_with(
         &self,
         media: &Arc<Media>,
         index: u64,
         split: u64,
         requested_end: Option<u64>,
-        resp: reqwest::Response,
-        head: Head,
+        (asked, resp, head): (Instant, reqwest::Response, Head),
     ) {
         if let Some(mut run) = self.claim(media, index, split) {
+            run.feed.requested_at(asked);
             // The probe asked for what its player wants (a closed range to
             // its last chunk, an open one to the end of its first chunk),
             // which its response delivers.
@@ -556,8 +557,10 @@ impl Run {
         last.saturating_mul(2).saturating_sub(1)
     }
 
-    /// Sends the request for the stretch after this one early, once a
-    /// player's window reaches past what the current request asks for.
+    /// Sends the request for the stretch after this one early: once a
+    /// player's window reaches past what the current request asks for, or
+    /// when a player reads on and the next request's first bytes would
+    /// come later than this one's last (a distant origin).
     fn follow_early(&mut self, index: u64) {
         if !self.continues || self.following.is_some() {
             return;
@@ -568,7 +571,7 @@ impl Run {
             return;
         }
         let ra = self.runs.read_ahead_chunks(&self.media);
-        if !media.wanted(index + 1, ra, Duration::ZERO) {
+        if !media.wanted(index + 1, ra, Duration::ZERO) && !self.next_due(index, next_start) {
             return;
         }
         let own = self.feed.next.lock().unwrap().as_ref().map(|n| n.0);
@@ -582,6 +585,20 @@ impl Run {
             let _ = body.open().await;
             body
         }));
+    }
+
+    /// Whether a player reads on at chunk `index` and what this request
+    /// still brings (from `next_start`) arrives within about one time to
+    /// first byte of the origin: a request sent later leaves the player
+    /// waiting at the chunk's end. Rate and time to first byte are the
+    /// ones measured, as for `Runs::hurry`.
+    fn next_due(&self, index: u64, next_start: u64) -> bool {
+        if !self.media.reading_on(index) {
+            return false;
+        }
+        let pace = self.media.pace();
+        let lead = pace.ttfb + pace.ttfb / 2 + Duration::from_millis(5);
+        self.feed.eta(next_start, pace) <= lead
     }
 
     /// Waits for a `--max-downloads` place (its players wait with it).
