@@ -151,7 +151,7 @@ async fn post_sign_makes_links_for_admins() {
     );
     let resp = c
         .post(format!("{}/sign", spool.base()))
-        .body(req)
+        .body(req.clone())
         .send()
         .await
         .unwrap();
@@ -170,6 +170,35 @@ async fn post_sign_makes_links_for_admins() {
     ] {
         assert_eq!(sign(bad).await.unwrap().status(), want, "{bad}");
     }
+    // A body past 64 KiB is refused as too large, with a length given or
+    // sent chunked (no length at all).
+    let big = format!(
+        r#"{{"url": "http://x/y", "pad": "{}"}}"#,
+        "a".repeat(70_000)
+    );
+    let resp = c
+        .post(format!("{}/sign", spool.base()))
+        .body(big.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 413);
+    let chunked = futures::stream::iter([Ok::<_, std::io::Error>(big)]);
+    let resp = c
+        .post(format!("{}/sign", spool.base()))
+        .body(reqwest::Body::wrap_stream(chunked))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 413);
+    let chunked = futures::stream::iter([Ok::<_, std::io::Error>(req)]);
+    let resp = c
+        .post(format!("{}/sign", spool.base()))
+        .body(reqwest::Body::wrap_stream(chunked))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200, "a chunked body within the limit");
 }
 
 /// A local address that is not loopback, to be a client spool does not

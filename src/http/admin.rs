@@ -19,13 +19,14 @@
 //! | `DELETE /api/prefetch/{job}` | stop a job (what it fetched stays) |
 //! | `POST /api/caching/pause`, `POST /api/caching/resume` | stop and restart cache writes |
 
-use bytes::{Buf, Bytes, BytesMut};
-use futures::{Stream, StreamExt};
+use bytes::{Buf, Bytes};
+use futures::Stream;
 use http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use serde::Serialize;
 use warp::reply::Response;
 
 use super::access::{Access, Peer};
+use super::body::read_limited;
 use super::error::status_of;
 use super::health::Health;
 use crate::cache::prefetch::{Prefetches, Refused};
@@ -373,27 +374,7 @@ where
     S: Stream<Item = Result<B, warp::Error>> + Send,
     B: Buf,
 {
-    let mut body = std::pin::pin!(body);
-    let mut out = BytesMut::new();
-    while let Some(piece) = body.next().await {
-        let mut piece = piece.map_err(|e| {
-            Refusal(
-                StatusCode::BAD_REQUEST,
-                format!("cannot read the body: {e}"),
-            )
-        })?;
-        if out.len() + piece.remaining() > limit {
-            return Err(Refusal(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                format!("the body is larger than {limit} bytes"),
-            ));
-        }
-        while piece.has_remaining() {
-            let c = piece.chunk();
-            out.extend_from_slice(c);
-            let n = c.len();
-            piece.advance(n);
-        }
-    }
-    Ok(out.freeze())
+    read_limited(body, limit)
+        .await
+        .map_err(|(status, why)| Refusal(status, why))
 }

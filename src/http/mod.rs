@@ -5,6 +5,7 @@
 
 mod access;
 mod admin;
+mod body;
 mod conditional;
 mod dash;
 mod error;

@@ -8,11 +8,15 @@ use warp::Filter;
 
 use super::access::{self, Access, Peer};
 use super::admin::{self, Admin};
+use super::body::read_limited;
 use super::error::text;
 use super::health::{self, Health};
 use super::playlist::Playlists;
 use super::stream::{self, Limits};
 use crate::cache::Cache;
+
+/// Largest `POST /sign` body read.
+const SIGN_BODY: usize = 64 * 1024;
 
 /// The routes, with the handles their handlers need.
 pub(crate) fn routes(
@@ -66,9 +70,15 @@ pub(crate) fn routes(
         .and(with_access.clone())
         .and(peer)
         .and(warp::header::headers_cloned())
-        .and(warp::body::content_length_limit(64 * 1024))
-        .and(warp::body::bytes())
-        .then(access::sign);
+        .and(warp::body::stream())
+        .then(
+            |access: Access, peer: Option<Peer>, headers: http::HeaderMap, body| async move {
+                match read_limited(body, SIGN_BODY).await {
+                    Ok(body) => access::sign(access, peer, headers, body).await,
+                    Err((status, why)) => text(status, &why),
+                }
+            },
+        );
     let api = warp::path("api")
         .and(warp::path::tail())
         .and(warp::method())
