@@ -3,7 +3,7 @@
 //!
 //!     loadgen throughput --url URL --clients N --duration-secs S [--range-size BYTES]
 //!     loadgen seq        --url URL [--expect-file PATH] [--repeat N]
-//!     loadgen seeks      --url URL --count K --size FILESIZE --len BYTES [--seed N] [--expect-file PATH] [--open]
+//!     loadgen seeks      --url URL --count K --size FILESIZE --len BYTES [--seed N] [--expect-file PATH] [--open] [--pause-ms MS]
 //!     loadgen paced      --url URL --bits-per-sec R --secs S [--ahead-secs A] [--stall-ms M]
 //!     loadgen gap        --url URL
 //!     loadgen fanout     --url URL --clients N [--expect-size BYTES]
@@ -84,6 +84,11 @@ enum Cmd {
         /// bytes of it and close the connection.
         #[arg(long)]
         open: bool,
+        /// Wait this long after each seek before the next (0: back to
+        /// back): with a pause, a seek does not share the machine with
+        /// what the one before left to do.
+        #[arg(long, default_value_t = 0)]
+        pause_ms: u64,
     },
     /// A player reading an open range (`bytes=0-`) at a fixed bit rate for
     /// S seconds of playback: counts stalls (a byte needed more than
@@ -194,6 +199,7 @@ async fn main() {
             seed,
             expect_file,
             open,
+            pause_ms,
         } => {
             let spec = SeekSpec {
                 count,
@@ -201,6 +207,7 @@ async fn main() {
                 len,
                 seed,
                 open,
+                pause: Duration::from_millis(pause_ms),
             };
             seeks(client(timeout), url, spec, expect_file).await
         }
@@ -482,6 +489,7 @@ struct SeekSpec {
     len: u64,
     seed: u64,
     open: bool,
+    pause: Duration,
 }
 
 async fn seeks(
@@ -500,6 +508,7 @@ async fn seeks(
         len,
         seed,
         open,
+        pause,
     } = spec;
     let len = len.min(size).max(1);
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
@@ -553,6 +562,9 @@ async fn seeks(
             errors += 1;
             first_error.get_or_insert(e);
         }
+        if !pause.is_zero() {
+            tokio::time::sleep(pause).await;
+        }
     }
     let mut sorted = ttfbs.clone();
     sorted.sort_by(|a, b| a.partial_cmp(b).unwrap());
@@ -562,6 +574,7 @@ async fn seeks(
         "count": count,
         "len": len,
         "open_range": open,
+        "pause_ms": pause.as_millis() as u64,
         "seed": seed,
         "seconds": t_all.elapsed().as_secs_f64(),
         "p50_ms": percentile(&sorted, 50.0),
