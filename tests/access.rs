@@ -176,6 +176,12 @@ async fn post_sign_makes_links_for_admins() {
         r#"{{"url": "http://x/y", "pad": "{}"}}"#,
         "a".repeat(70_000)
     );
+    let sign_chunked = |body: String| {
+        let chunked = futures::stream::iter([Ok::<_, std::io::Error>(body)]);
+        c.post(format!("{}/sign", spool.base()))
+            .body(reqwest::Body::wrap_stream(chunked))
+            .send()
+    };
     let resp = c
         .post(format!("{}/sign", spool.base()))
         .body(big.clone())
@@ -183,21 +189,8 @@ async fn post_sign_makes_links_for_admins() {
         .await
         .unwrap();
     assert_eq!(resp.status(), 413);
-    let chunked = futures::stream::iter([Ok::<_, std::io::Error>(big)]);
-    let resp = c
-        .post(format!("{}/sign", spool.base()))
-        .body(reqwest::Body::wrap_stream(chunked))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 413);
-    let chunked = futures::stream::iter([Ok::<_, std::io::Error>(req)]);
-    let resp = c
-        .post(format!("{}/sign", spool.base()))
-        .body(reqwest::Body::wrap_stream(chunked))
-        .send()
-        .await
-        .unwrap();
+    assert_eq!(sign_chunked(big).await.unwrap().status(), 413);
+    let resp = sign_chunked(req).await.unwrap();
     assert_eq!(resp.status(), 200, "a chunked body within the limit");
 }
 
