@@ -418,3 +418,38 @@ fn the_checker_sees_edges_and_cycles() {
         vec!["a::b", "a::c::d", "a::c::e", "a"]
     );
 }
+
+/// A folder's `mod.rs` only declares its files and re-exports: whatever
+/// else it held would be imported by its own files and import them back.
+#[test]
+fn folder_modules_only_declare_and_re_export() {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut files = Vec::new();
+    rust_files(&src, &mut files);
+    let mods: Vec<_> = files
+        .iter()
+        .filter(|p| p.file_name().is_some_and(|n| n == "mod.rs"))
+        .collect();
+    assert!(mods.len() >= 5, "found only {} mod.rs files", mods.len());
+    for path in mods {
+        let text = std::fs::read_to_string(path).unwrap();
+        for line in production(&text).lines().map(str::trim) {
+            let allowed = line.is_empty()
+                || line.starts_with("#[")
+                || line.starts_with("#![")
+                || line.starts_with("mod ")
+                || line.starts_with("pub mod ")
+                || line.starts_with("pub(crate) mod ")
+                || line.starts_with("pub use ")
+                || line.starts_with("pub(crate) use ")
+                // A re-export's list may go on over several lines.
+                || line.ends_with(',')
+                || line.ends_with("};");
+            assert!(
+                allowed,
+                "{}: `{line}`: a mod.rs only declares files and re-exports",
+                path.display()
+            );
+        }
+    }
+}

@@ -1,0 +1,49 @@
+//! `spool verify`: every chunk checked against its checksum, and the
+//! index repaired on request.
+
+use std::path::Path;
+
+use crate::store::recover::{self, ScanOptions};
+use crate::store::{ChunkFiles, Index};
+
+/// Checks every chunk; returns whether the cache was clean.
+pub async fn verify(cache_dir: &Path, repair: bool) -> anyhow::Result<bool> {
+    let path = cache_dir.join("index.db");
+    anyhow::ensure!(path.exists(), "no index at {}", path.display());
+    let opened = tokio::task::spawn_blocking({
+        let path = path.clone();
+        move || Index::open(&path)
+    })
+    .await?;
+    let index = match opened {
+        Ok(i) => i,
+        Err(e) if repair => {
+            println!("index unusable ({e}); moving it aside");
+            let dir = cache_dir.to_owned();
+            let (index, _) =
+                tokio::task::spawn_blocking(move || recover::open_index(&dir)).await??;
+            println!("fresh index created; chunk files cleared");
+            drop(index);
+            return Ok(false);
+        }
+        Err(e) => {
+            println!("index unusable: {e}");
+            return Ok(false);
+        }
+    };
+    let files = ChunkFiles::new(cache_dir, false, 1 << 20);
+    let opts = ScanOptions {
+        checksums: true,
+        since: None,
+    };
+    let report = recover::scan(&files, &index, opts).await?;
+    for p in &report.problems {
+        println!("{p:?}");
+    }
+    println!("{}", report.summary());
+    if repair && !report.problems.is_empty() {
+        recover::repair(&files, &index, &report).await?;
+        println!("repaired {} problems", report.problems.len());
+    }
+    Ok(report.problems.is_empty())
+}
