@@ -168,7 +168,7 @@ impl Server {
             evictor,
             catalog: catalog.clone(),
             index: index.clone(),
-            memcache: memcache.clone(),
+            writer: writer.clone(),
             metrics: metrics.clone(),
             chunk_size: cfg.chunk_size,
             forget_media_after: cfg.forget_media_after,

@@ -601,8 +601,18 @@ async fn pause_and_resume_caching() {
         (status, v["changed"].clone(), v["caching"].clone()),
         (200, json!(true), json!("writing"))
     );
+    // The chunks the stream kept in memory while paused are written on
+    // resume, with no read and no origin request.
+    assert_eq!(v["kept_chunks_writing"], json!(5), "{v}");
+    let requests = origin.stats().requests;
+    wait_for("the kept chunks to be written", || async {
+        cached_whole(&spool.cache_dir, &url)
+    })
+    .await;
+    assert_eq!(origin.stats().requests, requests);
     let (_, v) = api_post(&spool, "/api/caching/resume", &Value::Null).await;
     assert_eq!(v["changed"], json!(false));
+    assert_eq!(v["kept_chunks_writing"], json!(0));
     let (status, job) = api_post(&spool, "/api/prefetch", &json!({ "url": url })).await;
     assert_eq!(status, 202, "{job}");
     let (_, last) = follow(&spool, job["job"].as_u64().unwrap()).await;

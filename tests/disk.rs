@@ -159,6 +159,15 @@ async fn caching_pauses_on_a_disk_someone_else_filled_and_resumes() {
         ready_json(&spool).await["caching"] == "writing"
     })
     .await;
+    // What a's streams kept in memory (2 MiB of its 64 KiB chunks) goes to
+    // disk by itself, with no read of a and no request for it.
+    let a_requests = origin.path_stats("a").requests;
+    wait_for("a's chunks kept in memory to be written", || async {
+        common::cached_chunks(&cache, &origin.url("a")).len() >= 16
+    })
+    .await;
+    assert_eq!(origin.path_stats("a").requests, a_requests);
+    read_all_concurrently(&spool.url(&origin.url("a")), 1, &body).await;
     read_all_concurrently(&spool.url(&origin.url("b")), 2, &body).await;
     wait_for("chunks of b to be written", || async {
         metric(&spool, "spool_chunks_written_total").await > written_before

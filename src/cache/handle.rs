@@ -107,6 +107,12 @@ impl Cache {
         self.upstream().may_skip(pos)
     }
 
+    /// Writes the chunks kept in memory while caching could not, if it can
+    /// now (an admin's resume); returns how many writes started.
+    pub fn write_kept(&self) -> usize {
+        self.inner.runs.writer().write_kept()
+    }
+
     /// Checks a media URL against the allowlist before anything else
     /// happens; a media open in this process was checked when it opened.
     pub async fn check(&self, url: &url::Url) -> Result<(), UpstreamError> {

@@ -108,6 +108,31 @@ impl MemCache {
         Some(e.chunk)
     }
 
+    /// Takes out every chunk that could be written now: of a media still
+    /// in use, recorded in the index and not dropped.
+    pub fn drain_writable(&self) -> Vec<(Arc<Media>, u64, Arc<InFlight>)> {
+        let mut st = self.state.lock().unwrap();
+        let keys: Vec<_> = st
+            .entries
+            .iter()
+            .filter(|(_, e)| {
+                e.media
+                    .upgrade()
+                    .is_some_and(|m| m.id().is_some() && !m.is_gone())
+            })
+            .map(|(k, _)| *k)
+            .collect();
+        let mut out = Vec::with_capacity(keys.len());
+        for key in keys {
+            let e = st.entries.remove(&key).expect("present");
+            st.bytes -= e.chunk.len();
+            if let Some(m) = e.media.upgrade() {
+                out.push((m, key.1, e.chunk));
+            }
+        }
+        out
+    }
+
     pub fn bytes(&self) -> u64 {
         self.state.lock().unwrap().bytes
     }

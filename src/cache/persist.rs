@@ -85,6 +85,22 @@ impl Writer {
         &self.inner.memcache
     }
 
+    /// Writes the chunks kept in memory while caching could not write
+    /// (paused, disk full, failing writes), once it can again: players
+    /// re-reading them find them on disk, and they outlive a restart.
+    /// Returns how many writes started.
+    pub fn write_kept(&self) -> usize {
+        if !self.inner.breaker.is_writing() {
+            return 0;
+        }
+        let kept = self.inner.memcache.drain_writable();
+        let n = kept.len();
+        for (media, index, chunk) in kept {
+            let _ = self.spawn(media, index, chunk);
+        }
+        n
+    }
+
     /// Writes a chunk once it is complete, as a task that shutdown waits
     /// for. Returns None when shutting down (nothing is written then).
     pub fn spawn(

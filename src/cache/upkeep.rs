@@ -9,7 +9,7 @@ use std::time::Duration;
 use tracing::{info, warn};
 
 use super::catalog::Catalog;
-use super::memcache::MemCache;
+use super::persist::Writer;
 use crate::disk::{Breaker, Disk, Level, Space};
 use crate::metrics::{KindLabel, Metrics};
 use crate::store::recover::{self, Problem, Report, ScanOptions};
@@ -32,7 +32,8 @@ pub(crate) struct Parts {
     pub evictor: Evictor,
     pub catalog: Catalog,
     pub index: Index,
-    pub memcache: MemCache,
+    /// Writes chunks kept in memory once caching can write again.
+    pub writer: Writer,
     pub metrics: Arc<Metrics>,
     pub chunk_size: u64,
     /// Media rows with no chunks, unread this long, are removed.
@@ -91,7 +92,7 @@ impl Upkeep {
         m.disk_total_bytes.set(now.total_bytes as i64);
         m.disk_level.set(level as i64);
         m.caching_paused.set(i64::from(!u.breaker.is_writing()));
-        m.memory_cache_bytes.set(u.memcache.bytes() as i64);
+        m.memory_cache_bytes.set(u.writer.memcache().bytes() as i64);
         Some(level)
     }
 
@@ -115,6 +116,15 @@ impl Upkeep {
                     }
                     last = Some(level);
                 }
+            }
+            // Caching may write again (space back, a resume, the breaker
+            // closed): what was kept in memory meanwhile goes to disk.
+            let kept = self.inner.writer.write_kept();
+            if kept > 0 {
+                info!(
+                    chunks = kept,
+                    "writing chunks kept in memory while caching could not"
+                );
             }
             self.inner.catalog.sweep(MEDIA_IDLE);
             self.inner.evictor.trim(&self.inner.catalog).await;

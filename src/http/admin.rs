@@ -17,7 +17,7 @@
 //! | `POST /api/prefetch` | `{"url": "..."}`: warm a media; returns its job |
 //! | `GET /api/prefetch`, `GET /api/prefetch/{job}` | jobs and their progress |
 //! | `DELETE /api/prefetch/{job}` | stop a job (what it fetched stays) |
-//! | `POST /api/caching/pause`, `POST /api/caching/resume` | stop and restart cache writes |
+//! | `POST /api/caching/pause`, `POST /api/caching/resume` | stop and restart cache writes (a resume writes what was kept in memory) |
 
 use bytes::{Buf, Bytes};
 use futures::Stream;
@@ -341,10 +341,16 @@ impl Admin {
     fn caching(&self, pause: bool) -> Response {
         let b = &self.health.breaker;
         let changed = if pause { b.pause() } else { b.resume() };
+        // What streams kept in memory meanwhile is written now.
+        let written = match pause {
+            true => 0,
+            false => self.cache.write_kept(),
+        };
         json(
             StatusCode::OK,
             &serde_json::json!({
                 "changed": changed,
+                "kept_chunks_writing": written,
                 "caching": b.mode().describe(),
                 "writing": b.is_writing(),
             }),
