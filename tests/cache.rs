@@ -293,11 +293,7 @@ async fn an_abandoned_first_piece_costs_at_most_its_chunk() {
     let body = data(16 * chunk as usize, 12);
     origin.add_file("probe", body.clone(), "video/mp4");
     origin.set_faults("probe", Faults::throttled(4 * 1024 * 1024));
-    let spool = Spool::start_with(&origin, |cfg| {
-        cfg.chunk_size = chunk;
-        cfg.read_ahead = ReadAhead::Bytes(8 * chunk);
-    })
-    .await;
+    let spool = spool_with_chunks(&origin, chunk, 8).await;
     let url = spool.url(&origin.url("probe"));
     let c = client();
     for at in [0, 5 * chunk + 1000] {
@@ -346,11 +342,7 @@ async fn the_next_request_leaves_one_origin_latency_before_it_is_needed() {
             ..Faults::default()
         },
     );
-    let spool = Spool::start_with(&origin, |cfg| {
-        cfg.chunk_size = chunk;
-        cfg.read_ahead = ReadAhead::Bytes(8 * chunk);
-    })
-    .await;
+    let spool = spool_with_chunks(&origin, chunk, 8).await;
     let url = spool.url(&origin.url("far"));
     let want = body.slice(..(chunk + chunk / 2) as usize);
     let player = tokio::spawn(async move {
@@ -544,11 +536,7 @@ async fn a_seek_does_not_borrow_the_window_of_a_player_elsewhere() {
     let chunk = 1024 * 1024;
     let body = data(32 * chunk as usize, 37);
     origin.add_file("two", body.clone(), "video/mp4");
-    let spool = Spool::start_with(&origin, |cfg| {
-        cfg.chunk_size = chunk;
-        cfg.read_ahead = ReadAhead::Bytes(16 * chunk);
-    })
-    .await;
+    let spool = spool_with_chunks(&origin, chunk, 16).await;
     let url = spool.url(&origin.url("two"));
     let c = client();
     // A player reads on from chunk 10, far past its first piece: its
@@ -599,11 +587,7 @@ async fn a_player_that_stops_reading_gets_no_read_ahead() {
     let chunk = 1024 * 1024;
     let body = data(16 * chunk as usize, 41);
     origin.add_file("stops", body.clone(), "video/mp4");
-    let spool = Spool::start_with(&origin, |cfg| {
-        cfg.chunk_size = chunk;
-        cfg.read_ahead = ReadAhead::Bytes(8 * chunk);
-    })
-    .await;
+    let spool = spool_with_chunks(&origin, chunk, 8).await;
     let url = spool.url(&origin.url("stops"));
     let mut stream = raw_get_from_start(&spool, &url, 4096).await;
     let mut buf = [0; 1024];
@@ -669,6 +653,15 @@ async fn read_ahead_in_seconds_learns_the_rate_from_a_paced_player() {
         request_spans(&origin)
     );
     drop(stream);
+}
+
+/// spool with `chunk`-byte chunks and a read-ahead of `window` chunks.
+async fn spool_with_chunks(origin: &Origin, chunk: u64, window: u64) -> Spool {
+    Spool::start_with(origin, |cfg| {
+        cfg.chunk_size = chunk;
+        cfg.read_ahead = ReadAhead::Bytes(window * chunk);
+    })
+    .await
 }
 
 /// A raw connection asking for `bytes=0-` of `url`, with a receive buffer
@@ -898,11 +891,7 @@ async fn a_seek_ahead_of_a_slow_download_does_not_wait_for_it() {
     let body = data(4 * chunk as usize, 51);
     origin.add_file("slow", body.clone(), "video/mp4");
     origin.set_faults("slow", Faults::throttled(512 * 1024));
-    let spool = Spool::start_with(&origin, |cfg| {
-        cfg.chunk_size = chunk;
-        cfg.read_ahead = ReadAhead::Bytes(4 * chunk);
-    })
-    .await;
+    let spool = spool_with_chunks(&origin, chunk, 4).await;
     let url = spool.url(&origin.url("slow"));
     let c = client();
     // A player starts at the beginning and keeps its connection open.
