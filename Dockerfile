@@ -43,12 +43,15 @@ RUN groupadd --system --gid 10001 spool \
  && chmod 0750 /cache
 COPY --from=build /out/spool /usr/local/bin/spool
 
+# Media on 8080; the control plane (status page, admin API, metrics,
+# signing) on 8081, which compose publishes on the host's loopback only.
 ENV SPOOL_LISTEN=0.0.0.0:8080 \
+    SPOOL_ADMIN_LISTEN=0.0.0.0:8081 \
     SPOOL_CACHE_DIR=/cache \
     SPOOL_SECRET_FILE=/cache/secret.key
 # The cache (chunks, index, key file): keep it on a volume.
 VOLUME ["/cache"]
-EXPOSE 8080
+EXPOSE 8080 8081
 USER 10001:10001
 WORKDIR /cache
 HEALTHCHECK --interval=30s --timeout=5s --start-period=10s --retries=3 CMD ["spool", "healthcheck"]

@@ -45,7 +45,9 @@ pub enum Command {
     /// Print a signed, playable link for an upstream URL:
     /// `<public-url>/s/<token>/<file name>`. For a playlist or manifest
     /// (`.m3u8`, `.m3u`, `.mpd`) the token grants its directory, so that
-    /// the segments it names play through the same link.
+    /// the segments it names play through the same link. Asks the running
+    /// spool (`POST /sign` on its control plane); with none answering,
+    /// signs with the key configured here.
     Sign {
         /// The upstream URL (http or https).
         url: String,
@@ -64,9 +66,8 @@ pub enum Command {
         /// Address spool listens on (for the default public URL).
         #[arg(long, env = "SPOOL_LISTEN", default_value = "127.0.0.1:8080")]
         listen: SocketAddr,
-        /// The server's settings file, for the key and addresses above.
-        #[arg(long, env = "SPOOL_CONFIG")]
-        config: Option<PathBuf>,
+        #[command(flatten)]
+        remote: Remote,
     },
     /// List the cached media: how much of each is cached, size, last
     /// access. Asks the running spool (admin API); with no spool
@@ -103,15 +104,16 @@ pub enum Command {
     },
 }
 
-/// How a command reaches a running spool's admin API.
+/// How a command reaches a running spool's control plane.
 #[derive(Debug, Clone, Args)]
 pub struct Remote {
-    /// The address spool listens on; an unspecified address (0.0.0.0,
-    /// ::) is asked on loopback.
-    #[arg(long, env = "SPOOL_LISTEN", default_value = "127.0.0.1:8080")]
-    pub listen: SocketAddr,
-    /// The server's admin token (not needed on loopback when spool
-    /// listens on loopback).
+    /// The address spool's control plane listens on (its
+    /// `--admin-listen`); an unspecified address (0.0.0.0, ::) is asked
+    /// on loopback.
+    #[arg(long, env = "SPOOL_ADMIN_LISTEN", default_value = "127.0.0.1:8081", value_parser = parse_optional_addr)]
+    pub admin_listen: OptionalAddr,
+    /// The server's admin token (not needed on loopback when the control
+    /// plane listens on loopback).
     #[arg(long, env = "SPOOL_ADMIN_TOKEN", hide_env_values = true)]
     pub admin_token: Option<String>,
     /// The server's settings file, for the settings above.
@@ -218,12 +220,32 @@ pub struct Config {
     #[command(flatten)]
     pub signing: Signing,
 
-    /// Token for the admin endpoints (`/metrics`, the detailed
-    /// `/health/ready`, `POST /sign`, the admin API `/api/…` behind the
-    /// status page), sent as `Authorization: Bearer`.
-    /// Without it they answer loopback clients only.
+    /// Address of the control plane: the status page, the admin API
+    /// (`/api/…`), `/metrics`, `POST /sign` and the detailed
+    /// `/health/ready`. Kept apart from `--listen`, so that nothing spool
+    /// proxies ever shares an origin with it. Empty turns it off.
+    #[arg(long, env = "SPOOL_ADMIN_LISTEN", default_value = "127.0.0.1:8081", value_parser = parse_optional_addr)]
+    pub admin_listen: OptionalAddr,
+
+    /// Host names the control plane answers to besides address literals
+    /// and `localhost` (e.g. the name a reverse proxy forwards for it),
+    /// comma separated; also the origins its state-changing requests may
+    /// come from. Any other `Host` is refused (DNS rebinding).
+    #[arg(long, env = "SPOOL_ADMIN_HOST", value_delimiter = ',')]
+    pub admin_host: Vec<String>,
+
+    /// Token for the control plane (`--admin-listen`), sent as
+    /// `Authorization: Bearer`. Without it the control plane answers
+    /// loopback clients only, and only when it listens on loopback.
     #[arg(long, env = "SPOOL_ADMIN_TOKEN", hide_env_values = true)]
     pub admin_token: Option<String>,
+
+    /// Serve types a browser would run as a page (HTML, XHTML, SVG, XML)
+    /// inline rather than as downloads (`Content-Disposition:
+    /// attachment`). Either way every media answer is sandboxed
+    /// (`Content-Security-Policy: sandbox`) and never sniffed.
+    #[arg(long, env = "SPOOL_INLINE_DOCUMENTS", default_value_t = false, action = clap::ArgAction::Set)]
+    pub inline_documents: bool,
 
     /// `Access-Control-Allow-Origin` on media answers, so pages on other
     /// origins can fetch ranges and play `<video crossorigin>`; `*` (spool
@@ -421,6 +443,21 @@ impl Config {
     }
 }
 
+/// An address, or none (an empty value turns a listener off).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OptionalAddr(pub Option<SocketAddr>);
+
+/// `""` (or `off`) for none, else an address such as `127.0.0.1:8081`.
+pub fn parse_optional_addr(s: &str) -> Result<OptionalAddr, String> {
+    match s.trim() {
+        "" | "off" | "none" => Ok(OptionalAddr(None)),
+        a => a
+            .parse()
+            .map(|a| OptionalAddr(Some(a)))
+            .map_err(|_| format!("{a:?} is not an address such as 127.0.0.1:8081 (empty: off)")),
+    }
+}
+
 /// Where to reach a server listening on `listen`: an unspecified address
 /// (listening on every interface) is reached on loopback.
 pub fn local_address(listen: SocketAddr) -> SocketAddr {
@@ -575,6 +612,22 @@ mod tests {
         let cfg = Config::new("/tmp/x");
         assert_eq!(cfg.chunk_size, 1 << 20);
         assert_eq!(cfg.listen.to_string(), "127.0.0.1:8080");
+        assert_eq!(
+            cfg.admin_listen,
+            OptionalAddr(Some("127.0.0.1:8081".parse().unwrap()))
+        );
+        assert!(!cfg.inline_documents);
+    }
+
+    #[test]
+    fn admin_listener_can_be_turned_off() {
+        let cli = Cli::parse_from(["spool", "--admin-listen", ""]);
+        assert_eq!(cli.serve.admin_listen, OptionalAddr(None));
+        let cli = Cli::parse_from(["spool", "--admin-listen", "0.0.0.0:9"]);
+        assert_eq!(cli.serve.admin_listen.0.unwrap().port(), 9);
+        assert!(Cli::try_parse_from(["spool", "--admin-listen", "nowhere"]).is_err());
+        let cli = Cli::parse_from(["spool", "--admin-host", "spool.lan,Admin.Example:8443"]);
+        assert_eq!(cli.serve.admin_host, ["spool.lan", "Admin.Example:8443"]);
     }
 
     /// Library code neither reads `SPOOL_*` for a test's config nor exits

@@ -25,7 +25,7 @@ pub(crate) mod store;
 pub mod upstream;
 
 pub use config::Config;
-pub use server::{run, Server};
+pub use server::{run, Listeners, Server};
 
 /// What the integration tests reach inside spool (the `testing` feature).
 #[cfg(feature = "testing")]

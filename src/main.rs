@@ -40,7 +40,7 @@ async fn main() -> anyhow::Result<()> {
             expires,
             signing,
             listen,
-            ..
+            remote,
         }) => {
             let scope = match (directory, file) {
                 (true, _) => Some(spool::signing::Scope::Dir),
@@ -49,7 +49,7 @@ async fn main() -> anyhow::Result<()> {
             };
             println!(
                 "{}",
-                spool::cmd::sign(&url, scope, expires, &signing, listen)?
+                spool::cmd::sign(&url, scope, expires, &signing, listen, &remote).await?
             );
             return Ok(());
         }

@@ -208,22 +208,49 @@ impl Server {
         })
     }
 
-    /// Serves until `shutdown` resolves.
+    /// Serves media on `listener` until `shutdown` resolves; the control
+    /// plane on `--admin-listen` (bound here), unless that is off.
     pub async fn serve(
         self,
         listener: tokio::net::TcpListener,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
+        let admin = match self.cfg.admin_listen.0 {
+            Some(addr) => Some(bind_admin(addr).await?),
+            None => None,
+        };
+        let listeners = Listeners {
+            media: listener,
+            admin,
+        };
+        self.serve_on(listeners, shutdown).await
+    }
+
+    /// Serves on listeners bound by the caller (tests bind port 0) until
+    /// `shutdown` resolves.
+    pub async fn serve_on(
+        self,
+        listeners: Listeners,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
         let cfg = &self.cfg;
-        let access = access(cfg, listener.local_addr()?).await?;
+        let Listeners { media, admin } = listeners;
+        let local = media.local_addr()?;
+        let admin_addr = admin.as_ref().map(|l| l.local_addr()).transpose()?;
+        if admin_addr == Some(local) {
+            anyhow::bail!("--admin-listen must differ from --listen ({local})");
+        }
+        let access = access(cfg, local).await?;
+        let control = control(cfg, admin_addr)?;
         info!(
-            listen = %listener.local_addr()?,
+            listen = %local,
+            admin = %admin_addr.map_or("off".to_owned(), |a| a.to_string()),
             cache_dir = %cfg.cache_dir.display(),
             chunk_size = cfg.chunk_size,
             read_ahead = ?cfg.read_ahead,
             "spool serving"
         );
-        set_nodelay(&listener);
+        set_nodelay(&media);
         if !self.index_in_memory {
             tokio::spawn(self.upkeep.clone().reconcile(self.started));
         }
@@ -243,18 +270,46 @@ impl Server {
             header_timeout: cfg.header_timeout,
             send_queue: u32::try_from(cfg.send_queue).unwrap_or(u32::MAX),
         };
-        let server = http::serve(
-            listener,
-            self.cache.clone(),
-            self.health.clone(),
-            limits,
+        let metrics = self.health.metrics.clone();
+        let stop = tokio_util::sync::CancellationToken::new();
+        let media_plane = http::serve(
+            media,
+            http::media_routes(
+                self.cache.clone(),
+                self.health.clone(),
+                limits,
+                access.clone(),
+                http::Inert {
+                    inline_documents: cfg.inline_documents,
+                },
+                http::Playlists::default(),
+            ),
+            metrics.clone(),
             conn,
-            access,
-            async move {
-                shutdown.await;
-                let _ = stopping_tx.send(());
-            },
+            stop.clone().cancelled_owned(),
         );
+        let control_plane = admin.map(|admin| {
+            let api = http::Admin::new(self.cache.clone(), self.health.clone(), access, control);
+            tokio::spawn(http::serve(
+                admin,
+                http::admin_routes(api),
+                metrics,
+                conn,
+                stop.clone().cancelled_owned(),
+            ))
+        });
+        let stopper = stop.clone();
+        tokio::spawn(async move {
+            shutdown.await;
+            stopper.cancel();
+            let _ = stopping_tx.send(());
+        });
+        let server = async move {
+            media_plane.await;
+            if let Some(c) = control_plane {
+                let _ = c.await;
+            }
+        };
         let deadline = cfg.shutdown_timeout;
         let mut shutdown_started = None;
         tokio::select! {
@@ -284,6 +339,61 @@ impl Server {
         info!("stopped");
         Ok(())
     }
+}
+
+/// Where a server listens.
+pub struct Listeners {
+    /// Media and the plain health answers (`--listen`).
+    pub media: tokio::net::TcpListener,
+    /// The control plane (`--admin-listen`); None: off.
+    pub admin: Option<tokio::net::TcpListener>,
+}
+
+/// Binds the control plane's listener, with a reason that names the flag.
+async fn bind_admin(addr: std::net::SocketAddr) -> anyhow::Result<tokio::net::TcpListener> {
+    tokio::net::TcpListener::bind(addr).await.with_context(|| {
+        format!(
+            "cannot listen on --admin-listen {addr} (the control plane); pick another address, \
+             or set it empty to turn the control plane off"
+        )
+    })
+}
+
+/// The control plane's rules for a control plane listening on `admin`.
+fn control(cfg: &Config, admin: Option<std::net::SocketAddr>) -> anyhow::Result<http::Control> {
+    // An empty token is no token (an uncommented `SPOOL_ADMIN_TOKEN=`
+    // must not let everyone in); a short one could be guessed.
+    let admin_token = cfg
+        .admin_token
+        .as_deref()
+        .map(str::trim)
+        .filter(|t| !t.is_empty());
+    if let Some(t) = admin_token {
+        anyhow::ensure!(
+            t.len() >= crate::signing::MIN_SECRET_LEN,
+            "SPOOL_ADMIN_TOKEN is too short ({} bytes; at least {}, e.g. `openssl rand -hex 32`)",
+            t.len(),
+            crate::signing::MIN_SECRET_LEN
+        );
+    }
+    let trust_loopback = admin.is_some_and(|a| a.ip().is_loopback());
+    if admin.is_some() && !trust_loopback && admin_token.is_none() {
+        tracing::warn!(
+            "the control plane listens beyond loopback without SPOOL_ADMIN_TOKEN: \
+             its admin endpoints answer nobody"
+        );
+    }
+    let hosts = cfg
+        .admin_host
+        .iter()
+        .map(|h| h.trim().to_ascii_lowercase())
+        .filter(|h| !h.is_empty())
+        .collect();
+    Ok(http::Control {
+        admin_token: admin_token.map(Arc::from),
+        trust_loopback,
+        hosts: Arc::new(hosts),
+    })
 }
 
 /// Serves `cfg` on `listener` until `shutdown` resolves.
@@ -325,21 +435,6 @@ async fn access(cfg: &Config, local: std::net::SocketAddr) -> anyhow::Result<htt
             "unsigned links are served only for --allow-upstream entries"
         );
     }
-    // An empty token is no token (an uncommented `SPOOL_ADMIN_TOKEN=`
-    // must not let everyone in); a short one could be guessed.
-    let admin_token = cfg
-        .admin_token
-        .as_deref()
-        .map(str::trim)
-        .filter(|t| !t.is_empty());
-    if let Some(t) = admin_token {
-        anyhow::ensure!(
-            t.len() >= crate::signing::MIN_SECRET_LEN,
-            "SPOOL_ADMIN_TOKEN is too short ({} bytes; at least {}, e.g. `openssl rand -hex 32`)",
-            t.len(),
-            crate::signing::MIN_SECRET_LEN
-        );
-    }
     let credentialed: Vec<url::Origin> = cfg
         .upstream_headers
         .iter()
@@ -352,8 +447,6 @@ async fn access(cfg: &Config, local: std::net::SocketAddr) -> anyhow::Result<htt
         key,
         restricted,
         allow: Arc::new(cfg.allow_upstream.clone()),
-        admin_token: admin_token.map(Arc::from),
-        trust_loopback: loopback,
         credentialed: Arc::new(credentialed),
         public_url: Arc::from(cfg.signing.public_url(local)),
         cors_origin: cors,

@@ -233,6 +233,16 @@ pub fn file_name(url: &url::Url) -> String {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Expiry(pub Option<Duration>);
 
+impl std::fmt::Display for Expiry {
+    /// What [`parse_expires`] reads back: `never`, or a duration.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            None => f.write_str("never"),
+            Some(d) => write!(f, "{}", humantime::format_duration(d)),
+        }
+    }
+}
+
 /// Parses `--expires`: a duration (`30d`, `12h`) or `never`.
 pub fn parse_expires(s: &str) -> Result<Expiry, String> {
     if s.eq_ignore_ascii_case("never") {

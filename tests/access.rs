@@ -140,7 +140,7 @@ async fn post_sign_makes_links_for_admins() {
     let spool = signed_spool(&origin).await;
     let c = client();
     let sign = |json: &'static str| {
-        c.post(format!("{}/sign", spool.base()))
+        c.post(format!("{}/sign", spool.admin()))
             .header("content-type", "application/json")
             .body(json)
             .send()
@@ -149,8 +149,23 @@ async fn post_sign_makes_links_for_admins() {
         r#"{{"url": "{}", "expires": "1h"}}"#,
         by_name(&origin, "b.mkv")
     );
+    // Like the rest of the admin API, only JSON: a cross-site "simple"
+    // request (text/plain, a form) cannot sign.
+    for ctype in [
+        None,
+        Some("text/plain"),
+        Some("application/x-www-form-urlencoded"),
+    ] {
+        let mut r = c.post(format!("{}/sign", spool.admin())).body(req.clone());
+        if let Some(t) = ctype {
+            r = r.header("content-type", t);
+        }
+        let resp = r.send().await.unwrap();
+        assert_eq!(resp.status(), 415, "{ctype:?}");
+    }
     let resp = c
-        .post(format!("{}/sign", spool.base()))
+        .post(format!("{}/sign", spool.admin()))
+        .header("content-type", "application/json")
         .body(req.clone())
         .send()
         .await
@@ -178,12 +193,14 @@ async fn post_sign_makes_links_for_admins() {
     );
     let sign_chunked = |body: String| {
         let chunked = futures::stream::iter([Ok::<_, std::io::Error>(body)]);
-        c.post(format!("{}/sign", spool.base()))
+        c.post(format!("{}/sign", spool.admin()))
+            .header("content-type", "application/json")
             .body(reqwest::Body::wrap_stream(chunked))
             .send()
     };
     let resp = c
-        .post(format!("{}/sign", spool.base()))
+        .post(format!("{}/sign", spool.admin()))
+        .header("content-type", "application/json")
         .body(big.clone())
         .send()
         .await
@@ -209,10 +226,30 @@ fn lan_address() -> IpAddr {
 async fn start_on_all(
     cfg: spool::Config,
 ) -> anyhow::Result<(SocketAddr, tokio::task::JoinHandle<anyhow::Result<()>>)> {
+    start_on_all_with_admin(cfg)
+        .await
+        .map(|(addr, _, task)| (addr, task))
+}
+
+/// [`start_on_all`], the control plane on every address too; returns the
+/// media and control plane addresses as a LAN client reaches them.
+async fn start_on_all_with_admin(
+    cfg: spool::Config,
+) -> anyhow::Result<(
+    SocketAddr,
+    SocketAddr,
+    tokio::task::JoinHandle<anyhow::Result<()>>,
+)> {
     let listener = tokio::net::TcpListener::bind("0.0.0.0:0").await?;
+    let admin = tokio::net::TcpListener::bind("0.0.0.0:0").await?;
     let port = listener.local_addr()?.port();
+    let admin_addr = SocketAddr::new(lan_address(), admin.local_addr()?.port());
     let server = spool::Server::new(cfg).await?;
-    let task = tokio::spawn(server.serve(listener, std::future::pending()));
+    let listeners = spool::Listeners {
+        media: listener,
+        admin: Some(admin),
+    };
+    let task = tokio::spawn(server.serve_on(listeners, std::future::pending()));
     let addr = SocketAddr::new(lan_address(), port);
     let c = client();
     for _ in 0..200 {
@@ -227,7 +264,7 @@ async fn start_on_all(
             .await
             .is_ok()
         {
-            return Ok((addr, task));
+            return Ok((addr, admin_addr, task));
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
@@ -274,9 +311,19 @@ async fn admin_endpoints_need_loopback_or_the_token() {
     let tmp = tempfile::tempdir().unwrap();
     let mut cfg = common::test_config(tmp.path(), &origin);
     cfg.admin_token = Some("let-me-in-please-now".into());
-    let (addr, task) = start_on_all(cfg).await.unwrap();
+    let (media, addr, task) = start_on_all_with_admin(cfg).await.unwrap();
     let c = client();
     let at = |p: &str| format!("http://{addr}{p}");
+    // The media listener has none of it.
+    for path in ["/metrics", "/sign", "/api/status", "/"] {
+        let r = c
+            .get(format!("http://{media}{path}"))
+            .header("authorization", "Bearer let-me-in-please-now")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 404, "{path}");
+    }
     // A client on the LAN: live, and ready without details.
     assert_eq!(get(&c, &at("/health/live"), None).await.0, 200);
     let (status, _, body) = get(&c, &at("/health/ready"), None).await;
@@ -302,6 +349,7 @@ async fn admin_endpoints_need_loopback_or_the_token() {
     }
     let r = c
         .post(at("/sign"))
+        .header("content-type", "application/json")
         .body(r#"{"url":"http://x/y"}"#)
         .send()
         .await
@@ -326,6 +374,7 @@ async fn admin_endpoints_need_loopback_or_the_token() {
     assert!(v.get("disk").is_some(), "{v}");
     // No key on this server: POST /sign says so, after the admin check.
     let r = auth(c.post(at("/sign")))
+        .header("content-type", "application/json")
         .body(r#"{"url":"http://x/y"}"#)
         .send()
         .await
@@ -339,7 +388,7 @@ async fn admin_endpoints_need_loopback_or_the_token() {
     // An empty token is no token; a short one is refused at start.
     let mut cfg = common::test_config(tmp.path(), &origin);
     cfg.admin_token = Some(" ".into());
-    let (addr, task) = start_on_all(cfg).await.unwrap();
+    let (_, addr, task) = start_on_all_with_admin(cfg).await.unwrap();
     let r = c
         .get(format!("http://{addr}/metrics"))
         .header("authorization", "Bearer ")
@@ -436,24 +485,45 @@ async fn sign_and_healthcheck_commands() {
         Spool::start_with(&origin, |c| c.signing.secret_file = Some(key_file.clone())).await;
     // The server made the key file; `spool sign` with the same file signs
     // links it accepts.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let closed_addr = closed.local_addr().unwrap();
+    drop(closed);
     let out = spool_bin()
         .args(["sign", &by_name(&origin, "show.webm"), "--expires", "2h"])
+        .args(["--admin-listen", &closed_addr.to_string()])
         .env("SPOOL_SECRET_FILE", &key_file)
         .env("SPOOL_PUBLIC_URL", spool.base())
         .env_remove("SPOOL_SECRET")
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(err.contains("signed with the key configured here"), "{err}");
     let link = String::from_utf8(out.stdout).unwrap().trim().to_owned();
     assert!(link.ends_with("/show.webm"), "{link}");
     assert_eq!(get(&client(), &link, None).await.2, body);
-    // Without a key it says how to get one.
+    // With the server answering, the server signs: its key, its public
+    // URL, whatever this shell knows.
+    let out = spool_bin()
+        .args(["sign", &by_name(&origin, "show.webm"), "--expires", "never"])
+        .args(["--admin-listen", &spool.admin_addr.unwrap().to_string()])
+        .env_remove("SPOOL_SECRET")
+        .env_remove("SPOOL_SECRET_FILE")
+        .env_remove("SPOOL_PUBLIC_URL")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    let link = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+    assert!(
+        link.starts_with(&format!("{}/s/", spool.base())) && link.ends_with("/show.webm"),
+        "{link}"
+    );
+    assert_eq!(get(&client(), &link, None).await.2, body);
+    // Neither a server nor a key: it says how to get one.
     let out = spool_bin()
         .args(["sign", "http://example.com/a.mp4"])
+        .args(["--admin-listen", &closed_addr.to_string()])
         .env_remove("SPOOL_SECRET")
         .env_remove("SPOOL_SECRET_FILE")
         .output()
@@ -469,9 +539,6 @@ async fn sign_and_healthcheck_commands() {
             .code()
     };
     assert_eq!(check(spool.addr.to_string()), Some(0));
-    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let closed_addr = closed.local_addr().unwrap();
-    drop(closed);
     assert_eq!(check(closed_addr.to_string()), Some(1));
 }
 
@@ -479,7 +546,14 @@ async fn sign_and_healthcheck_commands() {
 async fn the_binary_refuses_to_be_an_open_proxy() {
     let tmp = tempfile::tempdir().unwrap();
     let out = spool_bin()
-        .args(["serve", "--listen", "0.0.0.0:0", "--cache-dir"])
+        .args([
+            "serve",
+            "--listen",
+            "0.0.0.0:0",
+            "--admin-listen",
+            "127.0.0.1:0",
+        ])
+        .arg("--cache-dir")
         .arg(tmp.path())
         .env_remove("SPOOL_SECRET")
         .env_remove("SPOOL_SECRET_FILE")
@@ -522,7 +596,14 @@ async fn credentials_stay_out_of_the_log() {
     .unwrap();
     let log = common::ChildLog::new();
     let mut child = spool_bin()
-        .args(["serve", "--listen", "127.0.0.1:0", "--config"])
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--admin-listen",
+            "127.0.0.1:0",
+        ])
+        .arg("--config")
         .arg(&settings)
         .arg("--cache-dir")
         .arg(tmp.path().join("cache"))

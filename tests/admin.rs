@@ -37,7 +37,7 @@ async fn api_get(spool: &Spool, path: &str) -> (u16, Value) {
     call(
         &client(),
         "GET",
-        &format!("{}{path}", spool.base()),
+        &format!("{}{path}", spool.admin()),
         None,
         None,
     )
@@ -46,7 +46,7 @@ async fn api_get(spool: &Spool, path: &str) -> (u16, Value) {
 
 async fn api_post(spool: &Spool, path: &str, body: &Value) -> (u16, Value) {
     let text = body.to_string();
-    let url = format!("{}{path}", spool.base());
+    let url = format!("{}{path}", spool.admin());
     call(
         &client(),
         "POST",
@@ -143,7 +143,7 @@ async fn bad_input_gets_clear_4xx() {
     let origin = Origin::start().await;
     let spool = Spool::start(&origin).await;
     let c = client();
-    let at = |p: &str| format!("{}{p}", spool.base());
+    let at = |p: &str| format!("{}{p}", spool.admin());
     let json_ct = Some("application/json");
     // method, path, body, Content-Type, status, what the reason says
     type Case<'a> = (
@@ -299,10 +299,15 @@ async fn the_api_needs_the_token_when_restricted() {
     let tmp = tempfile::tempdir().unwrap();
     let mut cfg = common::test_config(tmp.path(), &origin);
     cfg.admin_token = Some(TOKEN.into());
+    let media = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let listener = tokio::net::TcpListener::bind("0.0.0.0:0").await.unwrap();
     let addr = SocketAddr::from(([127, 0, 0, 1], listener.local_addr().unwrap().port()));
     let server = spool::Server::new(cfg).await.unwrap();
-    let task = tokio::spawn(server.serve(listener, std::future::pending()));
+    let listeners = spool::Listeners {
+        media,
+        admin: Some(listener),
+    };
+    let task = tokio::spawn(server.serve_on(listeners, std::future::pending()));
     let c = client();
     let at = |p: &str| format!("http://{addr}{p}");
     wait_for("spool to answer", || async {
@@ -389,7 +394,7 @@ async fn delete_while_a_stream_reads() {
     let (status, v) = call(
         &c,
         "DELETE",
-        &format!("{}/api/media/{id}", spool.base()),
+        &format!("{}/api/media/{id}", spool.admin()),
         None,
         None,
     )
@@ -500,7 +505,7 @@ async fn prefetch_fills_the_cache_with_progress_and_a_rerun_fetches_nothing() {
     let (status, _) = call(
         &client(),
         "DELETE",
-        &format!("{}/api/prefetch/{}", spool.base(), job["job"]),
+        &format!("{}/api/prefetch/{}", spool.admin(), job["job"]),
         None,
         None,
     )
@@ -529,7 +534,7 @@ async fn a_stopped_prefetch_resumes_where_it_stopped() {
     let (status, v) = call(
         &client(),
         "DELETE",
-        &format!("{}{path}", spool.base()),
+        &format!("{}{path}", spool.admin()),
         None,
         None,
     )
@@ -625,6 +630,7 @@ fn spool_bin() -> std::process::Command {
     for v in [
         "SPOOL_ADMIN_TOKEN",
         "SPOOL_LISTEN",
+        "SPOOL_ADMIN_LISTEN",
         "SPOOL_CONFIG",
         "SPOOL_CACHE_DIR",
     ] {
@@ -654,22 +660,27 @@ async fn ls_and_prefetch_commands() {
     let tmp = tempfile::tempdir().unwrap();
     let mut cfg = common::test_config(tmp.path(), &origin);
     cfg.admin_token = Some(TOKEN.into());
+    let media = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let listener = tokio::net::TcpListener::bind("0.0.0.0:0").await.unwrap();
     let listen = format!("0.0.0.0:{}", listener.local_addr().unwrap().port());
     let server = spool::Server::new(cfg).await.unwrap();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let task = tokio::spawn(server.serve(listener, async {
+    let listeners = spool::Listeners {
+        media,
+        admin: Some(listener),
+    };
+    let task = tokio::spawn(server.serve_on(listeners, async {
         let _ = stopped.await;
     }));
     let url = origin.url("cli.mp4");
 
     // Without the token: told what to set.
-    let (code, _, err) = run(spool_bin().args(["prefetch", &url, "--listen", &listen]));
+    let (code, _, err) = run(spool_bin().args(["prefetch", &url, "--admin-listen", &listen]));
     assert_eq!(code, Some(1), "{err}");
     assert!(err.contains("SPOOL_ADMIN_TOKEN"), "{err}");
     // With it: warmed whole.
     let (code, out, err) = run(spool_bin()
-        .args(["prefetch", &url, "--listen", &listen])
+        .args(["prefetch", &url, "--admin-listen", &listen])
         .env("SPOOL_ADMIN_TOKEN", TOKEN));
     assert_eq!(code, Some(0), "{out}{err}");
     assert!(
@@ -680,21 +691,26 @@ async fn ls_and_prefetch_commands() {
     // Again: nothing fetched.
     origin.reset_stats();
     let (code, out, err) = run(spool_bin()
-        .args(["prefetch", &url, "--listen", &listen])
+        .args(["prefetch", &url, "--admin-listen", &listen])
         .env("SPOOL_ADMIN_TOKEN", TOKEN));
     assert_eq!(code, Some(0), "{out}{err}");
     assert!(out.contains("(0 B fetched"), "{out}");
     assert_eq!(origin.stats().body_bytes, 0);
     // A URL it may not fetch: refused with the reason, exit 1.
     let (code, out, _) = run(spool_bin()
-        .args(["prefetch", "http://10.9.9.9/x.mp4", "--listen", &listen])
+        .args([
+            "prefetch",
+            "http://10.9.9.9/x.mp4",
+            "--admin-listen",
+            &listen,
+        ])
         .env("SPOOL_ADMIN_TOKEN", TOKEN));
     assert_eq!(code, Some(1));
     assert!(out.contains("refused (403 Forbidden"), "{out}");
 
     // ls through the server: the bar, share, size.
     let (code, out, err) = run(spool_bin()
-        .args(["ls", "--listen", &listen])
+        .args(["ls", "--admin-listen", &listen])
         .env("SPOOL_ADMIN_TOKEN", TOKEN));
     assert_eq!(code, Some(0), "{err}");
     assert!(err.contains("from the running spool"), "{err}");
@@ -711,7 +727,7 @@ async fn ls_and_prefetch_commands() {
     let _ = stop.send(());
     let _ = tokio::time::timeout(std::time::Duration::from_secs(10), task).await;
     let (code, out2, err) = run(spool_bin()
-        .args(["ls", "--listen", &listen, "--cache-dir"])
+        .args(["ls", "--admin-listen", &listen, "--cache-dir"])
         .arg(tmp.path()));
     assert_eq!(code, Some(0), "{err}");
     assert!(err.contains("read-only"), "{err}");
@@ -722,7 +738,7 @@ async fn ls_and_prefetch_commands() {
     assert_eq!(row2.split("  ").next(), row.split("  ").next());
     assert!(row2.contains("[####################]  100.0%"), "{row2}");
     // prefetch without a server says it needs one.
-    let (code, _, err) = run(spool_bin().args(["prefetch", &url, "--listen", &listen]));
+    let (code, _, err) = run(spool_bin().args(["prefetch", &url, "--admin-listen", &listen]));
     assert_eq!(code, Some(1));
     assert!(err.contains("running spool"), "{err}");
 }

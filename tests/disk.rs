@@ -188,7 +188,7 @@ async fn wait_for_chunks_dealt_with(spool: &Spool, n: f64) {
 }
 
 async fn ready_json(spool: &Spool) -> serde_json::Value {
-    let (_, _, body) = get(&client(), &format!("{}/health/ready", spool.base()), None).await;
+    let (_, _, body) = get(&client(), &format!("{}/health/ready", spool.admin()), None).await;
     serde_json::from_slice(&body).unwrap()
 }
 
@@ -274,6 +274,8 @@ async fn a_cache_dir_the_user_may_not_write_is_permission_denied() {
             "serve",
             "--listen",
             "127.0.0.1:0",
+            "--admin-listen",
+            "127.0.0.1:0",
             "--chunk-size",
             "64KiB",
             "--min-free-bytes",
@@ -292,6 +294,7 @@ async fn a_cache_dir_the_user_may_not_write_is_permission_denied() {
         .unwrap();
     let mut child = KillOnDrop(child);
     let addr = log.listen_addr(&mut child.0).await;
+    let admin = log.admin_addr(&mut child.0).await;
     let c = client();
     let enc: String = url::form_urlencoded::byte_serialize(origin.url("p").as_bytes()).collect();
     let url = format!("http://{addr}/stream?url={enc}");
@@ -303,7 +306,7 @@ async fn a_cache_dir_the_user_may_not_write_is_permission_denied() {
     // The failed writes are counted as they happen, after the chunks were
     // streamed.
     wait_for("a PERMISSION_DENIED write error in the metrics", || async {
-        let (_, _, m) = get(&c, &format!("http://{addr}/metrics"), None).await;
+        let (_, _, m) = get(&c, &format!("http://{admin}/metrics"), None).await;
         String::from_utf8_lossy(&m).lines().any(|l| {
             l.strip_prefix("spool_cache_write_errors_total{class=\"PERMISSION_DENIED\"} ")
                 .is_some_and(|v| v.parse::<f64>().unwrap() > 0.0)
@@ -566,7 +569,7 @@ async fn an_unusable_cache_directory_still_streams() {
         assert_eq!(status, 206);
         assert!(got == body.slice(1000..));
     }
-    let (status, _, ready) = get(&c, &format!("{}/health/ready", spool.base()), None).await;
+    let (status, _, ready) = get(&c, &format!("{}/health/ready", spool.admin()), None).await;
     assert_eq!(status, 503, "not ready: the cache is unusable");
     let ready: serde_json::Value = serde_json::from_slice(&ready).unwrap();
     assert_eq!(ready["cache_dir"], "missing", "{ready}");

@@ -272,7 +272,7 @@ async fn a_paused_cache_resumes_when_idle_chunks_can_go() {
         !spool.server.is_caching()
     })
     .await;
-    let (_, _, ready) = get(&c, &format!("{}/health/ready", spool.base()), None).await;
+    let (_, _, ready) = get(&c, &format!("{}/health/ready", spool.admin()), None).await;
     let ready: serde_json::Value = serde_json::from_slice(&ready).unwrap();
     assert_ne!(ready["disk"]["level"], "critical", "{ready}");
     // The player leaves: its chunks may go, and caching comes back.
@@ -456,7 +456,7 @@ async fn the_open_files_limit_is_raised_at_start() {
     let tmp = tempfile::tempdir().unwrap();
     let bin = env!("CARGO_BIN_EXE_spool");
     let script = format!(
-        "ulimit -Sn 256 && exec {bin} serve --listen 127.0.0.1:0 --cache-dir {}",
+        "ulimit -Sn 256 && exec {bin} serve --listen 127.0.0.1:0 --admin-listen 127.0.0.1:0 --cache-dir {}",
         tmp.path().join("c").display()
     );
     let mut child = std::process::Command::new("sh")
@@ -753,7 +753,7 @@ async fn a_cache_that_cannot_hold_an_index_is_not_ready() {
     let spool = Spool::start_cfg(common::test_config(&cache, &origin)).await;
     let (_, _, got) = get(&client(), &spool.url(&origin.url("r")), None).await;
     assert!(got == body);
-    let (status, _, ready) = get(&client(), &format!("{}/health/ready", spool.base()), None).await;
+    let (status, _, ready) = get(&client(), &format!("{}/health/ready", spool.admin()), None).await;
     assert_eq!(status, 503, "{}", String::from_utf8_lossy(&ready));
     assert!(String::from_utf8_lossy(&ready).contains("serving uncached"));
 }

@@ -297,14 +297,27 @@ async fn health_and_metrics() {
     let c = client();
     let (status, _, _) = get(&c, &format!("{}/health/live", spool.base()), None).await;
     assert_eq!(status, 200);
+    // The media listener: the plain answer only.
     let (status, _, body) = get(&c, &format!("{}/health/ready", spool.base()), None).await;
     assert_eq!(status, 200);
     let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(v, serde_json::json!({ "ready": true }));
+    // The control plane (a loopback client of a loopback control plane
+    // is an admin): details and metrics.
+    let (status, _, body) = get(&c, &format!("{}/health/ready", spool.admin()), None).await;
+    assert_eq!(status, 200);
+    let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
     assert_eq!(v["ready"], true);
-    let (status, _, body) = get(&c, &format!("{}/metrics", spool.base()), None).await;
+    assert!(v.get("disk").is_some(), "{v}");
+    let (status, _, body) = get(&c, &format!("{}/metrics", spool.admin()), None).await;
     assert_eq!(status, 200);
     let text = String::from_utf8(body.to_vec()).unwrap();
     assert!(text.contains("spool_upstream_requests_total"), "{text}");
+    // None of the control plane is on the media listener.
+    for path in ["/metrics", "/", "/api/status", "/sign"] {
+        let (status, _, _) = get(&c, &format!("{}{path}", spool.base()), None).await;
+        assert_eq!(status, 404, "{path}");
+    }
 }
 
 #[tokio::test]

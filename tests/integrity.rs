@@ -99,7 +99,7 @@ async fn corrupted_chunk_files_are_never_served() {
         .await;
         assert!(got == body.slice(CHUNK + 500..=CHUNK + 1500));
     }
-    let (_, _, metrics) = get(&c, &format!("{}/metrics", spool.base()), None).await;
+    let (_, _, metrics) = get(&c, &format!("{}/metrics", spool.admin()), None).await;
     let metrics = String::from_utf8_lossy(&metrics);
     assert!(
         metrics.contains("spool_corrupt_chunks_total 1"),
@@ -210,6 +210,8 @@ async fn start_proc(dir: &Path, origin: &Origin, extra: &[&str]) -> Proc {
         .args([
             "serve",
             "--listen",
+            "127.0.0.1:0",
+            "--admin-listen",
             "127.0.0.1:0",
             "--chunk-size",
             "64KiB",

@@ -19,6 +19,7 @@ async fn players_hanging_up_are_not_errors() {
     let log = ChildLog::new();
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_spool"))
         .args(["serve", "--listen", "127.0.0.1:0", "--chunk-size", "64KiB"])
+        .args(["--admin-listen", "127.0.0.1:0"])
         .arg("--cache-dir")
         .arg(tmp.path())
         .args(["--allow-upstream", &origin.addr().ip().to_string()])

@@ -513,9 +513,15 @@ async fn sign_scopes_playlists_to_their_directory() {
     let c = client();
     let sign = |body: String| {
         let c = c.clone();
-        let u = format!("{}/sign", spool.base());
+        let u = format!("{}/sign", spool.admin());
         async move {
-            let r = c.post(u).body(body).send().await.unwrap();
+            let r = c
+                .post(u)
+                .header("content-type", "application/json")
+                .body(body)
+                .send()
+                .await
+                .unwrap();
             assert_eq!(r.status(), 200);
             let v: serde_json::Value = serde_json::from_slice(&r.bytes().await.unwrap()).unwrap();
             v["url"].as_str().unwrap().to_owned()

@@ -44,7 +44,7 @@ enum Outcome {
 fn no_server(why: &str) -> anyhow::Error {
     anyhow::anyhow!(
         "{why}. `spool prefetch` warms the cache of a running spool: start it first \
-         (`spool`), or point --listen / SPOOL_LISTEN (or --config) at its address"
+         (`spool`), or point --admin-listen / SPOOL_ADMIN_LISTEN (or --config) at its control plane"
     )
 }
 

@@ -1,5 +1,5 @@
-//! Talking to a running spool's admin API from the shell (`spool ls`,
-//! `spool prefetch`).
+//! Talking to a running spool's control plane (`--admin-listen`) from the
+//! shell (`spool ls`, `spool prefetch`, `spool sign`).
 
 use std::time::Duration;
 
@@ -33,8 +33,13 @@ impl Api {
             .timeout(Duration::from_secs(30))
             .no_proxy()
             .build()?;
+        let addr = remote.admin_listen.0.ok_or_else(|| {
+            anyhow::anyhow!(
+                "the control plane is off (--admin-listen / SPOOL_ADMIN_LISTEN is empty)"
+            )
+        })?;
         Ok(Api {
-            base: format!("http://{}", local_address(remote.listen)),
+            base: format!("http://{}", local_address(addr)),
             client,
             token: remote
                 .admin_token

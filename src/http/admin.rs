@@ -1,12 +1,14 @@
-//! The admin API under `/api/`, and the status page at `/`.
+//! The control plane (`--admin-listen`): the status page at `/`, the admin
+//! API under `/api/`, `/metrics`, `POST /sign` (`sign.rs`), and
+//! `/health/live` and `/health/ready` with details for admins.
 //!
-//! JSON in and out; errors are `{"error": "..."}` with a 4xx status that
-//! says what was wrong. Every `/api/` request needs the admin right
-//! (`Access::admin`: the bearer token, or loopback when spool listens on
-//! loopback). A `POST` must say `Content-Type: application/json`, even
-//! with an empty body: a web page cannot send that across origins without
-//! a preflight spool never grants, so it cannot make a loopback-trusted
-//! spool pause, delete or prefetch.
+//! Every request first passes the Host and Origin checks of `control.rs`;
+//! everything but the status page, the health answers and the page's own
+//! static content needs the admin right. JSON in and out; errors are
+//! `{"error": "..."}` with a 4xx status that says what was wrong. A `POST`
+//! must say `Content-Type: application/json`, even with an empty body: a
+//! web page cannot send that across origins without a preflight spool
+//! never grants.
 //!
 //! | route | what |
 //! |---|---|
@@ -22,13 +24,14 @@
 use bytes::{Buf, Bytes};
 use futures::Stream;
 use http::{header, HeaderMap, HeaderValue, Method, StatusCode};
-use serde::Serialize;
 use warp::reply::Response;
 
-use super::access::{Access, Peer};
+use super::access::Access;
 use super::body::read_limited;
-use super::error::status_of;
-use super::health::Health;
+use super::control::{Control, Peer};
+use super::error::{json, json_error as error, status_of};
+use super::health::{self, Health};
+use super::sign::{sign, SIGN_BODY};
 use crate::cache::prefetch::{Prefetches, Refused};
 use crate::cache::Cache;
 use crate::store::MediaId;
@@ -47,27 +50,10 @@ const MAX_PREFETCH_JOBS: usize = 4;
 pub(crate) struct Admin {
     cache: Cache,
     health: Health,
+    /// For `POST /sign`: the key and the media listener's public URL.
     access: Access,
+    control: Control,
     prefetches: Prefetches,
-}
-
-/// A JSON answer.
-fn json(status: StatusCode, body: &impl Serialize) -> Response {
-    let text = serde_json::to_vec(body).unwrap_or_else(|_| b"{}".to_vec());
-    let mut r = Response::new(Bytes::from(text).into());
-    *r.status_mut() = status;
-    let h = r.headers_mut();
-    h.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
-    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    r
-}
-
-/// A JSON error: `{"error": reason}`.
-fn error(status: StatusCode, reason: &str) -> Response {
-    json(status, &serde_json::json!({ "error": reason }))
 }
 
 /// A refused request: its status and why.
@@ -81,7 +67,7 @@ impl Refusal {
 
 /// The status page (no data in it: it asks the API, with the token the
 /// user gives it).
-pub(crate) fn status_page() -> Response {
+fn status_page() -> Response {
     let mut r = Response::new(Bytes::from_static(STATUS_PAGE.as_bytes()).into());
     let h = r.headers_mut();
     h.insert(
@@ -101,6 +87,20 @@ pub(crate) fn status_page() -> Response {
     h.insert(
         header::REFERRER_POLICY,
         HeaderValue::from_static("no-referrer"),
+    );
+    r
+}
+
+/// The answer to a request without the admin right.
+fn unauthorized() -> Response {
+    let mut r = error(
+        StatusCode::UNAUTHORIZED,
+        "admin endpoint: send Authorization: Bearer <SPOOL_ADMIN_TOKEN> (or ask from loopback \
+         when the control plane listens on loopback)",
+    );
+    r.headers_mut().insert(
+        header::WWW_AUTHENTICATE,
+        HeaderValue::from_static("Bearer realm=\"spool\""),
     );
     r
 }
@@ -129,19 +129,20 @@ fn method_not_allowed(allow: &'static str) -> Response {
 }
 
 impl Admin {
-    pub fn new(cache: Cache, health: Health, access: Access) -> Admin {
+    pub fn new(cache: Cache, health: Health, access: Access, control: Control) -> Admin {
         Admin {
             prefetches: Prefetches::new(cache.clone(), MAX_PREFETCH_JOBS),
             cache,
             health,
             access,
+            control,
         }
     }
 
-    /// Answers one `/api/<tail>` request.
-    pub async fn handle<S, B>(
+    /// Answers one request to the control plane.
+    pub async fn serve<S, B>(
         self,
-        tail: String,
+        path: String,
         method: Method,
         peer: Option<Peer>,
         headers: HeaderMap,
@@ -151,17 +152,54 @@ impl Admin {
         S: Stream<Item = Result<B, warp::Error>> + Send,
         B: Buf,
     {
-        if !self.access.admin(peer, &headers) {
-            let mut r = error(
-                StatusCode::UNAUTHORIZED,
-                "admin API: send Authorization: Bearer <SPOOL_ADMIN_TOKEN> (or ask from loopback \
-                 when spool listens on loopback)",
-            );
-            r.headers_mut().insert(
-                header::WWW_AUTHENTICATE,
-                HeaderValue::from_static("Bearer realm=\"spool\""),
-            );
-            return r;
+        if let Err(why) = self.control.guard(&method, &headers) {
+            return error(StatusCode::FORBIDDEN, &why.to_string());
+        }
+        let admin = self.control.admin(peer, &headers);
+        let read = method == Method::GET || method == Method::HEAD;
+        match path.as_str() {
+            "/" if read => status_page(),
+            "/health/live" if read => json(StatusCode::OK, &serde_json::json!({ "live": true })),
+            "/health/ready" if read => health::ready(self.health.clone(), admin).await,
+            "/metrics" if read && admin => health::metrics(&self.health),
+            "/sign" if method == Method::POST && admin => {
+                if let Err(r) = json_content_type(&headers) {
+                    return r.response();
+                }
+                match read_body(body, SIGN_BODY).await {
+                    Ok(b) => sign(&self.access, &b),
+                    Err(r) => r.response(),
+                }
+            }
+            "/metrics" if read => unauthorized(),
+            "/sign" if method == Method::POST => unauthorized(),
+            "/" | "/health/live" | "/health/ready" | "/metrics" => method_not_allowed("GET, HEAD"),
+            "/sign" => method_not_allowed("POST"),
+            p => match p.strip_prefix("/api/") {
+                Some(tail) => {
+                    self.handle(tail.to_owned(), method, admin, headers, body)
+                        .await
+                }
+                None => error(StatusCode::NOT_FOUND, "no such endpoint"),
+            },
+        }
+    }
+
+    /// Answers one `/api/<tail>` request.
+    async fn handle<S, B>(
+        self,
+        tail: String,
+        method: Method,
+        admin: bool,
+        headers: HeaderMap,
+        body: S,
+    ) -> Response
+    where
+        S: Stream<Item = Result<B, warp::Error>> + Send,
+        B: Buf,
+    {
+        if !admin {
+            return unauthorized();
         }
         if method == Method::POST {
             if let Err(r) = json_content_type(&headers) {

@@ -2,6 +2,7 @@
 
 use bytes::Bytes;
 use http::{header, HeaderValue, StatusCode};
+use serde::Serialize;
 use warp::reply::Response;
 
 use crate::upstream::UpstreamError;
@@ -35,6 +36,25 @@ pub(crate) fn status_of(e: &UpstreamError) -> StatusCode {
 /// An origin failure as a response: its status and a one-line reason.
 pub(crate) fn error(e: &UpstreamError) -> Response {
     text(status_of(e), &e.to_string())
+}
+
+/// A JSON answer.
+pub(crate) fn json(status: StatusCode, body: &impl Serialize) -> Response {
+    let text = serde_json::to_vec(body).unwrap_or_else(|_| b"{}".to_vec());
+    let mut r = Response::new(Bytes::from(text).into());
+    *r.status_mut() = status;
+    let h = r.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    r
+}
+
+/// A JSON error: `{"error": reason}` (the control plane's errors).
+pub(crate) fn json_error(status: StatusCode, reason: &str) -> Response {
+    json(status, &serde_json::json!({ "error": reason }))
 }
 
 #[cfg(test)]

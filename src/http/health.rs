@@ -84,6 +84,12 @@ pub(crate) async fn ready(h: Health, detailed: bool) -> Response {
 }
 
 pub(crate) fn metrics(h: &Health) -> Response {
+    // State the disk monitor samples every interval, read now: a scrape
+    // right after caching paused or resumed sees it.
+    h.metrics
+        .caching_paused
+        .set(i64::from(!h.breaker.is_writing()));
+    h.metrics.memory_cache_bytes.set(h.memcache.bytes() as i64);
     let mut r = Response::new(Bytes::from(h.metrics.encode()).into());
     r.headers_mut().insert(
         header::CONTENT_TYPE,

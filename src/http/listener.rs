@@ -21,11 +21,7 @@ use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 use tracing::{debug, warn};
 
-use super::access::{Access, Peer};
-use super::health::Health;
-use super::routes::routes;
-use super::stream::Limits;
-use crate::cache::Cache;
+use super::control::Peer;
 use crate::metrics::Metrics;
 
 /// Bytes of a response hyper holds for a connection beyond its socket.
@@ -69,19 +65,21 @@ impl Drop for Slot {
     }
 }
 
-/// Serves HTTP/1.1 on `listener` until `shutdown` resolves, then waits for
-/// open connections to finish.
-pub(crate) async fn serve(
+/// Serves HTTP/1.1 with `filter` on `listener` until `shutdown` resolves,
+/// then waits for open connections to finish.
+pub(crate) async fn serve<F>(
     listener: TcpListener,
-    cache: Cache,
-    health: Health,
-    limits: Limits,
+    filter: F,
+    metrics: Arc<Metrics>,
     conn: ConnLimits,
-    access: Access,
     shutdown: impl Future<Output = ()> + Send + 'static,
-) {
-    let metrics: Arc<Metrics> = health.metrics.clone();
-    let filter = routes(cache, health, limits, access);
+) where
+    F: warp::Filter<Extract = (warp::reply::Response,), Error = std::convert::Infallible>
+        + Clone
+        + Send
+        + Sync
+        + 'static,
+{
     let open = Arc::new(Mutex::new(Open {
         total: 0,
         per_client: HashMap::new(),

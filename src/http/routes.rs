@@ -1,4 +1,6 @@
-//! Every route spool serves.
+//! The routes of spool's two listeners: the media plane (`--listen`:
+//! media and the plain health answers) and the control plane
+//! (`--admin-listen`: status page, admin API, metrics, signing).
 
 use std::convert::Infallible;
 
@@ -6,31 +8,30 @@ use http::StatusCode;
 use warp::reply::Response;
 use warp::Filter;
 
-use super::access::{self, Access, Peer};
-use super::admin::{self, Admin};
-use super::body::read_limited;
+use super::access::Access;
+use super::admin::Admin;
+use super::control::Peer;
 use super::error::text;
 use super::health::{self, Health};
+use super::inert::Inert;
 use super::playlist::Playlists;
 use super::stream::{self, Limits};
 use crate::cache::Cache;
 
-/// Largest `POST /sign` body read.
-const SIGN_BODY: usize = 64 * 1024;
-
-/// The routes, with the handles their handlers need.
-pub(crate) fn routes(
+/// The media listener: `/stream`, `/p/`, `/s/`, `/health/live` and the
+/// plain `/health/ready`; anything else is 404. Every answer is inert in
+/// a browser (`inert.rs`).
+pub(crate) fn media_routes(
     cache: Cache,
     health: Health,
     limits: Limits,
     access: Access,
+    inert: Inert,
+    playlists: Playlists,
 ) -> impl Filter<Extract = (Response,), Error = Infallible> + Clone + Send + Sync + 'static {
-    let admin = Admin::new(cache.clone(), health.clone(), access.clone());
-    let playlists = Playlists::default();
     let with_media = warp::any().map(move || (cache.clone(), limits, playlists.clone()));
     let with_health = warp::any().map(move || health.clone());
     let with_access = warp::any().map(move || access.clone());
-    let peer = warp::ext::optional::<Peer>();
     let query = || {
         warp::query::raw()
             .map(Some)
@@ -61,80 +62,52 @@ pub(crate) fn routes(
         .map(|tail: warp::path::Tail| tail.as_str().to_owned())
         .and(query())
         .and(with_media)
-        .and(with_access.clone())
+        .and(with_access)
         .and(warp::method())
         .and(warp::header::headers_cloned())
         .then(stream::path_form);
-    let sign = warp::path!("sign")
-        .and(warp::post())
-        .and(with_access.clone())
-        .and(peer)
-        .and(warp::header::headers_cloned())
-        .and(warp::body::stream())
-        .then(
-            |access: Access, peer: Option<Peer>, headers: http::HeaderMap, body| async move {
-                match read_limited(body, SIGN_BODY).await {
-                    Ok(body) => access::sign(access, peer, headers, body).await,
-                    Err((status, why)) => text(status, &why),
-                }
-            },
-        );
-    let api = warp::path("api")
-        .and(warp::path::tail())
-        .and(warp::method())
-        .and(peer)
-        .and(warp::header::headers_cloned())
-        .and(warp::body::stream())
-        .then(move |tail: warp::path::Tail, method, peer, headers, body| {
-            admin
-                .clone()
-                .handle(tail.as_str().to_owned(), method, peer, headers, body)
-        });
-    let status_page = warp::path::end()
-        .and(warp::get().or(warp::head()).unify())
-        .map(admin::status_page);
     let live = warp::path!("health" / "live").map(|| text(StatusCode::OK, "ok"));
+    // The details are the control plane's.
     let ready = warp::path!("health" / "ready")
-        .and(with_health.clone())
-        .and(with_access.clone())
-        .and(peer)
-        .and(warp::header::headers_cloned())
-        .then(
-            |h: Health, access: Access, peer: Option<Peer>, headers: http::HeaderMap| {
-                health::ready(h, access.admin(peer, &headers))
-            },
-        );
-    let metrics = warp::path!("metrics")
         .and(with_health)
-        .and(with_access)
-        .and(peer)
-        .and(warp::header::headers_cloned())
-        .map(
-            |h: Health, access: Access, peer: Option<Peer>, headers: http::HeaderMap| {
-                if access.admin(peer, &headers) {
-                    health::metrics(&h)
-                } else {
-                    access::forbidden()
-                }
-            },
-        );
+        .then(|h: Health| health::ready(h, false));
     stream
         .or(signed)
         .unify()
         .or(path_form)
         .unify()
-        .or(sign)
-        .unify()
         .or(live)
         .unify()
         .or(ready)
         .unify()
-        .or(metrics)
+        .recover(|_| async {
+            Ok::<_, Infallible>(text(
+                StatusCode::NOT_FOUND,
+                "not found (the status page, /api/, /metrics and /sign are on spool's \
+                 control plane, --admin-listen)",
+            ))
+        })
         .unify()
-        .or(api)
-        .unify()
-        .or(status_page)
-        .unify()
-        .recover(|_| async { Ok::<_, Infallible>(text(StatusCode::NOT_FOUND, "not found")) })
+        .map(move |r| inert.apply(r))
+}
+
+/// The control plane: every request passes the Host and Origin checks
+/// (`control.rs`), then `Admin::serve` answers it.
+pub(crate) fn admin_routes(
+    admin: Admin,
+) -> impl Filter<Extract = (Response,), Error = Infallible> + Clone + Send + Sync + 'static {
+    warp::path::full()
+        .and(warp::method())
+        .and(warp::ext::optional::<Peer>())
+        .and(warp::header::headers_cloned())
+        .and(warp::body::stream())
+        .then(
+            move |path: warp::path::FullPath, method, peer, headers, body| {
+                admin
+                    .clone()
+                    .serve(path.as_str().to_owned(), method, peer, headers, body)
+            },
+        )
+        .recover(|_| async { Ok::<_, Infallible>(text(StatusCode::BAD_REQUEST, "bad request")) })
         .unify()
 }

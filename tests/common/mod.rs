@@ -29,7 +29,11 @@ pub fn data(len: usize, seed: u64) -> Bytes {
 
 /// A spool server running in this process on a free port.
 pub struct Spool {
+    /// The media listener.
     pub addr: std::net::SocketAddr,
+    /// The control plane's listener (status page, admin API, metrics,
+    /// signing); None when the test turned it off.
+    pub admin_addr: Option<std::net::SocketAddr>,
     pub cache_dir: PathBuf,
     /// The server's handles, for fault injection and inspection.
     pub server: spool::Server,
@@ -55,6 +59,8 @@ pub fn test_config(cache_dir: &Path, origin: &origin::Origin) -> spool::Config {
     cfg.cleanup_headroom = 1024 * 1024;
     cfg.disk_check_interval = Duration::from_millis(100);
     cfg.breaker_cool_down = Duration::from_millis(300);
+    // A free port: tests run side by side.
+    cfg.admin_listen = spool::config::OptionalAddr(Some("127.0.0.1:0".parse().unwrap()));
     cfg
 }
 
@@ -78,13 +84,33 @@ impl Spool {
 
     /// Starts spool on an existing configuration (e.g. a cache directory
     /// another instance used).
+    /// The control plane listens on a free loopback port unless the
+    /// configuration turns it off (`admin_listen` empty); a non-loopback
+    /// `admin_listen` address is bound on its own free port.
     pub async fn start_cfg(cfg: spool::Config) -> Spool {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
+        let admin = match cfg.admin_listen.0 {
+            Some(a) => {
+                let mut a = a;
+                a.set_port(0);
+                Some(tokio::net::TcpListener::bind(a).await.unwrap())
+            }
+            None => None,
+        };
+        let admin_addr = admin.as_ref().map(|l| {
+            let a = l.local_addr().unwrap();
+            // An unspecified address is reached on loopback.
+            std::net::SocketAddr::new(spool::config::local_address(a).ip(), a.port())
+        });
         let cache_dir = cfg.cache_dir.clone();
         let (stop, stopped) = oneshot::channel::<()>();
         let server = spool::Server::new(cfg).await.unwrap();
-        let task = tokio::spawn(server.clone().serve(listener, async {
+        let listeners = spool::Listeners {
+            media: listener,
+            admin,
+        };
+        let task = tokio::spawn(server.clone().serve_on(listeners, async {
             let _ = stopped.await;
         }));
         // Up once the listener answers.
@@ -98,6 +124,7 @@ impl Spool {
         .await;
         Spool {
             addr,
+            admin_addr,
             cache_dir,
             server,
             stop: Some(stop),
@@ -114,6 +141,14 @@ impl Spool {
 
     pub fn base(&self) -> String {
         format!("http://{}", self.addr)
+    }
+
+    /// The control plane's base URL.
+    pub fn admin(&self) -> String {
+        format!(
+            "http://{}",
+            self.admin_addr.expect("this spool's control plane is off")
+        )
     }
 
     /// Stops the server, keeping the cache directory; returns it (and the
@@ -166,7 +201,7 @@ pub async fn get(
 
 /// The value of a counter (or gauge) in spool's /metrics, 0 when absent.
 pub async fn metric(spool: &Spool, name_and_labels: &str) -> f64 {
-    let (_, _, body) = get(&client(), &format!("{}/metrics", spool.base()), None).await;
+    let (_, _, body) = get(&client(), &format!("{}/metrics", spool.admin()), None).await;
     let text = String::from_utf8_lossy(&body).into_owned();
     text.lines()
         .filter(|l| !l.starts_with('#'))
@@ -333,6 +368,18 @@ impl ChildLog {
         line.split_whitespace()
             .find_map(|w| w.strip_prefix("listen="))
             .unwrap_or_else(|| panic!("no listen= in {line:?}"))
+            .to_owned()
+    }
+}
+
+impl ChildLog {
+    /// The address of the control plane of a child started with
+    /// `--admin-listen 127.0.0.1:0`, from its `admin=ADDR` log field.
+    pub async fn admin_addr(&self, child: &mut Child) -> String {
+        let line = self.wait_for_line(child, "spool serving").await;
+        line.split_whitespace()
+            .find_map(|w| w.strip_prefix("admin="))
+            .unwrap_or_else(|| panic!("no admin= in {line:?}"))
             .to_owned()
     }
 }

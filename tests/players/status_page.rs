@@ -64,11 +64,19 @@ async fn the_status_page_shows_a_live_chunk_map() {
     let tmp = tempfile::tempdir().unwrap();
     let mut cfg = test_config(tmp.path(), &origin);
     cfg.admin_token = Some(TOKEN.into());
+    // Media on loopback; the control plane beyond it, so the page needs
+    // the token.
+    let media = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let media_addr = media.local_addr().unwrap();
     let listener = tokio::net::TcpListener::bind("0.0.0.0:0").await.unwrap();
     let addr = SocketAddr::from(([127, 0, 0, 1], listener.local_addr().unwrap().port()));
     let server = spool::Server::new(cfg).await.unwrap();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let task = tokio::spawn(server.serve(listener, async {
+    let listeners = spool::Listeners {
+        media,
+        admin: Some(listener),
+    };
+    let task = tokio::spawn(server.serve_on(listeners, async {
         let _ = stopped.await;
     }));
     let c = client();
@@ -82,7 +90,7 @@ async fn the_status_page_shows_a_live_chunk_map() {
     // A player reading the whole media, at the origin's slow pace.
     let media_url = origin.url("/live.mp4");
     let enc: String = url::form_urlencoded::byte_serialize(media_url.as_bytes()).collect();
-    let stream_url = format!("http://{addr}/stream?url={enc}");
+    let stream_url = format!("http://{media_addr}/stream?url={enc}");
     let player = tokio::spawn({
         let c = c.clone();
         async move {
