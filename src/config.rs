@@ -166,20 +166,27 @@ impl Signing {
     }
 }
 
-/// Headers sent with every request to one origin (scheme, host, port),
-/// and to no other: an `Authorization` or `X-Emby-Token` for a NAS.
+/// One `[[upstream]]` table of the settings file: headers sent with
+/// requests of signed links to one origin (scheme, host, port) and to no
+/// other, such as an `Authorization` or `X-Emby-Token` for a NAS; and the
+/// hosts its redirects may lead to beyond what a link's rule allows (a CDN
+/// that redirects to its storage hosts).
 #[derive(Clone)]
-pub struct UpstreamHeaders {
+pub struct UpstreamTable {
     pub origin: url::Origin,
     pub headers: http::HeaderMap,
+    /// Host names, lower case; `*.example.com` for any name below
+    /// `example.com`.
+    pub redirect_hosts: Vec<String>,
 }
 
-impl std::fmt::Debug for UpstreamHeaders {
+impl std::fmt::Debug for UpstreamTable {
     /// Names only: the values are credentials.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("UpstreamHeaders")
+        f.debug_struct("UpstreamTable")
             .field("origin", &self.origin.ascii_serialization())
             .field("headers", &self.headers.keys().collect::<Vec<_>>())
+            .field("redirect_hosts", &self.redirect_hosts)
             .finish()
     }
 }
@@ -253,9 +260,10 @@ pub struct Config {
     #[arg(long, env = "SPOOL_CORS_ORIGIN", default_value = "*")]
     pub cors_origin: String,
 
-    /// Request headers per origin, from the settings file only.
+    /// `[[upstream]]` tables (request headers, redirect hosts per origin),
+    /// from the settings file only.
     #[arg(skip)]
-    pub upstream_headers: Vec<UpstreamHeaders>,
+    pub upstream_tables: Vec<UpstreamTable>,
 
     /// Cache directory; the index lives at <cache-dir>/index.db.
     #[arg(long, env = "SPOOL_CACHE_DIR", default_value = "spool-cache")]

@@ -23,7 +23,7 @@ use clap::parser::ValueSource;
 use clap::{Args, CommandFactory, FromArgMatches};
 use http::{HeaderMap, HeaderName, HeaderValue};
 
-use crate::config::{Cli, Command, Config, UpstreamHeaders};
+use crate::config::{Cli, Command, Config, UpstreamTable};
 
 /// Parses the command line (and environment), then the settings file it
 /// names, if any. Errors name the file and the setting.
@@ -79,8 +79,8 @@ pub fn load(args: Vec<OsString>) -> anyhow::Result<Cli> {
         .map_err(|e| anyhow::anyhow!("in {}: {}", path.display(), e.render()))?;
     let mut cli = Cli::from_arg_matches(&matches)?;
     match &mut cli.command {
-        Some(Command::Serve(c)) => c.upstream_headers = headers,
-        _ => cli.serve.upstream_headers = headers,
+        Some(Command::Serve(c)) => c.upstream_tables = headers,
+        _ => cli.serve.upstream_tables = headers,
     }
     Ok(cli)
 }
@@ -93,7 +93,7 @@ fn file_args(
     given: &clap::ArgMatches,
     path: &Path,
     only: Option<&clap::Command>,
-) -> anyhow::Result<(Vec<String>, Vec<UpstreamHeaders>)> {
+) -> anyhow::Result<(Vec<String>, Vec<UpstreamTable>)> {
     let serve = Config::augment_args(clap::Command::new("serve"));
     let known = only.unwrap_or(&serve);
     let mut flags = Vec::new();
@@ -156,7 +156,7 @@ fn file_args(
 }
 
 /// `[[upstream]]` tables: `origin` and `headers`.
-fn upstreams(value: &toml::Value) -> anyhow::Result<Vec<UpstreamHeaders>> {
+fn upstreams(value: &toml::Value) -> anyhow::Result<Vec<UpstreamTable>> {
     let Some(items) = value.as_array() else {
         bail!("`upstream` must be a list of tables ([[upstream]])");
     };
@@ -166,8 +166,8 @@ fn upstreams(value: &toml::Value) -> anyhow::Result<Vec<UpstreamHeaders>> {
             bail!("`upstream` must be a list of tables ([[upstream]])");
         };
         for k in t.keys() {
-            if k != "origin" && k != "headers" {
-                bail!("[[upstream]]: unknown key `{k}` (origin, headers)");
+            if !matches!(k.as_str(), "origin" | "headers" | "redirect_hosts") {
+                bail!("[[upstream]]: unknown key `{k}` (origin, headers, redirect_hosts)");
             }
         }
         let Some(origin) = t.get("origin").and_then(|o| o.as_str()) else {
@@ -192,12 +192,42 @@ fn upstreams(value: &toml::Value) -> anyhow::Result<Vec<UpstreamHeaders>> {
             value.set_sensitive(true);
             map.insert(name, value);
         }
-        out.push(UpstreamHeaders {
+        let mut redirect_hosts = Vec::new();
+        if let Some(v) = t.get("redirect_hosts") {
+            let list = v.as_array().with_context(|| {
+                format!("[[upstream]] {origin}: redirect_hosts must be a list of host names")
+            })?;
+            for h in list {
+                let name = h
+                    .as_str()
+                    .map(|s| s.trim().to_ascii_lowercase())
+                    .filter(|s| valid_host_pattern(s))
+                    .with_context(|| {
+                        format!(
+                            "[[upstream]] {origin}: redirect_hosts entry {h} is not a host name \
+                             (or *.domain)"
+                        )
+                    })?;
+                redirect_hosts.push(name);
+            }
+        }
+        out.push(UpstreamTable {
             origin: parsed.origin(),
             headers: map,
+            redirect_hosts,
         });
     }
     Ok(out)
+}
+
+/// A host name, or `*.` and a name with at least one dot.
+fn valid_host_pattern(s: &str) -> bool {
+    let name = s.strip_prefix("*.").unwrap_or(s);
+    let ok = !name.is_empty()
+        && name
+            .split('.')
+            .all(|l| !l.is_empty() && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-'));
+    ok && (name.len() == s.len() || name.contains('.'))
 }
 
 #[cfg(test)]
@@ -302,22 +332,40 @@ mod tests {
     }
 
     #[test]
-    fn upstream_headers_are_read_and_hidden() {
+    fn upstream_tables_are_read_and_hidden() {
         let file = r#"
             [[upstream]]
             origin = "http://192.168.1.10:8096/ignored/path"
             headers = { "X-Emby-Token" = "hunter2" }
         "#;
         let cli = run(file, &[]).unwrap();
-        let h = &serve(&cli).upstream_headers;
+        let h = &serve(&cli).upstream_tables;
         assert_eq!(h.len(), 1);
         assert_eq!(
             h[0].origin.ascii_serialization(),
             "http://192.168.1.10:8096"
         );
         assert_eq!(h[0].headers["x-emby-token"], "hunter2");
+        assert!(h[0].redirect_hosts.is_empty());
         let shown = format!("{:?}", serve(&cli));
         assert!(!shown.contains("hunter2"), "{shown}");
+        let file = r#"
+            [[upstream]]
+            origin = "https://cdn.example"
+            redirect_hosts = ["Storage.Example.net", "*.s3.amazonaws.com"]
+        "#;
+        let cli = run(file, &[]).unwrap();
+        let t = &serve(&cli).upstream_tables[0];
+        assert!(t.headers.is_empty());
+        assert_eq!(
+            t.redirect_hosts,
+            ["storage.example.net", "*.s3.amazonaws.com"]
+        );
+        for bad in ["\"a b\"", "\"*\"", "\"*.com\"", "\"x/y\"", "1"] {
+            let file = format!("[[upstream]]\norigin = \"http://h\"\nredirect_hosts = [{bad}]");
+            let e = run(&file, &[]).unwrap_err();
+            assert!(format!("{e:#}").contains("redirect_hosts"), "{bad}: {e:#}");
+        }
     }
 
     /// The environment wins over the file. In a child process, so the

@@ -122,11 +122,17 @@ impl Server {
                 max_redirects: cfg.max_redirects,
                 retries: cfg.upstream_retries,
                 max_skip: cfg.max_skip,
-                headers: cfg
-                    .upstream_headers
-                    .iter()
-                    .map(|u| (u.origin.clone(), u.headers.clone()))
-                    .collect(),
+                rules: upstream::Rules {
+                    origins: cfg
+                        .upstream_tables
+                        .iter()
+                        .map(|t| upstream::OriginRule {
+                            origin: t.origin.clone(),
+                            headers: t.headers.clone(),
+                            redirect_hosts: t.redirect_hosts.clone(),
+                        })
+                        .collect(),
+                },
             },
             metrics.clone(),
         )?;
@@ -436,9 +442,10 @@ async fn access(cfg: &Config, local: std::net::SocketAddr) -> anyhow::Result<htt
         );
     }
     let credentialed: Vec<url::Origin> = cfg
-        .upstream_headers
+        .upstream_tables
         .iter()
-        .map(|u| u.origin.clone())
+        .filter(|t| !t.headers.is_empty())
+        .map(|t| t.origin.clone())
         .collect();
     if !credentialed.is_empty() && key.is_none() {
         tracing::warn!("[[upstream]] headers are set but no key: only signed links may use those origins, so set SPOOL_SECRET or SPOOL_SECRET_FILE");

@@ -420,12 +420,13 @@ async fn origin_credentials_go_to_their_origin_only() {
     );
     let mut headers = http::HeaderMap::new();
     headers.insert("x-emby-token", "hunter2".parse().unwrap());
-    let creds = spool::config::UpstreamHeaders {
+    let creds = spool::config::UpstreamTable {
         origin: url::Url::parse(&origin.url("")).unwrap().origin(),
         headers,
+        redirect_hosts: vec![],
     };
     let spool = Spool::start_with(&origin, |c| {
-        c.upstream_headers = vec![creds];
+        c.upstream_tables = vec![creds];
         c.signing.secret = Some(SECRET.into());
     })
     .await;

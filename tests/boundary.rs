@@ -214,3 +214,156 @@ async fn the_control_plane_can_be_off() {
         assert_eq!(status, 404, "{path}");
     }
 }
+
+/// A file name's signed link on `spool` (file scope, no expiry).
+fn signed(spool: &Spool, url: &str, scope: spool::signing::Scope) -> String {
+    let key = spool::signing::Key::from_secret(SECRET.as_bytes()).unwrap();
+    let url = url::Url::parse(url).unwrap();
+    spool::signing::link_scoped(
+        &spool.base(),
+        &key,
+        &url,
+        spool::signing::Expiry(None),
+        scope,
+    )
+    .unwrap()
+}
+
+const SECRET: &str = "boundary-secret-0123456789abcdef";
+
+fn redirect(origin: &Origin, from: &str, to: String) {
+    origin.add_file(from, data(10, 0), "video/mp4");
+    origin.set_faults(
+        from,
+        common::origin::Faults {
+            redirect_to: Some(to),
+            ..Default::default()
+        },
+    );
+}
+
+/// Credentials never travel on a redirect: an unsigned link whose
+/// allowed origin redirects to an origin with `[[upstream]]` headers is
+/// refused before that origin is asked; a signed link reaches it without
+/// the headers (they are the first origin's, and only while the chain
+/// stays there).
+#[tokio::test]
+async fn credentials_do_not_travel_on_redirects() {
+    let open = Origin::start().await;
+    let nas = Origin::start().await;
+    let body = data(40_000, 9);
+    nas.add_file("private.mkv", body.clone(), "video/x-matroska");
+    redirect(&open, "hop.mkv", nas.url("private.mkv"));
+    let mut headers = http::HeaderMap::new();
+    headers.insert("x-emby-token", "hunter2".parse().unwrap());
+    let table = spool::config::UpstreamTable {
+        origin: url::Url::parse(&nas.url("")).unwrap().origin(),
+        headers,
+        redirect_hosts: vec![],
+    };
+    let spool = Spool::start_with(&open, |c| {
+        c.upstream_tables = vec![table];
+        c.signing.secret = Some(SECRET.into());
+    })
+    .await;
+    let c = client();
+    let (status, _, text) = get(&c, &spool.url(&open.url("hop.mkv")), None).await;
+    assert_eq!(status, 403, "{}", String::from_utf8_lossy(&text));
+    assert!(String::from_utf8_lossy(&text).contains("credentials"));
+    assert_eq!(
+        nas.stats().requests,
+        0,
+        "the credentialed origin was not asked"
+    );
+    // The same through the path form.
+    let u = url::Url::parse(&open.url("hop.mkv")).unwrap();
+    let enc: String =
+        url::form_urlencoded::byte_serialize(u.origin().ascii_serialization().as_bytes()).collect();
+    let (status, _, _) = get(&c, &format!("{}/p/{enc}/hop.mkv", spool.base()), None).await;
+    assert_eq!(status, 403);
+    assert_eq!(nas.stats().requests, 0);
+    // A signed link may follow it, without the headers.
+    let link = signed(&spool, &open.url("hop.mkv"), spool::signing::Scope::File);
+    let (status, _, got) = get(&c, &link, None).await;
+    assert_eq!((status, got), (200, body));
+    let log = nas.requests_log();
+    assert!(!log.is_empty());
+    assert!(
+        log.iter().all(|r| r.headers.get("x-emby-token").is_none()),
+        "{log:?}"
+    );
+}
+
+/// Where unsigned links are limited to the allowlist, a redirect hop is
+/// held to it too: an open redirect on a listed host leads nowhere else
+/// (refused before any lookup or connection), unless that upstream's
+/// `redirect_hosts` names the destination. Signed file links may follow.
+#[tokio::test]
+async fn unsigned_redirect_hops_obey_the_allowlist() {
+    let origin = Origin::start().await;
+    let body = data(30_000, 4);
+    origin.add_file("real.mp4", body.clone(), "video/mp4");
+    // A public host nobody listed, and the same origin under a name the
+    // allowlist (an address entry) does not list as written.
+    redirect(&origin, "out.mp4", "http://example.com/x.mp4".into());
+    let by_name = format!("http://localhost:{}/real.mp4", origin.addr().port());
+    redirect(&origin, "named.mp4", by_name);
+    let spool = Spool::start_with(&origin, |c| c.signing.secret = Some(SECRET.into())).await;
+    let c = client();
+    for name in ["out.mp4", "named.mp4"] {
+        let (status, _, text) = get(&c, &spool.url(&origin.url(name)), None).await;
+        let text = String::from_utf8_lossy(&text);
+        assert_eq!(status, 403, "{name}: {text}");
+        assert!(text.contains("does not name"), "{name}: {text}");
+    }
+    assert_eq!(origin.path_stats("real.mp4").requests, 0);
+    // A signed file link follows the same-origin one.
+    let link = signed(
+        &spool,
+        &origin.url("named.mp4"),
+        spool::signing::Scope::File,
+    );
+    let (status, _, got) = get(&c, &link, None).await;
+    assert_eq!((status, got), (200, body.clone()));
+    // redirect_hosts in the origin's [[upstream]] table lets unsigned
+    // links follow it to the hosts it names.
+    let table = spool::config::UpstreamTable {
+        origin: url::Url::parse(&origin.url("")).unwrap().origin(),
+        headers: http::HeaderMap::new(),
+        redirect_hosts: vec!["localhost".into()],
+    };
+    let cdn = Spool::start_with(&origin, |c| {
+        c.signing.secret = Some(SECRET.into());
+        c.upstream_tables = vec![table];
+    })
+    .await;
+    let (status, _, got) = get(&c, &cdn.url(&origin.url("named.mp4")), None).await;
+    assert_eq!((status, got), (200, body));
+    let (status, _, _) = get(&c, &cdn.url(&origin.url("out.mp4")), None).await;
+    assert_eq!(status, 403);
+}
+
+/// A directory token's hops stay below the signed directory.
+#[tokio::test]
+async fn directory_token_redirects_stay_in_the_directory() {
+    let origin = Origin::start().await;
+    let secret = data(20_000, 1);
+    let inside = data(20_000, 2);
+    origin.add_file("secret.mp4", secret, "video/mp4");
+    origin.add_file("show/hd/b.mp4", inside.clone(), "video/mp4");
+    redirect(&origin, "show/out.mp4", origin.url("secret.mp4"));
+    redirect(&origin, "show/in.mp4", origin.url("show/hd/b.mp4"));
+    let spool = Spool::start_with(&origin, |c| c.signing.secret = Some(SECRET.into())).await;
+    let c = client();
+    let link = signed(
+        &spool,
+        &origin.url("show/in.mp4"),
+        spool::signing::Scope::Dir,
+    );
+    let (status, _, got) = get(&c, &link, None).await;
+    assert_eq!((status, got), (200, inside));
+    let out = link.replace("/in.mp4", "/out.mp4");
+    let (status, _, _) = get(&c, &out, None).await;
+    assert_eq!(status, 403);
+    assert_eq!(origin.path_stats("secret.mp4").requests, 0);
+}

@@ -14,7 +14,7 @@ use super::inflight::{Feed, InFlight, Pace};
 use super::watch::Watchers;
 use crate::store::index::{unix_now, ChunkRow, MediaRow};
 use crate::store::MediaId;
-use crate::upstream::Version;
+use crate::upstream::{UpstreamRule, Version};
 
 /// Where the bytes of one chunk are.
 #[derive(Debug, Clone)]
@@ -49,6 +49,10 @@ pub(crate) struct Media {
     pub url: Arc<Url>,
     /// What every origin response for it must agree with.
     pub version: Arc<Version>,
+    /// The rule its fetches' redirects obey (`upstream/rule.rs`): that of
+    /// the request that opened it, widened by a later request whose rule
+    /// allows more (a signed link after an unsigned one), never narrowed.
+    upstream_rule: Mutex<UpstreamRule>,
     instance: Instance,
     /// Only chunks that are cached or downloading have a slot, in order:
     /// bookkeeping grows with the chunks touched, never with the size an
@@ -108,6 +112,7 @@ impl Media {
                 last_modified: row.last_modified.clone(),
             }),
             instance: Instance(INSTANCES.fetch_add(1, Ordering::Relaxed)),
+            upstream_rule: Mutex::new(UpstreamRule::unsigned(true)),
             last_used: Mutex::new(Instant::now()),
             last_ended: AtomicU64::new(u64::MAX),
             last_read: AtomicU64::new(0),
@@ -120,6 +125,27 @@ impl Media {
             playheads: Mutex::default(),
             watchers: Watchers::default(),
             gone: AtomicBool::new(false),
+        }
+    }
+
+    /// The same media, fetched under `rule` (the narrowest rule until
+    /// then: unsigned, listed hosts only).
+    pub fn with_rule(self, rule: UpstreamRule) -> Media {
+        *self.upstream_rule.lock().unwrap() = rule;
+        self
+    }
+
+    /// The rule its fetches obey now.
+    pub fn upstream_rule(&self) -> UpstreamRule {
+        self.upstream_rule.lock().unwrap().clone()
+    }
+
+    /// Opened by a request whose rule allows everything the current one
+    /// does and more: its fetches obey that rule from now on.
+    pub fn widen(&self, rule: &UpstreamRule) {
+        let mut r = self.upstream_rule.lock().unwrap();
+        if *r != *rule && r.within(rule) {
+            *r = rule.clone();
         }
     }
 

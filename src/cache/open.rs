@@ -15,7 +15,7 @@ use super::handle::Cache;
 use super::media::Media;
 use crate::store::error::WriteStage;
 use crate::store::index::{unix_now, IndexError, MediaRow};
-use crate::upstream::{redact, Head, UpstreamError};
+use crate::upstream::{redact, Head, UpstreamError, UpstreamRule};
 
 /// What opening a URL gives.
 pub(crate) enum Opened {
@@ -29,24 +29,27 @@ pub(crate) enum Opened {
 }
 
 impl Cache {
-    /// Opens a media. `start` is the span the player wants (first byte, and
-    /// last byte of a closed range) when it is known before the size is: a
-    /// cold open then starts the download there.
+    /// Opens a media for a request whose fetches obey `rule`. `start` is
+    /// the span the player wants (first byte, and last byte of a closed
+    /// range) when it is known before the size is: a cold open then starts
+    /// the download there.
     pub async fn open(
         &self,
         url: &Url,
+        rule: &UpstreamRule,
         start: Option<(u64, Option<u64>)>,
     ) -> Result<Opened, UpstreamError> {
         let catalog = &self.inner.catalog;
         let key = url.as_str();
         if let Some(m) = catalog.used(key) {
             if !m.is_stale(self.inner.settings.revalidate_after) {
+                m.widen(rule);
                 return Ok(Opened::Media(m));
             }
         }
         let gate = catalog.gate(key);
         let guard = gate.clone().lock_owned().await;
-        let opened = self.open_locked(url, start).await;
+        let opened = self.open_locked(url, rule, start).await;
         drop(guard);
         catalog.close_gate(key, &gate);
         opened
@@ -55,11 +58,15 @@ impl Cache {
     async fn open_locked(
         &self,
         url: &Url,
+        rule: &UpstreamRule,
         start: Option<(u64, Option<u64>)>,
     ) -> Result<Opened, UpstreamError> {
         let known = match self.inner.catalog.used(url.as_str()) {
-            Some(m) => Some(m),
-            None => self.load(url).await,
+            Some(m) => {
+                m.widen(rule);
+                Some(m)
+            }
+            None => self.load(url, rule).await,
         };
         if let Some(media) = known {
             if !media.is_stale(self.inner.settings.revalidate_after)
@@ -68,11 +75,11 @@ impl Cache {
                 return Ok(Opened::Media(media));
             }
         }
-        self.probe(url, start).await
+        self.probe(url, rule, start).await
     }
 
     /// A media version from the index, if it knows one.
-    async fn load(&self, url: &Url) -> Option<Arc<Media>> {
+    async fn load(&self, url: &Url, rule: &UpstreamRule) -> Option<Arc<Media>> {
         let index = &self.inner.index;
         let loaded = async {
             let Some(row) = index.media(url.as_str()).await? else {
@@ -84,7 +91,7 @@ impl Cache {
             let chunks = index.chunks(id).await?;
             // In use again: not forgotten as unused meanwhile.
             index.touch(id, Vec::new()).await?;
-            let media = Media::new(Arc::new(url.clone()), row, chunks);
+            let media = Media::new(Arc::new(url.clone()), row, chunks).with_rule(rule.clone());
             Ok::<_, IndexError>(Some(Arc::new(media)))
         };
         match loaded.await {
@@ -104,7 +111,11 @@ impl Cache {
     /// Returns false when it changed (and drops it). When the origin cannot
     /// answer, the cached copy goes on being served.
     async fn revalidate(&self, media: &Arc<Media>) -> bool {
-        let answer = match self.upstream().get(&media.url, Some((0, Some(0)))).await {
+        let answer = match self
+            .upstream()
+            .get(&media.url, &media.upstream_rule(), Some((0, Some(0))))
+            .await
+        {
             Ok(resp) => Head::parse(resp.status(), resp.headers()),
             Err(e) => Err(e),
         };
@@ -141,6 +152,7 @@ impl Cache {
     async fn probe(
         &self,
         url: &Url,
+        rule: &UpstreamRule,
         start: Option<(u64, Option<u64>)>,
     ) -> Result<Opened, UpstreamError> {
         let chunk_size = self.inner.settings.chunk_size;
@@ -166,7 +178,7 @@ impl Cache {
         // When the request left: its first bytes tell the origin's time to
         // first byte, which later requests are timed by.
         let asked = tokio::time::Instant::now();
-        let resp = self.upstream().get(url, Some(range)).await?;
+        let resp = self.upstream().get(url, rule, Some(range)).await?;
         let head = Head::parse(resp.status(), resp.headers())?;
         let Some(size) = head.total else {
             if head.status == StatusCode::RANGE_NOT_SATISFIABLE {
@@ -200,7 +212,7 @@ impl Cache {
             accepts_ranges: head.status != StatusCode::OK,
             probed_unix: unix_now(),
         };
-        let media = self.record(url, row).await;
+        let media = self.record(url, rule, row).await;
         info!(
             url = %redact(url),
             size,
@@ -232,7 +244,7 @@ impl Cache {
     /// Records a new media version in the index (dropping an older one and
     /// its files) and in memory. When the index cannot be written, the media
     /// still streams, without an id: nothing of it is written.
-    async fn record(&self, url: &Url, mut row: MediaRow) -> Arc<Media> {
+    async fn record(&self, url: &Url, rule: &UpstreamRule, mut row: MediaRow) -> Arc<Media> {
         let recorded = match self.inner.files.injected(WriteStage::MediaRow) {
             Some(e) => Err(IndexError::Injected(e)),
             None => self.inner.index.replace_media(row.clone()).await,
@@ -255,7 +267,8 @@ impl Cache {
                 self.inner.runs.writer().index_failed(class).await;
             }
         }
-        let media = Arc::new(Media::new(Arc::new(url.clone()), row, Vec::new()));
+        let media =
+            Arc::new(Media::new(Arc::new(url.clone()), row, Vec::new()).with_rule(rule.clone()));
         self.inner.catalog.insert(&media);
         media
     }

@@ -258,7 +258,9 @@ async fn run(cache: Cache, job: Arc<Job>) {
 }
 
 async fn warm(cache: &Cache, job: &Job) -> Result<Phase, Stop> {
-    let media = match cache.open(&job.url, Some((0, None))).await {
+    // An admin may sign any link: a prefetch obeys a signed link's rule.
+    let rule = crate::upstream::UpstreamRule::signed();
+    let media = match cache.open(&job.url, &rule, Some((0, None))).await {
         Ok(Opened::Media(m)) => m,
         Ok(_) => {
             return Err(Stop::Failed(

@@ -380,7 +380,14 @@ impl Runs {
 
     /// The bytes `[pos, end]` of a media from the origin, resumed on breaks.
     pub fn body(&self, media: &Media, pos: u64, end: u64) -> ResumingBody {
-        ResumingBody::new(&self.inner.upstream, &media.url, &media.version, pos, end)
+        ResumingBody::new(
+            &self.inner.upstream,
+            &media.url,
+            media.upstream_rule(),
+            &media.version,
+            pos,
+            end,
+        )
     }
 }
 
@@ -780,7 +787,7 @@ mod tests {
                 max_redirects: 0,
                 retries: 0,
                 max_skip: 0,
-                headers: Vec::new(),
+                rules: Default::default(),
             },
             rig.metrics.clone(),
         )

@@ -35,7 +35,7 @@ use super::dash::{self, DashInfo};
 use super::error::{error, text};
 use super::hls::{self, HlsInfo};
 use super::links::Links;
-use crate::upstream::{redact, Upstream, UpstreamError};
+use crate::upstream::{redact, Upstream, UpstreamError, UpstreamRule};
 
 /// Largest playlist read from an origin.
 pub(crate) const MAX_PLAYLIST: usize = 4 * 1024 * 1024;
@@ -127,7 +127,12 @@ pub(crate) struct Playlists {
 
 impl Playlists {
     /// The playlist at `url`: kept, or fetched (once for all who ask).
-    async fn get(&self, upstream: &Upstream, url: &Url) -> Result<Arc<Entry>, UpstreamError> {
+    async fn get(
+        &self,
+        upstream: &Upstream,
+        url: &Url,
+        rule: &UpstreamRule,
+    ) -> Result<Arc<Entry>, UpstreamError> {
         let key = url.as_str().to_owned();
         let lock = {
             let mut s = self.store.lock().unwrap();
@@ -142,7 +147,7 @@ impl Playlists {
         if let Some(e) = self.kept(&key) {
             return Ok(e);
         }
-        match fetch(upstream, url).await {
+        match fetch(upstream, url, rule).await {
             Ok(entry) => {
                 let entry = Arc::new(entry);
                 self.keep(&key, entry.clone());
@@ -194,14 +199,18 @@ impl Playlists {
 }
 
 /// Fetches a playlist whole, at most [`MAX_PLAYLIST`] bytes.
-async fn fetch(upstream: &Upstream, url: &Url) -> Result<Entry, UpstreamError> {
+async fn fetch(
+    upstream: &Upstream,
+    url: &Url,
+    rule: &UpstreamRule,
+) -> Result<Entry, UpstreamError> {
     let too_large = || {
         UpstreamError::Protocol(format!(
             "playlist larger than {} MiB",
             MAX_PLAYLIST / 1024 / 1024
         ))
     };
-    let (mut resp, final_url) = upstream.get_following(url, None).await?;
+    let (mut resp, final_url) = upstream.get_following(url, rule, None).await?;
     if resp.status() != StatusCode::OK {
         return Err(UpstreamError::Protocol(format!(
             "playlist answered {}",
@@ -258,10 +267,11 @@ pub(crate) async fn answer(
     playlists: &Playlists,
     upstream: &Upstream,
     url: &Url,
+    rule: &UpstreamRule,
     links: &Links,
     method: &Method,
 ) -> Response {
-    let entry = match playlists.get(upstream, url).await {
+    let entry = match playlists.get(upstream, url, rule).await {
         Ok(e) => e,
         Err(e) => return error(&e),
     };

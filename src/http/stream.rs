@@ -23,7 +23,7 @@ use crate::cache::body::Part;
 use crate::cache::media::Media;
 use crate::cache::{Cache, CacheError, Opened};
 use crate::signing::Scope;
-use crate::upstream::{self, Head};
+use crate::upstream::{self, Head, UpstreamRule};
 
 /// Limits on what one request may ask for.
 #[derive(Debug, Clone, Copy)]
@@ -84,7 +84,11 @@ async fn unsigned(
         return text(StatusCode::FORBIDDEN, &reason);
     }
     let links = Links::Unsigned;
-    serve(cache, limits, &playlists, &links, method, url, headers).await
+    let rule = UpstreamRule::unsigned(access.restricted);
+    serve(
+        cache, limits, &playlists, &links, &rule, method, url, headers,
+    )
+    .await
 }
 
 /// `/p/<encoded upstream origin or directory>/<path>`: the path form of
@@ -111,7 +115,11 @@ pub(crate) async fn path_form(
             return text(StatusCode::FORBIDDEN, &reason);
         }
         let links = Links::Unsigned;
-        serve(cache, limits, &playlists, &links, method, url, headers).await
+        let rule = UpstreamRule::unsigned(access.restricted);
+        serve(
+            cache, limits, &playlists, &links, &rule, method, url, headers,
+        )
+        .await
     }
     .await;
     access.cors_unsigned(r)
@@ -141,10 +149,10 @@ pub(crate) async fn signed(
             Ok(u) => u,
             Err(e) => return hide_upstream(error(&e)),
         };
-        let url = match grant.scope {
-            Scope::File => granted.clone(),
+        let (url, rule) = match grant.scope {
+            Scope::File => (granted.clone(), UpstreamRule::signed()),
             Scope::Dir => match links::parse_signed_dir(&grant.url, &tail, query.as_deref()) {
-                Ok(u) => u,
+                Ok(u) => (u, UpstreamRule::below(granted.clone())),
                 Err(reason) => return text(StatusCode::BAD_REQUEST, &reason),
             },
         };
@@ -156,7 +164,12 @@ pub(crate) async fn signed(
             expires: grant.expires,
             credentialed: access.credentialed.clone(),
         };
-        hide_upstream(serve(cache, limits, &playlists, &links, method, url, headers).await)
+        hide_upstream(
+            serve(
+                cache, limits, &playlists, &links, &rule, method, url, headers,
+            )
+            .await,
+        )
     }
     .await;
     access.cors(r)
@@ -204,13 +217,15 @@ fn not_a_media_request(method: &Method, access: &Access) -> Option<Response> {
     Some(r)
 }
 
-/// The media at `url`, through the cache; a playlist or manifest with
-/// its URIs spelled by `links`.
+/// The media at `url`, through the cache, its fetches held to `rule`; a
+/// playlist or manifest with its URIs spelled by `links`.
+#[allow(clippy::too_many_arguments)]
 async fn serve(
     cache: Cache,
     limits: Limits,
     playlists: &Playlists,
     links: &Links,
+    rule: &UpstreamRule,
     method: Method,
     url: url::Url,
     headers: HeaderMap,
@@ -219,7 +234,7 @@ async fn serve(
         return error(&e);
     }
     if playlist::named(&url) {
-        return playlist::answer(playlists, cache.upstream(), &url, links, &method).await;
+        return playlist::answer(playlists, cache.upstream(), &url, rule, links, &method).await;
     }
     let range_header = header_str(&headers, header::RANGE);
     let start = match range_header {
@@ -232,19 +247,19 @@ async fn serve(
     let typed = |h: &reqwest::header::HeaderMap| {
         playlist::typed(h.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()))
     };
-    match cache.open(&url, start).await {
+    match cache.open(&url, rule, start).await {
         Err(e) => error(&e),
         Ok(Opened::Media(media)) if playlist::typed(media.row.content_type.as_deref()) => {
-            playlist::answer(playlists, cache.upstream(), &url, links, &method).await
+            playlist::answer(playlists, cache.upstream(), &url, rule, links, &method).await
         }
         Ok(Opened::Media(media)) => respond(cache, limits, media, &method, &headers),
         Ok(Opened::Passthrough(p)) if typed(p.0.headers()) => {
-            playlist::answer(playlists, cache.upstream(), &url, links, &method).await
+            playlist::answer(playlists, cache.upstream(), &url, rule, links, &method).await
         }
         Ok(Opened::Passthrough(p)) => passthrough(&method, p.0, &p.1),
-        Ok(Opened::Unsized) => match cache.upstream().get_raw(&url, range_header).await {
+        Ok(Opened::Unsized) => match cache.upstream().get_raw(&url, rule, range_header).await {
             Ok(resp) if typed(resp.headers()) => {
-                playlist::answer(playlists, cache.upstream(), &url, links, &method).await
+                playlist::answer(playlists, cache.upstream(), &url, rule, links, &method).await
             }
             Ok(resp) => match Head::parse(resp.status(), resp.headers()) {
                 Ok(head) => passthrough(&method, resp, &head),

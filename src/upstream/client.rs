@@ -11,6 +11,7 @@ use url::Url;
 
 use super::allow::AllowList;
 use super::error::{DeniedError, UpstreamError};
+use super::rule::{Rules, UpstreamRule};
 use crate::metrics::Metrics;
 
 /// Resolves names and drops addresses the allowlist refuses, so that
@@ -56,9 +57,9 @@ pub(crate) struct Settings {
     /// Bytes spool downloads and drops to reach a position in a media
     /// whose origin ignores Range.
     pub max_skip: u64,
-    /// Request headers for one origin each (credentials for a NAS), sent
-    /// to that origin only: never to a redirect's other host.
-    pub headers: Vec<(url::Origin, http::HeaderMap)>,
+    /// The `[[upstream]]` tables: request headers (credentials for a NAS)
+    /// and redirect hosts per origin (`rule.rs`).
+    pub rules: Rules,
 }
 
 /// The HTTP client to origins. Cheap to clone.
@@ -70,7 +71,7 @@ pub(crate) struct Upstream {
     retries: u32,
     max_redirects: usize,
     max_skip: u64,
-    headers: Arc<Vec<(url::Origin, http::HeaderMap)>>,
+    rules: Arc<Rules>,
     metrics: Arc<Metrics>,
 }
 
@@ -102,7 +103,7 @@ impl Upstream {
             retries: cfg.retries,
             max_redirects: cfg.max_redirects,
             max_skip: cfg.max_skip,
-            headers: Arc::new(cfg.headers.clone()),
+            rules: Arc::new(cfg.rules.clone()),
             metrics,
         })
     }
@@ -182,24 +183,29 @@ impl Upstream {
     pub async fn get(
         &self,
         url: &Url,
+        rule: &UpstreamRule,
         range: Option<(u64, Option<u64>)>,
     ) -> Result<reqwest::Response, UpstreamError> {
         let range = range.map(|(start, end)| {
             let end = end.map(|e| e.to_string()).unwrap_or_default();
             format!("bytes={start}-{end}")
         });
-        self.get_raw(url, range.as_deref()).await
+        self.get_raw(url, rule, range.as_deref()).await
     }
 
     /// GET with a player's own `Range` header value (or none), following
     /// redirects: every hop's destination (host, port, resolved addresses)
-    /// is checked against the allowlist before spool connects to it.
+    /// is checked against the allowlist before spool connects to it, and
+    /// against `rule`, the rule of the request it belongs to.
     pub async fn get_raw(
         &self,
         url: &Url,
+        rule: &UpstreamRule,
         range: Option<&str>,
     ) -> Result<reqwest::Response, UpstreamError> {
-        self.get_following(url, range).await.map(|(resp, _)| resp)
+        self.get_following(url, rule, range)
+            .await
+            .map(|(resp, _)| resp)
     }
 
     /// [`Upstream::get_raw`], also returning the URL that answered after
@@ -208,10 +214,20 @@ impl Upstream {
     pub async fn get_following(
         &self,
         url: &Url,
+        rule: &UpstreamRule,
         range: Option<&str>,
     ) -> Result<(reqwest::Response, Url), UpstreamError> {
+        let first = url.clone();
         let mut url = url.clone();
+        // Credentials only while the chain has not left its first origin.
+        let mut credentials = rule.credentials;
         for hop in 0..=self.max_redirects {
+            if hop > 0 {
+                self.rules
+                    .hop(rule, &self.allow, &first, &url)
+                    .map_err(UpstreamError::Denied)?;
+                credentials &= url.origin() == first.origin();
+            }
             // The first hop of a new media was checked by the caller; with
             // port-scoped allow entries every hop is routed (it may have to
             // go to a pinned address).
@@ -221,12 +237,9 @@ impl Upstream {
                 (url.clone(), None)
             };
             // Judged on the URL asked for, not a pinned address.
-            let origin = url.origin();
-            let extra = self
-                .headers
-                .iter()
-                .find(|(o, _)| *o == origin)
-                .map(|(_, h)| h);
+            let extra = credentials
+                .then(|| self.rules.headers(&url.origin()))
+                .flatten();
             let resp = self
                 .send(&target, host_header.as_deref(), range, extra)
                 .await?;

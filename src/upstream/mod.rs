@@ -6,8 +6,10 @@ mod client;
 mod error;
 mod head;
 pub(crate) mod resume;
+mod rule;
 
 pub(crate) use client::{parse_url, redact, Settings, Upstream};
 pub(crate) use error::UpstreamError;
 pub(crate) use head::{Head, Version};
 pub(crate) use resume::{ResumingBody, PROGRESS};
+pub(crate) use rule::{OriginRule, Rules, UpstreamRule};

@@ -12,10 +12,13 @@ use url::Url;
 use super::client::{redact, Upstream};
 use super::error::UpstreamError;
 use super::head::{Head, Version};
+use super::rule::UpstreamRule;
 
 pub(crate) struct ResumingBody {
     upstream: Upstream,
     url: Arc<Url>,
+    /// The rule its requests' redirects obey.
+    rule: UpstreamRule,
     version: Arc<Version>,
     /// First byte asked for.
     first: u64,
@@ -38,6 +41,7 @@ impl ResumingBody {
     pub fn new(
         upstream: &Upstream,
         url: &Arc<Url>,
+        rule: UpstreamRule,
         version: &Arc<Version>,
         pos: u64,
         end: u64,
@@ -45,6 +49,7 @@ impl ResumingBody {
         ResumingBody {
             upstream: upstream.clone(),
             url: url.clone(),
+            rule,
             version: version.clone(),
             first: pos,
             pos,
@@ -100,7 +105,7 @@ impl ResumingBody {
     pub async fn open(&mut self) -> Result<(), UpstreamError> {
         if self.resp.is_none() && self.pos <= self.end {
             let range = Some((self.pos, Some(self.end)));
-            let resp = self.upstream.get(&self.url, range).await?;
+            let resp = self.upstream.get(&self.url, &self.rule, range).await?;
             let head = Head::parse(resp.status(), resp.headers())?;
             self.skip = self.version.check(&head, self.pos)?;
             self.upstream.may_skip(self.skip)?;
