@@ -367,3 +367,94 @@ async fn directory_token_redirects_stay_in_the_directory() {
     assert_eq!(status, 403);
     assert_eq!(origin.path_stats("secret.mp4").requests, 0);
 }
+
+/// The URIs of a playlist's lines that are not tags.
+fn lines(text: &str) -> Vec<String> {
+    text.lines()
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .map(str::to_owned)
+        .collect()
+}
+
+/// A playlist's content never widens the link it came through: a
+/// file-scoped link to a playlist that names the origin's root, a
+/// metadata address or a loopback address gets no token for them (the
+/// spelled URI answers 403 saying why); its own segments get file tokens.
+#[tokio::test]
+async fn playlists_never_widen_a_grant() {
+    let origin = Origin::start().await;
+    let seg = data(5_000, 7);
+    origin.add_file("show/seg1.ts", seg.clone(), "video/mp2t");
+    origin.add_file(
+        "index.html",
+        b"<html>root</html>".to_vec().into(),
+        "text/html",
+    );
+    let playlist = format!(
+        "#EXTM3U\n#EXT-X-TARGETDURATION:4\n#EXTINF:4,\nseg1.ts\n#EXTINF:4,\n{root}\n\
+         #EXTINF:4,\nhttp://169.254.169.254/latest/meta-data/\n#EXTINF:4,\n\
+         http://169.254.169.254/latest/meta-data/iam.ts\n#EXT-X-ENDLIST\n",
+        root = origin.url("")
+    );
+    origin.add_file(
+        "show/list.m3u8",
+        playlist.into_bytes().into(),
+        "application/vnd.apple.mpegurl",
+    );
+    let spool = Spool::start_with(&origin, |c| c.signing.secret = Some(SECRET.into())).await;
+    let c = client();
+    let link = signed(
+        &spool,
+        &origin.url("show/list.m3u8"),
+        spool::signing::Scope::File,
+    );
+    let (status, _, body) = get(&c, &link, None).await;
+    assert_eq!(status, 200);
+    let text = String::from_utf8(body.to_vec()).unwrap();
+    let uris = lines(&text);
+    assert_eq!(uris.len(), 4, "{text}");
+    assert!(
+        uris[0].starts_with("/s/") && uris[0].ends_with("/seg1.ts"),
+        "{text}"
+    );
+    assert_eq!(&uris[1..], ["/s/-/", "/s/-/", "/s/-/iam.ts"], "{text}");
+    let key = spool::signing::Key::from_secret(SECRET.as_bytes()).unwrap();
+    let token = uris[0].split('/').nth(2).unwrap();
+    let grant = key.open_grant(token, std::time::SystemTime::now()).unwrap();
+    assert_eq!(grant.scope, spool::signing::Scope::File);
+    let (status, _, got) = get(&c, &format!("{}{}", spool.base(), uris[0]), None).await;
+    assert_eq!((status, got), (200, seg));
+    for uri in &uris[1..] {
+        let (status, _, why) = get(&c, &format!("{}{uri}index.html", spool.base()), None).await;
+        assert_eq!(status, 403, "{uri}");
+        assert!(String::from_utf8_lossy(&why).contains("directory scope"));
+    }
+    assert_eq!(origin.path_stats("index.html").requests, 0);
+}
+
+/// A client's query on a directory token's path is not forwarded when
+/// the signed directory had none (an origin could answer it with a
+/// redirect, or another file); with one, the signed query goes along.
+#[tokio::test]
+async fn a_client_query_does_not_ride_a_directory_token() {
+    let origin = Origin::start().await;
+    origin.add_file("show/a.ts", data(3_000, 1), "video/mp2t");
+    origin.add_file("keyed/a.ts?k=1", data(3_000, 2), "video/mp2t");
+    let spool = Spool::start_with(&origin, |c| c.signing.secret = Some(SECRET.into())).await;
+    let c = client();
+    let link = signed(&spool, &origin.url("show/a.ts"), spool::signing::Scope::Dir);
+    let (status, _, _) = get(&c, &format!("{link}?next=/secret"), None).await;
+    assert_eq!(status, 200);
+    let paths: Vec<String> = origin.requests_log().into_iter().map(|r| r.path).collect();
+    assert!(paths.iter().all(|p| p == "show/a.ts"), "{paths:?}");
+    let keyed = signed(
+        &spool,
+        &origin.url("keyed/a.ts?k=1"),
+        spool::signing::Scope::Dir,
+    );
+    origin.reset_stats();
+    let (status, _, got) = get(&c, &keyed, None).await;
+    assert_eq!((status, got), (200, data(3_000, 2)));
+    let paths: Vec<String> = origin.requests_log().into_iter().map(|r| r.path).collect();
+    assert!(paths.iter().all(|p| p == "keyed/a.ts?k=1"), "{paths:?}");
+}

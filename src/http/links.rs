@@ -14,6 +14,13 @@
 //!
 //! Playlists are rewritten to root-relative URLs (`/p/…`, `/s/…`), which
 //! players resolve against the address they reached spool at.
+//!
+//! A playlist never widens the grant of the link it came through: a URI
+//! below a signed directory reuses that directory's token; any other file
+//! gets a token for that one file (never for an address literal the
+//! upstream rules refuse); a directory outside the grant gets nothing
+//! (`/s/-/…`, which answers 403 saying why). A client's query on a
+//! directory token's path is dropped unless the signed directory had one.
 
 use std::sync::Arc;
 use std::time::SystemTime;
@@ -22,6 +29,15 @@ use percent_encoding::{percent_decode_str, utf8_percent_encode, AsciiSet, NON_AL
 use url::Url;
 
 use crate::signing::{self, Key, Scope};
+use crate::upstream::allow::AllowList;
+
+/// The token of a URI a link's grant does not cover: `/s/-/…` answers 403
+/// with [`NOT_COVERED`].
+pub(crate) const UNCOVERED_TOKEN: &str = "-";
+
+/// Why `/s/-/…` is refused.
+pub(crate) const NOT_COVERED: &str = "this link's playlist names a directory outside what the \
+                                      link grants: sign the playlist with directory scope";
 
 /// How the URLs of one answer are spelled: the form the request came in.
 #[derive(Clone)]
@@ -42,6 +58,8 @@ pub(crate) enum Links {
         /// another origin does not get tokens for them (it could otherwise
         /// make spool fetch them with their credentials).
         credentialed: Arc<Vec<url::Origin>>,
+        /// The upstream rules: no token for an address they refuse.
+        allow: Arc<AllowList>,
     },
 }
 
@@ -58,6 +76,7 @@ impl Links {
                 dir,
                 expires,
                 credentialed,
+                allow,
             } => {
                 if let Some(rel) = dir.then(|| below(granted, u)).flatten() {
                     return format!("/s/{token}/{rel}");
@@ -65,16 +84,20 @@ impl Links {
                 if u.origin() != granted.origin() && credentialed.contains(&u.origin()) {
                     return u.as_str().to_owned();
                 }
-                let scope = if u.path().ends_with('/') {
-                    Scope::Dir
-                } else {
-                    Scope::File
-                };
-                let name = match scope {
-                    Scope::Dir => String::new(),
-                    Scope::File => signing::file_name(u),
-                };
-                format!("/s/{}/{name}", key.seal_scoped(u.as_str(), *expires, scope))
+                // A directory outside the grant, or an address the upstream
+                // rules refuse: no token at all.
+                if u.path().ends_with('/') || allow.refuses_literal(u) {
+                    let name = match u.path().ends_with('/') {
+                        true => String::new(),
+                        false => signing::file_name(u),
+                    };
+                    return format!("/s/{UNCOVERED_TOKEN}/{name}");
+                }
+                let name = signing::file_name(u);
+                format!(
+                    "/s/{}/{name}",
+                    key.seal_scoped(u.as_str(), *expires, Scope::File)
+                )
             }
         }
     }
@@ -111,9 +134,11 @@ fn below(dir: &Url, u: &Url) -> Option<String> {
     match (dir.query(), u.query()) {
         (a, b) if a == b => {}
         // The token's query goes with every file that has none of its own;
-        // a file without one below a directory with one needs its own token.
-        (_, None) => return None,
-        (_, Some(q)) => {
+        // a file without one below a directory with one needs its own token,
+        // and so does a file with a query below a directory without one (a
+        // client's query on such a token's path is not forwarded).
+        (_, None) | (None, Some(_)) => return None,
+        (Some(_), Some(q)) => {
             out.push('?');
             out.push_str(q);
         }
@@ -144,14 +169,18 @@ pub(crate) fn parse_path_form(tail: &str, query: Option<&str>) -> Result<Url, St
 }
 
 /// The upstream URL of a file below a signed directory: `rest` is the path
-/// after the token as sent, `query` the request's (the token's query when
-/// the request has none).
+/// after the token as sent, `query` the request's. A directory signed
+/// with a query passes its own to files asked for without one, and the
+/// request's otherwise; a directory signed without a query passes none (a
+/// client-chosen query could make the origin answer for another file).
 pub(crate) fn parse_signed_dir(dir: &str, rest: &str, query: Option<&str>) -> Result<Url, String> {
     let base = crate::upstream::parse_url(dir).map_err(|e| e.to_string())?;
     if rest.is_empty() {
         return Err("a directory link needs the file's path after the token".into());
     }
-    let query = query.or(base.query()).map(str::to_owned);
+    let query = base
+        .query()
+        .map(|signed| query.filter(|q| !q.is_empty()).unwrap_or(signed).to_owned());
     below_dir(&base, rest, query.as_deref())
 }
 
@@ -238,8 +267,11 @@ mod tests {
     fn signed_directory_scope() {
         let ok = parse_signed_dir("http://h/show/?k=1", "hls/seg1.ts", None).unwrap();
         assert_eq!(ok.as_str(), "http://h/show/hls/seg1.ts?k=1");
-        let own = parse_signed_dir("http://h/show/", "a.ts", Some("t=2")).unwrap();
+        let own = parse_signed_dir("http://h/show/?k=1", "a.ts", Some("t=2")).unwrap();
         assert_eq!(own.as_str(), "http://h/show/a.ts?t=2");
+        // A directory signed without a query forwards none of the client's.
+        let none = parse_signed_dir("http://h/show/", "a.ts", Some("redirect=/x")).unwrap();
+        assert_eq!(none.as_str(), "http://h/show/a.ts");
         for rest in [
             "",
             "../secret.mp4",
@@ -273,6 +305,7 @@ mod tests {
             dir: true,
             expires: None,
             credentialed: Arc::new(vec![u("http://jellyfin.lan/").origin()]),
+            allow: Arc::new(AllowList::parse("10.0.0.5").unwrap()),
         };
         assert_eq!(
             links.spell(&u("http://h/show/a/seg.ts?k=1")),
@@ -300,10 +333,62 @@ mod tests {
             links.spell(&u("http://jellyfin.lan/Videos/1/stream.ts")),
             "http://jellyfin.lan/Videos/1/stream.ts"
         );
-        let d = links.spell(&u("http://cdn/v/"));
+        // Never a directory token but the granted one: a directory outside
+        // it (the origin's root too) gets none.
+        for d in ["http://cdn/v/", "http://h/", "http://h/other/"] {
+            assert_eq!(links.spell(&u(d)), "/s/-/", "{d}");
+        }
+        // Below the granted directory, a subdirectory keeps its token.
+        assert_eq!(links.spell(&u("http://h/show/hd/?k=1")), "/s/TOK/hd/");
+        // No token for an address the upstream rules refuse; an allowed
+        // one gets its file token.
+        for refused in [
+            "http://169.254.169.254/latest/meta-data/x.ts",
+            "http://127.0.0.1/x.ts",
+            "http://[::1]:8080/x.ts",
+        ] {
+            assert_eq!(links.spell(&u(refused)), "/s/-/x.ts", "{refused}");
+        }
+        let ok = links.spell(&u("http://10.0.0.5/x.ts"));
+        assert!(ok.starts_with("/s/") && !ok.starts_with("/s/-/"), "{ok}");
+        // A file-scoped grant mints file tokens only.
+        let file = Links::Signed {
+            key: key.clone(),
+            token: "TOK".into(),
+            granted: u("http://h/show/master.m3u8"),
+            dir: false,
+            expires: None,
+            credentialed: Arc::new(vec![]),
+            allow: Arc::new(AllowList::default()),
+        };
+        assert_eq!(file.spell(&u("http://h/")), "/s/-/");
+        let seg = file.spell(&u("http://h/show/seg1.ts"));
         let g = key
-            .open_grant(d.split('/').nth(2).unwrap(), SystemTime::now())
+            .open_grant(seg.split('/').nth(2).unwrap(), SystemTime::now())
             .unwrap();
-        assert_eq!((g.url.as_str(), g.scope), ("http://cdn/v/", Scope::Dir));
+        assert_eq!(
+            (g.url.as_str(), g.scope),
+            ("http://h/show/seg1.ts", Scope::File)
+        );
+    }
+
+    #[test]
+    fn a_query_below_a_directory_without_one_gets_a_file_token() {
+        let key = Key::from_secret(b"0123456789abcdef0123456789abcdef").unwrap();
+        let links = Links::Signed {
+            key: key.clone(),
+            token: "TOK".into(),
+            granted: u("http://h/show/"),
+            dir: true,
+            expires: None,
+            credentialed: Arc::new(vec![]),
+            allow: Arc::new(AllowList::default()),
+        };
+        assert_eq!(links.spell(&u("http://h/show/a.ts")), "/s/TOK/a.ts");
+        let s = links.spell(&u("http://h/show/a.ts?cdn=1"));
+        let g = key
+            .open_grant(s.split('/').nth(2).unwrap(), SystemTime::now())
+            .unwrap();
+        assert_eq!(g.url, "http://h/show/a.ts?cdn=1");
     }
 }

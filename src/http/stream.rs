@@ -141,6 +141,9 @@ pub(crate) async fn signed(
             return r;
         }
         cache.metrics().client_requests.inc();
+        if token == links::UNCOVERED_TOKEN {
+            return text(StatusCode::FORBIDDEN, links::NOT_COVERED);
+        }
         let (grant, key) = match access.open(&token) {
             Ok(g) => g,
             Err(reason) => return text(StatusCode::FORBIDDEN, &reason),
@@ -163,6 +166,7 @@ pub(crate) async fn signed(
             dir: grant.scope == Scope::Dir,
             expires: grant.expires,
             credentialed: access.credentialed.clone(),
+            allow: access.allow.clone(),
         };
         hide_upstream(
             serve(

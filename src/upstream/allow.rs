@@ -91,6 +91,18 @@ impl AllowList {
         })
     }
 
+    /// Whether `url` names an address literal these rules refuse (no
+    /// lookup: a name is judged when it is resolved).
+    pub fn refuses_literal(&self, url: &url::Url) -> bool {
+        let ip: IpAddr = match url.host() {
+            Some(url::Host::Ipv4(v4)) => v4.into(),
+            Some(url::Host::Ipv6(v6)) => v6.into(),
+            _ => return false,
+        };
+        let port = url.port_or_known_default().unwrap_or(80);
+        !self.permits(url.host_str().unwrap_or_default(), ip, port)
+    }
+
     /// Whether the list is empty.
     pub fn is_empty(&self) -> bool {
         self.entries.is_empty()
