@@ -458,3 +458,149 @@ async fn a_client_query_does_not_ride_a_directory_token() {
     let paths: Vec<String> = origin.requests_log().into_iter().map(|r| r.path).collect();
     assert!(paths.iter().all(|p| p == "keyed/a.ts?k=1"), "{paths:?}");
 }
+
+/// Rewriting is bounded: an answer is at most 32 times its playlist plus
+/// 64 KiB. A playlist of one-character lines grows twenty-fold through
+/// the path form (within the bound); through a signed link, where every
+/// line would get a token of its own, it is refused with the reason
+/// instead of being written out. A normal playlist still plays.
+#[tokio::test]
+async fn a_playlist_that_would_balloon_is_refused() {
+    let origin = Origin::start().await;
+    let mut text = String::from("#EXTM3U\n#EXT-X-TARGETDURATION:1\n");
+    while text.len() < 100_000 {
+        text.push_str("a\n");
+    }
+    text.push_str("#EXT-X-ENDLIST\n");
+    let len = text.len();
+    // The same below a long directory name: each line's URL is longer.
+    let deep = format!("{}/list.m3u8", "d".repeat(100));
+    origin.add_file(
+        &deep,
+        text.clone().into_bytes().into(),
+        "application/vnd.apple.mpegurl",
+    );
+    origin.add_file(
+        "big/list.m3u8",
+        text.into_bytes().into(),
+        "application/vnd.apple.mpegurl",
+    );
+    origin.add_file(
+        "ok/list.m3u8",
+        b"#EXTM3U\n#EXT-X-TARGETDURATION:4\n#EXTINF:4,\nseg1.ts\n#EXT-X-ENDLIST\n"
+            .to_vec()
+            .into(),
+        "application/vnd.apple.mpegurl",
+    );
+    let spool = Spool::start_with(&origin, |c| c.signing.secret = Some(SECRET.into())).await;
+    let c = client();
+    let (status, _, body) = get(&c, &spool.url(&origin.url("big/list.m3u8")), None).await;
+    assert_eq!(status, 200);
+    assert!(
+        body.len() > 10 * len && body.len() <= 32 * len + 64 * 1024,
+        "{}",
+        body.len()
+    );
+    let link = signed(
+        &spool,
+        &origin.url("big/list.m3u8"),
+        spool::signing::Scope::File,
+    );
+    let (status, _, why) = get(&c, &spool.url(&origin.url(&deep)), None).await;
+    let why = String::from_utf8_lossy(&why);
+    assert_eq!(status, 502, "{}", &why[..why.len().min(300)]);
+    assert!(why.contains("would be rewritten to more than"), "{why}");
+    // (A signed link's errors name no reason that could show its upstream.)
+    assert_eq!(get(&c, &link, None).await.0, 502);
+    let link = signed(
+        &spool,
+        &origin.url("ok/list.m3u8"),
+        spool::signing::Scope::File,
+    );
+    let (status, _, body) = get(&c, &link, None).await;
+    assert_eq!(status, 200);
+    assert!(String::from_utf8_lossy(&body).contains("/seg1.ts"));
+}
+
+/// A playlist origin that trickles a byte every half second cannot hold
+/// a request (and the URL's fetch) for longer than `--upstream-timeout`
+/// in all, although it is never silent that long; the players waiting
+/// for that fetch share its failure.
+#[tokio::test]
+async fn a_trickling_playlist_origin_is_cut_at_the_deadline() {
+    let origin = Origin::start().await;
+    let text = "#EXTM3U\n#EXT-X-TARGETDURATION:4\n#EXTINF:4,\nseg1.ts\n#EXT-X-ENDLIST\n";
+    origin.add_file(
+        "slow.m3u8",
+        text.as_bytes().to_vec().into(),
+        "application/vnd.apple.mpegurl",
+    );
+    origin.set_faults(
+        "slow.m3u8",
+        common::origin::Faults {
+            rate_bytes_per_sec: Some(2),
+            piece_bytes: Some(1),
+            ..Default::default()
+        },
+    );
+    let spool = Spool::start_with(&origin, |c| {
+        c.upstream_timeout = std::time::Duration::from_secs(2)
+    })
+    .await;
+    let url = spool.url(&origin.url("slow.m3u8"));
+    let asks = (0..3).map(|_| {
+        let url = url.clone();
+        async move { get(&client(), &url, None).await.0 }
+    });
+    let statuses = futures::future::join_all(asks).await;
+    assert_eq!(statuses, [504, 504, 504]);
+    assert_eq!(
+        origin.path_stats("slow.m3u8").requests,
+        1,
+        "one fetch for all three"
+    );
+}
+
+/// Answers being rewritten or sent share one memory budget: players that
+/// do not read hold their answer's share until it is written out, so past
+/// the budget a request waits briefly, then gets 503 with Retry-After;
+/// once they go, playlists are answered again.
+#[tokio::test]
+async fn playlist_answers_share_a_memory_budget() {
+    let origin = Origin::start().await;
+    let mut text = String::from("#EXTM3U\n#EXT-X-TARGETDURATION:4\n");
+    let mut i = 0;
+    while text.len() < 1_000_000 {
+        text.push_str(&format!("#EXTINF:4,\ns{i:06}.ts\n"));
+        i += 1;
+    }
+    text.push_str("#EXT-X-ENDLIST\n");
+    origin.add_file(
+        "vod/list.m3u8",
+        text.into_bytes().into(),
+        "application/vnd.apple.mpegurl",
+    );
+    let spool = Spool::start(&origin).await;
+    let url = spool.url(&origin.url("vod/list.m3u8"));
+    // Players that take the headers and never read the body.
+    let holders = (0..10).map(|_| {
+        let url = url.clone();
+        async move {
+            let r = client().get(&url).send().await.unwrap();
+            let retry = r.headers().contains_key("retry-after");
+            (r.status().as_u16(), retry, r)
+        }
+    });
+    let held = futures::future::join_all(holders).await;
+    let ok = held.iter().filter(|(s, _, _)| *s == 200).count();
+    let busy = held.iter().filter(|(s, r, _)| *s == 503 && *r).count();
+    assert!(
+        ok >= 1 && busy >= 1 && ok + busy == 10,
+        "{ok} answered, {busy} busy"
+    );
+    drop(held);
+    common::wait_for("the budget to come back", || async {
+        get(&client(), &url, None).await.0 == 200
+    })
+    .await;
+}

@@ -17,6 +17,7 @@ mod links;
 mod listener;
 mod multipart;
 mod playlist;
+mod playlist_store;
 pub(crate) mod range;
 mod routes;
 mod sign;

@@ -1,8 +1,8 @@
 //! HLS playlists and DASH manifests through spool: fetched whole (bounded),
-//! kept in memory while they are valid, and rewritten per request so that
-//! every URI in them points back at spool in the form the request came in
-//! (`links.rs`). Segments are ordinary media: they go through the chunk
-//! cache like any other file.
+//! kept in memory while they are valid (`playlist_store.rs`), and
+//! rewritten per request so that every URI in them points back at spool
+//! in the form the request came in (`links.rs`). Segments are ordinary
+//! media: they go through the chunk cache like any other file.
 //!
 //! - **Recognised** by the name (`.m3u8`, `.m3u`, `.mpd`) before anything
 //!   is fetched, or by the origin's Content-Type on the ordinary path; the
@@ -14,33 +14,55 @@
 //!   (dynamic manifests: half their `minimumUpdatePeriod`, at most 2 s), so
 //!   none is ever served staler than its target duration. One fetch at a
 //!   time per URL: players asking meanwhile wait for it and share it.
-//! - **Bounded**: a playlist larger than 4 MiB is a 502 with the reason;
-//!   at most 64 MiB of playlists are kept (the oldest go first).
+//! - **Bounded**: a playlist larger than 4 MiB is a 502 with the reason,
+//!   and so is one whose fetch takes longer than `--upstream-timeout` in
+//!   all (a byte every few seconds does not hold it open). At most 64 MiB
+//!   of playlists are kept, counting keys, URLs and bookkeeping, not only
+//!   bodies. A rewritten answer is at most 32 times its playlist plus
+//!   64 KiB, and never more than 16 MiB (502 past it: a playlist of
+//!   one-character lines cannot make spool write 20 times its size); the
+//!   answers being written or sent share 32 MiB (a request waits up to
+//!   5 s for its share, then gets 503), each holding its share until its
+//!   last byte left.
 //! - **Ranges**: a playlist is always answered 200 whole (`Accept-Ranges:
 //!   none`). Its bytes depend on the request (signed links get tokens of
 //!   their own), so ranges of two answers could not be stitched together;
 //!   RFC 9110 §14.2 lets a server ignore Range.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+use std::cell::Cell;
 
 use bytes::Bytes;
 use http::{header, HeaderMap, HeaderValue, Method, StatusCode};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tracing::debug;
 use url::Url;
 use warp::reply::Response;
 
-use super::dash::{self, DashInfo};
+use super::dash;
 use super::error::{error, text};
-use super::hls::{self, HlsInfo};
+use super::hls;
 use super::links::Links;
+use super::playlist_store::{Entry, Kind, Store};
 use crate::upstream::{redact, Upstream, UpstreamError, UpstreamRule};
 
 /// Largest playlist read from an origin.
 pub(crate) const MAX_PLAYLIST: usize = 4 * 1024 * 1024;
-/// Most bytes of playlists kept in memory.
+/// Most bytes of playlists kept in memory (bodies, keys, URLs and
+/// bookkeeping).
 const MEMORY: usize = 64 * 1024 * 1024;
+/// A rewritten answer is at most this many times its playlist...
+const ANSWER_MULTIPLE: usize = 32;
+/// ... plus this ...
+const ANSWER_SLACK: usize = 64 * 1024;
+/// ... and never more than this.
+const ANSWER_CAP: usize = 16 * 1024 * 1024;
+/// Memory for answers being rewritten or sent, across all requests.
+const ANSWER_BUDGET: usize = 32 * 1024 * 1024;
+/// How long a request waits for its share of that before 503.
+const BUDGET_WAIT: Duration = Duration::from_secs(5);
 /// How long a playlist that never changes is kept.
 const KEEP_VOD: Duration = Duration::from_secs(3600);
 
@@ -71,130 +93,46 @@ pub(crate) fn typed(content_type: Option<&str>) -> bool {
     HLS_TYPES.contains(&essence.as_str()) || essence == DASH_TYPE
 }
 
-/// What a fetched body is.
-#[derive(Debug, Clone, Copy)]
-enum Kind {
-    Hls(HlsInfo),
-    Dash(DashInfo),
-    /// Named like a playlist, but not one: served as it came.
-    Other,
+/// The playlists kept in memory, and the memory their answers may use.
+/// Cheap to clone.
+#[derive(Clone)]
+pub(crate) struct Playlists {
+    store: Store,
+    /// Answers being rewritten or sent, in KiB.
+    budget: Arc<Semaphore>,
 }
 
-/// A playlist as the origin sent it.
-struct Entry {
-    body: Bytes,
-    /// The URL that answered, after redirects: what its URIs resolve
-    /// against.
-    url: Url,
-    content_type: Option<String>,
-    kind: Kind,
-    fetched: Instant,
-    keep_for: Duration,
-}
-
-impl Entry {
-    fn fresh(&self) -> bool {
-        self.fetched.elapsed() < self.keep_for
-    }
-
-    fn live(&self) -> bool {
-        match self.kind {
-            Kind::Hls(i) => i.live(),
-            Kind::Dash(i) => i.dynamic,
-            Kind::Other => true,
+impl Default for Playlists {
+    fn default() -> Playlists {
+        Playlists {
+            store: Store::new(MEMORY),
+            budget: Arc::new(Semaphore::new(ANSWER_BUDGET / 1024)),
         }
     }
 }
 
-#[derive(Default)]
-struct Slot {
-    /// One fetch at a time per URL.
-    fetching: Arc<tokio::sync::Mutex<()>>,
-    entry: Option<Arc<Entry>>,
-}
-
-#[derive(Default)]
-struct Store {
-    slots: HashMap<String, Slot>,
-    bytes: usize,
-}
-
-/// The playlists kept in memory. Cheap to clone.
-#[derive(Clone, Default)]
-pub(crate) struct Playlists {
-    store: Arc<Mutex<Store>>,
-}
-
 impl Playlists {
-    /// The playlist at `url`: kept, or fetched (once for all who ask).
+    /// The playlist at `url`, fetched under `rule`: kept, or fetched
+    /// (once for all who ask), within `--upstream-timeout` in all. One
+    /// kept from another request's fetch is used only if its redirects
+    /// landed where `rule` allows.
     async fn get(
         &self,
         upstream: &Upstream,
         url: &Url,
         rule: &UpstreamRule,
     ) -> Result<Arc<Entry>, UpstreamError> {
-        let key = url.as_str().to_owned();
-        let lock = {
-            let mut s = self.store.lock().unwrap();
-            let slot = s.slots.entry(key.clone()).or_default();
-            match &slot.entry {
-                Some(e) if e.fresh() => return Ok(e.clone()),
-                _ => slot.fetching.clone(),
-            }
-        };
-        let _fetching = lock.lock().await;
-        // Whoever held the lock before may have fetched it meanwhile.
-        if let Some(e) = self.kept(&key) {
-            return Ok(e);
-        }
-        match fetch(upstream, url, rule).await {
-            Ok(entry) => {
-                let entry = Arc::new(entry);
-                self.keep(&key, entry.clone());
-                Ok(entry)
-            }
-            Err(e) => {
-                let mut s = self.store.lock().unwrap();
-                if s.slots.get(&key).is_some_and(|sl| sl.entry.is_none()) {
-                    s.slots.remove(&key);
-                }
-                Err(e)
-            }
-        }
-    }
-
-    fn kept(&self, key: &str) -> Option<Arc<Entry>> {
-        let s = self.store.lock().unwrap();
-        s.slots
-            .get(key)
-            .and_then(|sl| sl.entry.clone())
-            .filter(|e| e.fresh())
-    }
-
-    fn keep(&self, key: &str, entry: Arc<Entry>) {
-        let mut s = self.store.lock().unwrap();
-        let added = entry.body.len();
-        let old = s
-            .slots
-            .entry(key.to_owned())
-            .or_default()
-            .entry
-            .replace(entry)
-            .map_or(0, |e| e.body.len());
-        s.bytes = s.bytes + added - old;
-        while s.bytes > MEMORY {
-            let oldest = s
-                .slots
-                .iter()
-                .filter_map(|(k, sl)| sl.entry.as_ref().map(|e| (e.fetched, k.clone())))
-                .min();
-            let Some((_, k)) = oldest else { break };
-            // The slot goes too, so the map does not grow with every URL
-            // ever asked for.
-            if let Some(e) = s.slots.remove(&k).and_then(|sl| sl.entry) {
-                s.bytes -= e.body.len();
-            }
-        }
+        let deadline = upstream.timeout();
+        let entry = self
+            .store
+            .get(url.as_str(), || async {
+                tokio::time::timeout(deadline, fetch(upstream, url, rule))
+                    .await
+                    .map_err(|_| UpstreamError::Timeout)?
+            })
+            .await?;
+        upstream.check_landing(rule, url, &entry.url)?;
+        Ok(entry)
     }
 }
 
@@ -275,18 +213,12 @@ pub(crate) async fn answer(
         Ok(e) => e,
         Err(e) => return error(&e),
     };
-    let spell = |u: &Url| links.spell(u);
-    let text_of = || std::str::from_utf8(&entry.body).expect("checked when fetched");
     let (body, default_type) = match entry.kind {
-        Kind::Hls(_) => (
-            Bytes::from(hls::rewrite(text_of(), &entry.url, &spell)),
-            HLS_TYPES[0],
-        ),
-        Kind::Dash(_) => match dash::rewrite(text_of(), &entry.url, &spell) {
-            Ok(b) => (Bytes::from(b), DASH_TYPE),
-            Err(reason) => return text(StatusCode::BAD_GATEWAY, &reason),
-        },
         Kind::Other => (entry.body.clone(), "application/octet-stream"),
+        kind => match rewritten(playlists, &entry, kind, links).await {
+            Ok(b) => b,
+            Err(r) => return r,
+        },
     };
     let mut h = HeaderMap::new();
     let ctype = entry
@@ -308,6 +240,88 @@ pub(crate) async fn answer(
     let mut r = Response::new(body.into());
     r.headers_mut().extend(h);
     r
+}
+
+/// The most bytes the answer for a playlist of `len` bytes may take.
+fn answer_bound(len: usize) -> usize {
+    len.saturating_mul(ANSWER_MULTIPLE)
+        .saturating_add(ANSWER_SLACK)
+        .min(ANSWER_CAP)
+}
+
+/// Bytes that hold their share of the answer budget until the last of
+/// them is dropped (once hyper wrote them out).
+struct Held {
+    text: String,
+    _share: OwnedSemaphorePermit,
+}
+
+impl AsRef<[u8]> for Held {
+    fn as_ref(&self) -> &[u8] {
+        self.text.as_bytes()
+    }
+}
+
+/// The playlist with its URIs spelled by `links`, within the bound and
+/// the shared budget; the error answer when it does not fit.
+async fn rewritten(
+    playlists: &Playlists,
+    entry: &Entry,
+    kind: Kind,
+    links: &Links,
+) -> Result<(Bytes, &'static str), Response> {
+    let bound = answer_bound(entry.body.len());
+    let units = bound.div_ceil(1024) as u32;
+    let acquire = playlists.budget.clone().acquire_many_owned(units);
+    let Ok(Ok(mut share)) = tokio::time::timeout(BUDGET_WAIT, acquire).await else {
+        let mut r = text(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "playlist rewriting is at its memory budget; try again",
+        );
+        r.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        return Err(r);
+    };
+    // Spelled bytes are counted as they are made: past the bound nothing
+    // more is spelled (no token minted), and the answer is refused.
+    let spent = Cell::new(0usize);
+    let spell = |u: &Url| {
+        if spent.get() > bound {
+            return String::new();
+        }
+        let s = links.spell(u);
+        spent.set(spent.get() + s.len());
+        s
+    };
+    let text_of = std::str::from_utf8(&entry.body).expect("checked when fetched");
+    let (out, default_type) = match kind {
+        Kind::Hls(_) => (hls::rewrite(text_of, &entry.url, &spell), HLS_TYPES[0]),
+        Kind::Dash(_) => match dash::rewrite(text_of, &entry.url, &spell) {
+            Ok(b) => (b, DASH_TYPE),
+            Err(reason) => return Err(text(StatusCode::BAD_GATEWAY, &reason)),
+        },
+        Kind::Other => unreachable!("served as it came"),
+    };
+    if spent.get() > bound || out.len() > bound {
+        return Err(text(
+            StatusCode::BAD_GATEWAY,
+            &format!(
+                "the playlist ({} bytes) would be rewritten to more than {bound} bytes \
+                 ({ANSWER_MULTIPLE} times its size plus {} KiB, at most {} MiB)",
+                entry.body.len(),
+                ANSWER_SLACK / 1024,
+                ANSWER_CAP / 1024 / 1024
+            ),
+        ));
+    }
+    // Keep the share of what the answer holds; give back the rest.
+    let keep = (out.len().div_ceil(1024) as u32).max(1);
+    drop(share.split((units - keep.min(units)) as usize));
+    let held = Held {
+        text: out,
+        _share: share,
+    };
+    Ok((Bytes::from_owner(held), default_type))
 }
 
 #[cfg(test)]

@@ -178,6 +178,27 @@ impl Upstream {
         Ok((direct, Some(host_header)))
     }
 
+    /// The time an origin has to answer, and the longest silence in a body.
+    pub fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
+    /// Whether a chain of redirects that started at `first` and landed at
+    /// `last` (fetched under another request's rule) is one `rule` allows.
+    pub fn check_landing(
+        &self,
+        rule: &UpstreamRule,
+        first: &Url,
+        last: &Url,
+    ) -> Result<(), UpstreamError> {
+        if first == last {
+            return Ok(());
+        }
+        self.rules
+            .hop(rule, &self.allow, first, last)
+            .map_err(UpstreamError::Denied)
+    }
+
     /// GET with an optional `Range: bytes=start-[end]`. Error statuses are
     /// turned into errors; 200, 206 and 416 are returned.
     pub async fn get(

@@ -56,6 +56,9 @@ pub struct Faults {
     pub latency: Duration,
     /// Throttle each response body to this rate (per response/connection).
     pub rate_bytes_per_sec: Option<u64>,
+    /// Send the body in pieces of this many bytes (with a rate: a trickle,
+    /// e.g. one byte every half second).
+    pub piece_bytes: Option<u64>,
     /// Abort the connection after this many body bytes of a response (only
     /// when the response body is longer than that). With `reset_once` the
     /// fault is cleared when it fires.
@@ -724,6 +727,7 @@ async fn answer(
         start,
         end,
         faults.rate_bytes_per_sec,
+        faults.piece_bytes,
         reset_at,
     ));
     response(
@@ -744,13 +748,14 @@ async fn produce(
     start: u64,
     end: u64,
     rate: Option<u64>,
+    piece: Option<u64>,
     reset_at: Option<u64>,
 ) {
-    let piece = if rate.is_some() {
+    let piece = piece.unwrap_or(if rate.is_some() {
         THROTTLED_PIECE
     } else {
         PIECE
-    } as u64;
+    } as u64);
     let stop = reset_at.map_or(end, |n| start + n);
     let t0 = tokio::time::Instant::now();
     let mut pos = start;

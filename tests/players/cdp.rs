@@ -65,6 +65,12 @@ pub struct Browser {
 impl Browser {
     /// Starts Chromium for the test `name` and attaches to its page.
     pub async fn launch(name: &str) -> Browser {
+        Browser::launch_with(name, &[]).await
+    }
+
+    /// [`Browser::launch`] with extra command line switches (e.g.
+    /// `--host-resolver-rules=…`).
+    pub async fn launch_with(name: &str, extra: &[&str]) -> Browser {
         let profile = tempfile::tempdir().expect("a temp dir for the browser profile");
         let stderr_file = artifacts_dir().join(format!("{name}.chromium.log"));
         let stderr = std::fs::File::create(&stderr_file)
@@ -90,6 +96,7 @@ impl Browser {
             "--disable-backgrounding-occluded-windows",
             "--window-size=800,600",
         ])
+        .args(extra)
         .arg(format!("--user-data-dir={}", profile.path().display()))
         .arg("about:blank")
         .stdin(Stdio::null())
@@ -199,6 +206,27 @@ impl Browser {
                 if v[0] == "complete" && v[1] == url {
                     return;
                 }
+            }
+            if tokio::time::Instant::now() >= deadline {
+                self.fail(&format!("{url} did not load ({state:?})")).await;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Opens `url` like a person following a link: Chromium's error when
+    /// it did not become the page (a download, a refused navigation), or
+    /// None once it loaded.
+    pub async fn open(&self, url: &str) -> Option<String> {
+        let r = self.call("Page.navigate", json!({"url": url})).await;
+        if let Some(err) = r["errorText"].as_str() {
+            return Some(err.to_owned());
+        }
+        let deadline = tokio::time::Instant::now() + COMMAND_LIMIT;
+        loop {
+            let state = self.try_evaluate("document.readyState").await;
+            if state.as_ref().is_ok_and(|v| v == "complete") {
+                return None;
             }
             if tokio::time::Instant::now() >= deadline {
                 self.fail(&format!("{url} did not load ({state:?})")).await;

@@ -10,6 +10,7 @@ mod cdp;
 mod common;
 mod tools;
 
+mod boundary;
 mod browser;
 mod browser_hls;
 mod decode;

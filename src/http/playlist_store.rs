@@ -1,0 +1,310 @@
+//! The playlists kept in memory: one fetch per URL at a time, kept while
+//! fresh, evicted oldest first past a budget that counts everything a
+//! kept playlist holds (its key, final URL, type and body, and a fixed
+//! cost for the bookkeeping, so 2000 empty playlists cost as much as
+//! they weigh), failures kept briefly so that the players waiting for a
+//! failed fetch share its error instead of each asking again.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use url::Url;
+
+use crate::upstream::UpstreamError;
+
+/// Bookkeeping of one kept playlist beyond the bytes it holds.
+const ENTRY_OVERHEAD: usize = 512;
+/// How long a failed fetch answers for its URL without asking again.
+const KEEP_FAILURE: Duration = Duration::from_secs(1);
+/// How often what no longer answers (stale playlists, old failures) is
+/// swept out, at most.
+const SWEEP_EVERY: Duration = Duration::from_secs(1);
+
+/// What a fetched body is.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Kind {
+    Hls(super::hls::HlsInfo),
+    Dash(super::dash::DashInfo),
+    /// Named like a playlist, but not one: served as it came.
+    Other,
+}
+
+/// A playlist as the origin sent it.
+pub(crate) struct Entry {
+    pub body: bytes::Bytes,
+    /// The URL that answered, after redirects: what its URIs resolve
+    /// against.
+    pub url: Url,
+    pub content_type: Option<String>,
+    pub kind: Kind,
+    pub fetched: Instant,
+    pub keep_for: Duration,
+}
+
+impl Entry {
+    fn fresh(&self) -> bool {
+        self.fetched.elapsed() < self.keep_for
+    }
+
+    pub fn live(&self) -> bool {
+        match self.kind {
+            Kind::Hls(i) => i.live(),
+            Kind::Dash(i) => i.dynamic,
+            Kind::Other => true,
+        }
+    }
+
+    /// What keeping it costs, with its key.
+    fn cost(&self, key: &str) -> usize {
+        ENTRY_OVERHEAD
+            + key.len()
+            + self.body.len()
+            + self.url.as_str().len()
+            + self.content_type.as_ref().map_or(0, String::len)
+    }
+}
+
+/// What a slot holds besides its fetch lock.
+enum Kept {
+    Playlist(Arc<Entry>),
+    Failed(Instant, UpstreamError),
+}
+
+impl Kept {
+    fn since(&self) -> Instant {
+        match self {
+            Kept::Playlist(e) => e.fetched,
+            Kept::Failed(at, _) => *at,
+        }
+    }
+
+    fn cost(&self, key: &str) -> usize {
+        match self {
+            Kept::Playlist(e) => e.cost(key),
+            Kept::Failed(..) => ENTRY_OVERHEAD + key.len(),
+        }
+    }
+
+    /// Whether it still answers for its URL.
+    fn live(&self) -> bool {
+        self.answer().is_some()
+    }
+
+    /// The answer it still gives: a fresh playlist, a recent failure.
+    fn answer(&self) -> Option<Result<Arc<Entry>, UpstreamError>> {
+        match self {
+            Kept::Playlist(e) if e.fresh() => Some(Ok(e.clone())),
+            Kept::Failed(at, e) if at.elapsed() < KEEP_FAILURE => Some(Err(e.clone())),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Default)]
+struct Slot {
+    /// One fetch at a time per URL.
+    fetching: Arc<tokio::sync::Mutex<()>>,
+    kept: Option<Kept>,
+}
+
+struct Inner {
+    slots: HashMap<String, Slot>,
+    /// What the kept playlists and failures cost, in bytes.
+    bytes: usize,
+    /// The most they may cost.
+    budget: usize,
+    /// When stale ones were last swept out.
+    swept: Instant,
+}
+
+/// The playlists kept in memory. Cheap to clone.
+#[derive(Clone)]
+pub(crate) struct Store {
+    inner: Arc<Mutex<Inner>>,
+}
+
+impl Store {
+    pub fn new(budget: usize) -> Store {
+        Store {
+            inner: Arc::new(Mutex::new(Inner {
+                slots: HashMap::new(),
+                bytes: 0,
+                budget,
+                swept: Instant::now(),
+            })),
+        }
+    }
+
+    /// The playlist at `key`: kept, or fetched by `fetch` (once for all
+    /// who ask at the same time).
+    pub async fn get<F, Fut>(&self, key: &str, fetch: F) -> Result<Arc<Entry>, UpstreamError>
+    where
+        F: FnOnce() -> Fut,
+        Fut: std::future::Future<Output = Result<Entry, UpstreamError>>,
+    {
+        let lock = {
+            let mut s = self.inner.lock().unwrap();
+            let slot = s.slots.entry(key.to_owned()).or_default();
+            if let Some(answer) = slot.kept.as_ref().and_then(Kept::answer) {
+                return answer;
+            }
+            slot.fetching.clone()
+        };
+        let _fetching = lock.lock().await;
+        // Whoever held the lock before may have fetched it meanwhile, or
+        // failed: both answer for it.
+        if let Some(answer) = self.kept(key) {
+            return answer;
+        }
+        let kept = match fetch().await {
+            Ok(entry) => Kept::Playlist(Arc::new(entry)),
+            Err(e) => Kept::Failed(Instant::now(), e),
+        };
+        let answer = match &kept {
+            Kept::Playlist(e) => Ok(e.clone()),
+            Kept::Failed(_, e) => Err(e.clone()),
+        };
+        self.keep(key, kept);
+        answer
+    }
+
+    fn kept(&self, key: &str) -> Option<Result<Arc<Entry>, UpstreamError>> {
+        let s = self.inner.lock().unwrap();
+        s.slots.get(key)?.kept.as_ref()?.answer()
+    }
+
+    fn keep(&self, key: &str, kept: Kept) {
+        let mut guard = self.inner.lock().unwrap();
+        let s = &mut *guard;
+        let added = kept.cost(key);
+        let slot = s.slots.entry(key.to_owned()).or_default();
+        let old = slot.kept.replace(kept).map_or(0, |k| k.cost(key));
+        s.bytes = s.bytes + added - old;
+        // What no longer answers only holds memory: a later request
+        // fetches anew either way. Swept at most once a second, and never
+        // a slot whose fetch is under way (its lock is held).
+        if s.swept.elapsed() >= SWEEP_EVERY {
+            s.swept = Instant::now();
+            let mut freed = 0;
+            s.slots.retain(|k, sl| {
+                let idle = Arc::strong_count(&sl.fetching) == 1;
+                match &sl.kept {
+                    Some(kept) if idle && !kept.live() => {
+                        freed += kept.cost(k);
+                        false
+                    }
+                    _ => true,
+                }
+            });
+            s.bytes -= freed;
+        }
+        while s.bytes > s.budget {
+            let oldest = s
+                .slots
+                .iter()
+                .filter_map(|(k, sl)| sl.kept.as_ref().map(|e| (e.since(), k.clone())))
+                .min();
+            let Some((_, k)) = oldest else { break };
+            // The slot goes too, so the map does not grow with every URL
+            // ever asked for.
+            if let Some(kept) = s.slots.remove(&k).and_then(|sl| sl.kept) {
+                s.bytes -= kept.cost(&k);
+            }
+        }
+    }
+
+    /// What is kept: playlists and failures, and what they cost.
+    #[cfg(test)]
+    fn held(&self) -> (usize, usize) {
+        let s = self.inner.lock().unwrap();
+        (s.slots.len(), s.bytes)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(body: &str, keep_for: Duration) -> Entry {
+        Entry {
+            body: bytes::Bytes::from(body.to_owned()),
+            url: Url::parse("http://h/a.m3u8").unwrap(),
+            content_type: None,
+            kind: Kind::Other,
+            fetched: Instant::now(),
+            keep_for,
+        }
+    }
+
+    #[tokio::test]
+    async fn empty_playlists_count_and_are_evicted() {
+        let store = Store::new(64 * 1024);
+        for i in 0..2000 {
+            let key = format!("http://h/{i}.m3u8?{}", "q".repeat(100));
+            let got = store
+                .get(&key, || async { Ok(entry("", Duration::from_secs(60))) })
+                .await;
+            assert!(got.is_ok());
+        }
+        let (slots, bytes) = store.held();
+        assert!(bytes <= 64 * 1024, "{bytes}");
+        assert!(slots < 2000 && slots > 50, "{slots}");
+    }
+
+    #[tokio::test]
+    async fn stale_ones_are_swept() {
+        let store = Store::new(1 << 20);
+        for i in 0..100 {
+            let key = format!("http://h/{i}.m3u8");
+            let _ = store
+                .get(&key, || async { Ok(entry("", Duration::ZERO)) })
+                .await;
+        }
+        store
+            .get("fresh", || async {
+                Ok(entry("x", Duration::from_secs(3600)))
+            })
+            .await
+            .unwrap();
+        assert!(store.held().0 >= 100);
+        std::thread::sleep(SWEEP_EVERY);
+        store
+            .get("next", || async {
+                Ok(entry("y", Duration::from_secs(3600)))
+            })
+            .await
+            .unwrap();
+        let (slots, bytes) = store.held();
+        assert_eq!(slots, 2, "the fresh one and the new one stay");
+        assert!(bytes < 2 * (ENTRY_OVERHEAD + 64), "{bytes}");
+    }
+
+    #[tokio::test]
+    async fn a_failure_is_shared_for_a_moment() {
+        let store = Store::new(1 << 20);
+        let asked = std::sync::atomic::AtomicUsize::new(0);
+        for _ in 0..3 {
+            let got = store
+                .get("k", || async {
+                    asked.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    Err(UpstreamError::Timeout)
+                })
+                .await;
+            assert_eq!(got.err(), Some(UpstreamError::Timeout));
+        }
+        assert_eq!(asked.load(std::sync::atomic::Ordering::Relaxed), 1);
+        // A kept playlist answers while fresh.
+        let got = store
+            .get("p", || async {
+                Ok(entry("#EXTM3U", Duration::from_secs(60)))
+            })
+            .await
+            .unwrap();
+        let again = store
+            .get("p", || async { panic!("fetched again while fresh") })
+            .await
+            .unwrap();
+        assert!(Arc::ptr_eq(&got, &again));
+    }
+}
