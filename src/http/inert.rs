@@ -3,11 +3,16 @@
 //!
 //! - `X-Content-Type-Options: nosniff`: a body is what its type says,
 //!   never guessed into HTML or script.
-//! - `Content-Security-Policy: sandbox`: opened as a page, a proxied
-//!   answer runs in a unique opaque origin with no script, no forms, no
-//!   plugins and no requests but for its own media and images (a video
-//!   or image opened in a tab still shows; `<video>`, hls.js and dash.js
-//!   fetch bytes, for which the policy does nothing).
+//! - `Content-Security-Policy`: opened as a page, a proxied answer runs no
+//!   script and makes no request but for its own media and images. Every
+//!   type a browser could render as a page of its own also gets `sandbox`:
+//!   a unique opaque origin, no script, no forms, no plugins. Audio,
+//!   video, images (not SVG) and HLS playlists do not: a browser renders
+//!   them as a media document that loads the URL again for its `<video>`,
+//!   which an opaque origin could not do without CORS; they can never
+//!   become a page with script (`nosniff`, and the policy allows none).
+//!   `<video>`, hls.js and dash.js fetch bytes, for which the policy does
+//!   nothing.
 //! - Types that browsers render as active documents (HTML, XHTML, SVG,
 //!   XML) are answered as `Content-Disposition: attachment` (a download)
 //!   unless `--inline-documents` says otherwise.
@@ -15,12 +20,17 @@
 use http::{header, HeaderValue};
 use warp::reply::Response;
 
-/// The policy on every media answer. `'self'` is the answer's own URL's
+/// The policy on media answers. `'self'` is the answer's own URL's
 /// origin: a media document (a video opened in a tab) loads its video
 /// from it.
-const POLICY: &str = "sandbox; default-src 'none'; media-src 'self'; img-src 'self' data:; \
-                      style-src 'unsafe-inline'; frame-ancestors 'none'; base-uri 'none'; \
-                      form-action 'none'";
+const MEDIA_POLICY: &str = "default-src 'none'; media-src 'self'; img-src 'self' data:; \
+                            style-src 'unsafe-inline'; frame-ancestors 'none'; base-uri 'none'; \
+                            form-action 'none'";
+/// The policy on every other answer: the same, sandboxed.
+const SANDBOX_POLICY: &str =
+    "sandbox; default-src 'none'; media-src 'self'; img-src 'self' data:; \
+                              style-src 'unsafe-inline'; frame-ancestors 'none'; base-uri 'none'; \
+                              form-action 'none'";
 
 /// How media answers are made inert. Cheap to copy.
 #[derive(Debug, Clone, Copy, Default)]
@@ -32,11 +42,16 @@ pub(crate) struct Inert {
 impl Inert {
     /// The answer with the headers above.
     pub fn apply(&self, mut r: Response) -> Response {
-        let active = !self.inline_documents
-            && r.headers()
-                .get(header::CONTENT_TYPE)
-                .and_then(|v| v.to_str().ok())
-                .is_some_and(is_active_document);
+        let ctype = r
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .map(essence);
+        let active = !self.inline_documents && ctype.as_deref().is_some_and(is_active_document);
+        let policy = match ctype.as_deref().is_some_and(is_media) {
+            true => MEDIA_POLICY,
+            false => SANDBOX_POLICY,
+        };
         let h = r.headers_mut();
         h.insert(
             header::X_CONTENT_TYPE_OPTIONS,
@@ -44,7 +59,7 @@ impl Inert {
         );
         h.insert(
             header::CONTENT_SECURITY_POLICY,
-            HeaderValue::from_static(POLICY),
+            HeaderValue::from_static(policy),
         );
         if active {
             h.insert(
@@ -61,19 +76,32 @@ impl Inert {
 /// may pull in a stylesheet that writes HTML). Manifests such as DASH's
 /// `application/dash+xml` are XML too: players fetch them, and a person
 /// opening one gets a download.
-fn is_active_document(content_type: &str) -> bool {
-    let essence = content_type
-        .split(';')
-        .next()
-        .unwrap_or("")
-        .trim()
-        .to_ascii_lowercase();
+fn is_active_document(essence: &str) -> bool {
     matches!(
-        essence.as_str(),
+        essence,
         "text/html" | "application/xhtml+xml" | "text/xml" | "application/xml" | "text/xsl"
     ) || essence.ends_with("+xml")
         || essence.starts_with("image/svg")
         || essence.contains("html")
+}
+
+/// Whether a browser shows this type as a media document (audio, video,
+/// an image that is not SVG, an HLS playlist some browsers play).
+fn is_media(essence: &str) -> bool {
+    let media = essence.starts_with("video/")
+        || essence.starts_with("audio/")
+        || (essence.starts_with("image/") && !essence.contains("svg"));
+    (media || super::playlist::typed(Some(essence))) && !essence.contains("xml")
+}
+
+/// A Content-Type's type and subtype, lower case.
+fn essence(content_type: &str) -> String {
+    content_type
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase()
 }
 
 #[cfg(test)]
@@ -115,6 +143,25 @@ mod tests {
                 .to_str()
                 .unwrap();
             assert!(csp.starts_with("sandbox;"), "{csp}");
+        }
+        // Media documents are not sandboxed (they load their own URL
+        // again), but allow no script either.
+        for (t, sandboxed) in [
+            ("video/mp4", false),
+            ("audio/mpeg", false),
+            ("image/png", false),
+            ("application/vnd.apple.mpegurl", false),
+            ("image/svg+xml", true),
+            ("audio/x-foo+xml", true),
+            ("text/plain", true),
+            ("application/octet-stream", true),
+        ] {
+            let r = Inert::default().apply(answer(Some(t)));
+            let csp = r.headers()[header::CONTENT_SECURITY_POLICY]
+                .to_str()
+                .unwrap();
+            assert_eq!(csp.starts_with("sandbox;"), sandboxed, "{t}: {csp}");
+            assert!(csp.contains("default-src 'none'") && !csp.contains("script-src"));
         }
         for t in [
             None,
