@@ -607,3 +607,58 @@ async fn playlist_answers_share_a_memory_budget() {
     })
     .await;
 }
+
+/// Credentials do not travel through a signed playlist's line either: a
+/// line (below the signed directory) that redirects to an origin with
+/// `[[upstream]]` headers leaves the directory and is refused; a line of
+/// a file-scoped playlist gets a file token and reaches it without them.
+#[tokio::test]
+async fn a_playlist_line_carries_no_credentials_on_a_redirect() {
+    let open = Origin::start().await;
+    let nas = Origin::start().await;
+    let body = data(8_000, 3);
+    nas.add_file("private.ts", body.clone(), "video/mp2t");
+    redirect(&open, "show/seg1.ts", nas.url("private.ts"));
+    open.add_file(
+        "show/list.m3u8",
+        b"#EXTM3U\n#EXT-X-TARGETDURATION:4\n#EXTINF:4,\nseg1.ts\n#EXT-X-ENDLIST\n"
+            .to_vec()
+            .into(),
+        "application/vnd.apple.mpegurl",
+    );
+    let mut headers = http::HeaderMap::new();
+    headers.insert("x-emby-token", "hunter2".parse().unwrap());
+    let table = spool::config::UpstreamTable {
+        origin: url::Url::parse(&nas.url("")).unwrap().origin(),
+        headers,
+        redirect_hosts: vec![],
+    };
+    let spool = Spool::start_with(&open, |c| {
+        c.upstream_tables = vec![table];
+        c.signing.secret = Some(SECRET.into());
+    })
+    .await;
+    let c = client();
+    for (scope, want) in [
+        (spool::signing::Scope::Dir, 403),
+        (spool::signing::Scope::File, 200),
+    ] {
+        let link = signed(&spool, &open.url("show/list.m3u8"), scope);
+        let (status, _, text) = get(&c, &link, None).await;
+        assert_eq!(status, 200);
+        let text = String::from_utf8(text.to_vec()).unwrap();
+        let line = lines(&text).remove(0);
+        let (status, _, got) = get(&c, &format!("{}{line}", spool.base()), None).await;
+        assert_eq!(status, want, "{scope:?}: {line}");
+        if want == 200 {
+            assert_eq!(got, body);
+        }
+    }
+    let log = nas.requests_log();
+    assert_eq!(
+        log.len(),
+        1,
+        "only the file-scoped line reached it: {log:?}"
+    );
+    assert!(log[0].headers.get("x-emby-token").is_none());
+}
