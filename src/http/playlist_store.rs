@@ -159,6 +159,15 @@ impl Store {
         }
         let kept = match fetch().await {
             Ok(entry) => Kept::Playlist(Arc::new(entry)),
+            // A refusal depends on who asked (the rule of their link):
+            // it is not shared.
+            Err(e @ UpstreamError::Denied(_)) => {
+                let mut s = self.inner.lock().unwrap();
+                if s.slots.get(key).is_some_and(|sl| sl.kept.is_none()) {
+                    s.slots.remove(key);
+                }
+                return Err(e);
+            }
             Err(e) => Kept::Failed(Instant::now(), e),
         };
         let answer = match &kept {
@@ -294,6 +303,17 @@ mod tests {
             assert_eq!(got.err(), Some(UpstreamError::Timeout));
         }
         assert_eq!(asked.load(std::sync::atomic::Ordering::Relaxed), 1);
+        // A refusal depends on who asked: each asks for itself.
+        for _ in 0..2 {
+            let got = store
+                .get("d", || async {
+                    asked.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    Err(UpstreamError::Denied("not for you".into()))
+                })
+                .await;
+            assert!(matches!(got, Err(UpstreamError::Denied(_))));
+        }
+        assert_eq!(asked.load(std::sync::atomic::Ordering::Relaxed), 3);
         // A kept playlist answers while fresh.
         let got = store
             .get("p", || async {
