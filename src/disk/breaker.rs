@@ -124,11 +124,14 @@ impl Breaker {
             .unwrap_or_else(|e| Err(std::io::Error::other(e)));
         match probed {
             // An admin's pause during the probe stays.
-            Ok(()) if matches!(self.mode(), Mode::PausedBreaker { .. }) => {
-                self.set(Mode::Writing, "cache writes work again; caching resumed");
-                true
+            Ok(()) => {
+                self.transition(
+                    |m| matches!(m, Mode::PausedBreaker { .. }),
+                    Mode::Writing,
+                    "cache writes work again; caching resumed",
+                );
+                self.is_writing()
             }
-            Ok(()) => self.is_writing(),
             Err(e) => {
                 warn!(class = WriteClass::classify(&e).as_str(), error = %e, "cache probe write failed; caching stays paused");
                 false
@@ -165,12 +168,13 @@ impl Breaker {
                 WriteClass::DiskFull => false,
             }
         };
-        if open && self.is_writing() {
+        if open {
             let mode = Mode::PausedBreaker {
                 class,
                 until: Instant::now() + self.inner.cool_down,
             };
-            self.set(
+            self.transition(
+                |m| m == Mode::Writing,
                 mode,
                 "cache writes keep failing; caching paused, streams go on uncached",
             );
@@ -191,46 +195,51 @@ impl Breaker {
             warn!(class = class.as_str(), free_bytes, "cache disk is full");
             self.inner.metrics.write_error(class.as_str());
         }
-        if self.is_writing() {
-            self.set(
-                Mode::PausedDiskFull,
-                "disk full and nothing left to clean up; caching paused, streams go on uncached",
-            );
-        }
+        self.transition(
+            |m| m == Mode::Writing,
+            Mode::PausedDiskFull,
+            "disk full and nothing left to clean up; caching paused, streams go on uncached",
+        );
     }
 
     /// The disk monitor saw space again.
     pub fn space_back(&self) {
-        if self.mode() == Mode::PausedDiskFull {
-            self.set(Mode::Writing, "disk space is back; caching resumed");
-        }
+        self.transition(
+            |m| m == Mode::PausedDiskFull,
+            Mode::Writing,
+            "disk space is back; caching resumed",
+        );
     }
 
     /// An admin pauses caching: streams go on uncached until `resume`.
     /// Returns false when it already was paused by an admin.
     pub fn pause(&self) -> bool {
-        if self.mode() == Mode::PausedByAdmin {
-            return false;
-        }
-        self.set(Mode::PausedByAdmin, "caching paused by an admin");
-        true
+        self.transition(
+            |m| m != Mode::PausedByAdmin,
+            Mode::PausedByAdmin,
+            "caching paused by an admin",
+        )
     }
 
     /// An admin resumes caching. A disk that is still full or failing says
     /// so again at the next write (and pauses again). Returns false when
     /// caching was not paused by an admin.
     pub fn resume(&self) -> bool {
-        if self.mode() != Mode::PausedByAdmin {
-            return false;
-        }
-        self.set(Mode::Writing, "caching resumed by an admin");
-        true
+        self.transition(
+            |m| m == Mode::PausedByAdmin,
+            Mode::Writing,
+            "caching resumed by an admin",
+        )
     }
 
-    fn set(&self, mode: Mode, why: &str) {
+    /// Moves to `mode` if the mode now is one `from` accepts: the check and
+    /// the change under one lock, so that two transitions never interleave
+    /// (the monitor's "space is back" cannot undo an admin's pause that
+    /// came between its look and its change). Returns whether it moved.
+    fn transition(&self, from: impl FnOnce(Mode) -> bool, mode: Mode, why: &str) -> bool {
         let mut st = self.inner.state.lock().unwrap();
-        if st.mode == mode {
-            return;
+        if st.mode == mode || !from(st.mode) {
+            return false;
         }
         st.mode = mode;
         st.consecutive_failures = 0;
@@ -243,6 +252,7 @@ impl Breaker {
         } else {
             warn!(state = %mode.describe(), "{why}");
         }
+        true
     }
 }
 
@@ -333,6 +343,33 @@ mod tests {
         assert!(g.resume());
         assert!(g.may_write().await);
         assert!(g.is_writing());
+    }
+
+    /// The monitor's "space is back" and an admin's pause, at the same
+    /// moment from two threads, many times: whenever the pause was
+    /// answered as a change, it is what stays.
+    #[test]
+    fn an_admin_pause_is_never_undone_by_the_monitor() {
+        let dir = tempfile::tempdir().unwrap();
+        let g = breaker(dir.path(), 3, Duration::ZERO);
+        for _ in 0..2000 {
+            g.resume();
+            g.pause_disk_full(0);
+            assert_eq!(g.mode(), Mode::PausedDiskFull);
+            let start = Arc::new(std::sync::Barrier::new(2));
+            let monitor = {
+                let (g, start) = (g.clone(), start.clone());
+                std::thread::spawn(move || {
+                    start.wait();
+                    g.space_back();
+                })
+            };
+            start.wait();
+            let changed = g.pause();
+            monitor.join().unwrap();
+            assert!(changed, "it was not paused by an admin before");
+            assert_eq!(g.mode(), Mode::PausedByAdmin);
+        }
     }
 
     #[tokio::test]
