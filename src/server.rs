@@ -493,6 +493,13 @@ impl Server {
         self.breaker.is_writing()
     }
 
+    /// Makes every measurement of the cache filesystem's free space fail
+    /// from now on (`false`: work again), as statvfs on a failing NFS or
+    /// FUSE mount does.
+    pub fn fail_disk_measurements(&self, fail: bool) {
+        self.health.disk.fail_measurements(fail);
+    }
+
     /// One background checksum scrub, now.
     pub async fn scrub(&self) -> crate::testing::Report {
         self.upkeep.scrub().await

@@ -578,3 +578,63 @@ async fn an_unusable_cache_directory_still_streams() {
         "{ready}"
     );
 }
+
+/// A failing free-space measurement (statvfs answering EIO, as on a broken
+/// NFS or FUSE mount) during a full-disk episode is "unknown", never
+/// "empty": the cleanup acts on the last good sample and evicts no more
+/// than a working measurement would have (it used to evict every chunk no
+/// player held); readiness names the failure; the stream goes on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_statvfs_never_empties_the_cache() {
+    let fs = Tmpfs::mount(48);
+    let origin = Origin::start().await;
+    let a = data(16 * MIB as usize, 81);
+    let b = data(8 * MIB as usize, 82);
+    origin.add_file("a", a.clone(), "video/mp4");
+    origin.add_file("b", b.clone(), "video/mp4");
+    let cache = fs.path().join("cache");
+    let spool = Spool::start_cfg({
+        let mut cfg = common::test_config(&cache, &origin);
+        cfg.free_space.min_free_bytes = 4 * MIB;
+        cfg.cleanup_headroom = 2 * MIB;
+        cfg.memory_cache = 2 * MIB;
+        cfg
+    })
+    .await;
+    read_all_concurrently(&spool.url(&origin.url("a")), 1, &a).await;
+    common::wait_until_cached(&cache, &origin.url("a")).await;
+    let chunks = common::cached_chunks(&cache, &origin.url("a")).len();
+    assert_eq!(chunks, 256);
+    // The monitor has a good sample; from now on every measurement fails,
+    // and someone else fills the disk.
+    wait_for("a disk sample", || async {
+        ready_json(&spool).await["disk"]["free_bytes"].is_u64()
+    })
+    .await;
+    spool.server.fail_disk_measurements(true);
+    fs.ballast(256 * 1024);
+    let dealt = metric(&spool, "spool_chunks_written_total").await
+        + metric(&spool, "spool_chunks_kept_in_memory_total").await;
+    read_all_concurrently(&spool.url(&origin.url("b")), 1, &b).await;
+    wait_for_chunks_dealt_with(&spool, dealt + 128.0).await;
+    assert!(
+        metric(
+            &spool,
+            "spool_cache_write_errors_total{class=\"DISK_FULL\"}"
+        )
+        .await
+            > 0.0,
+        "the disk was full"
+    );
+    // With free space measured, a cleanup would have freed the critical
+    // threshold plus the headroom (6 MiB, 96 chunks) and one chunk more.
+    let left = common::cached_chunks(&cache, &origin.url("a")).len();
+    assert!(left >= 256 - 97, "{left} of a's 256 chunks left");
+    let ready = ready_json(&spool).await;
+    assert!(ready["disk"]["measure_error"].is_string(), "{ready}");
+    spool.server.fail_disk_measurements(false);
+    wait_for("the failure to clear", || async {
+        ready_json(&spool).await["disk"]["measure_error"].is_null()
+    })
+    .await;
+}

@@ -127,7 +127,12 @@ impl Writer {
     pub async fn index_failed(&self, class: WriteClass) {
         let breaker = &self.inner.breaker;
         if class == WriteClass::DiskFull {
-            let free = self.inner.disk.space().await.map_or(0, |s| s.free_bytes);
+            let free = self
+                .inner
+                .disk
+                .space_or_last()
+                .await
+                .map_or(0, |s| s.free_bytes);
             breaker.pause_disk_full(free);
         } else {
             breaker.count(class);
@@ -176,8 +181,10 @@ impl Writer {
             // the free space after the cleanup, not by what this cleanup
             // evicted: a writer that waited for another's cleanup finds the
             // room made and nothing left for itself to evict.
-            let space = inner.disk.space().await.ok();
-            let target = space.map_or(u64::MAX, |s| inner.disk.cleanup_target(s));
+            // Free space that cannot be measured is judged by the last
+            // good sample; with none, nothing is evicted for this write.
+            let space = inner.disk.space_or_last().await;
+            let target = space.map_or(0, |s| inner.disk.cleanup_target(s));
             let done = inner.evictor.cleanup(target, &inner.catalog).await;
             let room = space.is_some_and(|s| {
                 let after = crate::disk::Space {
@@ -284,7 +291,12 @@ impl Writer {
         class: WriteClass,
         e: &(dyn std::fmt::Display + Sync),
     ) {
-        let free = self.inner.disk.space().await.map_or(0, |s| s.free_bytes);
+        let free = self
+            .inner
+            .disk
+            .space_or_last()
+            .await
+            .map_or(0, |s| s.free_bytes);
         warn!(
             class = class.as_str(),
             url = %redact(&media.url),

@@ -31,6 +31,13 @@ struct Inner {
     dir: PathBuf,
     thresholds: Thresholds,
     last: Mutex<Option<(Space, Level)>>,
+    /// Why the last measurement failed; None when it worked. A failure
+    /// is "unknown", never "empty": callers fall back on the last good
+    /// sample (`space_or_last`), and it is logged once per episode.
+    failing: Mutex<Option<String>>,
+    /// Test builds: make measurements fail (NFS or FUSE answering EIO).
+    #[cfg(any(test, feature = "testing"))]
+    fail: std::sync::atomic::AtomicBool,
 }
 
 impl Disk {
@@ -40,16 +47,63 @@ impl Disk {
                 dir: dir.to_owned(),
                 thresholds,
                 last: Mutex::new(None),
+                failing: Mutex::new(None),
+                #[cfg(any(test, feature = "testing"))]
+                fail: std::sync::atomic::AtomicBool::new(false),
             }),
         }
     }
 
-    /// Free space now, measured off the async worker threads.
+    /// Free space now, measured off the async worker threads. A failure
+    /// is logged once per episode, and its end too.
     pub async fn space(&self) -> std::io::Result<Space> {
         let dir = self.inner.dir.clone();
-        tokio::task::spawn_blocking(move || super::space::space(&dir))
+        #[cfg(any(test, feature = "testing"))]
+        if self.inner.fail.load(std::sync::atomic::Ordering::Relaxed) {
+            return self.note(Err(std::io::Error::from_raw_os_error(5)));
+        }
+        let measured = tokio::task::spawn_blocking(move || super::space::space(&dir))
             .await
-            .unwrap_or_else(|e| Err(std::io::Error::other(e)))
+            .unwrap_or_else(|e| Err(std::io::Error::other(e)));
+        self.note(measured)
+    }
+
+    fn note(&self, measured: std::io::Result<Space>) -> std::io::Result<Space> {
+        let mut failing = self.inner.failing.lock().unwrap();
+        match (&measured, failing.is_some()) {
+            (Err(e), false) => {
+                tracing::warn!(error = %e, "cannot measure the cache filesystem's free space; acting on the last good sample");
+                *failing = Some(e.to_string());
+            }
+            (Ok(_), true) => {
+                tracing::info!("the cache filesystem's free space can be measured again");
+                *failing = None;
+            }
+            _ => {}
+        }
+        measured
+    }
+
+    /// Free space now, or else the last good sample (None when there never
+    /// was one): what a cleanup may act on when a measurement fails.
+    pub async fn space_or_last(&self) -> Option<Space> {
+        match self.space().await {
+            Ok(s) => Some(s),
+            Err(_) => self.last().map(|l| l.0),
+        }
+    }
+
+    /// Why free space cannot be measured now, if it cannot.
+    pub fn measure_error(&self) -> Option<String> {
+        self.inner.failing.lock().unwrap().clone()
+    }
+
+    /// Test builds: make every measurement fail from now on (or work again).
+    #[cfg(any(test, feature = "testing"))]
+    pub fn fail_measurements(&self, fail: bool) {
+        self.inner
+            .fail
+            .store(fail, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// The level of a sample against the thresholds.

@@ -65,6 +65,9 @@ pub(crate) async fn ready(h: Health, detailed: bool) -> Response {
             "level": last.map(|l| l.1.as_str()),
             "free_bytes": space.map(|s| s.free_bytes),
             "total_bytes": space.map(|s| s.total_bytes),
+            // A failing measurement: the figures above are the last good
+            // sample, and cleanups act on it.
+            "measure_error": h.disk.measure_error(),
         },
         "caching": h.breaker.mode().describe(),
         "memory_cache_bytes": h.memcache.bytes(),

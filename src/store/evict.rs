@@ -105,15 +105,27 @@ impl Evictor {
         Some(self.evict(Goal::CacheAtMost(max / 10 * 9), pins).await)
     }
 
-    async fn free(&self) -> u64 {
-        self.inner.disk.space().await.map_or(0, |s| s.free_bytes)
+    /// Free bytes now; None when they cannot be measured.
+    async fn free(&self) -> Option<u64> {
+        self.inner.disk.space().await.ok().map(|s| s.free_bytes)
     }
 
     async fn evict(&self, goal: Goal, pins: &dyn Pins) -> Cleanup {
         let _one = self.inner.running.lock().await;
         let index = &self.inner.index;
+        // Unknown free space is not "none free": a goal of free bytes is
+        // judged from the last good sample plus what was evicted since,
+        // and without any sample at all nothing is evicted for it.
+        let start = match self.free().await {
+            Some(f) => Some(f),
+            None => self.inner.disk.last().map(|l| l.0.free_bytes),
+        };
+        let Some(start) = start.or(matches!(goal, Goal::CacheAtMost(_)).then_some(0)) else {
+            warn!(goal = ?goal, "cleanup skipped: free space cannot be measured and was never sampled");
+            return Cleanup::default();
+        };
         let mut done = Cleanup {
-            free_bytes: self.free().await,
+            free_bytes: start,
             ..Cleanup::default()
         };
         let cached_at_start = match goal {
@@ -165,7 +177,10 @@ impl Evictor {
                 warn!(error = %e, "cleanup cannot update the index");
                 break;
             }
-            done.free_bytes = self.free().await;
+            done.free_bytes = match self.free().await {
+                Some(f) => f,
+                None => done.free_bytes.saturating_add(batch_bytes),
+            };
         }
         let m = &self.inner.metrics;
         m.cleanups.inc();
