@@ -95,6 +95,11 @@ pub enum Command {
         /// (0.0.0.0, ::) is asked on loopback.
         #[arg(long, env = "SPOOL_LISTEN", default_value = "127.0.0.1:8080")]
         listen: SocketAddr,
+        /// The address of spool's control plane, asked first (its own
+        /// connection limits: a flood of media connections does not hide
+        /// a live spool); empty to ask the media listener only.
+        #[arg(long, env = "SPOOL_ADMIN_LISTEN", default_value = "127.0.0.1:8081", value_parser = parse_optional_addr)]
+        admin_listen: OptionalAddr,
         /// How long to wait for the answer.
         #[arg(long, default_value = "3s", value_parser = humantime::parse_duration)]
         timeout: Duration,

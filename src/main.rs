@@ -61,9 +61,12 @@ async fn main() -> anyhow::Result<()> {
             std::process::exit(if cached { 0 } else { 1 });
         }
         Some(Command::Healthcheck {
-            listen, timeout, ..
+            listen,
+            admin_listen,
+            timeout,
+            ..
         }) => {
-            let live = spool::cmd::healthcheck(listen, timeout).await;
+            let live = spool::cmd::healthcheck(listen, admin_listen.0, timeout).await;
             if let Err(e) = &live {
                 eprintln!("spool is not live: {e:#}");
             }

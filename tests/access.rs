@@ -531,16 +531,64 @@ async fn sign_and_healthcheck_commands() {
         .unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("SPOOL_SECRET"));
-    // healthcheck: 0 against a live spool, 1 against nothing.
-    let check = |listen: String| {
+    // healthcheck: 0 against a live spool, 1 against nothing; the control
+    // plane first, the media listener when it does not answer.
+    let check = |listen: String, admin: String| {
         spool_bin()
-            .args(["healthcheck", "--listen", &listen])
+            .args(["healthcheck", "--listen", &listen, "--admin-listen", &admin])
             .status()
             .unwrap()
             .code()
     };
-    assert_eq!(check(spool.addr.to_string()), Some(0));
-    assert_eq!(check(closed_addr.to_string()), Some(1));
+    let (live, admin, closed) = (
+        spool.addr.to_string(),
+        spool.admin_addr.unwrap().to_string(),
+        closed_addr.to_string(),
+    );
+    assert_eq!(check(live.clone(), String::new()), Some(0));
+    assert_eq!(check(closed.clone(), admin), Some(0));
+    assert_eq!(check(live, closed.clone()), Some(0));
+    assert_eq!(check(closed.clone(), closed.clone()), Some(1));
+    assert_eq!(check(closed, String::new()), Some(1));
+}
+
+/// A flood that fills the media listener's connection limit does not
+/// make a live spool look dead: `spool healthcheck` asks the control
+/// plane, which has limits of its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn liveness_is_answered_while_the_media_listener_is_full() {
+    let origin = Origin::start().await;
+    let spool = Spool::start_with(&origin, |c| c.max_connections = 8).await;
+    // Eight idle connections fill the media listener; a ninth is closed.
+    let mut idle = Vec::new();
+    for _ in 0..8 {
+        idle.push(tokio::net::TcpStream::connect(spool.addr).await.unwrap());
+    }
+    common::wait_for("the media listener to refuse", || async {
+        client()
+            .get(format!("{}/health/live", spool.base()))
+            .send()
+            .await
+            .is_err()
+    })
+    .await;
+    let status = tokio::task::spawn_blocking({
+        let (listen, admin) = (
+            spool.addr.to_string(),
+            spool.admin_addr.unwrap().to_string(),
+        );
+        move || {
+            spool_bin()
+                .args(["healthcheck", "--listen", &listen, "--admin-listen", &admin])
+                .status()
+                .unwrap()
+                .code()
+        }
+    })
+    .await
+    .unwrap();
+    assert_eq!(status, Some(0));
+    drop(idle);
 }
 
 #[tokio::test]

@@ -701,6 +701,7 @@ async fn hostile_input_table() {
         Case { name: "gzip although identity asked", faults: Faults { content_encoding: Some("gzip".into()), ..f() }, url: "{o}", range: Some("bytes=0-99"), status: 206, bytes: Some(0..100) },
         Case { name: "origin error", faults: Faults { status: Some(500), ..f() }, url: "{o}", range: None, status: 502, bytes: None },
         Case { name: "origin not found", faults: Faults { status: Some(404), ..f() }, url: "{o}", range: None, status: 404, bytes: None },
+        Case { name: "origin wants credentials", faults: Faults { status: Some(401), ..f() }, url: "{o}", range: None, status: 401, bytes: None },
         Case { name: "origin hangs", faults: Faults { hang: true, ..f() }, url: "{o}", range: None, status: 504, bytes: None },
     ];
     let other_url = other.url("secret");
@@ -718,7 +719,13 @@ async fn hostile_input_table() {
             .replace("{o}", &origin.url(&name))
             .replace("{other}", &other_url);
         other.reset_stats();
-        let (status, _, got) = get(&client(), &spool.url(&target), case.range).await;
+        let (status, headers, got) = get(&client(), &spool.url(&target), case.range).await;
+        // RFC 9110 §15.5.2: a 401 names a challenge, also one passed on.
+        assert!(
+            status != 401 || headers.contains_key("www-authenticate"),
+            "{}: 401 without WWW-Authenticate",
+            case.name
+        );
         assert_eq!(
             status,
             case.status,

@@ -15,6 +15,18 @@ pub(crate) fn text(status: StatusCode, reason: &str) -> Response {
         header::CONTENT_TYPE,
         HeaderValue::from_static("text/plain; charset=utf-8"),
     );
+    challenge(r)
+}
+
+/// Every 401 names a challenge (RFC 9110 §15.5.2), an upstream's passed
+/// on too: spool's own (a bearer token), never the upstream's, which would
+/// have a browser ask for credentials spool does not forward.
+fn challenge(mut r: Response) -> Response {
+    if r.status() == StatusCode::UNAUTHORIZED {
+        r.headers_mut()
+            .entry(header::WWW_AUTHENTICATE)
+            .or_insert(HeaderValue::from_static("Bearer realm=\"spool\""));
+    }
     r
 }
 
@@ -49,7 +61,7 @@ pub(crate) fn json(status: StatusCode, body: &impl Serialize) -> Response {
         HeaderValue::from_static("application/json"),
     );
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    r
+    challenge(r)
 }
 
 /// A JSON error: `{"error": reason}` (the control plane's errors).
@@ -60,6 +72,22 @@ pub(crate) fn json_error(status: StatusCode, reason: &str) -> Response {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_401_names_a_challenge() {
+        for r in [
+            error(&UpstreamError::Status(StatusCode::UNAUTHORIZED)),
+            text(StatusCode::UNAUTHORIZED, "no"),
+            json_error(StatusCode::UNAUTHORIZED, "no"),
+        ] {
+            assert_eq!(
+                r.headers()[header::WWW_AUTHENTICATE],
+                "Bearer realm=\"spool\""
+            );
+        }
+        let r = error(&UpstreamError::Status(StatusCode::FORBIDDEN));
+        assert!(r.headers().get(header::WWW_AUTHENTICATE).is_none());
+    }
 
     #[test]
     fn error_statuses() {
