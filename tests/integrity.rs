@@ -462,3 +462,33 @@ async fn the_background_check_finds_corruption_before_a_player_does() {
         Some(format!("bytes={}-{}", 4 * CHUNK, 5 * CHUNK - 1).as_str())
     );
 }
+
+/// A FIFO planted where a chunk file was never hangs a request: it is
+/// refused without waiting for a writer, kept aside for a look, and the
+/// chunk comes from the origin.
+#[tokio::test]
+async fn a_fifo_in_place_of_a_chunk_never_hangs_a_request() {
+    let origin = Origin::start().await;
+    let body = data(8 * CHUNK, 43);
+    origin.add_file("f", body.clone(), "video/mp4");
+    let spool = Spool::start(&origin).await;
+    fill_cache(&origin, &spool, "f").await;
+    let chunk = chunk_file(&spool.cache_dir, 2);
+    std::fs::remove_file(&chunk).unwrap();
+    let status = std::process::Command::new("mkfifo")
+        .arg(&chunk)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let range = format!("bytes={}-{}", 2 * CHUNK + 10, 2 * CHUNK + 5000);
+    let (status, _, got) = get(&client(), &spool.url(&origin.url("f")), Some(&range)).await;
+    assert_eq!(status, 206);
+    assert!(got == body.slice(2 * CHUNK + 10..=2 * CHUNK + 5000));
+    let quarantined: Vec<_> = std::fs::read_dir(spool.cache_dir.join("quarantine"))
+        .unwrap()
+        .collect();
+    assert_eq!(quarantined.len(), 1, "the FIFO kept aside for a look");
+    let (status, _, got) = get(&client(), &spool.url(&origin.url("f")), None).await;
+    assert_eq!((status, got.len()), (200, body.len()));
+    assert!(got == body);
+}

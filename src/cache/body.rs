@@ -420,7 +420,10 @@ impl Sender<'_> {
         }
         self.cache.metrics().cache_read_errors.inc();
         warn!(media = ?self.media.id(), chunk = index, error = %e, "cached chunk unreadable; fetching it again");
-        self.retire(index, false).await
+        // Not what was written (a wrong length, not a regular file: a FIFO
+        // or device planted there): kept aside for a look.
+        let suspicious = e.kind() == io::ErrorKind::InvalidData;
+        self.retire(index, suspicious).await
     }
 
     /// Removes a bad chunk's file and row while its slot holds a placeholder,

@@ -94,11 +94,26 @@ pub(crate) fn create_new(dir: &OwnedFd, name: &str) -> io::Result<File> {
     Ok(File::from(fd))
 }
 
-/// Opens a file in `dir` for reading; a symlink is refused. Blocking.
+/// Opens a regular file in `dir` for reading; a symlink is refused, and
+/// so is anything else that is not a regular file (a FIFO, a device, a
+/// socket planted in the cache), without ever blocking on it: the open is
+/// non-blocking (a FIFO with no writer would otherwise hang the opener
+/// for good), then the descriptor's type decides. `InvalidData` for a
+/// file that is not regular. Blocking (on the disk only).
 pub(crate) fn open_read(dir: &OwnedFd, name: &str) -> io::Result<File> {
     check_name(name)?;
-    let flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+    let flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC | OFlags::NONBLOCK;
     let fd = rustix::fs::openat(dir, name, flags, Mode::empty())?;
+    let kind = FileType::from_raw_mode(rustix::fs::fstat(&fd)?.st_mode);
+    if kind != FileType::RegularFile {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("{name} is not a regular file ({kind:?})"),
+        ));
+    }
+    // Reads of a regular file never wait on O_NONBLOCK; cleared anyway,
+    // so the descriptor is what any other open would give.
+    rustix::fs::fcntl_setfl(&fd, rustix::fs::fcntl_getfl(&fd)? - OFlags::NONBLOCK)?;
     Ok(File::from(fd))
 }
 
@@ -216,6 +231,16 @@ mod tests {
         )
         .unwrap();
         assert!(open_read(&d, "0.chunk").is_err());
+        // A FIFO (or any file that is not regular) is refused at once,
+        // never waited on for a writer.
+        rustix::fs::mknodat(&d, "7.chunk", FileType::Fifo, Mode::from_raw_mode(0o644), 0).unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let fifo_dir = b.dir(&["chunks", "2"], false).unwrap();
+        std::thread::spawn(move || tx.send(open_read(&fifo_dir, "7.chunk").map(|_| ())));
+        let got = rx
+            .recv_timeout(std::time::Duration::from_secs(10))
+            .expect("open_read of a FIFO returned");
+        assert_eq!(got.unwrap_err().kind(), io::ErrorKind::InvalidData);
         // Removing the symlinked directory removes the link only.
         remove_dir_all(&chunks, "1").unwrap();
         assert!(!cache.path().join("chunks/1").exists());
