@@ -275,6 +275,7 @@ impl Server {
             max_per_client: cfg.max_connections_per_client,
             header_timeout: cfg.header_timeout,
             send_queue: u32::try_from(cfg.send_queue).unwrap_or(u32::MAX),
+            write_timeout: cfg.write_timeout,
         };
         let metrics = self.health.metrics.clone();
         let stop = tokio_util::sync::CancellationToken::new();

@@ -618,6 +618,60 @@ async fn stalled_players_are_cut_and_streams_are_limited() {
     drop(stalled);
 }
 
+/// 70 players from one address that stop reading mid-body (their sockets
+/// full): after --write-timeout spool holds none of their connections,
+/// streams or places, and a new client from the same address streams at
+/// once. (Without the connection being closed, hyper would stop polling
+/// the stalled bodies and keep every socket.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn players_that_stop_reading_lose_their_connections() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let origin = Origin::start().await;
+    let body = data(32 << 20, 44);
+    origin.add_file("big", body.clone(), "video/mp4");
+    let spool = Spool::start_with(&origin, |c| {
+        c.write_timeout = Duration::from_secs(1);
+    })
+    .await;
+    let url = spool.url(&origin.url("big"));
+    let path = &url[spool.base().len()..];
+    let mut stopped = Vec::new();
+    for _ in 0..70 {
+        let sock = tokio::net::TcpSocket::new_v4().unwrap();
+        sock.set_recv_buffer_size(4096).unwrap();
+        let Ok(mut s) = sock.connect(spool.addr).await else {
+            continue;
+        };
+        let req = format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n");
+        if s.write_all(req.as_bytes()).await.is_err() {
+            continue;
+        }
+        let mut head = [0u8; 1000];
+        let _ = tokio::time::timeout(Duration::from_secs(5), s.read(&mut head)).await;
+        stopped.push(s);
+    }
+    // Past the per-client limit (64) the rest were closed at once.
+    common::wait_for("the stalled connections closed by spool", || async {
+        // (The scrape itself is one open connection, on the control plane.)
+        common::metric(&spool, "spool_open_connections").await <= 1.0
+            && common::metric(&spool, "spool_active_streams").await == 0.0
+    })
+    .await;
+    assert!(common::metric(&spool, "spool_limited_total{reason=\"write_timeout\"}").await >= 1.0);
+    let mut closed = 0;
+    for s in &mut stopped {
+        closed += closed_by_server(s, Duration::from_secs(10)).await as usize;
+    }
+    assert_eq!(
+        closed,
+        stopped.len(),
+        "every stalled socket was closed by spool"
+    );
+    let (status, _, got) = get(&client(), &url, Some("bytes=0-1048575")).await;
+    assert_eq!(status, 206);
+    assert!(got == body.slice(0..1 << 20));
+}
+
 /// Past --max-downloads, download runs wait for a place (their players
 /// with them) instead of opening ever more origin transfers; every player
 /// still gets its bytes.

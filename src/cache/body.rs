@@ -134,7 +134,11 @@ async fn produce(cache: Cache, media: Arc<Media>, parts: Vec<Part>, tx: BodyTx) 
     );
     if let Err(End::Failed(reason)) = result {
         warn!(media = ?media.id(), %reason, "response cut");
-        let _ = tx.send(Err(reason)).await;
+        // Bounded like every send: a player that takes nothing does not
+        // hold the producer (its connection is closed for the same
+        // silence).
+        let timeout = cache.inner.settings.write_timeout;
+        let _ = tokio::time::timeout(timeout, tx.send(Err(reason))).await;
     }
     drop(playhead);
     metrics.active_streams.dec();
@@ -308,6 +312,10 @@ impl Sender<'_> {
                     self.playhead.waited(since.elapsed());
                     match waited {
                         Ok(r) => r,
+                        // A player that hung up while waiting (for a slow
+                        // origin, a download place) lets go of its place
+                        // now, not at its next send.
+                        Err(_) if self.tx.is_closed() => return Err(End::ClientGone),
                         Err(_) => {
                             strong = Some(chunk);
                             continue;

@@ -88,6 +88,11 @@ impl Cache {
         &self.inner.metrics
     }
 
+    /// How long a player may take no bytes before its stream ends.
+    pub fn write_timeout(&self) -> std::time::Duration {
+        self.inner.settings.write_timeout
+    }
+
     /// A place for one more streaming response body, or None when
     /// `--max-streams` are streaming (counted in `spool_limited_total`).
     pub fn stream_permit(&self) -> Option<tokio::sync::OwnedSemaphorePermit> {

@@ -22,6 +22,7 @@ use tokio::net::TcpListener;
 use tracing::{debug, warn};
 
 use super::control::Peer;
+use super::stall::{Stall, Watched};
 use crate::metrics::Metrics;
 
 /// Bytes of a response hyper holds for a connection beyond its socket.
@@ -38,6 +39,10 @@ pub(crate) struct ConnLimits {
     /// Most unsent response bytes in a connection's socket (0: the
     /// system's default).
     pub send_queue: u32,
+    /// How long a write may wait for a client that takes no bytes before
+    /// its connection is closed (`stall.rs`); also TCP_USER_TIMEOUT, for
+    /// a peer that vanished without a word.
+    pub write_timeout: Duration,
 }
 
 /// Open connections, in all and per client address.
@@ -147,6 +152,11 @@ pub(crate) async fn serve<F>(
             drop(socket);
             continue;
         };
+        if let Err(e) =
+            socket2::SockRef::from(&socket).set_tcp_user_timeout(Some(conn.write_timeout))
+        {
+            debug!(error = %e, "cannot set TCP_USER_TIMEOUT");
+        }
         if conn.send_queue > 0 {
             if let Err(e) = socket2::SockRef::from(&socket).set_tcp_notsent_lowat(conn.send_queue) {
                 debug!(error = %e, "cannot set TCP_NOTSENT_LOWAT");
@@ -168,14 +178,25 @@ pub(crate) async fn serve<F>(
             // --send-queue). Also the most a request's headers may take.
             .max_buf_size(WRITE_QUEUE)
             .keep_alive(true);
-        let connection = builder.serve_connection(TokioIo::new(socket), svc);
+        let stall = Stall::new();
+        let io = TokioIo::new(Watched::new(socket, stall.clone()));
+        let connection = builder.serve_connection(io, svc);
         let connection = graceful.watch(connection);
         let metrics = metrics.clone();
+        let write_timeout = conn.write_timeout;
         tokio::spawn(async move {
-            // Players hang up mid-body all the time (seeks, a closed tab),
-            // and slow or idle clients are timed out: not errors.
-            if let Err(e) = connection.await {
-                debug!(client = %ip, error = %e, "connection ended");
+            tokio::select! {
+                // Players hang up mid-body all the time (seeks, a closed
+                // tab), and slow or idle clients are timed out: not errors.
+                ended = connection => if let Err(e) = ended {
+                    debug!(client = %ip, error = %e, "connection ended");
+                },
+                // Dropping the connection closes its socket; its body
+                // producer then finds the player gone.
+                () = stall.expired(write_timeout) => {
+                    debug!(client = %ip, "client took no bytes for --write-timeout; connection closed");
+                    metrics.limited("write_timeout");
+                }
             }
             metrics.open_connections.dec();
             drop(slot);

@@ -21,6 +21,7 @@ mod playlist_store;
 pub(crate) mod range;
 mod routes;
 mod sign;
+mod stall;
 mod stream;
 
 pub(crate) use access::Access;

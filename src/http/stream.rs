@@ -260,13 +260,13 @@ async fn serve(
         Ok(Opened::Passthrough(p)) if typed(p.0.headers()) => {
             playlist::answer(playlists, cache.upstream(), &url, rule, links, &method).await
         }
-        Ok(Opened::Passthrough(p)) => passthrough(&method, p.0, &p.1),
+        Ok(Opened::Passthrough(p)) => passthrough(&cache, &method, p.0, &p.1),
         Ok(Opened::Unsized) => match cache.upstream().get_raw(&url, rule, range_header).await {
             Ok(resp) if typed(resp.headers()) => {
                 playlist::answer(playlists, cache.upstream(), &url, rule, links, &method).await
             }
             Ok(resp) => match Head::parse(resp.status(), resp.headers()) {
-                Ok(head) => passthrough(&method, resp, &head),
+                Ok(head) => passthrough(&cache, &method, resp, &head),
                 Err(e) => error(&e),
             },
             Err(e) => error(&e),
@@ -368,14 +368,9 @@ fn respond(
     if *method == Method::HEAD || parts.is_empty() {
         return reply(status, h, None);
     }
-    let Some(permit) = cache.stream_permit() else {
-        let mut r = text(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "too many streams; try again",
-        );
-        r.headers_mut()
-            .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
-        return r;
+    let permit = match cache.stream_permit() {
+        Some(p) => p,
+        None => return too_many_streams(),
     };
     let (tx, rx) = mpsc::channel(2);
     tokio::spawn(async move {
@@ -383,6 +378,17 @@ fn respond(
         drop(permit);
     });
     reply(status, h, Some(rx))
+}
+
+/// 503 for a stream past `--max-streams`.
+fn too_many_streams() -> Response {
+    let mut r = text(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "too many streams; try again",
+    );
+    r.headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    r
 }
 
 fn value(s: &str) -> HeaderValue {
@@ -408,8 +414,10 @@ fn reply(
     r
 }
 
-/// Relays an origin response that spool cannot cache (no size known).
-fn passthrough(method: &Method, resp: reqwest::Response, head: &Head) -> Response {
+/// Relays an origin response that spool cannot cache (no size known),
+/// held to the limits of any stream: a `--max-streams` permit, the
+/// upstream timeout for each piece, `--write-timeout` for each send.
+fn passthrough(cache: &Cache, method: &Method, resp: reqwest::Response, head: &Head) -> Response {
     let mut h = HeaderMap::new();
     for name in [
         header::CONTENT_TYPE,
@@ -426,19 +434,23 @@ fn passthrough(method: &Method, resp: reqwest::Response, head: &Head) -> Respons
     if *method == Method::HEAD {
         return reply(head.status, h, None);
     }
+    let Some(permit) = cache.stream_permit() else {
+        return too_many_streams();
+    };
     let (tx, rx) = mpsc::channel(2);
+    let (upstream, write_timeout) = (cache.upstream().clone(), cache.write_timeout());
     tokio::spawn(async move {
+        let _permit = permit;
         let mut resp = resp;
         loop {
-            let piece = match resp.chunk().await {
+            let piece = match upstream.next_piece(&mut resp).await {
                 Ok(Some(b)) => Ok(b),
                 Ok(None) => return,
-                Err(e) => Err(CacheError::from(upstream::UpstreamError::Unreachable(
-                    e.to_string(),
-                ))),
+                Err(e) => Err(CacheError::from(e)),
             };
             let failed = piece.is_err();
-            if tx.send(piece).await.is_err() || failed {
+            let sent = tokio::time::timeout(write_timeout, tx.send(piece)).await;
+            if !matches!(sent, Ok(Ok(()))) || failed {
                 return;
             }
         }
