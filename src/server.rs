@@ -17,7 +17,7 @@ use crate::cache::run::Runs;
 use crate::cache::upkeep::{self, Upkeep};
 use crate::cache::{self, Cache};
 use crate::config::Config;
-use crate::disk::{Breaker, Disk, Thresholds, WriteClass};
+use crate::disk::{Breaker, CacheLock, Disk, LockError, Thresholds, WriteClass};
 use crate::http::{self, Health};
 use crate::metrics::Metrics;
 use crate::store::index::{self, IndexError};
@@ -42,6 +42,9 @@ pub struct Server {
     /// When this process started: files and rows older than this are from
     /// an earlier run.
     started: std::time::SystemTime,
+    /// The cache directory held by this server (`disk/lock.rs`) until it
+    /// stops serving.
+    lock: Arc<std::sync::Mutex<Option<CacheLock>>>,
     #[cfg(feature = "testing")]
     files: ChunkFiles,
     #[cfg(feature = "testing")]
@@ -66,6 +69,26 @@ impl Server {
             cfg.breaker_cool_down,
             metrics.clone(),
         );
+        // One server per cache directory: a held one stops this start.
+        let lock = {
+            let dir = dir.clone();
+            tokio::task::spawn_blocking(move || {
+                std::fs::create_dir_all(&dir).ok();
+                CacheLock::acquire(&dir)
+            })
+            .await
+            .context("locking the cache directory")?
+        };
+        let lock = match lock {
+            Ok(l) => Some(l),
+            Err(e @ LockError::Held(_)) => return Err(e.into()),
+            // A cache directory that cannot hold a lock file cannot hold
+            // chunks either: what follows serves uncached.
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot lock the cache directory");
+                None
+            }
+        };
         let opened = {
             let dir = dir.clone();
             tokio::task::spawn_blocking(move || open_index(&dir))
@@ -207,6 +230,7 @@ impl Server {
             index,
             index_in_memory,
             started,
+            lock: Arc::new(std::sync::Mutex::new(lock)),
             #[cfg(feature = "testing")]
             files,
             #[cfg(feature = "testing")]
@@ -343,6 +367,8 @@ impl Server {
         if let Some(s) = scrubber {
             s.abort();
         }
+        // Another server (a restart) may hold the cache directory now.
+        self.lock.lock().unwrap().take();
         info!("stopped");
         Ok(())
     }

@@ -492,3 +492,55 @@ async fn a_fifo_in_place_of_a_chunk_never_hangs_a_request() {
     assert_eq!((status, got.len()), (200, body.len()));
     assert!(got == body);
 }
+
+/// One server per cache directory: a second server on a held cache, and
+/// `spool verify --repair` (which would remove the first one's writes
+/// under way), refuse with the reason; `verify` without repair may look;
+/// once the first stops, the cache is free again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cache_directory_is_held_by_one_server() {
+    let origin = Origin::start().await;
+    origin.add_file("m", data(8 * CHUNK, 47), "video/mp4");
+    let spool = Spool::start(&origin).await;
+    fill_cache(&origin, &spool, "m").await;
+    let second = spool::Server::new(common::test_config(&spool.cache_dir, &origin)).await;
+    let e = second
+        .err()
+        .expect("a second server on a held cache refuses");
+    assert!(
+        format!("{e:#}").contains("holds the cache directory"),
+        "{e:#}"
+    );
+    let dir = spool.cache_dir.clone();
+    let (code, out) = tokio::task::spawn_blocking({
+        let dir = dir.clone();
+        move || {
+            let out = spool_bin()
+                .args(["verify", "--repair", "--cache-dir"])
+                .arg(&dir)
+                .output()
+                .unwrap();
+            (
+                out.status.code(),
+                String::from_utf8_lossy(&out.stderr).into_owned(),
+            )
+        }
+    })
+    .await
+    .unwrap();
+    assert_ne!(code, Some(0));
+    assert!(out.contains("stop the server first"), "{out}");
+    let looked = tokio::task::spawn_blocking({
+        let dir = dir.clone();
+        move || verify(&dir, false)
+    })
+    .await
+    .unwrap();
+    assert_eq!(looked.0, 0, "verify without repair looks: {}", looked.1);
+    let (dir, _tmp) = spool.stop().await;
+    let (code, out) = verify(&dir, true);
+    assert_eq!(code, 0, "{out}");
+    spool::Server::new(common::test_config(&dir, &origin))
+        .await
+        .expect("free once the first server stopped");
+}

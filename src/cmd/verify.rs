@@ -10,6 +10,25 @@ use crate::store::{ChunkFiles, Index};
 pub async fn verify(cache_dir: &Path, repair: bool) -> anyhow::Result<bool> {
     let path = cache_dir.join("index.db");
     anyhow::ensure!(path.exists(), "no index at {}", path.display());
+    // Repairs remove temp files and chunks not indexed yet: on a cache a
+    // server is using, those are its writes under way. Only with the
+    // cache directory held (reading needs no lock).
+    let _held = match repair {
+        false => None,
+        true => {
+            let dir = cache_dir.to_owned();
+            let lock =
+                tokio::task::spawn_blocking(move || crate::disk::CacheLock::acquire(&dir)).await?;
+            match lock {
+                Ok(l) => Some(l),
+                Err(e @ crate::disk::LockError::Held(_)) => anyhow::bail!(
+                    "{e}. `spool verify --repair` changes the cache: stop the server first, or \
+                     run `spool verify` without --repair to only look"
+                ),
+                Err(e) => return Err(e.into()),
+            }
+        }
+    };
     let opened = tokio::task::spawn_blocking({
         let path = path.clone();
         move || Index::open(&path)

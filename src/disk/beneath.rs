@@ -94,6 +94,15 @@ pub(crate) fn create_new(dir: &OwnedFd, name: &str) -> io::Result<File> {
     Ok(File::from(fd))
 }
 
+/// Opens (creating it if missing) a file in `dir` for reading and
+/// writing, mode 0600; a symlink is refused. Blocking.
+pub(crate) fn open_or_create(dir: &OwnedFd, name: &str) -> io::Result<File> {
+    check_name(name)?;
+    let flags = OFlags::CREATE | OFlags::RDWR | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+    let fd = rustix::fs::openat(dir, name, flags, Mode::from_raw_mode(0o600))?;
+    Ok(File::from(fd))
+}
+
 /// Opens a regular file in `dir` for reading; a symlink is refused, and
 /// so is anything else that is not a regular file (a FIFO, a device, a
 /// socket planted in the cache), without ever blocking on it: the open is
