@@ -429,6 +429,11 @@ pub struct Config {
     #[arg(long, env = "SPOOL_SCRUB_INTERVAL", default_value = "24h", value_parser = humantime::parse_duration)]
     pub scrub_interval: Duration,
 
+    /// Most bytes a second the background check reads, so it never
+    /// competes with players for the disk (0: no limit).
+    #[arg(long, env = "SPOOL_SCRUB_RATE", default_value = "64MiB", value_parser = parse_size)]
+    pub scrub_rate: u64,
+
     /// On SIGTERM/SIGINT: how long running streams may go on before they
     /// are cut and spool exits.
     #[arg(long, env = "SPOOL_SHUTDOWN_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]

@@ -203,6 +203,7 @@ impl Server {
             forget_media_after: cfg.forget_media_after,
             disk_check_interval: cfg.disk_check_interval,
             scrub_interval: cfg.scrub_interval,
+            scrub_rate: cfg.scrub_rate,
         });
         let health = Health {
             index: index.clone(),

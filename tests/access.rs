@@ -303,6 +303,7 @@ async fn beyond_loopback_it_is_no_open_proxy() {
         403
     );
     task.abort();
+    let _ = task.await;
 }
 
 #[tokio::test]
@@ -385,6 +386,7 @@ async fn admin_endpoints_need_loopback_or_the_token() {
     let local = format!("http://127.0.0.1:{}/metrics", addr.port());
     assert_eq!(get(&c, &local, None).await.0, 401);
     task.abort();
+    let _ = task.await;
     // An empty token is no token; a short one is refused at start.
     let mut cfg = common::test_config(tmp.path(), &origin);
     cfg.admin_token = Some(" ".into());
@@ -397,6 +399,7 @@ async fn admin_endpoints_need_loopback_or_the_token() {
         .unwrap();
     assert_eq!(r.status(), 401);
     task.abort();
+    let _ = task.await;
     let mut cfg = common::test_config(tmp.path(), &origin);
     cfg.admin_token = Some("short".into());
     let e = start_on_all(cfg).await.unwrap_err();

@@ -109,6 +109,7 @@ async fn a_full_disk_never_stops_a_stream() {
         .scan(spool::testing::ScanOptions {
             checksums: true,
             since: None,
+            rate: None,
         })
         .await;
     let bad = report.count(|p| !matches!(p, spool::testing::Problem::Orphan(_)));

@@ -40,6 +40,8 @@ pub(crate) struct Parts {
     pub forget_media_after: Duration,
     pub disk_check_interval: Duration,
     pub scrub_interval: Duration,
+    /// Most bytes a second the background check reads (0: no limit).
+    pub scrub_rate: u64,
 }
 
 type Inner = Parts;
@@ -154,29 +156,23 @@ impl Upkeep {
         let opts = ScanOptions {
             checksums: false,
             since: Some(started),
+            rate: None,
         };
-        let report = match recover::scan(&u.files, &u.index, opts).await {
+        // A media at a time, fixed as it goes: memory does not grow with
+        // the size of the cache.
+        let report = match recover::scan_and_repair(&u.files, &u.index, opts, |_| true).await {
             Ok(r) => r,
             Err(e) => {
                 warn!(error = %e, "start-up reconciliation failed");
                 return;
             }
         };
-        if let Err(e) = recover::repair(&u.files, &u.index, &report).await {
-            warn!(error = %e, "start-up repair failed");
-        }
-        for p in &report.problems {
-            let kind = match p {
-                Problem::Temp(_) => "temp_file",
-                Problem::Orphan(_) => "orphan",
-                Problem::Missing { .. } => "missing",
-                Problem::WrongLength { .. } => "inconsistent",
-                Problem::Corrupt { .. } => "corrupt",
-            };
+        let kinds = ["temp_file", "orphan", "missing", "inconsistent", "corrupt"];
+        for (kind, n) in kinds.into_iter().zip(report.found_by_kind()) {
             u.metrics
                 .recovery_fixed
                 .get_or_create(&KindLabel { kind })
-                .inc();
+                .inc_by(n);
         }
         info!(summary = %report.summary(), "start-up reconciliation done");
     }
@@ -194,7 +190,8 @@ impl Upkeep {
         }
     }
 
-    /// One background check of every chunk. Only bad chunks and rows of
+    /// One background check of every chunk, a media at a time, reading
+    /// at most `--scrub-rate` bytes a second. Only bad chunks and rows of
     /// missing files are fixed here; temp files and orphans may belong to
     /// writes under way and are left to start-up.
     pub async fn scrub(&self) -> Report {
@@ -202,42 +199,49 @@ impl Upkeep {
         let opts = ScanOptions {
             checksums: true,
             since: Some(std::time::SystemTime::now()),
+            rate: Some(u.scrub_rate),
         };
-        let mut report = match recover::scan(&u.files, &u.index, opts).await {
-            Ok(r) => r,
-            Err(e) => {
-                warn!(error = %e, "background check failed");
-                return Report::default();
-            }
-        };
-        report.problems.retain(|p| {
-            matches!(
-                p,
-                Problem::Corrupt { .. } | Problem::WrongLength { .. } | Problem::Missing { .. }
-            )
-        });
-        // While a bad chunk's row and file go, its slot holds a
-        // placeholder, so no player fetches it again into the same file
-        // name meanwhile (the same rule as eviction).
-        let mut held = Vec::new();
-        for p in &report.problems {
-            if let Some((media_id, chunk, _)) = p.row() {
-                if let Some(m) = u.catalog.by_id(media_id) {
-                    if let Some(placeholder) = m.retire_cached(chunk) {
-                        held.push((m, chunk, placeholder));
-                    }
+        let mut all = Report::default();
+        let mut walk = recover::Walk::new(&u.files, &u.index, opts).await;
+        loop {
+            let mut report = match walk.next().await {
+                Ok(Some(r)) => r,
+                Ok(None) => break,
+                Err(e) => {
+                    warn!(error = %e, "background check failed");
+                    break;
                 }
-                u.metrics.corrupt_chunks.inc();
+            };
+            report.keep_only(|p| {
+                matches!(
+                    p,
+                    Problem::Corrupt { .. } | Problem::WrongLength { .. } | Problem::Missing { .. }
+                )
+            });
+            // While a bad chunk's row and file go, its slot holds a
+            // placeholder, so no player fetches it again into the same
+            // file name meanwhile (the same rule as eviction).
+            let mut held = Vec::new();
+            for p in &report.problems {
+                if let Some((media_id, chunk, _)) = p.row() {
+                    if let Some(m) = u.catalog.by_id(media_id) {
+                        if let Some(placeholder) = m.retire_cached(chunk) {
+                            held.push((m, chunk, placeholder));
+                        }
+                    }
+                    u.metrics.corrupt_chunks.inc();
+                }
             }
+            if let Err(e) = recover::repair(&u.files, &u.index, &report).await {
+                warn!(error = %e, "background check could not repair");
+            }
+            for (m, chunk, placeholder) in held {
+                placeholder.fail(super::error::CacheError::Cancelled);
+                m.release(chunk, &placeholder);
+            }
+            all.absorb(report, recover::KEPT_PROBLEMS);
         }
-        if let Err(e) = recover::repair(&u.files, &u.index, &report).await {
-            warn!(error = %e, "background check could not repair");
-        }
-        for (m, chunk, placeholder) in held {
-            placeholder.fail(super::error::CacheError::Cancelled);
-            m.release(chunk, &placeholder);
-        }
-        info!(summary = %report.summary(), "background chunk check done");
-        report
+        info!(summary = %all.summary(), "background chunk check done");
+        all
     }
 }

@@ -54,15 +54,24 @@ pub async fn verify(cache_dir: &Path, repair: bool) -> anyhow::Result<bool> {
     let opts = ScanOptions {
         checksums: true,
         since: None,
+        rate: None,
     };
-    let report = recover::scan(&files, &index, opts).await?;
+    // A media at a time (fixed as it goes with --repair): memory does not
+    // grow with the size of the cache.
+    let report = match repair {
+        true => recover::scan_and_repair(&files, &index, opts, |_| true).await?,
+        false => recover::scan(&files, &index, opts).await?,
+    };
     for p in &report.problems {
         println!("{p:?}");
     }
-    println!("{}", report.summary());
-    if repair && !report.problems.is_empty() {
-        recover::repair(&files, &index, &report).await?;
-        println!("repaired {} problems", report.problems.len());
+    let shown = report.problems.len() as u64;
+    if report.found() > shown {
+        println!("... and {} more", report.found() - shown);
     }
-    Ok(report.problems.is_empty())
+    println!("{}", report.summary());
+    if repair && report.found() > 0 {
+        println!("repaired {} problems", report.found());
+    }
+    Ok(report.found() == 0)
 }

@@ -372,23 +372,40 @@ impl Index {
         .await
     }
 
-    /// Every chunk row: (media_id, chunk, created_unix).
-    pub async fn all_chunks(&self) -> Result<Vec<(MediaId, ChunkRow, i64)>, IndexError> {
-        self.call(|c| {
-            let mut st = c.prepare(
-                "SELECT media_id, chunk_index, size_bytes, crc32c, created_unix, write_id
-                 FROM chunks",
+    /// Up to `limit` ids of media that have chunk rows, ascending, after
+    /// `after`: a scan walks the index a batch at a time.
+    pub async fn media_with_chunks(
+        &self,
+        after: i64,
+        limit: u32,
+    ) -> Result<Vec<MediaId>, IndexError> {
+        self.call(move |c| {
+            let mut st = c.prepare_cached(
+                "SELECT DISTINCT media_id FROM chunks WHERE media_id > ?1
+                 ORDER BY media_id LIMIT ?2",
             )?;
-            let rows = st.query_map([], |r| {
+            let ids = st.query_map(rusqlite::params![after, limit], |r| r.get(0))?;
+            ids.collect()
+        })
+        .await
+    }
+
+    /// One media's chunk rows, with when each was created.
+    pub async fn chunk_rows(&self, media_id: MediaId) -> Result<Vec<(ChunkRow, i64)>, IndexError> {
+        self.call(move |c| {
+            let mut st = c.prepare_cached(
+                "SELECT chunk_index, size_bytes, crc32c, created_unix, write_id
+                 FROM chunks WHERE media_id = ?1",
+            )?;
+            let rows = st.query_map([media_id], |r| {
                 Ok((
-                    r.get(0)?,
                     ChunkRow {
-                        chunk_index: r.get::<_, i64>(1)? as u64,
-                        size_bytes: r.get::<_, i64>(2)? as u64,
-                        crc32c: r.get::<_, i64>(3)? as u32,
-                        write_id: r.get(5)?,
+                        chunk_index: r.get::<_, i64>(0)? as u64,
+                        size_bytes: r.get::<_, i64>(1)? as u64,
+                        crc32c: r.get::<_, i64>(2)? as u32,
+                        write_id: r.get(4)?,
                     },
-                    r.get(4)?,
+                    r.get(3)?,
                 ))
             })?;
             rows.collect()

@@ -110,6 +110,17 @@ pub enum Problem {
 }
 
 impl Problem {
+    /// Its place in `Report::found`.
+    fn kind(&self) -> usize {
+        match self {
+            Problem::Temp(_) => 0,
+            Problem::Orphan(_) => 1,
+            Problem::Missing { .. } => 2,
+            Problem::WrongLength { .. } => 3,
+            Problem::Corrupt { .. } => 4,
+        }
+    }
+
     /// The chunk row a problem is about, if it is about one:
     /// (media, chunk, write).
     pub fn row(&self) -> Option<(MediaId, u64, i64)> {
@@ -140,27 +151,74 @@ impl Problem {
 pub struct Report {
     pub chunks_checked: u64,
     pub bytes_checked: u64,
+    /// The problems found (all of them for `scan`; at most
+    /// [`KEPT_PROBLEMS`] for `scan_and_repair`, which counts the rest).
     pub problems: Vec<Problem>,
+    /// Every problem found, by kind: temp, orphan, missing, wrong length,
+    /// corrupt.
+    pub(crate) found: [u64; 5],
     /// The inode each temp file and orphan had when scanned: repair removes
     /// a file only if it still is that one.
     pub(crate) inodes: HashMap<PathBuf, u64>,
 }
+
+/// Problems a repairing scan keeps to show; the rest are only counted, so
+/// its memory does not grow with a cache that lost every file.
+pub const KEPT_PROBLEMS: usize = 1000;
 
 impl Report {
     pub fn count(&self, f: impl Fn(&Problem) -> bool) -> usize {
         self.problems.iter().filter(|p| f(p)).count()
     }
 
+    fn push(&mut self, p: Problem) {
+        self.found[p.kind()] += 1;
+        self.problems.push(p);
+    }
+
+    /// Every problem found, also those a repairing scan did not keep.
+    pub fn found(&self) -> u64 {
+        self.found.iter().sum()
+    }
+
+    /// Every problem found by kind: temp files, orphans, missing, wrong
+    /// length, corrupt.
+    pub fn found_by_kind(&self) -> [u64; 5] {
+        self.found
+    }
+
+    /// Keeps only the problems `f` accepts (and counts only those).
+    pub(crate) fn keep_only(&mut self, f: impl Fn(&Problem) -> bool) {
+        self.problems.retain(|p| f(p));
+        self.found = [0; 5];
+        for p in &self.problems {
+            self.found[p.kind()] += 1;
+        }
+    }
+
+    /// Adds another scan's findings; keeps at most `keep` problems.
+    pub(crate) fn absorb(&mut self, other: Report, keep: usize) {
+        self.chunks_checked += other.chunks_checked;
+        self.bytes_checked += other.bytes_checked;
+        for (a, b) in self.found.iter_mut().zip(other.found) {
+            *a += b;
+        }
+        let room = keep.saturating_sub(self.problems.len());
+        for p in other.problems.into_iter().take(room) {
+            if let Problem::Temp(path) | Problem::Orphan(path) = &p {
+                if let Some(ino) = other.inodes.get(path) {
+                    self.inodes.insert(path.clone(), *ino);
+                }
+            }
+            self.problems.push(p);
+        }
+    }
+
     pub fn summary(&self) -> String {
+        let [temp, orphan, missing, wrong, corrupt] = self.found;
         format!(
-            "{} chunks ({} bytes) checked; temp files {}, orphans {}, missing {}, wrong length {}, corrupt {}",
-            self.chunks_checked,
-            self.bytes_checked,
-            self.count(|p| matches!(p, Problem::Temp(_))),
-            self.count(|p| matches!(p, Problem::Orphan(_))),
-            self.count(|p| matches!(p, Problem::Missing { .. })),
-            self.count(|p| matches!(p, Problem::WrongLength { .. })),
-            self.count(|p| matches!(p, Problem::Corrupt { .. })),
+            "{} chunks ({} bytes) checked; temp files {temp}, orphans {orphan}, missing {missing}, wrong length {wrong}, corrupt {corrupt}",
+            self.chunks_checked, self.bytes_checked,
         )
     }
 }
@@ -172,110 +230,257 @@ pub struct ScanOptions {
     /// Leave alone files modified at or after this time and rows created
     /// at or after it: they belong to the running process.
     pub since: Option<SystemTime>,
+    /// Most bytes a second read for checksums (None: as fast as the disk
+    /// goes), so a background check never competes with players.
+    pub rate: Option<u64>,
 }
+
+/// Media whose rows a scan reads from the index at a time.
+const MEDIA_BATCH: u32 = 256;
 
 /// Compares the chunk files with the index rows. Only real files in real
 /// directories are looked at: a symlink in the cache is never followed.
+/// One media at a time: memory grows with the largest media's chunks and
+/// the problems found, never with the whole index.
 pub(crate) async fn scan(
     files: &ChunkFiles,
     index: &Index,
     opts: ScanOptions,
 ) -> Result<Report, IndexError> {
-    let rows = index.all_chunks().await?;
-    let files = files.clone();
-    tokio::task::spawn_blocking(move || scan_files(&files, rows, opts))
-        .await
-        .map_err(|_| IndexError::Closed)
+    let mut all = Report::default();
+    let mut walk = Walk::new(files, index, opts).await;
+    while let Some(report) = walk.next().await? {
+        all.absorb(report, usize::MAX);
+    }
+    Ok(all)
 }
 
-fn scan_files(
+/// [`scan`], fixing each media's problems as they are found (those `fix`
+/// accepts; see [`repair`]). Keeps at most [`KEPT_PROBLEMS`] of them to
+/// show, and counts all.
+pub(crate) async fn scan_and_repair(
     files: &ChunkFiles,
-    rows: Vec<(MediaId, ChunkRow, i64)>,
+    index: &Index,
     opts: ScanOptions,
+    fix: impl Fn(&Problem) -> bool,
+) -> Result<Report, IndexError> {
+    let mut all = Report::default();
+    let mut walk = Walk::new(files, index, opts).await;
+    while let Some(mut report) = walk.next().await? {
+        report.keep_only(&fix);
+        repair(files, index, &report).await?;
+        all.absorb(report, KEPT_PROBLEMS);
+    }
+    Ok(all)
+}
+
+/// The media of a scan, in order of their ids: those with a directory
+/// under `chunks/` merged with those the index has rows for.
+pub(crate) struct Walk {
+    files: ChunkFiles,
+    index: Index,
+    opts: ScanOptions,
+    /// Media directories found, ascending ids, and the next to look at.
+    dirs: Vec<i64>,
+    next_dir: usize,
+    /// Media with rows, a batch at a time.
+    rows_batch: std::collections::VecDeque<i64>,
+    rows_after: i64,
+    rows_done: bool,
+    throttle: Throttle,
+}
+
+impl Walk {
+    pub async fn new(files: &ChunkFiles, index: &Index, opts: ScanOptions) -> Walk {
+        let lister = files.clone();
+        let listed = tokio::task::spawn_blocking(move || {
+            let mut ids: Vec<i64> = lister
+                .beneath()
+                .dir(&["chunks"], false)
+                .and_then(|d| beneath::list(&d))
+                .unwrap_or_default()
+                .into_iter()
+                .filter(|e| e.kind == Kind::Dir)
+                .filter_map(|e| e.name.parse::<i64>().ok())
+                .collect();
+            ids.sort_unstable();
+            ids
+        })
+        .await
+        .unwrap_or_default();
+        Walk {
+            files: files.clone(),
+            index: index.clone(),
+            opts,
+            dirs: listed,
+            next_dir: 0,
+            rows_batch: Default::default(),
+            rows_after: i64::MIN,
+            rows_done: false,
+            throttle: Throttle::new(opts.rate),
+        }
+    }
+
+    /// The report of the next media; None when every one was looked at.
+    pub async fn next(&mut self) -> Result<Option<Report>, IndexError> {
+        if self.rows_batch.is_empty() && !self.rows_done {
+            let batch = self
+                .index
+                .media_with_chunks(self.rows_after, MEDIA_BATCH)
+                .await?;
+            self.rows_done = batch.len() < MEDIA_BATCH as usize;
+            if let Some(last) = batch.last() {
+                self.rows_after = last.0;
+            }
+            self.rows_batch = batch.into_iter().map(|m| m.0).collect();
+        }
+        let dir = self.dirs.get(self.next_dir).copied();
+        let row = self.rows_batch.front().copied();
+        let id = match (dir, row) {
+            (None, None) => return Ok(None),
+            (Some(d), Some(r)) => d.min(r),
+            (Some(d), None) => d,
+            (None, Some(r)) => r,
+        };
+        if dir == Some(id) {
+            self.next_dir += 1;
+        }
+        let rows = if row == Some(id) {
+            self.rows_batch.pop_front();
+            self.index.chunk_rows(MediaId(id)).await?
+        } else {
+            Vec::new()
+        };
+        let (files, opts) = (self.files.clone(), self.opts);
+        let has_dir = dir == Some(id);
+        let throttle = std::mem::replace(&mut self.throttle, Throttle::new(None));
+        let (report, throttle) = tokio::task::spawn_blocking(move || {
+            let mut throttle = throttle;
+            let report = scan_media(&files, MediaId(id), has_dir, rows, opts, &mut throttle);
+            (report, throttle)
+        })
+        .await
+        .map_err(|_| IndexError::Closed)?;
+        self.throttle = throttle;
+        Ok(Some(report))
+    }
+}
+
+/// Paces the bytes a scan reads for checksums.
+struct Throttle {
+    rate: Option<u64>,
+    start: std::time::Instant,
+    bytes: u64,
+}
+
+impl Throttle {
+    fn new(rate: Option<u64>) -> Throttle {
+        Throttle {
+            rate: rate.filter(|r| *r > 0),
+            start: std::time::Instant::now(),
+            bytes: 0,
+        }
+    }
+
+    /// `n` more bytes were read: sleeps until they fit the rate. Blocking.
+    fn read(&mut self, n: u64) {
+        let Some(rate) = self.rate else { return };
+        self.bytes += n;
+        let due = std::time::Duration::from_secs_f64(self.bytes as f64 / rate as f64);
+        if let Some(wait) = due.checked_sub(self.start.elapsed()) {
+            std::thread::sleep(wait);
+        }
+    }
+}
+
+/// One media's files compared with its rows. Blocking.
+fn scan_media(
+    files: &ChunkFiles,
+    media_id: MediaId,
+    has_dir: bool,
+    rows: Vec<(ChunkRow, i64)>,
+    opts: ScanOptions,
+    throttle: &mut Throttle,
 ) -> Report {
     let since_unix = opts.since.map(|t| {
         t.duration_since(SystemTime::UNIX_EPOCH)
             .map_or(0, |d| d.as_secs() as i64)
     });
-    let mut rows: HashMap<(MediaId, u64), (ChunkRow, i64)> = rows
+    let mut rows: HashMap<u64, (ChunkRow, i64)> = rows
         .into_iter()
-        .map(|(m, c, created)| ((m, c.chunk_index), (c, created)))
+        .map(|(c, created)| (c.chunk_index, (c, created)))
         .collect();
     let mut report = Report::default();
     let cache = files.beneath();
-    let dirs = cache
-        .dir(&["chunks"], false)
-        .and_then(|d| beneath::list(&d))
+    let dir_name = media_id.0.to_string();
+    let fd = match has_dir {
+        true => cache.dir(&["chunks", &dir_name], false).ok(),
+        false => None,
+    };
+    let listed = fd
+        .as_ref()
+        .map(|fd| beneath::list(fd).unwrap_or_default())
         .unwrap_or_default();
-    for dir in dirs {
-        let Some(media_id) = dir.name.parse::<i64>().ok().map(MediaId) else {
+    for f in listed {
+        let Some(fd) = fd.as_ref() else { break };
+        let path = files.media_dir(media_id).join(&f.name);
+        let Some(kind) = classify(&f.name) else {
             continue;
         };
-        if dir.kind != Kind::Dir {
+        if f.kind != Kind::File {
             continue;
         }
-        let Ok(fd) = cache.dir(&["chunks", &dir.name], false) else {
-            continue;
-        };
-        for f in beneath::list(&fd).unwrap_or_default() {
-            let path = files.media_dir(media_id).join(&f.name);
-            let Some(kind) = classify(&f.name) else {
-                continue;
-            };
-            if f.kind != Kind::File {
-                continue;
+        let recent = opts.since.is_some_and(|s| f.modified >= s);
+        match kind {
+            FileKind::Temp if !recent => {
+                report.inodes.insert(path.clone(), f.ino);
+                report.push(Problem::Temp(path));
             }
-            let recent = opts.since.is_some_and(|s| f.modified >= s);
-            match kind {
-                FileKind::Temp if !recent => {
-                    report.inodes.insert(path.clone(), f.ino);
-                    report.problems.push(Problem::Temp(path));
-                }
-                FileKind::Temp => {}
-                FileKind::Chunk(chunk) => {
-                    let Some((row, _)) = rows.remove(&(media_id, chunk)) else {
-                        if !recent {
-                            report.inodes.insert(path.clone(), f.ino);
-                            report.problems.push(Problem::Orphan(path));
-                        }
-                        continue;
-                    };
-                    if recent {
-                        continue;
+            FileKind::Temp => {}
+            FileKind::Chunk(chunk) => {
+                let Some((row, _)) = rows.remove(&chunk) else {
+                    if !recent {
+                        report.inodes.insert(path.clone(), f.ino);
+                        report.push(Problem::Orphan(path));
                     }
-                    report.chunks_checked += 1;
-                    if f.len != row.size_bytes {
-                        report.problems.push(Problem::WrongLength {
+                    continue;
+                };
+                if recent {
+                    continue;
+                }
+                report.chunks_checked += 1;
+                if f.len != row.size_bytes {
+                    report.push(Problem::WrongLength {
+                        media_id,
+                        chunk,
+                        write_id: row.write_id,
+                        path,
+                    });
+                    continue;
+                }
+                if opts.checksums {
+                    report.bytes_checked += f.len;
+                    let good = beneath::open_read(fd, &f.name)
+                        .and_then(|file| check_reader(file, row.size_bytes, row.crc32c));
+                    throttle.read(f.len);
+                    // Only bytes found wrong make a chunk corrupt; a file
+                    // that cannot be read now (out of descriptors,
+                    // vanished meanwhile) is looked at next time.
+                    if matches!(good, Ok(false)) {
+                        report.push(Problem::Corrupt {
                             media_id,
                             chunk,
                             write_id: row.write_id,
                             path,
                         });
-                        continue;
-                    }
-                    if opts.checksums {
-                        report.bytes_checked += f.len;
-                        let good = beneath::open_read(&fd, &f.name)
-                            .and_then(|file| check_reader(file, row.size_bytes, row.crc32c));
-                        // Only bytes found wrong make a chunk corrupt; a file
-                        // that cannot be read now (out of descriptors,
-                        // vanished meanwhile) is looked at next time.
-                        if matches!(good, Ok(false)) {
-                            report.problems.push(Problem::Corrupt {
-                                media_id,
-                                chunk,
-                                write_id: row.write_id,
-                                path,
-                            });
-                        }
                     }
                 }
             }
         }
     }
-    for ((media_id, chunk), (row, created)) in rows {
+    for (chunk, (row, created)) in rows {
         if since_unix.is_none_or(|s| created < s) {
-            report.problems.push(Problem::Missing {
+            report.push(Problem::Missing {
                 media_id,
                 chunk,
                 write_id: row.write_id,
@@ -384,6 +589,7 @@ mod tests {
         let opts = ScanOptions {
             checksums: true,
             since: None,
+            rate: None,
         };
         let report = scan(&files, &index, opts).await.unwrap();
         assert_eq!(report.problems.len(), 1, "{report:?}");
@@ -417,6 +623,7 @@ mod tests {
         let opts = ScanOptions {
             checksums: false,
             since: None,
+            rate: None,
         };
         let report = scan(&files, &index, opts).await.unwrap();
         assert!(
@@ -460,6 +667,7 @@ mod tests {
         let opts = ScanOptions {
             checksums: true,
             since: None,
+            rate: None,
         };
         assert!(scan(&files, &index, opts)
             .await
