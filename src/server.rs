@@ -318,15 +318,18 @@ impl Server {
             ),
             metrics.clone(),
             conn,
+            self.cache.tasks().clone(),
             stop.clone().cancelled_owned(),
         );
+        let tasks = self.cache.tasks().clone();
         let control_plane = admin.map(|admin| {
             let api = http::Admin::new(self.cache.clone(), self.health.clone(), access, control);
-            tokio::spawn(http::serve(
+            tasks.spawn(http::serve(
                 admin,
                 http::admin_routes(api),
                 metrics,
                 conn,
+                tasks.clone(),
                 stop.clone().cancelled_owned(),
             ))
         });
@@ -352,6 +355,16 @@ impl Server {
                 shutdown_started = Some(tokio::time::Instant::now());
                 tokio::time::sleep(deadline).await;
             } => info!("shutdown deadline reached; closing remaining streams"),
+        }
+        // Whatever still runs for players (connections past the deadline,
+        // response bodies, downloads, read-ahead, prefetch jobs) ends now:
+        // nothing of this server outlives `serve`.
+        tasks.cut();
+        if !tasks.wait(Duration::from_secs(5)).await {
+            tracing::warn!(
+                left = tasks.running(),
+                "player tasks still running after shutdown"
+            );
         }
         // Chunk writes under way finish (no temp file left behind); new
         // ones are refused from now on.
@@ -526,6 +539,12 @@ impl Server {
     /// FUSE mount does.
     pub fn fail_disk_measurements(&self, fail: bool) {
         self.health.disk.fail_measurements(fail);
+    }
+
+    /// Tasks started for players (connections, response bodies, runs,
+    /// prefetch jobs) still running.
+    pub fn running_tasks(&self) -> usize {
+        self.cache.tasks().running()
     }
 
     /// One background checksum scrub, now.

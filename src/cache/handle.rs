@@ -88,6 +88,12 @@ impl Cache {
         &self.inner.metrics
     }
 
+    /// The tasks started for players (response bodies, runs,
+    /// connections), which shutdown ends.
+    pub fn tasks(&self) -> &super::tasks::Tasks {
+        self.inner.runs.tasks()
+    }
+
     /// How long a player may take no bytes before its stream ends.
     pub fn write_timeout(&self) -> std::time::Duration {
         self.inner.settings.write_timeout

@@ -22,6 +22,7 @@ pub(crate) mod prefetch;
 #[cfg(test)]
 pub(crate) mod rig;
 pub(crate) mod run;
+mod tasks;
 pub(crate) mod upkeep;
 mod watch;
 
@@ -29,3 +30,4 @@ pub(crate) use error::CacheError;
 pub(crate) use handle::{Cache, Settings};
 pub(crate) use open::Opened;
 pub(crate) use run::ReadAhead;
+pub(crate) use tasks::Tasks;

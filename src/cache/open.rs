@@ -234,7 +234,8 @@ impl Cache {
                 // elsewhere (an MP4's moov at the end), and is fetched now.
                 if c == 0 && split == 0 && self.inner.settings.index_first {
                     let runs = self.inner.runs.clone();
-                    tokio::spawn(super::index_first::index_first(runs, media.clone()));
+                    let tasks = runs.tasks().clone();
+                    tasks.spawn(super::index_first::index_first(runs, media.clone()));
                 }
             }
         }

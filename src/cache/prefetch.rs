@@ -206,7 +206,8 @@ impl Prefetches {
             };
             jobs.list.remove(at);
         }
-        tokio::spawn(run(self.inner.cache.clone(), job.clone()));
+        let tasks = self.inner.cache.tasks().clone();
+        tasks.spawn(run(self.inner.cache.clone(), job.clone()));
         Ok((job, true))
     }
 
@@ -296,7 +297,9 @@ async fn warm(cache: &Cache, job: &Job) -> Result<Phase, Stop> {
         // Read like a player would, and drop the bytes.
         let (tx, mut rx) = mpsc::channel(2);
         let parts = stretches.iter().map(|s| Part::Range(*s)).collect();
-        tokio::spawn(cache.clone().produce(media.clone(), parts, tx));
+        cache
+            .tasks()
+            .spawn(cache.clone().produce(media.clone(), parts, tx));
         while let Some(piece) = rx.recv().await {
             match piece {
                 Ok(b) => job.fetched.fetch_add(b.len() as u64, Ordering::Relaxed),

@@ -82,6 +82,8 @@ struct Inner {
     /// Read-ahead as a time of media, where a media's byte rate is known.
     read_ahead_time: Option<Duration>,
     grace: Duration,
+    /// Runs, and the other tasks started for players (`tasks.rs`).
+    tasks: super::tasks::Tasks,
 }
 
 impl Runs {
@@ -103,6 +105,7 @@ impl Runs {
                 read_ahead_chunks: ahead.chunks,
                 read_ahead_time: ahead.time,
                 grace: ahead.grace,
+                tasks: super::tasks::Tasks::default(),
             }),
         }
     }
@@ -113,6 +116,11 @@ impl Runs {
 
     pub fn writer(&self) -> &Writer {
         &self.inner.writer
+    }
+
+    /// The tasks started for players, which shutdown ends.
+    pub fn tasks(&self) -> &super::tasks::Tasks {
+        &self.inner.tasks
     }
 
     /// A media's read-ahead window in whole chunks (at most): the setting,
@@ -144,7 +152,7 @@ impl Runs {
             end = run.body.end(),
             "run starts"
         );
-        tokio::spawn(run.go(None));
+        self.inner.tasks.spawn(run.go(None));
         true
     }
 
@@ -168,7 +176,7 @@ impl Runs {
                 run.body = self.body(media, run.body.first(), end);
                 run.feed.set_end(end);
             }
-            tokio::spawn(run.go(Some((resp, head))));
+            self.inner.tasks.spawn(run.go(Some((resp, head))));
         }
     }
 
@@ -237,7 +245,7 @@ impl Runs {
             "a player waits ahead of a transfer: new request from its byte"
         );
         let run = self.run(media, feed, (index, off, chunk.clone()), continues);
-        tokio::spawn(run.go(None));
+        self.inner.tasks.spawn(run.go(None));
     }
 
     /// Drops a media version whose origin copy changed: downloads of it
@@ -308,7 +316,7 @@ impl Runs {
             // bytes arrive before the head competes with them.
             let run = self.run(media, head, (index, 0, chunk.clone()), false);
             let (chunk, split) = (chunk.clone(), split);
-            tokio::spawn(async move {
+            self.inner.tasks.spawn(async move {
                 let _ = chunk.read_at(split).await;
                 run.go(None).await
             });
@@ -360,7 +368,7 @@ impl Runs {
                 run.continues = false;
                 run.body = self.body(media, run.body.first(), end);
                 run.feed.set_end(end);
-                tokio::spawn(run.go(None));
+                self.inner.tasks.spawn(run.go(None));
             }
         }
     }

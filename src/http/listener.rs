@@ -23,6 +23,7 @@ use tracing::{debug, warn};
 
 use super::control::Peer;
 use super::stall::{Stall, Watched};
+use crate::cache::Tasks;
 use crate::metrics::Metrics;
 
 /// Bytes of a response hyper holds for a connection beyond its socket.
@@ -70,6 +71,23 @@ impl Drop for Slot {
     }
 }
 
+/// One open connection in `spool_open_connections`, for as long as it
+/// lives.
+struct OpenConnection(Arc<Metrics>);
+
+impl OpenConnection {
+    fn new(metrics: Arc<Metrics>) -> OpenConnection {
+        metrics.open_connections.inc();
+        OpenConnection(metrics)
+    }
+}
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        self.0.open_connections.dec();
+    }
+}
+
 /// Serves HTTP/1.1 with `filter` on `listener` until `shutdown` resolves,
 /// then waits for open connections to finish.
 pub(crate) async fn serve<F>(
@@ -77,6 +95,7 @@ pub(crate) async fn serve<F>(
     filter: F,
     metrics: Arc<Metrics>,
     conn: ConnLimits,
+    tasks: Tasks,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) where
     F: warp::Filter<Extract = (warp::reply::Response,), Error = std::convert::Infallible>
@@ -162,7 +181,6 @@ pub(crate) async fn serve<F>(
                 debug!(error = %e, "cannot set TCP_NOTSENT_LOWAT");
             }
         }
-        metrics.open_connections.inc();
         let warp_svc = TowerToHyperService::new(warp::service(filter.clone()));
         // Handlers that judge the client (admin endpoints) read its address.
         let svc = hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
@@ -184,7 +202,11 @@ pub(crate) async fn serve<F>(
         let connection = graceful.watch(connection);
         let metrics = metrics.clone();
         let write_timeout = conn.write_timeout;
-        tokio::spawn(async move {
+        // Cut at the shutdown deadline with every other player task; its
+        // place and its count in the gauge go with it however it ends.
+        let open = OpenConnection::new(metrics.clone());
+        tasks.spawn(async move {
+            let _open = open;
             tokio::select! {
                 // Players hang up mid-body all the time (seeks, a closed
                 // tab), and slow or idle clients are timed out: not errors.
@@ -198,7 +220,6 @@ pub(crate) async fn serve<F>(
                     metrics.limited("write_timeout");
                 }
             }
-            metrics.open_connections.dec();
             drop(slot);
         });
     }

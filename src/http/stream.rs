@@ -373,7 +373,8 @@ fn respond(
         None => return too_many_streams(),
     };
     let (tx, rx) = mpsc::channel(2);
-    tokio::spawn(async move {
+    let tasks = cache.tasks().clone();
+    tasks.spawn(async move {
         cache.produce(media, parts, tx).await;
         drop(permit);
     });
@@ -439,7 +440,7 @@ fn passthrough(cache: &Cache, method: &Method, resp: reqwest::Response, head: &H
     };
     let (tx, rx) = mpsc::channel(2);
     let (upstream, write_timeout) = (cache.upstream().clone(), cache.write_timeout());
-    tokio::spawn(async move {
+    cache.tasks().spawn(async move {
         let _permit = permit;
         let mut resp = resp;
         loop {
