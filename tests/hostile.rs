@@ -851,3 +851,40 @@ async fn a_dripping_origin_gives_its_place_back() {
     .expect("the dripping transfer kept the only download place");
     assert!(got.2 == fast);
 }
+
+/// A player that hangs up while its download waits for a --max-downloads
+/// place lets the place go: the queued run gives its claim back (after
+/// the grace period and the finishing budget) instead of downloading and
+/// caching for nobody once a place frees.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_queued_for_nobody_gives_up() {
+    let origin = Origin::start().await;
+    origin.add_file("busy", data(4 << 20, 91), "video/mp4");
+    origin.set_faults("busy", Faults::throttled(4096));
+    origin.add_file("queued", data(256 * 1024, 92), "video/mp4");
+    let spool = Spool::start_with(&origin, |c| c.max_downloads = 1).await;
+    // One player holds the only place: its first chunk takes 16 s to come.
+    let busy = spool.url(&origin.url("busy"));
+    let mut reader = client().get(&busy).send().await.unwrap();
+    reader.chunk().await.unwrap();
+    // Another asks for another media, waits in the queue, and hangs up.
+    let queued = spool.url(&origin.url("queued"));
+    let mut waiting = client().get(&queued).send().await.unwrap();
+    let first = tokio::time::timeout(Duration::from_millis(500), waiting.chunk()).await;
+    assert!(first.is_err(), "its body waited for a place");
+    drop(waiting);
+    common::wait_for_metric(&spool, "spool_limited_total{reason=\"max_downloads\"}", 1.0).await;
+    // Past the grace period and the finishing budget (10 s), the queued
+    // run is gone; then the place frees.
+    tokio::time::sleep(Duration::from_secs(11)).await;
+    drop(reader);
+    common::wait_for("the busy run to stop", || async {
+        common::metric(&spool, "spool_active_streams").await == 0.0
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(
+        common::cached_chunks(&spool.cache_dir, &origin.url("queued")).is_empty(),
+        "nobody wanted it, yet it was downloaded and cached"
+    );
+}

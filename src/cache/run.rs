@@ -486,7 +486,13 @@ impl Run {
                     }
                 }
             }
-            self.take_place().await;
+            if !self.take_place(index).await {
+                debug!(
+                    index,
+                    "nobody wants it any more; stopping before a download place came"
+                );
+                return Ok(());
+            }
             self.ensure_body(index, part, &chunk).await;
             let started = Instant::now();
             let got = self.fill(index, part, &chunk).await?;
@@ -616,19 +622,28 @@ impl Run {
         self.feed.eta(next_start, pace) <= lead
     }
 
-    /// Waits for a `--max-downloads` place (its players wait with it).
-    async fn take_place(&mut self) {
+    /// Waits for a `--max-downloads` place (its players wait with it);
+    /// false when nobody wanted chunk `index` any more meanwhile (its
+    /// players hung up while queued: the run gives its claim back instead
+    /// of taking a place for nobody).
+    async fn take_place(&mut self, index: u64) -> bool {
         if self.place.is_some() {
-            return;
+            return true;
         }
         let downloads = self.runs.inner.downloads.clone();
         self.place = match downloads.clone().try_acquire_owned() {
             Ok(p) => Some(p),
             Err(_) => {
                 self.runs.upstream().metrics().limited("max_downloads");
-                downloads.acquire_owned().await.ok()
+                let ra = self.runs.read_ahead_chunks(&self.media);
+                let grace = self.runs.inner.grace;
+                tokio::select! {
+                    p = downloads.acquire_owned() => p.ok(),
+                    () = abandoned(&self.media, index, ra, grace) => return false,
+                }
             }
         };
+        true
     }
 
     /// Fills this run's part of one chunk from the body; returns the bytes
