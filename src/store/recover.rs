@@ -167,6 +167,8 @@ pub struct Report {
 pub const KEPT_PROBLEMS: usize = 1000;
 
 impl Report {
+    /// The problems kept that `f` accepts (tests look at them).
+    #[cfg(any(test, feature = "testing"))]
     pub fn count(&self, f: impl Fn(&Problem) -> bool) -> usize {
         self.problems.iter().filter(|p| f(p)).count()
     }
@@ -301,9 +303,12 @@ impl Walk {
                 .unwrap_or_default()
                 .into_iter()
                 .filter(|e| e.kind == Kind::Dir)
-                .filter_map(|e| e.name.parse::<i64>().ok())
+                // Only the names spool makes ("12", not "012" or "+12"):
+                // the directory a media's files are looked for in.
+                .filter_map(|e| e.name.parse::<i64>().ok().filter(|id| id.to_string() == e.name))
                 .collect();
             ids.sort_unstable();
+            ids.dedup();
             ids
         })
         .await
