@@ -33,5 +33,6 @@ pub mod testing {
     pub use crate::cache::inflight::live as live_downloads;
     pub use crate::store::error::WriteStage;
     pub use crate::store::faults::Fault;
-    pub use crate::store::recover::{Problem, Report, ScanOptions};
+    pub use crate::store::recover::{Problem, Report};
+    pub use crate::store::walk::ScanOptions;
 }

@@ -554,7 +554,7 @@ impl Server {
 
     /// Compares chunk files and index rows.
     pub async fn scan(&self, opts: crate::testing::ScanOptions) -> crate::testing::Report {
-        recover::scan(&self.files, &self.index, opts)
+        crate::store::walk::scan(&self.files, &self.index, opts)
             .await
             .expect("scan")
     }

@@ -387,10 +387,10 @@ mod tests {
         );
         breaker.on_failure(WriteClass::Io);
         assert!(breaker.may_write().await);
-        let report = crate::store::recover::scan(
+        let report = crate::store::walk::scan(
             &rig.files,
             &rig.index,
-            crate::store::recover::ScanOptions::default(),
+            crate::store::walk::ScanOptions::default(),
         )
         .await
         .unwrap();

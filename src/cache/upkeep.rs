@@ -12,7 +12,8 @@ use super::catalog::Catalog;
 use super::persist::Writer;
 use crate::disk::{Breaker, Disk, Level, Space};
 use crate::metrics::{KindLabel, Metrics};
-use crate::store::recover::{self, Problem, Report, ScanOptions};
+use crate::store::recover::{self, Problem, Report};
+use crate::store::walk::{self, ScanOptions};
 use crate::store::{ChunkFiles, Evictor, Index};
 
 /// Media unused this long are dropped from memory (not from the cache).
@@ -160,7 +161,7 @@ impl Upkeep {
         };
         // A media at a time, fixed as it goes: memory does not grow with
         // the size of the cache.
-        let report = match recover::scan_and_repair(&u.files, &u.index, opts, |_| true).await {
+        let report = match walk::scan_and_repair(&u.files, &u.index, opts, |_| true).await {
             Ok(r) => r,
             Err(e) => {
                 warn!(error = %e, "start-up reconciliation failed");
@@ -202,7 +203,7 @@ impl Upkeep {
             rate: Some(u.scrub_rate),
         };
         let mut all = Report::default();
-        let mut walk = recover::Walk::new(&u.files, &u.index, opts).await;
+        let mut walk = walk::Walk::new(&u.files, &u.index, opts).await;
         loop {
             let mut report = match walk.next().await {
                 Ok(Some(r)) => r,

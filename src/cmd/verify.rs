@@ -3,7 +3,8 @@
 
 use std::path::Path;
 
-use crate::store::recover::{self, ScanOptions};
+use crate::store::recover;
+use crate::store::walk::{self, ScanOptions};
 use crate::store::{ChunkFiles, Index};
 
 /// Checks every chunk; returns whether the cache was clean.
@@ -59,8 +60,8 @@ pub async fn verify(cache_dir: &Path, repair: bool) -> anyhow::Result<bool> {
     // A media at a time (fixed as it goes with --repair): memory does not
     // grow with the size of the cache.
     let report = match repair {
-        true => recover::scan_and_repair(&files, &index, opts, |_| true).await?,
-        false => recover::scan(&files, &index, opts).await?,
+        true => walk::scan_and_repair(&files, &index, opts, |_| true).await?,
+        false => walk::scan(&files, &index, opts).await?,
     };
     for p in &report.problems {
         println!("{p:?}");

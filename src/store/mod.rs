@@ -9,6 +9,7 @@ pub(crate) mod index;
 pub(crate) mod read;
 pub mod recover;
 pub mod summary;
+pub(crate) mod walk;
 
 pub(crate) use chunks::ChunkFiles;
 pub(crate) use evict::{Evictor, Pin, Pins};
