@@ -19,6 +19,7 @@ pub mod container;
 pub mod disk;
 pub(crate) mod http;
 pub(crate) mod metrics;
+mod rules;
 mod server;
 pub mod signing;
 pub(crate) mod store;

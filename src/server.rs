@@ -20,6 +20,7 @@ use crate::config::Config;
 use crate::disk::{Breaker, CacheLock, Disk, LockError, Thresholds, WriteClass};
 use crate::http::{self, Health};
 use crate::metrics::Metrics;
+use crate::rules;
 use crate::store::index::{self, IndexError};
 use crate::store::{recover, ChunkFiles, Evictor, Index};
 use crate::upstream::{self, Upstream};
@@ -271,8 +272,8 @@ impl Server {
         if admin_addr == Some(local) {
             anyhow::bail!("--admin-listen must differ from --listen ({local})");
         }
-        let access = access(cfg, local).await?;
-        let control = control(cfg, admin_addr)?;
+        let access = rules::access(cfg, local).await?;
+        let control = rules::control(cfg, admin_addr)?;
         info!(
             listen = %local,
             admin = %admin_addr.map_or("off".to_owned(), |a| a.to_string()),
@@ -406,43 +407,6 @@ async fn bind_admin(addr: std::net::SocketAddr) -> anyhow::Result<tokio::net::Tc
     })
 }
 
-/// The control plane's rules for a control plane listening on `admin`.
-fn control(cfg: &Config, admin: Option<std::net::SocketAddr>) -> anyhow::Result<http::Control> {
-    // An empty token is no token (an uncommented `SPOOL_ADMIN_TOKEN=`
-    // must not let everyone in); a short one could be guessed.
-    let admin_token = cfg
-        .admin_token
-        .as_deref()
-        .map(str::trim)
-        .filter(|t| !t.is_empty());
-    if let Some(t) = admin_token {
-        anyhow::ensure!(
-            t.len() >= crate::signing::MIN_SECRET_LEN,
-            "SPOOL_ADMIN_TOKEN is too short ({} bytes; at least {}, e.g. `openssl rand -hex 32`)",
-            t.len(),
-            crate::signing::MIN_SECRET_LEN
-        );
-    }
-    let trust_loopback = admin.is_some_and(|a| a.ip().is_loopback());
-    if admin.is_some() && !trust_loopback && admin_token.is_none() {
-        tracing::warn!(
-            "the control plane listens beyond loopback without SPOOL_ADMIN_TOKEN: \
-             its admin endpoints answer nobody"
-        );
-    }
-    let hosts = cfg
-        .admin_host
-        .iter()
-        .map(|h| h.trim().to_ascii_lowercase())
-        .filter(|h| !h.is_empty())
-        .collect();
-    Ok(http::Control {
-        admin_token: admin_token.map(Arc::from),
-        trust_loopback,
-        hosts: Arc::new(hosts),
-    })
-}
-
 /// Serves `cfg` on `listener` until `shutdown` resolves.
 pub async fn run(
     cfg: Config,
@@ -450,55 +414,6 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     Server::new(cfg).await?.serve(listener, shutdown).await
-}
-
-/// The access rules for a server listening on `local`. Refuses to serve
-/// beyond loopback as an open proxy: that needs a key or an allowlist.
-async fn access(cfg: &Config, local: std::net::SocketAddr) -> anyhow::Result<http::Access> {
-    let signing = cfg.signing.clone();
-    let key = tokio::task::spawn_blocking(move || signing.key())
-        .await
-        .context("loading the key")??;
-    let loopback = local.ip().is_loopback();
-    if !loopback && key.is_none() && cfg.allow_upstream.is_empty() {
-        anyhow::bail!(
-            "refusing to listen on {local} as an open proxy: anyone who reaches it could make \
-             spool fetch any URL. Set SPOOL_SECRET (e.g. `openssl rand -hex 32`) or \
-             SPOOL_SECRET_FILE to serve signed links (spool sign), and/or SPOOL_ALLOW_UPSTREAM \
-             to name the media servers players may use; or listen on 127.0.0.1"
-        );
-    }
-    let cors = match cfg.cors_origin.trim() {
-        "" => None,
-        o => Some(
-            ::http::HeaderValue::from_str(o)
-                .map_err(|_| anyhow::anyhow!("--cors-origin {o:?} is not a header value"))?,
-        ),
-    };
-    let restricted = key.is_some() || !loopback;
-    if restricted {
-        info!(
-            signed_links = key.is_some(),
-            "unsigned links are served only for --allow-upstream entries"
-        );
-    }
-    let credentialed: Vec<url::Origin> = cfg
-        .upstream_tables
-        .iter()
-        .filter(|t| !t.headers.is_empty())
-        .map(|t| t.origin.clone())
-        .collect();
-    if !credentialed.is_empty() && key.is_none() {
-        tracing::warn!("[[upstream]] headers are set but no key: only signed links may use those origins, so set SPOOL_SECRET or SPOOL_SECRET_FILE");
-    }
-    Ok(http::Access {
-        key,
-        restricted,
-        allow: Arc::new(cfg.allow_upstream.clone()),
-        credentialed: Arc::new(credentialed),
-        public_url: Arc::from(cfg.signing.public_url(local)),
-        cors_origin: cors,
-    })
 }
 
 /// Creates the cache directory and opens its index (moving a broken one
