@@ -561,20 +561,24 @@ async fn sign_and_healthcheck_commands() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn liveness_is_answered_while_the_media_listener_is_full() {
     let origin = Origin::start().await;
-    let spool = Spool::start_with(&origin, |c| c.max_connections = 8).await;
+    let spool = Spool::start_with(&origin, |c| {
+        c.max_connections = 8;
+        // The idle connections must outlast the test.
+        c.header_timeout = Duration::from_secs(120);
+    })
+    .await;
     // Eight idle connections fill the media listener; a ninth is closed.
     let mut idle = Vec::new();
     for _ in 0..8 {
         idle.push(tokio::net::TcpStream::connect(spool.addr).await.unwrap());
     }
-    common::wait_for("the media listener to refuse", || async {
-        client()
-            .get(format!("{}/health/live", spool.base()))
-            .send()
-            .await
-            .is_err()
-    })
-    .await;
+    // All eight taken: the gauge counts them and the metrics request.
+    common::wait_for_metric(&spool, "spool_open_connections", 9.0).await;
+    let probe = client()
+        .get(format!("{}/health/live", spool.base()))
+        .send()
+        .await;
+    assert!(probe.is_err(), "the media listener is full: {probe:?}");
     let status = tokio::task::spawn_blocking({
         let (listen, admin) = (
             spool.addr.to_string(),
