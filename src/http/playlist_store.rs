@@ -151,6 +151,14 @@ impl Store {
             }
             slot.fetching.clone()
         };
+        // A request that goes away while it waits or fetches (a player
+        // hanging up) leaves no empty slot behind: slots without a kept
+        // playlist are not counted, so they must not stay.
+        let _tidy = Tidy {
+            store: self,
+            key,
+            lock: lock.clone(),
+        };
         let _fetching = lock.lock().await;
         // Whoever held the lock before may have fetched it meanwhile, or
         // failed: both answer for it.
@@ -176,6 +184,18 @@ impl Store {
         };
         self.keep(key, kept);
         answer
+    }
+
+    /// Removes `key`'s slot if it holds nothing and nobody else waits on
+    /// it (`holders`: the references to its lock held by the caller).
+    fn tidy(&self, key: &str, holders: usize) {
+        let mut s = self.inner.lock().unwrap();
+        if s.slots
+            .get(key)
+            .is_some_and(|sl| sl.kept.is_none() && Arc::strong_count(&sl.fetching) <= holders + 1)
+        {
+            s.slots.remove(key);
+        }
     }
 
     fn kept(&self, key: &str) -> Option<Result<Arc<Entry>, UpstreamError>> {
@@ -228,6 +248,21 @@ impl Store {
     fn held(&self) -> (usize, usize) {
         let s = self.inner.lock().unwrap();
         (s.slots.len(), s.bytes)
+    }
+}
+
+/// Tidies a request's slot when the request ends, however it ends.
+struct Tidy<'a> {
+    store: &'a Store,
+    key: &'a str,
+    lock: Arc<tokio::sync::Mutex<()>>,
+}
+
+impl Drop for Tidy<'_> {
+    fn drop(&mut self) {
+        // This guard's reference, and the caller's own clone of the lock.
+        let _ = &self.lock;
+        self.store.tidy(self.key, 2);
     }
 }
 
@@ -287,6 +322,23 @@ mod tests {
         let (slots, bytes) = store.held();
         assert_eq!(slots, 2, "the fresh one and the new one stay");
         assert!(bytes < 2 * (ENTRY_OVERHEAD + 64), "{bytes}");
+    }
+
+    /// Requests dropped while their fetch runs (players hanging up) leave
+    /// no slot behind.
+    #[tokio::test]
+    async fn abandoned_requests_leave_no_slot() {
+        let store = Store::new(1 << 20);
+        for i in 0..100 {
+            let key = format!("http://h/{i}.m3u8");
+            let got = tokio::time::timeout(
+                Duration::from_millis(1),
+                store.get(&key, || std::future::pending()),
+            )
+            .await;
+            assert!(got.is_err());
+        }
+        assert_eq!(store.held(), (0, 0));
     }
 
     #[tokio::test]

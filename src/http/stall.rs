@@ -63,7 +63,10 @@ impl Stall {
         let tick = (limit / 4).clamp(Duration::from_millis(10), Duration::from_secs(1));
         loop {
             tokio::time::sleep(tick).await;
-            if self.stalled_for() >= limit {
+            // A write waiting now, for the limit (a limit of 0 closes only
+            // connections that are stalled, never idle ones).
+            let stalled = self.stalled_for();
+            if self.since.load(Ordering::Relaxed) != 0 && stalled >= limit {
                 return;
             }
         }
