@@ -333,7 +333,7 @@ mod tests {
             let key = format!("http://h/{i}.m3u8");
             let got = tokio::time::timeout(
                 Duration::from_millis(1),
-                store.get(&key, || std::future::pending()),
+                store.get(&key, std::future::pending),
             )
             .await;
             assert!(got.is_err());
