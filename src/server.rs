@@ -284,7 +284,11 @@ impl Server {
         );
         set_nodelay(&media);
         if !self.index_in_memory {
-            tokio::spawn(self.upkeep.clone().reconcile(self.started));
+            // Owned like the player tasks: cut before the cache directory's
+            // lock is given up, so no other process repairs beside it.
+            self.cache
+                .tasks()
+                .spawn(self.upkeep.clone().reconcile(self.started));
         }
         // The first disk sample before the first request; then every
         // interval.

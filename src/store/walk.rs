@@ -84,11 +84,18 @@ impl Walk {
     pub async fn new(files: &ChunkFiles, index: &Index, opts: ScanOptions) -> Walk {
         let lister = files.clone();
         let listed = tokio::task::spawn_blocking(move || {
-            let mut ids: Vec<i64> = lister
-                .beneath()
-                .dir(&["chunks"], false)
-                .and_then(|d| beneath::list(&d))
-                .unwrap_or_default()
+            // No chunks/ yet is an empty cache; one that cannot be listed
+            // (EIO, out of descriptors) is not: nothing is judged then.
+            let entries = match lister.beneath().dir(&["chunks"], false) {
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
+                Err(e) => Err(e),
+                Ok(d) => beneath::list(&d),
+            };
+            let entries = match entries {
+                Ok(e) => e,
+                Err(e) => return Err(e),
+            };
+            let mut ids: Vec<i64> = entries
                 .into_iter()
                 .filter(|e| e.kind == Kind::Dir)
                 // Only the names spool makes ("12", not "012" or "+12"):
@@ -102,10 +109,17 @@ impl Walk {
                 .collect();
             ids.sort_unstable();
             ids.dedup();
-            ids
+            Ok(ids)
         })
         .await
-        .unwrap_or_default();
+        .unwrap_or_else(|e| Err(std::io::Error::other(e)));
+        let (listed, unreadable) = match listed {
+            Ok(ids) => (ids, false),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot list the cache's chunks; nothing checked this time");
+                (Vec::new(), true)
+            }
+        };
         Walk {
             files: files.clone(),
             index: index.clone(),
@@ -114,7 +128,7 @@ impl Walk {
             next_dir: 0,
             rows_batch: Default::default(),
             rows_after: i64::MIN,
-            rows_done: false,
+            rows_done: unreadable,
             throttle: Throttle::new(opts.rate),
         }
     }
@@ -211,14 +225,19 @@ fn scan_media(
     let mut report = Report::default();
     let cache = files.beneath();
     let dir_name = media_id.0.to_string();
-    let fd = match has_dir {
-        true => cache.dir(&["chunks", &dir_name], false).ok(),
-        false => None,
+    // A directory that cannot be opened or listed now (EIO, out of
+    // descriptors) says nothing of its files: the media is looked at next
+    // time, and none of its rows is taken for missing.
+    let (fd, listed) = match has_dir {
+        false => (None, Vec::new()),
+        true => match cache
+            .dir(&["chunks", &dir_name], false)
+            .and_then(|fd| beneath::list(&fd).map(|l| (fd, l)))
+        {
+            Ok((fd, l)) => (Some(fd), l),
+            Err(_) => return report,
+        },
     };
-    let listed = fd
-        .as_ref()
-        .map(|fd| beneath::list(fd).unwrap_or_default())
-        .unwrap_or_default();
     for f in listed {
         let Some(fd) = fd.as_ref() else { break };
         let path = files.media_dir(media_id).join(&f.name);
