@@ -20,7 +20,8 @@
 //! gets a token for that one file (never for an address literal the
 //! upstream rules refuse); a directory outside the grant gets nothing
 //! (`/s/-/…`, which answers 403 saying why). A client's query on a
-//! directory token's path is dropped unless the signed directory had one.
+//! directory token's path is never forwarded: the signed query goes
+//! instead (a file with a query of its own gets a token of its own).
 
 use std::sync::Arc;
 use std::time::SystemTime;
@@ -130,18 +131,16 @@ fn below(dir: &Url, u: &Url) -> Option<String> {
         return None;
     }
     let rel = u.path().strip_prefix(dir.path())?;
-    let mut out = rel.to_owned();
+    let out = rel.to_owned();
     match (dir.query(), u.query()) {
         (a, b) if a == b => {}
         // The token's query goes with every file that has none of its own;
         // a file without one below a directory with one needs its own token,
         // and so does a file with a query below a directory without one (a
         // client's query on such a token's path is not forwarded).
-        (_, None) | (None, Some(_)) => return None,
-        (Some(_), Some(q)) => {
-            out.push('?');
-            out.push_str(q);
-        }
+        // Any other query: a token of its own (a client's query on a
+        // directory token's path is never forwarded).
+        _ => return None,
     }
     Some(out)
 }
@@ -169,18 +168,17 @@ pub(crate) fn parse_path_form(tail: &str, query: Option<&str>) -> Result<Url, St
 }
 
 /// The upstream URL of a file below a signed directory: `rest` is the path
-/// after the token as sent, `query` the request's. A directory signed
-/// with a query passes its own to files asked for without one, and the
-/// request's otherwise; a directory signed without a query passes none (a
-/// client-chosen query could make the origin answer for another file).
-pub(crate) fn parse_signed_dir(dir: &str, rest: &str, query: Option<&str>) -> Result<Url, String> {
+/// after the token as sent. The query is the signed directory's, never a
+/// client's (a client-chosen query could make the origin answer for
+/// another file, or redirect elsewhere).
+pub(crate) fn parse_signed_dir(dir: &str, rest: &str) -> Result<Url, String> {
     let base = crate::upstream::parse_url(dir).map_err(|e| e.to_string())?;
     if rest.is_empty() {
         return Err("a directory link needs the file's path after the token".into());
     }
-    let query = base
-        .query()
-        .map(|signed| query.filter(|q| !q.is_empty()).unwrap_or(signed).to_owned());
+    // Only the signed query, whatever the client sends: a client-chosen
+    // query could make the origin answer for another file.
+    let query = base.query().map(str::to_owned);
     below_dir(&base, rest, query.as_deref())
 }
 
@@ -265,12 +263,12 @@ mod tests {
 
     #[test]
     fn signed_directory_scope() {
-        let ok = parse_signed_dir("http://h/show/?k=1", "hls/seg1.ts", None).unwrap();
+        let ok = parse_signed_dir("http://h/show/?k=1", "hls/seg1.ts").unwrap();
         assert_eq!(ok.as_str(), "http://h/show/hls/seg1.ts?k=1");
-        let own = parse_signed_dir("http://h/show/?k=1", "a.ts", Some("t=2")).unwrap();
-        assert_eq!(own.as_str(), "http://h/show/a.ts?t=2");
+        let own = parse_signed_dir("http://h/show/?k=1", "a.ts").unwrap();
+        assert_eq!(own.as_str(), "http://h/show/a.ts?k=1");
         // A directory signed without a query forwards none of the client's.
-        let none = parse_signed_dir("http://h/show/", "a.ts", Some("redirect=/x")).unwrap();
+        let none = parse_signed_dir("http://h/show/", "a.ts").unwrap();
         assert_eq!(none.as_str(), "http://h/show/a.ts");
         for rest in [
             "",
@@ -282,7 +280,7 @@ mod tests {
             "//evil.example/x",
             "./a.ts",
         ] {
-            let r = parse_signed_dir("http://h/show/", rest, None);
+            let r = parse_signed_dir("http://h/show/", rest);
             // Empty segments are harmless ("//evil" stays a path on h).
             match r {
                 Err(_) => {}
@@ -292,7 +290,7 @@ mod tests {
                 }
             }
         }
-        assert!(parse_signed_dir("http://h/show/", "../x", None).is_err());
+        assert!(parse_signed_dir("http://h/show/", "../x").is_err());
     }
 
     #[test]
@@ -311,9 +309,13 @@ mod tests {
             links.spell(&u("http://h/show/a/seg.ts?k=1")),
             "/s/TOK/a/seg.ts"
         );
+        let other_query = links.spell(&u("http://h/show/a/seg.ts?z=2"));
+        let g = key
+            .open_grant(other_query.split('/').nth(2).unwrap(), SystemTime::now())
+            .unwrap();
         assert_eq!(
-            links.spell(&u("http://h/show/a/seg.ts?z=2")),
-            "/s/TOK/a/seg.ts?z=2"
+            (g.url.as_str(), g.scope),
+            ("http://h/show/a/seg.ts?z=2", Scope::File)
         );
         // Outside the directory, or without the directory's query: a token
         // of its own, for that file only.

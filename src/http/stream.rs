@@ -130,7 +130,9 @@ pub(crate) async fn path_form(
 /// upstream; for a directory token the path after it names a file below
 /// the signed directory. Every answer carries the CORS headers.
 pub(crate) async fn signed(
-    (token, tail, query): (String, String, Option<String>),
+    // A client's query is never forwarded on a signed link: the token
+    // names the upstream URL, query included.
+    (token, tail, _query): (String, String, Option<String>),
     (cache, limits, playlists): (Cache, Limits, Playlists),
     access: Access,
     method: Method,
@@ -154,7 +156,7 @@ pub(crate) async fn signed(
         };
         let (url, rule) = match grant.scope {
             Scope::File => (granted.clone(), UpstreamRule::signed()),
-            Scope::Dir => match links::parse_signed_dir(&grant.url, &tail, query.as_deref()) {
+            Scope::Dir => match links::parse_signed_dir(&grant.url, &tail) {
                 Ok(u) => (u, UpstreamRule::below(granted.clone())),
                 Err(reason) => return text(StatusCode::BAD_REQUEST, &reason),
             },
