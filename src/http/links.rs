@@ -85,6 +85,19 @@ impl Links {
                 if u.origin() != granted.origin() && credentialed.contains(&u.origin()) {
                     return u.as_str().to_owned();
                 }
+                // A token minted here is a signed link of its own (any
+                // redirect, and credentials for its origin): never for the
+                // granted origin outside a granted directory, and never for
+                // a credentialed origin beyond what was granted.
+                let outside_dir =
+                    *dir && u.origin() == granted.origin() && !u.path().starts_with(granted.path());
+                if outside_dir || (credentialed.contains(&u.origin()) && u != granted) {
+                    let name = match u.path().ends_with('/') {
+                        true => String::new(),
+                        false => signing::file_name(u),
+                    };
+                    return format!("/s/{UNCOVERED_TOKEN}/{name}");
+                }
                 // A directory outside the grant, or an address the upstream
                 // rules refuse: no token at all.
                 if u.path().ends_with('/') || allow.refuses_literal(u) {
@@ -317,13 +330,12 @@ mod tests {
             (g.url.as_str(), g.scope),
             ("http://h/show/a/seg.ts?z=2", Scope::File)
         );
-        // Outside the directory, or without the directory's query: a token
-        // of its own, for that file only.
-        for outside in [
-            "http://h/other/seg.ts?k=1",
-            "http://h/show/seg.ts",
-            "http://x/show/s.ts?k=1",
-        ] {
+        // Below the directory without its query, or on another origin: a
+        // token of its own, for that file only. On the granted origin but
+        // outside the directory: none (a minted token is a signed link of
+        // its own, with any redirect and credentials).
+        assert_eq!(links.spell(&u("http://h/other/seg.ts?k=1")), "/s/-/seg.ts");
+        for outside in ["http://h/show/seg.ts", "http://x/show/s.ts?k=1"] {
             let s = links.spell(&u(outside));
             let token = s.split('/').nth(2).unwrap();
             let g = key.open_grant(token, SystemTime::now()).unwrap();
@@ -372,6 +384,32 @@ mod tests {
             (g.url.as_str(), g.scope),
             ("http://h/show/seg1.ts", Scope::File)
         );
+    }
+
+    /// A playlist on an origin with credentials mints no token for
+    /// anything but what was granted: each would carry the credentials.
+    #[test]
+    fn no_tokens_for_a_credentialed_origin_beyond_the_grant() {
+        let key = Key::from_secret(b"0123456789abcdef0123456789abcdef").unwrap();
+        let nas = u("http://nas.lan/Videos/1/master.m3u8");
+        let links = Links::Signed {
+            key,
+            token: "TOK".into(),
+            granted: nas.clone(),
+            dir: false,
+            expires: None,
+            credentialed: Arc::new(vec![nas.origin()]),
+            allow: Arc::new(AllowList::default()),
+        };
+        assert_eq!(
+            links.spell(&u("http://nas.lan/System/Info.ts")),
+            "/s/-/Info.ts"
+        );
+        assert_eq!(
+            links.spell(&u("http://nas.lan/Videos/1/hd.m3u8")),
+            "/s/-/hd.m3u8"
+        );
+        assert!(!links.spell(&nas).starts_with("/s/-/"));
     }
 
     #[test]
