@@ -234,6 +234,17 @@ fn signed(spool: &Spool, url: &str, scope: spool::signing::Scope) -> String {
 
 const SECRET: &str = "boundary-secret-0123456789abcdef";
 
+/// An `[[upstream]]` table giving `origin` a credential header.
+fn credentials_for(origin: &Origin) -> spool::config::UpstreamTable {
+    let mut headers = http::HeaderMap::new();
+    headers.insert("x-emby-token", "hunter2".parse().unwrap());
+    spool::config::UpstreamTable {
+        origin: url::Url::parse(&origin.url("")).unwrap().origin(),
+        headers,
+        redirect_hosts: vec![],
+    }
+}
+
 fn redirect(origin: &Origin, from: &str, to: String) {
     origin.add_file(from, data(10, 0), "video/mp4");
     origin.set_faults(
@@ -257,13 +268,7 @@ async fn credentials_do_not_travel_on_redirects() {
     let body = data(40_000, 9);
     nas.add_file("private.mkv", body.clone(), "video/x-matroska");
     redirect(&open, "hop.mkv", nas.url("private.mkv"));
-    let mut headers = http::HeaderMap::new();
-    headers.insert("x-emby-token", "hunter2".parse().unwrap());
-    let table = spool::config::UpstreamTable {
-        origin: url::Url::parse(&nas.url("")).unwrap().origin(),
-        headers,
-        redirect_hosts: vec![],
-    };
+    let table = credentials_for(&nas);
     let spool = Spool::start_with(&open, |c| {
         c.upstream_tables = vec![table];
         c.signing.secret = Some(SECRET.into());
@@ -626,13 +631,7 @@ async fn a_playlist_line_carries_no_credentials_on_a_redirect() {
             .into(),
         "application/vnd.apple.mpegurl",
     );
-    let mut headers = http::HeaderMap::new();
-    headers.insert("x-emby-token", "hunter2".parse().unwrap());
-    let table = spool::config::UpstreamTable {
-        origin: url::Url::parse(&nas.url("")).unwrap().origin(),
-        headers,
-        redirect_hosts: vec![],
-    };
+    let table = credentials_for(&nas);
     let spool = Spool::start_with(&open, |c| {
         c.upstream_tables = vec![table];
         c.signing.secret = Some(SECRET.into());
