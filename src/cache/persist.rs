@@ -127,17 +127,22 @@ impl Writer {
     pub async fn index_failed(&self, class: WriteClass) {
         let breaker = &self.inner.breaker;
         if class == WriteClass::DiskFull {
-            let free = self
-                .inner
-                .disk
-                .space_or_last()
-                .await
-                .map_or(0, |s| s.free_bytes);
+            let free = self.free_bytes().await;
             breaker.pause_disk_full(free);
         } else {
             breaker.count(class);
             breaker.on_failure(class);
         }
+    }
+
+    /// Free bytes now, or as last sampled (0 when never known): for the
+    /// log and the disk-full pause.
+    async fn free_bytes(&self) -> u64 {
+        self.inner
+            .disk
+            .space_or_last()
+            .await
+            .map_or(0, |s| s.free_bytes)
     }
 
     /// Refuses new writes and waits for those under way, at most `limit`.
@@ -291,12 +296,7 @@ impl Writer {
         class: WriteClass,
         e: &(dyn std::fmt::Display + Sync),
     ) {
-        let free = self
-            .inner
-            .disk
-            .space_or_last()
-            .await
-            .map_or(0, |s| s.free_bytes);
+        let free = self.free_bytes().await;
         warn!(
             class = class.as_str(),
             url = %redact(&media.url),
