@@ -64,6 +64,10 @@ pub struct Faults {
     /// fault is cleared when it fires.
     pub reset_after_bytes: Option<u64>,
     pub reset_once: bool,
+    /// After this many body bytes of a response (only when the body is
+    /// longer), send nothing more and keep the connection open until the
+    /// client goes away: a source that stalls mid-body.
+    pub stall_after_bytes: Option<u64>,
     /// Answer 200 with the full body even when Range is sent (still claims
     /// `Accept-Ranges: bytes`, like a misbehaving server would).
     pub ignore_range: bool,
@@ -720,6 +724,11 @@ async fn answer(
         _ => None,
     };
 
+    let cut = match (reset_at, faults.stall_after_bytes) {
+        (Some(n), _) => Some(Cut::Reset(n)),
+        (None, Some(n)) if n < end - start => Some(Cut::Stall(n)),
+        _ => None,
+    };
     let (tx, rx) = mpsc::channel(2);
     tokio::spawn(produce(
         tx,
@@ -728,7 +737,7 @@ async fn answer(
         end,
         faults.rate_bytes_per_sec,
         faults.piece_bytes,
-        reset_at,
+        cut,
     ));
     response(
         status,
@@ -740,8 +749,17 @@ async fn answer(
     )
 }
 
-/// Sends `content[start..end)` in pieces, paced to `rate`, aborting with an
-/// error after `reset_at` bytes. Stops when the receiver is dropped.
+/// How a response body is cut short, after how many bytes.
+#[derive(Clone, Copy)]
+enum Cut {
+    /// The connection is aborted.
+    Reset(u64),
+    /// Nothing more is sent; the connection stays open.
+    Stall(u64),
+}
+
+/// Sends `content[start..end)` in pieces, paced to `rate`, cut short as
+/// `cut` says. Stops when the receiver is dropped.
 async fn produce(
     tx: mpsc::Sender<io::Result<Bytes>>,
     content: Content,
@@ -749,14 +767,17 @@ async fn produce(
     end: u64,
     rate: Option<u64>,
     piece: Option<u64>,
-    reset_at: Option<u64>,
+    cut: Option<Cut>,
 ) {
     let piece = piece.unwrap_or(if rate.is_some() {
         THROTTLED_PIECE
     } else {
         PIECE
     } as u64);
-    let stop = reset_at.map_or(end, |n| start + n);
+    let stop = match cut {
+        Some(Cut::Reset(n) | Cut::Stall(n)) => start + n,
+        None => end,
+    };
     let t0 = tokio::time::Instant::now();
     let mut pos = start;
     let mut buf = Bytes::new(); // disk read-ahead, holds bytes at pos..
@@ -823,7 +844,11 @@ async fn produce(
             return; // client went away
         }
     }
-    if reset_at.is_some() {
+    if let Some(Cut::Stall(_)) = cut {
+        tx.closed().await;
+        return;
+    }
+    if let Some(Cut::Reset(_)) = cut {
         // Let hyper flush what was yielded, then abort the connection.
         tokio::time::sleep(RESET_FLUSH_DELAY).await;
         let _ = tx
