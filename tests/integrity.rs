@@ -493,6 +493,69 @@ async fn a_fifo_in_place_of_a_chunk_never_hangs_a_request() {
     assert!(got == body);
 }
 
+/// The real binary, with a FIFO planted in place of a chunk and a player
+/// that stopped reading a slow stream: a request for the FIFO's bytes is
+/// answered from the origin, and SIGTERM ends the process within its
+/// `--shutdown-timeout` (a FIFO opened for reading would otherwise block a
+/// thread that the exit waits for).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_with_a_fifo_chunk_exits_within_the_shutdown_timeout() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let origin = Origin::start().await;
+    let body = data(8 * CHUNK, 49);
+    origin.add_file("f", body.clone(), "video/mp4");
+    origin.add_file("slow", data(16 << 20, 50), "video/mp4");
+    origin.set_faults("slow", common::origin::Faults::throttled(1 << 20));
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let mut proc = start_proc(dir, &origin, &["--shutdown-timeout", "2s"]).await;
+    let c = client();
+    let (_, _, got) = get(&c, &proxied(&proc.addr, &origin.url("f")), None).await;
+    assert!(got == body);
+    wait_until_cached(dir, &origin.url("f")).await;
+    let chunk = chunk_file(dir, 2); // the only media cached so far
+    assert!(chunk.exists(), "{chunk:?}");
+    std::fs::remove_file(&chunk).unwrap();
+    let status = Command::new("mkfifo").arg(&chunk).status().unwrap();
+    assert!(status.success());
+
+    // A player that read a little of a slow stream and stopped reading.
+    let mut stalled = tokio::net::TcpStream::connect(&proc.addr).await.unwrap();
+    let slow = proxied(&proc.addr, &origin.url("slow"));
+    let path = slow.split_once(&proc.addr).unwrap().1;
+    stalled
+        .write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let mut buf = vec![0u8; 64 * 1024];
+    assert!(stalled.read(&mut buf).await.unwrap() > 0);
+
+    let range = format!("bytes={}-{}", 2 * CHUNK + 10, 2 * CHUNK + 5000);
+    let (status, _, got) = get(&c, &proxied(&proc.addr, &origin.url("f")), Some(&range)).await;
+    assert_eq!(status, 206);
+    assert!(got == body.slice(2 * CHUNK + 10..=2 * CHUNK + 5000));
+
+    let t0 = std::time::Instant::now();
+    // SAFETY: a plain kill(2) of our own child.
+    assert_eq!(
+        unsafe { libc::kill(proc.child.id() as i32, libc::SIGTERM) },
+        0
+    );
+    let exited = loop {
+        if let Some(status) = proc.child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(6),
+            "still running {:?} after SIGTERM with --shutdown-timeout 2s:\n{}",
+            t0.elapsed(),
+            proc.log.text()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert!(exited.success(), "{exited}: {}", proc.log.text());
+}
+
 /// One server per cache directory: a second server on a held cache, and
 /// `spool verify --repair` (which would remove the first one's writes
 /// under way), refuse with the reason; `verify` without repair may look;
