@@ -160,7 +160,7 @@ impl Server {
             },
             metrics.clone(),
         )?;
-        let catalog = Catalog::new(settings.read_ahead_chunks());
+        let catalog = Catalog::new(settings.read_ahead_policy());
         let memcache = MemCache::new(cfg.memory_cache);
         let evictor = Evictor::new(
             index.clone(),
@@ -184,11 +184,7 @@ impl Server {
             writer.clone(),
             index.clone(),
             files.clone(),
-            cache::ReadAhead {
-                chunks: settings.read_ahead_chunks(),
-                time: settings.read_ahead_time,
-                grace: settings.read_ahead_grace,
-            },
+            settings.read_ahead_policy(),
             cfg.max_downloads,
         );
         let upkeep = Upkeep::new(upkeep::Parts {

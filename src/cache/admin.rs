@@ -180,12 +180,13 @@ impl Cache {
 
     /// The players reading now, with their read-ahead windows.
     pub fn streams(&self) -> Vec<StreamView> {
-        let ra = self.inner.settings.read_ahead_chunks();
         let mut out = Vec::new();
         for m in self.inner.catalog.all() {
             let last = m.chunk_count().saturating_sub(1);
-            for (at, limit) in m.live_playheads() {
-                let end = at.saturating_add(ra).min(limit).min(last);
+            let window = self.inner.runs.window(&m);
+            for head in m.live_playheads() {
+                let at = head.at;
+                let end = window.end(&head).min(last);
                 out.push(StreamView {
                     media_id: m.id().map(|i| i.0),
                     url: redact(&m.url),

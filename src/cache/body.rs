@@ -213,7 +213,7 @@ impl Sender<'_> {
             if media.slot(index).is_none() {
                 runs.start(media, index, run::split_for(media, index, pos));
             }
-            let window = self.playhead.window_end(runs.read_ahead_chunks(media));
+            let window = self.playhead.window_end(&runs.window(media));
             runs.read_ahead(media, index, window.min(self.limit));
             let start = media.chunk_start(index);
             let last = r.end.min(start + media.chunk_len(index) - 1);

@@ -6,6 +6,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use super::media::{Media, Slot};
+use super::readahead::Policy;
 use crate::store::{MediaId, Pin, Pins};
 
 /// Cheap to clone.
@@ -19,17 +20,18 @@ struct Inner {
     /// One opener per URL at a time, so concurrent cold players share one
     /// origin request.
     opening: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
-    /// The read-ahead window in chunks: what an open stream holds.
-    read_ahead_chunks: u64,
+    /// The read-ahead policy: eviction keeps what open streams' windows
+    /// hold.
+    policy: Policy,
 }
 
 impl Catalog {
-    pub fn new(read_ahead_chunks: u64) -> Catalog {
+    pub fn new(policy: Policy) -> Catalog {
         Catalog {
             inner: Arc::new(Inner {
                 media: Mutex::default(),
                 opening: Mutex::default(),
-                read_ahead_chunks,
+                policy,
             }),
         }
     }
@@ -134,12 +136,11 @@ impl Catalog {
     }
 
     /// Whether a chunk must not be evicted: it is downloading, or in the
-    /// window of a stream open now (the chunk read and the read-ahead
-    /// after it).
+    /// read-ahead window of a stream open now (the same window runs fetch).
     pub fn is_needed(&self, media_id: MediaId, index: u64) -> bool {
-        let ra = self.inner.read_ahead_chunks;
         self.by_id(media_id).is_some_and(|m| {
-            matches!(m.slot(index), Some(Slot::Pending(_))) || m.in_open_window(index, ra)
+            matches!(m.slot(index), Some(Slot::Pending(_)))
+                || m.keeps(index, &m.window(&self.inner.policy))
         })
     }
 }

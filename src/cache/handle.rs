@@ -34,9 +34,13 @@ pub(crate) struct Settings {
 }
 
 impl Settings {
-    /// The read-ahead window in whole chunks.
-    pub fn read_ahead_chunks(&self) -> u64 {
-        self.read_ahead.div_ceil(self.chunk_size)
+    /// The read-ahead policy these settings make (`readahead.rs`).
+    pub fn read_ahead_policy(&self) -> super::Policy {
+        super::Policy {
+            max_bytes: self.read_ahead,
+            time: self.read_ahead_time,
+            grace: self.read_ahead_grace,
+        }
     }
 }
 

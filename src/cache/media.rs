@@ -11,6 +11,7 @@ use url::Url;
 
 use super::error::CacheError;
 use super::inflight::{Feed, InFlight, Pace};
+use super::readahead::{Head, Policy, Window};
 use super::watch::Watchers;
 use crate::store::index::{unix_now, ChunkRow, MediaRow};
 use crate::store::MediaId;
@@ -24,17 +25,6 @@ pub(crate) enum Slot {
     Cached { row: ChunkRow, verified: bool },
     /// Downloading, or downloaded and being written.
     Pending(Arc<InFlight>),
-}
-
-/// What the players that want a chunk ask of it together.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct Wanting {
-    /// The last chunk their read-ahead windows reach.
-    pub reach: u64,
-    /// The most bytes one of them has read.
-    pub read: u64,
-    /// The last chunk one of them may want (its range's end).
-    pub limit: u64,
 }
 
 /// Tells media instances apart for as long as the process runs (ids are
@@ -83,13 +73,6 @@ pub(crate) struct Media {
     /// seen to take (0: none seen yet).
     observed_rate: AtomicU64,
 }
-
-/// Bytes a player reads before any read-ahead starts for it: a probe or a
-/// seek preview that reads a little and leaves costs the origin no more
-/// than the chunk it read from. (What spool counts is what it sent, which
-/// runs ahead of what the player read by the connection's buffers:
-/// --send-queue, hyper's 64 KiB, the player's own receive buffer.)
-pub const FIRST_PIECE: u64 = 512 * 1024;
 
 impl Media {
     pub fn new(url: Arc<Url>, row: MediaRow, chunks: Vec<ChunkRow>) -> Media {
@@ -395,93 +378,47 @@ impl Media {
         }
     }
 
-    /// Whether some player reads chunk `index` or has it in its read-ahead
-    /// window, or did so less than `grace` ago. A player's window is as
-    /// long as what it read past its first piece (so it doubles as the
-    /// player reads on), at most `read_ahead` chunks. (Players that left
-    /// are forgotten when a new one comes, after the configured grace, not
-    /// here: callers ask with other graces, down to none.)
-    pub fn wanted(&self, index: u64, read_ahead: u64, grace: Duration) -> bool {
+    /// The players reading this media, and those that left (for the
+    /// grace), as the read-ahead policy sees them.
+    pub fn heads(&self) -> Vec<Head> {
         let now = Instant::now();
         let heads = self.playheads.lock().unwrap();
-        heads
-            .iter()
-            .filter(|h| h.ended.lock().unwrap().is_none_or(|t| now - t < grace))
-            .any(|h| {
-                let at = h.chunk.load(Ordering::Relaxed);
-                at <= index && index <= self.window_end(h, read_ahead)
-            })
+        heads.iter().map(|h| h.head(now)).collect()
     }
 
-    /// Whether a live player reads at most `span` chunks before chunk
+    /// This media's read-ahead window under `policy`: one for runs,
+    /// eviction and the admin API.
+    pub fn window(&self, policy: &Policy) -> Window {
+        policy.window(self.chunk_size(), self.byte_rate())
+    }
+
+    /// Whether some player reads chunk `index` or has it in its window, or
+    /// did so less than `grace` ago (`readahead.rs`).
+    pub fn wanted(&self, index: u64, w: &Window, grace: Duration) -> bool {
+        w.wanted(self.heads(), index, grace)
+    }
+
+    /// Whether a player reading now is at most two windows before chunk
     /// `index`.
-    pub fn approaching(&self, index: u64, span: u64) -> bool {
-        let heads = self.playheads.lock().unwrap();
-        heads.iter().any(|h| {
-            let at = h.chunk.load(Ordering::Relaxed);
-            h.ended.lock().unwrap().is_none() && at <= index && index - at <= span
-        })
+    pub fn approaching(&self, index: u64, w: &Window) -> bool {
+        w.approaching(self.heads(), index)
     }
 
-    /// Whether a live player at chunk `index` reads on past its first
-    /// piece, towards the chunks after it: its window reaches the next
-    /// chunk as it reads on.
+    /// Whether a player reading now at chunk `index` reads on past its
+    /// first piece.
     pub fn reading_on(&self, index: u64) -> bool {
-        let heads = self.playheads.lock().unwrap();
-        heads.iter().any(|h| {
-            h.ended.lock().unwrap().is_none()
-                && h.chunk.load(Ordering::Relaxed) == index
-                && h.read.load(Ordering::Relaxed) > FIRST_PIECE
-                && h.limit > index
-        })
+        Window::reading_on(self.heads(), index)
     }
 
-    /// The last chunk in a player's read-ahead window.
-    fn window_end(&self, h: &PlayheadState, read_ahead: u64) -> u64 {
-        let at = h.chunk.load(Ordering::Relaxed);
-        self.window_reach(h).min(at.saturating_add(read_ahead))
-    }
-
-    /// The last chunk a player's window would cover with no read-ahead
-    /// limit: whatever the limit, its window ends there or before.
+    /// The chunk a player's window reaches whatever the window's length.
     fn window_reach(&self, h: &PlayheadState) -> u64 {
-        let at = h.chunk.load(Ordering::Relaxed);
-        self.reach(
-            h.pos.load(Ordering::Relaxed),
-            h.read.load(Ordering::Relaxed),
-        )
-        .max(at)
-        .min(h.limit)
+        Window::reach(self.chunk_size(), &h.head(Instant::now()))
     }
 
-    /// The chunk a player's window reaches, before bounds: its position plus
-    /// what it read past its first piece.
-    fn reach(&self, pos: u64, read: u64) -> u64 {
-        pos.saturating_add(read.saturating_sub(FIRST_PIECE)) / self.chunk_size()
-    }
-
-    /// What the live players that want chunk `index` (it is where they
-    /// read or in their read-ahead window) ask of it together; None when
-    /// no live player wants it. Players elsewhere in the media do not count.
-    pub fn wanting(&self, index: u64, read_ahead: u64) -> Option<Wanting> {
-        let heads = self.playheads.lock().unwrap();
-        heads
-            .iter()
-            .filter(|h| h.ended.lock().unwrap().is_none())
-            .filter_map(|h| {
-                let reach = self.window_end(h, read_ahead);
-                let at = h.chunk.load(Ordering::Relaxed);
-                (at <= index && index <= reach).then(|| Wanting {
-                    reach,
-                    read: h.read.load(Ordering::Relaxed),
-                    limit: h.limit,
-                })
-            })
-            .reduce(|a, b| Wanting {
-                reach: a.reach.max(b.reach),
-                read: a.read.max(b.read),
-                limit: a.limit.max(b.limit),
-            })
+    /// What the players reading now that want chunk `index` ask of it.
+    #[cfg(test)]
+    pub fn wanting(&self, index: u64, w: &Window) -> Option<super::readahead::Wanting> {
+        w.wanting(self.heads(), index)
     }
 
     /// Bytes per second of playback, when known.
@@ -517,17 +454,10 @@ impl Media {
         }
     }
 
-    /// Whether a stream open now reads chunk `index` or has it within its
-    /// read-ahead window: what eviction must leave alone. (Players that
-    /// left do not count, whatever the grace period.)
-    pub fn in_open_window(&self, index: u64, read_ahead: u64) -> bool {
-        let heads = self.playheads.lock().unwrap();
-        heads.iter().any(|h| {
-            let at = h.chunk.load(Ordering::Relaxed);
-            h.ended.lock().unwrap().is_none()
-                && at <= index
-                && index <= at.saturating_add(read_ahead).min(h.limit)
-        })
+    /// Whether eviction must leave chunk `index` alone: a player reading
+    /// now has it in its window.
+    pub fn keeps(&self, index: u64, w: &Window) -> bool {
+        w.keeps(self.heads(), index)
     }
 
     /// The last chunk any live player may want (u64::MAX when one reads on
@@ -549,14 +479,11 @@ impl Media {
         slots.iter().map(|(i, s)| (*i, s.clone())).collect()
     }
 
-    /// Where the players reading now are: (chunk read, last chunk they
-    /// may want), for the admin's status.
-    pub fn live_playheads(&self) -> Vec<(u64, u64)> {
-        let heads = self.playheads.lock().unwrap();
-        heads
-            .iter()
-            .filter(|h| h.ended.lock().unwrap().is_none())
-            .map(|h| (h.chunk.load(Ordering::Relaxed), h.limit))
+    /// The players reading now, for the admin's status.
+    pub fn live_playheads(&self) -> Vec<Head> {
+        self.heads()
+            .into_iter()
+            .filter(|h| h.left.is_none())
             .collect()
     }
 }
@@ -580,6 +507,18 @@ struct PlayheadState {
     /// to the end of the media).
     limit: u64,
     ended: Mutex<Option<Instant>>,
+}
+
+impl PlayheadState {
+    fn head(&self, now: Instant) -> Head {
+        Head {
+            at: self.chunk.load(Ordering::Relaxed),
+            pos: self.pos.load(Ordering::Relaxed),
+            read: self.read.load(Ordering::Relaxed),
+            limit: self.limit,
+            left: self.ended.lock().unwrap().map(|t| now - t),
+        }
+    }
 }
 
 /// A player's position in one media; ends when dropped.
@@ -620,8 +559,8 @@ impl Playhead {
     }
 
     /// The last chunk of this player's read-ahead window.
-    pub fn window_end(&self, read_ahead: u64) -> u64 {
-        self.media.window_end(&self.state, read_ahead)
+    pub fn window_end(&self, w: &Window) -> u64 {
+        w.end(&self.state.head(Instant::now()))
     }
 
     /// The player got `n` bytes and reads at `pos` next.
@@ -631,9 +570,18 @@ impl Playhead {
         // Runs waiting for the window to reach their chunk look again only
         // when its far end moved into another chunk, not at every piece.
         let m = &self.media;
+        let head = self.state.head(Instant::now());
+        let cs = m.chunk_size();
         let (was, now) = (
-            m.reach(old_pos, before),
-            m.reach(pos, before.saturating_add(n)),
+            Window::reach(
+                cs,
+                &Head {
+                    pos: old_pos,
+                    read: before,
+                    ..head
+                },
+            ),
+            Window::reach(cs, &head),
         );
         if was != now {
             m.watchers.wake(was.min(now), was.max(now));
@@ -689,6 +637,7 @@ impl Drop for Playhead {
 
 #[cfg(test)]
 mod tests {
+    use super::super::readahead::{Wanting, FIRST_PIECE};
     use super::*;
 
     fn media(size: u64, chunk: u64) -> Arc<Media> {
@@ -789,47 +738,55 @@ mod tests {
     #[test]
     fn playheads_and_grace() {
         let m = media(1000, 10);
-        assert!(!m.wanted(5, 2, Duration::from_secs(1)));
+        // Two chunks at most.
+        let w = Policy {
+            max_bytes: 20,
+            time: None,
+            grace: Duration::ZERO,
+        }
+        .window(10, None);
+        let w = &w;
+        assert!(!m.wanted(5, w, Duration::from_secs(1)));
         let p = m.playhead(4, u64::MAX, Duration::from_secs(60));
-        assert!(m.wanted(4, 2, Duration::ZERO));
+        assert!(m.wanted(4, w, Duration::ZERO));
         assert!(
-            !m.wanted(5, 2, Duration::ZERO),
+            !m.wanted(5, w, Duration::ZERO),
             "no read-ahead before the first piece"
         );
-        assert!(!m.wanted(3, 2, Duration::ZERO));
+        assert!(!m.wanted(3, w, Duration::ZERO));
         // Read past the first piece: the window is as long as what was read
         // beyond it (20 bytes from byte 45 reach chunk 6), at most 2 chunks.
         p.advance(45, FIRST_PIECE + 20);
-        assert!(m.wanted(5, 2, Duration::ZERO));
-        assert!(m.wanted(6, 2, Duration::ZERO));
-        assert!(!m.wanted(7, 2, Duration::ZERO));
+        assert!(m.wanted(5, w, Duration::ZERO));
+        assert!(m.wanted(6, w, Duration::ZERO));
+        assert!(!m.wanted(7, w, Duration::ZERO));
         p.advance(55, 1000);
-        assert!(!m.wanted(7, 2, Duration::ZERO), "capped at the read-ahead");
+        assert!(!m.wanted(7, w, Duration::ZERO), "capped at the read-ahead");
         p.set(5);
-        assert!(m.wanted(7, 2, Duration::ZERO));
-        let w = Wanting {
+        assert!(m.wanted(7, w, Duration::ZERO));
+        let want = Wanting {
             reach: 7,
             read: FIRST_PIECE + 1020,
             limit: u64::MAX,
         };
-        assert_eq!(m.wanting(5, 2), Some(w));
-        assert_eq!(m.wanting(7, 2), Some(w));
-        assert_eq!(m.wanting(8, 2), None, "past its window");
-        assert_eq!(m.wanting(4, 2), None, "behind it");
+        assert_eq!(m.wanting(5, w), Some(want));
+        assert_eq!(m.wanting(7, w), Some(want));
+        assert_eq!(m.wanting(8, w), None, "past its window");
+        assert_eq!(m.wanting(4, w), None, "behind it");
         drop(p);
-        assert!(m.wanted(7, 2, Duration::from_secs(60)), "within grace");
-        assert!(!m.wanted(7, 2, Duration::ZERO), "after grace");
+        assert!(m.wanted(7, w, Duration::from_secs(60)), "within grace");
+        assert!(!m.wanted(7, w, Duration::ZERO), "after grace");
         assert!(
-            m.wanted(7, 2, Duration::from_secs(60)),
+            m.wanted(7, w, Duration::from_secs(60)),
             "asking with a shorter grace forgets nobody"
         );
         assert!(m.continues(5) && m.continues(6) && !m.continues(7));
-        assert_eq!(m.wanting(5, 2), None);
+        assert_eq!(m.wanting(5, w), None);
 
         // A player reading on in a new request keeps its window.
         let p = m.playhead(6, u64::MAX, Duration::from_secs(60));
         p.advance(60, 0);
-        assert!(m.wanted(8, 2, Duration::ZERO));
+        assert!(m.wanted(8, w, Duration::ZERO));
         drop(p);
 
         // Players gone longer than the grace are forgotten.
@@ -844,8 +801,8 @@ mod tests {
         // A closed range wants no read-ahead past its end.
         let p = m.playhead(4, 5, Duration::from_secs(60));
         p.advance(40, FIRST_PIECE + 1000);
-        assert!(m.wanted(5, 2, Duration::ZERO));
-        assert!(!m.wanted(6, 2, Duration::ZERO));
+        assert!(m.wanted(5, w, Duration::ZERO));
+        assert!(!m.wanted(6, w, Duration::ZERO));
         assert_eq!(m.read_limit(), 5);
         drop(p);
     }

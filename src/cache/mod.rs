@@ -3,7 +3,7 @@
 //! bounds.
 //!
 //! Inside this folder, imports point one way:
-//! `error <- inflight <- media <- catalog <- memcache <- persist <- run
+//! `error, readahead <- inflight <- media <- catalog <- memcache <- persist <- run
 //! <- handle <- open, body <- admin, prefetch`, `run <- index_first <-
 //! open`, with `upkeep` beside them.
 
@@ -19,6 +19,7 @@ pub(crate) mod memcache;
 mod open;
 pub(crate) mod persist;
 pub(crate) mod prefetch;
+pub(crate) mod readahead;
 #[cfg(test)]
 pub(crate) mod rig;
 pub(crate) mod run;
@@ -29,5 +30,5 @@ mod watch;
 pub(crate) use error::CacheError;
 pub(crate) use handle::{Cache, Settings};
 pub(crate) use open::Opened;
-pub(crate) use run::ReadAhead;
+pub(crate) use readahead::Policy;
 pub(crate) use tasks::Tasks;

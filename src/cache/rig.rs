@@ -37,7 +37,11 @@ pub fn rig() -> Rig {
             cleanup_headroom: 0,
         },
     );
-    let catalog = Catalog::new(4);
+    let catalog = Catalog::new(crate::cache::Policy {
+        max_bytes: 40,
+        time: None,
+        grace: Duration::from_secs(3),
+    });
     let evictor = Evictor::new(
         index.clone(),
         files.clone(),

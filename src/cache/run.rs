@@ -29,14 +29,11 @@ use tracing::{debug, warn};
 
 use super::error::CacheError;
 use super::inflight::{Feed, InFlight};
-use super::media::{Media, Slot, Wanting};
+use super::media::{Media, Slot};
 use super::persist::Writer;
+use super::readahead::{Policy, Window};
 use crate::store::{ChunkFiles, Index};
 use crate::upstream::{redact, Head, ResumingBody, Upstream, UpstreamError};
-
-/// Bytes read ahead where read-ahead is a time and the media's byte rate
-/// is not known.
-pub const UNKNOWN_RATE_READ_AHEAD: u64 = 32 << 20;
 
 /// Complete chunks of one run waiting for the disk at most.
 const WRITES_IN_FLIGHT: usize = 3;
@@ -53,17 +50,6 @@ pub fn split_for(media: &Media, index: u64, pos: u64) -> u64 {
     pos.saturating_sub(media.chunk_start(index))
 }
 
-/// How far runs read ahead.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct ReadAhead {
-    /// The window in whole chunks, at most.
-    pub chunks: u64,
-    /// The window as a time of media, where a media's byte rate is known.
-    pub time: Option<Duration>,
-    /// How long read-ahead goes on for a position nobody reads any more.
-    pub grace: Duration,
-}
-
 /// Starts and runs downloads. Cheap to clone.
 #[derive(Clone)]
 pub(crate) struct Runs {
@@ -77,11 +63,8 @@ struct Inner {
     writer: Writer,
     index: Index,
     files: ChunkFiles,
-    /// The read-ahead window in whole chunks (at most).
-    read_ahead_chunks: u64,
-    /// Read-ahead as a time of media, where a media's byte rate is known.
-    read_ahead_time: Option<Duration>,
-    grace: Duration,
+    /// How far players are read ahead of (`readahead.rs`).
+    policy: Policy,
     /// Runs, and the other tasks started for players (`tasks.rs`).
     tasks: super::tasks::Tasks,
 }
@@ -92,7 +75,7 @@ impl Runs {
         writer: Writer,
         index: Index,
         files: ChunkFiles,
-        ahead: ReadAhead,
+        policy: Policy,
         max_downloads: usize,
     ) -> Runs {
         Runs {
@@ -102,9 +85,7 @@ impl Runs {
                 writer,
                 index,
                 files,
-                read_ahead_chunks: ahead.chunks,
-                read_ahead_time: ahead.time,
-                grace: ahead.grace,
+                policy,
                 tasks: super::tasks::Tasks::default(),
             }),
         }
@@ -123,19 +104,10 @@ impl Runs {
         &self.inner.tasks
     }
 
-    /// A media's read-ahead window in whole chunks (at most): the setting,
-    /// or the chunks its playback takes for the time set, where its byte
-    /// rate is known.
-    pub fn read_ahead_chunks(&self, media: &Media) -> u64 {
-        let max = self.inner.read_ahead_chunks;
-        let Some(time) = self.inner.read_ahead_time else {
-            return max;
-        };
-        let bytes = match media.byte_rate() {
-            Some(rate) => (rate as f64 * time.as_secs_f64()) as u64,
-            None => UNKNOWN_RATE_READ_AHEAD,
-        };
-        bytes.div_ceil(media.chunk_size()).clamp(1, max.max(1))
+    /// A media's read-ahead window (`readahead.rs`), looked up each time:
+    /// a media's byte rate may become known.
+    pub fn window(&self, media: &Media) -> Window {
+        media.window(&self.inner.policy)
     }
 
     /// Starts a run at chunk `index` (at byte `split` within it) if nobody
@@ -279,21 +251,7 @@ impl Runs {
             Some(taken) => media.chunk_start(taken) - 1,
             None => media.size() - 1,
         };
-        let ra = self.read_ahead_chunks(media);
-        // A request is never longer than what its players have read so far
-        // (whole chunks): a probe that read a little and left costs one
-        // chunk at a time.
-        let w = media.wanting(index, ra).unwrap_or(Wanting {
-            reach: index,
-            read: 0,
-            limit: index,
-        });
-        let grow = grow.min(w.read / media.chunk_size());
-        let last = w
-            .reach
-            .max(index.saturating_add(grow.min(ra)))
-            .min(w.limit)
-            .max(index);
+        let last = self.window(media).stretch_last(media.heads(), index, grow);
         match last.checked_add(1) {
             Some(after) if after < media.chunk_count() => {
                 taken_end.min(media.chunk_start(after) - 1)
@@ -452,16 +410,15 @@ impl Run {
     }
 
     async fn fetch_all(&mut self) -> Result<(), CacheError> {
-        let grace = self.runs.inner.grace;
+        let grace = self.runs.inner.policy.grace;
         let mut writing = VecDeque::new();
         while let Some((index, part, chunk)) = self.current.clone() {
             self.place = None;
-            // Looked up each time: a media's byte rate may become known.
-            let ra = self.runs.read_ahead_chunks(&self.media);
+            let w = self.runs.window(&self.media);
             // A part that ends its run (a chunk's head, a part before a cut)
             // completes a chunk whose other bytes are on the way: it is
             // fetched whether or not a player still wants it.
-            if self.continues && !wait_wanted(&self.media, index, ra, grace).await {
+            if self.continues && !wait_wanted(&self.media, index, &w, grace).await {
                 debug!(index, "read-ahead no longer wanted; stopping");
                 return Ok(());
             }
@@ -591,8 +548,8 @@ impl Run {
         if next_start >= media.size() || next_start != media.chunk_start(index + 1) {
             return;
         }
-        let ra = self.runs.read_ahead_chunks(&self.media);
-        if !media.wanted(index + 1, ra, Duration::ZERO) && !self.next_due(index, next_start) {
+        let w = self.runs.window(media);
+        if !media.wanted(index + 1, &w, Duration::ZERO) && !self.next_due(index, next_start) {
             return;
         }
         let own = self.feed.next.lock().unwrap().as_ref().map(|n| n.0);
@@ -635,11 +592,11 @@ impl Run {
             Ok(p) => Some(p),
             Err(_) => {
                 self.runs.upstream().metrics().limited("max_downloads");
-                let ra = self.runs.read_ahead_chunks(&self.media);
-                let grace = self.runs.inner.grace;
+                let w = self.runs.window(&self.media);
+                let grace = self.runs.inner.policy.grace;
                 tokio::select! {
                     p = downloads.acquire_owned() => p.ok(),
-                    () = abandoned(&self.media, index, ra, grace) => return false,
+                    () = abandoned(&self.media, index, &w, grace) => return false,
                 }
             }
         };
@@ -657,12 +614,9 @@ impl Run {
         // A chunk nobody wants any more is still finished (its bytes are
         // on the way) unless that takes longer than FINISH_BUDGET: an
         // origin that drips bytes must not hold a download place forever.
-        let (ra, grace) = (
-            self.runs.read_ahead_chunks(&self.media),
-            self.runs.inner.grace,
-        );
+        let (w, grace) = (self.runs.window(&self.media), self.runs.inner.policy.grace);
         let media = self.media.clone();
-        let abandoned = abandoned(&media, index, ra, grace);
+        let abandoned = abandoned(&media, index, &w, grace);
         tokio::pin!(abandoned);
         self.feed.requested();
         let mut got = 0;
@@ -723,11 +677,11 @@ const FINISH_BUDGET: Duration = Duration::from_secs(10);
 
 /// Resolves once chunk `index` has been unwanted for `grace` and then
 /// for FINISH_BUDGET more.
-async fn abandoned(media: &Media, index: u64, ra: u64, grace: Duration) {
+async fn abandoned(media: &Media, index: u64, w: &Window, grace: Duration) {
     loop {
-        wait_unwanted(media, index, ra, grace).await;
+        wait_unwanted(media, index, w, grace).await;
         tokio::time::sleep(FINISH_BUDGET).await;
-        if !media.wanted(index, ra, grace) || media.is_gone() {
+        if !media.wanted(index, w, grace) || media.is_gone() {
             return;
         }
     }
@@ -745,16 +699,16 @@ impl Drop for Run {
 /// live player is reading towards it any more (one at most two windows
 /// behind it: its window reaches the chunk as it reads on, and ending the
 /// run would drop the bytes its request already has on the way).
-async fn wait_wanted(media: &Media, index: u64, ra: u64, grace: Duration) -> bool {
+async fn wait_wanted(media: &Media, index: u64, w: &Window, grace: Duration) -> bool {
     let mut deadline = Instant::now() + grace;
     let watch = media.watchers.watch(index);
     loop {
         let moved = watch.notified();
-        if media.wanted(index, ra, grace) {
+        if media.wanted(index, w, grace) {
             return true;
         }
         let now = Instant::now();
-        if media.approaching(index, ra.saturating_mul(2)) {
+        if media.approaching(index, w) {
             deadline = now + grace;
         }
         if now >= deadline || media.is_gone() {
@@ -768,11 +722,11 @@ async fn wait_wanted(media: &Media, index: u64, ra: u64, grace: Duration) -> boo
 
 /// Resolves once no player has wanted chunk `index` for `grace` (players
 /// that left count for `grace` after they left).
-async fn wait_unwanted(media: &Media, index: u64, ra: u64, grace: Duration) {
+async fn wait_unwanted(media: &Media, index: u64, w: &Window, grace: Duration) {
     let watch = media.watchers.watch(index);
     loop {
         let moved = watch.notified();
-        if !media.wanted(index, ra, grace) || media.is_gone() {
+        if !media.wanted(index, w, grace) || media.is_gone() {
             return;
         }
         let _ = tokio::time::timeout(Duration::from_millis(100), moved).await;
@@ -824,8 +778,8 @@ mod tests {
     async fn read_ahead_in_seconds_follows_the_byte_rate() {
         let rig = rig();
         let upstream = loopback_upstream(&rig);
-        let ahead = ReadAhead {
-            chunks: 64,
+        let ahead = Policy {
+            max_bytes: 640,
             time: Some(Duration::from_secs(30)),
             grace: Duration::from_secs(3),
         };
@@ -838,12 +792,14 @@ mod tests {
             4,
         );
         let m = media(&rig).await; // 10-byte chunks
-        let unknown = UNKNOWN_RATE_READ_AHEAD.div_ceil(10).min(64);
-        assert_eq!(runs.read_ahead_chunks(&m), unknown);
+        let unknown = crate::cache::readahead::UNKNOWN_RATE_READ_AHEAD
+            .div_ceil(10)
+            .min(64);
+        assert_eq!(runs.window(&m).chunks(), unknown);
         m.set_byte_rate(2); // 30 s of media: 60 bytes, 6 chunks
-        assert_eq!(runs.read_ahead_chunks(&m), 6);
+        assert_eq!(runs.window(&m).chunks(), 6);
         m.set_byte_rate(1000); // 30000 bytes: bounded by 64 chunks
-        assert_eq!(runs.read_ahead_chunks(&m), 64);
+        assert_eq!(runs.window(&m).chunks(), 64);
     }
 
     /// A run whose task dies (aborted here; a panic unwinds the same way)
@@ -859,8 +815,8 @@ mod tests {
             rig.writer.clone(),
             rig.index.clone(),
             rig.files.clone(),
-            ReadAhead {
-                chunks: 4,
+            Policy {
+                max_bytes: 40,
                 time: None,
                 grace: Duration::from_secs(3600),
             },
