@@ -2,13 +2,9 @@
 //! much of each is cached, one media's chunk map, the streams reading now,
 //! and deleting one media's cache, safely while players read it.
 
-use std::sync::Arc;
-
 use serde::Serialize;
 
-use super::error::CacheError;
 use super::handle::Cache;
-use super::inflight::InFlight;
 use super::media::{Media, Slot};
 use crate::store::index::IndexError;
 use crate::store::summary::{self, MediaSummary};
@@ -219,12 +215,12 @@ impl Cache {
         // holds a placeholder, so no player reads a file being removed
         // or fetches the chunk into the same file name meanwhile.
         let open = catalog.by_id(id);
-        let mut placeholders: Vec<(u64, Arc<InFlight>)> = Vec::new();
+        let mut retired = Vec::new();
         if let Some(m) = &open {
             catalog.remove(m);
             for (i, slot) in m.slots() {
                 if !is_pending(&slot) {
-                    placeholders.extend(m.retire_cached(i).map(|p| (i, p)));
+                    retired.extend(m.retire_cached(i));
                 }
             }
         }
@@ -232,12 +228,7 @@ impl Cache {
         if removed.is_ok() {
             self.inner.files.remove_media(id).await;
         }
-        if let Some(m) = &open {
-            for (i, p) in placeholders {
-                p.fail(CacheError::Cancelled);
-                m.release(i, &p);
-            }
-        }
+        drop(retired);
         drop(guard);
         catalog.close_gate(&s.url, &gate);
         removed?;

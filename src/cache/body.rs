@@ -438,7 +438,7 @@ impl Sender<'_> {
     /// so that no new download of the chunk races with the clean-up.
     async fn retire(&self, index: u64, keep_for_a_look: bool) -> Result<(), Retry> {
         let media = self.media;
-        let Some(placeholder) = media.retire_cached(index) else {
+        let Some(retired) = media.retire_cached(index) else {
             return Err(Retry::Again);
         };
         let cache = &self.cache.inner;
@@ -456,8 +456,7 @@ impl Sender<'_> {
                 debug!(error = %e, "cannot remove chunk row");
             }
         }
-        placeholder.fail(CacheError::Cancelled);
-        media.release(index, &placeholder);
+        drop(retired);
         Err(Retry::Broken)
     }
 

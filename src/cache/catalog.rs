@@ -156,10 +156,7 @@ impl Pins for Catalog {
         // While its row and file go, the slot holds a placeholder, so no
         // player downloads the chunk again into the same file name.
         match m.retire_cached(chunk) {
-            Some(placeholder) => Pin::Evict(Some(Box::new(move || {
-                placeholder.fail(super::error::CacheError::Cancelled);
-                m.release(chunk, &placeholder);
-            }))),
+            Some(retired) => Pin::Evict(Some(Box::new(move || drop(retired)))),
             // Downloading again already: its row is not ours to drop.
             None if m.slot(chunk).is_some() => Pin::Keep,
             None => Pin::Evict(None),

@@ -170,6 +170,13 @@ impl Pace {
         }
     }
 
+    /// How soon bytes must be due for a new request not to be worth it:
+    /// a new request brings its first byte after about one time to first
+    /// byte, so only a clearly later arrival (half again, and 5 ms) counts.
+    pub fn lead(&self) -> Duration {
+        self.ttfb + self.ttfb / 2 + Duration::from_millis(5)
+    }
+
     /// Folds a new time to first byte in (a moving average).
     pub fn with_ttfb(self, t: Duration) -> Pace {
         let ttfb = match self.samples.0 {

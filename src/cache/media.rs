@@ -252,17 +252,23 @@ impl Media {
         }
     }
 
-    /// Takes a cached chunk whose file was found broken out of service: its
-    /// slot holds a placeholder download (readers wait on it) until the
-    /// caller has cleaned up and calls `release` with it. None when another
-    /// reader got there first.
-    pub fn retire_cached(&self, index: u64) -> Option<Arc<InFlight>> {
+    /// Takes a cached chunk out of service while its row and file go
+    /// (eviction, a broken file, an admin's delete): its slot holds a
+    /// placeholder download, so readers wait and nobody fetches the chunk
+    /// into the same file name meanwhile, until the returned guard is
+    /// dropped. None when the chunk is not cached (another reader got
+    /// there first, or it downloads again).
+    pub fn retire_cached(self: &Arc<Self>, index: u64) -> Option<Retired> {
         let mut slots = self.slots.lock().unwrap();
         match slots.get(&index) {
             Some(Slot::Cached { row, .. }) => {
                 let placeholder = Arc::new(InFlight::new(row.size_bytes));
                 slots.insert(index, Slot::Pending(placeholder.clone()));
-                Some(placeholder)
+                Some(Retired {
+                    media: self.clone(),
+                    index,
+                    placeholder,
+                })
             }
             _ => None,
         }
@@ -485,6 +491,22 @@ impl Media {
             .into_iter()
             .filter(|h| h.left.is_none())
             .collect()
+    }
+}
+
+/// A cached chunk taken out of service (`Media::retire_cached`): when
+/// dropped, its placeholder fails (readers waiting on it fetch the chunk
+/// anew) and the slot is free.
+pub(crate) struct Retired {
+    media: Arc<Media>,
+    index: u64,
+    placeholder: Arc<InFlight>,
+}
+
+impl Drop for Retired {
+    fn drop(&mut self) {
+        self.placeholder.fail(CacheError::Cancelled);
+        self.media.release(self.index, &self.placeholder);
     }
 }
 

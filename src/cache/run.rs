@@ -189,7 +189,7 @@ impl Runs {
         let eta = behind.feed.eta(pos, pace);
         // A new request brings its first byte after about one time to first
         // byte; only a clearly later arrival is worth a second request.
-        if eta <= pace.ttfb + pace.ttfb / 2 + Duration::from_millis(5) {
+        if eta <= pace.lead() {
             return;
         }
         let feed = Feed::new(pos, start + behind.limit - 1);
@@ -575,8 +575,7 @@ impl Run {
             return false;
         }
         let pace = self.media.pace();
-        let lead = pace.ttfb + pace.ttfb / 2 + Duration::from_millis(5);
-        self.feed.eta(next_start, pace) <= lead
+        self.feed.eta(next_start, pace) <= pace.lead()
     }
 
     /// Waits for a `--max-downloads` place (its players wait with it);

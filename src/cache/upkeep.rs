@@ -226,9 +226,7 @@ impl Upkeep {
             for p in &report.problems {
                 if let Some((media_id, chunk, _)) = p.row() {
                     if let Some(m) = u.catalog.by_id(media_id) {
-                        if let Some(placeholder) = m.retire_cached(chunk) {
-                            held.push((m, chunk, placeholder));
-                        }
+                        held.extend(m.retire_cached(chunk));
                     }
                     u.metrics.corrupt_chunks.inc();
                 }
@@ -236,10 +234,7 @@ impl Upkeep {
             if let Err(e) = recover::repair(&u.files, &u.index, &report).await {
                 warn!(error = %e, "background check could not repair");
             }
-            for (m, chunk, placeholder) in held {
-                placeholder.fail(super::error::CacheError::Cancelled);
-                m.release(chunk, &placeholder);
-            }
+            drop(held);
             all.absorb(report, recover::KEPT_PROBLEMS);
         }
         info!(summary = %all.summary(), "background chunk check done");

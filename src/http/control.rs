@@ -73,7 +73,7 @@ impl Control {
     /// Whether a request may use the admin endpoints: from loopback (when
     /// trusted), or with the admin token.
     pub fn admin(&self, peer: Option<Peer>, headers: &HeaderMap) -> bool {
-        if self.trust_loopback && peer.is_some_and(|p| canonical(p.0).is_loopback()) {
+        if self.trust_loopback && peer.is_some_and(|p| p.0.to_canonical().is_loopback()) {
             return true;
         }
         let Some(token) = &self.admin_token else {
@@ -170,14 +170,6 @@ fn host_name(host: &str) -> Option<&str> {
 
 fn valid_port(p: &str) -> bool {
     !p.is_empty() && p.len() <= 5 && p.bytes().all(|b| b.is_ascii_digit())
-}
-
-/// IPv4-mapped IPv6 addresses are judged as the IPv4 address they carry.
-fn canonical(ip: IpAddr) -> IpAddr {
-    match ip {
-        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4),
-        v4 => v4,
-    }
 }
 
 #[cfg(test)]

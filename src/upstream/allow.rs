@@ -58,7 +58,7 @@ impl AllowList {
         let host = host.trim_start_matches('[').trim_end_matches(']');
         self.entries.iter().any(|e| match e {
             Entry::Host(h) => h.eq_ignore_ascii_case(host),
-            Entry::Net(net) => net.contains(&canonical(ip)),
+            Entry::Net(net) => net.contains(&ip.to_canonical()),
             Entry::HostPort(..) | Entry::AddrPort(_) => false,
         })
     }
@@ -85,8 +85,8 @@ impl AllowList {
 
     fn names_literal(&self, ip: IpAddr, port: u16) -> bool {
         self.entries.iter().any(|e| match e {
-            Entry::Net(net) => net.contains(&canonical(ip)),
-            Entry::AddrPort(sa) => sa.port() == port && canonical(sa.ip()) == canonical(ip),
+            Entry::Net(net) => net.contains(&ip.to_canonical()),
+            Entry::AddrPort(sa) => sa.port() == port && sa.ip().to_canonical() == ip.to_canonical(),
             Entry::Host(_) | Entry::HostPort(..) => false,
         })
     }
@@ -121,8 +121,10 @@ impl AllowList {
         self.entries.iter().any(|e| match e {
             Entry::Host(h) => h.eq_ignore_ascii_case(host),
             Entry::HostPort(h, p) => port_ok(*p) && h.eq_ignore_ascii_case(host),
-            Entry::Net(net) => net.contains(&canonical(ip)),
-            Entry::AddrPort(sa) => port_ok(sa.port()) && canonical(sa.ip()) == canonical(ip),
+            Entry::Net(net) => net.contains(&ip.to_canonical()),
+            Entry::AddrPort(sa) => {
+                port_ok(sa.port()) && sa.ip().to_canonical() == ip.to_canonical()
+            }
         })
     }
 }
@@ -161,19 +163,11 @@ fn parse_entry(item: &str) -> Result<Entry, String> {
     ))
 }
 
-/// IPv4-mapped IPv6 addresses are judged as the IPv4 address they carry.
-fn canonical(ip: IpAddr) -> IpAddr {
-    match ip {
-        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4),
-        v4 => v4,
-    }
-}
-
 /// Whether an address is on the public internet: not loopback, private,
 /// shared (CGNAT), link-local (cloud metadata services live there),
 /// unspecified, multicast, broadcast, documentation or reserved.
 pub fn is_public(ip: IpAddr) -> bool {
-    match canonical(ip) {
+    match ip.to_canonical() {
         IpAddr::V4(v4) => is_public_v4(v4),
         IpAddr::V6(v6) => is_public_v6(v6),
     }
