@@ -5,7 +5,7 @@
 use std::ops::Range;
 use std::time::Duration;
 
-use super::*;
+use super::scan::*;
 
 pub(super) const EBML_MAGIC: [u8; 4] = [0x1A, 0x45, 0xDF, 0xA3];
 pub(super) const EBML: u32 = 0x1A45_DFA3;
@@ -109,10 +109,8 @@ pub(super) fn mkv_start(head: &[u8], size: u64, mut scan: Scan) -> Layout {
             scan.segment = segment.start..segment.end.min(size);
             mkv_walk(0, head, segment.start, size, scan)
         }
-        Head::Beyond if len(head) < MORE_BYTES => {
-            finish(Kind::Matroska, scan, size, Some(0..MORE_BYTES))
-        }
-        Head::Beyond | Head::Bad => finish(Kind::Matroska, scan, size, None),
+        Head::Beyond if len(head) < MORE_BYTES => done(scan, size, Some(0..MORE_BYTES)),
+        Head::Beyond | Head::Bad => done(scan, size, None),
     }
 }
 
@@ -171,7 +169,7 @@ pub(super) fn mkv_walk(at: u64, b: &[u8], mut pos: u64, size: u64, mut scan: Sca
         }
         pos = el_end;
     }
-    finish(Kind::Matroska, scan, size, more)
+    done(scan, size, more)
 }
 
 /// The child elements in `b` (the last one's body cut to what is there).
@@ -274,4 +272,10 @@ pub(super) fn mkv_ranges(scan: &Scan, size: u64) -> Vec<Range<u64>> {
             t..end
         })
         .collect()
+}
+
+/// The answer for a Matroska file: the ranges its walk found.
+fn done(scan: Scan, size: u64, more: Option<Range<u64>>) -> Layout {
+    let raw = mkv_ranges(&scan, size);
+    finish(Kind::Matroska, raw, scan, size, more)
 }

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use super::*;
+use super::scan::*;
 
 /// Box types that may open an MP4 or QuickTime file.
 pub(super) const MP4_FIRST: [&[u8; 4]; 8] = [
@@ -99,7 +99,8 @@ pub(super) fn mp4_walk(at: u64, b: &[u8], mut pos: u64, size: u64, mut scan: Sca
         }
         pos = h.end;
     }
-    finish(Kind::Mp4, scan, size, more)
+    let raw = scan.boxes.clone();
+    finish(Kind::Mp4, raw, scan, size, more)
 }
 
 /// The boxes in `b` (the last one's body cut to what is there).

@@ -4,7 +4,11 @@
 // A single index range is the expected answer in most tests.
 #![allow(clippy::single_range_in_vec_init)]
 
-use super::*;
+use std::time::Duration;
+
+use super::mkv::*;
+use super::scan::*;
+use super::sniff::*;
 use proptest::prelude::*;
 
 fn fixture(name: &str) -> Vec<u8> {
