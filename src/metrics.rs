@@ -29,6 +29,8 @@ pub struct Metrics {
     pub connections_refused: Family<ReasonLabel, Counter>,
     pub limited: Family<ReasonLabel, Counter>,
     pub active_streams: Gauge,
+    pub active_downloads: Gauge,
+    pub downloads_transferring: Gauge,
     pub served_bytes: Family<SourceLabel, Counter>,
     pub upstream_requests: Counter,
     pub upstream_bytes: Counter,
@@ -85,6 +87,16 @@ impl Metrics {
             "spool_active_streams",
             "Responses currently streaming",
             m.active_streams.clone(),
+        );
+        r.register(
+            "spool_active_downloads",
+            "Download runs alive: transferring, or waiting for a player to want their next chunk",
+            m.active_downloads.clone(),
+        );
+        r.register(
+            "spool_downloads_transferring",
+            "Download runs holding a --max-downloads place (transferring now)",
+            m.downloads_transferring.clone(),
         );
         r.register(
             "spool_served_bytes",

@@ -310,10 +310,9 @@ async fn an_abandoned_first_piece_costs_at_most_its_chunk() {
         }
         assert!(read[..] == body[at as usize..at as usize + read.len()]);
         drop(resp);
-        // Not synchronisation: time for the chunk to finish and for
-        // read-ahead that must not happen (the grace is 300 ms) to reach
-        // the origin's count.
-        tokio::time::sleep(Duration::from_millis(1500)).await;
+        // The chunk finishes and the run ends after the grace: whatever it
+        // fetched is counted.
+        common::wait_idle(&spool).await;
         let sent = origin.stats().body_bytes;
         assert!(
             sent <= chunk,
@@ -399,19 +398,16 @@ async fn abandoned_stream_stops_downloading() {
     while got < 100_000 {
         got += resp.chunk().await.unwrap().unwrap().len();
     }
-    // The player goes away.
+    // The player goes away; after the grace its run ends at its next
+    // chunk boundary (a run that went on would never let spool go idle),
+    // and the origin lets its last body go.
     drop(resp);
-    // Not synchronisation: time passes on purpose. Grace is 300 ms; after
-    // it the run ends at its next chunk boundary. Then, for as long again,
-    // nothing more may be downloaded.
-    tokio::time::sleep(Duration::from_millis(1500)).await;
-    let after_grace = origin.stats().body_bytes;
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    common::wait_idle(&spool).await;
+    wait_for("the origin to send nothing more", || {
+        std::future::ready(origin.open_bodies() == 0)
+    })
+    .await;
     let later = origin.stats().body_bytes;
-    assert_eq!(
-        after_grace, later,
-        "still downloading after the player left"
-    );
     assert!(
         later < 2 * 1024 * 1024,
         "downloaded {later} bytes of {size} for a player that read 100 KB"
@@ -593,9 +589,14 @@ async fn a_player_that_stops_reading_gets_no_read_ahead() {
     let mut buf = [0; 1024];
     let n = stream.read(&mut buf).await.unwrap();
     assert!(buf[..n].starts_with(b"HTTP/1.1 206"));
-    // Not synchronisation: time for spool to send what the connection
-    // takes, and for read-ahead that must not happen to reach the origin.
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // The player stays connected, reading nothing more: its chunk is
+    // fetched, and no run goes on past it (the one that fetched it waits
+    // for the player to read on, transferring nothing).
+    wait_for("its chunk to be cached", || async {
+        common::cached_chunks(&spool.cache_dir, &origin.url("stops")) == [0]
+    })
+    .await;
+    common::wait_for_metric_at_most(&spool, "spool_downloads_transferring", 0.0).await;
     let sent = origin.stats().body_bytes;
     assert_eq!(sent, chunk, "origin bytes for a player that read 1 KiB");
     drop(stream);
@@ -640,9 +641,10 @@ async fn read_ahead_in_seconds_learns_the_rate_from_a_paced_player() {
         read += n;
         tokio::time::sleep_until(start + Duration::from_secs_f64(read as f64 / RATE)).await;
     }
-    // Not synchronisation: time for read-ahead that must not happen to
-    // reach the origin's count.
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // The player leaves; its window is finished within the grace, and then
+    // nothing more is fetched.
+    drop(stream);
+    common::wait_idle(&spool).await;
     let sent = origin.stats().body_bytes;
     // Two seconds of playback ahead (4 MiB), the next request sent early
     // (at most as long), and what the connection holds. A window as long
@@ -652,7 +654,6 @@ async fn read_ahead_in_seconds_learns_the_rate_from_a_paced_player() {
         "{sent} origin bytes for {read} read: {:?}",
         request_spans(&origin)
     );
-    drop(stream);
 }
 
 /// spool with `chunk`-byte chunks and a read-ahead of `window` chunks.
@@ -773,9 +774,7 @@ async fn a_closed_range_fetches_only_what_it_asks_for() {
         origin.reset_stats();
         let (_, _, got) = get(&c, &url, Some(&format!("bytes={a}-{b}"))).await;
         assert!(got == body.slice(a as usize..=b as usize));
-        // Not synchronisation: time for a read-ahead that must not happen
-        // to show up in the origin's count.
-        tokio::time::sleep(Duration::from_millis(800)).await;
+        common::wait_idle(&spool).await;
         let sent = origin.stats().body_bytes;
         let chunks = b / CHUNK - a / CHUNK + 1;
         assert!(
@@ -1020,8 +1019,7 @@ async fn the_index_of_a_media_is_fetched_first() {
                 "no request for the moov at {at}: {spans:?}"
             );
         } else {
-            // Not synchronisation: time for a fetch that must not happen.
-            tokio::time::sleep(Duration::from_millis(800)).await;
+            common::wait_idle(&spool).await;
             let spans = request_spans(&origin);
             assert!(
                 spans.iter().all(|&(_, b)| b < index_chunk * CHUNK),

@@ -60,9 +60,7 @@ async fn head_on_a_cold_media_downloads_nothing() {
     let resp = client().head(&url).send().await.unwrap();
     assert_eq!(resp.status(), 200);
     assert_eq!(header(resp.headers(), "content-length"), SIZE.to_string());
-    // Not synchronisation: time for a download that must not happen to
-    // show up in the origin's count.
-    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    common::wait_idle(&spool).await;
     assert!(
         origin.stats().body_bytes <= 1,
         "a HEAD probes with at most one byte, got {:?}",

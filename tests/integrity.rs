@@ -335,17 +335,21 @@ async fn kill_dash_nine_during_heavy_writes() {
     proc.log
         .wait_for_line(&mut proc.child, "start-up reconciliation done")
         .await;
-    terminate(proc.child, Duration::from_secs(10));
+    terminate(proc.child, Duration::from_secs(10)).await;
     let (code, out) = verify(dir, false);
     assert_eq!(code, 0, "{out}");
 }
 
 /// Sends SIGTERM and waits for the exit, at most `limit`.
-fn terminate(child: Child, limit: Duration) -> std::process::ExitStatus {
-    signal_and_wait(child, libc::SIGTERM, limit)
+async fn terminate(child: Child, limit: Duration) -> std::process::ExitStatus {
+    signal_and_wait(child, libc::SIGTERM, limit).await
 }
 
-fn signal_and_wait(mut child: Child, signal: i32, limit: Duration) -> std::process::ExitStatus {
+async fn signal_and_wait(
+    mut child: Child,
+    signal: i32,
+    limit: Duration,
+) -> std::process::ExitStatus {
     let pid = child.id() as i32;
     // SAFETY: plain kill(2) on our own child.
     unsafe { libc::kill(pid, signal) };
@@ -360,7 +364,7 @@ fn signal_and_wait(mut child: Child, signal: i32, limit: Duration) -> std::proce
         }
         // Polling for the exit; `limit` is what the callers claim about
         // shutdown, not a guess at how long it takes.
-        std::thread::sleep(Duration::from_millis(20));
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 
@@ -376,7 +380,7 @@ async fn sigterm_stops_within_the_deadline_and_leaves_no_temp_files() {
     let mut resp = client().get(&url).send().await.unwrap();
     let first = resp.chunk().await.unwrap().unwrap();
     assert!(first == body.slice(..first.len()));
-    let status = terminate(proc.child, Duration::from_secs(6));
+    let status = terminate(proc.child, Duration::from_secs(6)).await;
     assert!(status.success(), "{status:?}");
     let (code, out) = verify(tmp.path(), false);
     assert_eq!(code, 0, "{out}");
@@ -389,7 +393,7 @@ async fn sigterm_stops_within_the_deadline_and_leaves_no_temp_files() {
         .await
         .unwrap();
     resp.chunk().await.unwrap().unwrap();
-    let status = signal_and_wait(proc.child, libc::SIGINT, Duration::from_secs(6));
+    let status = signal_and_wait(proc.child, libc::SIGINT, Duration::from_secs(6)).await;
     assert!(status.success(), "{status:?}");
     let (code, out) = verify(tmp.path(), false);
     assert_eq!(code, 0, "{out}");

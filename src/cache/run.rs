@@ -291,6 +291,7 @@ impl Runs {
         current: (u64, u64, Arc<InFlight>),
         continues: bool,
     ) -> Run {
+        self.inner.upstream.metrics().active_downloads.inc();
         Run {
             runs: self.clone(),
             media: media.clone(),
@@ -377,7 +378,31 @@ struct Run {
     carry: Option<Bytes>,
     /// A `--max-downloads` place, held while bytes are transferred (not
     /// while the run waits for a player to want its next chunk).
-    place: Option<tokio::sync::OwnedSemaphorePermit>,
+    place: Option<Place>,
+}
+
+/// A `--max-downloads` place, counted in `spool_downloads_transferring`
+/// while held.
+struct Place {
+    _permit: tokio::sync::OwnedSemaphorePermit,
+    gauge: prometheus_client::metrics::gauge::Gauge,
+}
+
+impl Place {
+    fn new(permit: tokio::sync::OwnedSemaphorePermit, runs: &Runs) -> Place {
+        let gauge = runs.upstream().metrics().downloads_transferring.clone();
+        gauge.inc();
+        Place {
+            _permit: permit,
+            gauge,
+        }
+    }
+}
+
+impl Drop for Place {
+    fn drop(&mut self) {
+        self.gauge.dec();
+    }
 }
 
 impl Run {
@@ -587,7 +612,7 @@ impl Run {
             return true;
         }
         let downloads = self.runs.inner.downloads.clone();
-        self.place = match downloads.clone().try_acquire_owned() {
+        let permit = match downloads.clone().try_acquire_owned() {
             Ok(p) => Some(p),
             Err(_) => {
                 self.runs.upstream().metrics().limited("max_downloads");
@@ -599,6 +624,7 @@ impl Run {
                 }
             }
         };
+        self.place = permit.map(|p| Place::new(p, &self.runs));
         true
     }
 
@@ -691,6 +717,7 @@ async fn abandoned(media: &Media, index: u64, w: &Window, grace: Duration) {
 impl Drop for Run {
     fn drop(&mut self) {
         self.release(&CacheError::Cancelled);
+        self.runs.upstream().metrics().active_downloads.dec();
     }
 }
 

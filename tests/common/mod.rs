@@ -266,6 +266,24 @@ pub async fn wait_for_metric(spool: &Spool, name_and_labels: &str, at_least: f64
     .await;
 }
 
+/// Waits until spool's gauge `name_and_labels` is at most `at_most`.
+pub async fn wait_for_metric_at_most(spool: &Spool, name_and_labels: &str, at_most: f64) {
+    wait_for(&format!("{name_and_labels} <= {at_most}"), || async {
+        metric(spool, name_and_labels).await <= at_most
+    })
+    .await;
+}
+
+/// Waits until no response body streams and no download run is alive:
+/// with its players gone, nothing is left that could reach the origin.
+pub async fn wait_idle(spool: &Spool) {
+    wait_for("spool to stream and download nothing", || async {
+        metric(spool, "spool_active_streams").await == 0.0
+            && metric(spool, "spool_active_downloads").await == 0.0
+    })
+    .await;
+}
+
 /// The chunk indexes the index in `cache_dir` holds for the media at
 /// `origin_url`, in order (none when there is no index or no such media).
 pub fn cached_chunks(cache_dir: &Path, origin_url: &str) -> Vec<u64> {

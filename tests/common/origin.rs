@@ -186,6 +186,7 @@ struct Inner {
     /// Fake clock for Last-Modified: advances >= 1 s per change.
     clock: Mutex<Option<SystemTime>>,
     next_tag: AtomicU64,
+    open_bodies: Arc<AtomicU64>,
     salt: u32,
 }
 
@@ -233,6 +234,7 @@ impl Origin {
             log_limit: AtomicUsize::new(LOG_LIMIT),
             clock: Mutex::new(None),
             next_tag: AtomicU64::new(1),
+            open_bodies: Arc::default(),
             salt: rand::random::<u32>(),
         });
         let state = inner.clone();
@@ -342,6 +344,12 @@ impl Origin {
         self.inner.faults.lock().unwrap().remove(&key_of(path));
     }
 
+    /// Response bodies being sent now (a body counts until hyper drops it:
+    /// sent whole, or its connection closed).
+    pub fn open_bodies(&self) -> u64 {
+        self.inner.open_bodies.load(Ordering::Relaxed)
+    }
+
     /// Totals over all paths (unknown paths included).
     pub fn stats(&self) -> Stats {
         self.inner.total.get()
@@ -396,6 +404,8 @@ struct Meter {
     path: Arc<Counters>,
     total: Arc<Counters>,
     log: Arc<LogEntry>,
+    /// Response bodies not dropped yet (by hyper, when sent or cut).
+    open: Arc<AtomicU64>,
 }
 
 impl Meter {
@@ -415,6 +425,19 @@ enum Source {
 struct CountingBody {
     src: Source,
     meter: Meter,
+}
+
+impl CountingBody {
+    fn new(src: Source, meter: Meter) -> CountingBody {
+        meter.open.fetch_add(1, Ordering::Relaxed);
+        CountingBody { src, meter }
+    }
+}
+
+impl Drop for CountingBody {
+    fn drop(&mut self) {
+        self.meter.open.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 impl futures::Stream for CountingBody {
@@ -452,10 +475,7 @@ fn response(
 
 fn small(status: StatusCode, text: String, meter: Meter, head: bool) -> warp::reply::Response {
     let len = text.len();
-    let body = (!head).then(|| CountingBody {
-        src: Source::Once(Some(Bytes::from(text))),
-        meter,
-    });
+    let body = (!head).then(|| CountingBody::new(Source::Once(Some(Bytes::from(text))), meter));
     response(
         status,
         vec![
@@ -570,6 +590,7 @@ async fn handle(
         path: counters,
         total: inner.total.clone(),
         log: log.clone(),
+        open: inner.open_bodies.clone(),
     };
     let res = answer(&inner, &key, file, &method, range_hdr, &headers, meter).await;
     log.status
@@ -742,10 +763,7 @@ async fn answer(
     response(
         status,
         hdrs,
-        Some(CountingBody {
-            src: Source::Chan(rx),
-            meter,
-        }),
+        Some(CountingBody::new(Source::Chan(rx), meter)),
     )
 }
 
