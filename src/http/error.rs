@@ -1,4 +1,5 @@
-//! The one place where errors become HTTP statuses.
+//! Where the errors of streams become HTTP statuses (the control plane's
+//! answers and playlist answers map their own few).
 
 use bytes::Bytes;
 use http::{header, HeaderValue, StatusCode};
