@@ -3,14 +3,16 @@
 //! bounds.
 //!
 //! Inside this folder, imports point one way:
-//! `error, readahead <- inflight <- media <- catalog <- memcache <- persist <- run
-//! <- handle <- open, body <- admin, prefetch`, `run <- index_first <-
-//! open`, with `upkeep` beside them.
+//! `error, readahead <- inflight <- media <- catalog <- memcache <- persist
+//! <- fetch <- driver <- run <- handle <- open, body <- admin, prefetch`,
+//! `run <- index_first <- open`, with `upkeep` beside them.
 
 pub(crate) mod admin;
 pub(crate) mod body;
 pub(crate) mod catalog;
+mod driver;
 mod error;
+mod fetch;
 mod handle;
 mod index_first;
 pub(crate) mod inflight;

@@ -18,30 +18,20 @@
 //! part is cut at the player's byte and a new run starts there
 //! (`Runs::hurry`).
 
-use std::collections::VecDeque;
 use std::sync::Arc;
-use std::time::Duration;
 
 use bytes::Bytes;
-use tokio::task::JoinHandle;
 use tokio::time::Instant;
-use tracing::{debug, warn};
+use tracing::debug;
 
-use super::error::CacheError;
+use super::driver::Run;
+use super::fetch::Fetcher;
 use super::inflight::{Feed, InFlight};
 use super::media::{Media, Slot};
 use super::persist::Writer;
 use super::readahead::{Policy, Window};
 use crate::store::{ChunkFiles, Index};
-use crate::upstream::{redact, Head, ResumingBody, Upstream, UpstreamError};
-
-/// Complete chunks of one run waiting for the disk at most.
-const WRITES_IN_FLIGHT: usize = 3;
-
-/// Bytes of a big arriving piece put into its chunk first, before the run
-/// lets waiting players take them (body.rs sends a downloading chunk in
-/// pieces of this size too).
-const FIRST_PUSH: usize = 64 * 1024;
+use crate::upstream::{Head, ResumingBody, Upstream};
 
 /// Where a run for a miss at `pos` starts within chunk `index`: at the
 /// player's byte. The bytes before it come from a second, small request
@@ -53,20 +43,7 @@ pub fn split_for(media: &Media, index: u64, pos: u64) -> u64 {
 /// Starts and runs downloads. Cheap to clone.
 #[derive(Clone)]
 pub(crate) struct Runs {
-    inner: Arc<Inner>,
-}
-
-struct Inner {
-    upstream: Upstream,
-    /// One permit per download run transferring (`--max-downloads`).
-    downloads: Arc<tokio::sync::Semaphore>,
-    writer: Writer,
-    index: Index,
-    files: ChunkFiles,
-    /// How far players are read ahead of (`readahead.rs`).
-    policy: Policy,
-    /// Runs, and the other tasks started for players (`tasks.rs`).
-    tasks: super::tasks::Tasks,
+    inner: Arc<Fetcher>,
 }
 
 impl Runs {
@@ -79,7 +56,7 @@ impl Runs {
         max_downloads: usize,
     ) -> Runs {
         Runs {
-            inner: Arc::new(Inner {
+            inner: Arc::new(Fetcher {
                 downloads: Arc::new(tokio::sync::Semaphore::new(max_downloads.max(1))),
                 upstream,
                 writer,
@@ -107,7 +84,23 @@ impl Runs {
     /// A media's read-ahead window (`readahead.rs`), looked up each time:
     /// a media's byte rate may become known.
     pub fn window(&self, media: &Media) -> Window {
-        media.window(&self.inner.policy)
+        self.inner.window(media)
+    }
+
+    /// The bytes `[pos, end]` of a media from the origin, resumed on breaks.
+    pub fn body(&self, media: &Media, pos: u64, end: u64) -> ResumingBody {
+        self.inner.body(media, pos, end)
+    }
+
+    /// A few bytes of a media straight from the origin (not cached).
+    pub async fn fetch_small(&self, media: &Media, r: std::ops::Range<u64>) -> Option<Bytes> {
+        self.inner.fetch_small(media, r).await
+    }
+
+    /// Drops a media version whose origin copy changed: downloads of it
+    /// stop, its rows and chunk files go, and the next player probes anew.
+    pub async fn invalidate(&self, media: &Arc<Media>) {
+        self.inner.invalidate(media).await
     }
 
     /// Starts a run at chunk `index` (at byte `split` within it) if nobody
@@ -220,46 +213,6 @@ impl Runs {
         self.inner.tasks.spawn(run.go(None));
     }
 
-    /// Drops a media version whose origin copy changed: downloads of it
-    /// stop, its rows and chunk files go, and the next player probes anew.
-    pub async fn invalidate(&self, media: &Arc<Media>) {
-        if !media.mark_gone() {
-            return;
-        }
-        warn!(url = %redact(&media.url), "origin copy changed; dropping cached chunks");
-        let Some(id) = media.id() else { return };
-        if let Err(e) = self.inner.index.remove_media(id).await {
-            warn!(error = %e, "cannot remove media from the index");
-        }
-        self.inner.files.remove_media(id).await;
-    }
-
-    /// The last byte to ask the origin for, for a stretch from chunk
-    /// `index`: up to the next chunk somebody already has, as far as the
-    /// read-ahead windows of the players that want `index` reach now (not
-    /// those of players elsewhere in the media), and at least `grow` chunks
-    /// past `index` (a run that is read on asks for twice as much each
-    /// time, up to `--read-ahead`, and never more than its players have
-    /// read), never past the end of their ranges.
-    /// `own` is a chunk the asking run claimed itself (not in its way).
-    fn stretch_end(&self, media: &Media, index: u64, grow: u64, own: Option<u64>) -> u64 {
-        let taken = match media.next_taken(index + 1) {
-            Some(t) if Some(t) == own => media.next_taken(t + 1),
-            t => t,
-        };
-        let taken_end = match taken {
-            Some(taken) => media.chunk_start(taken) - 1,
-            None => media.size() - 1,
-        };
-        let last = self.window(media).stretch_last(media.heads(), index, grow);
-        match last.checked_add(1) {
-            Some(after) if after < media.chunk_count() => {
-                taken_end.min(media.chunk_start(after) - 1)
-            }
-            _ => taken_end,
-        }
-    }
-
     fn claim(&self, media: &Arc<Media>, index: u64, split: u64) -> Option<Run> {
         let start = media.chunk_start(index) + split;
         let feed = Feed::new(start, u64::MAX);
@@ -267,7 +220,7 @@ impl Runs {
         let (index, chunk) = media
             .claim(index, index, split, &feed, head.clone())
             .pop()?;
-        let end = self.stretch_end(media, index, 0, None);
+        let end = self.inner.stretch_end(media, index, 0, None);
         feed.set_end(end);
         if let Some(head) = head {
             // The player waits for the bytes from `split` on: let its first
@@ -291,18 +244,7 @@ impl Runs {
         current: (u64, u64, Arc<InFlight>),
         continues: bool,
     ) -> Run {
-        self.inner.upstream.metrics().active_downloads.inc();
-        Run {
-            runs: self.clone(),
-            media: media.clone(),
-            body: self.body(media, feed.at(), feed.end()),
-            feed,
-            current: Some(current),
-            continues,
-            carry: None,
-            place: None,
-            following: None,
-        }
+        Run::new(self.inner.clone(), media, feed, current, continues)
     }
 
     /// Fetches the chunks holding `ranges` (a media's index) that nobody
@@ -331,437 +273,14 @@ impl Runs {
             }
         }
     }
-
-    /// A few bytes of a media straight from the origin (not cached).
-    pub async fn fetch_small(&self, media: &Media, r: std::ops::Range<u64>) -> Option<Bytes> {
-        if r.start >= r.end || r.end > media.size() || r.end - r.start > 1 << 20 {
-            return None;
-        }
-        let mut body = self.body(media, r.start, r.end - 1);
-        let mut got = bytes::BytesMut::new();
-        while let Some(piece) = body.next().await.ok()? {
-            got.extend_from_slice(&piece);
-        }
-        Some(got.freeze())
-    }
-
-    /// The bytes `[pos, end]` of a media from the origin, resumed on breaks.
-    pub fn body(&self, media: &Media, pos: u64, end: u64) -> ResumingBody {
-        ResumingBody::new(
-            &self.inner.upstream,
-            &media.url,
-            media.upstream_rule(),
-            &media.version,
-            pos,
-            end,
-        )
-    }
-}
-
-struct Run {
-    runs: Runs,
-    media: Arc<Media>,
-    /// Where this transfer is, for players deciding whether to wait for it;
-    /// it also holds the chunk claimed next.
-    feed: Arc<Feed>,
-    /// The chunk being filled, and the start of the part of it this run
-    /// fills.
-    current: Option<(u64, u64, Arc<InFlight>)>,
-    /// Whether the run goes on past the part it fills (false for a chunk's
-    /// head and for parts that end before their chunk does).
-    continues: bool,
-    /// The stretch this run requests.
-    body: ResumingBody,
-    /// The request for the stretch after `body`, sent early.
-    following: Option<JoinHandle<ResumingBody>>,
-    /// Bytes received past the chunk being filled.
-    carry: Option<Bytes>,
-    /// A `--max-downloads` place, held while bytes are transferred (not
-    /// while the run waits for a player to want its next chunk).
-    place: Option<Place>,
-}
-
-/// A `--max-downloads` place, counted in `spool_downloads_transferring`
-/// while held.
-struct Place {
-    _permit: tokio::sync::OwnedSemaphorePermit,
-    gauge: prometheus_client::metrics::gauge::Gauge,
-}
-
-impl Place {
-    fn new(permit: tokio::sync::OwnedSemaphorePermit, runs: &Runs) -> Place {
-        let gauge = runs.upstream().metrics().downloads_transferring.clone();
-        gauge.inc();
-        Place {
-            _permit: permit,
-            gauge,
-        }
-    }
-}
-
-impl Drop for Place {
-    fn drop(&mut self) {
-        self.gauge.dec();
-    }
-}
-
-impl Run {
-    async fn go(mut self, first: Option<(reqwest::Response, Head)>) {
-        if let Some((resp, head)) = first {
-            let body = std::mem::replace(&mut self.body, self.runs.body(&self.media, 0, 0));
-            self.body = body.with_response(resp, &head);
-        }
-        let failure = match self.fetch_all().await {
-            Ok(()) => CacheError::Cancelled,
-            Err(f) => f,
-        };
-        self.release(&failure);
-        if failure.is_changed() {
-            self.runs.invalidate(&self.media).await;
-        }
-    }
-
-    /// Fails and frees the chunks this run claimed and did not fill.
-    fn release(&mut self, failure: &CacheError) {
-        let next = self.feed.next.lock().unwrap().take();
-        let current = self.current.take().map(|(i, _, c)| (i, c));
-        for (index, chunk) in current.into_iter().chain(next) {
-            chunk.fail(failure.clone());
-            self.media.release(index, &chunk);
-        }
-        if let Some(f) = self.following.take() {
-            f.abort();
-        }
-    }
-
-    async fn fetch_all(&mut self) -> Result<(), CacheError> {
-        let grace = self.runs.inner.policy.grace;
-        let mut writing = VecDeque::new();
-        while let Some((index, part, chunk)) = self.current.clone() {
-            self.place = None;
-            let w = self.runs.window(&self.media);
-            // A part that ends its run (a chunk's head, a part before a cut)
-            // completes a chunk whose other bytes are on the way: it is
-            // fetched whether or not a player still wants it.
-            if self.continues && !wait_wanted(&self.media, index, &w, grace).await {
-                debug!(index, "read-ahead no longer wanted; stopping");
-                return Ok(());
-            }
-            // Claim the next chunk before filling this one: a player reads
-            // on as soon as this chunk's last byte arrives, and must find the
-            // next one downloading, not missing. It is fetched once a player
-            // wants it (the wait at the loop's top), on this same connection
-            // or the next request; nobody wanting it within the grace period
-            // ends the run.
-            let next = index + 1;
-            let whole = chunk.limit(part) == chunk.len();
-            if self.continues
-                && whole
-                && next < self.media.chunk_count()
-                && next <= self.media.read_limit()
-            {
-                let mut claimed = self.feed.next.lock().unwrap();
-                if claimed.is_none() {
-                    *claimed = self.media.claim(next, next, 0, &self.feed, None).pop();
-                    if claimed.is_none() {
-                        debug!(next, "next chunk already taken; run ends after this one");
-                    }
-                }
-            }
-            if !self.take_place(index).await {
-                debug!(
-                    index,
-                    "nobody wants it any more; stopping before a download place came"
-                );
-                return Ok(());
-            }
-            self.ensure_body(index, part, &chunk).await;
-            let started = Instant::now();
-            let got = self.fill(index, part, &chunk).await?;
-            chunk.finish(part, Ok(()));
-            self.media.record_rate(got, started.elapsed());
-            self.current = None;
-            // A part that ends before its chunk does (a head, or a part cut
-            // for a player ahead of it) ends the run; the run filling the
-            // chunk's last part writes it.
-            if chunk.limit(part) < chunk.len() {
-                return Ok(());
-            }
-            if self.continues {
-                self.current = self
-                    .feed
-                    .next
-                    .lock()
-                    .unwrap()
-                    .take()
-                    .map(|(i, c)| (i, 0, c));
-            }
-            // A few chunk writes in flight per run absorb the disk's hiccups;
-            // past that the run waits, so memory stays bounded when the disk
-            // is slower than the origin.
-            let complete = chunk.is_complete();
-            let writer = self.runs.writer();
-            let Some(write) = writer.spawn(self.media.clone(), index, chunk) else {
-                continue;
-            };
-            if !complete {
-                // Another part may still be on the way: do not let it hold
-                // up the run.
-                continue;
-            }
-            if writing.len() >= WRITES_IN_FLIGHT {
-                if let Some(w) = writing.pop_front() {
-                    let _: Result<(), _> = w.await;
-                }
-            }
-            writing.push_back(write);
-        }
-        Ok(())
-    }
-
-    /// Makes sure the body delivers the part of chunk `index` from `part`
-    /// on: when the last request ended before it, the next one (sent early
-    /// when a player's window reached it, or now) takes over, asking for
-    /// as much as the players want now.
-    async fn ensure_body(&mut self, index: u64, part: u64, chunk: &InFlight) {
-        let from = self.media.chunk_start(index) + chunk.limit(part) - chunk.missing(part);
-        // Bytes already received past the last chunk are the next ones.
-        let pos = self.body.pos() - self.carry.as_ref().map_or(0, |c| c.len() as u64);
-        if pos <= self.body.end() && pos == from {
-            return;
-        }
-        self.carry = None;
-        if let Some(f) = self.following.take() {
-            if let Ok(body) = f.await {
-                if body.pos() == from {
-                    self.feed.set_end(body.end());
-                    self.body = body;
-                    return;
-                }
-            }
-        }
-        let end = match self.continues {
-            true => {
-                let own = self.feed.next.lock().unwrap().as_ref().map(|n| n.0);
-                self.runs.stretch_end(&self.media, index, self.grow(), own)
-            }
-            false => self.media.chunk_start(index) + chunk.limit(part) - 1,
-        };
-        self.feed.jump(from);
-        self.feed.set_end(end);
-        self.body = self.runs.body(&self.media, from, end);
-    }
-
-    /// How many chunks past its first the next request of this run asks
-    /// for at least: twice what the last one did.
-    fn grow(&self) -> u64 {
-        let cs = self.media.chunk_size();
-        let last = self.body.end().saturating_sub(self.body.first()) / cs + 1;
-        last.saturating_mul(2).saturating_sub(1)
-    }
-
-    /// Sends the request for the stretch after this one early: once a
-    /// player's window reaches past what the current request asks for, or
-    /// when a player reads on and the next request's first bytes would
-    /// come later than this one's last (a distant origin).
-    fn follow_early(&mut self, index: u64) {
-        if !self.continues || self.following.is_some() {
-            return;
-        }
-        let media = &self.media;
-        let next_start = self.body.end() + 1;
-        if next_start >= media.size() || next_start != media.chunk_start(index + 1) {
-            return;
-        }
-        let w = self.runs.window(media);
-        if !media.wanted(index + 1, &w, Duration::ZERO) && !self.next_due(index, next_start) {
-            return;
-        }
-        let own = self.feed.next.lock().unwrap().as_ref().map(|n| n.0);
-        let end = self.runs.stretch_end(media, index + 1, self.grow(), own);
-        if end < next_start {
-            return;
-        }
-        let mut body = self.runs.body(media, next_start, end);
-        self.following = Some(tokio::spawn(async move {
-            // An error here is met again (and handled) when it is read.
-            let _ = body.open().await;
-            body
-        }));
-    }
-
-    /// Whether a player reads on at chunk `index` and what this request
-    /// still brings (from `next_start`) arrives within about one time to
-    /// first byte of the origin: a request sent later leaves the player
-    /// waiting at the chunk's end. Rate and time to first byte are the
-    /// ones measured, as for `Runs::hurry`.
-    fn next_due(&self, index: u64, next_start: u64) -> bool {
-        if !self.media.reading_on(index) {
-            return false;
-        }
-        let pace = self.media.pace();
-        self.feed.eta(next_start, pace) <= pace.lead()
-    }
-
-    /// Waits for a `--max-downloads` place (its players wait with it);
-    /// false when nobody wanted chunk `index` any more meanwhile (its
-    /// players hung up while queued: the run gives its claim back instead
-    /// of taking a place for nobody).
-    async fn take_place(&mut self, index: u64) -> bool {
-        if self.place.is_some() {
-            return true;
-        }
-        let downloads = self.runs.inner.downloads.clone();
-        let permit = match downloads.clone().try_acquire_owned() {
-            Ok(p) => Some(p),
-            Err(_) => {
-                self.runs.upstream().metrics().limited("max_downloads");
-                let w = self.runs.window(&self.media);
-                let grace = self.runs.inner.policy.grace;
-                tokio::select! {
-                    p = downloads.acquire_owned() => p.ok(),
-                    () = abandoned(&self.media, index, &w, grace) => return false,
-                }
-            }
-        };
-        self.place = permit.map(|p| Place::new(p, &self.runs));
-        true
-    }
-
-    /// Fills this run's part of one chunk from the body; returns the bytes
-    /// it took.
-    async fn fill(
-        &mut self,
-        index: u64,
-        part: u64,
-        chunk: &Arc<InFlight>,
-    ) -> Result<u64, CacheError> {
-        // A chunk nobody wants any more is still finished (its bytes are
-        // on the way) unless that takes longer than FINISH_BUDGET: an
-        // origin that drips bytes must not hold a download place forever.
-        let (w, grace) = (self.runs.window(&self.media), self.runs.inner.policy.grace);
-        let media = self.media.clone();
-        let abandoned = abandoned(&media, index, &w, grace);
-        tokio::pin!(abandoned);
-        self.feed.requested();
-        let mut got = 0;
-        while chunk.missing(part) > 0 {
-            if let Some(e) = chunk.failure() {
-                // Another part failed; the chunk cannot complete.
-                return Err(e);
-            }
-            let piece = match self.carry.take() {
-                Some(p) => p,
-                None => {
-                    let next = tokio::select! {
-                        next = self.body.next() => {
-                            self.feed.set_troubled(self.body.is_troubled());
-                            next?
-                        }
-                        _ = &mut abandoned => {
-                            debug!(index, "chunk abandoned and not finishing; stopping");
-                            return Err(CacheError::Cancelled);
-                        }
-                    };
-                    let piece = next.ok_or_else(|| {
-                        UpstreamError::Protocol("the stretch ended before its last chunk".into())
-                    })?;
-                    if let Some(ttfb) = self.feed.advanced(piece.len() as u64) {
-                        media.record_ttfb(ttfb);
-                    }
-                    self.follow_early(index);
-                    piece
-                }
-            };
-            // A player may be waiting for this piece's first bytes: a big
-            // piece goes in twice, and the player takes its first bytes
-            // before the rest is copied (into pages not touched yet).
-            let mut piece = piece;
-            if piece.len() > FIRST_PUSH && piece.len() as u64 <= chunk.missing(part) {
-                let later = piece.split_off(FIRST_PUSH);
-                got += piece.len() as u64;
-                chunk.push_at(part, piece);
-                self.carry = Some(later);
-                tokio::task::yield_now().await;
-                continue;
-            }
-            got += piece.len() as u64;
-            // What does not fit belongs to the next chunk, unless this part
-            // was cut short (then another transfer brings those bytes).
-            let rest = chunk.push_at(part, piece);
-            if chunk.limit(part) == chunk.len() {
-                self.carry = rest;
-            }
-        }
-        Ok(got)
-    }
-}
-
-/// How long a chunk nobody wants any more may take to finish.
-const FINISH_BUDGET: Duration = Duration::from_secs(10);
-
-/// Resolves once chunk `index` has been unwanted for `grace` and then
-/// for FINISH_BUDGET more.
-async fn abandoned(media: &Media, index: u64, w: &Window, grace: Duration) {
-    loop {
-        wait_unwanted(media, index, w, grace).await;
-        tokio::time::sleep(FINISH_BUDGET).await;
-        if !media.wanted(index, w, grace) || media.is_gone() {
-            return;
-        }
-    }
-}
-
-/// A run's task that dies (a panic, an abort) still frees its chunks, so
-/// players waiting on them fetch them again instead of waiting forever.
-impl Drop for Run {
-    fn drop(&mut self) {
-        self.release(&CacheError::Cancelled);
-        self.runs.upstream().metrics().active_downloads.dec();
-    }
-}
-
-/// Waits until a player wants chunk `index`, for at most `grace` after no
-/// live player is reading towards it any more (one at most two windows
-/// behind it: its window reaches the chunk as it reads on, and ending the
-/// run would drop the bytes its request already has on the way).
-async fn wait_wanted(media: &Media, index: u64, w: &Window, grace: Duration) -> bool {
-    let mut deadline = Instant::now() + grace;
-    let watch = media.watchers.watch(index);
-    loop {
-        let moved = watch.notified();
-        if media.wanted(index, w, grace) {
-            return true;
-        }
-        let now = Instant::now();
-        if media.approaching(index, w) {
-            deadline = now + grace;
-        }
-        if now >= deadline || media.is_gone() {
-            return false;
-        }
-        // Playheads signal when they move; the timeout also covers the
-        // moment a finished player's grace runs out.
-        let _ = tokio::time::timeout((deadline - now).min(Duration::from_millis(100)), moved).await;
-    }
-}
-
-/// Resolves once no player has wanted chunk `index` for `grace` (players
-/// that left count for `grace` after they left).
-async fn wait_unwanted(media: &Media, index: u64, w: &Window, grace: Duration) {
-    let watch = media.watchers.watch(index);
-    loop {
-        let moved = watch.notified();
-        if !media.wanted(index, w, grace) || media.is_gone() {
-            return;
-        }
-        let _ = tokio::time::timeout(Duration::from_millis(100), moved).await;
-    }
 }
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
+    use crate::cache::error::CacheError;
     use crate::cache::rig::{media, rig};
     use crate::upstream::allow::AllowList;
     use crate::upstream::Settings;

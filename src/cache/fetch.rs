@@ -1,0 +1,101 @@
+//! What download runs fetch with: the origin client, the
+//! `--max-downloads` places, the Writer, the read-ahead policy, and how far
+//! a run's next request asks (request sizing). Shared by the `Runs` handle
+//! (`run.rs`) and the run driver (`driver.rs`).
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use tracing::warn;
+
+use super::media::Media;
+use super::persist::Writer;
+use super::readahead::{Policy, Window};
+use crate::store::{ChunkFiles, Index};
+use crate::upstream::{redact, ResumingBody, Upstream};
+
+pub(crate) struct Fetcher {
+    pub upstream: Upstream,
+    /// One permit per download run transferring (`--max-downloads`).
+    pub downloads: Arc<tokio::sync::Semaphore>,
+    pub writer: Writer,
+    pub index: Index,
+    pub files: ChunkFiles,
+    /// How far players are read ahead of (`readahead.rs`).
+    pub policy: Policy,
+    /// Runs, and the other tasks started for players (`tasks.rs`).
+    pub tasks: super::tasks::Tasks,
+}
+
+impl Fetcher {
+    /// A media's read-ahead window (`readahead.rs`), looked up each time:
+    /// a media's byte rate may become known.
+    pub fn window(&self, media: &Media) -> Window {
+        media.window(&self.policy)
+    }
+
+    /// The last byte to ask the origin for, for a stretch from chunk
+    /// `index`: up to the next chunk somebody already has, as far as the
+    /// read-ahead windows of the players that want `index` reach now (not
+    /// those of players elsewhere in the media), and at least `grow` chunks
+    /// past `index` (a run that is read on asks for twice as much each
+    /// time, up to `--read-ahead`, and never more than its players have
+    /// read), never past the end of their ranges.
+    /// `own` is a chunk the asking run claimed itself (not in its way).
+    pub fn stretch_end(&self, media: &Media, index: u64, grow: u64, own: Option<u64>) -> u64 {
+        let taken = match media.next_taken(index + 1) {
+            Some(t) if Some(t) == own => media.next_taken(t + 1),
+            t => t,
+        };
+        let taken_end = match taken {
+            Some(taken) => media.chunk_start(taken) - 1,
+            None => media.size() - 1,
+        };
+        let last = self.window(media).stretch_last(media.heads(), index, grow);
+        match last.checked_add(1) {
+            Some(after) if after < media.chunk_count() => {
+                taken_end.min(media.chunk_start(after) - 1)
+            }
+            _ => taken_end,
+        }
+    }
+
+    /// The bytes `[pos, end]` of a media from the origin, resumed on breaks.
+    pub fn body(&self, media: &Media, pos: u64, end: u64) -> ResumingBody {
+        ResumingBody::new(
+            &self.upstream,
+            &media.url,
+            media.upstream_rule(),
+            &media.version,
+            pos,
+            end,
+        )
+    }
+
+    /// A few bytes of a media straight from the origin (not cached).
+    pub async fn fetch_small(&self, media: &Media, r: std::ops::Range<u64>) -> Option<Bytes> {
+        if r.start >= r.end || r.end > media.size() || r.end - r.start > 1 << 20 {
+            return None;
+        }
+        let mut body = self.body(media, r.start, r.end - 1);
+        let mut got = bytes::BytesMut::new();
+        while let Some(piece) = body.next().await.ok()? {
+            got.extend_from_slice(&piece);
+        }
+        Some(got.freeze())
+    }
+
+    /// Drops a media version whose origin copy changed: downloads of it
+    /// stop, its rows and chunk files go, and the next player probes anew.
+    pub async fn invalidate(&self, media: &Arc<Media>) {
+        if !media.mark_gone() {
+            return;
+        }
+        warn!(url = %redact(&media.url), "origin copy changed; dropping cached chunks");
+        let Some(id) = media.id() else { return };
+        if let Err(e) = self.index.remove_media(id).await {
+            warn!(error = %e, "cannot remove media from the index");
+        }
+        self.files.remove_media(id).await;
+    }
+}
