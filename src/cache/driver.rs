@@ -421,7 +421,7 @@ impl Drop for Run {
 /// run would drop the bytes its request already has on the way).
 async fn wait_wanted(media: &Media, index: u64, w: &Window, grace: Duration) -> bool {
     let mut deadline = Instant::now() + grace;
-    let watch = media.watchers.watch(index);
+    let watch = media.watchers().watch(index);
     loop {
         let moved = watch.notified();
         if media.wanted(index, w, grace) {
@@ -443,7 +443,7 @@ async fn wait_wanted(media: &Media, index: u64, w: &Window, grace: Duration) -> 
 /// Resolves once no player has wanted chunk `index` for `grace` (players
 /// that left count for `grace` after they left).
 async fn wait_unwanted(media: &Media, index: u64, w: &Window, grace: Duration) {
-    let watch = media.watchers.watch(index);
+    let watch = media.watchers().watch(index);
     loop {
         let moved = watch.notified();
         if !media.wanted(index, w, grace) || media.is_gone() {

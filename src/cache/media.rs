@@ -11,6 +11,7 @@ use url::Url;
 
 use super::error::CacheError;
 use super::inflight::{Feed, InFlight, Pace};
+use super::playhead::{Playhead, Playheads};
 use super::readahead::{Head, Policy, Window};
 use super::watch::Watchers;
 use crate::store::index::{unix_now, ChunkRow, MediaRow};
@@ -48,10 +49,8 @@ pub(crate) struct Media {
     /// bookkeeping grows with the chunks touched, never with the size an
     /// origin claims.
     slots: Mutex<BTreeMap<u64, Slot>>,
-    playheads: Mutex<Vec<Arc<PlayheadState>>>,
-    /// Runs waiting for a chunk to be wanted or not: woken when a
-    /// playhead's window moves over their chunk, or the media goes.
-    pub watchers: Watchers,
+    /// Where its players read (`playhead.rs`).
+    playheads: Arc<Playheads>,
     /// Set when the origin's copy changed and this version was dropped.
     gone: AtomicBool,
     /// When the origin last confirmed the validators, on tokio's clock
@@ -59,19 +58,10 @@ pub(crate) struct Media {
     probed: Mutex<Option<Instant>>,
     /// When a player last opened this media.
     last_used: Mutex<Instant>,
-    /// The chunk where the last finished player stopped (u64::MAX: none),
-    /// to recognise a player reading on in a new request.
-    last_ended: AtomicU64,
-    /// How much the last finished player had read: a player reading on in
-    /// a new request keeps the read-ahead it had earned.
-    last_read: AtomicU64,
     /// What this media's origin showed so far (time to first byte, rate).
     pace: Mutex<Pace>,
     /// Bytes per second of playback, when the container told (0: unknown).
     byte_rate: AtomicU64,
-    /// Bytes per second a player that reads at its own pace (playback) was
-    /// seen to take (0: none seen yet).
-    observed_rate: AtomicU64,
 }
 
 impl Media {
@@ -88,6 +78,7 @@ impl Media {
             })
             .collect();
         Media {
+            playheads: Arc::new(Playheads::new(row.chunk_size_bytes)),
             url,
             version: Arc::new(Version {
                 size: row.size_bytes,
@@ -97,16 +88,11 @@ impl Media {
             instance: Instance(INSTANCES.fetch_add(1, Ordering::Relaxed)),
             upstream_rule: Mutex::new(UpstreamRule::unsigned(true)),
             last_used: Mutex::new(Instant::now()),
-            last_ended: AtomicU64::new(u64::MAX),
-            last_read: AtomicU64::new(0),
             pace: Mutex::default(),
             byte_rate: AtomicU64::new(0),
-            observed_rate: AtomicU64::new(0),
             probed: Mutex::new(instant_of(row.probed_unix)),
             row,
             slots: Mutex::new(slots),
-            playheads: Mutex::default(),
-            watchers: Watchers::default(),
             gone: AtomicBool::new(false),
         }
     }
@@ -295,7 +281,7 @@ impl Media {
                 crate::upstream::UpstreamError::Changed,
             ));
         }
-        self.watchers.wake_all();
+        self.playheads.watchers.wake_all();
         true
     }
 
@@ -309,13 +295,7 @@ impl Media {
         if self.last_used.lock().unwrap().elapsed() < idle {
             return false;
         }
-        if self
-            .playheads
-            .lock()
-            .unwrap()
-            .iter()
-            .any(|h| h.ended.lock().unwrap().is_none())
-        {
+        if self.playheads.any_live() {
             return false;
         }
         !self
@@ -343,53 +323,28 @@ impl Media {
         self.gone.load(Ordering::SeqCst)
     }
 
+    /// Runs waiting for a chunk of this media to be wanted or not.
+    pub fn watchers(&self) -> &Watchers {
+        &self.playheads.watchers
+    }
+
     /// Whether a request starting at chunk `index` goes on where the last
     /// finished one stopped (a player reading in consecutive ranges).
     pub fn continues(&self, index: u64) -> bool {
-        let last = self.last_ended.load(Ordering::Relaxed);
-        last != u64::MAX && (index == last || index == last + 1)
+        self.playheads.continues(index)
     }
 
     /// Starts tracking a player reading this media from chunk `index`; it
-    /// wants read-ahead up to chunk `limit` at most.
-    /// Players that left more than `grace` ago are forgotten here.
-    pub fn playhead(self: &Arc<Self>, index: u64, limit: u64, grace: Duration) -> Playhead {
-        // A player reading on where the last one stopped keeps what it read.
-        let read = match self.continues(index) {
-            true => self.last_read.load(Ordering::Relaxed),
-            false => 0,
-        };
-        let state = Arc::new(PlayheadState {
-            chunk: AtomicU64::new(index),
-            pos: AtomicU64::new(self.chunk_start(index)),
-            read: AtomicU64::new(read),
-            limit,
-            ended: Mutex::new(None),
-        });
-        {
-            let now = Instant::now();
-            let mut heads = self.playheads.lock().unwrap();
-            heads.retain(|h| h.ended.lock().unwrap().is_none_or(|t| now - t < grace));
-            heads.push(state.clone());
-        }
-        self.watchers.wake(index, self.window_reach(&state));
-        Playhead {
-            media: self.clone(),
-            state,
-            pace: Mutex::new(PaceSample {
-                started: Instant::now(),
-                mark: None,
-                waited: Duration::ZERO,
-            }),
-        }
+    /// wants read-ahead up to chunk `limit` at most. Players that left more
+    /// than `grace` ago are forgotten here.
+    pub fn playhead(&self, index: u64, limit: u64, grace: Duration) -> Playhead {
+        self.playheads.start(index, limit, grace)
     }
 
     /// The players reading this media, and those that left (for the
     /// grace), as the read-ahead policy sees them.
     pub fn heads(&self) -> Vec<Head> {
-        let now = Instant::now();
-        let heads = self.playheads.lock().unwrap();
-        heads.iter().map(|h| h.head(now)).collect()
+        self.playheads.heads()
     }
 
     /// This media's read-ahead window under `policy`: one for runs,
@@ -416,11 +371,6 @@ impl Media {
         Window::reading_on(self.heads(), index)
     }
 
-    /// The chunk a player's window reaches whatever the window's length.
-    fn window_reach(&self, h: &PlayheadState) -> u64 {
-        Window::reach(self.chunk_size(), &h.head(Instant::now()))
-    }
-
     /// What the players reading now that want chunk `index` ask of it.
     #[cfg(test)]
     pub fn wanting(&self, index: u64, w: &Window) -> Option<super::readahead::Wanting> {
@@ -431,10 +381,12 @@ impl Media {
     /// From the container, or else as a player reading at its own pace
     /// was seen to take it.
     pub fn byte_rate(&self) -> Option<u64> {
-        [&self.byte_rate, &self.observed_rate]
-            .into_iter()
-            .map(|r| r.load(Ordering::Relaxed))
-            .find(|&r| r > 0)
+        [
+            self.byte_rate.load(Ordering::Relaxed),
+            self.playheads.observed_rate(),
+        ]
+        .into_iter()
+        .find(|&r| r > 0)
     }
 
     pub fn set_byte_rate(&self, rate: u64) {
@@ -469,13 +421,7 @@ impl Media {
     /// The last chunk any live player may want (u64::MAX when one reads on
     /// to the end, or none is reading).
     pub fn read_limit(&self) -> u64 {
-        let heads = self.playheads.lock().unwrap();
-        heads
-            .iter()
-            .filter(|h| h.ended.lock().unwrap().is_none())
-            .map(|h| h.limit)
-            .max()
-            .unwrap_or(u64::MAX)
+        self.playheads.read_limit()
     }
 
     /// Every chunk that has a slot (cached or downloading), in order: for
@@ -515,146 +461,6 @@ impl Drop for Retired {
 fn instant_of(unix: i64) -> Option<Instant> {
     let age = u64::try_from(unix_now().checked_sub(unix)?).ok()?;
     Instant::now().checked_sub(Duration::from_secs(age))
-}
-
-#[derive(Debug)]
-struct PlayheadState {
-    chunk: AtomicU64,
-    /// The byte this player reads next.
-    pos: AtomicU64,
-    /// Bytes this player has read (in this request and, when it reads on
-    /// in consecutive requests, the ones before).
-    read: AtomicU64,
-    /// The last chunk this player may want (its range's end, unless it reads
-    /// to the end of the media).
-    limit: u64,
-    ended: Mutex<Option<Instant>>,
-}
-
-impl PlayheadState {
-    fn head(&self, now: Instant) -> Head {
-        Head {
-            at: self.chunk.load(Ordering::Relaxed),
-            pos: self.pos.load(Ordering::Relaxed),
-            read: self.read.load(Ordering::Relaxed),
-            limit: self.limit,
-            left: self.ended.lock().unwrap().map(|t| now - t),
-        }
-    }
-}
-
-/// A player's position in one media; ends when dropped.
-#[derive(Debug)]
-pub(crate) struct Playhead {
-    media: Arc<Media>,
-    state: Arc<PlayheadState>,
-    pace: Mutex<PaceSample>,
-}
-
-/// What a player read over time, to learn a media's byte rate from a player
-/// that reads at its own pace: over each PACE_SAMPLE, if it hardly waited
-/// for spool, what it read is what playback takes.
-#[derive(Debug)]
-struct PaceSample {
-    started: Instant,
-    /// The start of the sample going on: when, bytes read, time waited.
-    mark: Option<(Instant, u64, Duration)>,
-    /// Time spent waiting for bytes that had not arrived yet.
-    waited: Duration,
-}
-
-/// Time before a player's reading is sampled (its connection's buffers
-/// fill first), and the length of a sample.
-const PACE_SETTLE: Duration = Duration::from_secs(1);
-const PACE_SAMPLE: Duration = Duration::from_secs(2);
-
-impl Playhead {
-    pub fn set(&self, index: u64) {
-        let m = &self.media;
-        let before = m.window_reach(&self.state);
-        let was = self.state.chunk.swap(index, Ordering::Relaxed);
-        if was != index {
-            // Chunks leave the window behind it and enter it ahead.
-            let after = m.window_reach(&self.state);
-            m.watchers.wake(was.min(index), before.max(after));
-        }
-    }
-
-    /// The last chunk of this player's read-ahead window.
-    pub fn window_end(&self, w: &Window) -> u64 {
-        w.end(&self.state.head(Instant::now()))
-    }
-
-    /// The player got `n` bytes and reads at `pos` next.
-    pub fn advance(&self, pos: u64, n: u64) {
-        let old_pos = self.state.pos.swap(pos, Ordering::Relaxed);
-        let before = self.state.read.fetch_add(n, Ordering::Relaxed);
-        // Runs waiting for the window to reach their chunk look again only
-        // when its far end moved into another chunk, not at every piece.
-        let m = &self.media;
-        let head = self.state.head(Instant::now());
-        let cs = m.chunk_size();
-        let (was, now) = (
-            Window::reach(
-                cs,
-                &Head {
-                    pos: old_pos,
-                    read: before,
-                    ..head
-                },
-            ),
-            Window::reach(cs, &head),
-        );
-        if was != now {
-            m.watchers.wake(was.min(now), was.max(now));
-        }
-        self.sample(before.saturating_add(n));
-    }
-
-    /// The player waited `d` for bytes that had not arrived.
-    pub fn waited(&self, d: Duration) {
-        self.pace.lock().unwrap().waited += d;
-    }
-
-    /// Ends a sample of this player's reading once it is long enough; a
-    /// player that waited for spool less than a tenth of it read at its
-    /// own pace, which is the media's byte rate.
-    fn sample(&self, read: u64) {
-        let now = Instant::now();
-        let mut p = self.pace.lock().unwrap();
-        let (at, was, waited) = match p.mark {
-            Some(mark) => mark,
-            None => {
-                if now - p.started >= PACE_SETTLE {
-                    p.mark = Some((now, read, p.waited));
-                }
-                return;
-            }
-        };
-        let took = now - at;
-        if took < PACE_SAMPLE {
-            return;
-        }
-        if p.waited - waited < took / 10 && read > was {
-            let rate = (read - was) as f64 / took.as_secs_f64();
-            self.media
-                .observed_rate
-                .store(rate as u64, Ordering::Relaxed);
-        }
-        p.mark = Some((now, read, p.waited));
-    }
-}
-
-impl Drop for Playhead {
-    fn drop(&mut self) {
-        *self.state.ended.lock().unwrap() = Some(Instant::now());
-        let at = self.state.chunk.load(Ordering::Relaxed);
-        let read = self.state.read.load(Ordering::Relaxed);
-        self.media.last_read.store(read, Ordering::Relaxed);
-        self.media.last_ended.store(at, Ordering::Relaxed);
-        let reach = self.media.window_reach(&self.state);
-        self.media.watchers.wake(at, reach);
-    }
 }
 
 #[cfg(test)]
@@ -814,11 +620,7 @@ mod tests {
         // Players gone longer than the grace are forgotten.
         drop(m.playhead(0, 0, Duration::ZERO));
         drop(m.playhead(0, 0, Duration::ZERO));
-        assert_eq!(
-            m.playheads.lock().unwrap().len(),
-            1,
-            "only the last one is left"
-        );
+        assert_eq!(m.playheads.len(), 1, "only the last one is left");
 
         // A closed range wants no read-ahead past its end.
         let p = m.playhead(4, 5, Duration::from_secs(60));

@@ -3,7 +3,7 @@
 //! bounds.
 //!
 //! Inside this folder, imports point one way:
-//! `error, readahead <- inflight <- media <- catalog <- memcache <- persist
+//! `error, readahead <- inflight, playhead <- media <- catalog <- memcache <- persist
 //! <- fetch <- driver <- run <- handle <- open, body <- admin, prefetch`,
 //! `run <- index_first <- open`, with `upkeep` beside them.
 
@@ -20,6 +20,7 @@ pub(crate) mod media;
 pub(crate) mod memcache;
 mod open;
 pub(crate) mod persist;
+mod playhead;
 pub(crate) mod prefetch;
 pub(crate) mod readahead;
 #[cfg(test)]

@@ -1,0 +1,269 @@
+//! Where a media's players are reading: each player's playhead (chunk,
+//! byte, bytes read, range end), the players that left (for the grace),
+//! the byte rate a player reading at its own pace shows, and the watchers
+//! that runs wait on as playheads move. What the playheads mean for
+//! read-ahead is `readahead.rs`.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use super::readahead::{Head, Window};
+use super::watch::Watchers;
+
+/// The players of one media.
+#[derive(Debug)]
+pub(crate) struct Playheads {
+    chunk_size: u64,
+    heads: Mutex<Vec<Arc<PlayheadState>>>,
+    /// Runs waiting for a chunk to be wanted or not: woken when a
+    /// playhead's window moves over their chunk, or the media goes.
+    pub watchers: Watchers,
+    /// The chunk where the last finished player stopped (u64::MAX: none),
+    /// to recognise a player reading on in a new request.
+    last_ended: AtomicU64,
+    /// How much the last finished player had read: a player reading on in
+    /// a new request keeps the read-ahead it had earned.
+    last_read: AtomicU64,
+    /// Bytes per second a player that reads at its own pace (playback) was
+    /// seen to take (0: none seen yet).
+    observed_rate: AtomicU64,
+}
+
+impl Playheads {
+    pub fn new(chunk_size: u64) -> Playheads {
+        Playheads {
+            chunk_size: chunk_size.max(1),
+            heads: Mutex::default(),
+            watchers: Watchers::default(),
+            last_ended: AtomicU64::new(u64::MAX),
+            last_read: AtomicU64::new(0),
+            observed_rate: AtomicU64::new(0),
+        }
+    }
+
+    /// Whether a request starting at chunk `index` goes on where the last
+    /// finished one stopped (a player reading in consecutive ranges).
+    pub fn continues(&self, index: u64) -> bool {
+        let last = self.last_ended.load(Ordering::Relaxed);
+        last != u64::MAX && (index == last || index == last + 1)
+    }
+
+    /// Starts tracking a player reading from chunk `index`; it wants
+    /// read-ahead up to chunk `limit` at most. Players that left more than
+    /// `grace` ago are forgotten here.
+    pub fn start(self: &Arc<Self>, index: u64, limit: u64, grace: Duration) -> Playhead {
+        // A player reading on where the last one stopped keeps what it read.
+        let read = match self.continues(index) {
+            true => self.last_read.load(Ordering::Relaxed),
+            false => 0,
+        };
+        let state = Arc::new(PlayheadState {
+            chunk: AtomicU64::new(index),
+            pos: AtomicU64::new(index.saturating_mul(self.chunk_size)),
+            read: AtomicU64::new(read),
+            limit,
+            ended: Mutex::new(None),
+        });
+        {
+            let now = Instant::now();
+            let mut heads = self.heads.lock().unwrap();
+            heads.retain(|h| h.ended.lock().unwrap().is_none_or(|t| now - t < grace));
+            heads.push(state.clone());
+        }
+        self.watchers.wake(index, self.reach(&state));
+        Playhead {
+            heads: self.clone(),
+            state,
+            pace: Mutex::new(PaceSample {
+                started: Instant::now(),
+                mark: None,
+                waited: Duration::ZERO,
+            }),
+        }
+    }
+
+    /// The players reading, and those that left (for the grace), as the
+    /// read-ahead policy sees them.
+    pub fn heads(&self) -> Vec<Head> {
+        let now = Instant::now();
+        let heads = self.heads.lock().unwrap();
+        heads.iter().map(|h| h.head(now)).collect()
+    }
+
+    /// Whether a player is reading now.
+    pub fn any_live(&self) -> bool {
+        let heads = self.heads.lock().unwrap();
+        heads.iter().any(|h| h.ended.lock().unwrap().is_none())
+    }
+
+    /// The last chunk any live player may want (u64::MAX when one reads on
+    /// to the end, or none is reading).
+    pub fn read_limit(&self) -> u64 {
+        let heads = self.heads.lock().unwrap();
+        heads
+            .iter()
+            .filter(|h| h.ended.lock().unwrap().is_none())
+            .map(|h| h.limit)
+            .max()
+            .unwrap_or(u64::MAX)
+    }
+
+    /// The byte rate a player reading at its own pace showed (0: none).
+    pub fn observed_rate(&self) -> u64 {
+        self.observed_rate.load(Ordering::Relaxed)
+    }
+
+    /// How many players are remembered (reading, or left within a grace).
+    #[cfg(test)]
+    pub fn len(&self) -> usize {
+        self.heads.lock().unwrap().len()
+    }
+
+    /// The chunk a player's window reaches whatever the window's length.
+    fn reach(&self, h: &PlayheadState) -> u64 {
+        Window::reach(self.chunk_size, &h.head(Instant::now()))
+    }
+}
+
+#[derive(Debug)]
+struct PlayheadState {
+    chunk: AtomicU64,
+    /// The byte this player reads next.
+    pos: AtomicU64,
+    /// Bytes this player has read (in this request and, when it reads on
+    /// in consecutive requests, the ones before).
+    read: AtomicU64,
+    /// The last chunk this player may want (its range's end, unless it reads
+    /// to the end of the media).
+    limit: u64,
+    ended: Mutex<Option<Instant>>,
+}
+
+impl PlayheadState {
+    fn head(&self, now: Instant) -> Head {
+        Head {
+            at: self.chunk.load(Ordering::Relaxed),
+            pos: self.pos.load(Ordering::Relaxed),
+            read: self.read.load(Ordering::Relaxed),
+            limit: self.limit,
+            left: self.ended.lock().unwrap().map(|t| now - t),
+        }
+    }
+}
+
+/// A player's position in one media; ends when dropped.
+#[derive(Debug)]
+pub(crate) struct Playhead {
+    heads: Arc<Playheads>,
+    state: Arc<PlayheadState>,
+    pace: Mutex<PaceSample>,
+}
+
+/// What a player read over time, to learn a media's byte rate from a player
+/// that reads at its own pace: over each PACE_SAMPLE, if it hardly waited
+/// for spool, what it read is what playback takes.
+#[derive(Debug)]
+struct PaceSample {
+    started: Instant,
+    /// The start of the sample going on: when, bytes read, time waited.
+    mark: Option<(Instant, u64, Duration)>,
+    /// Time spent waiting for bytes that had not arrived yet.
+    waited: Duration,
+}
+
+/// Time before a player's reading is sampled (its connection's buffers
+/// fill first), and the length of a sample.
+const PACE_SETTLE: Duration = Duration::from_secs(1);
+const PACE_SAMPLE: Duration = Duration::from_secs(2);
+
+impl Playhead {
+    pub fn set(&self, index: u64) {
+        let h = &self.heads;
+        let before = h.reach(&self.state);
+        let was = self.state.chunk.swap(index, Ordering::Relaxed);
+        if was != index {
+            // Chunks leave the window behind it and enter it ahead.
+            let after = h.reach(&self.state);
+            h.watchers.wake(was.min(index), before.max(after));
+        }
+    }
+
+    /// The last chunk of this player's read-ahead window.
+    pub fn window_end(&self, w: &Window) -> u64 {
+        w.end(&self.state.head(Instant::now()))
+    }
+
+    /// The player got `n` bytes and reads at `pos` next.
+    pub fn advance(&self, pos: u64, n: u64) {
+        let old_pos = self.state.pos.swap(pos, Ordering::Relaxed);
+        let before = self.state.read.fetch_add(n, Ordering::Relaxed);
+        // Runs waiting for the window to reach their chunk look again only
+        // when its far end moved into another chunk, not at every piece.
+        let h = &self.heads;
+        let head = self.state.head(Instant::now());
+        let cs = h.chunk_size;
+        let (was, now) = (
+            Window::reach(
+                cs,
+                &Head {
+                    pos: old_pos,
+                    read: before,
+                    ..head
+                },
+            ),
+            Window::reach(cs, &head),
+        );
+        if was != now {
+            h.watchers.wake(was.min(now), was.max(now));
+        }
+        self.sample(before.saturating_add(n));
+    }
+
+    /// The player waited `d` for bytes that had not arrived.
+    pub fn waited(&self, d: Duration) {
+        self.pace.lock().unwrap().waited += d;
+    }
+
+    /// Ends a sample of this player's reading once it is long enough; a
+    /// player that waited for spool less than a tenth of it read at its
+    /// own pace, which is the media's byte rate.
+    fn sample(&self, read: u64) {
+        let now = Instant::now();
+        let mut p = self.pace.lock().unwrap();
+        let (at, was, waited) = match p.mark {
+            Some(mark) => mark,
+            None => {
+                if now - p.started >= PACE_SETTLE {
+                    p.mark = Some((now, read, p.waited));
+                }
+                return;
+            }
+        };
+        let took = now - at;
+        if took < PACE_SAMPLE {
+            return;
+        }
+        if p.waited - waited < took / 10 && read > was {
+            let rate = (read - was) as f64 / took.as_secs_f64();
+            self.heads
+                .observed_rate
+                .store(rate as u64, Ordering::Relaxed);
+        }
+        p.mark = Some((now, read, p.waited));
+    }
+}
+
+impl Drop for Playhead {
+    fn drop(&mut self) {
+        *self.state.ended.lock().unwrap() = Some(Instant::now());
+        let at = self.state.chunk.load(Ordering::Relaxed);
+        let read = self.state.read.load(Ordering::Relaxed);
+        self.heads.last_read.store(read, Ordering::Relaxed);
+        self.heads.last_ended.store(at, Ordering::Relaxed);
+        let reach = self.heads.reach(&self.state);
+        self.heads.watchers.wake(at, reach);
+    }
+}
