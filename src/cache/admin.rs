@@ -23,7 +23,11 @@ pub(crate) struct MediaView {
     pub cached_bytes: u64,
     pub cached_chunks: u64,
     pub total_chunks: u64,
+    /// Chunks on their way from the origin.
     pub downloading_chunks: u64,
+    /// Chunks complete in memory, not (yet) in a file: waiting for the disk,
+    /// or kept in memory because the disk could not take them.
+    pub in_memory_chunks: u64,
     pub last_access_unix: i64,
     /// Players reading it now.
     pub open_streams: usize,
@@ -53,7 +57,7 @@ pub(crate) struct ChunkMap {
 pub(crate) struct StreamView {
     pub media_id: Option<i64>,
     pub url: String,
-    /// The chunk read now and the byte it starts at.
+    /// The chunk read now, and the byte the player reads next.
     pub chunk: u64,
     pub position_bytes: u64,
     /// The read-ahead window: up to this byte (exclusive) is fetched
@@ -80,9 +84,17 @@ pub(crate) fn redacted(url: &str) -> String {
 
 impl MediaView {
     fn new(s: MediaSummary, open: Option<&Media>) -> MediaView {
-        let (downloading, open_streams) = open.map_or((0, 0), |m| {
-            let pending = m.slots().iter().filter(|s| is_pending(&s.1)).count() as u64;
-            (pending, m.live_playheads().len())
+        let (downloading, in_memory, open_streams) = open.map_or((0, 0, 0), |m| {
+            let (mut downloading, mut in_memory) = (0, 0);
+            for (_, slot) in m.slots() {
+                if let Slot::Pending(chunk) = slot {
+                    match chunk.is_complete() {
+                        true => in_memory += 1,
+                        false => downloading += 1,
+                    }
+                }
+            }
+            (downloading, in_memory, m.live_playheads().len())
         });
         MediaView {
             id: s.media_id,
@@ -94,6 +106,7 @@ impl MediaView {
             cached_chunks: s.cached_chunks,
             total_chunks: s.total_chunks,
             downloading_chunks: downloading,
+            in_memory_chunks: in_memory,
             last_access_unix: s.last_access_unix,
             open_streams,
         }
@@ -187,7 +200,7 @@ impl Cache {
                     media_id: m.id().map(|i| i.0),
                     url: redact(&m.url),
                     chunk: at,
-                    position_bytes: m.chunk_start(at).min(m.size()),
+                    position_bytes: head.pos.min(m.size()),
                     read_ahead_end_bytes: (m.chunk_start(end) + m.chunk_len(end)).min(m.size()),
                     size_bytes: m.size(),
                 });

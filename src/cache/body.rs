@@ -61,7 +61,7 @@ enum End {
 }
 
 /// One part of a body: literal bytes (multipart framing) or a media range.
-pub(crate) enum Part {
+pub(crate) enum BodyPart {
     Literal(Bytes),
     Range(Span),
 }
@@ -69,20 +69,20 @@ pub(crate) enum Part {
 impl Cache {
     /// Sends `parts` of a media into `tx` (a task per response); cuts the
     /// body when a range cannot be served.
-    pub async fn produce(self, media: Arc<Media>, parts: Vec<Part>, tx: BodyTx) {
+    pub async fn produce(self, media: Arc<Media>, parts: Vec<BodyPart>, tx: BodyTx) {
         produce(self, media, parts, tx).await
     }
 }
 
-async fn produce(cache: Cache, media: Arc<Media>, parts: Vec<Part>, tx: BodyTx) {
+async fn produce(cache: Cache, media: Arc<Media>, parts: Vec<BodyPart>, tx: BodyTx) {
     let began = std::time::Instant::now();
     let metrics = cache.metrics();
     metrics.active_streams.inc();
     let ranges: Vec<Span> = parts
         .iter()
         .filter_map(|p| match p {
-            Part::Range(r) => Some(*r),
-            Part::Literal(_) => None,
+            BodyPart::Range(r) => Some(*r),
+            BodyPart::Literal(_) => None,
         })
         .collect();
     let cs = media.chunk_size();
@@ -108,8 +108,8 @@ async fn produce(cache: Cache, media: Arc<Media>, parts: Vec<Part>, tx: BodyTx) 
     let mut result = Ok(());
     for part in parts {
         result = match part {
-            Part::Literal(b) => out.send(b, "framing").await,
-            Part::Range(r) => out.range(r).await,
+            BodyPart::Literal(b) => out.send(b, "framing").await,
+            BodyPart::Range(r) => out.range(r).await,
         };
         if result.is_err() {
             break;

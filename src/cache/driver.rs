@@ -16,7 +16,7 @@ use tracing::debug;
 
 use super::error::CacheError;
 use super::fetch::Fetcher;
-use super::inflight::{Feed, InFlight};
+use super::inflight::{InFlight, Transfer};
 use super::media::Media;
 use super::readahead::Window;
 use crate::upstream::{Head, ResumingBody, UpstreamError};
@@ -34,7 +34,7 @@ pub(super) struct Run {
     media: Arc<Media>,
     /// Where this transfer is, for players deciding whether to wait for it;
     /// it also holds the chunk claimed next.
-    pub(super) feed: Arc<Feed>,
+    pub(super) feed: Arc<Transfer>,
     /// The chunk being filled, and the start of the part of it this run
     /// fills.
     current: Option<(u64, u64, Arc<InFlight>)>,
@@ -82,7 +82,7 @@ impl Run {
     pub fn new(
         fetch: Arc<Fetcher>,
         media: &Arc<Media>,
-        feed: Arc<Feed>,
+        feed: Arc<Transfer>,
         current: (u64, u64, Arc<InFlight>),
         continues: bool,
     ) -> Run {

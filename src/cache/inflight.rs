@@ -4,7 +4,7 @@
 //! makes all players of one chunk share one upstream transfer.
 //!
 //! A chunk downloads in one or more *parts*, each a stretch of the chunk
-//! filled in order by one upstream transfer (a [`Feed`]). A download starts
+//! filled in order by one upstream transfer (a [`Transfer`]). A download starts
 //! with one part, or two when a player seeks into the middle of a missing
 //! chunk (the part from the player's byte comes first; the chunk's head is
 //! fetched by a second, small request). When a player waits for a byte that
@@ -27,7 +27,7 @@ use super::error::CacheError;
 /// it goes, so that a player waiting for a byte ahead of it can tell whether
 /// a new request would bring that byte sooner.
 #[derive(Debug)]
-pub(crate) struct Feed {
+pub(crate) struct Transfer {
     /// The media byte this transfer delivers next.
     at: AtomicU64,
     /// When its request went out (None: not yet) and its first byte came.
@@ -48,9 +48,9 @@ struct FeedTimes {
     first_byte: Option<(Instant, u64)>,
 }
 
-impl Feed {
-    pub fn new(at: u64, end: u64) -> Arc<Feed> {
-        Arc::new(Feed {
+impl Transfer {
+    pub fn new(at: u64, end: u64) -> Arc<Transfer> {
+        Arc::new(Transfer {
             at: AtomicU64::new(at),
             times: Mutex::default(),
             next: Mutex::new(None),
@@ -221,11 +221,11 @@ struct Part {
     filled: u64,
     end: Option<Result<(), CacheError>>,
     /// The transfer filling it (None once it ended, or for a placeholder).
-    feed: Option<Arc<Feed>>,
+    feed: Option<Arc<Transfer>>,
 }
 
 impl Part {
-    fn new(start: u64, limit: u64, feed: Option<Arc<Feed>>) -> Part {
+    fn new(start: u64, limit: u64, feed: Option<Arc<Transfer>>) -> Part {
         Part {
             start,
             limit,
@@ -276,7 +276,7 @@ pub(crate) struct InFlight {
 
 /// A part waiting for a transfer to reach a byte, as `Runs::hurry` sees it.
 pub(crate) struct Behind {
-    pub feed: Arc<Feed>,
+    pub feed: Arc<Transfer>,
     /// Where the part ends (exclusive, chunk offset).
     pub limit: u64,
 }
@@ -289,7 +289,12 @@ impl InFlight {
 
     /// A chunk fetched from `split` on by `tail`, and before it by `head`
     /// (when `split` > 0).
-    pub fn claimed(len: u64, split: u64, tail: Arc<Feed>, head: Option<Arc<Feed>>) -> InFlight {
+    pub fn claimed(
+        len: u64,
+        split: u64,
+        tail: Arc<Transfer>,
+        head: Option<Arc<Transfer>>,
+    ) -> InFlight {
         let split = split.min(len);
         let mut parts = Vec::new();
         if split > 0 {
@@ -406,7 +411,7 @@ impl InFlight {
     /// reached `offset` yet: the part ends at `offset` and a new part from
     /// `offset` to its old limit is filled by `feed`. Returns the transfer
     /// that filled the part, and the part's old limit.
-    pub fn cut(&self, offset: u64, feed: Arc<Feed>) -> Option<(Arc<Feed>, u64)> {
+    pub fn cut(&self, offset: u64, feed: Arc<Transfer>) -> Option<(Arc<Transfer>, u64)> {
         self.update(|parts| {
             let i = parts
                 .iter()
@@ -537,8 +542,8 @@ mod tests {
         got
     }
 
-    fn feed() -> Arc<Feed> {
-        Feed::new(0, u64::MAX)
+    fn feed() -> Arc<Transfer> {
+        Transfer::new(0, u64::MAX)
     }
 
     #[tokio::test]
@@ -652,7 +657,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn eta_from_pace_then_own_rate() {
         let pace = Pace::new(Duration::from_millis(50), 1e6);
-        let f = Feed::new(1000, u64::MAX);
+        let f = Transfer::new(1000, u64::MAX);
         assert_eq!(
             f.eta(1000, pace),
             Duration::from_millis(50),

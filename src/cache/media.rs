@@ -10,7 +10,7 @@ use tokio::time::Instant;
 use url::Url;
 
 use super::error::CacheError;
-use super::inflight::{Feed, InFlight, Pace};
+use super::inflight::{InFlight, Pace, Transfer};
 use super::playhead::{Playhead, Playheads};
 use super::readahead::{Head, Policy, Window};
 use super::watch::Watchers;
@@ -174,8 +174,8 @@ impl Media {
         first: u64,
         last: u64,
         split: u64,
-        feed: &Arc<Feed>,
-        head: Option<Arc<Feed>>,
+        feed: &Arc<Transfer>,
+        head: Option<Arc<Transfer>>,
     ) -> Vec<(u64, Arc<InFlight>)> {
         let last = last.min(self.chunk_count().saturating_sub(1));
         let mut slots = self.slots.lock().unwrap();
@@ -522,7 +522,7 @@ mod tests {
     #[test]
     fn claim_stops_at_taken_chunks() {
         let m = media(100, 10);
-        let f = Feed::new(0, 0);
+        let f = Transfer::new(0, 0);
         let got: Vec<u64> = m.claim(1, 9, 0, &f, None).iter().map(|c| c.0).collect();
         assert_eq!(got, vec![1, 2]);
         assert!(m.claim(2, 9, 0, &f, None).is_empty(), "already downloading");
@@ -558,7 +558,7 @@ mod tests {
         let p = m.playhead(0, u64::MAX, Duration::ZERO);
         assert!(!m.is_idle(Duration::ZERO), "a player reads it");
         drop(p);
-        let claimed = m.claim(5, 5, 0, &Feed::new(0, 0), None);
+        let claimed = m.claim(5, 5, 0, &Transfer::new(0, 0), None);
         assert!(!m.is_idle(Duration::ZERO), "a chunk downloads");
         drop(claimed);
     }

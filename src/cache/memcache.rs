@@ -150,7 +150,7 @@ mod tests {
         let url = Arc::new(url::Url::parse(&row.url).unwrap());
         let media = Arc::new(Media::new(url, row, vec![]));
         let cache = MemCache::new(25);
-        let feed = crate::cache::inflight::Feed::new(0, 0);
+        let feed = crate::cache::inflight::Transfer::new(0, 0);
         let claim = |i| media.claim(i, i, 0, &feed, None).pop().unwrap().1;
         let (a, b, c) = (claim(0), claim(1), claim(2));
         assert!(cache.insert(&media, 0, a));

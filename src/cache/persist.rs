@@ -324,7 +324,7 @@ mod tests {
     use bytes::Bytes;
 
     fn complete_chunk(media: &Media) -> Arc<InFlight> {
-        let feed = crate::cache::inflight::Feed::new(0, 9);
+        let feed = crate::cache::inflight::Transfer::new(0, 9);
         let (_, chunk) = media.claim(0, 0, 0, &feed, None).pop().unwrap();
         chunk.push_at(0, Bytes::from_static(b"0123456789"));
         chunk.finish(0, Ok(()));

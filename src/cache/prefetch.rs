@@ -17,7 +17,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use url::Url;
 
-use super::body::{Part, Span};
+use super::body::{BodyPart, Span};
 use super::handle::Cache;
 use super::media::{Media, Slot};
 use super::open::Opened;
@@ -296,7 +296,7 @@ async fn warm(cache: &Cache, job: &Job) -> Result<Phase, Stop> {
     if !stretches.is_empty() {
         // Read like a player would, and drop the bytes.
         let (tx, mut rx) = mpsc::channel(2);
-        let parts = stretches.iter().map(|s| Part::Range(*s)).collect();
+        let parts = stretches.iter().map(|s| BodyPart::Range(*s)).collect();
         cache
             .tasks()
             .spawn(cache.clone().produce(media.clone(), parts, tx));
@@ -386,7 +386,7 @@ mod tests {
         assert_eq!(missing(&media(35, 10, &[0])), vec![span(10, 34)]);
         assert_eq!(missing(&media(0, 10, &[])), vec![]);
         let m = media(35, 10, &[0]);
-        drop(m.claim(1, 1, 0, &crate::cache::inflight::Feed::new(0, 0), None));
+        drop(m.claim(1, 1, 0, &crate::cache::inflight::Transfer::new(0, 0), None));
         assert_eq!(missing(&m), vec![span(10, 34)], "a download is followed");
     }
 }

@@ -26,7 +26,7 @@ use tracing::debug;
 
 use super::driver::Run;
 use super::fetch::Fetcher;
-use super::inflight::{Feed, InFlight};
+use super::inflight::{InFlight, Transfer};
 use super::media::{Media, Slot};
 use super::persist::Writer;
 use super::readahead::{Policy, Window};
@@ -185,7 +185,7 @@ impl Runs {
         if eta <= pace.lead() {
             return;
         }
-        let feed = Feed::new(pos, start + behind.limit - 1);
+        let feed = Transfer::new(pos, start + behind.limit - 1);
         let Some((old, limit)) = chunk.cut(off, feed.clone()) else {
             return;
         };
@@ -215,8 +215,8 @@ impl Runs {
 
     fn claim(&self, media: &Arc<Media>, index: u64, split: u64) -> Option<Run> {
         let start = media.chunk_start(index) + split;
-        let feed = Feed::new(start, u64::MAX);
-        let head = (split > 0).then(|| Feed::new(media.chunk_start(index), start - 1));
+        let feed = Transfer::new(start, u64::MAX);
+        let head = (split > 0).then(|| Transfer::new(media.chunk_start(index), start - 1));
         let (index, chunk) = media
             .claim(index, index, split, &feed, head.clone())
             .pop()?;
@@ -240,7 +240,7 @@ impl Runs {
     fn run(
         &self,
         media: &Arc<Media>,
-        feed: Arc<Feed>,
+        feed: Arc<Transfer>,
         current: (u64, u64, Arc<InFlight>),
         continues: bool,
     ) -> Run {

@@ -53,12 +53,12 @@ struct Open {
 }
 
 /// Held while a connection is open; gives its place back when dropped.
-struct Slot {
+struct ConnectionPlace {
     open: Arc<Mutex<Open>>,
     ip: IpAddr,
 }
 
-impl Drop for Slot {
+impl Drop for ConnectionPlace {
     fn drop(&mut self) {
         let mut open = self.open.lock().unwrap();
         open.total -= 1;
@@ -160,7 +160,7 @@ pub(crate) async fn serve<F>(
                     refusing.store(false, Ordering::Relaxed);
                     o.total += 1;
                     *o.per_client.entry(ip).or_default() += 1;
-                    Some(Slot {
+                    Some(ConnectionPlace {
                         open: open.clone(),
                         ip,
                     })

@@ -3,7 +3,7 @@
 use bytes::Bytes;
 
 use super::range::ByteRange;
-use crate::cache::body::{Part, Span};
+use crate::cache::body::{BodyPart, Span};
 
 /// The content type, the parts to send, and the exact total length of a
 /// multipart answer to several ranges.
@@ -11,7 +11,7 @@ pub(crate) fn multipart(
     ranges: &[ByteRange],
     content_type: &str,
     size: u64,
-) -> (String, Vec<Part>, u64) {
+) -> (String, Vec<BodyPart>, u64) {
     let boundary = format!("spool-{:016x}", rand::random::<u64>());
     let mut parts = Vec::new();
     let mut length = 0u64;
@@ -21,12 +21,12 @@ pub(crate) fn multipart(
             r.content_range(size)
         );
         length += head.len() as u64 + r.len();
-        parts.push(Part::Literal(Bytes::from(head)));
-        parts.push(Part::Range(span(r)));
+        parts.push(BodyPart::Literal(Bytes::from(head)));
+        parts.push(BodyPart::Range(span(r)));
     }
     let tail = format!("\r\n--{boundary}--\r\n");
     length += tail.len() as u64;
-    parts.push(Part::Literal(Bytes::from(tail)));
+    parts.push(BodyPart::Literal(Bytes::from(tail)));
     (
         format!("multipart/byteranges; boundary={boundary}"),
         parts,
@@ -56,8 +56,8 @@ mod tests {
         let total: u64 = parts
             .iter()
             .map(|p| match p {
-                Part::Literal(b) => b.len() as u64,
-                Part::Range(r) => r.end - r.start + 1,
+                BodyPart::Literal(b) => b.len() as u64,
+                BodyPart::Range(r) => r.end - r.start + 1,
             })
             .sum();
         assert_eq!(total, length);

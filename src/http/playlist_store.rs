@@ -102,14 +102,14 @@ impl Kept {
 }
 
 #[derive(Default)]
-struct Slot {
+struct UrlState {
     /// One fetch at a time per URL.
     fetching: Arc<tokio::sync::Mutex<()>>,
     kept: Option<Kept>,
 }
 
 struct Inner {
-    slots: HashMap<String, Slot>,
+    slots: HashMap<String, UrlState>,
     /// What the kept playlists and failures cost, in bytes.
     bytes: usize,
     /// The most they may cost.

@@ -19,7 +19,7 @@ use super::links::{self, Links};
 use super::multipart::{multipart, span};
 use super::playlist::{self, Playlists};
 use super::range::{self, ByteRange, RangeRequest};
-use crate::cache::body::Part;
+use crate::cache::body::BodyPart;
 use crate::cache::media::Media;
 use crate::cache::{Cache, CacheError, Opened};
 use crate::signing::Scope;
@@ -339,7 +339,7 @@ fn respond(
             let parts = if size == 0 {
                 vec![]
             } else {
-                vec![Part::Range(span(&full))]
+                vec![BodyPart::Range(span(&full))]
             };
             (StatusCode::OK, parts, size)
         }
@@ -349,7 +349,7 @@ fn respond(
             h.insert(header::CONTENT_RANGE, value(&r.content_range(size)));
             (
                 StatusCode::PARTIAL_CONTENT,
-                vec![Part::Range(span(&r))],
+                vec![BodyPart::Range(span(&r))],
                 r.len(),
             )
         }
@@ -360,7 +360,7 @@ fn respond(
         }
     };
     for part in &parts {
-        if let Part::Range(r) = part {
+        if let BodyPart::Range(r) = part {
             if let Err(e) = cache.reachable(&media, r.start) {
                 return error(&e);
             }
