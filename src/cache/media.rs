@@ -10,7 +10,8 @@ use tokio::time::Instant;
 use url::Url;
 
 use super::error::CacheError;
-use super::inflight::{InFlight, Pace, Transfer};
+use super::inflight::{InFlight, Transfer};
+use super::pace::Pace;
 use super::playhead::{Playhead, Playheads};
 use super::readahead::{Head, Policy, Window};
 use super::watch::Watchers;

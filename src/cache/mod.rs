@@ -3,7 +3,7 @@
 //! bounds.
 //!
 //! Inside this folder, imports point one way:
-//! `error, readahead <- inflight, playhead <- media <- catalog <- memcache <- persist
+//! `error, readahead, pace <- inflight, playhead <- media <- catalog <- memcache <- persist
 //! <- fetch <- driver <- run <- handle <- open, body <- admin, prefetch`,
 //! `run <- index_first <- open`, with `upkeep` beside them.
 
@@ -19,6 +19,7 @@ pub(crate) mod inflight;
 pub(crate) mod media;
 pub(crate) mod memcache;
 mod open;
+mod pace;
 pub(crate) mod persist;
 mod playhead;
 pub(crate) mod prefetch;
