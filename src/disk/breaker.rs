@@ -21,8 +21,9 @@ use crate::metrics::Metrics;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Mode {
     Writing,
-    /// Paused by an admin (`POST /api/caching/pause`): until resumed.
-    PausedByAdmin,
+    /// Held paused on request (the control plane's `POST
+    /// /api/caching/pause`): until released. Only `release` ends it.
+    Held,
     /// Disk full and cleanup could not help: until the monitor sees space.
     PausedDiskFull,
     /// Breaker open after failures of this class: until `until`, then a
@@ -37,7 +38,7 @@ impl Mode {
     pub fn describe(&self) -> String {
         match self {
             Mode::Writing => "writing".into(),
-            Mode::PausedByAdmin => "paused: by admin".into(),
+            Mode::Held => "paused: on request".into(),
             Mode::PausedDiskFull => "paused: disk full".into(),
             Mode::PausedBreaker { class, .. } => format!("paused: {class} errors"),
         }
@@ -99,7 +100,7 @@ impl Breaker {
     pub async fn may_write(&self) -> bool {
         let until = match self.mode() {
             Mode::Writing => return true,
-            Mode::PausedDiskFull | Mode::PausedByAdmin => return false,
+            Mode::PausedDiskFull | Mode::Held => return false,
             Mode::PausedBreaker { until, .. } => until,
         };
         if Instant::now() < until {
@@ -211,24 +212,24 @@ impl Breaker {
         );
     }
 
-    /// An admin pauses caching: streams go on uncached until `resume`.
-    /// Returns false when it already was paused by an admin.
-    pub fn pause(&self) -> bool {
+    /// Holds caching paused on request: streams go on uncached until
+    /// `release`. Returns false when it already was held.
+    pub fn hold(&self) -> bool {
         self.transition(
-            |m| m != Mode::PausedByAdmin,
-            Mode::PausedByAdmin,
-            "caching paused by an admin",
+            |m| m != Mode::Held,
+            Mode::Held,
+            "caching held paused on request",
         )
     }
 
-    /// An admin resumes caching. A disk that is still full or failing says
-    /// so again at the next write (and pauses again). Returns false when
-    /// caching was not paused by an admin.
-    pub fn resume(&self) -> bool {
+    /// Releases a hold. A disk that is still full or failing says so again
+    /// at the next write (and pauses again). Returns false when caching was
+    /// not held.
+    pub fn release(&self) -> bool {
         self.transition(
-            |m| m == Mode::PausedByAdmin,
+            |m| m == Mode::Held,
             Mode::Writing,
-            "caching resumed by an admin",
+            "caching released from a hold",
         )
     }
 
@@ -326,21 +327,21 @@ mod tests {
         assert!(g.may_write().await, "cool-down over, the probe works");
     }
 
-    /// An admin's pause holds until resumed: no write, no probe, and no
+    /// A hold lasts until released: no write, no probe, and no
     /// other state (space back) ends it.
     #[tokio::test]
-    async fn admin_pause_holds_until_resumed() {
+    async fn a_hold_lasts_until_released() {
         let dir = tempfile::tempdir().unwrap();
         let g = breaker(dir.path(), 1, Duration::ZERO);
-        assert!(!g.resume(), "nothing to resume");
-        assert!(g.pause());
-        assert!(!g.pause(), "already paused");
-        assert_eq!(g.mode().describe(), "paused: by admin");
+        assert!(!g.release(), "nothing to resume");
+        assert!(g.hold());
+        assert!(!g.hold(), "already paused");
+        assert_eq!(g.mode().describe(), "paused: on request");
         assert!(!g.may_write().await);
         g.space_back();
         g.on_failure(WriteClass::PermissionDenied);
-        assert_eq!(g.mode(), Mode::PausedByAdmin);
-        assert!(g.resume());
+        assert_eq!(g.mode(), Mode::Held);
+        assert!(g.release());
         assert!(g.may_write().await);
         assert!(g.is_writing());
     }
@@ -349,11 +350,11 @@ mod tests {
     /// moment from two threads, many times: whenever the pause was
     /// answered as a change, it is what stays.
     #[test]
-    fn an_admin_pause_is_never_undone_by_the_monitor() {
+    fn a_hold_is_never_undone_by_the_monitor() {
         let dir = tempfile::tempdir().unwrap();
         let g = breaker(dir.path(), 3, Duration::ZERO);
         for _ in 0..2000 {
-            g.resume();
+            g.release();
             g.pause_disk_full(0);
             assert_eq!(g.mode(), Mode::PausedDiskFull);
             let start = Arc::new(std::sync::Barrier::new(2));
@@ -365,10 +366,10 @@ mod tests {
                 })
             };
             start.wait();
-            let changed = g.pause();
+            let changed = g.hold();
             monitor.join().unwrap();
             assert!(changed, "it was not paused by an admin before");
-            assert_eq!(g.mode(), Mode::PausedByAdmin);
+            assert_eq!(g.mode(), Mode::Held);
         }
     }
 

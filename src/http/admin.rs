@@ -272,9 +272,9 @@ impl Admin {
                     "total_bytes": last.map(|l| l.0.total_bytes),
                 },
                 "caching": {
-                    "state": mode.describe(),
+                    "state": super::health::caching_state(mode),
                     "writing": h.breaker.is_writing(),
-                    "paused_by_admin": mode == crate::disk::breaker::Mode::PausedByAdmin,
+                    "paused_by_admin": mode == crate::disk::breaker::Mode::Held,
                 },
                 "streams": self.cache.streams(),
                 "prefetch": jobs,
@@ -336,7 +336,7 @@ impl Admin {
                 StatusCode::CONFLICT,
                 &format!(
                     "caching is {}: a prefetch would keep nothing",
-                    breaker.mode().describe()
+                    super::health::caching_state(breaker.mode())
                 ),
             );
         }
@@ -378,7 +378,9 @@ impl Admin {
 
     fn caching(&self, pause: bool) -> Response {
         let b = &self.health.breaker;
-        let changed = if pause { b.pause() } else { b.resume() };
+        // The disk layer holds caching paused; who asked is this layer's.
+        let changed = if pause { b.hold() } else { b.release() };
+        tracing::info!(paused = pause, changed, "caching pause asked by an admin");
         // What streams kept in memory meanwhile is written now.
         let written = match pause {
             true => 0,
@@ -389,7 +391,7 @@ impl Admin {
             &serde_json::json!({
                 "changed": changed,
                 "kept_chunks_writing": written,
-                "caching": b.mode().describe(),
+                "caching": super::health::caching_state(b.mode()),
                 "writing": b.is_writing(),
             }),
         )

@@ -69,7 +69,7 @@ pub(crate) async fn ready(h: Health, detailed: bool) -> Response {
             // sample, and cleanups act on it.
             "measure_error": h.disk.measure_error(),
         },
-        "caching": h.breaker.mode().describe(),
+        "caching": caching_state(h.breaker.mode()),
         "memory_cache_bytes": h.memcache.bytes(),
         })
     };
@@ -99,4 +99,13 @@ pub(crate) fn metrics(h: &Health) -> Response {
         HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"),
     );
     r
+}
+
+/// How the control plane tells the caching mode: a hold is an admin's
+/// pause (only the admin API holds caching).
+pub(crate) fn caching_state(mode: crate::disk::breaker::Mode) -> String {
+    match mode {
+        crate::disk::breaker::Mode::Held => "paused: by admin".into(),
+        m => m.describe(),
+    }
 }
