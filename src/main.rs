@@ -1,6 +1,12 @@
 use spool::config::Command;
 use tracing_subscriber::EnvFilter;
 
+/// jemalloc, with its background threads: memory freed after a burst of
+/// players goes back to the system within seconds, also when spool is idle
+/// (glibc's malloc keeps each thread's arena at its high-water mark).
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
