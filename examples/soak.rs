@@ -63,6 +63,9 @@ const HUNG_AFTER: Duration = Duration::from_secs(30);
 const TMPFS_MIB: u64 = 64;
 const WRITE_TIMEOUT_SECS: u64 = 4;
 const SHUTDOWN_TIMEOUT_SECS: u64 = 2;
+/// How long spool is left idle before a look at rest: past its idle
+/// origin connections' 30 s.
+const AT_REST: Duration = Duration::from_secs(32);
 /// Growth of RSS and fds is judged only in runs this long (seconds).
 const JUDGE_GROWTH_AFTER: u64 = 300;
 /// Faults live on at most this many paths at once.
@@ -338,18 +341,20 @@ fn serving_line(log: &Path, from: u64) -> Option<String> {
         .map(str::to_owned)
 }
 
-/// RSS in KiB and open fds of a process.
-fn proc_sample(pid: u32) -> Option<(u64, u64)> {
+/// RSS in KiB, open fds and threads of a process.
+fn proc_sample(pid: u32) -> Option<(u64, u64, u64)> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let rss = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))?
-        .split_whitespace()
-        .next()?
-        .parse()
-        .ok()?;
+    let field = |name: &str| -> Option<u64> {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))?
+            .split_whitespace()
+            .next()?
+            .parse()
+            .ok()
+    };
     let fds = std::fs::read_dir(format!("/proc/{pid}/fd")).ok()?.count() as u64;
-    Some((rss, fds))
+    Some((field("VmRSS:")?, fds, field("Threads:")?))
 }
 
 /// A small tmpfs, unmounted when dropped.
@@ -1088,15 +1093,17 @@ struct Sample {
     /// Chunks spool holds in memory because the disk could not take them
     /// (`--memory-cache`, at most 8 MiB here), in KiB: part of the RSS.
     memcache_kib: u64,
+    threads: u64,
 }
 
 fn sample(inst: &Instance) -> Sample {
     inst.pid()
         .and_then(proc_sample)
-        .map_or(Sample::default(), |(rss_kib, fds)| Sample {
+        .map_or(Sample::default(), |(rss_kib, fds, threads)| Sample {
             rss_kib,
             fds,
             memcache_kib: 0,
+            threads,
         })
 }
 
@@ -1115,8 +1122,11 @@ async fn at_rest(ctx: &Ctx) -> [Sample; 2] {
         let _ = std::fs::remove_file(inst.mount.join("ballast"));
     }
     // Idle connections close (clients after 1 s), read-ahead grace ends,
-    // chunk writes finish.
-    tokio::time::sleep(Duration::from_secs(6)).await;
+    // chunk writes finish, the runtime's idle blocking threads (file reads
+    // and writes run there) exit after 10 s, and spool's idle connections
+    // to the origin after 30 s: what is left is what spool holds at rest,
+    // not the high-water mark of its pools at that moment.
+    tokio::time::sleep(AT_REST).await;
     let mut out = [sample(&ctx.spools[0]), sample(&ctx.spools[1])];
     for (i, inst) in ctx.spools.iter().enumerate() {
         let admin = inst.admin.read().unwrap().clone();
@@ -1260,6 +1270,7 @@ async fn run(args: Args) -> anyhow::Result<bool> {
                     let mut p = peaks.lock().unwrap();
                     p[i].rss_kib = p[i].rss_kib.max(s.rss_kib);
                     p[i].fds = p[i].fds.max(s.fds);
+                    p[i].threads = p[i].threads.max(s.threads);
                 }
                 if let Some(status) = ctx.spools[0].died() {
                     *died.lock().unwrap() = Some(format!("spool A exited: {status}"));
@@ -1393,6 +1404,10 @@ async fn run(args: Args) -> anyhow::Result<bool> {
             mib(end[i].rss_kib),
             growth(warm[i].rss_kib, end[i].rss_kib),
             mib(peaks[i].rss_kib)
+        );
+        println!(
+            "  spool {} threads  start {}, after warm-up {}, end {}, peak {}",
+            inst.name, started[i].threads, warm[i].threads, end[i].threads, peaks[i].threads
         );
         println!(
             "  spool {} memory   chunks held in memory (part of RSS): after warm-up {}, end {}",
