@@ -18,7 +18,7 @@ use crate::cache::upkeep::{self, Upkeep};
 use crate::cache::{self, Cache};
 use crate::config::Config;
 use crate::disk::{Breaker, CacheLock, Disk, LockError, Thresholds, WriteClass};
-use crate::http::{self, Health};
+use crate::http::{self, Readiness};
 use crate::metrics::Metrics;
 use crate::rules;
 use crate::store::index::{self, IndexError};
@@ -33,7 +33,8 @@ const READ_PIECE: usize = crate::cache::body::READ_PIECE as usize;
 pub struct Server {
     cfg: Arc<Config>,
     cache: Cache,
-    health: Health,
+    readiness: Readiness,
+    metrics: Arc<Metrics>,
     upkeep: Upkeep,
     writer: Writer,
     index: Index,
@@ -202,13 +203,12 @@ impl Server {
             scrub_interval: cfg.scrub_interval,
             scrub_rate: cfg.scrub_rate,
         });
-        let health = Health {
+        let readiness = Readiness {
             index: index.clone(),
             cache_dir: dir.clone(),
             disk,
             breaker: breaker.clone(),
             memcache,
-            metrics: metrics.clone(),
             index_in_memory,
         };
         let cache = Cache::new(
@@ -217,12 +217,13 @@ impl Server {
             runs,
             index.clone(),
             files.clone(),
-            metrics,
+            metrics.clone(),
         );
         Ok(Server {
             cfg: Arc::new(cfg),
             cache,
-            health,
+            readiness,
+            metrics,
             upkeep,
             writer,
             index,
@@ -303,13 +304,13 @@ impl Server {
             send_queue: u32::try_from(cfg.send_queue).unwrap_or(u32::MAX),
             write_timeout: cfg.write_timeout,
         };
-        let metrics = self.health.metrics.clone();
+        let metrics = self.metrics.clone();
         let stop = tokio_util::sync::CancellationToken::new();
         let media_plane = http::serve(
             media,
             http::media_routes(
                 self.cache.clone(),
-                self.health.clone(),
+                self.readiness.clone(),
                 limits,
                 access.clone(),
                 http::Inert {
@@ -324,7 +325,13 @@ impl Server {
         );
         let tasks = self.cache.tasks().clone();
         let control_plane = admin.map(|admin| {
-            let api = http::Admin::new(self.cache.clone(), self.health.clone(), access, control);
+            let api = http::Admin::new(
+                self.cache.clone(),
+                self.readiness.clone(),
+                self.metrics.clone(),
+                access,
+                control,
+            );
             tasks.spawn(http::serve(
                 admin,
                 http::admin_routes(api),
@@ -453,7 +460,7 @@ impl Server {
     /// from now on (`false`: work again), as statvfs on a failing NFS or
     /// FUSE mount does.
     pub fn fail_disk_measurements(&self, fail: bool) {
-        self.health.disk.fail_measurements(fail);
+        self.readiness.disk.fail_measurements(fail);
     }
 
     /// Tasks started for players (connections, response bodies, runs,

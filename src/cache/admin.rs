@@ -187,6 +187,11 @@ impl Cache {
         }))
     }
 
+    /// What the cache holds: media, chunks, bytes (from the index).
+    pub async fn totals(&self) -> Result<(u64, u64, u64), IndexError> {
+        self.inner.index.totals().await
+    }
+
     /// The players reading now, with their read-ahead windows.
     pub fn streams(&self) -> Vec<StreamView> {
         let mut out = Vec::new();

@@ -21,6 +21,8 @@
 //! | `DELETE /api/prefetch/{job}` | stop a job (what it fetched stays) |
 //! | `POST /api/caching/pause`, `POST /api/caching/resume` | stop and restart cache writes (a resume writes what was kept in memory) |
 
+use std::sync::Arc;
+
 use bytes::{Buf, Bytes};
 use futures::Stream;
 use http::{header, HeaderMap, HeaderValue, Method, StatusCode};
@@ -30,10 +32,12 @@ use super::access::Access;
 use super::body::read_limited;
 use super::control::{Control, Peer};
 use super::error::{json, json_error as error, status_of};
-use super::health::{self, Health};
+use super::health::{self, Readiness};
 use super::sign::{sign, SIGN_BODY};
 use crate::cache::prefetch::{Prefetches, Refused};
 use crate::cache::Cache;
+use crate::disk::Breaker;
+use crate::metrics::Metrics;
 use crate::store::MediaId;
 
 /// The status page: one file, its CSS and script inline.
@@ -49,7 +53,11 @@ const MAX_PREFETCH_JOBS: usize = 4;
 #[derive(Clone)]
 pub(crate) struct Admin {
     cache: Cache,
-    health: Health,
+    /// What readiness looks at; the status shows the same disk and memory.
+    readiness: Readiness,
+    /// Caching is paused and resumed here.
+    breaker: Breaker,
+    metrics: Arc<Metrics>,
     /// For `POST /sign`: the key and the media listener's public URL.
     access: Access,
     control: Control,
@@ -129,11 +137,19 @@ fn method_not_allowed(allow: &'static str) -> Response {
 }
 
 impl Admin {
-    pub fn new(cache: Cache, health: Health, access: Access, control: Control) -> Admin {
+    pub fn new(
+        cache: Cache,
+        readiness: Readiness,
+        metrics: Arc<Metrics>,
+        access: Access,
+        control: Control,
+    ) -> Admin {
         Admin {
             prefetches: Prefetches::new(cache.clone(), MAX_PREFETCH_JOBS),
             cache,
-            health,
+            breaker: readiness.breaker.clone(),
+            readiness,
+            metrics,
             access,
             control,
         }
@@ -160,8 +176,10 @@ impl Admin {
         match path.as_str() {
             "/" if read => status_page(),
             "/health/live" if read => json(StatusCode::OK, &serde_json::json!({ "live": true })),
-            "/health/ready" if read => health::ready(self.health.clone(), admin).await,
-            "/metrics" if read && admin => health::metrics(&self.health),
+            "/health/ready" if read => health::ready(self.readiness.clone(), admin).await,
+            "/metrics" if read && admin => {
+                health::metrics(&self.metrics, &self.breaker, &self.readiness.memcache)
+            }
             "/sign" if method == Method::POST && admin => {
                 if let Err(r) = json_content_type(&headers) {
                     return r.response();
@@ -241,10 +259,9 @@ impl Admin {
     }
 
     async fn status(&self) -> Response {
-        let h = &self.health;
-        let totals = h.index.totals().await.ok();
-        let last = h.disk.last();
-        let mode = h.breaker.mode();
+        let totals = self.cache.totals().await.ok();
+        let last = self.readiness.disk.last();
+        let mode = self.breaker.mode();
         let jobs: Vec<_> = self
             .prefetches
             .list()
@@ -264,7 +281,7 @@ impl Admin {
                     "bytes": totals.map(|t| t.2),
                     "media": totals.map(|t| t.0),
                     "chunks": totals.map(|t| t.1),
-                    "memory_bytes": h.memcache.bytes(),
+                    "memory_bytes": self.readiness.memcache.bytes(),
                 },
                 "disk": {
                     "level": last.map(|l| l.1.as_str()),
@@ -273,7 +290,7 @@ impl Admin {
                 },
                 "caching": {
                     "state": super::health::caching_state(mode),
-                    "writing": h.breaker.is_writing(),
+                    "writing": self.breaker.is_writing(),
                     "paused_by_admin": mode == crate::disk::breaker::Mode::Held,
                 },
                 "streams": self.cache.streams(),
@@ -330,7 +347,7 @@ impl Admin {
         if let Err(e) = self.cache.check(&url).await {
             return error(status_of(&e), &e.to_string());
         }
-        let breaker = &self.health.breaker;
+        let breaker = &self.breaker;
         if !breaker.is_writing() {
             return error(
                 StatusCode::CONFLICT,
@@ -377,7 +394,7 @@ impl Admin {
     }
 
     fn caching(&self, pause: bool) -> Response {
-        let b = &self.health.breaker;
+        let b = &self.breaker;
         // The disk layer holds caching paused; who asked is this layer's.
         let changed = if pause { b.hold() } else { b.release() };
         tracing::info!(paused = pause, changed, "caching pause asked by an admin");

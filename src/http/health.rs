@@ -1,7 +1,6 @@
 //! `/health/live`, `/health/ready` and `/metrics`.
 
 use std::path::PathBuf;
-use std::sync::Arc;
 
 use bytes::Bytes;
 use http::{header, HeaderValue, StatusCode};
@@ -12,15 +11,15 @@ use crate::disk::{Breaker, Disk};
 use crate::metrics::Metrics;
 use crate::store::Index;
 
-/// What readiness looks at. Cheap to clone.
+/// What readiness looks at (and its detailed answer reports). Cheap to
+/// clone.
 #[derive(Clone)]
-pub(crate) struct Health {
+pub(crate) struct Readiness {
     pub index: Index,
     pub cache_dir: PathBuf,
     pub disk: Disk,
     pub breaker: Breaker,
     pub memcache: MemCache,
-    pub metrics: Arc<Metrics>,
     /// The cache directory could not hold an index: spool serves
     /// uncached, and is not ready.
     pub index_in_memory: bool,
@@ -28,7 +27,7 @@ pub(crate) struct Health {
 
 /// Readiness. The status is for everyone (load balancers, container
 /// health checks); the details only for `detailed` (admin) askers.
-pub(crate) async fn ready(h: Health, detailed: bool) -> Response {
+pub(crate) async fn ready(h: Readiness, detailed: bool) -> Response {
     let index_ok = h
         .index
         .call(|c| c.query_row("SELECT 1", [], |r| r.get::<_, i64>(0)))
@@ -86,14 +85,12 @@ pub(crate) async fn ready(h: Health, detailed: bool) -> Response {
     r
 }
 
-pub(crate) fn metrics(h: &Health) -> Response {
+pub(crate) fn metrics(metrics: &Metrics, breaker: &Breaker, memcache: &MemCache) -> Response {
     // State the disk monitor samples every interval, read now: a scrape
     // right after caching paused or resumed sees it.
-    h.metrics
-        .caching_paused
-        .set(i64::from(!h.breaker.is_writing()));
-    h.metrics.memory_cache_bytes.set(h.memcache.bytes() as i64);
-    let mut r = Response::new(Bytes::from(h.metrics.encode()).into());
+    metrics.caching_paused.set(i64::from(!breaker.is_writing()));
+    metrics.memory_cache_bytes.set(memcache.bytes() as i64);
+    let mut r = Response::new(Bytes::from(metrics.encode()).into());
     r.headers_mut().insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"),

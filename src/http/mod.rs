@@ -27,7 +27,7 @@ mod stream;
 pub(crate) use access::Access;
 pub(crate) use admin::Admin;
 pub(crate) use control::Control;
-pub(crate) use health::Health;
+pub(crate) use health::Readiness;
 pub(crate) use inert::Inert;
 pub(crate) use listener::{serve, ConnLimits};
 pub(crate) use playlist::Playlists;

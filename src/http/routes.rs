@@ -12,7 +12,7 @@ use super::access::Access;
 use super::admin::Admin;
 use super::control::Peer;
 use super::error::text;
-use super::health::{self, Health};
+use super::health::{self, Readiness};
 use super::inert::Inert;
 use super::playlist::Playlists;
 use super::stream::{self, Limits};
@@ -23,14 +23,14 @@ use crate::cache::Cache;
 /// a browser (`inert.rs`).
 pub(crate) fn media_routes(
     cache: Cache,
-    health: Health,
+    readiness: Readiness,
     limits: Limits,
     access: Access,
     inert: Inert,
     playlists: Playlists,
 ) -> impl Filter<Extract = (Response,), Error = Infallible> + Clone + Send + Sync + 'static {
     let with_media = warp::any().map(move || (cache.clone(), limits, playlists.clone()));
-    let with_health = warp::any().map(move || health.clone());
+    let with_readiness = warp::any().map(move || readiness.clone());
     let with_access = warp::any().map(move || access.clone());
     let query = || {
         warp::query::raw()
@@ -69,8 +69,8 @@ pub(crate) fn media_routes(
     let live = warp::path!("health" / "live").map(|| text(StatusCode::OK, "ok"));
     // The details are the control plane's.
     let ready = warp::path!("health" / "ready")
-        .and(with_health)
-        .then(|h: Health| health::ready(h, false));
+        .and(with_readiness)
+        .then(|r: Readiness| health::ready(r, false));
     stream
         .or(signed)
         .unify()
