@@ -357,25 +357,25 @@ impl Media {
     /// Whether some player reads chunk `index` or has it in its window, or
     /// did so less than `grace` ago (`readahead.rs`).
     pub fn wanted(&self, index: u64, w: &Window, grace: Duration) -> bool {
-        w.wanted(self.heads(), index, grace)
+        self.playheads.with_heads(|h| w.wanted(h, index, grace))
     }
 
     /// Whether a player reading now is at most two windows before chunk
     /// `index`.
     pub fn approaching(&self, index: u64, w: &Window) -> bool {
-        w.approaching(self.heads(), index)
+        self.playheads.with_heads(|h| w.approaching(h, index))
     }
 
     /// Whether a player reading now at chunk `index` reads on past its
     /// first piece.
     pub fn reading_on(&self, index: u64) -> bool {
-        Window::reading_on(self.heads(), index)
+        self.playheads.with_heads(|h| Window::reading_on(h, index))
     }
 
     /// What the players reading now that want chunk `index` ask of it.
     #[cfg(test)]
     pub fn wanting(&self, index: u64, w: &Window) -> Option<super::readahead::Wanting> {
-        w.wanting(self.heads(), index)
+        self.playheads.with_heads(|h| w.wanting(h, index))
     }
 
     /// Bytes per second of playback, when known.
@@ -416,7 +416,7 @@ impl Media {
     /// Whether eviction must leave chunk `index` alone: a player reading
     /// now has it in its window.
     pub fn keeps(&self, index: u64, w: &Window) -> bool {
-        w.keeps(self.heads(), index)
+        self.playheads.with_heads(|h| w.keeps(h, index))
     }
 
     /// The last chunk any live player may want (u64::MAX when one reads on

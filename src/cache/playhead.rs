@@ -88,9 +88,15 @@ impl Playheads {
     /// The players reading, and those that left (for the grace), as the
     /// read-ahead policy sees them.
     pub fn heads(&self) -> Vec<Head> {
+        self.with_heads(|heads| heads.collect())
+    }
+
+    /// Runs `f` over the players as the policy sees them, under the lock
+    /// and without collecting them: runs ask this for every piece.
+    pub fn with_heads<R>(&self, f: impl FnOnce(&mut dyn Iterator<Item = Head>) -> R) -> R {
         let now = Instant::now();
         let heads = self.heads.lock().unwrap();
-        heads.iter().map(|h| h.head(now)).collect()
+        f(&mut heads.iter().map(|h| h.head(now)))
     }
 
     /// Whether a player is reading now.
@@ -124,7 +130,7 @@ impl Playheads {
 
     /// The chunk a player's window reaches whatever the window's length.
     fn reach(&self, h: &PlayheadState) -> u64 {
-        Window::reach(self.chunk_size, &h.head(Instant::now()))
+        Window::reach(self.chunk_size, &h.place())
     }
 }
 
@@ -143,6 +149,18 @@ struct PlayheadState {
 }
 
 impl PlayheadState {
+    /// Where it reads, for window arithmetic that does not ask whether it
+    /// left: no lock, no clock (a player's every piece asks this).
+    fn place(&self) -> Head {
+        Head {
+            at: self.chunk.load(Ordering::Relaxed),
+            pos: self.pos.load(Ordering::Relaxed),
+            read: self.read.load(Ordering::Relaxed),
+            limit: self.limit,
+            left: None,
+        }
+    }
+
     fn head(&self, now: Instant) -> Head {
         Head {
             at: self.chunk.load(Ordering::Relaxed),
@@ -193,7 +211,7 @@ impl Playhead {
 
     /// The last chunk of this player's read-ahead window.
     pub fn window_end(&self, w: &Window) -> u64 {
-        w.end(&self.state.head(Instant::now()))
+        w.end(&self.state.place())
     }
 
     /// The player got `n` bytes and reads at `pos` next.
@@ -203,7 +221,7 @@ impl Playhead {
         // Runs waiting for the window to reach their chunk look again only
         // when its far end moved into another chunk, not at every piece.
         let h = &self.heads;
-        let head = self.state.head(Instant::now());
+        let head = self.state.place();
         let cs = h.chunk_size;
         let (was, now) = (
             Window::reach(
