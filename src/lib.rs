@@ -18,6 +18,7 @@ pub mod config_file;
 pub mod container;
 pub mod disk;
 pub(crate) mod http;
+mod manifest;
 pub(crate) mod metrics;
 mod rules;
 mod server;

@@ -316,7 +316,6 @@ impl Server {
                 http::Inert {
                     inline_documents: cfg.inline_documents,
                 },
-                http::Playlists::default(),
             ),
             metrics.clone(),
             conn,

@@ -343,8 +343,9 @@ fn cycles(g: &BTreeMap<ModPath, BTreeSet<ModPath>>) -> Vec<Vec<String>> {
 }
 
 /// Modules outside the layers that every layer may use: they import
-/// nothing of spool (metrics; signed-link tokens; media container layouts).
-const LEAVES: [&str; 3] = ["metrics", "signing", "container"];
+/// nothing of spool but each other (metrics; signed-link tokens; media
+/// container layouts; playlist and manifest texts).
+const LEAVES: [&str; 4] = ["metrics", "signing", "container", "manifest"];
 
 /// The layer of a module: higher may import lower, never the reverse.
 /// None for the modules around the layers (the crate root, server wiring,
@@ -381,10 +382,11 @@ fn imports_point_down_the_layers() {
                 // A layer may use the leaves, nothing else outside.
                 (Some(_), None) => to.first().is_none_or(|t| !LEAVES.contains(&t.as_str())),
                 // The leaves import nothing of spool beyond their own
-                // files (a leaf may be a folder).
-                (None, _) => from
-                    .first()
-                    .is_some_and(|f| LEAVES.contains(&f.as_str()) && to.first() != Some(f)),
+                // files (a leaf may be a folder) and other leaves.
+                (None, _) => from.first().is_some_and(|f| {
+                    LEAVES.contains(&f.as_str())
+                        && to.first().is_none_or(|t| !LEAVES.contains(&t.as_str()))
+                }),
             };
             if bad {
                 wrong.push(format!("{} -> {}", name(from), name(to)));
@@ -420,6 +422,62 @@ fn the_checker_sees_edges_and_cycles() {
         expand("a::{b, c::{d, e as f}, self}"),
         vec!["a::b", "a::c::d", "a::c::e", "a"]
     );
+}
+
+/// Where the HTTP client's name appears in production code: the line
+/// numbers of `reqwest` as a path or import (comments cut off).
+fn client_mentions(code: &str) -> Vec<usize> {
+    code.lines()
+        .enumerate()
+        .filter(|(_, line)| {
+            line.match_indices("reqwest").any(|(i, _)| {
+                let before = line[..i].chars().last();
+                let after = line[i + "reqwest".len()..].chars().next();
+                before.is_none_or(|c| !(c.is_alphanumeric() || c == '_'))
+                    && after.is_none_or(|c| !(c.is_alphanumeric() || c == '_'))
+            })
+        })
+        .map(|(n, _)| n + 1)
+        .collect()
+}
+
+/// Whether a file may name the HTTP client: `upstream/`, which talks to
+/// origins, and `cmd/`, the command line's client of spool's own control
+/// plane (no origin is reached through it).
+fn may_name_the_client(file: &Path) -> bool {
+    file.starts_with("upstream") || file.starts_with("cmd")
+}
+
+/// No type of the HTTP client above `upstream/`: the layers above see
+/// origins' answers as `upstream::Answer` only, so what the client does
+/// (redirect checks, timeouts, byte counts) cannot be gone around.
+#[test]
+fn the_http_client_stays_in_upstream() {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut files = Vec::new();
+    rust_files(&src, &mut files);
+    let mut wrong = Vec::new();
+    let mut seen = 0;
+    for path in files {
+        let rel = path.strip_prefix(&src).unwrap();
+        let code = production(&std::fs::read_to_string(&path).unwrap());
+        let lines = client_mentions(&code);
+        if may_name_the_client(rel) {
+            seen += lines.len();
+        } else {
+            wrong.extend(lines.iter().map(|n| format!("{}:{n}", rel.display())));
+        }
+    }
+    assert!(seen > 0, "the client is named somewhere in upstream/");
+    assert!(
+        wrong.is_empty(),
+        "the HTTP client named above upstream/: {wrong:#?}"
+    );
+    // The check itself: an import, a path in a type, not a longer name.
+    let bad = "use reqwest::StatusCode;\nfn f(r: reqwest::Response) {}\nlet not_reqwest_x = 1;";
+    assert_eq!(client_mentions(bad), vec![1, 2]);
+    assert!(!may_name_the_client(Path::new("http/stream.rs")));
+    assert!(!may_name_the_client(Path::new("cache/open.rs")));
 }
 
 /// A folder's `mod.rs` only declares its files and re-exports: whatever

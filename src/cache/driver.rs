@@ -19,7 +19,7 @@ use super::fetch::Fetcher;
 use super::inflight::{InFlight, Transfer};
 use super::media::Media;
 use super::readahead::Window;
-use crate::upstream::{Head, ResumingBody, UpstreamError};
+use crate::upstream::{Answer, Head, ResumingBody, UpstreamError};
 
 /// Complete chunks of one run waiting for the disk at most.
 const WRITES_IN_FLIGHT: usize = 3;
@@ -100,7 +100,7 @@ impl Run {
         }
     }
 
-    pub async fn go(mut self, first: Option<(reqwest::Response, Head)>) {
+    pub async fn go(mut self, first: Option<(Answer, Head)>) {
         if let Some((resp, head)) = first {
             let body = std::mem::replace(&mut self.body, self.fetch.body(&self.media, 0, 0));
             self.body = body.with_response(resp, &head);

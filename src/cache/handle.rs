@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::catalog::Catalog;
+use super::playlists::Playlists;
 use super::run::Runs;
 use crate::metrics::Metrics;
 use crate::store::{ChunkFiles, Index};
@@ -57,6 +58,7 @@ pub(super) struct Inner {
     pub streams: Arc<tokio::sync::Semaphore>,
     pub catalog: Catalog,
     pub runs: Runs,
+    pub playlists: Playlists,
     pub index: Index,
     pub files: ChunkFiles,
     pub metrics: Arc<Metrics>,
@@ -76,6 +78,7 @@ impl Cache {
                 streams: Arc::new(tokio::sync::Semaphore::new(settings.max_streams)),
                 settings,
                 catalog,
+                playlists: Playlists::new(runs.upstream().clone()),
                 runs,
                 index,
                 files,
@@ -84,8 +87,13 @@ impl Cache {
         }
     }
 
-    pub fn upstream(&self) -> &Upstream {
+    pub(super) fn upstream(&self) -> &Upstream {
         self.inner.runs.upstream()
+    }
+
+    /// The playlists and manifests kept in memory.
+    pub fn playlists(&self) -> &Playlists {
+        &self.inner.playlists
     }
 
     pub fn metrics(&self) -> &Metrics {

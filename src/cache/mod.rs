@@ -22,6 +22,7 @@ mod open;
 mod pace;
 pub(crate) mod persist;
 mod playhead;
+mod playlists;
 pub(crate) mod prefetch;
 pub(crate) mod readahead;
 #[cfg(test)]
@@ -34,5 +35,6 @@ mod watch;
 pub(crate) use error::CacheError;
 pub(crate) use handle::{Cache, Settings};
 pub(crate) use open::Opened;
+pub(crate) use playlists::{Playlist, Playlists};
 pub(crate) use readahead::Policy;
 pub(crate) use tasks::Tasks;

@@ -7,7 +7,7 @@
 
 use std::sync::Arc;
 
-use reqwest::StatusCode;
+use http::StatusCode;
 use tracing::{info, warn};
 use url::Url;
 
@@ -15,14 +15,14 @@ use super::handle::Cache;
 use super::media::Media;
 use crate::store::error::WriteStage;
 use crate::store::index::{unix_now, IndexError, MediaRow};
-use crate::upstream::{redact, Head, UpstreamError, UpstreamRule};
+use crate::upstream::{redact, Answer, Head, UpstreamError, UpstreamRule};
 
 /// What opening a URL gives.
 pub(crate) enum Opened {
     /// A media of known size, served through the cache.
     Media(Arc<Media>),
     /// The origin does not tell the size: its response is relayed as it is.
-    Passthrough(Box<(reqwest::Response, Head)>),
+    Passthrough(Box<(Answer, Head)>),
     /// The origin does not tell the size: the player's request is to be
     /// relayed to it as it is.
     Unsized,
@@ -53,6 +53,18 @@ impl Cache {
         drop(guard);
         catalog.close_gate(key, &gate);
         opened
+    }
+
+    /// The player's own request (its `Range` header value, or none)
+    /// relayed to the origin as it is: for a media whose origin does not
+    /// tell its size ([`Opened::Unsized`]), which has no chunks to cache.
+    pub async fn relay(
+        &self,
+        url: &Url,
+        rule: &UpstreamRule,
+        range: Option<&str>,
+    ) -> Result<Answer, UpstreamError> {
+        self.upstream().get_raw(url, rule, range).await
     }
 
     async fn open_locked(
@@ -116,7 +128,7 @@ impl Cache {
             .get(&media.url, &media.upstream_rule(), Some((0, Some(0))))
             .await
         {
-            Ok(resp) => Head::parse(resp.status(), resp.headers()),
+            Ok(resp) => resp.head(),
             Err(e) => Err(e),
         };
         let now = unix_now();
@@ -179,7 +191,7 @@ impl Cache {
         // first byte, which later requests are timed by.
         let asked = tokio::time::Instant::now();
         let resp = self.upstream().get(url, rule, Some(range)).await?;
-        let head = Head::parse(resp.status(), resp.headers())?;
+        let head = resp.head()?;
         let Some(size) = head.total else {
             if head.status == StatusCode::RANGE_NOT_SATISFIABLE {
                 return Err(UpstreamError::Protocol("416 without a size".into()));

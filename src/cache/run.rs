@@ -31,7 +31,7 @@ use super::media::{Media, Slot};
 use super::persist::Writer;
 use super::readahead::{Policy, Window};
 use crate::store::{ChunkFiles, Index};
-use crate::upstream::{Head, ResumingBody, Upstream};
+use crate::upstream::{Answer, Head, ResumingBody, Upstream};
 
 /// Where a run for a miss at `pos` starts within chunk `index`: at the
 /// player's byte. The bytes before it come from a second, small request
@@ -129,7 +129,7 @@ impl Runs {
         index: u64,
         split: u64,
         requested_end: Option<u64>,
-        (asked, resp, head): (Instant, reqwest::Response, Head),
+        (asked, resp, head): (Instant, Answer, Head),
     ) {
         if let Some(mut run) = self.claim(media, index, split) {
             run.feed.requested_at(asked);

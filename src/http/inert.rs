@@ -91,7 +91,7 @@ fn is_media(essence: &str) -> bool {
     let media = essence.starts_with("video/")
         || essence.starts_with("audio/")
         || (essence.starts_with("image/") && !essence.contains("svg"));
-    (media || super::playlist::typed(Some(essence))) && !essence.contains("xml")
+    (media || crate::manifest::typed(Some(essence))) && !essence.contains("xml")
 }
 
 /// A Content-Type's type and subtype, lower case.

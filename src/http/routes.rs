@@ -14,7 +14,7 @@ use super::control::Peer;
 use super::error::text;
 use super::health::{self, Readiness};
 use super::inert::Inert;
-use super::playlist::Playlists;
+use super::playlist::Answers;
 use super::stream::{self, Limits};
 use crate::cache::Cache;
 
@@ -27,8 +27,8 @@ pub(crate) fn media_routes(
     limits: Limits,
     access: Access,
     inert: Inert,
-    playlists: Playlists,
 ) -> impl Filter<Extract = (Response,), Error = Infallible> + Clone + Send + Sync + 'static {
+    let playlists = Answers::new(cache.playlists().clone());
     let with_media = warp::any().map(move || (cache.clone(), limits, playlists.clone()));
     let with_readiness = warp::any().map(move || readiness.clone());
     let with_access = warp::any().map(move || access.clone());

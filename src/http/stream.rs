@@ -17,11 +17,12 @@ use super::conditional::{if_range_holds, none_match_hits};
 use super::error::{error, text};
 use super::links::{self, Links};
 use super::multipart::{multipart, span};
-use super::playlist::{self, Playlists};
+use super::playlist::{self, Answers};
 use super::range::{self, ByteRange, RangeRequest};
 use crate::cache::body::BodyPart;
 use crate::cache::media::Media;
 use crate::cache::{Cache, CacheError, Opened};
+use crate::manifest;
 use crate::signing::Scope;
 use crate::upstream::{self, Head, UpstreamRule};
 
@@ -35,7 +36,7 @@ pub(crate) struct Limits {
 /// `/stream?url=…`: an unsigned link. Every answer carries the CORS
 /// headers.
 pub(crate) async fn handle(
-    (cache, limits, playlists): (Cache, Limits, Playlists),
+    (cache, limits, playlists): (Cache, Limits, Answers),
     access: Access,
     method: Method,
     query: String,
@@ -57,7 +58,7 @@ pub(crate) async fn handle(
 async fn unsigned(
     cache: Cache,
     limits: Limits,
-    playlists: Playlists,
+    playlists: Answers,
     access: Access,
     method: Method,
     query: String,
@@ -97,7 +98,7 @@ async fn unsigned(
 pub(crate) async fn path_form(
     tail: String,
     query: Option<String>,
-    (cache, limits, playlists): (Cache, Limits, Playlists),
+    (cache, limits, playlists): (Cache, Limits, Answers),
     access: Access,
     method: Method,
     headers: HeaderMap,
@@ -133,7 +134,7 @@ pub(crate) async fn signed(
     // A client's query is never forwarded on a signed link: the token
     // names the upstream URL, query included.
     (token, tail, _query): (String, String, Option<String>),
-    (cache, limits, playlists): (Cache, Limits, Playlists),
+    (cache, limits, playlists): (Cache, Limits, Answers),
     access: Access,
     method: Method,
     headers: HeaderMap,
@@ -229,7 +230,7 @@ fn not_a_media_request(method: &Method, access: &Access) -> Option<Response> {
 async fn serve(
     cache: Cache,
     limits: Limits,
-    playlists: &Playlists,
+    playlists: &Answers,
     links: &Links,
     rule: &UpstreamRule,
     method: Method,
@@ -239,8 +240,8 @@ async fn serve(
     if let Err(e) = cache.check(&url).await {
         return error(&e);
     }
-    if playlist::named(&url) {
-        return playlist::answer(playlists, cache.upstream(), &url, rule, links, &method).await;
+    if manifest::named(&url) {
+        return playlist::answer(playlists, &url, rule, links, &method).await;
     }
     let range_header = header_str(&headers, header::RANGE);
     let start = match range_header {
@@ -250,24 +251,23 @@ async fn serve(
     // HEAD needs no bytes: probe with one instead of starting a download.
     let start = if method == Method::HEAD { None } else { start };
     // Playlists the origin names only by their Content-Type.
-    let typed = |h: &reqwest::header::HeaderMap| {
-        playlist::typed(h.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()))
-    };
+    let typed =
+        |h: &HeaderMap| manifest::typed(h.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()));
     match cache.open(&url, rule, start).await {
         Err(e) => error(&e),
-        Ok(Opened::Media(media)) if playlist::typed(media.row.content_type.as_deref()) => {
-            playlist::answer(playlists, cache.upstream(), &url, rule, links, &method).await
+        Ok(Opened::Media(media)) if manifest::typed(media.row.content_type.as_deref()) => {
+            playlist::answer(playlists, &url, rule, links, &method).await
         }
         Ok(Opened::Media(media)) => respond(cache, limits, media, &method, &headers),
         Ok(Opened::Passthrough(p)) if typed(p.0.headers()) => {
-            playlist::answer(playlists, cache.upstream(), &url, rule, links, &method).await
+            playlist::answer(playlists, &url, rule, links, &method).await
         }
         Ok(Opened::Passthrough(p)) => passthrough(&cache, &method, p.0, &p.1),
-        Ok(Opened::Unsized) => match cache.upstream().get_raw(&url, rule, range_header).await {
+        Ok(Opened::Unsized) => match cache.relay(&url, rule, range_header).await {
             Ok(resp) if typed(resp.headers()) => {
-                playlist::answer(playlists, cache.upstream(), &url, rule, links, &method).await
+                playlist::answer(playlists, &url, rule, links, &method).await
             }
-            Ok(resp) => match Head::parse(resp.status(), resp.headers()) {
+            Ok(resp) => match resp.head() {
                 Ok(head) => passthrough(&cache, &method, resp, &head),
                 Err(e) => error(&e),
             },
@@ -420,7 +420,7 @@ fn reply(
 /// Relays an origin response that spool cannot cache (no size known),
 /// held to the limits of any stream: a `--max-streams` permit, the
 /// upstream timeout for each piece, `--write-timeout` for each send.
-fn passthrough(cache: &Cache, method: &Method, resp: reqwest::Response, head: &Head) -> Response {
+fn passthrough(cache: &Cache, method: &Method, resp: upstream::Answer, head: &Head) -> Response {
     let mut h = HeaderMap::new();
     for name in [
         header::CONTENT_TYPE,
@@ -441,12 +441,12 @@ fn passthrough(cache: &Cache, method: &Method, resp: reqwest::Response, head: &H
         return too_many_streams();
     };
     let (tx, rx) = mpsc::channel(2);
-    let (upstream, write_timeout) = (cache.upstream().clone(), cache.write_timeout());
+    let write_timeout = cache.write_timeout();
     cache.tasks().spawn(async move {
         let _permit = permit;
         let mut resp = resp;
         loop {
-            let piece = match upstream.next_piece(&mut resp).await {
+            let piece = match resp.next_piece().await {
                 Ok(Some(b)) => Ok(b),
                 Ok(None) => return,
                 Err(e) => Err(CacheError::from(e)),

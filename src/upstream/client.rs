@@ -10,6 +10,7 @@ use reqwest::dns::{Addrs, Name, Resolve, Resolving};
 use url::Url;
 
 use super::allow::AllowList;
+use super::answer::Answer;
 use super::error::{DeniedError, UpstreamError};
 use super::rule::{Rules, UpstreamRule};
 use crate::metrics::Metrics;
@@ -206,7 +207,7 @@ impl Upstream {
         url: &Url,
         rule: &UpstreamRule,
         range: Option<(u64, Option<u64>)>,
-    ) -> Result<reqwest::Response, UpstreamError> {
+    ) -> Result<Answer, UpstreamError> {
         let range = range.map(|(start, end)| {
             let end = end.map(|e| e.to_string()).unwrap_or_default();
             format!("bytes={start}-{end}")
@@ -223,7 +224,7 @@ impl Upstream {
         url: &Url,
         rule: &UpstreamRule,
         range: Option<&str>,
-    ) -> Result<reqwest::Response, UpstreamError> {
+    ) -> Result<Answer, UpstreamError> {
         self.get_following(url, rule, range)
             .await
             .map(|(resp, _)| resp)
@@ -237,7 +238,7 @@ impl Upstream {
         url: &Url,
         rule: &UpstreamRule,
         range: Option<&str>,
-    ) -> Result<(reqwest::Response, Url), UpstreamError> {
+    ) -> Result<(Answer, Url), UpstreamError> {
         let first = url.clone();
         let mut url = url.clone();
         // Credentials only while the chain has not left its first origin.
@@ -266,7 +267,8 @@ impl Upstream {
                 .await?;
             let status = resp.status();
             if !status.is_redirection() || status == StatusCode::NOT_MODIFIED {
-                return answer(resp).map(|r| (r, url));
+                let resp = answer(resp)?;
+                return Ok((Answer::new(resp, self.timeout, self.metrics.clone()), url));
             }
             let location = resp
                 .headers()
@@ -311,21 +313,6 @@ impl Upstream {
             .await
             .map_err(|_| UpstreamError::Timeout)?
             .map_err(UpstreamError::from_reqwest)
-    }
-
-    /// Reads the next piece of a body, bounded by the upstream timeout.
-    pub async fn next_piece(
-        &self,
-        resp: &mut reqwest::Response,
-    ) -> Result<Option<bytes::Bytes>, UpstreamError> {
-        let piece = tokio::time::timeout(self.timeout, resp.chunk())
-            .await
-            .map_err(|_| UpstreamError::Timeout)?
-            .map_err(UpstreamError::from_reqwest)?;
-        if let Some(p) = &piece {
-            self.metrics.upstream_bytes.inc_by(p.len() as u64);
-        }
-        Ok(piece)
     }
 }
 

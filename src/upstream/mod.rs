@@ -2,12 +2,14 @@
 //! says, and a reader that resumes broken transfers.
 
 pub mod allow;
+mod answer;
 mod client;
 mod error;
 mod head;
 pub(crate) mod resume;
 mod rule;
 
+pub(crate) use answer::Answer;
 pub(crate) use client::{parse_url, redact, Settings, Upstream};
 pub(crate) use error::UpstreamError;
 pub(crate) use head::{Head, Version};

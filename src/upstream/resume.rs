@@ -9,6 +9,7 @@ use bytes::Bytes;
 use tracing::{debug, warn};
 use url::Url;
 
+use super::answer::Answer;
 use super::client::{redact, Upstream};
 use super::error::UpstreamError;
 use super::head::{Head, Version};
@@ -26,7 +27,7 @@ pub(crate) struct ResumingBody {
     pos: u64,
     /// Last byte to deliver (inclusive).
     end: u64,
-    resp: Option<reqwest::Response>,
+    resp: Option<Answer>,
     /// Bytes of the response before `pos` still to drop (an origin that
     /// ignored Range sends the whole media).
     skip: u64,
@@ -63,7 +64,7 @@ impl ResumingBody {
 
     /// Starts from a response already in hand (the cold probe's); one that
     /// does not fit is dropped and the range asked for again.
-    pub fn with_response(mut self, resp: reqwest::Response, head: &Head) -> ResumingBody {
+    pub fn with_response(mut self, resp: Answer, head: &Head) -> ResumingBody {
         match self
             .version
             .check(head, self.pos)
@@ -106,7 +107,7 @@ impl ResumingBody {
         if self.resp.is_none() && self.pos <= self.end {
             let range = Some((self.pos, Some(self.end)));
             let resp = self.upstream.get(&self.url, &self.rule, range).await?;
-            let head = Head::parse(resp.status(), resp.headers())?;
+            let head = resp.head()?;
             self.skip = self.version.check(&head, self.pos)?;
             self.upstream.may_skip(self.skip)?;
             self.resp = Some(resp);
@@ -155,7 +156,7 @@ impl ResumingBody {
         loop {
             self.open().await?;
             let resp = self.resp.as_mut().expect("opened");
-            let Some(mut piece) = self.upstream.next_piece(resp).await? else {
+            let Some(mut piece) = resp.next_piece().await? else {
                 return Err(UpstreamError::Protocol("body ended early".into()));
             };
             if self.skip > 0 {

@@ -1,17 +1,40 @@
-//! The playlists kept in memory: one fetch per URL at a time, kept while
-//! fresh, evicted oldest first past a budget that counts everything a
-//! kept playlist holds (its key, final URL, type and body, and a fixed
-//! cost for the bookkeeping, so 2000 empty playlists cost as much as
-//! they weigh), failures kept briefly so that the players waiting for a
-//! failed fetch share its error instead of each asking again.
+//! Playlists and manifests kept in memory, below HTTP: fetched whole
+//! (bounded) through the upstream client, kept while they are valid, one
+//! fetch per URL at a time, evicted oldest first past a budget. HTTP
+//! rewrites what it gets from here (`http/playlist.rs`).
+//!
+//! - **Kept**: VOD playlists (`#EXT-X-ENDLIST`, `PLAYLIST-TYPE:VOD`),
+//!   master playlists and static manifests for an hour, so a warm replay
+//!   costs the origin nothing; live ones for half their target duration
+//!   (dynamic manifests: half their `minimumUpdatePeriod`, at most 2 s), so
+//!   none is ever served staler than its target duration. Players asking
+//!   while a fetch runs wait for it and share it; a failed fetch answers
+//!   for its URL for a second, so they share its error too.
+//! - **Bounded**: a playlist larger than 4 MiB is an error with the
+//!   reason, and so is one whose fetch takes longer than
+//!   `--upstream-timeout` in all (a byte every few seconds does not hold
+//!   it open). At most 64 MiB of playlists are kept, counting everything
+//!   one holds (its key, final URL, type and body, and a fixed cost for
+//!   the bookkeeping, so 2000 empty playlists cost as much as they weigh).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use http::{header, StatusCode};
+use tracing::debug;
 use url::Url;
 
-use crate::upstream::UpstreamError;
+use crate::manifest::Kind;
+use crate::upstream::{redact, Upstream, UpstreamError, UpstreamRule};
+
+/// Largest playlist read from an origin.
+pub(crate) const MAX_PLAYLIST: usize = 4 * 1024 * 1024;
+/// Most bytes of playlists kept in memory (bodies, keys, URLs and
+/// bookkeeping).
+const MEMORY: usize = 64 * 1024 * 1024;
+/// How long a playlist that never changes is kept.
+const KEEP_VOD: Duration = Duration::from_secs(3600);
 
 /// Bookkeeping of one kept playlist beyond the bytes it holds.
 const ENTRY_OVERHEAD: usize = 512;
@@ -21,17 +44,8 @@ const KEEP_FAILURE: Duration = Duration::from_secs(1);
 /// swept out, at most.
 const SWEEP_EVERY: Duration = Duration::from_secs(1);
 
-/// What a fetched body is.
-#[derive(Debug, Clone, Copy)]
-pub(crate) enum Kind {
-    Hls(super::hls::HlsInfo),
-    Dash(super::dash::DashInfo),
-    /// Named like a playlist, but not one: served as it came.
-    Other,
-}
-
 /// A playlist as the origin sent it.
-pub(crate) struct Entry {
+pub(crate) struct Playlist {
     pub body: bytes::Bytes,
     /// The URL that answered, after redirects: what its URIs resolve
     /// against.
@@ -42,17 +56,14 @@ pub(crate) struct Entry {
     pub keep_for: Duration,
 }
 
-impl Entry {
+impl Playlist {
     fn fresh(&self) -> bool {
         self.fetched.elapsed() < self.keep_for
     }
 
+    /// Whether it can change while it is played.
     pub fn live(&self) -> bool {
-        match self.kind {
-            Kind::Hls(i) => i.live(),
-            Kind::Dash(i) => i.dynamic,
-            Kind::Other => true,
-        }
+        self.kind.live()
     }
 
     /// What keeping it costs, with its key.
@@ -67,7 +78,7 @@ impl Entry {
 
 /// What a slot holds besides its fetch lock.
 enum Kept {
-    Playlist(Arc<Entry>),
+    Playlist(Arc<Playlist>),
     Failed(Instant, UpstreamError),
 }
 
@@ -92,7 +103,7 @@ impl Kept {
     }
 
     /// The answer it still gives: a fresh playlist, a recent failure.
-    fn answer(&self) -> Option<Result<Arc<Entry>, UpstreamError>> {
+    fn answer(&self) -> Option<Result<Arc<Playlist>, UpstreamError>> {
         match self {
             Kept::Playlist(e) if e.fresh() => Some(Ok(e.clone())),
             Kept::Failed(at, e) if at.elapsed() < KEEP_FAILURE => Some(Err(e.clone())),
@@ -118,14 +129,118 @@ struct Inner {
     swept: Instant,
 }
 
-/// The playlists kept in memory. Cheap to clone.
+/// The playlists kept in memory, and the client that fetches them.
+/// Cheap to clone.
 #[derive(Clone)]
-pub(crate) struct Store {
+pub(crate) struct Playlists {
+    upstream: Upstream,
+    store: Store,
+}
+
+impl Playlists {
+    pub fn new(upstream: Upstream) -> Playlists {
+        Playlists {
+            upstream,
+            store: Store::new(MEMORY),
+        }
+    }
+
+    /// The playlist at `url`, fetched under `rule`: kept, or fetched
+    /// (once for all who ask), within `--upstream-timeout` in all. One
+    /// kept from another request's fetch is used only if its redirects
+    /// landed where `rule` allows.
+    pub async fn get(
+        &self,
+        url: &Url,
+        rule: &UpstreamRule,
+    ) -> Result<Arc<Playlist>, UpstreamError> {
+        let upstream = &self.upstream;
+        let deadline = upstream.timeout();
+        let playlist = self
+            .store
+            .get(url.as_str(), || async {
+                tokio::time::timeout(deadline, fetch(upstream, url, rule))
+                    .await
+                    .map_err(|_| UpstreamError::Timeout)?
+            })
+            .await?;
+        upstream.check_landing(rule, url, &playlist.url)?;
+        Ok(playlist)
+    }
+}
+
+/// Fetches a playlist whole, at most [`MAX_PLAYLIST`] bytes.
+async fn fetch(
+    upstream: &Upstream,
+    url: &Url,
+    rule: &UpstreamRule,
+) -> Result<Playlist, UpstreamError> {
+    let too_large = || {
+        UpstreamError::Protocol(format!(
+            "playlist larger than {} MiB",
+            MAX_PLAYLIST / 1024 / 1024
+        ))
+    };
+    let (mut answer, final_url) = upstream.get_following(url, rule, None).await?;
+    if answer.status() != StatusCode::OK {
+        return Err(UpstreamError::Protocol(format!(
+            "playlist answered {}",
+            answer.status()
+        )));
+    }
+    if answer
+        .content_length()
+        .is_some_and(|n| n > MAX_PLAYLIST as u64)
+    {
+        return Err(too_large());
+    }
+    let content_type = answer
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let mut body = Vec::new();
+    while let Some(piece) = answer.next_piece().await? {
+        if body.len() + piece.len() > MAX_PLAYLIST {
+            return Err(too_large());
+        }
+        body.extend_from_slice(&piece);
+    }
+    let kind = Kind::of(&body);
+    debug!(url = %redact(url), bytes = body.len(), ?kind, "playlist fetched");
+    Ok(Playlist {
+        body: body.into(),
+        url: final_url,
+        content_type,
+        kind,
+        fetched: Instant::now(),
+        keep_for: keep_for(kind),
+    })
+}
+
+/// How long a playlist of `kind` answers for its URL.
+fn keep_for(kind: Kind) -> Duration {
+    match kind {
+        Kind::Hls(i) if !i.live() => KEEP_VOD,
+        Kind::Hls(i) => {
+            Duration::from_secs_f64((i.target_duration.unwrap_or(2.0) / 2.0).clamp(0.5, 30.0))
+        }
+        Kind::Dash(i) if !i.dynamic => KEEP_VOD,
+        Kind::Dash(i) => {
+            Duration::from_secs_f64((i.minimum_update_period.unwrap_or(2.0) / 2.0).clamp(0.5, 2.0))
+        }
+        Kind::Other => Duration::ZERO,
+    }
+}
+
+/// The kept playlists and failures, by URL.
+#[derive(Clone)]
+struct Store {
     inner: Arc<Mutex<Inner>>,
 }
 
 impl Store {
-    pub fn new(budget: usize) -> Store {
+    fn new(budget: usize) -> Store {
         Store {
             inner: Arc::new(Mutex::new(Inner {
                 slots: HashMap::new(),
@@ -138,10 +253,10 @@ impl Store {
 
     /// The playlist at `key`: kept, or fetched by `fetch` (once for all
     /// who ask at the same time).
-    pub async fn get<F, Fut>(&self, key: &str, fetch: F) -> Result<Arc<Entry>, UpstreamError>
+    async fn get<F, Fut>(&self, key: &str, fetch: F) -> Result<Arc<Playlist>, UpstreamError>
     where
         F: FnOnce() -> Fut,
-        Fut: std::future::Future<Output = Result<Entry, UpstreamError>>,
+        Fut: std::future::Future<Output = Result<Playlist, UpstreamError>>,
     {
         let lock = {
             let mut s = self.inner.lock().unwrap();
@@ -198,7 +313,7 @@ impl Store {
         }
     }
 
-    fn kept(&self, key: &str) -> Option<Result<Arc<Entry>, UpstreamError>> {
+    fn kept(&self, key: &str) -> Option<Result<Arc<Playlist>, UpstreamError>> {
         let s = self.inner.lock().unwrap();
         s.slots.get(key)?.kept.as_ref()?.answer()
     }
@@ -270,8 +385,8 @@ impl Drop for Tidy<'_> {
 mod tests {
     use super::*;
 
-    fn entry(body: &str, keep_for: Duration) -> Entry {
-        Entry {
+    fn entry(body: &str, keep_for: Duration) -> Playlist {
+        Playlist {
             body: bytes::Bytes::from(body.to_owned()),
             url: Url::parse("http://h/a.m3u8").unwrap(),
             content_type: None,
