@@ -21,7 +21,7 @@ use crate::disk::{Breaker, CacheLock, Disk, LockError, Thresholds, WriteClass};
 use crate::http::{self, Readiness};
 use crate::metrics::Metrics;
 use crate::rules;
-use crate::store::index::{self, IndexError};
+use crate::store::IndexError;
 use crate::store::{recover, ChunkFiles, Evictor, Index};
 use crate::upstream::{self, Upstream};
 
@@ -429,7 +429,7 @@ fn open_index(dir: &std::path::Path) -> Result<(Index, bool), (WriteClass, Strin
     std::fs::create_dir_all(dir).map_err(|e| (WriteClass::classify(&e), e.to_string()))?;
     recover::open_index(dir)
         .map(|(index, recreated)| (index, recreated.is_some()))
-        .map_err(|e: IndexError| (index::write_class(&e), e.to_string()))
+        .map_err(|e: IndexError| (e.write_class(), e.to_string()))
 }
 
 /// TCP_NODELAY on the listening socket, which Linux passes on to every

@@ -146,7 +146,10 @@ fn named_paths(code: &str) -> (Vec<(String, bool)>, Vec<String>) {
                 .chars()
                 .take_while(|c| c.is_alphanumeric() || *c == '_' || *c == ':')
                 .collect();
-            if ok_before {
+            // `a::{b, c}` is the head of a use tree, which the `use`
+            // items above expand; it names no module of its own.
+            let tree_head = code[at + path.len()..].starts_with('{');
+            if ok_before && !tree_head {
                 inline.push(path.trim_end_matches(':').to_owned());
             }
             from = at + start.len();

@@ -6,8 +6,8 @@ use serde::Serialize;
 
 use super::handle::Cache;
 use super::media::{Media, Slot};
-use crate::store::index::IndexError;
 use crate::store::summary::{self, MediaSummary};
+use crate::store::IndexError;
 use crate::store::MediaId;
 use crate::upstream::redact;
 
@@ -227,8 +227,7 @@ impl Cache {
         };
         // No open of the URL half-way through while its rows go.
         let catalog = &self.inner.catalog;
-        let gate = catalog.gate(&s.url);
-        let guard = gate.clone().lock_owned().await;
+        let opening = catalog.opening.enter(&s.url).await;
         // As eviction does: while rows and files go, each cached slot
         // holds a placeholder, so no player reads a file being removed
         // or fetches the chunk into the same file name meanwhile.
@@ -247,8 +246,7 @@ impl Cache {
             self.inner.files.remove_media(id).await;
         }
         drop(retired);
-        drop(guard);
-        catalog.close_gate(&s.url, &gate);
+        drop(opening);
         removed?;
         tracing::info!(url = %redacted(&s.url), media = id.0, bytes = s.cached_bytes, "media cache deleted by an admin");
         Ok(Some(Deleted {

@@ -18,8 +18,8 @@ use super::inflight::InFlight;
 use super::media::{Media, Slot};
 use super::playhead::Playhead;
 use super::run;
-use crate::store::index::ChunkRow;
 use crate::store::read::{read_at, read_cached};
+use crate::store::ChunkRow;
 use crate::upstream::{UpstreamError, PROGRESS};
 
 /// Largest piece read from a chunk file at once: bounds memory per player.

@@ -5,6 +5,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use super::gates::Gates;
 use super::media::{Media, Slot};
 use super::readahead::Policy;
 use crate::store::{MediaId, Pin, Pins};
@@ -13,13 +14,13 @@ use crate::store::{MediaId, Pin, Pins};
 #[derive(Clone)]
 pub(crate) struct Catalog {
     inner: Arc<Inner>,
+    /// One opener per URL at a time, so concurrent cold players share one
+    /// origin request.
+    pub opening: Gates,
 }
 
 struct Inner {
     media: Mutex<HashMap<String, Arc<Media>>>,
-    /// One opener per URL at a time, so concurrent cold players share one
-    /// origin request.
-    opening: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     /// The read-ahead policy: eviction keeps what open streams' windows
     /// hold.
     policy: Policy,
@@ -30,9 +31,9 @@ impl Catalog {
         Catalog {
             inner: Arc::new(Inner {
                 media: Mutex::default(),
-                opening: Mutex::default(),
                 policy,
             }),
+            opening: Gates::default(),
         }
     }
 
@@ -96,39 +97,10 @@ impl Catalog {
         }
     }
 
-    /// The gate that serialises opens of one URL.
-    pub fn gate(&self, url: &str) -> Arc<tokio::sync::Mutex<()>> {
-        self.inner
-            .opening
-            .lock()
-            .unwrap()
-            .entry(url.to_owned())
-            .or_default()
-            .clone()
-    }
-
-    /// Drops a URL's gate once nobody else waits on it (the map and the
-    /// caller hold the only references).
-    pub fn close_gate(&self, url: &str, gate: &Arc<tokio::sync::Mutex<()>>) {
-        let mut opening = self.inner.opening.lock().unwrap();
-        if opening
-            .get(url)
-            .is_some_and(|g| Arc::ptr_eq(g, gate) && Arc::strong_count(gate) <= 2)
-        {
-            opening.remove(url);
-        }
-    }
-
     /// Forgets media nobody used for `idle` (their rows and files stay; the
     /// next player loads them from the index again), so memory does not
     /// grow with every URL ever played.
     pub fn sweep(&self, idle: Duration) -> usize {
-        // Gates left behind by an open whose player hung up mid-way.
-        self.inner
-            .opening
-            .lock()
-            .unwrap()
-            .retain(|_, g| Arc::strong_count(g) > 1);
         let mut map = self.inner.media.lock().unwrap();
         let before = map.len();
         map.retain(|_, m| !m.is_gone() && !m.is_idle(idle));

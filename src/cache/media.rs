@@ -15,8 +15,8 @@ use super::pace::Pace;
 use super::playhead::{Playhead, Playheads};
 use super::readahead::{Head, Policy, Window};
 use super::watch::Watchers;
-use crate::store::index::{unix_now, ChunkRow, MediaRow};
 use crate::store::MediaId;
+use crate::store::{unix_now, ChunkRow, MediaRow};
 use crate::upstream::{UpstreamRule, Version};
 
 /// Where the bytes of one chunk are.

@@ -6,39 +6,33 @@
 //! this cache (least recently used first, when over `--memory-cache`)
 //! releases the slot, and the next player fetches it again.
 
-use std::collections::HashMap;
 use std::sync::{Arc, Mutex, Weak};
 
 use super::inflight::InFlight;
+use super::lru::Lru;
 use super::media::{Instance, Media};
 
 struct Entry {
     media: Weak<Media>,
     chunk: Arc<InFlight>,
-    last_use: u64,
 }
 
-#[derive(Default)]
-struct State {
-    /// Keyed by media instance (a media the index could not record has no
-    /// id) and chunk index.
-    entries: HashMap<(Instance, u64), Entry>,
-    bytes: u64,
-    tick: u64,
-}
+/// Keyed by media instance (a media the index could not record has no
+/// id) and chunk index.
+type Key = (Instance, u64);
 
 /// Cheap to clone.
 #[derive(Clone)]
 pub(crate) struct MemCache {
     limit: u64,
-    state: Arc<Mutex<State>>,
+    entries: Arc<Mutex<Lru<Key, Entry>>>,
 }
 
 impl MemCache {
     pub fn new(limit: u64) -> MemCache {
         MemCache {
             limit,
-            state: Arc::default(),
+            entries: Arc::new(Mutex::new(Lru::new(limit))),
         }
     }
 
@@ -49,39 +43,17 @@ impl MemCache {
         if len > self.limit {
             return false;
         }
-        let mut evicted = Vec::new();
-        {
-            let mut st = self.state.lock().unwrap();
-            st.tick += 1;
-            let tick = st.tick;
-            let old = st.entries.insert(
-                (media.instance(), index),
-                Entry {
-                    media: Arc::downgrade(media),
-                    chunk,
-                    last_use: tick,
-                },
-            );
-            st.bytes += len;
-            if let Some(old) = old {
-                st.bytes -= old.chunk.len();
-            }
-            while st.bytes > self.limit {
-                let Some(key) = st
-                    .entries
-                    .iter()
-                    .min_by_key(|(_, e)| e.last_use)
-                    .map(|(k, _)| *k)
-                else {
-                    break;
-                };
-                let e = st.entries.remove(&key).expect("present");
-                st.bytes -= e.chunk.len();
-                evicted.push((key.1, e));
-            }
-        }
+        let entry = Entry {
+            media: Arc::downgrade(media),
+            chunk,
+        };
+        let (_, evicted) =
+            self.entries
+                .lock()
+                .unwrap()
+                .insert((media.instance(), index), entry, len);
         // Slots are released outside this cache's lock.
-        for (index, e) in evicted {
+        for ((_, index), e) in evicted {
             if let Some(m) = e.media.upgrade() {
                 m.release(index, &e.chunk);
             }
@@ -91,50 +63,32 @@ impl MemCache {
 
     /// Marks a chunk as just used.
     pub fn touch(&self, media: &Arc<Media>, index: u64) {
-        let mut st = self.state.lock().unwrap();
-        st.tick += 1;
-        let tick = st.tick;
-        if let Some(e) = st.entries.get_mut(&(media.instance(), index)) {
-            e.last_use = tick;
-        }
+        self.entries.lock().unwrap().get(&(media.instance(), index));
     }
 
     /// Takes a chunk out (its slot stays pending), e.g. to write it now
     /// that caching works again.
     pub fn take(&self, media: &Arc<Media>, index: u64) -> Option<Arc<InFlight>> {
-        let mut st = self.state.lock().unwrap();
-        let e = st.entries.remove(&(media.instance(), index))?;
-        st.bytes -= e.chunk.len();
-        Some(e.chunk)
+        let mut entries = self.entries.lock().unwrap();
+        entries.remove(&(media.instance(), index)).map(|e| e.chunk)
     }
 
     /// Takes out every chunk that could be written now: of a media still
     /// in use, recorded in the index and not dropped.
     pub fn drain_writable(&self) -> Vec<(Arc<Media>, u64, Arc<InFlight>)> {
-        let mut st = self.state.lock().unwrap();
-        let keys: Vec<_> = st
-            .entries
-            .iter()
-            .filter(|(_, e)| {
-                e.media
-                    .upgrade()
-                    .is_some_and(|m| m.id().is_some() && !m.is_gone())
-            })
-            .map(|(k, _)| *k)
-            .collect();
-        let mut out = Vec::with_capacity(keys.len());
-        for key in keys {
-            let e = st.entries.remove(&key).expect("present");
-            st.bytes -= e.chunk.len();
-            if let Some(m) = e.media.upgrade() {
-                out.push((m, key.1, e.chunk));
-            }
-        }
-        out
+        let taken = self.entries.lock().unwrap().remove_where(|_, e| {
+            e.media
+                .upgrade()
+                .is_some_and(|m| m.id().is_some() && !m.is_gone())
+        });
+        taken
+            .into_iter()
+            .filter_map(|((_, index), e)| Some((e.media.upgrade()?, index, e.chunk)))
+            .collect()
     }
 
     pub fn bytes(&self) -> u64 {
-        self.state.lock().unwrap().bytes
+        self.entries.lock().unwrap().cost()
     }
 }
 
@@ -142,7 +96,7 @@ impl MemCache {
 mod tests {
     use super::*;
     use crate::cache::media::Slot;
-    use crate::store::index::MediaRow;
+    use crate::store::MediaRow;
 
     #[test]
     fn least_recently_used_goes_first() {

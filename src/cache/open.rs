@@ -14,7 +14,7 @@ use url::Url;
 use super::handle::Cache;
 use super::media::Media;
 use crate::store::error::WriteStage;
-use crate::store::index::{unix_now, IndexError, MediaRow};
+use crate::store::{unix_now, IndexError, MediaRow};
 use crate::upstream::{redact, Answer, Head, UpstreamError, UpstreamRule};
 
 /// What opening a URL gives.
@@ -47,12 +47,8 @@ impl Cache {
                 return Ok(Opened::Media(m));
             }
         }
-        let gate = catalog.gate(key);
-        let guard = gate.clone().lock_owned().await;
-        let opened = self.open_locked(url, rule, start).await;
-        drop(guard);
-        catalog.close_gate(key, &gate);
-        opened
+        let _opening = catalog.opening.enter(key).await;
+        self.open_locked(url, rule, start).await
     }
 
     /// The player's own request (its `Range` header value, or none)
@@ -270,7 +266,7 @@ impl Cache {
                 }
             }
             Err(e) => {
-                let class = crate::store::index::write_class(&e);
+                let class = e.write_class();
                 warn!(
                     class = class.as_str(),
                     url = %redact(url),

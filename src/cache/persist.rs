@@ -15,8 +15,8 @@ use super::memcache::MemCache;
 use crate::disk::{out_of_descriptors, Breaker, Disk, WriteClass};
 use crate::metrics::Metrics;
 use crate::store::error::{WriteError, WriteStage};
-use crate::store::index::{self, ChunkRow, IndexError};
 use crate::store::{ChunkFiles, Evictor, Index, MediaId};
+use crate::store::{ChunkRow, IndexError};
 use crate::upstream::redact;
 
 /// Writes complete chunks. Cheap to clone.
@@ -279,10 +279,10 @@ impl Writer {
         if let Err(e) = recorded {
             inner.files.remove_many(vec![(media_id, index)]).await;
             // A version replaced in the index meanwhile fails its foreign key.
-            if media.is_gone() || index::is_foreign_key(&e) {
+            if media.is_gone() || e.is_foreign_key() {
                 return Err(WriteFailure::Gone);
             }
-            let class = index::write_class(&e);
+            let class = e.write_class();
             self.write_failed(media, index, class, &e).await;
             return Err(WriteFailure::Class(class));
         }

@@ -17,7 +17,6 @@
 //!   one holds (its key, final URL, type and body, and a fixed cost for
 //!   the bookkeeping, so 2000 empty playlists cost as much as they weigh).
 
-use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -25,6 +24,8 @@ use http::{header, StatusCode};
 use tracing::debug;
 use url::Url;
 
+use super::gates::Gates;
+use super::lru::Lru;
 use crate::manifest::Kind;
 use crate::upstream::{redact, Upstream, UpstreamError, UpstreamRule};
 
@@ -76,20 +77,13 @@ impl Playlist {
     }
 }
 
-/// What a slot holds besides its fetch lock.
+/// What a URL answers with for a while.
 enum Kept {
     Playlist(Arc<Playlist>),
     Failed(Instant, UpstreamError),
 }
 
 impl Kept {
-    fn since(&self) -> Instant {
-        match self {
-            Kept::Playlist(e) => e.fetched,
-            Kept::Failed(at, _) => *at,
-        }
-    }
-
     fn cost(&self, key: &str) -> usize {
         match self {
             Kept::Playlist(e) => e.cost(key),
@@ -110,23 +104,6 @@ impl Kept {
             _ => None,
         }
     }
-}
-
-#[derive(Default)]
-struct UrlState {
-    /// One fetch at a time per URL.
-    fetching: Arc<tokio::sync::Mutex<()>>,
-    kept: Option<Kept>,
-}
-
-struct Inner {
-    slots: HashMap<String, UrlState>,
-    /// What the kept playlists and failures cost, in bytes.
-    bytes: usize,
-    /// The most they may cost.
-    budget: usize,
-    /// When stale ones were last swept out.
-    swept: Instant,
 }
 
 /// The playlists kept in memory, and the client that fetches them.
@@ -233,21 +210,28 @@ fn keep_for(kind: Kind) -> Duration {
     }
 }
 
-/// The kept playlists and failures, by URL.
+/// The kept playlists and failures, by URL, and the fetches under way.
 #[derive(Clone)]
 struct Store {
-    inner: Arc<Mutex<Inner>>,
+    kept: Arc<Mutex<KeptMap>>,
+    /// One fetch at a time per URL.
+    fetching: Gates,
+}
+
+/// The kept ones, and when what no longer answers was last swept out.
+struct KeptMap {
+    lru: Lru<String, Kept>,
+    swept: Instant,
 }
 
 impl Store {
     fn new(budget: usize) -> Store {
         Store {
-            inner: Arc::new(Mutex::new(Inner {
-                slots: HashMap::new(),
-                bytes: 0,
-                budget,
+            kept: Arc::new(Mutex::new(KeptMap {
+                lru: Lru::new(budget as u64),
                 swept: Instant::now(),
             })),
+            fetching: Gates::default(),
         }
     }
 
@@ -258,25 +242,12 @@ impl Store {
         F: FnOnce() -> Fut,
         Fut: std::future::Future<Output = Result<Playlist, UpstreamError>>,
     {
-        let lock = {
-            let mut s = self.inner.lock().unwrap();
-            let slot = s.slots.entry(key.to_owned()).or_default();
-            if let Some(answer) = slot.kept.as_ref().and_then(Kept::answer) {
-                return answer;
-            }
-            slot.fetching.clone()
-        };
-        // A request that goes away while it waits or fetches (a player
-        // hanging up) leaves no empty slot behind: slots without a kept
-        // playlist are not counted, so they must not stay.
-        let _tidy = Tidy {
-            store: self,
-            key,
-            lock: lock.clone(),
-        };
-        let _fetching = lock.lock().await;
-        // Whoever held the lock before may have fetched it meanwhile, or
-        // failed: both answer for it.
+        if let Some(answer) = self.kept(key) {
+            return answer;
+        }
+        let _fetching = self.fetching.enter(key).await;
+        // Whoever went before may have fetched it meanwhile, or failed:
+        // both answer for it.
         if let Some(answer) = self.kept(key) {
             return answer;
         }
@@ -284,13 +255,7 @@ impl Store {
             Ok(entry) => Kept::Playlist(Arc::new(entry)),
             // A refusal depends on who asked (the rule of their link):
             // it is not shared.
-            Err(e @ UpstreamError::Denied(_)) => {
-                let mut s = self.inner.lock().unwrap();
-                if s.slots.get(key).is_some_and(|sl| sl.kept.is_none()) {
-                    s.slots.remove(key);
-                }
-                return Err(e);
-            }
+            Err(e @ UpstreamError::Denied(_)) => return Err(e),
             Err(e) => Kept::Failed(Instant::now(), e),
         };
         let answer = match &kept {
@@ -301,83 +266,30 @@ impl Store {
         answer
     }
 
-    /// Removes `key`'s slot if it holds nothing and nobody else waits on
-    /// it (`holders`: the references to its lock held by the caller).
-    fn tidy(&self, key: &str, holders: usize) {
-        let mut s = self.inner.lock().unwrap();
-        if s.slots
-            .get(key)
-            .is_some_and(|sl| sl.kept.is_none() && Arc::strong_count(&sl.fetching) <= holders + 1)
-        {
-            s.slots.remove(key);
-        }
-    }
-
     fn kept(&self, key: &str) -> Option<Result<Arc<Playlist>, UpstreamError>> {
-        let s = self.inner.lock().unwrap();
-        s.slots.get(key)?.kept.as_ref()?.answer()
+        let mut k = self.kept.lock().unwrap();
+        k.lru.get(key)?.answer()
     }
 
     fn keep(&self, key: &str, kept: Kept) {
-        let mut guard = self.inner.lock().unwrap();
-        let s = &mut *guard;
-        let added = kept.cost(key);
-        let slot = s.slots.entry(key.to_owned()).or_default();
-        let old = slot.kept.replace(kept).map_or(0, |k| k.cost(key));
-        s.bytes = s.bytes + added - old;
+        let mut guard = self.kept.lock().unwrap();
+        let k = &mut *guard;
+        let cost = kept.cost(key) as u64;
+        // Past the budget, the least recently used go.
+        let _ = k.lru.insert(key.to_owned(), kept, cost);
         // What no longer answers only holds memory: a later request
-        // fetches anew either way. Swept at most once a second, and never
-        // a slot whose fetch is under way (its lock is held).
-        if s.swept.elapsed() >= SWEEP_EVERY {
-            s.swept = Instant::now();
-            let mut freed = 0;
-            s.slots.retain(|k, sl| {
-                let idle = Arc::strong_count(&sl.fetching) == 1;
-                match &sl.kept {
-                    Some(kept) if idle && !kept.live() => {
-                        freed += kept.cost(k);
-                        false
-                    }
-                    _ => true,
-                }
-            });
-            s.bytes -= freed;
-        }
-        while s.bytes > s.budget {
-            let oldest = s
-                .slots
-                .iter()
-                .filter_map(|(k, sl)| sl.kept.as_ref().map(|e| (e.since(), k.clone())))
-                .min();
-            let Some((_, k)) = oldest else { break };
-            // The slot goes too, so the map does not grow with every URL
-            // ever asked for.
-            if let Some(kept) = s.slots.remove(&k).and_then(|sl| sl.kept) {
-                s.bytes -= kept.cost(&k);
-            }
+        // fetches anew either way. Swept at most once a second.
+        if k.swept.elapsed() >= SWEEP_EVERY {
+            k.swept = Instant::now();
+            k.lru.remove_where(|_, kept| !kept.live());
         }
     }
 
     /// What is kept: playlists and failures, and what they cost.
     #[cfg(test)]
     fn held(&self) -> (usize, usize) {
-        let s = self.inner.lock().unwrap();
-        (s.slots.len(), s.bytes)
-    }
-}
-
-/// Tidies a request's slot when the request ends, however it ends.
-struct Tidy<'a> {
-    store: &'a Store,
-    key: &'a str,
-    lock: Arc<tokio::sync::Mutex<()>>,
-}
-
-impl Drop for Tidy<'_> {
-    fn drop(&mut self) {
-        // This guard's reference, and the caller's own clone of the lock.
-        let _ = &self.lock;
-        self.store.tidy(self.key, 2);
+        let k = self.kept.lock().unwrap();
+        (k.lru.len(), k.lru.cost() as usize)
     }
 }
 
@@ -427,7 +339,8 @@ mod tests {
             .await
             .unwrap();
         assert!(store.held().0 >= 100);
-        std::thread::sleep(SWEEP_EVERY);
+        // As if a sweep's interval had passed.
+        store.kept.lock().unwrap().swept -= SWEEP_EVERY;
         store
             .get("next", || async {
                 Ok(entry("y", Duration::from_secs(3600)))
@@ -454,6 +367,7 @@ mod tests {
             assert!(got.is_err());
         }
         assert_eq!(store.held(), (0, 0));
+        assert_eq!(store.fetching.len(), 0);
     }
 
     #[tokio::test]

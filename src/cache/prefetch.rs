@@ -366,7 +366,7 @@ fn spans(media: &Media, have: impl Fn(&Slot) -> bool) -> Vec<Span> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::index::{ChunkRow, MediaRow};
+    use crate::store::{ChunkRow, MediaRow};
 
     fn media(size: u64, chunk: u64, cached: &[u64]) -> Media {
         let row = MediaRow::for_test(1, "http://x/u", size, chunk);

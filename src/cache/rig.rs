@@ -9,7 +9,7 @@ use super::memcache::MemCache;
 use super::persist::{Parts, Writer};
 use crate::disk::{Breaker, Disk, Thresholds};
 use crate::metrics::Metrics;
-use crate::store::index::MediaRow;
+use crate::store::MediaRow;
 use crate::store::{ChunkFiles, Evictor, Index};
 
 pub struct Rig {

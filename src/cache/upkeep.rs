@@ -141,7 +141,7 @@ impl Upkeep {
     async fn forget_media(&self) {
         let u = &self.inner;
         let age = i64::try_from(u.forget_media_after.as_secs()).unwrap_or(i64::MAX);
-        let before = crate::store::index::unix_now().saturating_sub(age);
+        let before = crate::store::unix_now().saturating_sub(age);
         match u.index.forget_media(before, u.catalog.open_ids()).await {
             Ok(0) => {}
             Ok(n) => tracing::debug!(media = n, "forgot media with nothing cached"),

@@ -43,7 +43,7 @@ pub async fn ls(remote: &Remote, cache_dir: &Path) -> anyhow::Result<()> {
             list.into_iter().map(Row::from).collect()
         }
     };
-    print!("{}", table(&rows, crate::store::index::unix_now()));
+    print!("{}", table(&rows, crate::store::unix_now()));
     Ok(())
 }
 

@@ -14,8 +14,8 @@ use std::sync::Arc;
 use bytes::Bytes;
 
 use super::error::{WriteError, WriteStage};
-use super::index::MediaId;
 use super::read::BufPool;
+use super::MediaId;
 use crate::disk::beneath::{self, Beneath};
 use crate::disk::WriteClass;
 

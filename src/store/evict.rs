@@ -6,7 +6,7 @@ use std::sync::Arc;
 use tracing::{info, warn};
 
 use super::chunks::ChunkFiles;
-use super::index::{Index, MediaId};
+use super::{Index, MediaId};
 use crate::disk::Disk;
 use crate::metrics::Metrics;
 

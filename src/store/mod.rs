@@ -6,11 +6,16 @@ pub(crate) mod evict;
 #[cfg(any(test, feature = "testing"))]
 pub mod faults;
 pub(crate) mod index;
+mod queries;
 pub(crate) mod read;
 pub mod recover;
+pub(crate) mod rows;
+mod schema;
 pub mod summary;
 pub(crate) mod walk;
 
 pub(crate) use chunks::ChunkFiles;
+pub(crate) use error::IndexError;
 pub(crate) use evict::{Evictor, Pin, Pins};
-pub(crate) use index::{Index, MediaId};
+pub(crate) use index::{unix_now, Index};
+pub(crate) use rows::{ChunkRow, MediaId, MediaRow};

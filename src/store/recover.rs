@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use tracing::{error, warn};
 
 use super::chunks::ChunkFiles;
-use super::index::{unix_now, Index, IndexError, MediaId};
+use super::{unix_now, Index, IndexError, MediaId};
 use crate::disk::beneath::{self, Beneath, Kind};
 
 /// Opens the index; one that cannot be opened (garbage, truncated, a schema

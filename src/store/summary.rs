@@ -7,7 +7,7 @@ use std::path::Path;
 
 use rusqlite::{Connection, OpenFlags, OptionalExtension};
 
-use super::index::MediaId;
+use super::MediaId;
 
 /// How much of one media version is cached.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -83,7 +83,7 @@ pub fn open_read_only(path: &Path) -> rusqlite::Result<Connection> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::index::{ChunkRow, Index, MediaRow};
+    use crate::store::{ChunkRow, Index, MediaRow};
 
     #[tokio::test]
     async fn summaries_from_the_server_and_read_only() {

@@ -9,8 +9,8 @@ use std::collections::HashMap;
 use std::time::SystemTime;
 
 use super::chunks::{check_reader, ChunkFiles};
-use super::index::{ChunkRow, Index, IndexError, MediaId};
 use super::recover::{classify, repair, FileKind, Problem, Report, KEPT_PROBLEMS};
+use super::{ChunkRow, Index, IndexError, MediaId};
 use crate::disk::beneath::{self, Kind};
 
 #[derive(Debug, Clone, Copy, Default)]
@@ -326,7 +326,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (index, _) = open_index(dir.path()).unwrap();
         let files = ChunkFiles::new(dir.path(), false, 16);
-        let media = crate::store::index::MediaRow::for_test(0, "http://x/", 10, 10);
+        let media = crate::store::MediaRow::for_test(0, "http://x/", 10, 10);
         let (id, _) = index.replace_media(media).await.unwrap();
         let good = Bytes::from(vec![7u8; 10]);
         let crc = files.write(id, 0, std::slice::from_ref(&good)).unwrap();
@@ -363,7 +363,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (index, _) = open_index(dir.path()).unwrap();
         let files = ChunkFiles::new(dir.path(), false, 16);
-        let media = crate::store::index::MediaRow::for_test(0, "http://x/", 10, 10);
+        let media = crate::store::MediaRow::for_test(0, "http://x/", 10, 10);
         let (id, _) = index.replace_media(media).await.unwrap();
         let good = Bytes::from(vec![7u8; 10]);
         files.write(id, 0, std::slice::from_ref(&good)).unwrap();
@@ -398,12 +398,7 @@ mod tests {
         let files = ChunkFiles::new(dir.path(), false, 16);
         let store = &files;
         let (id, _) = index
-            .replace_media(crate::store::index::MediaRow::for_test(
-                0,
-                "http://x/",
-                40,
-                10,
-            ))
+            .replace_media(crate::store::MediaRow::for_test(0, "http://x/", 40, 10))
             .await
             .unwrap();
         for i in 0..4u64 {
