@@ -4,11 +4,11 @@
 
 use serde::Serialize;
 
-use super::handle::Cache;
+use super::catalog::Catalog;
 use super::media::{Media, Slot};
+use super::run::Runs;
 use crate::store::summary::{self, MediaSummary};
-use crate::store::IndexError;
-use crate::store::MediaId;
+use crate::store::{ChunkFiles, Index, IndexError, MediaId};
 use crate::upstream::redact;
 
 /// One media version as an admin sees it.
@@ -140,11 +140,20 @@ pub(crate) fn runs(total: u64, taken: &[(u64, ChunkState)]) -> Vec<(ChunkState, 
     out
 }
 
-impl Cache {
+/// What an admin sees of the cache and may do to it. Cheap to clone.
+#[derive(Clone)]
+pub(crate) struct Inventory {
+    pub(super) index: Index,
+    pub(super) catalog: Catalog,
+    pub(super) runs: Runs,
+    pub(super) files: ChunkFiles,
+}
+
+impl Inventory {
     /// Every media version the index knows, most recently read first.
     pub async fn media_list(&self) -> Result<Vec<MediaView>, IndexError> {
-        let rows = self.inner.index.call(|c| summary::list(c)).await?;
-        let catalog = &self.inner.catalog;
+        let rows = self.index.call(|c| summary::list(c)).await?;
+        let catalog = &self.catalog;
         Ok(rows
             .into_iter()
             .map(|s| {
@@ -158,10 +167,10 @@ impl Cache {
     /// For a media open in this process, from its slots (downloads
     /// included), else from the index.
     pub async fn chunk_map(&self, id: MediaId) -> Result<Option<ChunkMap>, IndexError> {
-        let Some(s) = self.inner.index.call(move |c| summary::one(c, id)).await? else {
+        let Some(s) = self.index.call(move |c| summary::one(c, id)).await? else {
             return Ok(None);
         };
-        let open = self.inner.catalog.by_id(id);
+        let open = self.catalog.by_id(id);
         let taken: Vec<(u64, ChunkState)> = match &open {
             Some(m) => m
                 .slots()
@@ -172,7 +181,6 @@ impl Cache {
                 })
                 .collect(),
             None => self
-                .inner
                 .index
                 .call(move |c| summary::chunk_indexes(c, id))
                 .await?
@@ -189,15 +197,15 @@ impl Cache {
 
     /// What the cache holds: media, chunks, bytes (from the index).
     pub async fn totals(&self) -> Result<(u64, u64, u64), IndexError> {
-        self.inner.index.totals().await
+        self.index.totals().await
     }
 
     /// The players reading now, with their read-ahead windows.
     pub fn streams(&self) -> Vec<StreamView> {
         let mut out = Vec::new();
-        for m in self.inner.catalog.all() {
+        for m in self.catalog.all() {
             let last = m.chunk_count().saturating_sub(1);
-            let window = self.inner.runs.window(&m);
+            let window = self.runs.window(&m);
             for head in m.live_playheads() {
                 let at = head.at;
                 let end = window.end(&head).min(last);
@@ -221,12 +229,12 @@ impl Cache {
     /// kept: a late chunk write fails its foreign key). None when the
     /// index does not know the id.
     pub async fn delete_media(&self, id: MediaId) -> Result<Option<Deleted>, IndexError> {
-        let index = &self.inner.index;
+        let index = &self.index;
         let Some(s) = index.call(move |c| summary::one(c, id)).await? else {
             return Ok(None);
         };
         // No open of the URL half-way through while its rows go.
-        let catalog = &self.inner.catalog;
+        let catalog = &self.catalog;
         let opening = catalog.opening.enter(&s.url).await;
         // As eviction does: while rows and files go, each cached slot
         // holds a placeholder, so no player reads a file being removed
@@ -243,7 +251,7 @@ impl Cache {
         }
         let removed = index.remove_media(id).await;
         if removed.is_ok() {
-            self.inner.files.remove_media(id).await;
+            self.files.remove_media(id).await;
         }
         drop(retired);
         drop(opening);

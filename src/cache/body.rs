@@ -13,13 +13,15 @@ use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
 use super::error::CacheError;
-use super::handle::Cache;
 use super::inflight::InFlight;
 use super::media::{Media, Slot};
 use super::playhead::Playhead;
 use super::run;
+use super::run::Runs;
+use super::settings::Settings;
+use crate::metrics::Metrics;
 use crate::store::read::{read_at, read_cached};
-use crate::store::ChunkRow;
+use crate::store::{ChunkFiles, ChunkRow, Index};
 use crate::upstream::{UpstreamError, PROGRESS};
 
 /// Largest piece read from a chunk file at once: bounds memory per player.
@@ -66,17 +68,23 @@ pub(crate) enum BodyPart {
     Range(Span),
 }
 
-impl Cache {
-    /// Sends `parts` of a media into `tx` (a task per response); cuts the
-    /// body when a range cannot be served.
-    pub async fn produce(self, media: Arc<Media>, parts: Vec<BodyPart>, tx: BodyTx) {
-        produce(self, media, parts, tx).await
-    }
+/// What response bodies are made with: the runs that fetch, the chunk
+/// files and the index they read, the settings and metrics. Cheap to
+/// clone.
+#[derive(Clone)]
+pub(super) struct Bodies {
+    pub settings: Settings,
+    pub runs: Runs,
+    pub index: Index,
+    pub files: ChunkFiles,
+    pub metrics: Arc<Metrics>,
 }
 
-async fn produce(cache: Cache, media: Arc<Media>, parts: Vec<BodyPart>, tx: BodyTx) {
+/// Sends `parts` of a media into `tx` (a task per response); cuts the
+/// body when a range cannot be served.
+pub(super) async fn produce(cache: Bodies, media: Arc<Media>, parts: Vec<BodyPart>, tx: BodyTx) {
     let began = std::time::Instant::now();
-    let metrics = cache.metrics();
+    let metrics = &cache.metrics;
     metrics.active_streams.inc();
     let ranges: Vec<Span> = parts
         .iter()
@@ -95,7 +103,7 @@ async fn produce(cache: Cache, media: Arc<Media>, parts: Vec<BodyPart>, tx: Body
         true => u64::MAX,
         false => ranges.iter().map(|r| r.end / cs).max().unwrap_or(first),
     };
-    let playhead = media.playhead(first, limit, cache.inner.settings.read_ahead_grace);
+    let playhead = media.playhead(first, limit, cache.settings.read_ahead_grace);
     let mut out = Sender {
         cache: &cache,
         media: &media,
@@ -138,13 +146,13 @@ async fn produce(cache: Cache, media: Arc<Media>, parts: Vec<BodyPart>, tx: Body
         // Bounded like every send: a player that takes nothing does not
         // hold the producer (its connection is closed for the same
         // silence).
-        let timeout = cache.inner.settings.write_timeout;
+        let timeout = cache.settings.write_timeout;
         let _ = tokio::time::timeout(timeout, tx.send(Err(reason))).await;
     }
     drop(playhead);
     metrics.active_streams.dec();
     if let (false, Some(id)) = (touched.is_empty(), media.id()) {
-        let _ = cache.inner.index.touch(id, touched).await;
+        let _ = cache.index.touch(id, touched).await;
     }
 }
 
@@ -152,7 +160,7 @@ struct Sender<'a> {
     /// The last chunk this player may want (its range's end unless it
     /// reads on).
     limit: u64,
-    cache: &'a Cache,
+    cache: &'a Bodies,
     media: &'a Arc<Media>,
     playhead: &'a Playhead,
     tx: &'a BodyTx,
@@ -174,17 +182,17 @@ impl Sender<'_> {
         let n = bytes.len();
         // A player that takes no bytes for --write-timeout (stalled, or
         // gone without closing) frees what its stream holds.
-        let timeout = self.cache.inner.settings.write_timeout;
+        let timeout = self.cache.settings.write_timeout;
         match tokio::time::timeout(timeout, self.tx.send(Ok(bytes))).await {
             Ok(Ok(())) => {}
             Ok(Err(_)) => return Err(End::ClientGone),
             Err(_) => {
                 debug!(media = ?self.media.id(), "player took nothing for --write-timeout; stream closed");
-                self.cache.metrics().limited("write_timeout");
+                self.cache.metrics.limited("write_timeout");
                 return Err(End::ClientGone);
             }
         }
-        self.cache.metrics().served(source, n);
+        self.cache.metrics.served(source, n);
         match source {
             "cache" | "memory" => self.sent.cache += n as u64,
             "framing" => self.sent.framing += n as u64,
@@ -210,7 +218,7 @@ impl Sender<'_> {
             self.playhead.set(index);
             // The chunk needed now first, so its run can cover the stretch
             // after it too; then read-ahead for what is left of the window.
-            let runs = &self.cache.inner.runs;
+            let runs = &self.cache.runs;
             if media.slot(index).is_none() {
                 runs.start(media, index, run::split_for(media, index, pos));
             }
@@ -283,7 +291,7 @@ impl Sender<'_> {
         last: u64,
     ) -> Result<Result<(), CacheError>, End> {
         let media = self.media;
-        let runs = &self.cache.inner.runs;
+        let runs = &self.cache.runs;
         let start = media.chunk_start(index);
         let source = if chunk.is_complete() {
             runs.writer().memcache().touch(media, index);
@@ -353,7 +361,7 @@ impl Sender<'_> {
     ) -> Result<(), Retry> {
         let media = self.media;
         let start = media.chunk_start(index);
-        let files = self.cache.inner.files.clone();
+        let files = self.cache.files.clone();
         // Only chunks of recorded media are ever cached.
         let Some(id) = media.id() else {
             return Err(Retry::Again);
@@ -381,7 +389,7 @@ impl Sender<'_> {
         while *pos <= last {
             let n = (last + 1 - *pos).min(READ_PIECE) as usize;
             let off = *pos - start;
-            let pool = self.cache.inner.files.pool();
+            let pool = self.cache.files.pool();
             // Page-cache hits are read right here; only a read that would
             // wait for the disk goes to a blocking thread.
             let read = match read_cached(&file, off, n, pool) {
@@ -410,7 +418,7 @@ impl Sender<'_> {
     /// A chunk whose bytes are not what was written: never served; the
     /// file goes to quarantine, its row away, and the chunk is fetched again.
     async fn corrupt(&self, index: u64) -> Result<(), Retry> {
-        self.cache.metrics().corrupt_chunks.inc();
+        self.cache.metrics.corrupt_chunks.inc();
         warn!(
             media = ?self.media.id(),
             chunk = index,
@@ -427,7 +435,7 @@ impl Sender<'_> {
             debug!(media = ?self.media.id(), chunk = index, error = %e, "cannot open a chunk now; serving from the origin");
             return Err(Retry::Broken);
         }
-        self.cache.metrics().cache_read_errors.inc();
+        self.cache.metrics.cache_read_errors.inc();
         warn!(media = ?self.media.id(), chunk = index, error = %e, "cached chunk unreadable; fetching it again");
         // Not what was written (a wrong length, not a regular file: a FIFO
         // or device planted there): kept aside for a look.
@@ -442,7 +450,7 @@ impl Sender<'_> {
         let Some(retired) = media.retire_cached(index) else {
             return Err(Retry::Again);
         };
-        let cache = &self.cache.inner;
+        let cache = self.cache;
         if let Some(id) = media.id() {
             let files = cache.files.clone();
             let _ = tokio::task::spawn_blocking(move || {
@@ -470,7 +478,7 @@ impl Sender<'_> {
             last,
             "serving straight from the origin"
         );
-        let mut body = self.cache.inner.runs.body(self.media, *pos, last);
+        let mut body = self.cache.runs.body(self.media, *pos, last);
         loop {
             match body.next().await {
                 Ok(Some(b)) => {

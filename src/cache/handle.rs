@@ -1,67 +1,44 @@
-//! The `Cache` handle: what the HTTP layer asks of the cache (open a
-//! media, stream its bytes), and the settings it works by.
+//! The `Cache` handle: what the layers above ask of the cache. Each of
+//! its concerns is a handle of its own in its own file, and `Cache`
+//! holds them: opening media (`open.rs`, [`Opener`]), response bodies
+//! (`body.rs`, [`Bodies`]), playlists (`playlists.rs`), what an admin sees
+//! (`admin.rs`, [`Inventory`]).
 
 use std::sync::Arc;
-use std::time::Duration;
 
+use url::Url;
+
+use super::admin::Inventory;
+use super::body::{self, Bodies, BodyPart, BodyTx};
 use super::catalog::Catalog;
+use super::media::Media;
+use super::open::{Opened, Opener};
 use super::playlists::Playlists;
 use super::run::Runs;
+use super::settings::Settings;
+use super::tasks::Tasks;
 use crate::metrics::Metrics;
 use crate::store::{ChunkFiles, Index};
-use crate::upstream::{Upstream, UpstreamError};
+use crate::upstream::{Answer, UpstreamError, UpstreamRule};
 
-/// How the cache behaves.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct Settings {
-    pub chunk_size: u64,
-    /// The most bytes fetched ahead of the playhead.
-    pub read_ahead: u64,
-    /// Read-ahead as a time of media, where its byte rate is known (bounded
-    /// by `read_ahead`).
-    pub read_ahead_time: Option<Duration>,
-    /// Fetch a media's index at once on its first open.
-    pub index_first: bool,
-    /// How long read-ahead goes on for a position nobody reads any more.
-    pub read_ahead_grace: Duration,
-    /// Age after which an origin's validators are checked again.
-    pub revalidate_after: Duration,
-    /// Largest size an origin may claim for a media.
-    pub max_media_size: u64,
-    /// How long a player may take no bytes before its stream is closed.
-    pub write_timeout: Duration,
-    /// Response bodies streaming at once.
-    pub max_streams: usize,
-}
-
-impl Settings {
-    /// The read-ahead policy these settings make (`readahead.rs`).
-    pub fn read_ahead_policy(&self) -> super::Policy {
-        super::Policy {
-            max_bytes: self.read_ahead,
-            time: self.read_ahead_time,
-            grace: self.read_ahead_grace,
-        }
-    }
-}
-
-/// What the HTTP layer asks of the cache: open a media, stream its bytes.
-/// Cheap to clone.
+/// What the layers above ask of the cache: open a media, stream its
+/// bytes, its playlists, what an admin sees. Cheap to clone.
 #[derive(Clone)]
 pub(crate) struct Cache {
-    pub(super) inner: Arc<Inner>,
+    inner: Arc<Inner>,
 }
 
-pub(super) struct Inner {
-    pub settings: Settings,
+struct Inner {
+    settings: Settings,
     /// One permit per response body streaming.
-    pub streams: Arc<tokio::sync::Semaphore>,
-    pub catalog: Catalog,
-    pub runs: Runs,
-    pub playlists: Playlists,
-    pub index: Index,
-    pub files: ChunkFiles,
-    pub metrics: Arc<Metrics>,
+    streams: Arc<tokio::sync::Semaphore>,
+    catalog: Catalog,
+    runs: Runs,
+    opener: Opener,
+    bodies: Bodies,
+    playlists: Playlists,
+    inventory: Inventory,
+    metrics: Arc<Metrics>,
 }
 
 impl Cache {
@@ -76,24 +53,74 @@ impl Cache {
         Cache {
             inner: Arc::new(Inner {
                 streams: Arc::new(tokio::sync::Semaphore::new(settings.max_streams)),
+                opener: Opener {
+                    settings,
+                    catalog: catalog.clone(),
+                    runs: runs.clone(),
+                    index: index.clone(),
+                    files: files.clone(),
+                },
+                bodies: Bodies {
+                    settings,
+                    runs: runs.clone(),
+                    index: index.clone(),
+                    files: files.clone(),
+                    metrics: metrics.clone(),
+                },
+                playlists: Playlists::new(runs.upstream().clone()),
+                inventory: Inventory {
+                    index,
+                    catalog: catalog.clone(),
+                    runs: runs.clone(),
+                    files,
+                },
                 settings,
                 catalog,
-                playlists: Playlists::new(runs.upstream().clone()),
                 runs,
-                index,
-                files,
                 metrics,
             }),
         }
     }
 
-    pub(super) fn upstream(&self) -> &Upstream {
-        self.inner.runs.upstream()
+    /// Opens a media for a request whose fetches obey `rule`. `start` is
+    /// the span the player wants (first byte, and last byte of a closed
+    /// range) when it is known before the size is: a cold open then starts
+    /// the download there.
+    pub async fn open(
+        &self,
+        url: &Url,
+        rule: &UpstreamRule,
+        start: Option<(u64, Option<u64>)>,
+    ) -> Result<Opened, UpstreamError> {
+        self.inner.opener.open(url, rule, start).await
+    }
+
+    /// The player's own request (its `Range` header value, or none)
+    /// relayed to the origin as it is: for a media whose origin does not
+    /// tell its size ([`Opened::Unsized`]), which has no chunks to cache.
+    pub async fn relay(
+        &self,
+        url: &Url,
+        rule: &UpstreamRule,
+        range: Option<&str>,
+    ) -> Result<Answer, UpstreamError> {
+        self.inner.runs.upstream().get_raw(url, rule, range).await
+    }
+
+    /// Sends `parts` of a media into `tx` (a task per response); cuts the
+    /// body when a range cannot be served.
+    pub async fn produce(self, media: Arc<Media>, parts: Vec<BodyPart>, tx: BodyTx) {
+        body::produce(self.inner.bodies.clone(), media, parts, tx).await
     }
 
     /// The playlists and manifests kept in memory.
     pub fn playlists(&self) -> &Playlists {
         &self.inner.playlists
+    }
+
+    /// What an admin sees of the cache and may do to it.
+    pub fn inventory(&self) -> &Inventory {
+        &self.inner.inventory
     }
 
     pub fn metrics(&self) -> &Metrics {
@@ -102,7 +129,7 @@ impl Cache {
 
     /// The tasks started for players (response bodies, runs,
     /// connections), which shutdown ends.
-    pub fn tasks(&self) -> &super::tasks::Tasks {
+    pub fn tasks(&self) -> &Tasks {
         self.inner.runs.tasks()
     }
 
@@ -123,11 +150,11 @@ impl Cache {
 
     /// Whether byte `pos` of a media can be had: cached, or fetched from
     /// an origin that honours Range, or not too far to skip to.
-    pub fn reachable(&self, media: &super::media::Media, pos: u64) -> Result<(), UpstreamError> {
+    pub fn reachable(&self, media: &Media, pos: u64) -> Result<(), UpstreamError> {
         if media.row.accepts_ranges || media.slot(pos / media.chunk_size()).is_some() {
             return Ok(());
         }
-        self.upstream().may_skip(pos)
+        self.inner.runs.upstream().may_skip(pos)
     }
 
     /// Writes the chunks kept in memory while caching could not, if it can
@@ -136,12 +163,25 @@ impl Cache {
         self.inner.runs.writer().write_kept()
     }
 
+    /// Writes one media's chunks kept in memory, if caching can write
+    /// now (a prefetch keeps them instead of fetching them again).
+    pub fn write_kept_of(&self, media: &Arc<Media>) {
+        let writer = self.inner.runs.writer();
+        for (index, slot) in media.slots() {
+            if let super::media::Slot::Pending(_) = slot {
+                if let Some(chunk) = writer.memcache().take(media, index) {
+                    let _ = writer.spawn(media.clone(), index, chunk);
+                }
+            }
+        }
+    }
+
     /// Checks a media URL against the allowlist before anything else
     /// happens; a media open in this process was checked when it opened.
-    pub async fn check(&self, url: &url::Url) -> Result<(), UpstreamError> {
+    pub async fn check(&self, url: &Url) -> Result<(), UpstreamError> {
         if self.inner.catalog.contains(url.as_str()) {
             return Ok(());
         }
-        self.upstream().check(url).await
+        self.inner.runs.upstream().check(url).await
     }
 }

@@ -1,11 +1,14 @@
 //! The cache: media and their chunk slots, downloads from the origin,
-//! response bodies, chunk writes, and the upkeep that keeps the disk in
-//! bounds.
+//! response bodies, chunk writes, playlists, and the upkeep that keeps
+//! the disk in bounds.
 //!
 //! Inside this folder, imports point one way:
-//! `error, readahead, pace <- inflight, playhead <- media <- catalog <- memcache <- persist
-//! <- fetch <- driver <- run <- handle <- open, body <- admin, prefetch`,
-//! `run <- index_first <- open`, with `upkeep` beside them.
+//! `error, readahead, pace, gates, lru, settings <- inflight, playhead <- media <- catalog
+//! <- memcache <- persist <- fetch <- driver <- run <- index_first <- open, body, admin,
+//! playlists <- handle <- prefetch`, with `upkeep` beside them. `Cache`
+//! (handle.rs) is the one handle the layers above hold; each concern
+//! behind it is a handle of its own (`Opener`, `Bodies`, `Playlists`,
+//! `Inventory`).
 
 pub(crate) mod admin;
 pub(crate) mod body;
@@ -30,13 +33,14 @@ pub(crate) mod readahead;
 #[cfg(test)]
 pub(crate) mod rig;
 pub(crate) mod run;
+mod settings;
 mod tasks;
 pub(crate) mod upkeep;
 mod watch;
 
 pub(crate) use error::CacheError;
-pub(crate) use handle::{Cache, Settings};
+pub(crate) use handle::Cache;
 pub(crate) use open::Opened;
 pub(crate) use playlists::{Playlist, Playlists};
-pub(crate) use readahead::Policy;
+pub(crate) use settings::Settings;
 pub(crate) use tasks::Tasks;

@@ -11,11 +11,14 @@ use http::StatusCode;
 use tracing::{info, warn};
 use url::Url;
 
-use super::handle::Cache;
+use super::catalog::Catalog;
 use super::media::Media;
+use super::run::Runs;
+use super::settings::Settings;
 use crate::store::error::WriteStage;
 use crate::store::{unix_now, IndexError, MediaRow};
-use crate::upstream::{redact, Answer, Head, UpstreamError, UpstreamRule};
+use crate::store::{ChunkFiles, Index};
+use crate::upstream::{redact, Answer, Head, Upstream, UpstreamError, UpstreamRule};
 
 /// What opening a URL gives.
 pub(crate) enum Opened {
@@ -28,7 +31,22 @@ pub(crate) enum Opened {
     Unsized,
 }
 
-impl Cache {
+/// Opens media: from memory, from the index, or from the origin. Cheap
+/// to clone.
+#[derive(Clone)]
+pub(super) struct Opener {
+    pub settings: Settings,
+    pub catalog: Catalog,
+    pub runs: Runs,
+    pub index: Index,
+    pub files: ChunkFiles,
+}
+
+impl Opener {
+    fn upstream(&self) -> &Upstream {
+        self.runs.upstream()
+    }
+
     /// Opens a media for a request whose fetches obey `rule`. `start` is
     /// the span the player wants (first byte, and last byte of a closed
     /// range) when it is known before the size is: a cold open then starts
@@ -39,10 +57,10 @@ impl Cache {
         rule: &UpstreamRule,
         start: Option<(u64, Option<u64>)>,
     ) -> Result<Opened, UpstreamError> {
-        let catalog = &self.inner.catalog;
+        let catalog = &self.catalog;
         let key = url.as_str();
         if let Some(m) = catalog.used(key) {
-            if !m.is_stale(self.inner.settings.revalidate_after) {
+            if !m.is_stale(self.settings.revalidate_after) {
                 m.widen(rule);
                 return Ok(Opened::Media(m));
             }
@@ -51,25 +69,13 @@ impl Cache {
         self.open_locked(url, rule, start).await
     }
 
-    /// The player's own request (its `Range` header value, or none)
-    /// relayed to the origin as it is: for a media whose origin does not
-    /// tell its size ([`Opened::Unsized`]), which has no chunks to cache.
-    pub async fn relay(
-        &self,
-        url: &Url,
-        rule: &UpstreamRule,
-        range: Option<&str>,
-    ) -> Result<Answer, UpstreamError> {
-        self.upstream().get_raw(url, rule, range).await
-    }
-
     async fn open_locked(
         &self,
         url: &Url,
         rule: &UpstreamRule,
         start: Option<(u64, Option<u64>)>,
     ) -> Result<Opened, UpstreamError> {
-        let known = match self.inner.catalog.used(url.as_str()) {
+        let known = match self.catalog.used(url.as_str()) {
             Some(m) => {
                 m.widen(rule);
                 Some(m)
@@ -77,9 +83,7 @@ impl Cache {
             None => self.load(url, rule).await,
         };
         if let Some(media) = known {
-            if !media.is_stale(self.inner.settings.revalidate_after)
-                || self.revalidate(&media).await
-            {
+            if !media.is_stale(self.settings.revalidate_after) || self.revalidate(&media).await {
                 return Ok(Opened::Media(media));
             }
         }
@@ -88,7 +92,7 @@ impl Cache {
 
     /// A media version from the index, if it knows one.
     async fn load(&self, url: &Url, rule: &UpstreamRule) -> Option<Arc<Media>> {
-        let index = &self.inner.index;
+        let index = &self.index;
         let loaded = async {
             let Some(row) = index.media(url.as_str()).await? else {
                 return Ok(None);
@@ -104,7 +108,7 @@ impl Cache {
         };
         match loaded.await {
             Ok(Some(media)) => {
-                self.inner.catalog.insert(&media);
+                self.catalog.insert(&media);
                 Some(media)
             }
             Ok(None) => None,
@@ -144,13 +148,13 @@ impl Cache {
         if current {
             media.set_probed();
             if let Some(id) = media.id() {
-                if let Err(e) = self.inner.index.set_probed(id, now).await {
+                if let Err(e) = self.index.set_probed(id, now).await {
                     warn!(error = %e, "cannot record revalidation");
                 }
             }
         } else {
-            self.inner.catalog.remove(media);
-            self.inner.runs.invalidate(media).await;
+            self.catalog.remove(media);
+            self.runs.invalidate(media).await;
         }
         current
     }
@@ -163,7 +167,7 @@ impl Cache {
         rule: &UpstreamRule,
         start: Option<(u64, Option<u64>)>,
     ) -> Result<Opened, UpstreamError> {
-        let chunk_size = self.inner.settings.chunk_size;
+        let chunk_size = self.settings.chunk_size;
         let (start, end) = (start.map(|s| s.0), start.and_then(|s| s.1));
         let first_chunk = start.map(|s| s / chunk_size);
         // Like any miss, a cold seek into a chunk starts at the player's
@@ -201,7 +205,7 @@ impl Cache {
             }
             return Ok(Opened::Unsized);
         };
-        let max = self.inner.settings.max_media_size;
+        let max = self.settings.max_media_size;
         if size > max {
             warn!(url = %redact(url), size, max, "origin claims a media larger than --max-media-size");
             return Err(UpstreamError::Protocol(format!(
@@ -235,13 +239,12 @@ impl Cache {
         }
         if let (Some(c), true) = (first_chunk, size > 0) {
             if head.status != StatusCode::RANGE_NOT_SATISFIABLE && c < media.chunk_count() {
-                self.inner
-                    .runs
+                self.runs
                     .start_with(&media, c, split, range.1, (asked, resp, head));
                 // A player starting at the beginning: the index may lie
                 // elsewhere (an MP4's moov at the end), and is fetched now.
-                if c == 0 && split == 0 && self.inner.settings.index_first {
-                    let runs = self.inner.runs.clone();
+                if c == 0 && split == 0 && self.settings.index_first {
+                    let runs = self.runs.clone();
                     let tasks = runs.tasks().clone();
                     tasks.spawn(super::index_first::index_first(runs, media.clone()));
                 }
@@ -254,15 +257,15 @@ impl Cache {
     /// its files) and in memory. When the index cannot be written, the media
     /// still streams, without an id: nothing of it is written.
     async fn record(&self, url: &Url, rule: &UpstreamRule, mut row: MediaRow) -> Arc<Media> {
-        let recorded = match self.inner.files.injected(WriteStage::MediaRow) {
+        let recorded = match self.files.injected(WriteStage::MediaRow) {
             Some(e) => Err(IndexError::Injected(e)),
-            None => self.inner.index.replace_media(row.clone()).await,
+            None => self.index.replace_media(row.clone()).await,
         };
         match recorded {
             Ok((id, old)) => {
                 row.media_id = Some(id);
                 if let Some(old) = old {
-                    self.inner.files.remove_media(old).await;
+                    self.files.remove_media(old).await;
                 }
             }
             Err(e) => {
@@ -273,12 +276,12 @@ impl Cache {
                     error = %e,
                     "cannot record media in the index; streaming it uncached"
                 );
-                self.inner.runs.writer().index_failed(class).await;
+                self.runs.writer().index_failed(class).await;
             }
         }
         let media =
             Arc::new(Media::new(Arc::new(url.clone()), row, Vec::new()).with_rule(rule.clone()));
-        self.inner.catalog.insert(&media);
+        self.catalog.insert(&media);
         media
     }
 }

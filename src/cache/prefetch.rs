@@ -277,14 +277,7 @@ async fn warm(cache: &Cache, job: &Job) -> Result<Phase, Stop> {
     }
     // Chunks kept in memory while caching could not write (paused, disk
     // full) are written now, not fetched again.
-    let writer = cache.inner.runs.writer();
-    for (index, slot) in media.slots() {
-        if let Slot::Pending(_) = slot {
-            if let Some(chunk) = writer.memcache().take(&media, index) {
-                let _ = writer.spawn(media.clone(), index, chunk);
-            }
-        }
-    }
+    cache.write_kept_of(&media);
     let stretches = missing(&media);
     let missing_bytes: u64 = stretches.iter().map(|s| s.end + 1 - s.start).sum();
     job.set(|st| {

@@ -37,7 +37,7 @@ pub fn rig() -> Rig {
             cleanup_headroom: 0,
         },
     );
-    let catalog = Catalog::new(crate::cache::Policy {
+    let catalog = Catalog::new(crate::cache::readahead::Policy {
         max_bytes: 40,
         time: None,
         grace: Duration::from_secs(3),

@@ -259,7 +259,7 @@ impl Admin {
     }
 
     async fn status(&self) -> Response {
-        let totals = self.cache.totals().await.ok();
+        let totals = self.cache.inventory().totals().await.ok();
         let last = self.readiness.disk.last();
         let mode = self.breaker.mode();
         let jobs: Vec<_> = self
@@ -293,21 +293,21 @@ impl Admin {
                     "writing": self.breaker.is_writing(),
                     "paused_by_admin": mode == crate::disk::breaker::Mode::Held,
                 },
-                "streams": self.cache.streams(),
+                "streams": self.cache.inventory().streams(),
                 "prefetch": jobs,
             }),
         )
     }
 
     async fn media_list(&self) -> Response {
-        match self.cache.media_list().await {
+        match self.cache.inventory().media_list().await {
             Ok(list) => json(StatusCode::OK, &serde_json::json!({ "media": list })),
             Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, &e.to_string()),
         }
     }
 
     async fn media(&self, id: MediaId) -> Response {
-        match self.cache.chunk_map(id).await {
+        match self.cache.inventory().chunk_map(id).await {
             Ok(Some(map)) => json(StatusCode::OK, &map),
             Ok(None) => error(StatusCode::NOT_FOUND, &format!("no media {id}")),
             Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, &e.to_string()),
@@ -315,7 +315,7 @@ impl Admin {
     }
 
     async fn delete(&self, id: MediaId) -> Response {
-        match self.cache.delete_media(id).await {
+        match self.cache.inventory().delete_media(id).await {
             Ok(Some(d)) => json(StatusCode::OK, &serde_json::json!({ "deleted": d })),
             Ok(None) => error(StatusCode::NOT_FOUND, &format!("no media {id}")),
             Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, &e.to_string()),

@@ -1,7 +1,7 @@
 //! HTTP: routes, the URL forms, byte ranges, conditional requests,
-//! multipart framing, playlists and manifests, health and metrics
-//! endpoints. `error.rs` is the one place where errors
-//! become HTTP statuses.
+//! multipart framing, playlists and manifests rewritten, health and
+//! metrics endpoints. `error.rs` maps a stream's errors to statuses (the
+//! control plane and playlist answers map their own few).
 
 mod access;
 mod admin;
