@@ -1,4 +1,4 @@
-use spool::config::Command;
+use spool::config::{Command, LogFormat};
 use tracing_subscriber::EnvFilter;
 
 /// jemalloc, with its background threads: memory freed after a burst of
@@ -9,15 +9,6 @@ static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            EnvFilter::try_from_env("SPOOL_LOG")
-                // Players hang up mid-body all the time (seeks, closing a
-                // tab): warp logs each as a server error, which it is not.
-                .unwrap_or_else(|_| EnvFilter::new("info,warp::server=off")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
     let cli = match spool::config_file::load(std::env::args_os().collect()) {
         Ok(cli) => cli,
         Err(e) => match e.downcast::<clap::Error>() {
@@ -29,6 +20,7 @@ async fn main() -> anyhow::Result<()> {
             }
         },
     };
+    init_logging(cli.log_format);
     let cfg = match cli.command {
         Some(Command::Serve(cfg)) => *cfg,
         None => cli.serve,
@@ -36,8 +28,12 @@ async fn main() -> anyhow::Result<()> {
             let clean = spool::cmd::verify(&dir.cache_dir, repair).await?;
             std::process::exit(if clean { 0 } else { 1 });
         }
-        Some(Command::Stats { dir, thresholds }) => {
-            return spool::cmd::stats(&dir.cache_dir, &thresholds).await;
+        Some(Command::Stats {
+            dir,
+            thresholds,
+            bytes,
+        }) => {
+            return spool::cmd::stats(&dir.cache_dir, &thresholds, bytes).await;
         }
         Some(Command::Sign {
             url,
@@ -85,6 +81,24 @@ async fn main() -> anyhow::Result<()> {
     // accepted there start on the same worker, with no hand-over to a
     // sleeping thread on every request.
     tokio::spawn(spool::run(cfg, listener, shutdown_signal())).await?
+}
+
+/// Log lines to stderr: what SPOOL_LOG selects (default info), as text
+/// (coloured only when stderr is a terminal, so log files hold no escape
+/// codes) or one JSON object per line.
+fn init_logging(format: LogFormat) {
+    use std::io::IsTerminal;
+    let filter = EnvFilter::try_from_env("SPOOL_LOG")
+        // Players hang up mid-body all the time (seeks, closing a tab):
+        // warp logs each as a server error, which it is not.
+        .unwrap_or_else(|_| EnvFilter::new("info,warp::server=off"));
+    let logs = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => logs.with_ansi(std::io::stderr().is_terminal()).init(),
+        LogFormat::Json => logs.json().init(),
+    }
 }
 
 /// Resolves on SIGINT or SIGTERM.

@@ -106,7 +106,7 @@ impl Server {
             }
             Err((class, why)) => {
                 error!(
-                    class = class.as_str(),
+                    class = %class.as_str(),
                     cache_dir = %dir.display(),
                     error = %why,
                     "cache unusable; serving uncached"
@@ -276,7 +276,7 @@ impl Server {
             admin = %admin_addr.map_or("off".to_owned(), |a| a.to_string()),
             cache_dir = %cfg.cache_dir.display(),
             chunk_size = cfg.chunk_size,
-            read_ahead = ?cfg.read_ahead,
+            read_ahead = %cfg.read_ahead,
             "spool serving"
         );
         set_nodelay(&media);

@@ -422,8 +422,13 @@ async fn stats_prints_what_the_cache_holds() {
             .find_map(|l| l.strip_prefix(name).map(|v| v.trim().to_owned()))
             .unwrap_or_else(|| panic!("no {name} in {text}"))
     };
+    // For people by default; byte counts for scripts.
     let text = stats(&[]);
+    assert_eq!(field(&text, "cache_size"), "512.00 KiB", "{text}");
+    assert!(field(&text, "disk_free").contains("iB of "), "{text}");
+    let text = stats(&["--bytes"]);
     assert_eq!(field(&text, "cache_bytes"), (8 * CHUNK).to_string());
+    assert!(field(&text, "disk_free").contains(" bytes ("), "{text}");
     assert_eq!(field(&text, "media"), "1");
     assert_eq!(field(&text, "chunks"), "8");
     // The disk level follows the thresholds given: with both at zero any

@@ -1,6 +1,8 @@
 //! What spool logs, from the real binary: players hanging up mid-stream,
 //! seeking, resetting connections or sending half a request are ordinary
-//! and leave no ERROR or WARN line; each stream leaves one info line.
+//! and leave no ERROR or WARN line; each stream leaves one info line. Log
+//! lines are for people (no escape codes in a file, no Rust debug text),
+//! or JSON objects with `--log-format json`.
 
 mod common;
 
@@ -26,7 +28,8 @@ async fn players_hanging_up_are_not_errors() {
         // This machine's own free space is not what the test is about.
         .args(["--min-free-bytes", "0", "--min-free-percent", "0"])
         .env("SPOOL_LOG", "info")
-        .env("NO_COLOR", "1")
+        .env_remove("NO_COLOR")
+        .env_remove("SPOOL_LOG_FORMAT")
         .env_remove("SPOOL_SECRET")
         .env_remove("SPOOL_SECRET_FILE")
         .stdout(std::process::Stdio::null())
@@ -98,4 +101,77 @@ async fn players_hanging_up_are_not_errors() {
         line.contains("movie.mp4?REDACTED") && !text.contains("hunter2"),
         "{line}"
     );
+    // stderr is a pipe here, as for a log file: no colour codes.
+    assert!(
+        !text.contains('\x1b'),
+        "escape codes in a log file:\n{text}"
+    );
+    for debug_text in [
+        "Some(", "MediaId(", "Bytes(", "Time(", "\"info\"", "ended=\"",
+    ] {
+        assert!(!text.contains(debug_text), "{debug_text:?} in:\n{text}");
+    }
+    assert!(text.contains("read_ahead=32.00 MiB"), "{text}");
+}
+
+/// `--log-format json`: every line one JSON object, fields as values.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_logs_are_one_object_per_line() {
+    let origin = Origin::start().await;
+    origin.add_file("a.mp4", data(300_000, 2), "video/mp4");
+    let tmp = tempfile::tempdir().unwrap();
+    let log = ChildLog::new();
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_spool"))
+        .args(["--log-format", "json", "serve", "--listen", "127.0.0.1:0"])
+        .args(["--admin-listen", "127.0.0.1:0"])
+        .arg("--cache-dir")
+        .arg(tmp.path())
+        .args(["--allow-upstream", &origin.addr().ip().to_string()])
+        .args(["--min-free-bytes", "0", "--min-free-percent", "0"])
+        .env("SPOOL_LOG", "info")
+        .env_remove("SPOOL_SECRET")
+        .env_remove("SPOOL_SECRET_FILE")
+        .stdout(std::process::Stdio::null())
+        .stderr(log.stdio())
+        .spawn()
+        .unwrap();
+    let mut child = KillOnDrop(child);
+    let line = log.wait_for_line(&mut child.0, "spool serving").await;
+    let serving: serde_json::Value = serde_json::from_str(&line).unwrap();
+    let addr = serving["fields"]["listen"].as_str().unwrap().to_owned();
+    let url = format!(
+        "http://{addr}/stream?url={}",
+        url::form_urlencoded::byte_serialize(origin.url("a.mp4").as_bytes()).collect::<String>()
+    );
+    let body = client()
+        .get(&url)
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    assert_eq!(body.len(), 300_000);
+    common::wait_for("the stream line", || {
+        std::future::ready(log.text().contains("\"stream\""))
+    })
+    .await;
+    child.0.kill().unwrap();
+    child.0.wait().unwrap();
+    let text = log.text();
+    let mut streams = 0;
+    for line in text.lines() {
+        let v: serde_json::Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line:?}"));
+        assert!(
+            v["level"].is_string() && v["timestamp"].is_string(),
+            "{line}"
+        );
+        if v["fields"]["message"] == "stream" {
+            streams += 1;
+            assert_eq!(v["fields"]["bytes"], 300_000, "{line}");
+            assert_eq!(v["fields"]["ended"], "complete", "{line}");
+        }
+    }
+    assert_eq!(streams, 1, "{text}");
 }

@@ -138,11 +138,11 @@ pub(super) async fn produce(cache: Bodies, media: Arc<Media>, parts: Vec<BodyPar
         from_cache = sent.cache,
         from_origin = sent.origin,
         ms = began.elapsed().as_millis() as u64,
-        ended,
+        ended = %ended,
         "stream"
     );
     if let Err(End::Failed(reason)) = result {
-        warn!(media = ?media.id(), %reason, "response cut");
+        warn!(media = media.id().map(|m| m.0), %reason, "response cut");
         // Bounded like every send: a player that takes nothing does not
         // hold the producer (its connection is closed for the same
         // silence).
@@ -187,7 +187,10 @@ impl Sender<'_> {
             Ok(Ok(())) => {}
             Ok(Err(_)) => return Err(End::ClientGone),
             Err(_) => {
-                debug!(media = ?self.media.id(), "player took nothing for --write-timeout; stream closed");
+                debug!(
+                    media = self.media.id().map(|m| m.0),
+                    "player took nothing for --write-timeout; stream closed"
+                );
                 self.cache.metrics.limited("write_timeout");
                 return Err(End::ClientGone);
             }
@@ -420,7 +423,7 @@ impl Sender<'_> {
     async fn corrupt(&self, index: u64) -> Result<(), Retry> {
         self.cache.metrics.corrupt_chunks.inc();
         warn!(
-            media = ?self.media.id(),
+            media = self.media.id().map(|m| m.0),
             chunk = index,
             "cached chunk failed its checksum; quarantined, fetching it again"
         );
@@ -432,11 +435,11 @@ impl Sender<'_> {
         // Out of file descriptors (EMFILE, ENFILE): the chunk is fine; this
         // piece comes from the origin and the file stays.
         if crate::disk::out_of_descriptors(&e) {
-            debug!(media = ?self.media.id(), chunk = index, error = %e, "cannot open a chunk now; serving from the origin");
+            debug!(media = self.media.id().map(|m| m.0), chunk = index, error = %e, "cannot open a chunk now; serving from the origin");
             return Err(Retry::Broken);
         }
         self.cache.metrics.cache_read_errors.inc();
-        warn!(media = ?self.media.id(), chunk = index, error = %e, "cached chunk unreadable; fetching it again");
+        warn!(media = self.media.id().map(|m| m.0), chunk = index, error = %e, "cached chunk unreadable; fetching it again");
         // Not what was written (a wrong length, not a regular file: a FIFO
         // or device planted there): kept aside for a look.
         let suspicious = e.kind() == io::ErrorKind::InvalidData;
@@ -473,7 +476,7 @@ impl Sender<'_> {
     /// from the byte reached when the transfer breaks.
     async fn passthrough(&mut self, pos: &mut u64, last: u64) -> Result<(), End> {
         debug!(
-            media = ?self.media.id(),
+            media = self.media.id().map(|m| m.0),
             pos = *pos,
             last,
             "serving straight from the origin"

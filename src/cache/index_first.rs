@@ -46,7 +46,7 @@ pub(crate) async fn index_first(runs: Runs, media: Arc<Media>) {
         duration = duration.or(layout.duration);
     }
     if !index.is_empty() {
-        debug!(media = ?media.id(), kind = ?layout.kind, ?index, "fetching the index first");
+        debug!(media = media.id().map(|m| m.0), kind = ?layout.kind, ?index, "fetching the index first");
         runs.fetch_region(&media, &index);
     }
     // An MP4's duration is in its moov, which may be what was just asked for.
@@ -60,7 +60,10 @@ pub(crate) async fn index_first(runs: Runs, media: Arc<Media>) {
         }
     }
     if let Some(rate) = duration.and_then(|d| container::bytes_per_second(size, d)) {
-        debug!(media = ?media.id(), rate, "byte rate from the container");
+        debug!(
+            media = media.id().map(|m| m.0),
+            rate, "byte rate from the container"
+        );
         media.set_byte_rate(rate);
     }
 }

@@ -271,7 +271,7 @@ impl Opener {
             Err(e) => {
                 let class = e.write_class();
                 warn!(
-                    class = class.as_str(),
+                    class = %class.as_str(),
                     url = %redact(url),
                     error = %e,
                     "cannot record media in the index; streaming it uncached"

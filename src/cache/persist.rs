@@ -298,7 +298,7 @@ impl Writer {
     ) {
         let free = self.free_bytes().await;
         warn!(
-            class = class.as_str(),
+            class = %class.as_str(),
             url = %redact(&media.url),
             chunk = index,
             free_bytes = free,

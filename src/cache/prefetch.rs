@@ -66,6 +66,18 @@ pub(crate) enum Phase {
 }
 
 impl Phase {
+    /// Its name, as the API spells it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Phase::Starting => "starting",
+            Phase::Running => "running",
+            Phase::Done => "done",
+            Phase::Incomplete => "incomplete",
+            Phase::Failed => "failed",
+            Phase::Cancelled => "cancelled",
+        }
+    }
+
     fn is_running(self) -> bool {
         matches!(self, Phase::Starting | Phase::Running)
     }
@@ -255,7 +267,7 @@ async fn run(cache: Cache, job: Arc<Job>) {
         }
     });
     let v = job.view();
-    tracing::info!(job = v.job, url = %v.url, state = ?v.state, fetched = v.fetched_bytes, "prefetch ended");
+    tracing::info!(job = v.job, url = %v.url, state = %v.state.as_str(), fetched = v.fetched_bytes, "prefetch ended");
 }
 
 async fn warm(cache: &Cache, job: &Job) -> Result<Phase, Stop> {

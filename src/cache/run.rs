@@ -111,7 +111,7 @@ impl Runs {
             return false;
         };
         debug!(
-            media = ?media.id(),
+            media = media.id().map(|m| m.0),
             index,
             split,
             end = run.body.end(),
@@ -202,7 +202,7 @@ impl Runs {
         }
         self.inner.upstream.metrics().seek_requests.inc();
         debug!(
-            media = ?media.id(),
+            media = media.id().map(|m| m.0),
             index,
             pos,
             behind = old.at(),

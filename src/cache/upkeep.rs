@@ -111,10 +111,10 @@ impl Upkeep {
                     let total = space.map_or(0, |s| s.total_bytes);
                     match level {
                         Level::Healthy | Level::Info => {
-                            info!(level = level.as_str(), free, total, "disk level")
+                            info!(level = %level.as_str(), free, total, "disk level")
                         }
                         Level::Warning | Level::Critical => {
-                            warn!(level = level.as_str(), free, total, "disk level")
+                            warn!(level = %level.as_str(), free, total, "disk level")
                         }
                     }
                     last = Some(level);

@@ -18,6 +18,17 @@ pub struct Cli {
     /// Settings for `serve`, accepted without the subcommand too.
     #[command(flatten)]
     pub serve: Config,
+    /// How log lines are written: text (colour only when stderr is a
+    /// terminal) or json (one object per line). SPOOL_LOG sets what is
+    /// logged (default info).
+    #[arg(
+        long,
+        global = true,
+        env = "SPOOL_LOG_FORMAT",
+        value_enum,
+        default_value = "text"
+    )]
+    pub log_format: LogFormat,
 }
 
 #[derive(Debug, Subcommand)]
@@ -40,6 +51,10 @@ pub enum Command {
         dir: CacheDir,
         #[command(flatten)]
         thresholds: FreeSpace,
+        /// Sizes as byte counts, for scripts (`cache_bytes`, and
+        /// `disk_free` in bytes), instead of `8.00 MiB`.
+        #[arg(long)]
+        bytes: bool,
     },
     /// Print a signed, playable link for an upstream URL:
     /// `<public-url>/s/<token>/<file name>`. For a playlist or manifest

@@ -42,6 +42,25 @@ pub enum ReadAhead {
     Time(Duration),
 }
 
+/// As a person writes it: `32 MiB`, `30s`.
+impl std::fmt::Display for ReadAhead {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match *self {
+            ReadAhead::Bytes(b) => write!(f, "{}", indicatif::BinaryBytes(b)),
+            ReadAhead::Time(t) => write!(f, "{}", humantime::format_duration(t)),
+        }
+    }
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// One line of text per event (colour only on a terminal).
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
 impl ReadAhead {
     /// A size ("32MiB", "1048576") or a time ("30s", "2min"; "1m" is a
     /// size).

@@ -193,7 +193,7 @@ impl Breaker {
         };
         if tell {
             let class = WriteClass::DiskFull;
-            warn!(class = class.as_str(), free_bytes, "cache disk is full");
+            warn!(class = %class.as_str(), free_bytes, "cache disk is full");
             self.inner.metrics.write_error(class.as_str());
         }
         self.transition(

@@ -151,7 +151,7 @@ pub(crate) async fn serve<F>(
                 Some(reason) => {
                     metrics.refused(reason);
                     if !refusing.swap(true, Ordering::Relaxed) {
-                        warn!(client = %ip, limit = reason, "connection limit reached; closing new connections");
+                        warn!(client = %ip, limit = %reason, "connection limit reached; closing new connections");
                     }
                     None
                 }

@@ -46,6 +46,16 @@ enum Goal {
     CacheAtMost(u64),
 }
 
+/// As a log line says it: `free 1.00 GiB`, `cache at most 24.00 MiB`.
+impl std::fmt::Display for Goal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match *self {
+            Goal::FreeBytes(b) => write!(f, "free {}", indicatif::BinaryBytes(b)),
+            Goal::CacheAtMost(b) => write!(f, "cache at most {}", indicatif::BinaryBytes(b)),
+        }
+    }
+}
+
 /// Evicts chunks; one cleanup at a time. Cheap to clone.
 #[derive(Clone)]
 pub(crate) struct Evictor {
@@ -121,7 +131,7 @@ impl Evictor {
             None => self.inner.disk.last().map(|l| l.0.free_bytes),
         };
         let Some(start) = start.or(matches!(goal, Goal::CacheAtMost(_)).then_some(0)) else {
-            warn!(goal = ?goal, "cleanup skipped: free space cannot be measured and was never sampled");
+            warn!(goal = %goal, "cleanup skipped: free space cannot be measured and was never sampled");
             return Cleanup::default();
         };
         let mut done = Cleanup {
@@ -191,7 +201,7 @@ impl Evictor {
                 chunks = done.chunks,
                 bytes = done.bytes,
                 free_bytes = done.free_bytes,
-                goal = ?goal,
+                goal = %goal,
                 "cache cleanup"
             );
         }

@@ -380,7 +380,7 @@ impl ChildLog {
 
     /// The address a child started with `--listen 127.0.0.1:0` listens on,
     /// read from its `spool serving listen=ADDR` line (logged once bound;
-    /// needs `SPOOL_LOG=info`, and `NO_COLOR=1` for plain text).
+    /// needs `SPOOL_LOG=info`; a pipe gets no colour codes).
     pub async fn listen_addr(&self, child: &mut Child) -> String {
         let line = self.wait_for_line(child, "spool serving").await;
         line.split_whitespace()
