@@ -21,6 +21,18 @@ pub struct SourceLabel {
     pub source: &'static str,
 }
 
+/// Where served bytes came from: a chunk file, a chunk kept in memory, a
+/// download under way, straight from the origin, multipart framing.
+pub const SOURCES: [&str; 5] = ["cache", "memory", "download", "passthrough", "framing"];
+/// Why a connection was refused.
+pub const REFUSALS: [&str; 2] = ["max_connections", "max_connections_per_client"];
+/// Which limit held a request or stream back.
+pub const LIMITS: [&str; 3] = ["max_downloads", "max_streams", "write_timeout"];
+/// Classes of failed cache writes (`disk::WriteClass`).
+pub const WRITE_CLASSES: [&str; 3] = ["DISK_FULL", "PERMISSION_DENIED", "IO"];
+/// What start-up reconciliation fixes, by kind.
+pub const RECOVERY_KINDS: [&str; 5] = ["temp_file", "orphan", "missing", "inconsistent", "corrupt"];
+
 #[derive(Default, Debug)]
 pub struct Metrics {
     registry: Registry,
@@ -52,6 +64,9 @@ pub struct Metrics {
     pub caching_paused: Gauge,
     pub memory_cache_bytes: Gauge,
     pub chunks_kept_in_memory: Counter,
+    /// What the index counts as cached: bytes and chunks.
+    pub cache_bytes: Gauge,
+    pub cache_chunks: Gauge,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -203,26 +218,57 @@ impl Metrics {
             "Times an unusable index was moved aside and recreated",
             m.index_recreated.clone(),
         );
+        r.register(
+            "spool_cache_bytes",
+            "Bytes cached (chunk files the index counts), as of the last disk check",
+            m.cache_bytes.clone(),
+        );
+        r.register(
+            "spool_cache_chunks",
+            "Chunks cached, as of the last disk check",
+            m.cache_chunks.clone(),
+        );
+        // Every labelled series exists from the start, at zero, so that
+        // dashboards and rate() see a family before its first event.
+        for source in SOURCES {
+            let _ = m.served_bytes.get_or_create(&SourceLabel { source });
+        }
+        for reason in REFUSALS {
+            let _ = m.connections_refused.get_or_create(&ReasonLabel { reason });
+        }
+        for reason in LIMITS {
+            let _ = m.limited.get_or_create(&ReasonLabel { reason });
+        }
+        for class in WRITE_CLASSES {
+            let _ = m.cache_write_errors.get_or_create(&ClassLabel { class });
+        }
+        for kind in RECOVERY_KINDS {
+            let _ = m.recovery_fixed.get_or_create(&KindLabel { kind });
+        }
         m
     }
 
     pub fn served(&self, source: &'static str, bytes: usize) {
+        debug_assert!(SOURCES.contains(&source), "unlisted source {source}");
         self.served_bytes
             .get_or_create(&SourceLabel { source })
             .inc_by(bytes as u64);
     }
 
     pub fn refused(&self, reason: &'static str) {
+        debug_assert!(REFUSALS.contains(&reason), "unlisted refusal {reason}");
         self.connections_refused
             .get_or_create(&ReasonLabel { reason })
             .inc();
     }
 
     pub fn limited(&self, reason: &'static str) {
+        debug_assert!(LIMITS.contains(&reason), "unlisted limit {reason}");
         self.limited.get_or_create(&ReasonLabel { reason }).inc();
     }
 
     pub fn write_error(&self, class: &'static str) {
+        debug_assert!(WRITE_CLASSES.contains(&class), "unlisted class {class}");
         self.cache_write_errors
             .get_or_create(&ClassLabel { class })
             .inc();

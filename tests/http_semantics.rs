@@ -311,11 +311,31 @@ async fn health_and_metrics() {
     assert_eq!(status, 200);
     let text = String::from_utf8(body.to_vec()).unwrap();
     assert!(text.contains("spool_upstream_requests_total"), "{text}");
+    // Every labelled family is there before its first event, at zero.
+    for series in [
+        "spool_served_bytes_total{source=\"cache\"} 0",
+        "spool_served_bytes_total{source=\"download\"} 0",
+        "spool_cache_write_errors_total{class=\"DISK_FULL\"} 0",
+        "spool_limited_total{reason=\"max_streams\"} 0",
+        "spool_connections_refused_total{reason=\"max_connections\"} 0",
+        "spool_recovery_fixed_total{kind=\"corrupt\"} 0",
+        "spool_cache_bytes 0",
+        "spool_cache_chunks 0",
+    ] {
+        assert!(text.lines().any(|l| l == series), "{series} in:\n{text}");
+    }
     // None of the control plane is on the media listener.
     for path in ["/metrics", "/", "/api/status", "/sign"] {
         let (status, _, _) = get(&c, &format!("{}{path}", spool.base()), None).await;
         assert_eq!(status, 404, "{path}");
     }
+    // The cache's size, as the index counts it, by the next disk check.
+    origin.add_file("sized", common::data(300_000, 9), "video/mp4");
+    let (status, _, _) = get(&c, &spool.url(&origin.url("sized")), None).await;
+    assert_eq!(status, 200);
+    common::wait_until_cached(&spool.cache_dir, &origin.url("sized")).await;
+    common::wait_for_metric(&spool, "spool_cache_bytes", 300_000.0).await;
+    assert_eq!(common::metric(&spool, "spool_cache_bytes").await, 300_000.0);
 }
 
 #[tokio::test]

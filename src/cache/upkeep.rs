@@ -11,7 +11,7 @@ use tracing::{info, warn};
 use super::catalog::Catalog;
 use super::persist::Writer;
 use crate::disk::{Breaker, Disk, Level, Space};
-use crate::metrics::{KindLabel, Metrics};
+use crate::metrics::{KindLabel, Metrics, RECOVERY_KINDS};
 use crate::store::recover::{self, Problem, Report};
 use crate::store::walk::{self, ScanOptions};
 use crate::store::{ChunkFiles, Evictor, Index};
@@ -96,6 +96,12 @@ impl Upkeep {
         m.disk_level.set(level as i64);
         m.caching_paused.set(i64::from(!u.breaker.is_writing()));
         m.memory_cache_bytes.set(u.writer.memcache().bytes() as i64);
+        // One sum over the chunk rows per check (a covering scan of the
+        // table; the index thread spends milliseconds on a million rows).
+        if let Ok((_, chunks, bytes)) = u.index.totals().await {
+            m.cache_bytes.set(bytes as i64);
+            m.cache_chunks.set(chunks as i64);
+        }
         Some(level)
     }
 
@@ -168,8 +174,7 @@ impl Upkeep {
                 return;
             }
         };
-        let kinds = ["temp_file", "orphan", "missing", "inconsistent", "corrupt"];
-        for (kind, n) in kinds.into_iter().zip(report.found_by_kind()) {
+        for (kind, n) in RECOVERY_KINDS.into_iter().zip(report.found_by_kind()) {
             u.metrics
                 .recovery_fixed
                 .get_or_create(&KindLabel { kind })
