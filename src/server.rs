@@ -75,7 +75,9 @@ impl Server {
         let lock = {
             let dir = dir.clone();
             tokio::task::spawn_blocking(move || {
-                std::fs::create_dir_all(&dir).ok();
+                if let Err(e) = crate::disk::make_private(&dir) {
+                    tracing::warn!(dir = %dir.display(), error = %e, "cannot make the cache directory private");
+                }
                 CacheLock::acquire(&dir)
             })
             .await

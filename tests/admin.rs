@@ -747,3 +747,74 @@ async fn ls_and_prefetch_commands() {
     assert_eq!(code, Some(1));
     assert!(err.contains("running spool"), "{err}");
 }
+
+/// A credential in an upstream URL's query (`api_key=`) or in its user
+/// info stays out of every view: the admin API (media, chunk map,
+/// streams), `spool ls`, and the index's `media_summary` through the real
+/// `sqlite3`. The cache directory and the index are spool's user's alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn credentials_in_urls_stay_out_of_every_view() {
+    use std::os::unix::fs::PermissionsExt;
+    let origin = Origin::start().await;
+    origin.add_file("key.mp4", data(8 * 64 * 1024, 71), "video/mp4");
+    origin.set_faults("key.mp4", Faults::throttled(256 * 1024));
+    let spool = Spool::start(&origin).await;
+    let url = format!("{}?api_key=hunter2&x=1", origin.url("key.mp4"));
+    // A player reads a little and holds the stream open.
+    let mut playing = client().get(spool.url(&url)).send().await.unwrap();
+    assert!(!playing.chunk().await.unwrap().unwrap().is_empty());
+    let mut seen = String::new();
+    let (_, status) = api_get(&spool, "/api/status").await;
+    assert!(
+        status["streams"].as_array().is_some_and(|s| !s.is_empty()),
+        "{status}"
+    );
+    seen += &status.to_string();
+    drop(playing);
+    let (_, media) = api_get(&spool, "/api/media").await;
+    seen += &media.to_string();
+    let id = media["media"][0]["id"].as_i64().unwrap();
+    let (_, map) = api_get(&spool, &format!("/api/media/{id}")).await;
+    seen += &map.to_string();
+    assert!(seen.contains("key.mp4?REDACTED"), "{seen}");
+    let (code, ls, err) = run(spool_bin()
+        .args(["ls", "--admin-listen", "127.0.0.1:1", "--cache-dir"])
+        .arg(&spool.cache_dir));
+    assert_eq!(code, Some(0), "{err}");
+    assert!(ls.contains("key.mp4?REDACTED"), "{ls}");
+    seen += &ls;
+    // The view people query with the sqlite3 CLI, with a user's password
+    // in another URL too.
+    let index = spool.cache_dir.join("index.db");
+    let conn = rusqlite::Connection::open(&index).unwrap();
+    conn.execute(
+        "INSERT INTO media (url, size_bytes, chunk_size_bytes, accepts_ranges, probed_unix, last_access_unix)
+         VALUES ('http://user:pw-secret@h.example:8080/a@b/c.mp4?token=t0ken', 10, 4, 1, 0, 0),
+                ('http://h.example/plain.mp4', 10, 4, 1, 0, 0)",
+        [],
+    )
+    .unwrap();
+    let out = std::process::Command::new("sqlite3")
+        .arg("-readonly")
+        .arg(&index)
+        .arg("SELECT url FROM media_summary ORDER BY url")
+        .output()
+        .expect("the sqlite3 CLI is installed (scripts/test installs it)");
+    let shown = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(
+        shown.lines().collect::<Vec<_>>(),
+        [
+            &format!("{}?REDACTED", origin.url("key.mp4")),
+            "http://h.example/plain.mp4",
+            "http://user@h.example:8080/a@b/c.mp4?REDACTED",
+        ]
+    );
+    seen += &shown;
+    for secret in ["hunter2", "api_key", "pw-secret", "t0ken"] {
+        assert!(!seen.contains(secret), "{secret} in:\n{seen}");
+    }
+    let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&spool.cache_dir), 0o700);
+    assert_eq!(mode(&index), 0o600);
+}

@@ -13,6 +13,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/0001_init.sql"),
     include_str!("../../migrations/0002_chunk_write_id.sql"),
     include_str!("../../migrations/0003_media_content_encoding.sql"),
+    include_str!("../../migrations/0004_media_summary_redacted.sql"),
 ];
 
 pub(super) fn configure(conn: &Connection) -> Result<(), rusqlite::Error> {
