@@ -228,7 +228,7 @@ impl Opener {
         info!(
             url = %redact(url),
             size,
-            etag = head.etag.as_deref().unwrap_or("-"),
+            etag = %head.etag.as_deref().unwrap_or("-"),
             ranges = media.row.accepts_ranges,
             "new media"
         );

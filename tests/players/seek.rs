@@ -136,3 +136,151 @@ async fn mpv_start_at_9s_as_fast_as_direct() {
     )
     .await;
 }
+
+/// Warm means warm: on a file cached whole, `ffmpeg -ss` and `mpv
+/// --start` (seeking players that read a head, an index and a stretch
+/// from the middle) cost the origin nothing, with spool's default chunk
+/// size and read-ahead.
+#[tokio::test]
+async fn warm_seeks_on_a_cached_file_cost_the_origin_nothing() {
+    let _alone = alone().await;
+    let origin = Origin::start().await;
+    origin.add_disk_file("long.mp4", long_video().await, "video/mp4");
+    let spool = Spool::start_with(&origin, default_sizes).await;
+    let url = spool.url(&origin.url("long.mp4"));
+    let whole = crate::common::client()
+        .get(&url)
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    assert_eq!(
+        whole.len() as u64,
+        std::fs::metadata(long_video().await).unwrap().len()
+    );
+    crate::common::wait_until_cached(&spool.cache_dir, &origin.url("long.mp4")).await;
+    crate::common::wait_idle(&spool).await;
+    let commands: [(&str, Vec<&str>); 3] = [
+        (
+            "ffmpeg",
+            vec![
+                "-hide_banner",
+                "-loglevel",
+                "error",
+                "-ss",
+                "6",
+                "-i",
+                &url,
+                "-t",
+                "1",
+                "-f",
+                "null",
+                "-",
+            ],
+        ),
+        (
+            "ffmpeg",
+            vec![
+                "-hide_banner",
+                "-loglevel",
+                "error",
+                "-ss",
+                "10",
+                "-i",
+                &url,
+                "-frames:v",
+                "1",
+                "-f",
+                "null",
+                "-",
+            ],
+        ),
+        (
+            "mpv",
+            vec![
+                "--no-config",
+                "--msg-level=all=error",
+                "--vo=null",
+                "--ao=null",
+                "--start=9",
+                "--length=1",
+                &url,
+            ],
+        ),
+    ];
+    for (program, args) in commands {
+        origin.reset_stats();
+        let out = crate::tools::run(program, &args).await;
+        assert!(out.status.success(), "{program} {args:?}: {out:?}");
+        crate::common::wait_idle(&spool).await;
+        let stats = origin.stats();
+        assert_eq!(
+            (stats.requests, stats.body_bytes),
+            (0, 0),
+            "{program} {args:?} on a cached file asked the origin"
+        );
+    }
+}
+
+/// A prefetch of an MP4 whose index (`moov`) sits at its end fetches each
+/// byte once: the origin sends at most the file's size. Fails today: the
+/// last chunk comes twice (index-first fetches the moov and the chunk's
+/// head in two parts, and a later request fetches the whole chunk again,
+/// +17% on this file); kept to be run while that is fixed.
+#[tokio::test]
+#[ignore = "known: the moov's chunk is fetched twice (issue: warm means warm)"]
+async fn a_prefetch_of_a_moov_at_end_mp4_costs_at_most_its_size() {
+    let _alone = alone().await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = crate::tools::make_video(
+        dir.path(),
+        "tail.mp4",
+        20,
+        &["-c:v", "libx264", "-preset", "veryfast", "-b:v", "2M"],
+    )
+    .await;
+    let size = std::fs::metadata(&path).unwrap().len();
+    let origin = Origin::start().await;
+    origin.add_disk_file("tail.mp4", path, "video/mp4");
+    let spool = Spool::start_with(&origin, default_sizes).await;
+    let c = crate::common::client();
+    let api = |p: &str| format!("{}{p}", spool.admin());
+    let body = serde_json::json!({ "url": origin.url("tail.mp4") }).to_string();
+    let answer = c
+        .post(api("/api/prefetch"))
+        .header("content-type", "application/json")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    let job: serde_json::Value = serde_json::from_slice(&answer.bytes().await.unwrap()).unwrap();
+    let job = job["job"].as_u64().unwrap_or_else(|| panic!("{job}"));
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    let state = loop {
+        let answer = c
+            .get(api(&format!("/api/prefetch/{job}")))
+            .send()
+            .await
+            .unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&answer.bytes().await.unwrap()).unwrap();
+        if v["state"] != "running" && v["state"] != "starting" {
+            break v;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "no end: {v}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(state["state"], "done", "{state}");
+    crate::common::wait_idle(&spool).await;
+    let sent = origin.stats().body_bytes;
+    let log: Vec<String> = origin
+        .requests_log()
+        .iter()
+        .map(|r| format!("{:?} {}", r.range, r.body_bytes))
+        .collect();
+    assert!(
+        sent <= size,
+        "the origin sent {sent} bytes for a {size}-byte file: {log:#?}"
+    );
+}
