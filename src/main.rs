@@ -58,8 +58,12 @@ async fn main() -> anyhow::Result<()> {
         Some(Command::Ls { remote, dir }) => {
             return spool::cmd::ls(&remote, &dir.cache_dir).await;
         }
-        Some(Command::Prefetch { urls, remote }) => {
-            let cached = spool::cmd::prefetch(&urls, &remote).await?;
+        Some(Command::Prefetch {
+            urls,
+            detach,
+            remote,
+        }) => {
+            let cached = spool::cmd::prefetch(&urls, &remote, detach).await?;
             std::process::exit(if cached { 0 } else { 1 });
         }
         Some(Command::Healthcheck {

@@ -818,3 +818,80 @@ async fn credentials_in_urls_stay_out_of_every_view() {
     assert_eq!(mode(&spool.cache_dir), 0o700);
     assert_eq!(mode(&index), 0o600);
 }
+
+/// `spool prefetch` follows its job until it ends; Ctrl-C (SIGINT), SIGTERM
+/// or a closed terminal (SIGHUP) stops the server's job within 2 s and the
+/// command exits 130. With `--detach` it starts the job and returns 0 at
+/// once, and the job runs on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_interrupted_prefetch_command_stops_its_job() {
+    let origin = Origin::start().await;
+    origin.add_file("slow.mp4", data(64 * 64 * 1024, 72), "video/mp4");
+    // 4 MiB at 128 KiB/s: half a minute, far longer than the test waits.
+    origin.set_faults("slow.mp4", Faults::throttled(128 * 1024));
+    let spool = Spool::start(&origin).await;
+    let url = origin.url("slow.mp4");
+    let admin = spool.admin();
+    let addr = admin.trim_start_matches("http://").to_owned();
+    let mut seen = Vec::new();
+    for signal in ["-INT", "-TERM", "-HUP"] {
+        let mut child = spool_bin()
+            .args(["prefetch", &url, "--admin-listen", &addr])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let job = running_job(&spool, &seen).await;
+        seen.push(job);
+        let sent = std::process::Command::new("kill")
+            .args([signal, &child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(sent.success());
+        let t0 = std::time::Instant::now();
+        let code = loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                break status.code();
+            }
+            assert!(
+                t0.elapsed() < std::time::Duration::from_secs(2),
+                "spool prefetch still runs 2 s after {signal}"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        };
+        assert_eq!(code, Some(130), "after {signal}");
+        let (_, v) = api_get(&spool, &format!("/api/prefetch/{job}")).await;
+        assert_eq!(v["state"], json!("cancelled"), "after {signal}: {v}");
+        assert!(t0.elapsed() < std::time::Duration::from_secs(2));
+    }
+    // Detached: the command returns at once, the job runs on.
+    let (code, out, err) =
+        run(spool_bin().args(["prefetch", "--detach", &url, "--admin-listen", &addr]));
+    assert_eq!(code, Some(0), "{out}{err}");
+    assert!(out.contains("started; it runs on in the server"), "{out}");
+    let job = running_job(&spool, &seen).await;
+    let (_, v) = api_get(&spool, &format!("/api/prefetch/{job}")).await;
+    assert_eq!(v["state"], json!("running"), "{v}");
+}
+
+/// A running prefetch job other than those in `old`.
+async fn running_job(spool: &Spool, old: &[u64]) -> u64 {
+    let deadline = tokio::time::Instant::now() + common::WAIT_LIMIT;
+    loop {
+        let (_, v) = api_get(spool, "/api/prefetch").await;
+        let found = v["jobs"].as_array().and_then(|jobs| {
+            jobs.iter()
+                .filter(|j| j["state"] == json!("running"))
+                .filter_map(|j| j["job"].as_u64())
+                .find(|id| !old.contains(id))
+        });
+        if let Some(id) = found {
+            return id;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no running job: {v}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}

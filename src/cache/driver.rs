@@ -272,6 +272,12 @@ impl Run {
             return;
         }
         let own = self.feed.next.lock().unwrap().as_ref().map(|n| n.0);
+        // The next chunk must be this run's to fill: one that another
+        // transfer fills (the index fetched first, a player's seek) is not
+        // asked for a second time.
+        if own != Some(index + 1) && media.slot(index + 1).is_some() {
+            return;
+        }
         let end = self.fetch.stretch_end(media, index + 1, self.grow(), own);
         if end < next_start {
             return;

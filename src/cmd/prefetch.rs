@@ -2,13 +2,17 @@
 //! through its admin API, with a progress bar (bytes, rate, ETA).
 //!
 //! The work is the server's (`POST /api/prefetch`): it reads the chunks
-//! not cached yet like a player would. Interrupted (Ctrl-C), the job is
-//! stopped and what arrived stays cached, so running the command again
-//! fetches only what is still missing. Without a running spool it says
-//! so: two processes writing one cache would not know each other's
+//! not cached yet like a player would. Interrupted (Ctrl-C, SIGTERM, or
+//! SIGHUP when its terminal closes), the server's job is stopped, the
+//! command exits 130, and what arrived stays cached, so running it again
+//! fetches only what is still missing. With `--detach` the jobs are
+//! started and left to the server. Without a running spool it says so:
+//! two processes writing one cache would not know each other's
 //! downloads.
 
 use std::time::Duration;
+
+use tokio::signal::unix::{signal, Signal, SignalKind};
 
 use indicatif::{HumanBytes, ProgressBar, ProgressStyle};
 
@@ -18,12 +22,50 @@ use crate::config::Remote;
 /// How often progress is asked.
 const POLL: Duration = Duration::from_millis(200);
 
+/// The signals that stop a prefetch the command follows, listened for
+/// from its start to its end (a listener made only while waiting for an
+/// answer would miss a signal that comes between two polls, and once any
+/// is made, the signal no longer ends the process by itself).
+struct Stop {
+    int: Signal,
+    term: Signal,
+    hup: Signal,
+}
+
+impl Stop {
+    fn new() -> anyhow::Result<Stop> {
+        Ok(Stop {
+            int: signal(SignalKind::interrupt())?,
+            term: signal(SignalKind::terminate())?,
+            hup: signal(SignalKind::hangup())?,
+        })
+    }
+
+    /// Resolves when one of them arrives.
+    async fn arrived(&mut self) {
+        tokio::select! {
+            _ = self.int.recv() => {}
+            _ = self.term.recv() => {}
+            _ = self.hup.recv() => {}
+        }
+    }
+}
+
 /// Warms each URL in turn; returns whether every one ended cached whole.
-pub async fn prefetch(urls: &[String], remote: &Remote) -> anyhow::Result<bool> {
+/// With `detach`, starts every job and returns whether each was accepted.
+pub async fn prefetch(urls: &[String], remote: &Remote, detach: bool) -> anyhow::Result<bool> {
     let api = Api::new(remote)?;
+    let mut stop = Stop::new()?;
     let mut all = true;
     for url in urls {
-        match one(&api, url).await? {
+        let outcome = match detach {
+            true => start(&api, url).await?.map_or(Outcome::NotCached, |id| {
+                println!("{url}: job {id} started; it runs on in the server");
+                Outcome::Cached
+            }),
+            false => one(&api, url, &mut stop).await?,
+        };
+        match outcome {
             Outcome::Cached => {}
             Outcome::NotCached => all = false,
             Outcome::Interrupted => {
@@ -48,19 +90,28 @@ fn no_server(why: &str) -> anyhow::Error {
     )
 }
 
-async fn one(api: &Api, url: &str) -> anyhow::Result<Outcome> {
-    let job = match api
+/// Asks the server to start a job; its id, or None when it refused (said
+/// on stdout).
+async fn start(api: &Api, url: &str) -> anyhow::Result<Option<u64>> {
+    match api
         .post("/api/prefetch", &serde_json::json!({ "url": url }))
         .await?
     {
-        Answer::Nobody(why) => return Err(no_server(&why)),
-        Answer::Json(status, job) if status.is_success() => job,
+        Answer::Nobody(why) => Err(no_server(&why)),
+        Answer::Json(status, job) if status.is_success() => {
+            Ok(Some(job.get("job").and_then(|j| j.as_u64()).unwrap_or(0)))
+        }
         Answer::Json(status, json) => {
             println!("{url}: refused ({})", reason(status, &json));
-            return Ok(Outcome::NotCached);
+            Ok(None)
         }
+    }
+}
+
+async fn one(api: &Api, url: &str, stop: &mut Stop) -> anyhow::Result<Outcome> {
+    let Some(id) = start(api, url).await? else {
+        return Ok(Outcome::NotCached);
     };
-    let id = job.get("job").and_then(|j| j.as_u64()).unwrap_or(0);
     let bar = ProgressBar::new(0).with_prefix(short(url));
     bar.set_style(
         ProgressStyle::with_template(
@@ -75,7 +126,7 @@ async fn one(api: &Api, url: &str) -> anyhow::Result<Outcome> {
         let ask = api.get(&path);
         let answer = tokio::select! {
             a = ask => a?,
-            _ = tokio::signal::ctrl_c() => {
+            _ = stop.arrived() => {
                 bar.abandon();
                 let _ = api.delete(&path).await;
                 return Ok(Outcome::Interrupted);
@@ -101,7 +152,14 @@ async fn one(api: &Api, url: &str) -> anyhow::Result<Outcome> {
             bar.finish_and_clear();
             break view;
         }
-        tokio::time::sleep(POLL).await;
+        tokio::select! {
+            _ = tokio::time::sleep(POLL) => {}
+            _ = stop.arrived() => {
+                bar.abandon();
+                let _ = api.delete(&path).await;
+                return Ok(Outcome::Interrupted);
+            }
+        }
     };
     let n = |k: &str| last.get(k).and_then(|v| v.as_u64()).unwrap_or(0);
     let state = last.get("state").and_then(|s| s.as_str()).unwrap_or("?");

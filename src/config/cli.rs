@@ -98,6 +98,11 @@ pub enum Command {
         /// Upstream URLs (http or https).
         #[arg(required = true)]
         urls: Vec<String>,
+        /// Start the jobs and return: they run on in the server (by
+        /// default the command follows them, and Ctrl-C, SIGTERM or a
+        /// closed terminal stops them).
+        #[arg(long)]
+        detach: bool,
         #[command(flatten)]
         remote: Remote,
     },
