@@ -787,10 +787,13 @@ async fn credentials_in_urls_stay_out_of_every_view() {
     // in another URL too.
     let index = spool.cache_dir.join("index.db");
     let conn = rusqlite::Connection::open(&index).unwrap();
+    // Read a day from now: spool's upkeep forgets rows with nothing cached
+    // that nobody read for a while, and must not take these meanwhile.
     conn.execute(
         "INSERT INTO media (url, size_bytes, chunk_size_bytes, accepts_ranges, probed_unix, last_access_unix)
-         VALUES ('http://user:pw-secret@h.example:8080/a@b/c.mp4?token=t0ken', 10, 4, 1, 0, 0),
-                ('http://h.example/plain.mp4', 10, 4, 1, 0, 0)",
+         VALUES ('http://user:pw-secret@h.example:8080/a@b/c.mp4?token=t0ken', 10, 4, 1, 0,
+                 CAST(strftime('%s', 'now') AS INTEGER) + 86400),
+                ('http://h.example/plain.mp4', 10, 4, 1, 0, CAST(strftime('%s', 'now') AS INTEGER) + 86400)",
         [],
     )
     .unwrap();
