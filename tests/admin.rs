@@ -907,3 +907,60 @@ async fn running_job(spool: &Spool, old: &[u64]) -> u64 {
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
 }
+
+/// `GET /api/media` pages, searches and sorts when asked to; without
+/// parameters it lists every media as before.
+#[tokio::test]
+async fn the_media_list_pages_searches_and_sorts() {
+    let origin = Origin::start().await;
+    for (name, len) in [
+        ("alpha.mp4", 100_000),
+        ("beta.mkv", 300_000),
+        ("gamma.mp4", 200_000),
+    ] {
+        origin.add_file(name, data(len, len as u64), "video/mp4");
+    }
+    let spool = Spool::start(&origin).await;
+    for name in ["alpha.mp4", "beta.mkv", "gamma.mp4"] {
+        let url = origin.url(name);
+        let (status, _, _) = get(&client(), &spool.url(&url), None).await;
+        assert_eq!(status, 200);
+        wait_until_cached(&spool.cache_dir, &url).await;
+    }
+    let names = |v: &Value| -> Vec<String> {
+        v["media"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| {
+                let url = m["url"].as_str().unwrap();
+                url.rsplit('/')
+                    .next()
+                    .unwrap()
+                    .split('?')
+                    .next()
+                    .unwrap()
+                    .to_owned()
+            })
+            .collect()
+    };
+    let (_, all) = api_get(&spool, "/api/media").await;
+    assert_eq!(names(&all).len(), 3, "{all}");
+    let (_, v) = api_get(&spool, "/api/media?sort=size&limit=2").await;
+    assert_eq!(names(&v), ["beta.mkv", "gamma.mp4"], "{v}");
+    assert_eq!(
+        (v["total"].as_u64(), v["limit"].as_u64()),
+        (Some(3), Some(2))
+    );
+    let (_, v) = api_get(&spool, "/api/media?sort=size&limit=2&offset=2").await;
+    assert_eq!(names(&v), ["alpha.mp4"], "{v}");
+    let (_, v) = api_get(&spool, "/api/media?sort=url").await;
+    assert_eq!(names(&v), ["alpha.mp4", "beta.mkv", "gamma.mp4"], "{v}");
+    let (_, v) = api_get(&spool, "/api/media?q=.MP4").await;
+    assert_eq!((v["total"].as_u64(), names(&v).len()), (Some(2), 2), "{v}");
+    for bad in ["sort=newest", "limit=x", "page=2"] {
+        let (status, v) = api_get(&spool, &format!("/api/media?{bad}")).await;
+        assert_eq!(status, 400, "{bad}: {v}");
+        assert!(v["error"].as_str().is_some_and(|e| !e.is_empty()), "{v}");
+    }
+}

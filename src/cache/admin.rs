@@ -150,6 +150,23 @@ pub(crate) struct Inventory {
 }
 
 impl Inventory {
+    /// One page of the media the index knows, and how many match.
+    pub async fn media_page(
+        &self,
+        query: summary::PageQuery,
+    ) -> Result<(Vec<MediaView>, u64), IndexError> {
+        let (rows, total) = self.index.call(move |c| summary::page(c, &query)).await?;
+        let catalog = &self.catalog;
+        let views = rows
+            .into_iter()
+            .map(|s| {
+                let open = catalog.by_id(MediaId(s.media_id));
+                MediaView::new(s, open.as_deref())
+            })
+            .collect();
+        Ok((views, total))
+    }
+
     /// Every media version the index knows, most recently read first.
     pub async fn media_list(&self) -> Result<Vec<MediaView>, IndexError> {
         let rows = self.index.call(|c| summary::list(c)).await?;

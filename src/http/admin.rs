@@ -38,6 +38,7 @@ use crate::cache::prefetch::{Prefetches, Refused};
 use crate::cache::Cache;
 use crate::disk::Breaker;
 use crate::metrics::Metrics;
+use crate::store::summary;
 use crate::store::MediaId;
 
 /// The status page: one file, its CSS and script inline.
@@ -114,6 +115,53 @@ fn unauthorized() -> Response {
 }
 
 /// A media id or job id from the path.
+/// Most media one page of `GET /api/media` holds.
+const MAX_PAGE: u64 = 1000;
+
+/// `GET /api/media`'s paging: `q` (a part of the URL, its query left
+/// out), `sort` (recent, size, cached, url), `offset`, `limit` (at most
+/// 1000). None without any of them: every media, as before.
+fn page_query(query: &str) -> Result<Option<summary::PageQuery>, Refusal> {
+    let mut q = summary::PageQuery {
+        search: None,
+        sort: summary::Sort::Recent,
+        offset: 0,
+        limit: 100,
+    };
+    let mut paged = false;
+    let number = |k: &str, v: &str| {
+        v.parse::<u64>().map_err(|_| {
+            Refusal(
+                StatusCode::BAD_REQUEST,
+                format!("{k} must be a whole number, not {v:?}"),
+            )
+        })
+    };
+    for (k, v) in url::form_urlencoded::parse(query.as_bytes()) {
+        paged = true;
+        match &*k {
+            "q" => q.search = Some(v.into_owned()).filter(|s| !s.is_empty()),
+            "sort" => {
+                q.sort = summary::Sort::parse(&v).ok_or_else(|| {
+                    Refusal(
+                        StatusCode::BAD_REQUEST,
+                        format!("sort is recent, size, cached or url, not {v:?}"),
+                    )
+                })?
+            }
+            "offset" => q.offset = number("offset", &v)?,
+            "limit" => q.limit = number("limit", &v)?.clamp(1, MAX_PAGE),
+            other => {
+                return Err(Refusal(
+                    StatusCode::BAD_REQUEST,
+                    format!("unknown parameter {other:?} (q, sort, offset, limit)"),
+                ))
+            }
+        }
+    }
+    Ok(paged.then_some(q))
+}
+
 fn id_of(s: &str, what: &str) -> Result<u64, Refusal> {
     s.parse::<u64>()
         .ok()
@@ -158,7 +206,7 @@ impl Admin {
     /// Answers one request to the control plane.
     pub async fn serve<S, B>(
         self,
-        path: String,
+        (path, query): (String, String),
         method: Method,
         peer: Option<Peer>,
         headers: HeaderMap,
@@ -195,7 +243,7 @@ impl Admin {
             "/sign" => method_not_allowed("POST"),
             p => match p.strip_prefix("/api/") {
                 Some(tail) => {
-                    self.handle(tail.to_owned(), method, admin, headers, body)
+                    self.handle((tail.to_owned(), query), method, admin, headers, body)
                         .await
                 }
                 None => error(StatusCode::NOT_FOUND, "no such endpoint"),
@@ -206,7 +254,7 @@ impl Admin {
     /// Answers one `/api/<tail>` request.
     async fn handle<S, B>(
         self,
-        tail: String,
+        (tail, query): (String, String),
         method: Method,
         admin: bool,
         headers: HeaderMap,
@@ -229,7 +277,11 @@ impl Admin {
         match path.as_slice() {
             ["status"] if m == Method::GET => self.status().await,
             ["status"] => method_not_allowed("GET"),
-            ["media"] if m == Method::GET => self.media_list().await,
+            ["media"] if m == Method::GET => match page_query(&query) {
+                Ok(None) => self.media_list().await,
+                Ok(Some(q)) => self.media_page(q).await,
+                Err(r) => r.response(),
+            },
             ["media"] => method_not_allowed("GET"),
             ["media", id] => match id_of(id, "a media id") {
                 Err(r) => r.response(),
@@ -302,6 +354,22 @@ impl Admin {
     async fn media_list(&self) -> Response {
         match self.cache.inventory().media_list().await {
             Ok(list) => json(StatusCode::OK, &serde_json::json!({ "media": list })),
+            Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, &e.to_string()),
+        }
+    }
+
+    async fn media_page(&self, q: summary::PageQuery) -> Response {
+        let (offset, limit) = (q.offset, q.limit);
+        match self.cache.inventory().media_page(q).await {
+            Ok((page, total)) => json(
+                StatusCode::OK,
+                &serde_json::json!({
+                    "media": page,
+                    "total": total,
+                    "offset": offset,
+                    "limit": limit,
+                }),
+            ),
             Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, &e.to_string()),
         }
     }

@@ -97,15 +97,15 @@ pub(crate) fn admin_routes(
     admin: Admin,
 ) -> impl Filter<Extract = (Response,), Error = Infallible> + Clone + Send + Sync + 'static {
     warp::path::full()
+        .and(warp::query::raw().or(warp::any().map(String::new)).unify())
         .and(warp::method())
         .and(warp::ext::optional::<Peer>())
         .and(warp::header::headers_cloned())
         .and(warp::body::stream())
         .then(
-            move |path: warp::path::FullPath, method, peer, headers, body| {
-                admin
-                    .clone()
-                    .serve(path.as_str().to_owned(), method, peer, headers, body)
+            move |path: warp::path::FullPath, query: String, method, peer, headers, body| {
+                let request = (path.as_str().to_owned(), query);
+                admin.clone().serve(request, method, peer, headers, body)
             },
         )
         .recover(|_| async { Ok::<_, Infallible>(text(StatusCode::BAD_REQUEST, "bad request")) })

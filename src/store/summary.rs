@@ -59,6 +59,78 @@ pub fn one(c: &Connection, media_id: MediaId) -> rusqlite::Result<Option<MediaSu
         .optional()
 }
 
+/// How a page of media is ordered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sort {
+    /// Most recently read first.
+    Recent,
+    /// Largest first.
+    Size,
+    /// Most cached (as a share of the media) first.
+    Cached,
+    /// By URL.
+    Url,
+}
+
+impl Sort {
+    pub fn parse(s: &str) -> Option<Sort> {
+        Some(match s {
+            "recent" => Sort::Recent,
+            "size" => Sort::Size,
+            "cached" => Sort::Cached,
+            "url" => Sort::Url,
+            _ => return None,
+        })
+    }
+
+    fn order_by(self) -> &'static str {
+        match self {
+            Sort::Recent => "m.last_access_unix DESC, m.media_id DESC",
+            Sort::Size => "m.size_bytes DESC, m.media_id",
+            Sort::Cached => "cached * 1.0 / MAX(m.size_bytes, 1) DESC, m.media_id",
+            Sort::Url => "m.url, m.media_id",
+        }
+    }
+}
+
+/// Which media a page shows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PageQuery {
+    /// Only media whose URL (without its query, which may hold a
+    /// credential) contains this, ignoring case.
+    pub search: Option<String>,
+    pub sort: Sort,
+    pub offset: u64,
+    pub limit: u64,
+}
+
+/// One page of media, and how many match in all. Each media's cached
+/// bytes and chunks are summed for the media of the page (and for the
+/// ordering, when it is by them) through the chunks' primary key, so a
+/// page costs little however many media the cache holds.
+pub fn page(c: &Connection, q: &PageQuery) -> rusqlite::Result<(Vec<MediaSummary>, u64)> {
+    const MATCH: &str = "(?1 IS NULL
+        OR instr(lower(substr(m.url, 1, instr(m.url || '?', '?') - 1)), lower(?1)) > 0)";
+    let total: i64 = c
+        .prepare_cached(&format!("SELECT COUNT(*) FROM media m WHERE {MATCH}"))?
+        .query_row([&q.search], |r| r.get(0))?;
+    let sql = format!(
+        "SELECT m.media_id, m.url, m.size_bytes, m.chunk_size_bytes, m.content_type,
+                (SELECT COALESCE(SUM(size_bytes), 0) FROM chunks WHERE media_id = m.media_id)
+                    AS cached,
+                (SELECT COUNT(*) FROM chunks WHERE media_id = m.media_id),
+                m.last_access_unix
+         FROM media m WHERE {MATCH}
+         ORDER BY {} LIMIT ?2 OFFSET ?3",
+        q.sort.order_by()
+    );
+    let limit = i64::try_from(q.limit).unwrap_or(i64::MAX);
+    let offset = i64::try_from(q.offset).unwrap_or(i64::MAX);
+    let mut st = c.prepare_cached(&sql)?;
+    let rows = st.query_map(rusqlite::params![q.search, limit, offset], row)?;
+    Ok((rows.collect::<Result<_, _>>()?, total.max(0) as u64))
+}
+
 /// The indexes of a media version's cached chunks, in order.
 pub fn chunk_indexes(c: &Connection, media_id: MediaId) -> rusqlite::Result<Vec<u64>> {
     let mut st = c.prepare_cached(
@@ -116,5 +188,73 @@ mod tests {
             "a read-only connection cannot write"
         );
         assert!(open_read_only(&dir.path().join("missing.db")).is_err());
+    }
+
+    #[test]
+    fn pages_search_and_sort() {
+        let mut c = Connection::open_in_memory().unwrap();
+        crate::store::schema::migrate(&mut c).unwrap();
+        // 250 media: "film-N" of N*10 bytes, read at time N, with N%7
+        // chunks of 1 byte cached; one URL carries a credential.
+        for n in 1..=250i64 {
+            c.execute(
+                "INSERT INTO media (url, size_bytes, chunk_size_bytes, accepts_ranges,
+                                    probed_unix, last_access_unix)
+                 VALUES (?1, ?2, 1, 1, 0, ?3)",
+                rusqlite::params![
+                    format!("http://h/film-{n}.mkv?api_key=secret{n}"),
+                    n * 10,
+                    n
+                ],
+            )
+            .unwrap();
+            for i in 0..n % 7 {
+                c.execute(
+                    "INSERT INTO chunks (media_id, chunk_index, size_bytes, crc32c, write_id,
+                                         created_unix, last_access_unix)
+                     VALUES (?1, ?2, 1, 0, ?3, 0, 0)",
+                    rusqlite::params![n, i, n * 100 + i],
+                )
+                .unwrap();
+            }
+        }
+        let q = |search: Option<&str>, sort, offset, limit| PageQuery {
+            search: search.map(str::to_owned),
+            sort,
+            offset,
+            limit,
+        };
+        let ids = |p: &(Vec<MediaSummary>, u64)| p.0.iter().map(|m| m.media_id).collect::<Vec<_>>();
+        let recent = page(&c, &q(None, Sort::Recent, 0, 3)).unwrap();
+        assert_eq!((ids(&recent), recent.1), (vec![250, 249, 248], 250));
+        let next = page(&c, &q(None, Sort::Recent, 3, 3)).unwrap();
+        assert_eq!(ids(&next), vec![247, 246, 245]);
+        let last = page(&c, &q(None, Sort::Recent, 249, 10)).unwrap();
+        assert_eq!(ids(&last), vec![1]);
+        assert_eq!(
+            ids(&page(&c, &q(None, Sort::Size, 0, 2)).unwrap()),
+            vec![250, 249]
+        );
+        assert_eq!(
+            ids(&page(&c, &q(None, Sort::Url, 0, 3)).unwrap()),
+            vec![1, 10, 100]
+        );
+        // Cached share: a tenth for n = 1..6, the most; ties by id.
+        let cached = page(&c, &q(None, Sort::Cached, 0, 2)).unwrap();
+        assert_eq!(ids(&cached), vec![1, 2]);
+        let six = page(&c, &q(Some("FILM-6."), Sort::Recent, 0, 10)).unwrap();
+        assert_eq!((ids(&six), six.1), (vec![6], 1));
+        assert_eq!((six.0[0].cached_bytes, six.0[0].cached_chunks), (6, 6));
+        let twenty = page(&c, &q(Some("film-2"), Sort::Recent, 0, 5)).unwrap();
+        assert_eq!(twenty.1, 1 + 10 + 51, "film-2, film-20..29, film-200..250");
+        // The query is not searched: it may hold a credential.
+        assert_eq!(
+            page(&c, &q(Some("secret"), Sort::Recent, 0, 5)).unwrap().1,
+            0
+        );
+        assert_eq!(
+            page(&c, &q(Some("api_key"), Sort::Recent, 0, 5)).unwrap().1,
+            0
+        );
     }
 }

@@ -117,6 +117,8 @@ async fn the_status_page_shows_a_live_chunk_map() {
         first.contains("class=\"stream\""),
         "the stream is listed:\n{first}"
     );
+    // The media list is a page the server cut: which ones, of how many.
+    assert!(first.contains(">1–1 of 1<"), "the page's range:\n{first}");
     // More of the media arrives; a second look sees it.
     wait_for("more chunks cached", || async {
         cached_chunks(&dir, &media_url).len() as u64 >= cached_first + 4
