@@ -884,6 +884,24 @@ async fn an_interrupted_prefetch_command_stops_its_job() {
     let job = running_job(&spool, &seen).await;
     let (_, v) = api_get(&spool, &format!("/api/prefetch/{job}")).await;
     assert_eq!(v["state"], json!("running"), "{v}");
+    // Its ETA comes from the rate of the last seconds: the origin's
+    // 128 KiB/s.
+    let deadline = tokio::time::Instant::now() + common::WAIT_LIMIT;
+    let v = loop {
+        let (_, v) = api_get(&spool, &format!("/api/prefetch/{job}")).await;
+        if v["eta_secs"].is_u64() {
+            break v;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "no ETA: {v}");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    };
+    let left = v["total_bytes"].as_u64().unwrap() - v["done_bytes"].as_u64().unwrap();
+    let expected = left as f64 / (128.0 * 1024.0);
+    let eta = v["eta_secs"].as_u64().unwrap() as f64;
+    assert!(
+        eta >= expected * 0.5 && eta <= expected * 2.0 + 1.0,
+        "ETA {eta} s, expected about {expected:.0} s: {v}"
+    );
 }
 
 /// A running prefetch job other than those in `old`.

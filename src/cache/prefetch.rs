@@ -90,7 +90,53 @@ pub(crate) struct Job {
     started: Instant,
     /// Bytes of missing chunks that arrived during this job.
     fetched: AtomicU64,
+    /// The fetched count now and then, for the rate of the last seconds.
+    recent: Mutex<Rolling>,
     state: Mutex<State>,
+}
+
+/// How far back the recent rate looks.
+const RATE_WINDOW: Duration = Duration::from_secs(10);
+/// Samples of progress kept at most this often.
+const SAMPLE_EVERY: Duration = Duration::from_millis(250);
+
+/// A count sampled over time, and its rate over the last `RATE_WINDOW`:
+/// an ETA from it follows the origin's pace now, not an average since
+/// the start (a job whose origin slowed down midway is not promised its
+/// first minute's speed).
+#[derive(Debug, Default)]
+struct Rolling {
+    samples: std::collections::VecDeque<(Instant, u64)>,
+}
+
+impl Rolling {
+    fn record(&mut self, now: Instant, count: u64) {
+        if self
+            .samples
+            .back()
+            .is_some_and(|(at, _)| now.saturating_duration_since(*at) < SAMPLE_EVERY)
+        {
+            return;
+        }
+        self.samples.push_back((now, count));
+        // One sample older than the window stays, as the start of it.
+        while self.samples.len() > 2
+            && self
+                .samples
+                .get(1)
+                .is_some_and(|(at, _)| now.saturating_duration_since(*at) >= RATE_WINDOW)
+        {
+            self.samples.pop_front();
+        }
+    }
+
+    /// Per second, from the oldest sample kept to `count` at `now`; None
+    /// before a second of samples.
+    fn rate(&self, now: Instant, count: u64) -> Option<f64> {
+        let (at, first) = *self.samples.front()?;
+        let secs = now.saturating_duration_since(at).as_secs_f64();
+        (secs >= 1.0).then(|| count.saturating_sub(first) as f64 / secs)
+    }
 }
 
 struct State {
@@ -118,7 +164,13 @@ pub(crate) struct JobView {
     pub cached_at_start_bytes: u64,
     pub fetched_bytes: u64,
     pub elapsed_secs: f64,
+    /// The average since the job started.
     pub rate_bytes_per_sec: u64,
+    /// The rate over the last 10 s, what `eta_secs` is reckoned from.
+    pub recent_rate_bytes_per_sec: Option<u64>,
+    /// Seconds until every byte is cached at the recent rate, while the
+    /// job runs.
+    pub eta_secs: Option<u64>,
     pub error: Option<String>,
 }
 
@@ -140,6 +192,16 @@ impl Job {
             Some(c) => c,
             None => st.cached_at_start + fetched,
         };
+        let recent = match st.phase.is_running() {
+            true => self.recent.lock().unwrap().rate(Instant::now(), fetched),
+            false => None,
+        };
+        let left = st.total.map(|t| t.saturating_sub(done));
+        let eta = match (recent, left) {
+            (_, Some(0)) => Some(0),
+            (Some(r), Some(left)) if r > 0.0 => Some((left as f64 / r).ceil() as u64),
+            _ => None,
+        };
         JobView {
             job: self.id,
             url: redact(&self.url),
@@ -155,8 +217,16 @@ impl Job {
             } else {
                 0
             },
+            recent_rate_bytes_per_sec: recent.map(|r| r as u64),
+            eta_secs: eta,
             error: st.error.clone(),
         }
+    }
+
+    /// Counts bytes that arrived for this job.
+    fn arrived(&self, n: u64) {
+        let fetched = self.fetched.fetch_add(n, Ordering::Relaxed) + n;
+        self.recent.lock().unwrap().record(Instant::now(), fetched);
     }
 
     fn is_running(&self) -> bool {
@@ -200,6 +270,7 @@ impl Prefetches {
             cancel: CancellationToken::new(),
             started: Instant::now(),
             fetched: AtomicU64::new(0),
+            recent: Mutex::default(),
             state: Mutex::new(State {
                 phase: Phase::Starting,
                 media_id: None,
@@ -307,7 +378,7 @@ async fn warm(cache: &Cache, job: &Job) -> Result<Phase, Stop> {
             .spawn(cache.clone().produce(media.clone(), parts, tx));
         while let Some(piece) = rx.recv().await {
             match piece {
-                Ok(b) => job.fetched.fetch_add(b.len() as u64, Ordering::Relaxed),
+                Ok(b) => job.arrived(b.len() as u64),
                 Err(e) => return Err(Stop::Failed(e.to_string())),
             };
         }
@@ -371,6 +442,29 @@ fn spans(media: &Media, have: impl Fn(&Slot) -> bool) -> Vec<Span> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The recent rate follows the last 10 s, not the average since the
+    /// start; no rate before a second of samples.
+    #[test]
+    fn the_recent_rate_follows_the_last_seconds() {
+        let t0 = Instant::now();
+        let at = |ms: u64| t0 + Duration::from_millis(ms);
+        let mut r = Rolling::default();
+        r.record(at(0), 0);
+        assert_eq!(r.rate(at(500), 50), None);
+        // 30 s at 1 MB/s, then 20 s at 100 kB/s.
+        let mut count = 0;
+        for tick in 1..=200u64 {
+            count += if tick <= 120 { 250_000 } else { 25_000 };
+            r.record(at(tick * 250), count);
+        }
+        let rate = r.rate(at(50_000), count).unwrap();
+        assert!((95_000.0..=105_000.0).contains(&rate), "{rate}");
+        // Samples closer than SAMPLE_EVERY are not kept; the window stays
+        // bounded.
+        r.record(at(50_010), count + 1);
+        assert!(r.samples.len() <= 42, "{}", r.samples.len());
+    }
     use crate::store::{ChunkRow, MediaRow};
 
     fn media(size: u64, chunk: u64, cached: &[u64]) -> Media {

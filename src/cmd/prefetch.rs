@@ -115,7 +115,7 @@ async fn one(api: &Api, url: &str, stop: &mut Stop) -> anyhow::Result<Outcome> {
     let bar = ProgressBar::new(0).with_prefix(short(url));
     bar.set_style(
         ProgressStyle::with_template(
-            "{prefix:30} [{bar:30}] {bytes}/{total_bytes} {binary_bytes_per_sec} ETA {eta}",
+            "{prefix:30} [{bar:30}] {bytes}/{total_bytes} {binary_bytes_per_sec} {msg}",
         )
         .expect("a valid template")
         .progress_chars("#>-"),
@@ -147,6 +147,11 @@ async fn one(api: &Api, url: &str, stop: &mut Stop) -> anyhow::Result<Outcome> {
             started = true;
         }
         bar.set_position(n("done_bytes").unwrap_or(0));
+        // The server's ETA, from the rate of the last seconds.
+        bar.set_message(match n("eta_secs") {
+            Some(s) => format!("ETA {}", humantime::format_duration(Duration::from_secs(s))),
+            None => "ETA -".to_owned(),
+        });
         let state = view.get("state").and_then(|s| s.as_str()).unwrap_or("");
         if !matches!(state, "starting" | "running") {
             bar.finish_and_clear();
