@@ -64,6 +64,15 @@ pub(crate) struct StreamView {
     /// ahead of the player.
     pub read_ahead_end_bytes: u64,
     pub size_bytes: u64,
+    /// The position and the media's length as time, where its byte rate
+    /// is known (from the container, or a paced player): seconds.
+    pub position_secs: Option<f64>,
+    pub duration_secs: Option<f64>,
+}
+
+/// `bytes` at `rate` bytes a second, to a tenth of a second.
+fn secs(bytes: u64, rate: u64) -> f64 {
+    (bytes as f64 / rate.max(1) as f64 * 10.0).round() / 10.0
 }
 
 /// What deleting a media's cache removed.
@@ -223,6 +232,7 @@ impl Inventory {
         for m in self.catalog.all() {
             let last = m.chunk_count().saturating_sub(1);
             let window = self.runs.window(&m);
+            let rate = m.byte_rate();
             for head in m.live_playheads() {
                 let at = head.at;
                 let end = window.end(&head).min(last);
@@ -233,6 +243,8 @@ impl Inventory {
                     position_bytes: head.pos.min(m.size()),
                     read_ahead_end_bytes: (m.chunk_start(end) + m.chunk_len(end)).min(m.size()),
                     size_bytes: m.size(),
+                    position_secs: rate.map(|r| secs(head.pos.min(m.size()), r)),
+                    duration_secs: rate.map(|r| secs(m.size(), r)),
                 });
             }
         }

@@ -176,3 +176,52 @@ async fn the_status_page_shows_a_live_chunk_map() {
     let _ = stop.send(());
     let _ = tokio::time::timeout(Duration::from_secs(10), task).await;
 }
+
+/// A player's position as time: for an MP4 whose duration its header
+/// gives, the admin API's stream shows the position and the length in
+/// seconds (the page shows them as a clock).
+#[tokio::test]
+async fn a_stream_shows_its_position_as_time() {
+    let origin = Origin::start().await;
+    let video = crate::tools::long_video().await;
+    let size = std::fs::metadata(&video).unwrap().len();
+    origin.add_disk_file("long.mp4", video, "video/mp4");
+    // Slow enough that the player is still reading when it is looked at.
+    origin.set_faults("long.mp4", Faults::throttled(1_000_000));
+    let spool = crate::common::Spool::start_with(&origin, crate::seek::default_sizes).await;
+    let url = spool.url(&origin.url("long.mp4"));
+    let mut player = client().get(&url).send().await.unwrap();
+    let mut read = 0;
+    while read < 300_000 {
+        read += player.chunk().await.unwrap().unwrap().len();
+    }
+    let deadline = tokio::time::Instant::now() + crate::common::WAIT_LIMIT;
+    let seen = loop {
+        let body = client()
+            .get(format!("{}/api/status", spool.admin()))
+            .send()
+            .await
+            .unwrap()
+            .bytes()
+            .await
+            .unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        if v["streams"][0]["duration_secs"].is_f64() {
+            break v;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "no time in {v}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let s = &seen["streams"][0];
+    // The file is 60 s long.
+    let duration = s["duration_secs"].as_f64().unwrap();
+    assert!((59.0..=61.0).contains(&duration), "{s}");
+    let pos = s["position_bytes"].as_u64().unwrap() as f64;
+    let expected = pos / size as f64 * duration;
+    let secs = s["position_secs"].as_f64().unwrap();
+    assert!(
+        (secs - expected).abs() <= 0.2,
+        "{secs} s, expected {expected:.1}: {s}"
+    );
+    drop(player);
+}
