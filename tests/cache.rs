@@ -1028,3 +1028,45 @@ async fn the_index_of_a_media_is_fetched_first() {
         }
     }
 }
+
+/// A seek that lands inside a read-ahead transfer still under way, chunks
+/// ahead of where it has got, after the player that started it left (a
+/// browser seeking drops its request): the seek gets a request of its own
+/// from its byte rather than waiting for the transfer to get there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_seek_into_a_running_read_ahead_transfer_gets_its_own_request() {
+    let origin = Origin::start().await;
+    let body = data(8 * 1024 * 1024, 53);
+    origin.add_file("ahead", body.clone(), "video/webm");
+    origin.set_faults("ahead", Faults::throttled(1_000_000));
+    let spool = Spool::start(&origin).await;
+    let url = spool.url(&origin.url("ahead"));
+    let c = client();
+    let mut player = c.get(&url).send().await.unwrap();
+    let mut read = 0u64;
+    while read < 1_500_000 {
+        read += player.chunk().await.unwrap().unwrap().len() as u64;
+    }
+    // The transfer that reads ahead reaches past where the seek lands.
+    let at = read + 200_000;
+    let covering = |spans: &[(u64, u64)]| spans.iter().any(|&(a, b)| a <= at && at <= b);
+    assert!(
+        covering(&request_spans(&origin)),
+        "{:?}",
+        request_spans(&origin)
+    );
+    drop(player);
+    let mut seek = c
+        .get(&url)
+        .header("range", format!("bytes={at}-"))
+        .send()
+        .await
+        .unwrap();
+    let first = seek.chunk().await.unwrap().unwrap();
+    assert!(first[..] == body[at as usize..at as usize + first.len()]);
+    let spans = request_spans(&origin);
+    assert!(
+        spans.iter().any(|&(a, _)| a == at),
+        "no request from the seek's byte: {spans:?}"
+    );
+}
