@@ -586,3 +586,45 @@ fn the_sign_command_scopes_playlists_to_their_directory() {
     let (_, scope, _) = sign(&["http://nas.lan/show/movie.mkv"]);
     assert_eq!(scope, Scope::File);
 }
+
+/// A playlist that never changes is kept in the index and answers when
+/// the origin cannot, after a restart too; a live one is never served
+/// from there (it would be stale), and an origin that says a playlist is
+/// gone is believed.
+#[tokio::test]
+async fn vod_playlists_outlive_their_origin_and_live_ones_do_not() {
+    let origin = Origin::start().await;
+    let vod = Bytes::from_static(
+        b"#EXTM3U\n#EXT-X-TARGETDURATION:2\n#EXT-X-PLAYLIST-TYPE:VOD\n#EXTINF:2,\nseg0.ts\n#EXT-X-ENDLIST\n",
+    );
+    let live = Bytes::from_static(b"#EXTM3U\n#EXT-X-TARGETDURATION:2\n#EXTINF:2,\nseg0.ts\n");
+    origin.add_file("v/index.m3u8", vod.clone(), HLS);
+    origin.add_file("l/index.m3u8", live, HLS);
+    origin.add_file("g/index.m3u8", vod.clone(), HLS);
+    let spool = Spool::start(&origin).await;
+    let c = client();
+    for p in ["v/index.m3u8", "l/index.m3u8", "g/index.m3u8"] {
+        let (status, _, _) = get(&c, &spool.url(&origin.url(p)), None).await;
+        assert_eq!(status, 200, "{p}");
+    }
+    let (dir, _keep) = spool.stop().await;
+    let down = Faults {
+        status: Some(503),
+        ..Default::default()
+    };
+    origin.set_faults("v/index.m3u8", down.clone());
+    origin.set_faults("l/index.m3u8", down);
+    origin.remove_file("g/index.m3u8");
+    let spool = Spool::start_cfg(common::test_config(&dir, &origin)).await;
+    let (status, _, body) = get(&c, &spool.url(&origin.url("v/index.m3u8")), None).await;
+    assert_eq!(status, 200, "the VOD playlist from the index");
+    let text = String::from_utf8_lossy(&body);
+    assert!(
+        text.contains("/v/seg0.ts\n") && text.contains("#EXT-X-ENDLIST"),
+        "{text}"
+    );
+    let (status, _, _) = get(&c, &spool.url(&origin.url("l/index.m3u8")), None).await;
+    assert_eq!(status, 502, "a live playlist is not kept");
+    let (status, _, _) = get(&c, &spool.url(&origin.url("g/index.m3u8")), None).await;
+    assert_eq!(status, 404, "a playlist the origin says is gone is gone");
+}

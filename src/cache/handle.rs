@@ -67,7 +67,7 @@ impl Cache {
                     files: files.clone(),
                     metrics: metrics.clone(),
                 },
-                playlists: Playlists::new(runs.upstream().clone()),
+                playlists: Playlists::new(runs.upstream().clone(), index.clone()),
                 inventory: Inventory {
                     index,
                     catalog: catalog.clone(),

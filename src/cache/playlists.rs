@@ -21,12 +21,13 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use http::{header, StatusCode};
-use tracing::debug;
+use tracing::{debug, warn};
 use url::Url;
 
 use super::gates::Gates;
 use super::lru::Lru;
 use crate::manifest::Kind;
+use crate::store::{unix_now, Index, PlaylistRow};
 use crate::upstream::{redact, Upstream, UpstreamError, UpstreamRule};
 
 /// Largest playlist read from an origin.
@@ -106,19 +107,21 @@ impl Kept {
     }
 }
 
-/// The playlists kept in memory, and the client that fetches them.
-/// Cheap to clone.
+/// The playlists kept in memory, the client that fetches them, and the
+/// index that keeps those that never change. Cheap to clone.
 #[derive(Clone)]
 pub(crate) struct Playlists {
     upstream: Upstream,
     store: Store,
+    index: Index,
 }
 
 impl Playlists {
-    pub fn new(upstream: Upstream) -> Playlists {
+    pub fn new(upstream: Upstream, index: Index) -> Playlists {
         Playlists {
             upstream,
             store: Store::new(MEMORY),
+            index,
         }
     }
 
@@ -126,6 +129,12 @@ impl Playlists {
     /// (once for all who ask), within `--upstream-timeout` in all. One
     /// kept from another request's fetch is used only if its redirects
     /// landed where `rule` allows.
+    ///
+    /// One that never changes (VOD, master, static) is also kept in the
+    /// index when fetched, and answers from there when the origin cannot
+    /// (unreachable, timed out, a server error), after a restart too: a
+    /// cached title plays offline. An origin that says the playlist is
+    /// gone (404, 410) or refuses it is believed.
     pub async fn get(
         &self,
         url: &Url,
@@ -133,16 +142,70 @@ impl Playlists {
     ) -> Result<Arc<Playlist>, UpstreamError> {
         let upstream = &self.upstream;
         let deadline = upstream.timeout();
-        let playlist = self
+        let fetched = self
             .store
             .get(url.as_str(), || async {
-                tokio::time::timeout(deadline, fetch(upstream, url, rule))
+                let playlist = tokio::time::timeout(deadline, fetch(upstream, url, rule))
                     .await
-                    .map_err(|_| UpstreamError::Timeout)?
+                    .map_err(|_| UpstreamError::Timeout)??;
+                self.keep(url, &playlist).await;
+                Ok(playlist)
             })
-            .await?;
+            .await;
+        let playlist = match fetched {
+            Ok(p) => p,
+            Err(e) if e.is_permanent() => return Err(e),
+            Err(e) => match self.kept(url).await {
+                Some(p) => {
+                    debug!(url = %redact(url), error = %e, "origin unavailable; the kept playlist answers");
+                    p
+                }
+                None => return Err(e),
+            },
+        };
         upstream.check_landing(rule, url, &playlist.url)?;
         Ok(playlist)
+    }
+
+    /// Keeps a playlist that never changes in the index.
+    async fn keep(&self, url: &Url, playlist: &Playlist) {
+        if playlist.live() {
+            return;
+        }
+        let row = PlaylistRow {
+            url: url.as_str().to_owned(),
+            final_url: playlist.url.as_str().to_owned(),
+            content_type: playlist.content_type.clone(),
+            body: playlist.body.to_vec(),
+            fetched_unix: unix_now(),
+        };
+        if let Err(e) = self.index.keep_playlist(row).await {
+            warn!(url = %redact(url), error = %e, "cannot keep the playlist in the index");
+        }
+    }
+
+    /// The playlist the index kept for `url`, if any (and still one that
+    /// never changes, with a final URL that parses).
+    async fn kept(&self, url: &Url) -> Option<Arc<Playlist>> {
+        let row = match self.index.kept_playlist(url.as_str()).await {
+            Ok(row) => row?,
+            Err(e) => {
+                warn!(error = %e, "cannot read kept playlists");
+                return None;
+            }
+        };
+        let kind = Kind::of(&row.body);
+        if kind.live() || row.body.len() > MAX_PLAYLIST {
+            return None;
+        }
+        Some(Arc::new(Playlist {
+            body: row.body.into(),
+            url: Url::parse(&row.final_url).ok()?,
+            content_type: row.content_type,
+            kind,
+            fetched: Instant::now(),
+            keep_for: keep_for(kind),
+        }))
     }
 }
 

@@ -18,4 +18,4 @@ pub(crate) use chunks::ChunkFiles;
 pub(crate) use error::IndexError;
 pub(crate) use evict::{Evictor, Pin, Pins};
 pub(crate) use index::{unix_now, Index};
-pub(crate) use rows::{ChunkRow, MediaId, MediaRow};
+pub(crate) use rows::{ChunkRow, MediaId, MediaRow, PlaylistRow};

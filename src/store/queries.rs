@@ -4,10 +4,56 @@
 
 use rusqlite::{params, OptionalExtension};
 
-use super::rows::{ChunkRow, MediaId, MediaRow};
+use super::rows::{ChunkRow, MediaId, MediaRow, PlaylistRow};
 use super::{unix_now, Index, IndexError};
 
+/// Most playlists the index keeps.
+const KEPT_PLAYLISTS: i64 = 10_000;
+
 impl Index {
+    /// Keeps a playlist that never changes (replacing what was kept for
+    /// its URL); past `KEPT_PLAYLISTS` rows, the least recently fetched go.
+    pub async fn keep_playlist(&self, row: PlaylistRow) -> Result<(), IndexError> {
+        self.call(move |c| {
+            let tx = c.transaction()?;
+            tx.execute(
+                "INSERT OR REPLACE INTO playlists (url, final_url, content_type, body, fetched_unix)
+                 VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![row.url, row.final_url, row.content_type, row.body, row.fetched_unix],
+            )?;
+            tx.execute(
+                "DELETE FROM playlists WHERE url IN
+                    (SELECT url FROM playlists ORDER BY fetched_unix DESC LIMIT -1 OFFSET ?1)",
+                [KEPT_PLAYLISTS],
+            )?;
+            tx.commit()
+        })
+        .await
+    }
+
+    /// The playlist kept for `url`, if any.
+    pub async fn kept_playlist(&self, url: &str) -> Result<Option<PlaylistRow>, IndexError> {
+        let url = url.to_owned();
+        self.call(move |c| {
+            c.query_row(
+                "SELECT url, final_url, content_type, body, fetched_unix FROM playlists
+                 WHERE url = ?1",
+                [&url],
+                |r| {
+                    Ok(PlaylistRow {
+                        url: r.get(0)?,
+                        final_url: r.get(1)?,
+                        content_type: r.get(2)?,
+                        body: r.get(3)?,
+                        fetched_unix: r.get(4)?,
+                    })
+                },
+            )
+            .optional()
+        })
+        .await
+    }
+
     pub async fn media(&self, url: &str) -> Result<Option<MediaRow>, IndexError> {
         let url = url.to_owned();
         self.call(move |c| {

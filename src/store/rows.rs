@@ -69,6 +69,17 @@ pub struct ChunkRow {
     pub write_id: i64,
 }
 
+/// A playlist or manifest that never changes, as the index keeps it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PlaylistRow {
+    pub url: String,
+    /// Where its redirects landed.
+    pub final_url: String,
+    pub content_type: Option<String>,
+    pub body: Vec<u8>,
+    pub fetched_unix: i64,
+}
+
 impl ChunkRow {
     /// The row of a chunk file just written.
     pub fn new(chunk_index: u64, size_bytes: u64, crc32c: u32) -> ChunkRow {

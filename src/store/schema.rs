@@ -14,6 +14,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/0002_chunk_write_id.sql"),
     include_str!("../../migrations/0003_media_content_encoding.sql"),
     include_str!("../../migrations/0004_media_summary_redacted.sql"),
+    include_str!("../../migrations/0005_playlists.sql"),
 ];
 
 pub(super) fn configure(conn: &Connection) -> Result<(), rusqlite::Error> {

@@ -142,3 +142,50 @@ async fn hls_live_sliding_window_plays_through_spool() {
         .collect();
     assert!(segments.len() >= 6, "{segments:?}");
 }
+
+/// Offline replay: an HLS VOD and a DASH title played once through spool
+/// play again after spool restarts on its cache with the origin answering
+/// nothing but 503: the playlist or manifest comes from the index, the
+/// segments from the chunk cache, and ffmpeg decodes the same frames as
+/// from the origin directly.
+#[tokio::test]
+async fn vod_titles_replay_offline_after_a_restart() {
+    for (kind, playlist) in [("vod", "index.m3u8"), ("dash", "manifest.mpd")] {
+        let dir = tempfile::tempdir().unwrap();
+        match kind {
+            "vod" => make_hls_vod(dir.path(), 6).await,
+            _ => make_dash(dir.path(), 6).await,
+        }
+        let origin = Origin::start().await;
+        let media = serve_dir(&origin, dir.path(), kind);
+        let path = format!("{kind}/{playlist}");
+        let direct = decoded_md5(&origin.url(&path), &[]).await;
+        let spool = Spool::start(&origin).await;
+        let via = spool.url(&origin.url(&path));
+        assert_eq!(decoded_md5(&via, &[]).await, direct, "{path} through spool");
+        for m in &media {
+            wait_until_cached(&spool.cache_dir, &origin.url(m)).await;
+        }
+        let (cache_dir, _keep) = spool.stop().await;
+        // The origin is down: every file answers 503.
+        let down = crate::common::origin::Faults {
+            status: Some(503),
+            ..Default::default()
+        };
+        for name in std::fs::read_dir(dir.path()).unwrap().flatten() {
+            let name = name.file_name().into_string().unwrap();
+            origin.set_faults(&format!("{kind}/{name}"), down.clone());
+        }
+        let (status, _, _) =
+            crate::common::get(&crate::common::client(), &origin.url(&path), None).await;
+        assert_eq!(status, 503, "the origin is down");
+        let spool = Spool::start_cfg(crate::common::test_config(&cache_dir, &origin)).await;
+        let via = spool.url(&origin.url(&path));
+        assert_eq!(
+            decoded_md5(&via, &[]).await,
+            direct,
+            "{path} replayed offline after a restart"
+        );
+        mpv_plays(&via, 50).await;
+    }
+}
