@@ -3,8 +3,8 @@
 -- playlists, static DASH manifests), kept so that a cached title plays
 -- with its origin unreachable, after a restart too. One row per URL asked
 -- for; `final_url` is where its redirects landed (what its URIs resolve
--- against). The body is at most 4 MiB; spool keeps at most 10,000 rows,
--- the least recently fetched going first.
+-- against). A body is at most 4 MiB; spool keeps at most 10,000 rows
+-- and 64 MiB of bodies, the least recently fetched going first.
 CREATE TABLE playlists (
     url               TEXT    PRIMARY KEY,
     final_url         TEXT    NOT NULL,

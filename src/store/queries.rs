@@ -7,12 +7,16 @@ use rusqlite::{params, OptionalExtension};
 use super::rows::{ChunkRow, MediaId, MediaRow, PlaylistRow};
 use super::{unix_now, Index, IndexError};
 
-/// Most playlists the index keeps.
+/// Most playlists the index keeps...
 const KEPT_PLAYLISTS: i64 = 10_000;
+/// ... and most bytes of their bodies: an origin serving large "VOD
+/// playlists" at many URLs cannot fill the disk through the index.
+const KEPT_PLAYLIST_BYTES: i64 = 64 * 1024 * 1024;
 
 impl Index {
     /// Keeps a playlist that never changes (replacing what was kept for
-    /// its URL); past `KEPT_PLAYLISTS` rows, the least recently fetched go.
+    /// its URL); past `KEPT_PLAYLISTS` rows or `KEPT_PLAYLIST_BYTES` of
+    /// bodies, the least recently fetched go.
     pub async fn keep_playlist(&self, row: PlaylistRow) -> Result<(), IndexError> {
         self.call(move |c| {
             let tx = c.transaction()?;
@@ -22,9 +26,15 @@ impl Index {
                 params![row.url, row.final_url, row.content_type, row.body, row.fetched_unix],
             )?;
             tx.execute(
-                "DELETE FROM playlists WHERE url IN
-                    (SELECT url FROM playlists ORDER BY fetched_unix DESC LIMIT -1 OFFSET ?1)",
-                [KEPT_PLAYLISTS],
+                "DELETE FROM playlists WHERE url IN (
+                    SELECT url FROM (
+                        SELECT url,
+                               ROW_NUMBER() OVER newest AS n,
+                               SUM(length(body)) OVER newest AS bytes
+                        FROM playlists
+                        WINDOW newest AS (ORDER BY fetched_unix DESC, url)
+                    ) WHERE n > ?1 OR bytes > ?2)",
+                [KEPT_PLAYLISTS, KEPT_PLAYLIST_BYTES],
             )?;
             tx.commit()
         })
@@ -379,6 +389,53 @@ impl Index {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Kept playlists stay within their count and their bytes, the least
+    /// recently fetched going first.
+    #[tokio::test]
+    async fn kept_playlists_are_bounded() {
+        let index = Index::open_in_memory().unwrap();
+        let row = |n: i64, len: usize| PlaylistRow {
+            url: format!("http://h/{n}.m3u8"),
+            final_url: format!("http://h/{n}.m3u8"),
+            content_type: None,
+            body: vec![b'#'; len],
+            fetched_unix: n,
+        };
+        // 20 playlists of 4 MiB: only the newest 16 fit in 64 MiB.
+        for n in 1..=20 {
+            index.keep_playlist(row(n, 4 * 1024 * 1024)).await.unwrap();
+        }
+        assert!(index
+            .kept_playlist("http://h/4.m3u8")
+            .await
+            .unwrap()
+            .is_none());
+        assert!(index
+            .kept_playlist("http://h/5.m3u8")
+            .await
+            .unwrap()
+            .is_some());
+        let (count, bytes): (i64, i64) = index
+            .call(|c| {
+                c.query_row(
+                    "SELECT COUNT(*), SUM(length(body)) FROM playlists",
+                    [],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )
+            })
+            .await
+            .unwrap();
+        assert_eq!((count, bytes), (16, 64 * 1024 * 1024));
+        // Replacing one keeps one row for its URL.
+        index.keep_playlist(row(20, 10)).await.unwrap();
+        let kept = index
+            .kept_playlist("http://h/20.m3u8")
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(kept.body.len(), 10);
+    }
 
     fn row(url: &str) -> MediaRow {
         MediaRow {
