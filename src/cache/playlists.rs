@@ -158,6 +158,9 @@ impl Playlists {
             Err(e) => match self.kept(url).await {
                 Some(p) => {
                     debug!(url = %redact(url), error = %e, "origin unavailable; the kept playlist answers");
+                    // In memory too: the next players do not wait for an
+                    // origin that times out (it never changes anyway).
+                    self.store.keep(url.as_str(), Kept::Playlist(p.clone()));
                     p
                 }
                 None => return Err(e),
