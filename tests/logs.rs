@@ -12,20 +12,23 @@ use std::time::Duration;
 use common::origin::{Faults, Origin};
 use common::{client, data, ChildLog, KillOnDrop};
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn players_hanging_up_are_not_errors() {
-    let origin = Origin::start().await;
-    origin.add_file("movie.mp4", data(4 * 1024 * 1024, 1), "video/mp4");
-    origin.set_faults("movie.mp4", Faults::throttled(2 * 1024 * 1024));
-    let tmp = tempfile::tempdir().unwrap();
-    let log = ChildLog::new();
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_spool"))
-        .args(["serve", "--listen", "127.0.0.1:0", "--chunk-size", "64KiB"])
-        .args(["--admin-listen", "127.0.0.1:0"])
+/// The real binary with `args` (a subcommand and its flags) on loopback
+/// ports of its own, its cache in `dir`, allowed to reach `origin`,
+/// logging at info to `log` (a pipe: as a log file would be) in the
+/// format the arguments say, not the environment's.
+fn spool(
+    origin: &Origin,
+    dir: &std::path::Path,
+    log: &ChildLog,
+    args: &[&str],
+) -> std::process::Child {
+    std::process::Command::new(env!("CARGO_BIN_EXE_spool"))
+        .args(args)
+        .args(["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"])
         .arg("--cache-dir")
-        .arg(tmp.path())
+        .arg(dir)
         .args(["--allow-upstream", &origin.addr().ip().to_string()])
-        // This machine's own free space is not what the test is about.
+        // This machine's own free space is not what the tests are about.
         .args(["--min-free-bytes", "0", "--min-free-percent", "0"])
         .env("SPOOL_LOG", "info")
         .env_remove("NO_COLOR")
@@ -35,7 +38,22 @@ async fn players_hanging_up_are_not_errors() {
         .stdout(std::process::Stdio::null())
         .stderr(log.stdio())
         .spawn()
-        .unwrap();
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn players_hanging_up_are_not_errors() {
+    let origin = Origin::start().await;
+    origin.add_file("movie.mp4", data(4 * 1024 * 1024, 1), "video/mp4");
+    origin.set_faults("movie.mp4", Faults::throttled(2 * 1024 * 1024));
+    let tmp = tempfile::tempdir().unwrap();
+    let log = ChildLog::new();
+    let mut child = spool(
+        &origin,
+        tmp.path(),
+        &log,
+        &["serve", "--chunk-size", "64KiB"],
+    );
     let addr = log.listen_addr(&mut child).await;
     let mut child = KillOnDrop(child);
     let enc: String = url::form_urlencoded::byte_serialize(
@@ -121,20 +139,12 @@ async fn json_logs_are_one_object_per_line() {
     origin.add_file("a.mp4", data(300_000, 2), "video/mp4");
     let tmp = tempfile::tempdir().unwrap();
     let log = ChildLog::new();
-    let child = std::process::Command::new(env!("CARGO_BIN_EXE_spool"))
-        .args(["--log-format", "json", "serve", "--listen", "127.0.0.1:0"])
-        .args(["--admin-listen", "127.0.0.1:0"])
-        .arg("--cache-dir")
-        .arg(tmp.path())
-        .args(["--allow-upstream", &origin.addr().ip().to_string()])
-        .args(["--min-free-bytes", "0", "--min-free-percent", "0"])
-        .env("SPOOL_LOG", "info")
-        .env_remove("SPOOL_SECRET")
-        .env_remove("SPOOL_SECRET_FILE")
-        .stdout(std::process::Stdio::null())
-        .stderr(log.stdio())
-        .spawn()
-        .unwrap();
+    let child = spool(
+        &origin,
+        tmp.path(),
+        &log,
+        &["--log-format", "json", "serve"],
+    );
     let mut child = KillOnDrop(child);
     let line = log.wait_for_line(&mut child.0, "spool serving").await;
     let serving: serde_json::Value = serde_json::from_str(&line).unwrap();
@@ -143,14 +153,7 @@ async fn json_logs_are_one_object_per_line() {
         "http://{addr}/stream?url={}",
         url::form_urlencoded::byte_serialize(origin.url("a.mp4").as_bytes()).collect::<String>()
     );
-    let body = client()
-        .get(&url)
-        .send()
-        .await
-        .unwrap()
-        .bytes()
-        .await
-        .unwrap();
+    let (_, _, body) = common::get(&client(), &url, None).await;
     assert_eq!(body.len(), 300_000);
     common::wait_for("the stream line", || {
         std::future::ready(log.text().contains("\"stream\""))

@@ -82,7 +82,7 @@ pub(super) struct Bodies {
 
 /// Sends `parts` of a media into `tx` (a task per response); cuts the
 /// body when a range cannot be served.
-pub(super) async fn produce(cache: Bodies, media: Arc<Media>, parts: Vec<BodyPart>, tx: BodyTx) {
+pub(super) async fn produce(cache: &Bodies, media: Arc<Media>, parts: Vec<BodyPart>, tx: BodyTx) {
     let began = std::time::Instant::now();
     let metrics = &cache.metrics;
     metrics.active_streams.inc();
@@ -105,7 +105,7 @@ pub(super) async fn produce(cache: Bodies, media: Arc<Media>, parts: Vec<BodyPar
     };
     let playhead = media.playhead(first, limit, cache.settings.read_ahead_grace);
     let mut out = Sender {
-        cache: &cache,
+        cache,
         media: &media,
         playhead: &playhead,
         limit,

@@ -82,10 +82,8 @@ impl Cache {
         }
     }
 
-    /// Opens a media for a request whose fetches obey `rule`. `start` is
-    /// the span the player wants (first byte, and last byte of a closed
-    /// range) when it is known before the size is: a cold open then starts
-    /// the download there.
+    /// Opens a media for a request whose fetches obey `rule`
+    /// ([`Opener::open`]).
     pub async fn open(
         &self,
         url: &Url,
@@ -110,7 +108,7 @@ impl Cache {
     /// Sends `parts` of a media into `tx` (a task per response); cuts the
     /// body when a range cannot be served.
     pub async fn produce(self, media: Arc<Media>, parts: Vec<BodyPart>, tx: BodyTx) {
-        body::produce(self.inner.bodies.clone(), media, parts, tx).await
+        body::produce(&self.inner.bodies, media, parts, tx).await
     }
 
     /// The playlists and manifests kept in memory.
@@ -166,14 +164,7 @@ impl Cache {
     /// Writes one media's chunks kept in memory, if caching can write
     /// now (a prefetch keeps them instead of fetching them again).
     pub fn write_kept_of(&self, media: &Arc<Media>) {
-        let writer = self.inner.runs.writer();
-        for (index, slot) in media.slots() {
-            if let super::media::Slot::Pending(_) = slot {
-                if let Some(chunk) = writer.memcache().take(media, index) {
-                    let _ = writer.spawn(media.clone(), index, chunk);
-                }
-            }
-        }
+        self.inner.runs.writer().write_kept_of(media);
     }
 
     /// Checks a media URL against the allowlist before anything else

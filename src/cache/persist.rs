@@ -10,7 +10,7 @@ use tracing::warn;
 
 use super::catalog::Catalog;
 use super::inflight::InFlight;
-use super::media::Media;
+use super::media::{Media, Slot};
 use super::memcache::MemCache;
 use crate::disk::{out_of_descriptors, Breaker, Disk, WriteClass};
 use crate::metrics::Metrics;
@@ -99,6 +99,18 @@ impl Writer {
             let _ = self.spawn(media, index, chunk);
         }
         n
+    }
+
+    /// Writes the chunks of `media` kept in memory (a prefetch writes
+    /// them instead of fetching them again).
+    pub fn write_kept_of(&self, media: &Arc<Media>) {
+        for (index, slot) in media.slots() {
+            if let Slot::Pending(_) = slot {
+                if let Some(chunk) = self.inner.memcache.take(media, index) {
+                    let _ = self.spawn(media.clone(), index, chunk);
+                }
+            }
+        }
     }
 
     /// Writes a chunk once it is complete, as a task that shutdown waits

@@ -120,50 +120,45 @@ async fn one(api: &Api, url: &str, stop: &mut Stop) -> anyhow::Result<Outcome> {
         .expect("a valid template")
         .progress_chars("#>-"),
     );
-    let mut started = false;
     let path = format!("/api/prefetch/{id}");
-    let last = loop {
-        let ask = api.get(&path);
-        let answer = tokio::select! {
-            a = ask => a?,
-            _ = stop.arrived() => {
-                bar.abandon();
-                let _ = api.delete(&path).await;
-                return Ok(Outcome::Interrupted);
+    // Follows the job until it ends; a stop signal meanwhile cancels it.
+    let follow = async {
+        let mut started = false;
+        loop {
+            let view = match api.get(&path).await? {
+                Answer::Json(status, v) if status.is_success() => v,
+                Answer::Json(status, json) => anyhow::bail!("{url}: {}", reason(status, &json)),
+                Answer::Nobody(why) => anyhow::bail!("{url}: {why} any more"),
+            };
+            let n = |k: &str| view.get(k).and_then(|v| v.as_u64());
+            if let (Some(total), false) = (n("total_bytes"), started) {
+                // The bar's rate from what this job fetches, not from
+                // what was cached before.
+                bar.set_length(total);
+                bar.set_position(n("cached_at_start_bytes").unwrap_or(0));
+                bar.reset_eta();
+                started = true;
             }
-        };
-        let view = match answer {
-            Answer::Json(status, v) if status.is_success() => v,
-            Answer::Json(status, json) => anyhow::bail!("{url}: {}", reason(status, &json)),
-            Answer::Nobody(why) => anyhow::bail!("{url}: {why} any more"),
-        };
-        let n = |k: &str| view.get(k).and_then(|v| v.as_u64());
-        if let (Some(total), false) = (n("total_bytes"), started) {
-            // Rate and ETA from what this job fetches, not from what was
-            // cached before.
-            bar.set_length(total);
-            bar.set_position(n("cached_at_start_bytes").unwrap_or(0));
-            bar.reset_eta();
-            started = true;
-        }
-        bar.set_position(n("done_bytes").unwrap_or(0));
-        // The server's ETA, from the rate of the last seconds.
-        bar.set_message(match n("eta_secs") {
-            Some(s) => format!("ETA {}", humantime::format_duration(Duration::from_secs(s))),
-            None => "ETA -".to_owned(),
-        });
-        let state = view.get("state").and_then(|s| s.as_str()).unwrap_or("");
-        if !matches!(state, "starting" | "running") {
-            bar.finish_and_clear();
-            break view;
-        }
-        tokio::select! {
-            _ = tokio::time::sleep(POLL) => {}
-            _ = stop.arrived() => {
-                bar.abandon();
-                let _ = api.delete(&path).await;
-                return Ok(Outcome::Interrupted);
+            bar.set_position(n("done_bytes").unwrap_or(0));
+            // The server's ETA, from the rate of the last seconds.
+            bar.set_message(match n("eta_secs") {
+                Some(s) => format!("ETA {}", humantime::format_duration(Duration::from_secs(s))),
+                None => "ETA -".to_owned(),
+            });
+            let state = view.get("state").and_then(|s| s.as_str()).unwrap_or("");
+            if !matches!(state, "starting" | "running") {
+                bar.finish_and_clear();
+                return Ok(view);
             }
+            tokio::time::sleep(POLL).await;
+        }
+    };
+    let last = tokio::select! {
+        last = follow => last?,
+        _ = stop.arrived() => {
+            bar.abandon();
+            let _ = api.delete(&path).await;
+            return Ok(Outcome::Interrupted);
         }
     };
     let n = |k: &str| last.get(k).and_then(|v| v.as_u64()).unwrap_or(0);

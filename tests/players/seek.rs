@@ -148,55 +148,23 @@ async fn warm_seeks_on_a_cached_file_cost_the_origin_nothing() {
     origin.add_disk_file("long.mp4", long_video().await, "video/mp4");
     let spool = Spool::start_with(&origin, default_sizes).await;
     let url = spool.url(&origin.url("long.mp4"));
-    let whole = crate::common::client()
-        .get(&url)
-        .send()
-        .await
-        .unwrap()
-        .bytes()
-        .await
-        .unwrap();
+    let (_, _, whole) = crate::common::get(&crate::common::client(), &url, None).await;
     assert_eq!(
         whole.len() as u64,
         std::fs::metadata(long_video().await).unwrap().len()
     );
     crate::common::wait_until_cached(&spool.cache_dir, &origin.url("long.mp4")).await;
     crate::common::wait_idle(&spool).await;
-    let commands: [(&str, Vec<&str>); 3] = [
-        (
-            "ffmpeg",
-            vec![
-                "-hide_banner",
-                "-loglevel",
-                "error",
-                "-ss",
-                "6",
-                "-i",
-                &url,
-                "-t",
-                "1",
-                "-f",
-                "null",
-                "-",
-            ],
-        ),
-        (
-            "ffmpeg",
-            vec![
-                "-hide_banner",
-                "-loglevel",
-                "error",
-                "-ss",
-                "10",
-                "-i",
-                &url,
-                "-frames:v",
-                "1",
-                "-f",
-                "null",
-                "-",
-            ],
-        ),
+    // ffmpeg seeking to `at` and decoding what `limit` says.
+    let ffmpeg = |at: &'static str, limit: [&'static str; 2]| {
+        let mut args = vec!["-hide_banner", "-loglevel", "error", "-ss", at, "-i", &url];
+        args.extend(limit);
+        args.extend(["-f", "null", "-"]);
+        ("ffmpeg", args)
+    };
+    let commands = [
+        ffmpeg("6", ["-t", "1"]),
+        ffmpeg("10", ["-frames:v", "1"]),
         (
             "mpv",
             vec![

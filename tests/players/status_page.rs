@@ -197,14 +197,8 @@ async fn a_stream_shows_its_position_as_time() {
     }
     let deadline = tokio::time::Instant::now() + crate::common::WAIT_LIMIT;
     let seen = loop {
-        let body = client()
-            .get(format!("{}/api/status", spool.admin()))
-            .send()
-            .await
-            .unwrap()
-            .bytes()
-            .await
-            .unwrap();
+        let status = format!("{}/api/status", spool.admin());
+        let (_, _, body) = crate::common::get(&client(), &status, None).await;
         let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
         if v["streams"][0]["duration_secs"].is_f64() {
             break v;
