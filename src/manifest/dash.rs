@@ -72,7 +72,7 @@ pub(crate) fn info(body: &str) -> DashInfo {
 
 /// An ISO 8601 duration as DASH uses it (`PT2S`, `PT1M30.5S`, `P1DT2H`):
 /// seconds.
-fn iso_duration(s: &str) -> Option<f64> {
+pub(super) fn iso_duration(s: &str) -> Option<f64> {
     let rest = s.trim().strip_prefix('P')?;
     let (date, time) = rest.split_once('T').unwrap_or((rest, ""));
     let mut total = 0.0;

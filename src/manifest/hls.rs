@@ -12,6 +12,8 @@
 
 use url::Url;
 
+use super::outline::{push_file, Carries, Outline, Role, Stream, MAX_FILES};
+
 /// What a media or master playlist says about how long it stays valid.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub(crate) struct HlsInfo {
@@ -142,6 +144,133 @@ fn attributes(s: &str) -> Option<Vec<(&str, &str)>> {
     Some(out)
 }
 
+/// What `body` names: a master's variants and renditions (and session
+/// keys), a media playlist's segments, keys and initialization sections
+/// (each once, in order), resolved against `base`; URIs that are not
+/// http(s) are left out. A media playlist's duration is the sum of its
+/// `#EXTINF`s.
+pub(crate) fn outline(body: &str, base: &Url) -> Outline {
+    let mut out = Outline::default();
+    let mut count = 0usize;
+    let mut duration = 0.0f64;
+    let mut segments = 0usize;
+    // The `#EXT-X-STREAM-INF` waiting for its URI line.
+    let mut pending: Option<Stream> = None;
+    let resolve = |uri: &str| {
+        base.join(uri)
+            .ok()
+            .filter(|u| matches!(u.scheme(), "http" | "https"))
+    };
+    for line in body.lines().map(str::trim) {
+        if line.is_empty() {
+            continue;
+        }
+        if !line.starts_with('#') {
+            let Some(url) = resolve(line) else {
+                pending = None;
+                continue;
+            };
+            if let Some(mut s) = pending.take() {
+                s.playlist = Some(url);
+                if count < MAX_FILES {
+                    count += 1;
+                    out.streams.push(s);
+                } else {
+                    out.truncated = true;
+                }
+            } else {
+                segments += 1;
+                if !push_file(&mut out.files, &mut count, url, Role::Segment) {
+                    out.truncated = true;
+                }
+            }
+            continue;
+        }
+        if let Some(v) = line.strip_prefix("#EXTINF:") {
+            let secs = v.split(',').next().unwrap_or("").trim();
+            if let Ok(d) = secs.parse::<f64>() {
+                if d.is_finite() && d >= 0.0 {
+                    duration += d;
+                }
+            }
+            continue;
+        }
+        let Some((name, attrs)) = line.split_once(':') else {
+            continue;
+        };
+        let Some(attrs) = attributes(attrs) else {
+            continue;
+        };
+        let get = |k: &str| {
+            attrs
+                .iter()
+                .find(|(n, _)| *n == k)
+                .map(|(_, v)| v.trim_matches('"'))
+        };
+        let bandwidth = get("BANDWIDTH").and_then(|b| b.parse().ok());
+        let uri = get("URI").and_then(resolve);
+        let stream = |carries, group: Option<&str>| Stream {
+            playlist: None,
+            carries,
+            bandwidth,
+            group: group.map(str::to_owned),
+            audio: get("AUDIO").map(str::to_owned),
+            subtitles: get("SUBTITLES").map(str::to_owned),
+            period: 0,
+            files: Vec::new(),
+        };
+        let file = match name {
+            "#EXT-X-STREAM-INF" => {
+                pending = Some(stream(Carries::Video, None));
+                None
+            }
+            "#EXT-X-I-FRAME-STREAM-INF" => uri.map(|u| {
+                let mut s = stream(Carries::IFrames, None);
+                s.playlist = Some(u);
+                Err(s)
+            }),
+            "#EXT-X-MEDIA" => {
+                let carries = match get("TYPE") {
+                    Some("AUDIO") => Some(Carries::Audio),
+                    Some("SUBTITLES") => Some(Carries::Subtitles),
+                    Some("VIDEO") => Some(Carries::Video),
+                    _ => None,
+                };
+                match (carries, uri) {
+                    (Some(c), Some(u)) => {
+                        let mut s = stream(c, get("GROUP-ID"));
+                        s.audio = None;
+                        s.subtitles = None;
+                        s.playlist = Some(u);
+                        Some(Err(s))
+                    }
+                    _ => None,
+                }
+            }
+            "#EXT-X-KEY" | "#EXT-X-SESSION-KEY" => uri.map(|u| Ok((u, Role::Key))),
+            "#EXT-X-MAP" => uri.map(|u| Ok((u, Role::Init))),
+            _ => None,
+        };
+        match file {
+            Some(Ok((u, role))) => {
+                if !push_file(&mut out.files, &mut count, u, role) {
+                    out.truncated = true;
+                }
+            }
+            Some(Err(s)) if count < MAX_FILES => {
+                count += 1;
+                out.streams.push(s);
+            }
+            Some(Err(_)) => out.truncated = true,
+            None => {}
+        }
+    }
+    if segments > 0 {
+        out.duration_secs = Some(duration);
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -225,6 +354,104 @@ http://other.lan/hi/index.m3u8
             "{out}"
         );
         assert!(info(body).vod);
+    }
+
+    #[test]
+    fn outline_of_a_master() {
+        let body = r#"#EXTM3U
+#EXT-X-SESSION-KEY:METHOD=AES-128,URI="https://keys.lan/k"
+#EXT-X-MEDIA:TYPE=AUDIO,GROUP-ID="aud",NAME="en",URI="audio/en.m3u8"
+#EXT-X-MEDIA:TYPE=CLOSED-CAPTIONS,GROUP-ID="cc",NAME="cc1",INSTREAM-ID="CC1"
+#EXT-X-MEDIA:TYPE=SUBTITLES,GROUP-ID="subs",NAME="en",URI="subs/en.m3u8"
+#EXT-X-STREAM-INF:BANDWIDTH=1280000,AUDIO="aud",SUBTITLES="subs"
+low/index.m3u8
+#EXT-X-STREAM-INF:BANDWIDTH=2560000,AUDIO="aud"
+http://other.lan/hi/index.m3u8
+#EXT-X-STREAM-INF:BANDWIDTH=1
+skd://not-fetchable
+#EXT-X-I-FRAME-STREAM-INF:BANDWIDTH=86000,URI="low/iframe.m3u8"
+"#;
+        let o = outline(body, &base());
+        let s: Vec<(&str, Carries, Option<u64>)> = o
+            .streams
+            .iter()
+            .map(|s| {
+                (
+                    s.playlist.as_ref().unwrap().as_str(),
+                    s.carries,
+                    s.bandwidth,
+                )
+            })
+            .collect();
+        assert_eq!(
+            s,
+            [
+                (
+                    "http://o.lan:81/show/hls/audio/en.m3u8",
+                    Carries::Audio,
+                    None
+                ),
+                (
+                    "http://o.lan:81/show/hls/subs/en.m3u8",
+                    Carries::Subtitles,
+                    None
+                ),
+                (
+                    "http://o.lan:81/show/hls/low/index.m3u8",
+                    Carries::Video,
+                    Some(1_280_000)
+                ),
+                (
+                    "http://other.lan/hi/index.m3u8",
+                    Carries::Video,
+                    Some(2_560_000)
+                ),
+                (
+                    "http://o.lan:81/show/hls/low/iframe.m3u8",
+                    Carries::IFrames,
+                    Some(86_000)
+                ),
+            ]
+        );
+        assert_eq!(o.streams[2].audio.as_deref(), Some("aud"));
+        assert_eq!(o.streams[2].subtitles.as_deref(), Some("subs"));
+        assert_eq!(o.streams[0].group.as_deref(), Some("aud"));
+        assert_eq!(
+            o.files,
+            [(Url::parse("https://keys.lan/k").unwrap(), Role::Key)]
+        );
+        assert_eq!(o.duration_secs, None);
+    }
+
+    #[test]
+    fn outline_of_a_media_playlist() {
+        let body = "#EXTM3U\n#EXT-X-TARGETDURATION:6\n#EXT-X-MAP:URI=\"init.mp4\"\n#EXT-X-KEY:METHOD=AES-128,URI=\"key.bin\"\n#EXTINF:6.0,\nseg0.m4s\n#EXT-X-KEY:METHOD=AES-128,URI=\"key.bin\"\n#EXTINF:5.5,a title\nseg1.m4s\n#EXT-X-BYTERANGE:100@0\n#EXTINF:2,\nall.ts\n#EXT-X-BYTERANGE:100@100\n#EXTINF:2,\nall.ts\n#EXT-X-ENDLIST\n";
+        let o = outline(body, &base());
+        let files: Vec<(&str, Role)> = o.files.iter().map(|(u, r)| (u.path(), *r)).collect();
+        assert_eq!(
+            files,
+            [
+                ("/show/hls/init.mp4", Role::Init),
+                ("/show/hls/key.bin", Role::Key),
+                ("/show/hls/seg0.m4s", Role::Segment),
+                ("/show/hls/seg1.m4s", Role::Segment),
+                ("/show/hls/all.ts", Role::Segment),
+            ]
+        );
+        assert!(o.streams.is_empty());
+        assert_eq!(o.duration_secs, Some(15.5));
+        assert!(!o.truncated);
+    }
+
+    #[test]
+    fn outline_is_bounded() {
+        let mut body = String::from("#EXTM3U\n");
+        for i in 0..MAX_FILES + 10 {
+            body.push_str(&format!("#EXTINF:1,\ns{i}.ts\n"));
+        }
+        let o = outline(&body, &base());
+        assert_eq!(o.files.len(), MAX_FILES);
+        assert!(o.truncated);
     }
 
     #[test]

@@ -6,6 +6,8 @@ use url::Url;
 
 use super::dash::{self, DashInfo};
 use super::hls::{self, HlsInfo};
+use super::mpd;
+use super::outline::Outline;
 
 /// HLS playlist types, the first the one spool answers with.
 pub(crate) const HLS_TYPES: [&str; 4] = [
@@ -33,6 +35,18 @@ impl Kind {
             Ok(t) if hls::sniff(body) => Kind::Hls(hls::info(t)),
             Ok(t) if dash::sniff(body) => Kind::Dash(dash::info(t)),
             _ => Kind::Other,
+        }
+    }
+
+    /// What `body` (of this kind, from `base`) names: its renditions and
+    /// files. None for what is not a playlist, and for a DASH manifest
+    /// that cannot be read.
+    pub fn outline(&self, body: &[u8], base: &Url) -> Option<Outline> {
+        let text = std::str::from_utf8(body).ok()?;
+        match self {
+            Kind::Hls(_) => Some(hls::outline(text, base)),
+            Kind::Dash(_) => mpd::outline(text, base).ok(),
+            Kind::Other => None,
         }
     }
 

@@ -7,5 +7,8 @@
 pub(crate) mod dash;
 pub(crate) mod hls;
 mod kind;
+mod mpd;
+mod outline;
 
 pub(crate) use kind::{named, typed, Kind, DASH_TYPE, HLS_TYPES};
+pub(crate) use outline::{Carries, Outline, Role, Stream, Variant};

@@ -12,6 +12,7 @@ pub mod recover;
 pub(crate) mod rows;
 mod schema;
 pub mod summary;
+pub mod titles;
 pub(crate) mod walk;
 
 pub(crate) use chunks::ChunkFiles;

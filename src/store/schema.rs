@@ -15,6 +15,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/0003_media_content_encoding.sql"),
     include_str!("../../migrations/0004_media_summary_redacted.sql"),
     include_str!("../../migrations/0005_playlists.sql"),
+    include_str!("../../migrations/0006_titles.sql"),
 ];
 
 pub(super) fn configure(conn: &Connection) -> Result<(), rusqlite::Error> {
