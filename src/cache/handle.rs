@@ -116,6 +116,11 @@ impl Cache {
         &self.inner.playlists
     }
 
+    /// Titles: what playlists named, as the index records it; pins.
+    pub fn titles(&self) -> &super::Titles {
+        self.inner.playlists.titles()
+    }
+
     /// What an admin sees of the cache and may do to it.
     pub fn inventory(&self) -> &Inventory {
         &self.inner.inventory

@@ -3,7 +3,7 @@
 //! the disk in bounds.
 //!
 //! Inside this folder, imports point one way:
-//! `error, readahead, pace, gates, lru, settings <- inflight, playhead <- media <- catalog
+//! `error, readahead, pace, gates, lru, settings, titles <- inflight, playhead <- media <- catalog
 //! <- memcache <- persist <- fetch <- driver <- run <- index_first <- open, body, admin,
 //! playlists <- handle <- prefetch`, with `upkeep` beside them. `Cache`
 //! (handle.rs) is the one handle the layers above hold; each concern
@@ -35,6 +35,7 @@ pub(crate) mod rig;
 pub(crate) mod run;
 mod settings;
 mod tasks;
+mod titles;
 pub(crate) mod upkeep;
 mod watch;
 
@@ -44,3 +45,4 @@ pub(crate) use open::Opened;
 pub(crate) use playlists::{Playlist, Playlists};
 pub(crate) use settings::Settings;
 pub(crate) use tasks::Tasks;
+pub(crate) use titles::Titles;

@@ -26,6 +26,7 @@ use url::Url;
 
 use super::gates::Gates;
 use super::lru::Lru;
+use super::titles::Titles;
 use crate::manifest::Kind;
 use crate::store::{unix_now, Index, PlaylistRow};
 use crate::upstream::{redact, Upstream, UpstreamError, UpstreamRule};
@@ -114,6 +115,7 @@ pub(crate) struct Playlists {
     upstream: Upstream,
     store: Store,
     index: Index,
+    titles: Titles,
 }
 
 impl Playlists {
@@ -121,6 +123,7 @@ impl Playlists {
         Playlists {
             upstream,
             store: Store::new(MEMORY),
+            titles: Titles::new(index.clone()),
             index,
         }
     }
@@ -149,6 +152,9 @@ impl Playlists {
                     .await
                     .map_err(|_| UpstreamError::Timeout)??;
                 self.keep(url, &playlist).await;
+                self.titles
+                    .record(url, &playlist.url, playlist.kind, &playlist.body)
+                    .await;
                 Ok(playlist)
             })
             .await;
@@ -168,6 +174,11 @@ impl Playlists {
         };
         upstream.check_landing(rule, url, &playlist.url)?;
         Ok(playlist)
+    }
+
+    /// The titles what is fetched here is recorded in.
+    pub fn titles(&self) -> &Titles {
+        &self.titles
     }
 
     /// Keeps a playlist that never changes in the index.

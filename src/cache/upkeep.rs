@@ -143,7 +143,7 @@ impl Upkeep {
     }
 
     /// Removes index rows of media with nothing cached that nobody read
-    /// for `--forget-media-after`.
+    /// for `--forget-media-after`, and titles left with no media.
     async fn forget_media(&self) {
         let u = &self.inner;
         let age = i64::try_from(u.forget_media_after.as_secs()).unwrap_or(i64::MAX);
@@ -152,6 +152,16 @@ impl Upkeep {
             Ok(0) => {}
             Ok(n) => tracing::debug!(media = n, "forgot media with nothing cached"),
             Err(e) => warn!(error = %e, "cannot forget unused media"),
+        }
+        // Titles whose media all went, unpinned and not played since.
+        match u
+            .index
+            .call(move |c| crate::store::titles::prune(c, before))
+            .await
+        {
+            Ok(0) => {}
+            Ok(n) => tracing::debug!(titles = n, "forgot titles with nothing cached"),
+            Err(e) => warn!(error = %e, "cannot forget unused titles"),
         }
     }
 

@@ -13,6 +13,10 @@
 //! | route | what |
 //! |---|---|
 //! | `GET /api/status` | cache size, disk, caching state, streams, prefetch jobs |
+//! | `GET /api/titles` | titles and lone files, a page: `q`, `sort` (recent, size, cached, url), `offset`, `limit` |
+//! | `GET /api/titles/{id}` | one title and a page of its parts (`offset`, `limit`) |
+//! | `POST /api/titles/{id}/pin`, `.../unpin` | pin a title: never evicted by size or age |
+//! | `POST /api/pin`, `POST /api/unpin` | `{"url": "..."}`: the same for the title a URL belongs to (a cached file becomes one) |
 //! | `GET /api/media` | every media version, with how much is cached |
 //! | `GET /api/media/{id}` | one media and its chunk map (run-length) |
 //! | `DELETE /api/media/{id}` | drop one media's cache |
@@ -34,6 +38,7 @@ use super::control::{Control, Peer};
 use super::error::{json, json_error as error, status_of};
 use super::health::{self, Readiness};
 use super::sign::{sign, SIGN_BODY};
+use super::titles;
 use crate::cache::prefetch::{Prefetches, Refused};
 use crate::cache::Cache;
 use crate::disk::Breaker;
@@ -302,6 +307,31 @@ impl Admin {
                 Err(r) => r.response(),
                 Ok(id) => self.job(id, m),
             },
+            ["titles"] if m == Method::GET => match titles::query(&query, true) {
+                Ok(q) => titles::page(&self.cache, q).await,
+                Err(why) => error(StatusCode::BAD_REQUEST, &why),
+            },
+            ["titles"] => method_not_allowed("GET"),
+            ["titles", id] => match (id_of(id, "a title id"), titles::query(&query, false)) {
+                (Err(r), _) => r.response(),
+                (_, Err(why)) => error(StatusCode::BAD_REQUEST, &why),
+                (Ok(id), Ok(q)) if m == Method::GET => titles::one(&self.cache, id as i64, q).await,
+                (Ok(_), Ok(_)) => method_not_allowed("GET"),
+            },
+            ["titles", id, action @ ("pin" | "unpin")] => match id_of(id, "a title id") {
+                Err(r) => r.response(),
+                Ok(id) if m == Method::POST => {
+                    titles::pin_id(&self.cache, id as i64, action == &"pin").await
+                }
+                Ok(_) => method_not_allowed("POST"),
+            },
+            [action @ ("pin" | "unpin")] if m == Method::POST => {
+                match read_body(body, MAX_BODY).await {
+                    Ok(b) => titles::pin_url(&self.cache, &b, action == &"pin").await,
+                    Err(r) => r.response(),
+                }
+            }
+            ["pin" | "unpin"] => method_not_allowed("POST"),
             ["caching", action @ ("pause" | "resume")] if m == Method::POST => {
                 self.caching(action == &"pause")
             }

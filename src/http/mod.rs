@@ -20,6 +20,7 @@ mod routes;
 mod sign;
 mod stall;
 mod stream;
+mod titles;
 
 pub(crate) use access::Access;
 pub(crate) use admin::Admin;

@@ -149,21 +149,70 @@ impl Evictor {
             Goal::FreeBytes(target) => free_measured.saturating_add(batch_bytes) < target,
             Goal::CacheAtMost(max) => cached_at_start.saturating_sub(done.bytes) > max,
         };
+        let whole = self.pass(false, pins, &mut done, &unmet).await;
+        // Pinned titles' chunks go only for a disk below its critical
+        // level, last, and only until it is above it again.
+        let space = match self.inner.disk.space().await {
+            Ok(s) => Some(s),
+            Err(_) => self.inner.disk.last().map(|l| l.0),
+        };
+        if let (true, Goal::FreeBytes(target), Some(space)) = (whole, goal, space) {
+            let critical = self.inner.disk.critical_bytes(space).min(target);
+            let unmet = |free: u64, _: &Cleanup, batch: u64| free.saturating_add(batch) < critical;
+            if unmet(done.free_bytes, &done, 0) {
+                let before = done;
+                self.pass(true, pins, &mut done, &unmet).await;
+                if done.chunks > before.chunks {
+                    warn!(
+                        chunks = done.chunks - before.chunks,
+                        bytes = done.bytes - before.bytes,
+                        free_bytes = done.free_bytes,
+                        "the disk is below its critical level: chunks of pinned titles evicted"
+                    );
+                }
+            }
+        }
+        let m = &self.inner.metrics;
+        m.cleanups.inc();
+        m.evicted_chunks.inc_by(done.chunks);
+        m.evicted_bytes.inc_by(done.bytes);
+        if done.chunks > 0 {
+            info!(
+                chunks = done.chunks,
+                bytes = done.bytes,
+                free_bytes = done.free_bytes,
+                goal = %goal,
+                "cache cleanup"
+            );
+        }
+        done
+    }
+
+    /// Evicts the chunks of unpinned media, or those of pinned ones,
+    /// oldest first, while `unmet` says so; false after an index error.
+    async fn pass(
+        &self,
+        pinned: bool,
+        pins: &dyn Pins,
+        done: &mut Cleanup,
+        unmet: &(dyn Fn(u64, &Cleanup, u64) -> bool + Sync),
+    ) -> bool {
+        let index = &self.inner.index;
         let mut kept = 0u32;
-        while unmet(done.free_bytes, &done, 0) {
-            let batch = match index.oldest_chunks(BATCH, kept).await {
+        while unmet(done.free_bytes, done, 0) {
+            let batch = match index.oldest_chunks(BATCH, kept, pinned).await {
                 Ok(b) if !b.is_empty() => b,
                 Ok(_) => break,
                 Err(e) => {
                     warn!(error = %e, "cleanup cannot read the index");
-                    break;
+                    return false;
                 }
             };
             let mut gone = Vec::new();
             let mut after = Vec::new();
             let mut batch_bytes = 0u64;
             for (media_id, chunk, size) in batch {
-                if !unmet(done.free_bytes, &done, batch_bytes) {
+                if !unmet(done.free_bytes, done, batch_bytes) {
                     break;
                 }
                 match pins.pin(media_id, chunk) {
@@ -185,26 +234,13 @@ impl Evictor {
             }
             if let Err(e) = removed {
                 warn!(error = %e, "cleanup cannot update the index");
-                break;
+                return false;
             }
             done.free_bytes = match self.free().await {
                 Some(f) => f,
                 None => done.free_bytes.saturating_add(batch_bytes),
             };
         }
-        let m = &self.inner.metrics;
-        m.cleanups.inc();
-        m.evicted_chunks.inc_by(done.chunks);
-        m.evicted_bytes.inc_by(done.bytes);
-        if done.chunks > 0 {
-            info!(
-                chunks = done.chunks,
-                bytes = done.bytes,
-                free_bytes = done.free_bytes,
-                goal = %goal,
-                "cache cleanup"
-            );
-        }
-        done
+        true
     }
 }

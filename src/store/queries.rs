@@ -319,17 +319,23 @@ impl Index {
         .await
     }
 
-    /// Chunk rows, least recently read first: (media_id, chunk, size).
+    /// Chunk rows, least recently read first: (media_id, chunk, size);
+    /// those of pinned titles' media only, or only the others.
     pub async fn oldest_chunks(
         &self,
         limit: u32,
         offset: u32,
+        pinned: bool,
     ) -> Result<Vec<(MediaId, u64, u64)>, IndexError> {
         self.call(move |c| {
-            let mut st = c.prepare_cached(
+            let sql = format!(
                 "SELECT media_id, chunk_index, size_bytes FROM chunks
+                 WHERE media_id {} IN ({})
                  ORDER BY last_access_unix, media_id, chunk_index LIMIT ?1 OFFSET ?2",
-            )?;
+                if pinned { "" } else { "NOT" },
+                super::titles::PINNED_MEDIA
+            );
+            let mut st = c.prepare_cached(&sql)?;
             let rows = st.query_map(params![limit, offset], |r| {
                 Ok((
                     r.get(0)?,

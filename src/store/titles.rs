@@ -142,6 +142,14 @@ pub(crate) fn set_pinned(
     Ok(title)
 }
 
+/// Pins or unpins title `id`; false when there is none.
+pub(crate) fn pin_title(c: &Connection, id: i64, pinned: bool) -> rusqlite::Result<bool> {
+    let n = c
+        .prepare_cached("UPDATE titles SET pinned = ?2 WHERE title_id = ?1")?
+        .execute(params![id, pinned])?;
+    Ok(n > 0)
+}
+
 /// SQL naming the media of pinned titles (for eviction).
 pub(crate) const PINNED_MEDIA: &str = "SELECT m.media_id FROM titles t
     JOIN title_parts p ON p.title_id = t.title_id

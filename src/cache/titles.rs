@@ -1,0 +1,151 @@
+//! Titles: what each fetched playlist or manifest names is recorded in
+//! the index as one title (`store/titles.rs`), so the cache lists, pins
+//! and prefetches titles rather than segments. A file no playlist names
+//! is a title of one media.
+
+use tracing::warn;
+use url::Url;
+
+use crate::manifest::{Kind, Outline};
+use crate::store::titles::{self as rows, PartSummary, TitleQuery, TitleRecord, TitleSummary};
+use crate::store::{unix_now, Index, IndexError};
+
+/// The titles in the index. Cheap to clone.
+#[derive(Clone)]
+pub(crate) struct Titles {
+    index: Index,
+}
+
+impl Titles {
+    pub fn new(index: Index) -> Titles {
+        Titles { index }
+    }
+
+    /// Records what the playlist asked for as `url` (its redirects landed
+    /// at `landed`) names. A failure to record is logged: playing never
+    /// waits on it.
+    pub async fn record(&self, url: &Url, landed: &Url, kind: Kind, body: &[u8]) {
+        let Some(outline) = kind.outline(body, landed) else {
+            return;
+        };
+        let Some(record) = record_of(url, kind, &outline) else {
+            return;
+        };
+        if let Err(e) = self
+            .index
+            .call(move |c| rows::record(c, &record, unix_now()))
+            .await
+        {
+            warn!(url = %crate::upstream::redact(url), error = %e, "cannot record the playlist's title");
+        }
+    }
+
+    /// Pins (or unpins) the title `url` belongs to; a file no playlist
+    /// names becomes a title of its own. None: no title or media has
+    /// that URL.
+    pub async fn pin(&self, url: &str, pinned: bool) -> Result<Option<i64>, IndexError> {
+        let owned = url.to_owned();
+        let title = self
+            .index
+            .call(move |c| rows::set_pinned(c, &owned, pinned, unix_now()))
+            .await?;
+        if let Some(t) = title {
+            tracing::info!(title = t, pinned, url = %shown(url), "title pin changed by an admin");
+        }
+        Ok(title)
+    }
+
+    /// Pins or unpins title `id`; false when there is none.
+    pub async fn pin_title(&self, id: i64, pinned: bool) -> Result<bool, IndexError> {
+        let done = self
+            .index
+            .call(move |c| rows::pin_title(c, id, pinned))
+            .await?;
+        if done {
+            tracing::info!(title = id, pinned, "title pin changed by an admin");
+        }
+        Ok(done)
+    }
+
+    /// A page of titles and lone files, and how many match.
+    pub async fn page(&self, q: TitleQuery) -> Result<(Vec<TitleSummary>, u64), IndexError> {
+        self.index.call(move |c| rows::page(c, &q)).await
+    }
+
+    /// One title's row.
+    pub async fn title(&self, id: i64) -> Result<Option<TitleSummary>, IndexError> {
+        self.index.call(move |c| rows::title(c, id)).await
+    }
+
+    /// The title `url` belongs to, if any.
+    pub async fn title_of(&self, url: &str) -> Result<Option<i64>, IndexError> {
+        let url = url.to_owned();
+        self.index.call(move |c| rows::title_of(c, &url)).await
+    }
+
+    /// A title's parts.
+    pub async fn parts(
+        &self,
+        id: i64,
+        offset: u64,
+        limit: u64,
+    ) -> Result<Vec<PartSummary>, IndexError> {
+        self.index
+            .call(move |c| rows::parts(c, id, offset, limit))
+            .await
+    }
+
+    /// Removes titles with no media left, unpinned and not reached since
+    /// `before` (unix seconds).
+    pub async fn prune(&self, before: i64) -> Result<usize, IndexError> {
+        self.index.call(move |c| rows::prune(c, before)).await
+    }
+}
+
+/// A URL from the index as logs show it.
+fn shown(url: &str) -> String {
+    Url::parse(url).map_or_else(|_| "(not a URL)".into(), |u| crate::upstream::redact(&u))
+}
+
+/// What `outline` says of the title of the playlist at `url`, to record.
+/// None when it names nothing.
+fn record_of(url: &Url, kind: Kind, outline: &Outline) -> Option<TitleRecord> {
+    let kind = match kind {
+        Kind::Hls(_) => "hls",
+        Kind::Dash(_) => "dash",
+        Kind::Other => return None,
+    };
+    if outline.file_count() == 0 && outline.streams.is_empty() {
+        return None;
+    }
+    let me = url.as_str().to_owned();
+    let mut files: Vec<(String, &'static str, String)> = outline
+        .files
+        .iter()
+        .map(|(u, role)| (u.as_str().to_owned(), role.as_str(), me.clone()))
+        .collect();
+    let mut playlists = Vec::new();
+    for s in &outline.streams {
+        match &s.playlist {
+            Some(p) => playlists.push(p.as_str().to_owned()),
+            None => {
+                let name = s
+                    .name()
+                    .map_or_else(|| me.clone(), |n| n.as_str().to_owned());
+                files.extend(
+                    s.files
+                        .iter()
+                        .map(|(u, role)| (u.as_str().to_owned(), role.as_str(), name.clone())),
+                );
+            }
+        }
+    }
+    Some(TitleRecord {
+        url: me,
+        kind,
+        duration_secs: outline.duration_secs,
+        renditions: outline.streams.len() as u64,
+        playlists,
+        files,
+    })
+}
