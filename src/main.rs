@@ -55,8 +55,16 @@ async fn main() -> anyhow::Result<()> {
             );
             return Ok(());
         }
-        Some(Command::Ls { remote, dir }) => {
-            return spool::cmd::ls(&remote, &dir.cache_dir).await;
+        Some(Command::Ls { media, remote, dir }) => {
+            return spool::cmd::ls(&remote, &dir.cache_dir, media).await;
+        }
+        Some(Command::Pin { urls, remote }) => {
+            let ok = spool::cmd::pin(&urls, true, &remote).await?;
+            std::process::exit(if ok { 0 } else { 1 });
+        }
+        Some(Command::Unpin { urls, remote }) => {
+            let ok = spool::cmd::pin(&urls, false, &remote).await?;
+            std::process::exit(if ok { 0 } else { 1 });
         }
         Some(Command::Prefetch {
             urls,

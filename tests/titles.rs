@@ -182,7 +182,28 @@ fn row<'a>(v: &'a Value, ends: &str) -> &'a Value {
         .unwrap_or_else(|| panic!("no row for {ends}: {v}"))
 }
 
-#[tokio::test]
+fn spool_bin(args: &[&str]) -> (Option<i32>, String, String) {
+    let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_spool"));
+    for v in [
+        "SPOOL_ADMIN_TOKEN",
+        "SPOOL_LISTEN",
+        "SPOOL_ADMIN_LISTEN",
+        "SPOOL_CONFIG",
+        "SPOOL_CACHE_DIR",
+    ] {
+        c.env_remove(v);
+    }
+    let out = c.args(args).output().unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+// Multi-threaded: `spool ls` and `spool pin` run as blocking child
+// processes while the server in this process answers them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stream_is_one_title_beside_the_lone_files() {
     let origin = Origin::start().await;
     add_hls(&origin, "show", 10);
@@ -296,6 +317,63 @@ async fn a_stream_is_one_title_beside_the_lone_files() {
     // The media list is unchanged: every segment is a media there.
     let (_, media) = api(&spool, "GET", "/api/media", None).await;
     assert_eq!(media["media"].as_array().unwrap().len(), 7 + 4 + 1);
+
+    // `spool pin` and `spool ls`, the real binary: three rows.
+    let admin = spool.admin().trim_start_matches("http://").to_owned();
+    let master = origin.url("show/master.m3u8");
+    let (code, out, err) = spool_bin(&["pin", &master, "--admin-listen", &admin]);
+    assert_eq!(code, Some(0), "{out}{err}");
+    assert!(
+        out.starts_with(&format!("pinned title {id} (hls, 100.0% cached): ")),
+        "{out}"
+    );
+    let (code, out, err) =
+        spool_bin(&["pin", &origin.url("nothing.mp4"), "--admin-listen", &admin]);
+    assert_eq!(code, Some(1), "{out}{err}");
+    assert!(out.contains("refused (404"), "{out}");
+    let (code, ls, err) = spool_bin(&["ls", "--admin-listen", &admin]);
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(ls.lines().count(), 4, "a header and three rows:\n{ls}");
+    let line = ls.lines().find(|l| l.contains("master.m3u8")).unwrap();
+    assert!(line.trim_start().starts_with(&format!("t{id} ")), "{line}");
+    assert!(line.contains("[####################]  100.0%"), "{line}");
+    assert!(
+        line.ends_with("(HLS, 3 renditions, 7/7 files, 0:08, pinned)"),
+        "{line}"
+    );
+    let (code, media_ls, _) = spool_bin(&["ls", "--media", "--admin-listen", &admin]);
+    assert_eq!(code, Some(0));
+    assert_eq!(media_ls.lines().count(), 1 + 12, "{media_ls}");
+    // With no spool running: the same rows from the index.
+    let (dir, _keep) = spool.stop().await;
+    let (code, ro, err) = spool_bin(&[
+        "ls",
+        "--admin-listen",
+        "127.0.0.1:1",
+        "--cache-dir",
+        dir.to_str().unwrap(),
+    ]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(err.contains("read-only"), "{err}");
+    let strip = |t: &str| -> Vec<String> {
+        // The age column moves with the clock.
+        t.lines()
+            .map(|l| {
+                l.split("  (")
+                    .next()
+                    .unwrap()
+                    .split(" ago)")
+                    .last()
+                    .unwrap()
+                    .to_owned()
+            })
+            .collect()
+    };
+    assert_eq!(strip(&ro), strip(&ls));
+    assert!(
+        ro.contains("(HLS, 3 renditions, 7/7 files, 0:08, pinned)"),
+        "{ro}"
+    );
 }
 
 #[tokio::test]

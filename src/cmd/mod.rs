@@ -1,9 +1,10 @@
 //! `spool verify`, `spool stats`, `spool sign`, `spool healthcheck`,
-//! `spool ls` and `spool prefetch`: looking at a cache or a running spool
+//! `spool ls`, `spool prefetch`, `spool pin` and `spool unpin`: looking at a cache or a running spool
 //! from the shell.
 
 mod healthcheck;
 mod ls;
+mod pin;
 mod prefetch;
 mod remote;
 mod sign;
@@ -12,6 +13,7 @@ mod verify;
 
 pub use healthcheck::healthcheck;
 pub use ls::ls;
+pub use pin::pin;
 pub use prefetch::prefetch;
 pub use sign::sign;
 pub use stats::stats;

@@ -83,14 +83,37 @@ pub enum Command {
         #[command(flatten)]
         remote: Remote,
     },
-    /// List the cached media: how much of each is cached, size, last
-    /// access. Asks the running spool (admin API); with no spool
-    /// answering, reads the index read-only.
+    /// List what the cache holds, a row per title (a playlist or manifest
+    /// and everything it names; a file no playlist names): how much is
+    /// cached, size, last access. Asks the running spool (admin API);
+    /// with no spool answering, reads the index read-only.
     Ls {
+        /// A row per media version (every segment its own) instead.
+        #[arg(long)]
+        media: bool,
         #[command(flatten)]
         remote: Remote,
         #[command(flatten)]
         dir: CacheDir,
+    },
+    /// Pin titles: never evicted for `--max-cache-size`, only (last, and
+    /// logged) when the disk falls below its critical level. A URL names
+    /// the title it is or belongs to (a playlist, a segment); a cached
+    /// file no playlist names becomes a title of its own.
+    Pin {
+        /// Upstream URLs (http or https).
+        #[arg(required = true)]
+        urls: Vec<String>,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// Unpin titles: they are evicted like any other again.
+    Unpin {
+        /// Upstream URLs (http or https).
+        #[arg(required = true)]
+        urls: Vec<String>,
+        #[command(flatten)]
+        remote: Remote,
     },
     /// Warm media into a running spool's cache, with progress. Run again
     /// after an interruption: only what is still missing is fetched.
