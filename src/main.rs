@@ -68,10 +68,11 @@ async fn main() -> anyhow::Result<()> {
         }
         Some(Command::Prefetch {
             urls,
+            variant,
             detach,
             remote,
         }) => {
-            let cached = spool::cmd::prefetch(&urls, &remote, detach).await?;
+            let cached = spool::cmd::prefetch(&urls, &variant, &remote, detach).await?;
             std::process::exit(if cached { 0 } else { 1 });
         }
         Some(Command::Healthcheck {

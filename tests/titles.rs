@@ -439,3 +439,145 @@ async fn a_pinned_title_outlives_the_cache_size_limit() {
     let (status, v) = api(&spool, "POST", &format!("/api/titles/{id}/unpin"), None).await;
     assert_eq!((status, &v["title"]["pinned"]), (200, &json!(false)));
 }
+
+/// Follows a prefetch job until it ends; its last view.
+async fn follow(spool: &Spool, job: &Value) -> Value {
+    let path = format!("/api/prefetch/{}", job["job"].as_u64().unwrap());
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let (_, v) = api(spool, "GET", &path, None).await;
+        if !matches!(v["state"].as_str(), Some("starting" | "running")) {
+            return v;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the job did not end: {v}"
+        );
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+/// A prefetch of a master playlist warms the chosen variant with its
+/// audio rendition, its key and init section, and nothing else; a second
+/// one with another variant adds that one.
+#[tokio::test]
+async fn a_prefetch_of_a_master_warms_the_chosen_variant_whole() {
+    let origin = Origin::start().await;
+    add_hls(&origin, "p", 30);
+    let spool = Spool::start(&origin).await;
+    let master = origin.url("p/master.m3u8");
+    let cached = |path: &str| common::cached_whole(&spool.cache_dir, &origin_url(&origin, path));
+    let size = |paths: &[&str]| -> u64 {
+        hls_files("p", 30)
+            .iter()
+            .filter(|(p, _)| paths.iter().any(|x| p.ends_with(x)))
+            .map(|(_, b)| b.len() as u64)
+            .sum()
+    };
+
+    let (status, bad) = api(
+        &spool,
+        "POST",
+        "/api/prefetch",
+        Some(json!({ "url": master, "variant": "fast" })),
+    )
+    .await;
+    assert_eq!(status, 400, "{bad}");
+
+    let (status, job) = api(
+        &spool,
+        "POST",
+        "/api/prefetch",
+        Some(json!({ "url": master })),
+    )
+    .await;
+    assert_eq!(status, 202, "{job}");
+    let last = follow(&spool, &job).await;
+    assert_eq!(last["state"], "done", "{last}");
+    assert_eq!(last["variant"], "best");
+    assert_eq!(
+        (last["files_total"].as_u64(), last["files_done"].as_u64()),
+        (Some(3), Some(3)),
+        "{last}"
+    );
+    let best = size(&["hi/s0.ts", "hi/s1.ts", "audio/a0.aac"]);
+    assert_eq!(last["total_bytes"], best, "{last}");
+    assert_eq!(last["fetched_bytes"], best);
+    assert_eq!(last["total_estimated"], false);
+    for p in ["hi/s0.ts", "hi/s1.ts", "audio/a0.aac"] {
+        assert!(cached(&format!("p/{p}")), "{p}");
+    }
+    for p in ["lo/s0.ts", "lo/s1.ts", "lo/init.mp4", "keys/k.bin"] {
+        assert!(!cached(&format!("p/{p}")), "{p} is not the best variant's");
+    }
+    // The origin sent the chosen files and their playlists once each.
+    let sent = origin.stats().body_bytes;
+    assert!(sent >= best && sent < best + 2_000, "{sent} for {best}");
+
+    // The worst variant: what it shares with the best (the audio) is
+    // not fetched again.
+    origin.reset_stats();
+    let (_, job) = api(
+        &spool,
+        "POST",
+        "/api/prefetch",
+        Some(json!({ "url": master, "variant": "worst" })),
+    )
+    .await;
+    let last = follow(&spool, &job).await;
+    assert_eq!(last["state"], "done", "{last}");
+    assert_eq!(last["files_total"], 5, "init, key, two segments, the audio");
+    let worst = size(&["lo/init.mp4", "keys/k.bin", "lo/s0.ts", "lo/s1.ts"]);
+    assert_eq!(last["fetched_bytes"], worst, "{last}");
+    assert_eq!(last["cached_at_start_bytes"], size(&["audio/a0.aac"]));
+    assert!(origin.stats().body_bytes < worst + 2_000);
+
+    // All of it is one title, cached whole.
+    let (_, l) = api(&spool, "GET", "/api/titles", None).await;
+    let t = row(&l, "p/master.m3u8");
+    assert_eq!(
+        (t["files"].as_u64(), t["cached_files"].as_u64()),
+        (Some(7), Some(7)),
+        "{t}"
+    );
+
+    // A segment that fails: the job ends incomplete, with the reason.
+    origin.remove_file("p/hi/s1.ts");
+    let (_, d) = api(&spool, "GET", "/api/media", None).await;
+    let id = d["media"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["url"].as_str().unwrap().ends_with("p/hi/s1.ts"))
+        .unwrap()["id"]
+        .as_i64()
+        .unwrap();
+    let c = client();
+    let r = c
+        .delete(format!("{}/api/media/{id}", spool.admin()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let (_, job) = api(
+        &spool,
+        "POST",
+        "/api/prefetch",
+        Some(json!({ "url": master, "variant": "all" })),
+    )
+    .await;
+    let last = follow(&spool, &job).await;
+    assert_eq!(last["state"], "incomplete", "{last}");
+    assert_eq!(
+        (last["files_total"].as_u64(), last["files_failed"].as_u64()),
+        (Some(7), Some(1)),
+        "{last}"
+    );
+    assert!(
+        last["error"]
+            .as_str()
+            .unwrap()
+            .contains("1 of 7 files failed"),
+        "{last}"
+    );
+}

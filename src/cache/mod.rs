@@ -37,6 +37,7 @@ mod settings;
 mod tasks;
 mod titles;
 pub(crate) mod upkeep;
+mod warm;
 mod watch;
 
 pub(crate) use error::CacheError;

@@ -1,33 +1,37 @@
-//! Prefetch: warming a media into the cache before anyone plays it.
+//! Prefetch: warming a media, or a whole title, into the cache before
+//! anyone plays it.
 //!
 //! A prefetch job reads the chunks of a media that are not cached yet,
-//! stretch by stretch, the way a player would (`Cache::produce`): the same
+//! stretch by stretch, the way a player would (`warm.rs`): the same
 //! single flight, download runs, read-ahead and chunk writes, and the
 //! bytes go nowhere. Chunks already cached are not read, so a job run
-//! again after an interruption fetches only what is still missing.
+//! again after an interruption fetches only what is still missing. A
+//! playlist or manifest is a title: its chosen renditions' playlists,
+//! segments, keys and initialization sections are warmed, a few files at
+//! a time, with progress in files and in bytes.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use futures::StreamExt;
 use serde::Serialize;
-use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use url::Url;
 
-use super::body::{BodyPart, Span};
 use super::handle::Cache;
-use super::media::{Media, Slot};
-use super::open::Opened;
+use super::media::Media;
+use super::warm::{title_files, warm_media};
+use crate::manifest::Variant;
 use crate::upstream::redact;
 
 /// Finished jobs kept for their progress to be read.
 const KEEP_FINISHED: usize = 32;
 
-/// How long a finished transfer waits for its chunks to reach the disk.
-const WRITE_WAIT: Duration = Duration::from_secs(10);
+/// Files of a title warmed at once.
+const FILES_AT_ONCE: usize = 3;
 
 /// Prefetch jobs. Cheap to clone.
 #[derive(Clone)]
@@ -86,6 +90,8 @@ impl Phase {
 pub(crate) struct Job {
     id: u64,
     url: Url,
+    /// The renditions warmed when the URL is a title's playlist.
+    variant: Variant,
     cancel: CancellationToken,
     started: Instant,
     /// Bytes of missing chunks that arrived during this job.
@@ -142,13 +148,41 @@ impl Rolling {
 struct State {
     phase: Phase,
     media_id: Option<i64>,
+    /// The media's size; for a title, the bytes of the files opened so
+    /// far (and, until every file is, an estimate of the rest).
     total: Option<u64>,
     cached_at_start: u64,
+    /// A title's files, once its playlists are read.
+    files: Option<Files>,
     /// Cached bytes when it ended.
     cached_at_end: Option<u64>,
     error: Option<String>,
     /// How long it ran, once it ended.
     took: Option<Duration>,
+}
+
+/// A title's files and how far a job is with them.
+#[derive(Debug, Clone, Copy, Default)]
+struct Files {
+    total: u64,
+    /// Opened: their sizes are known.
+    opened: u64,
+    /// Sizes of the files opened.
+    known_bytes: u64,
+    /// Ended cached whole.
+    done: u64,
+    failed: u64,
+}
+
+impl Files {
+    /// The title's bytes: those of the files opened, and as many again
+    /// per file not opened yet as an opened one has on average.
+    fn total_bytes(&self) -> u64 {
+        match self.opened {
+            0 => 0,
+            n => self.known_bytes + self.known_bytes / n * (self.total - n.min(self.total)),
+        }
+    }
 }
 
 /// A job's progress, as the admin API shows it.
@@ -157,7 +191,17 @@ pub(crate) struct JobView {
     pub job: u64,
     pub url: String,
     pub state: Phase,
+    /// For a title: the renditions chosen (`best`, `worst`, `all`, a
+    /// bandwidth).
+    pub variant: Option<String>,
     pub media_id: Option<i64>,
+    /// For a title, the files (segments, keys, initialization sections)
+    /// of the renditions chosen, and how many are cached whole or failed.
+    pub files_total: Option<u64>,
+    pub files_done: Option<u64>,
+    pub files_failed: Option<u64>,
+    /// For a title, an estimate until every file was opened.
+    pub total_estimated: bool,
     pub total_bytes: Option<u64>,
     /// Bytes of the media that are cached, or arrived in this job.
     pub done_bytes: u64,
@@ -206,7 +250,12 @@ impl Job {
             job: self.id,
             url: redact(&self.url),
             state: st.phase,
+            variant: st.files.map(|_| self.variant.to_string()),
             media_id: st.media_id,
+            files_total: st.files.map(|f| f.total),
+            files_done: st.files.map(|f| f.done),
+            files_failed: st.files.map(|f| f.failed),
+            total_estimated: st.files.is_some_and(|f| f.opened < f.total),
             total_bytes: st.total,
             done_bytes: st.total.map_or(done, |t| done.min(t)),
             cached_at_start_bytes: st.cached_at_start,
@@ -252,12 +301,16 @@ impl Prefetches {
         }
     }
 
-    /// Starts warming `url` (checked against the allowlist by the caller),
-    /// or returns the job already warming it (false: not new).
-    pub fn start(&self, url: Url) -> Result<(Arc<Job>, bool), Refused> {
+    /// Starts warming `url` (checked against the allowlist by the caller;
+    /// for a title, the renditions `variant` chooses), or returns the job
+    /// already warming it (false: not new).
+    pub fn start(&self, url: Url, variant: Variant) -> Result<(Arc<Job>, bool), Refused> {
         let mut jobs = self.inner.jobs.lock().unwrap();
         let running: Vec<&Arc<Job>> = jobs.list.iter().filter(|j| j.is_running()).collect();
-        if let Some(j) = running.iter().find(|j| j.url == url) {
+        if let Some(j) = running
+            .iter()
+            .find(|j| j.url == url && j.variant == variant)
+        {
             return Ok(((*j).clone(), false));
         }
         if running.len() >= self.inner.max_running {
@@ -267,6 +320,7 @@ impl Prefetches {
         let job = Arc::new(Job {
             id: jobs.next_id,
             url,
+            variant,
             cancel: CancellationToken::new(),
             started: Instant::now(),
             fetched: AtomicU64::new(0),
@@ -276,6 +330,7 @@ impl Prefetches {
                 media_id: None,
                 total: None,
                 cached_at_start: 0,
+                files: None,
                 cached_at_end: None,
                 error: None,
                 took: None,
@@ -342,101 +397,101 @@ async fn run(cache: Cache, job: Arc<Job>) {
 }
 
 async fn warm(cache: &Cache, job: &Job) -> Result<Phase, Stop> {
-    // An admin may sign any link: a prefetch obeys a signed link's rule.
-    let rule = crate::upstream::UpstreamRule::signed();
-    let media = match cache.open(&job.url, &rule, Some((0, None))).await {
-        Ok(Opened::Media(m)) => m,
-        Ok(_) => {
-            return Err(Stop::Failed(
-                "the origin does not tell the media's size: it cannot be cached".into(),
-            ))
+    let named = crate::manifest::named(&job.url);
+    if named {
+        match title_files(cache, &job.url, job.variant).await {
+            Ok(Some(files)) => return warm_title(cache, job, files).await,
+            Ok(None) => {} // named like one, but a media
+            Err(why) => return Err(Stop::Failed(why)),
         }
-        Err(e) => return Err(Stop::Failed(e.to_string())),
+    }
+    let opened = |media: &Media, missing: u64| {
+        job.set(|st| {
+            st.phase = Phase::Running;
+            st.media_id = media.id().map(|i| i.0);
+            st.total = Some(media.size());
+            st.cached_at_start = media.size() - missing;
+        })
     };
-    if media.id().is_none() {
-        return Err(Stop::Failed(
-            "the index could not record this media: nothing would be kept".into(),
-        ));
-    }
-    // Chunks kept in memory while caching could not write (paused, disk
-    // full) are written now, not fetched again.
-    cache.write_kept_of(&media);
-    let stretches = missing(&media);
-    let missing_bytes: u64 = stretches.iter().map(|s| s.end + 1 - s.start).sum();
-    job.set(|st| {
-        st.phase = Phase::Running;
-        st.media_id = media.id().map(|i| i.0);
-        st.total = Some(media.size());
-        st.cached_at_start = media.size() - missing_bytes;
-    });
-    if !stretches.is_empty() {
-        // Read like a player would, and drop the bytes.
-        let (tx, mut rx) = mpsc::channel(2);
-        let parts = stretches.iter().map(|s| BodyPart::Range(*s)).collect();
-        cache
-            .tasks()
-            .spawn(cache.clone().produce(media.clone(), parts, tx));
-        while let Some(piece) = rx.recv().await {
-            match piece {
-                Ok(b) => job.arrived(b.len() as u64),
-                Err(e) => return Err(Stop::Failed(e.to_string())),
-            };
-        }
-        let received = job.fetched.load(Ordering::Relaxed);
-        if received < missing_bytes {
-            return Err(Stop::Failed(format!(
-                "the transfer ended after {received} of {missing_bytes} bytes"
-            )));
-        }
-    }
-    // The last chunks are still being written: wait for them a little.
-    let deadline = Instant::now() + WRITE_WAIT;
-    while media
-        .slots()
-        .iter()
-        .any(|s| matches!(s.1, Slot::Pending(_)))
-        && Instant::now() < deadline
-    {
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    let uncached: u64 = missing(&media).iter().map(|s| s.end + 1 - s.start).sum();
-    let cached = media.size() - uncached;
-    job.set(|st| st.cached_at_end = Some(cached));
-    Ok(if uncached == 0 {
+    let arrived = |n: u64| job.arrived(n);
+    let warmed = warm_media(cache, &job.url, &opened, &arrived)
+        .await
+        .map_err(Stop::Failed)?;
+    job.set(|st| st.cached_at_end = Some(warmed.cached_at_end));
+    Ok(if warmed.cached_at_end == warmed.size {
         Phase::Done
     } else {
         Phase::Incomplete
     })
 }
 
-/// The stretches of a media not cached yet, downloads under way included
-/// (a prefetch follows them too).
-fn missing(media: &Media) -> Vec<Span> {
-    spans(media, |s| matches!(s, Slot::Cached { .. }))
-}
-
-/// Byte spans of the runs of chunks that are not `have`.
-fn spans(media: &Media, have: impl Fn(&Slot) -> bool) -> Vec<Span> {
-    let count = media.chunk_count();
-    let mut out: Vec<Span> = Vec::new();
-    let mut next = 0u64;
-    let mut push = |from: u64, to: u64| {
-        if from < to {
-            out.push(Span {
-                start: media.chunk_start(from),
-                end: media.chunk_start(to - 1) + media.chunk_len(to - 1) - 1,
-            });
-        }
+/// Warms a title's files, a few at a time. A file that fails does not
+/// stop the others: the job ends incomplete, with the first reason (and
+/// failed when none could be warmed).
+async fn warm_title(cache: &Cache, job: &Job, files: Vec<Url>) -> Result<Phase, Stop> {
+    let total = files.len() as u64;
+    job.set(|st| {
+        st.phase = Phase::Running;
+        st.files = Some(Files {
+            total,
+            ..Files::default()
+        });
+        st.total = Some(0);
+    });
+    let opened = |media: &Media, missing: u64| {
+        job.set(|st| {
+            let f = st.files.get_or_insert_with(Files::default);
+            f.opened += 1;
+            f.known_bytes += media.size();
+            st.total = Some(f.total_bytes());
+            st.cached_at_start += media.size() - missing;
+        })
     };
-    for (i, slot) in media.slots() {
-        if i >= count || !have(&slot) {
-            continue;
+    let arrived = |n: u64| job.arrived(n);
+    let mut cached = 0u64;
+    let mut first_error: Option<String> = None;
+    let mut each = futures::stream::iter(files)
+        .map(|u| {
+            let (opened, arrived) = (&opened, &arrived);
+            async move { (warm_media(cache, &u, opened, arrived).await, u) }
+        })
+        .buffer_unordered(FILES_AT_ONCE);
+    while let Some((result, url)) = each.next().await {
+        match result {
+            Ok(w) => {
+                cached += w.cached_at_end;
+                job.set(|st| {
+                    let f = st.files.get_or_insert_with(Files::default);
+                    f.done += u64::from(w.cached_at_end == w.size);
+                })
+            }
+            Err(why) => {
+                tracing::debug!(job = job.id, url = %redact(&url), error = %why, "a file of the title could not be warmed");
+                first_error.get_or_insert_with(|| format!("{}: {why}", redact(&url)));
+                job.set(|st| st.files.get_or_insert_with(Files::default).failed += 1);
+            }
         }
-        push(next, i);
-        next = i + 1;
     }
-    push(next, count);
-    out
+    let (done, failed) = {
+        let st = job.state.lock().unwrap();
+        let f = st.files.unwrap_or_default();
+        (f.done, f.failed)
+    };
+    job.set(|st| {
+        st.cached_at_end = Some(cached);
+        st.total = st.files.map(|f| f.known_bytes);
+        if failed > 0 {
+            st.error =
+                first_error.map(|e| format!("{failed} of {total} files failed; the first: {e}"));
+        }
+    });
+    Ok(if total > 0 && failed == total {
+        Phase::Failed
+    } else if done == total {
+        Phase::Done
+    } else {
+        Phase::Incomplete
+    })
 }
 
 #[cfg(test)]
@@ -464,28 +519,5 @@ mod tests {
         // bounded.
         r.record(at(50_010), count + 1);
         assert!(r.samples.len() <= 42, "{}", r.samples.len());
-    }
-    use crate::store::{ChunkRow, MediaRow};
-
-    fn media(size: u64, chunk: u64, cached: &[u64]) -> Media {
-        let row = MediaRow::for_test(1, "http://x/u", size, chunk);
-        let rows = cached.iter().map(|&i| ChunkRow::new(i, 10, 0)).collect();
-        Media::new(Arc::new(Url::parse(&row.url).unwrap()), row, rows)
-    }
-
-    #[test]
-    fn missing_stretches_skip_what_is_cached() {
-        let span = |start, end| Span { start, end };
-        assert_eq!(missing(&media(35, 10, &[])), vec![span(0, 34)]);
-        assert_eq!(missing(&media(35, 10, &[0, 1, 2, 3])), vec![]);
-        assert_eq!(
-            missing(&media(35, 10, &[1, 3])),
-            vec![span(0, 9), span(20, 29)]
-        );
-        assert_eq!(missing(&media(35, 10, &[0])), vec![span(10, 34)]);
-        assert_eq!(missing(&media(0, 10, &[])), vec![]);
-        let m = media(35, 10, &[0]);
-        drop(m.claim(1, 1, 0, &crate::cache::inflight::Transfer::new(0, 0), None));
-        assert_eq!(missing(&m), vec![span(10, 34)], "a download is followed");
     }
 }

@@ -1,5 +1,8 @@
 //! `spool prefetch <url>…`: warms media into a running spool's cache
-//! through its admin API, with a progress bar (bytes, rate, ETA).
+//! through its admin API, with a progress bar (bytes, rate, ETA). A
+//! playlist or manifest is a whole title: the renditions `--variant`
+//! chooses, with their audio and subtitles, keys and initialization
+//! sections, counted in files too.
 //!
 //! The work is the server's (`POST /api/prefetch`): it reads the chunks
 //! not cached yet like a player would. Interrupted (Ctrl-C, SIGTERM, or
@@ -53,17 +56,24 @@ impl Stop {
 
 /// Warms each URL in turn; returns whether every one ended cached whole.
 /// With `detach`, starts every job and returns whether each was accepted.
-pub async fn prefetch(urls: &[String], remote: &Remote, detach: bool) -> anyhow::Result<bool> {
+pub async fn prefetch(
+    urls: &[String],
+    variant: &str,
+    remote: &Remote,
+    detach: bool,
+) -> anyhow::Result<bool> {
     let api = Api::new(remote)?;
     let mut stop = Stop::new()?;
     let mut all = true;
     for url in urls {
         let outcome = match detach {
-            true => start(&api, url).await?.map_or(Outcome::NotCached, |id| {
-                println!("{url}: job {id} started; it runs on in the server");
-                Outcome::Cached
-            }),
-            false => one(&api, url, &mut stop).await?,
+            true => start(&api, url, variant)
+                .await?
+                .map_or(Outcome::NotCached, |id| {
+                    println!("{url}: job {id} started; it runs on in the server");
+                    Outcome::Cached
+                }),
+            false => one(&api, url, variant, &mut stop).await?,
         };
         match outcome {
             Outcome::Cached => {}
@@ -92,9 +102,12 @@ fn no_server(why: &str) -> anyhow::Error {
 
 /// Asks the server to start a job; its id, or None when it refused (said
 /// on stdout).
-async fn start(api: &Api, url: &str) -> anyhow::Result<Option<u64>> {
+async fn start(api: &Api, url: &str, variant: &str) -> anyhow::Result<Option<u64>> {
     match api
-        .post("/api/prefetch", &serde_json::json!({ "url": url }))
+        .post(
+            "/api/prefetch",
+            &serde_json::json!({ "url": url, "variant": variant }),
+        )
         .await?
     {
         Answer::Nobody(why) => Err(no_server(&why)),
@@ -108,8 +121,8 @@ async fn start(api: &Api, url: &str) -> anyhow::Result<Option<u64>> {
     }
 }
 
-async fn one(api: &Api, url: &str, stop: &mut Stop) -> anyhow::Result<Outcome> {
-    let Some(id) = start(api, url).await? else {
+async fn one(api: &Api, url: &str, variant: &str, stop: &mut Stop) -> anyhow::Result<Outcome> {
+    let Some(id) = start(api, url, variant).await? else {
         return Ok(Outcome::NotCached);
     };
     let bar = ProgressBar::new(0).with_prefix(short(url));
@@ -139,11 +152,19 @@ async fn one(api: &Api, url: &str, stop: &mut Stop) -> anyhow::Result<Outcome> {
                 bar.reset_eta();
                 started = true;
             }
+            if let Some(total) = n("total_bytes").filter(|_| n("files_total").is_some()) {
+                // A title's size grows as its files are opened.
+                bar.set_length(total);
+            }
             bar.set_position(n("done_bytes").unwrap_or(0));
             // The server's ETA, from the rate of the last seconds.
-            bar.set_message(match n("eta_secs") {
+            let eta = match n("eta_secs") {
                 Some(s) => format!("ETA {}", humantime::format_duration(Duration::from_secs(s))),
                 None => "ETA -".to_owned(),
+            };
+            bar.set_message(match (n("files_done"), n("files_total")) {
+                (Some(d), Some(t)) => format!("{d}/{t} files, {eta}"),
+                _ => eta,
             });
             let state = view.get("state").and_then(|s| s.as_str()).unwrap_or("");
             if !matches!(state, "starting" | "running") {
@@ -167,8 +188,12 @@ async fn one(api: &Api, url: &str, stop: &mut Stop) -> anyhow::Result<Outcome> {
         .get("elapsed_secs")
         .and_then(|v| v.as_f64())
         .unwrap_or(0.0);
+    let files = match (last.get("files_done"), last.get("files_total")) {
+        (Some(d), Some(t)) if t.is_u64() => format!(" {d} of {t} files,"),
+        _ => String::new(),
+    };
     let mut line = format!(
-        "{url}: {state}, {} of {} cached ({} fetched in {secs:.1}s, {}/s)",
+        "{url}: {state},{files} {} of {} cached ({} fetched in {secs:.1}s, {}/s)",
         HumanBytes(n("done_bytes")),
         HumanBytes(n("total_bytes")),
         HumanBytes(n("fetched_bytes")),

@@ -115,12 +115,19 @@ pub enum Command {
         #[command(flatten)]
         remote: Remote,
     },
-    /// Warm media into a running spool's cache, with progress. Run again
-    /// after an interruption: only what is still missing is fetched.
+    /// Warm media into a running spool's cache, with progress. A playlist
+    /// or manifest is a whole title: every segment, key and
+    /// initialization section of the renditions `--variant` chooses,
+    /// with their audio and subtitles. Run again after an interruption:
+    /// only what is still missing is fetched.
     Prefetch {
         /// Upstream URLs (http or https).
         #[arg(required = true)]
         urls: Vec<String>,
+        /// Which renditions of a title: `best`, `worst`, `all`, or a
+        /// bandwidth in bits per second (the best not above it).
+        #[arg(long, default_value = "best", value_parser = check_variant)]
+        variant: String,
         /// Start the jobs and return: they run on in the server (by
         /// default the command follows them, and Ctrl-C, SIGTERM or a
         /// closed terminal stops them).
@@ -165,4 +172,9 @@ impl Config {
         cfg.cache_dir = cache_dir.into();
         cfg
     }
+}
+
+/// A `--variant` as given, once it parses.
+fn check_variant(s: &str) -> Result<String, String> {
+    s.parse::<crate::manifest::Variant>().map(|_| s.to_owned())
 }

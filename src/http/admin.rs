@@ -20,7 +20,7 @@
 //! | `GET /api/media` | every media version, with how much is cached |
 //! | `GET /api/media/{id}` | one media and its chunk map (run-length) |
 //! | `DELETE /api/media/{id}` | drop one media's cache |
-//! | `POST /api/prefetch` | `{"url": "..."}`: warm a media; returns its job |
+//! | `POST /api/prefetch` | `{"url": "...", "variant": "best"}`: warm a media, or a title's chosen renditions (`best`, `worst`, `all`, a bandwidth); returns its job |
 //! | `GET /api/prefetch`, `GET /api/prefetch/{job}` | jobs and their progress |
 //! | `DELETE /api/prefetch/{job}` | stop a job (what it fetched stays) |
 //! | `POST /api/caching/pause`, `POST /api/caching/resume` | stop and restart cache writes (a resume writes what was kept in memory) |
@@ -428,19 +428,31 @@ impl Admin {
         #[serde(deny_unknown_fields)]
         struct Req {
             url: String,
+            /// For a playlist or manifest: best, worst, all, a bandwidth.
+            #[serde(default)]
+            variant: Option<String>,
         }
         let req: Req = match serde_json::from_slice(body) {
             Ok(r) => r,
             Err(e) => {
                 return error(
                     StatusCode::BAD_REQUEST,
-                    &format!("send {{\"url\": \"http(s)://...\"}}: {e}"),
+                    &format!("send {{\"url\": \"http(s)://...\", \"variant\": \"best\"}}: {e}"),
                 )
             }
         };
         let url = match crate::upstream::parse_url(&req.url) {
             Ok(u) => u,
             Err(e) => return error(status_of(&e), &e.to_string()),
+        };
+        let variant = match req
+            .variant
+            .as_deref()
+            .unwrap_or("best")
+            .parse::<crate::manifest::Variant>()
+        {
+            Ok(v) => v,
+            Err(why) => return error(StatusCode::BAD_REQUEST, &why),
         };
         if let Err(e) = self.cache.check(&url).await {
             return error(status_of(&e), &e.to_string());
@@ -455,7 +467,7 @@ impl Admin {
                 ),
             );
         }
-        match self.prefetches.start(url) {
+        match self.prefetches.start(url, variant) {
             Ok((job, new)) => {
                 let status = if new {
                     StatusCode::ACCEPTED
