@@ -189,3 +189,88 @@ async fn vod_titles_replay_offline_after_a_restart() {
         mpv_plays(&via, 50).await;
     }
 }
+
+/// `spool prefetch` (the real command) of a master playlist warms its
+/// best variant whole and nothing of the other; after a restart with the
+/// origin down, ffmpeg plays that variant from the cache, decoding the
+/// same frames as from the origin directly.
+// Multi-threaded: the command runs as a blocking child process while the
+// server in this process answers it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_prefetched_master_plays_its_chosen_variant_offline() {
+    let dir = tempfile::tempdir().unwrap();
+    let origin = Origin::start().await;
+    let mut media = Vec::new();
+    for v in ["lo", "hi"] {
+        let d = dir.path().join(v);
+        std::fs::create_dir(&d).unwrap();
+        make_hls_vod(&d, 6).await;
+        media.push(serve_dir(&origin, &d, &format!("t/{v}")));
+    }
+    origin.add_file(
+        "t/master.m3u8",
+        bytes::Bytes::from_static(
+            b"#EXTM3U\n#EXT-X-STREAM-INF:BANDWIDTH=500000\nlo/index.m3u8\n\
+              #EXT-X-STREAM-INF:BANDWIDTH=2000000\nhi/index.m3u8\n",
+        ),
+        "application/vnd.apple.mpegurl",
+    );
+    let direct = decoded_md5(&origin.url("t/hi/index.m3u8"), &[]).await;
+    let spool = Spool::start(&origin).await;
+    let admin = spool.admin().trim_start_matches("http://").to_owned();
+    let master = origin.url("t/master.m3u8");
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_spool"))
+            .args(["prefetch", &master, "--admin-listen", &admin])
+            .env_remove("SPOOL_ADMIN_TOKEN")
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let segments = media[1].len();
+    assert!(
+        stdout.contains(&format!(": done, {segments} of {segments} files,")),
+        "{stdout}"
+    );
+    for m in &media[1] {
+        assert!(
+            crate::common::cached_whole(&spool.cache_dir, &origin.url(m)),
+            "{m}"
+        );
+    }
+    for m in &media[0] {
+        assert!(
+            !crate::common::cached_whole(&spool.cache_dir, &origin.url(m)),
+            "{m} is not the best variant's"
+        );
+    }
+    let (cache_dir, _keep) = spool.stop().await;
+    let down = crate::common::origin::Faults {
+        status: Some(503),
+        ..Default::default()
+    };
+    for m in media.iter().flatten().chain(
+        [
+            "t/master.m3u8".to_owned(),
+            "t/hi/index.m3u8".to_owned(),
+            "t/lo/index.m3u8".to_owned(),
+        ]
+        .iter(),
+    ) {
+        origin.set_faults(m, down.clone());
+    }
+    let spool = Spool::start_cfg(crate::common::test_config(&cache_dir, &origin)).await;
+    let via = spool.url(&origin.url("t/hi/index.m3u8"));
+    assert_eq!(
+        decoded_md5(&via, &[]).await,
+        direct,
+        "the prefetched variant, offline"
+    );
+}
