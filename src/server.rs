@@ -293,6 +293,7 @@ impl Server {
         // interval.
         self.upkeep.check_disk().await;
         let monitor = tokio::spawn(self.upkeep.clone().run());
+        let sessions = tokio::spawn(self.cache.sessions().clone().sweep_loop());
         let scrubber =
             (!self.index_in_memory).then(|| tokio::spawn(self.upkeep.clone().scrub_loop()));
         let (stopping_tx, stopping) = tokio::sync::oneshot::channel::<()>();
@@ -387,6 +388,9 @@ impl Server {
             .call(|c| c.execute_batch("PRAGMA wal_checkpoint(PASSIVE)"))
             .await;
         monitor.abort();
+        sessions.abort();
+        // Title sessions still open end with the server.
+        self.cache.sessions().sweep(true);
         if let Some(s) = scrubber {
             s.abort();
         }

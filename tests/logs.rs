@@ -178,3 +178,101 @@ async fn json_logs_are_one_object_per_line() {
     }
     assert_eq!(streams, 1, "{text}");
 }
+
+/// A player's session of an HLS title is one info line when it ends (the
+/// server stopping ends it too), not two lines per segment; a file no
+/// playlist names keeps its own stream line.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_title_session_is_one_line() {
+    let origin = Origin::start().await;
+    origin.add_file(
+        "show/index.m3u8",
+        bytes::Bytes::from_static(
+            b"#EXTM3U\n#EXT-X-TARGETDURATION:2\n#EXTINF:2,\ns0.ts\n#EXTINF:2,\ns1.ts\n#EXTINF:2,\ns2.ts\n#EXT-X-ENDLIST\n",
+        ),
+        "application/vnd.apple.mpegurl",
+    );
+    for i in 0..3u64 {
+        origin.add_file(&format!("show/s{i}.ts"), data(100_000, i), "video/mp2t");
+    }
+    origin.add_file("lone.mp4", data(100_000, 9), "video/mp4");
+    let tmp = tempfile::tempdir().unwrap();
+    let log = ChildLog::new();
+    let mut child = spool(&origin, tmp.path(), &log, &["serve"]);
+    let addr = log.listen_addr(&mut child).await;
+    let child = KillOnDrop(child);
+    let c = client();
+    let proxied = |u: &str| {
+        let enc: String = url::form_urlencoded::byte_serialize(u.as_bytes()).collect();
+        format!("http://{addr}/stream?url={enc}")
+    };
+    // A player: the playlist, then its segments, twice over (a replay).
+    for _ in 0..2 {
+        let (status, _, body) =
+            common::get(&c, &proxied(&origin.url("show/index.m3u8")), None).await;
+        assert_eq!(status, 200);
+        let text = String::from_utf8(body.to_vec()).unwrap();
+        for uri in text
+            .lines()
+            .filter(|l| !l.starts_with('#') && !l.is_empty())
+        {
+            let (status, _, body) = common::get(&c, &format!("http://{addr}{uri}"), None).await;
+            assert_eq!((status, body.len()), (200, 100_000));
+        }
+        // The replay reads them from the cache.
+        for i in 0..3 {
+            common::wait_until_cached(tmp.path(), &origin.url(&format!("show/s{i}.ts"))).await;
+        }
+    }
+    let (status, _, _) = common::get(&c, &proxied(&origin.url("lone.mp4")), None).await;
+    assert_eq!(status, 200);
+    common::wait_for("the lone file's stream line", || {
+        std::future::ready(
+            log.text()
+                .lines()
+                .any(|l| l.contains(" stream ") && l.contains("lone.mp4")),
+        )
+    })
+    .await;
+    // Stopped: the session still open is logged.
+    let pid = child.0.id().to_string();
+    assert!(std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
+    let mut child = child;
+    child.0.wait().unwrap();
+    let text = log.text();
+    let info: Vec<&str> = text.lines().filter(|l| l.contains(" INFO ")).collect();
+    let sessions: Vec<&&str> = info
+        .iter()
+        .filter(|l| l.contains("title session"))
+        .collect();
+    assert_eq!(sessions.len(), 1, "{text}");
+    let s = sessions[0];
+    for field in [
+        "url=http://127.0.0.1",
+        "show/index.m3u8",
+        "client=127.0.0.1",
+        "streams=6",
+        "bytes=600000",
+        "from_origin=300000",
+        "from_cache=300000",
+    ] {
+        assert!(s.contains(field), "{field} in {s}");
+    }
+    assert!(
+        !info
+            .iter()
+            .any(|l| l.contains(".ts") && !l.contains("title session")),
+        "no line per segment:\n{text}"
+    );
+    assert_eq!(
+        info.iter()
+            .filter(|l| l.contains(" stream ") && l.contains("lone.mp4"))
+            .count(),
+        1,
+        "{text}"
+    );
+}

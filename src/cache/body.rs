@@ -6,6 +6,7 @@
 //! player's playhead) ends.
 
 use std::io;
+use std::net::IpAddr;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -18,6 +19,7 @@ use super::media::{Media, Slot};
 use super::playhead::Playhead;
 use super::run;
 use super::run::Runs;
+use super::sessions::{Sent, Sessions};
 use super::settings::Settings;
 use crate::metrics::Metrics;
 use crate::store::read::{read_at, read_cached};
@@ -74,6 +76,8 @@ pub(crate) enum BodyPart {
 #[derive(Clone)]
 pub(super) struct Bodies {
     pub settings: Settings,
+    /// Player sessions of titles, logged as one line each.
+    pub sessions: Sessions,
     pub runs: Runs,
     pub index: Index,
     pub files: ChunkFiles,
@@ -82,7 +86,14 @@ pub(super) struct Bodies {
 
 /// Sends `parts` of a media into `tx` (a task per response); cuts the
 /// body when a range cannot be served.
-pub(super) async fn produce(cache: &Bodies, media: Arc<Media>, parts: Vec<BodyPart>, tx: BodyTx) {
+/// `client` is the player's address, for its title session.
+pub(super) async fn produce(
+    cache: &Bodies,
+    media: Arc<Media>,
+    parts: Vec<BodyPart>,
+    tx: BodyTx,
+    client: Option<IpAddr>,
+) {
     let began = std::time::Instant::now();
     let metrics = &cache.metrics;
     metrics.active_streams.inc();
@@ -132,15 +143,17 @@ pub(super) async fn produce(cache: &Bodies, media: Arc<Media>, parts: Vec<BodyPa
         Err(End::ClientGone) => "player left",
         Err(End::Failed(_)) => "cut",
     };
-    info!(
-        url = %crate::upstream::redact(&media.url),
-        bytes = sent.cache + sent.origin + sent.framing,
-        from_cache = sent.cache,
-        from_origin = sent.origin,
-        ms = began.elapsed().as_millis() as u64,
-        ended = %ended,
-        "stream"
-    );
+    let cut = matches!(result, Err(End::Failed(_)));
+    // A title's segments: one line per player session (`sessions.rs`).
+    let in_session = cache.sessions.stream_ended(client, &media.url, sent, cut);
+    let url = crate::upstream::redact(&media.url);
+    let bytes = sent.cache + sent.origin + sent.framing;
+    let ms = began.elapsed().as_millis() as u64;
+    if in_session {
+        debug!(%url, bytes, from_cache = sent.cache, from_origin = sent.origin, ms, ended = %ended, "stream");
+    } else {
+        info!(%url, bytes, from_cache = sent.cache, from_origin = sent.origin, ms, ended = %ended, "stream");
+    }
     if let Err(End::Failed(reason)) = result {
         warn!(media = media.id().map(|m| m.0), %reason, "response cut");
         // Bounded like every send: a player that takes nothing does not
@@ -167,14 +180,6 @@ struct Sender<'a> {
     /// Cached chunks read, for the index's access times.
     touched: Vec<u64>,
     sent: Sent,
-}
-
-/// Bytes a response sent, by where they came from.
-#[derive(Debug, Default, Clone, Copy)]
-struct Sent {
-    cache: u64,
-    origin: u64,
-    framing: u64,
 }
 
 impl Sender<'_> {

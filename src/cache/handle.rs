@@ -50,6 +50,7 @@ impl Cache {
         files: ChunkFiles,
         metrics: Arc<Metrics>,
     ) -> Cache {
+        let titles = super::Titles::new(index.clone());
         Cache {
             inner: Arc::new(Inner {
                 streams: Arc::new(tokio::sync::Semaphore::new(settings.max_streams)),
@@ -59,15 +60,17 @@ impl Cache {
                     runs: runs.clone(),
                     index: index.clone(),
                     files: files.clone(),
+                    titles: titles.clone(),
                 },
                 bodies: Bodies {
                     settings,
+                    sessions: super::Sessions::new(titles.clone()),
                     runs: runs.clone(),
                     index: index.clone(),
                     files: files.clone(),
                     metrics: metrics.clone(),
                 },
-                playlists: Playlists::new(runs.upstream().clone(), index.clone()),
+                playlists: Playlists::new(runs.upstream().clone(), index.clone(), titles.clone()),
                 inventory: Inventory {
                     index,
                     catalog: catalog.clone(),
@@ -106,9 +109,21 @@ impl Cache {
     }
 
     /// Sends `parts` of a media into `tx` (a task per response); cuts the
-    /// body when a range cannot be served.
-    pub async fn produce(self, media: Arc<Media>, parts: Vec<BodyPart>, tx: BodyTx) {
-        body::produce(&self.inner.bodies, media, parts, tx).await
+    /// body when a range cannot be served. `client` is the player's
+    /// address (None: spool's own reads, a prefetch).
+    pub async fn produce(
+        self,
+        media: Arc<Media>,
+        parts: Vec<BodyPart>,
+        tx: BodyTx,
+        client: Option<std::net::IpAddr>,
+    ) {
+        body::produce(&self.inner.bodies, media, parts, tx, client).await
+    }
+
+    /// Player sessions of titles.
+    pub fn sessions(&self) -> &super::Sessions {
+        &self.inner.bodies.sessions
     }
 
     /// The playlists and manifests kept in memory.

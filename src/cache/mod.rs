@@ -33,6 +33,7 @@ pub(crate) mod readahead;
 #[cfg(test)]
 pub(crate) mod rig;
 pub(crate) mod run;
+mod sessions;
 mod settings;
 mod tasks;
 mod titles;
@@ -44,6 +45,7 @@ pub(crate) use error::CacheError;
 pub(crate) use handle::Cache;
 pub(crate) use open::Opened;
 pub(crate) use playlists::{Playlist, Playlists};
+pub(crate) use sessions::Sessions;
 pub(crate) use settings::Settings;
 pub(crate) use tasks::Tasks;
 pub(crate) use titles::Titles;

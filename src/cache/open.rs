@@ -8,7 +8,7 @@
 use std::sync::Arc;
 
 use http::StatusCode;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 use url::Url;
 
 use super::catalog::Catalog;
@@ -40,6 +40,8 @@ pub(super) struct Opener {
     pub runs: Runs,
     pub index: Index,
     pub files: ChunkFiles,
+    /// A title's segments are logged with its session, not one by one.
+    pub titles: super::Titles,
 }
 
 impl Opener {
@@ -225,13 +227,13 @@ impl Opener {
             probed_unix: unix_now(),
         };
         let media = self.record(url, rule, row).await;
-        info!(
-            url = %redact(url),
-            size,
-            etag = %head.etag.as_deref().unwrap_or("-"),
-            ranges = media.row.accepts_ranges,
-            "new media"
-        );
+        let etag = head.etag.as_deref().unwrap_or("-");
+        let ranges = media.row.accepts_ranges;
+        if self.titles.member(url).is_some() {
+            debug!(url = %redact(url), size, etag = %etag, ranges, "new media");
+        } else {
+            info!(url = %redact(url), size, etag = %etag, ranges, "new media");
+        }
         if head.status == StatusCode::OK && first_chunk.is_some() {
             // The origin ignores Range: the media is known now, but this
             // player's position may be too far to reach by skipping.

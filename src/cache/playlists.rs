@@ -119,11 +119,11 @@ pub(crate) struct Playlists {
 }
 
 impl Playlists {
-    pub fn new(upstream: Upstream, index: Index) -> Playlists {
+    pub fn new(upstream: Upstream, index: Index, titles: Titles) -> Playlists {
         Playlists {
             upstream,
             store: Store::new(MEMORY),
-            titles: Titles::new(index.clone()),
+            titles,
             index,
         }
     }

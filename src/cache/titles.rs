@@ -3,6 +3,9 @@
 //! and prefetches titles rather than segments. A file no playlist names
 //! is a title of one media.
 
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
 use tracing::warn;
 use url::Url;
 
@@ -10,15 +13,38 @@ use crate::manifest::{Kind, Outline};
 use crate::store::titles::{self as rows, PartSummary, TitleQuery, TitleRecord, TitleSummary};
 use crate::store::{unix_now, Index, IndexError};
 
-/// The titles in the index. Cheap to clone.
+/// Most URLs whose title is remembered in memory (about 100 bytes each).
+const MAX_MEMBERS: usize = 500_000;
+
+/// The titles in the index, and the title of each URL the playlists
+/// fetched by this process named (for logging a player's session as one
+/// line). Cheap to clone.
 #[derive(Clone)]
 pub(crate) struct Titles {
     index: Index,
+    members: Arc<Mutex<HashMap<String, Member>>>,
+}
+
+/// The title a URL belongs to.
+#[derive(Debug, Clone)]
+pub(crate) struct Member {
+    pub title_id: i64,
+    /// The title's URL, redacted.
+    pub title: Arc<str>,
 }
 
 impl Titles {
     pub fn new(index: Index) -> Titles {
-        Titles { index }
+        Titles {
+            index,
+            members: Arc::default(),
+        }
+    }
+
+    /// The title `url` belongs to, as far as this process saw playlists
+    /// name it.
+    pub fn member(&self, url: &Url) -> Option<Member> {
+        self.members.lock().unwrap().get(url.as_str()).cloned()
     }
 
     /// Records what the playlist asked for as `url` (its redirects landed
@@ -31,12 +57,31 @@ impl Titles {
         let Some(record) = record_of(url, kind, &outline) else {
             return;
         };
-        if let Err(e) = self
+        let urls: Vec<String> = std::iter::once(record.url.clone())
+            .chain(record.playlists.iter().cloned())
+            .chain(record.files.iter().map(|f| f.0.clone()))
+            .collect();
+        let title = self
             .index
             .call(move |c| rows::record(c, &record, unix_now()))
-            .await
-        {
-            warn!(url = %crate::upstream::redact(url), error = %e, "cannot record the playlist's title");
+            .await;
+        match title {
+            Ok((title_id, title_url)) => {
+                let member = Member {
+                    title_id,
+                    title: shown(&title_url).into(),
+                };
+                let mut members = self.members.lock().unwrap();
+                for u in urls {
+                    if members.len() >= MAX_MEMBERS && !members.contains_key(&u) {
+                        break;
+                    }
+                    members.insert(u, member.clone());
+                }
+            }
+            Err(e) => {
+                warn!(url = %crate::upstream::redact(url), error = %e, "cannot record the playlist's title")
+            }
         }
     }
 

@@ -65,7 +65,7 @@ pub(super) async fn warm_media(
         let parts = stretches.iter().map(|s| BodyPart::Range(*s)).collect();
         cache
             .tasks()
-            .spawn(cache.clone().produce(media.clone(), parts, tx));
+            .spawn(cache.clone().produce(media.clone(), parts, tx, None));
         let mut received = 0u64;
         while let Some(piece) = rx.recv().await {
             let b = piece.map_err(|e| e.to_string())?;

@@ -29,7 +29,14 @@ pub(crate) fn media_routes(
     inert: Inert,
 ) -> impl Filter<Extract = (Response,), Error = Infallible> + Clone + Send + Sync + 'static {
     let playlists = Answers::new(cache.playlists().clone());
-    let with_media = warp::any().map(move || (cache.clone(), limits, playlists.clone()));
+    // The player's address goes with what the media handlers use: its
+    // title session is logged as one line (`cache/sessions.rs`).
+    let with_media = warp::any()
+        .map(move || (cache.clone(), limits, playlists.clone()))
+        .and(warp::ext::optional::<Peer>())
+        .map(|(c, l, p): (Cache, Limits, Answers), peer: Option<Peer>| {
+            (c, l, p, peer.map(|p| p.0))
+        });
     let with_readiness = warp::any().map(move || readiness.clone());
     let with_access = warp::any().map(move || access.clone());
     let query = || {

@@ -2,6 +2,7 @@
 //! cache, with the headers of RFC 9110 (§13 conditional requests, §14
 //! ranges); playlists and manifests through `playlist.rs`.
 
+use std::net::IpAddr;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -36,16 +37,14 @@ pub(crate) struct Limits {
 /// `/stream?url=…`: an unsigned link. Every answer carries the CORS
 /// headers.
 pub(crate) async fn handle(
-    (cache, limits, playlists): (Cache, Limits, Answers),
+    (cache, limits, playlists, client): (Cache, Limits, Answers, Option<IpAddr>),
     access: Access,
     method: Method,
     query: String,
     headers: HeaderMap,
 ) -> Response {
     let r = unsigned(
-        cache,
-        limits,
-        playlists,
+        (cache, limits, playlists, client),
         access.clone(),
         method,
         query,
@@ -56,9 +55,7 @@ pub(crate) async fn handle(
 }
 
 async fn unsigned(
-    cache: Cache,
-    limits: Limits,
-    playlists: Answers,
+    (cache, limits, playlists, client): (Cache, Limits, Answers, Option<IpAddr>),
     access: Access,
     method: Method,
     query: String,
@@ -87,7 +84,7 @@ async fn unsigned(
     let links = Links::Unsigned;
     let rule = UpstreamRule::unsigned(access.restricted);
     serve(
-        cache, limits, &playlists, &links, &rule, method, url, headers,
+        cache, limits, &playlists, &links, &rule, method, url, headers, client,
     )
     .await
 }
@@ -98,7 +95,7 @@ async fn unsigned(
 pub(crate) async fn path_form(
     tail: String,
     query: Option<String>,
-    (cache, limits, playlists): (Cache, Limits, Answers),
+    (cache, limits, playlists, client): (Cache, Limits, Answers, Option<IpAddr>),
     access: Access,
     method: Method,
     headers: HeaderMap,
@@ -118,7 +115,7 @@ pub(crate) async fn path_form(
         let links = Links::Unsigned;
         let rule = UpstreamRule::unsigned(access.restricted);
         serve(
-            cache, limits, &playlists, &links, &rule, method, url, headers,
+            cache, limits, &playlists, &links, &rule, method, url, headers, client,
         )
         .await
     }
@@ -134,7 +131,7 @@ pub(crate) async fn signed(
     // A client's query is never forwarded on a signed link: the token
     // names the upstream URL, query included.
     (token, tail, _query): (String, String, Option<String>),
-    (cache, limits, playlists): (Cache, Limits, Answers),
+    (cache, limits, playlists, client): (Cache, Limits, Answers, Option<IpAddr>),
     access: Access,
     method: Method,
     headers: HeaderMap,
@@ -173,7 +170,7 @@ pub(crate) async fn signed(
         };
         hide_upstream(
             serve(
-                cache, limits, &playlists, &links, &rule, method, url, headers,
+                cache, limits, &playlists, &links, &rule, method, url, headers, client,
             )
             .await,
         )
@@ -236,6 +233,7 @@ async fn serve(
     method: Method,
     url: url::Url,
     headers: HeaderMap,
+    client: Option<IpAddr>,
 ) -> Response {
     if let Err(e) = cache.check(&url).await {
         return error(&e);
@@ -258,7 +256,7 @@ async fn serve(
         Ok(Opened::Media(media)) if manifest::typed(media.row.content_type.as_deref()) => {
             playlist::answer(playlists, &url, rule, links, &method).await
         }
-        Ok(Opened::Media(media)) => respond(cache, limits, media, &method, &headers),
+        Ok(Opened::Media(media)) => respond(cache, limits, media, &method, &headers, client),
         Ok(Opened::Passthrough(p)) if typed(p.0.headers()) => {
             playlist::answer(playlists, &url, rule, links, &method).await
         }
@@ -287,6 +285,7 @@ fn respond(
     media: Arc<Media>,
     method: &Method,
     req: &HeaderMap,
+    client: Option<IpAddr>,
 ) -> Response {
     let size = media.size();
     let row = &media.row;
@@ -377,7 +376,7 @@ fn respond(
     let (tx, rx) = mpsc::channel(2);
     let tasks = cache.tasks().clone();
     tasks.spawn(async move {
-        cache.produce(media, parts, tx).await;
+        cache.produce(media, parts, tx, client).await;
         drop(permit);
     });
     reply(status, h, Some(rx))

@@ -27,8 +27,12 @@ pub(crate) struct TitleRecord {
 /// Records what a playlist named, in one transaction: the title it
 /// belongs to (the one that named it before, or a new one), its parts,
 /// and any title a playlist it names had started, merged in. Returns the
-/// title's id.
-pub(crate) fn record(c: &mut Connection, r: &TitleRecord, now: i64) -> rusqlite::Result<i64> {
+/// title's id and URL.
+pub(crate) fn record(
+    c: &mut Connection,
+    r: &TitleRecord,
+    now: i64,
+) -> rusqlite::Result<(i64, String)> {
     let tx = c.transaction()?;
     let owner: Option<i64> = tx
         .prepare_cached("SELECT title_id FROM title_parts WHERE url = ?1")?
@@ -89,8 +93,11 @@ pub(crate) fn record(c: &mut Connection, r: &TitleRecord, now: i64) -> rusqlite:
          WHERE title_id = ?1",
     )?
     .execute(params![title, now, r.duration_secs, r.renditions as i64])?;
+    let url: String = tx
+        .prepare_cached("SELECT url FROM titles WHERE title_id = ?1")?
+        .query_row([title], |row| row.get(0))?;
     tx.commit()?;
-    Ok(title)
+    Ok((title, url))
 }
 
 /// The title `url` belongs to (as its playlist or as one of its parts).
@@ -466,7 +473,9 @@ mod tests {
     #[test]
     fn a_master_gathers_its_variants_and_their_segments() {
         let mut c = db();
-        let lo = record(&mut c, &segments("http://o/lo.m3u8", 4), 10).unwrap();
+        let lo = record(&mut c, &segments("http://o/lo.m3u8", 4), 10)
+            .unwrap()
+            .0;
         c.execute("UPDATE titles SET pinned = 1 WHERE title_id = ?1", [lo])
             .unwrap();
         let master = TitleRecord {
@@ -476,14 +485,18 @@ mod tests {
             renditions: 2,
             ..TitleRecord::default()
         };
-        let t = record(&mut c, &master, 20).unwrap();
+        let t = record(&mut c, &master, 20).unwrap().0;
         assert_ne!(t, lo);
         assert_eq!(
-            record(&mut c, &segments("http://o/hi.m3u8", 4), 30).unwrap(),
+            record(&mut c, &segments("http://o/hi.m3u8", 4), 30)
+                .unwrap()
+                .0,
             t
         );
         assert_eq!(
-            record(&mut c, &segments("http://o/lo.m3u8", 4), 40).unwrap(),
+            record(&mut c, &segments("http://o/lo.m3u8", 4), 40)
+                .unwrap()
+                .0,
             t,
             "again: the same"
         );
@@ -535,7 +548,9 @@ mod tests {
     #[test]
     fn pins_name_a_title_or_make_a_file_one() {
         let mut c = db();
-        let t = record(&mut c, &segments("http://o/v.m3u8", 2), 1).unwrap();
+        let t = record(&mut c, &segments("http://o/v.m3u8", 2), 1)
+            .unwrap()
+            .0;
         assert_eq!(
             set_pinned(&mut c, "http://o/v.m3u8/s1.ts", true, 2).unwrap(),
             Some(t)
@@ -568,9 +583,15 @@ mod tests {
     #[test]
     fn titles_without_media_are_pruned_unless_pinned() {
         let mut c = db();
-        let a = record(&mut c, &segments("http://o/a.m3u8", 2), 10).unwrap();
-        let b = record(&mut c, &segments("http://o/b.m3u8", 2), 10).unwrap();
-        let p = record(&mut c, &segments("http://o/p.m3u8", 2), 10).unwrap();
+        let a = record(&mut c, &segments("http://o/a.m3u8", 2), 10)
+            .unwrap()
+            .0;
+        let b = record(&mut c, &segments("http://o/b.m3u8", 2), 10)
+            .unwrap()
+            .0;
+        let p = record(&mut c, &segments("http://o/p.m3u8", 2), 10)
+            .unwrap()
+            .0;
         set_pinned(&mut c, "http://o/p.m3u8", true, 10).unwrap();
         media(&c, "http://o/b.m3u8/s0.ts", 10, 0, 10);
         assert_eq!(prune(&c, 5).unwrap(), 0, "all reached since");
