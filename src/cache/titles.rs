@@ -100,6 +100,23 @@ impl Titles {
         Ok(title)
     }
 
+    /// Pins or unpins the title of media `id`; None: no such media.
+    pub async fn pin_media(&self, id: i64, pinned: bool) -> Result<Option<i64>, IndexError> {
+        let title = self
+            .index
+            .call(move |c| rows::set_pinned_media(c, id, pinned, unix_now()))
+            .await?;
+        if let Some(t) = title {
+            tracing::info!(
+                title = t,
+                media = id,
+                pinned,
+                "title pin changed by an admin"
+            );
+        }
+        Ok(title)
+    }
+
     /// Pins or unpins title `id`; false when there is none.
     pub async fn pin_title(&self, id: i64, pinned: bool) -> Result<bool, IndexError> {
         let done = self

@@ -96,6 +96,7 @@ impl Upkeep {
         m.disk_level.set(level as i64);
         m.caching_paused.set(i64::from(!u.breaker.is_writing()));
         m.memory_cache_bytes.set(u.writer.memcache().bytes() as i64);
+        m.sample_traffic(crate::store::unix_now());
         // One sum over the chunk rows per check (a covering scan of the
         // table; the index thread spends milliseconds on a million rows).
         if let Ok((_, chunks, bytes)) = u.index.totals().await {

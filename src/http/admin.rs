@@ -13,6 +13,7 @@
 //! | route | what |
 //! |---|---|
 //! | `GET /api/status` | cache size, disk, caching state, streams, prefetch jobs |
+//! | `GET /api/traffic` | bytes served from the cache, memory and the origin in each of the last 60 minutes |
 //! | `GET /api/titles` | titles and lone files, a page: `q`, `sort` (recent, size, cached, url), `offset`, `limit` |
 //! | `GET /api/titles/{id}` | one title and a page of its parts (`offset`, `limit`) |
 //! | `POST /api/titles/{id}/pin`, `.../unpin` | pin a title: never evicted by size or age |
@@ -20,6 +21,7 @@
 //! | `GET /api/media` | every media version, with how much is cached |
 //! | `GET /api/media/{id}` | one media and its chunk map (run-length) |
 //! | `DELETE /api/media/{id}` | drop one media's cache |
+//! | `POST /api/media/{id}/pin`, `.../unpin` | pin the title a media belongs to (a file no playlist names becomes one) |
 //! | `POST /api/prefetch` | `{"url": "...", "variant": "best"}`: warm a media, or a title's chosen renditions (`best`, `worst`, `all`, a bandwidth); returns its job |
 //! | `GET /api/prefetch`, `GET /api/prefetch/{job}` | jobs and their progress |
 //! | `DELETE /api/prefetch/{job}` | stop a job (what it fetched stays) |
@@ -282,6 +284,13 @@ impl Admin {
         match path.as_slice() {
             ["status"] if m == Method::GET => self.status().await,
             ["status"] => method_not_allowed("GET"),
+            ["traffic"] if m == Method::GET => json(
+                StatusCode::OK,
+                &serde_json::json!({
+                    "minutes": self.metrics.traffic.last_hour(crate::store::unix_now())
+                }),
+            ),
+            ["traffic"] => method_not_allowed("GET"),
             ["media"] if m == Method::GET => match page_query(&query) {
                 Ok(None) => self.media_list().await,
                 Ok(Some(q)) => self.media_page(q).await,
@@ -293,6 +302,13 @@ impl Admin {
                 Ok(id) if m == Method::GET => self.media(MediaId(id as i64)).await,
                 Ok(id) if m == Method::DELETE => self.delete(MediaId(id as i64)).await,
                 Ok(_) => method_not_allowed("GET, DELETE"),
+            },
+            ["media", id, action @ ("pin" | "unpin")] => match id_of(id, "a media id") {
+                Err(r) => r.response(),
+                Ok(id) if m == Method::POST => {
+                    titles::pin_media(&self.cache, id as i64, action == &"pin").await
+                }
+                Ok(_) => method_not_allowed("POST"),
             },
             ["prefetch"] if m == Method::POST => match read_body(body, MAX_BODY).await {
                 Ok(b) => self.prefetch(&b).await,

@@ -107,6 +107,16 @@ pub(super) async fn pin_id(cache: &Cache, id: i64, pinned: bool) -> Response {
     }
 }
 
+/// `POST /api/media/{id}/pin` and `/unpin`: the title of a media (a
+/// file no playlist names becomes one).
+pub(super) async fn pin_media(cache: &Cache, id: i64, pinned: bool) -> Response {
+    match cache.titles().pin_media(id, pinned).await {
+        Ok(Some(t)) => answer(cache, t).await,
+        Ok(None) => error(StatusCode::NOT_FOUND, &format!("no media {id}")),
+        Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, &e.to_string()),
+    }
+}
+
 /// `POST /api/pin` and `/api/unpin` with `{"url": "..."}`: the title the
 /// URL is (or is a part of), or a cached file, which becomes a title.
 pub(super) async fn pin_url(cache: &Cache, body: &[u8], pinned: bool) -> Response {

@@ -149,6 +149,24 @@ pub(crate) fn set_pinned(
     Ok(title)
 }
 
+/// Pins or unpins the title of media `id` (a file no playlist names
+/// becomes a title of its own); None when there is no such media.
+pub(crate) fn set_pinned_media(
+    c: &mut Connection,
+    id: i64,
+    pinned: bool,
+    now: i64,
+) -> rusqlite::Result<Option<i64>> {
+    let url: Option<String> = c
+        .prepare_cached("SELECT url FROM media WHERE media_id = ?1")?
+        .query_row([id], |r| r.get(0))
+        .optional()?;
+    match url {
+        Some(u) => set_pinned(c, &u, pinned, now),
+        None => Ok(None),
+    }
+}
+
 /// Pins or unpins title `id`; false when there is none.
 pub(crate) fn pin_title(c: &Connection, id: i64, pinned: bool) -> rusqlite::Result<bool> {
     let n = c

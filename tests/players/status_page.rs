@@ -141,7 +141,8 @@ async fn the_status_page_shows_a_live_chunk_map() {
             "a chunk is downloading: {cells:?}"
         );
         assert!(
-            dom.contains("<p id=\"error\"></p>") && !dom.contains("display: block"),
+            dom.contains("<p id=\"error\"></p>")
+                && !dom.contains("<section id=\"login\" style=\"display: block"),
             "the token from the fragment was taken, and no error shown"
         );
     }
