@@ -206,7 +206,8 @@ fn record_of(url: &Url, kind: Kind, outline: &Outline) -> Option<TitleRecord> {
         url: me,
         kind,
         duration_secs: outline.duration_secs,
-        renditions: outline.streams.len() as u64,
+        // A media playlist is a rendition itself.
+        renditions: outline.streams.len().max(1) as u64,
         playlists,
         files,
     })

@@ -145,7 +145,10 @@ impl From<TitleSummary> for Row {
         let mut notes = Vec::new();
         if t.kind != "file" {
             notes.push(t.kind.to_uppercase());
-            notes.push(format!("{} renditions", t.renditions));
+            notes.push(match t.renditions {
+                1 => "1 rendition".to_owned(),
+                n => format!("{n} renditions"),
+            });
             notes.push(format!("{}/{} files", t.cached_files, t.files));
         }
         if let Some(d) = t.duration_secs {

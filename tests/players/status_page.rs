@@ -220,3 +220,211 @@ async fn a_stream_shows_its_position_as_time() {
     );
     drop(player);
 }
+
+/// The status page over a cache of 10,000 media and 200 titles (rows put
+/// in the index before spool starts; one more title played for real): it
+/// renders a page of titles, searches, opens a title's segments by
+/// rendition, pins, and charts what was served. How long the first
+/// render and a search took is printed (for the notes, not asserted: the
+/// machine's load decides it); screenshots are kept in
+/// `target/players-artifacts/status-titles.png` and
+/// `status-title-segments.png`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_status_page_browses_a_large_cache() {
+    use crate::cdp::Browser;
+    let origin = Origin::start().await;
+    for (path, body) in [
+        ("real/index.m3u8", bytes::Bytes::from_static(b"#EXTM3U\n#EXT-X-TARGETDURATION:2\n#EXTINF:2,\na.ts\n#EXTINF:2,\nb.ts\n#EXT-X-ENDLIST\n")),
+        ("real/a.ts", data(300_000, 1)),
+        ("real/b.ts", data(200_000, 2)),
+    ] {
+        origin.add_file(path, body, "video/mp2t");
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = test_config(tmp.path(), &origin);
+    // The index made by a first start, then filled.
+    let spool = crate::common::Spool::start_cfg(cfg.clone()).await;
+    drop(spool.stop().await);
+    {
+        let mut c = rusqlite::Connection::open(tmp.path().join("index.db")).unwrap();
+        let tx = c.transaction().unwrap();
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs() as i64;
+        for i in 0..10_000i64 {
+            tx.execute(
+                "INSERT INTO media (url, size_bytes, chunk_size_bytes, accepts_ranges, probed_unix, last_access_unix)
+                 VALUES (?1, ?2, 65536, 1, 0, ?3)",
+                rusqlite::params![format!("http://films.lan/library/film-{i:05}.mkv"), 1_000_000 + i * 1000, now - i / 10],
+            )
+            .unwrap();
+        }
+        for t in 0..200i64 {
+            tx.execute(
+                "INSERT INTO titles (url, kind, duration_secs, renditions, created_unix, last_access_unix)
+                 VALUES (?1, 'hls', 1800, 3, ?2, ?2)",
+                rusqlite::params![format!("http://shows.lan/title-{t:04}/master.m3u8"), now - t],
+            )
+            .unwrap();
+            let id = tx.last_insert_rowid();
+            for p in 0..20i64 {
+                // The titles' segments are media among the 10,000.
+                tx.execute(
+                    "INSERT INTO title_parts (url, title_id, role, stream) VALUES (?1, ?2, 'segment', ?3)",
+                    rusqlite::params![
+                        format!("http://films.lan/library/film-{:05}.mkv", t * 20 + p),
+                        id,
+                        format!("http://shows.lan/title-{t:04}/v{}/index.m3u8", p % 2)
+                    ],
+                )
+                .unwrap();
+            }
+        }
+        tx.commit().unwrap();
+    }
+    let spool = crate::common::Spool::start_cfg(cfg).await;
+    // One title played for real: its segments cached, served bytes to chart.
+    let playlist = spool.url(&origin.url("real/index.m3u8"));
+    let (status, _, body) = crate::common::get(&client(), &playlist, None).await;
+    assert_eq!(status, 200);
+    for uri in String::from_utf8(body.to_vec())
+        .unwrap()
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+    {
+        let (status, _, _) =
+            crate::common::get(&client(), &format!("{}{uri}", spool.base()), None).await;
+        assert_eq!(status, 200);
+    }
+    for f in ["real/a.ts", "real/b.ts"] {
+        crate::common::wait_until_cached(tmp.path(), &origin.url(f)).await;
+    }
+    // Served bytes are sampled at each disk check.
+    wait_for("the traffic sampled", || async {
+        let (_, _, b) =
+            crate::common::get(&client(), &format!("{}/api/traffic", spool.admin()), None).await;
+        let v: serde_json::Value = serde_json::from_slice(&b).unwrap();
+        v["minutes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|m| m["origin_bytes"].as_u64() > Some(0))
+    })
+    .await;
+
+    let browser = Browser::launch_with("status-titles", &["--window-size=1280,1500"]).await;
+    browser.navigate(&format!("{}/", spool.admin())).await;
+    let rendered = "Number(document.body.dataset.refreshed || 0)";
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while browser.evaluate(rendered).await.as_u64() < Some(1) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "never rendered: {:?}",
+            browser.console()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let first = browser
+        .evaluate("window.spoolTimings.first")
+        .await
+        .as_f64()
+        .unwrap();
+    let range = browser
+        .evaluate("document.getElementById('media-range').textContent")
+        .await;
+    // 10,000 media, 4,000 of them the titles' segments; 200 titles and
+    // the one played.
+    assert_eq!(range, "1–20 of 6201", "the page's range");
+    browser.screenshot("status-titles").await;
+    let top = browser
+        .evaluate("document.querySelector('#media .title .url').textContent")
+        .await;
+    assert!(
+        top.as_str().unwrap().ends_with("real/index.m3u8"),
+        "the title played last is first: {top}"
+    );
+
+    // A search: typed, then the page asks again after a 200 ms pause.
+    let searched = browser
+        .evaluate(
+            "(async () => {
+               const t0 = performance.now();
+               const box = document.getElementById('media-search');
+               box.value = 'title-0137';
+               box.dispatchEvent(new Event('input'));
+               while (!(document.getElementById('media-range').textContent === '1–1 of 1'
+                        && document.querySelector('#media .title .url').textContent.includes('title-0137'))) {
+                 await new Promise(r => setTimeout(r, 5));
+               }
+               return performance.now() - t0;
+             })()",
+        )
+        .await
+        .as_f64()
+        .unwrap();
+    let facts = browser
+        .evaluate("document.querySelector('#media .title .muted').textContent")
+        .await;
+    assert!(
+        facts
+            .as_str()
+            .unwrap()
+            .contains("3 renditions · 0/20 files · 30:00"),
+        "{facts}"
+    );
+    println!(
+        "status page over 10,000 media and 200 titles: first render {first:.0} ms after navigation, \
+         a search result {searched:.0} ms after typing (200 ms of it the page's typing pause)"
+    );
+
+    // The played title: pinned, then its segments by rendition.
+    browser
+        .evaluate(
+            "(async () => {
+               const box = document.getElementById('media-search');
+               box.value = 'real'; box.dispatchEvent(new Event('input'));
+               while (!document.querySelector('#media .title .url')?.textContent.includes('real/index.m3u8'))
+                 await new Promise(r => setTimeout(r, 5));
+               document.querySelector('#media .title button.pin').click();
+               while (!document.querySelector('#media .title .kind.pinned'))
+                 await new Promise(r => setTimeout(r, 5));
+               [...document.querySelectorAll('#media .title button')].find(b => b.textContent === 'segments').click();
+               while (!document.querySelector('.stream-parts .chunkmap'))
+                 await new Promise(r => setTimeout(r, 5));
+             })()",
+        )
+        .await;
+    let map = browser
+        .evaluate("(() => { const m = document.querySelector('.stream-parts .chunkmap'); return [m.dataset.cached, m.dataset.total, m.querySelectorAll('.cell.cached').length]; })()")
+        .await;
+    assert_eq!(
+        map,
+        serde_json::json!(["2", "2", 2]),
+        "both segments cached"
+    );
+    let (_, _, b) = crate::common::get(
+        &client(),
+        &format!("{}/api/titles?q=real", spool.admin()),
+        None,
+    )
+    .await;
+    let v: serde_json::Value = serde_json::from_slice(&b).unwrap();
+    assert_eq!(v["titles"][0]["pinned"], true, "{v}");
+    // The chart: bars, and what they add up to.
+    let chart = browser
+        .evaluate("(() => { const s = document.getElementById('traffic'); return [s.querySelectorAll('rect').length, Number(s.dataset.origin)]; })()")
+        .await;
+    assert!(
+        chart[0].as_u64() > Some(0) && chart[1].as_u64() >= Some(500_000),
+        "{chart}"
+    );
+    let shot = browser.screenshot("status-title-segments").await;
+    assert!(std::fs::metadata(&shot).unwrap().len() > 10_000);
+    let errors: Vec<String> = browser
+        .console()
+        .into_iter()
+        .filter(|l| l.contains("rror"))
+        .collect();
+    assert!(errors.is_empty(), "{errors:?}");
+}
