@@ -139,12 +139,6 @@ impl Titles {
         self.index.call(move |c| rows::title(c, id)).await
     }
 
-    /// The title `url` belongs to, if any.
-    pub async fn title_of(&self, url: &str) -> Result<Option<i64>, IndexError> {
-        let url = url.to_owned();
-        self.index.call(move |c| rows::title_of(c, &url)).await
-    }
-
     /// A title's parts.
     pub async fn parts(
         &self,
@@ -155,12 +149,6 @@ impl Titles {
         self.index
             .call(move |c| rows::parts(c, id, offset, limit))
             .await
-    }
-
-    /// Removes titles with no media left, unpinned and not reached since
-    /// `before` (unix seconds).
-    pub async fn prune(&self, before: i64) -> Result<usize, IndexError> {
-        self.index.call(move |c| rows::prune(c, before)).await
     }
 }
 

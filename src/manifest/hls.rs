@@ -144,6 +144,12 @@ fn attributes(s: &str) -> Option<Vec<(&str, &str)>> {
     Some(out)
 }
 
+/// What a tag names.
+enum Named {
+    File(Url, Role),
+    Stream(Box<Stream>),
+}
+
 /// What `body` names: a master's variants and renditions (and session
 /// keys), a media playlist's segments, keys and initialization sections
 /// (each once, in order), resolved against `base`; URIs that are not
@@ -227,7 +233,7 @@ pub(crate) fn outline(body: &str, base: &Url) -> Outline {
             "#EXT-X-I-FRAME-STREAM-INF" => uri.map(|u| {
                 let mut s = stream(Carries::IFrames, None);
                 s.playlist = Some(u);
-                Err(s)
+                Named::Stream(Box::new(s))
             }),
             "#EXT-X-MEDIA" => {
                 let carries = match get("TYPE") {
@@ -242,26 +248,25 @@ pub(crate) fn outline(body: &str, base: &Url) -> Outline {
                         s.audio = None;
                         s.subtitles = None;
                         s.playlist = Some(u);
-                        Some(Err(s))
+                        Some(Named::Stream(Box::new(s)))
                     }
                     _ => None,
                 }
             }
-            "#EXT-X-KEY" | "#EXT-X-SESSION-KEY" => uri.map(|u| Ok((u, Role::Key))),
-            "#EXT-X-MAP" => uri.map(|u| Ok((u, Role::Init))),
+            "#EXT-X-KEY" | "#EXT-X-SESSION-KEY" => uri.map(|u| Named::File(u, Role::Key)),
+            "#EXT-X-MAP" => uri.map(|u| Named::File(u, Role::Init)),
             _ => None,
         };
         match file {
-            Some(Ok((u, role))) => {
-                if !push_file(&mut out.files, &mut count, u, role) {
-                    out.truncated = true;
-                }
+            Some(Named::File(u, role)) => {
+                let kept = push_file(&mut out.files, &mut count, u, role);
+                out.truncated |= !kept;
             }
-            Some(Err(s)) if count < MAX_FILES => {
+            Some(Named::Stream(s)) if count < MAX_FILES => {
                 count += 1;
-                out.streams.push(s);
+                out.streams.push(*s);
             }
-            Some(Err(_)) => out.truncated = true,
+            Some(Named::Stream(_)) => out.truncated = true,
             None => {}
         }
     }

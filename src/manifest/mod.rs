@@ -11,4 +11,4 @@ mod mpd;
 mod outline;
 
 pub(crate) use kind::{named, typed, Kind, DASH_TYPE, HLS_TYPES};
-pub(crate) use outline::{Carries, Outline, Role, Stream, Variant};
+pub(crate) use outline::{Outline, Variant};

@@ -13,8 +13,6 @@ pub(crate) const MAX_FILES: usize = 100_000;
 /// What a file is to its title.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Role {
-    /// A playlist the title's playlist names (an HLS variant or rendition).
-    Playlist,
     Segment,
     /// A decryption key (`EXT-X-KEY`, `EXT-X-SESSION-KEY`).
     Key,
@@ -25,7 +23,6 @@ pub(crate) enum Role {
 impl Role {
     pub fn as_str(self) -> &'static str {
         match self {
-            Role::Playlist => "playlist",
             Role::Segment => "segment",
             Role::Key => "key",
             Role::Init => "init",
@@ -43,17 +40,6 @@ pub(crate) enum Carries {
     Subtitles,
     /// Trick-play streams (`EXT-X-I-FRAME-STREAM-INF`, DASH trick mode).
     IFrames,
-}
-
-impl Carries {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Carries::Video => "video",
-            Carries::Audio => "audio",
-            Carries::Subtitles => "subtitles",
-            Carries::IFrames => "iframes",
-        }
-    }
 }
 
 /// One rendition of a title.
