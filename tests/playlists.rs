@@ -628,3 +628,52 @@ async fn vod_playlists_outlive_their_origin_and_live_ones_do_not() {
     let (status, _, _) = get(&c, &spool.url(&origin.url("g/index.m3u8")), None).await;
     assert_eq!(status, 404, "a playlist the origin says is gone is gone");
 }
+
+/// A kept VOD playlist is asked for again conditionally after a restart:
+/// the origin's 304 answers from the kept copy (no playlist bytes sent),
+/// and a playlist that changed is taken anew.
+#[tokio::test]
+async fn kept_playlists_are_revalidated_after_a_restart() {
+    let origin = Origin::start().await;
+    let first = Bytes::from_static(
+        b"#EXTM3U\n#EXT-X-TARGETDURATION:2\n#EXTINF:2,\nseg0.ts\n#EXT-X-ENDLIST\n",
+    );
+    origin.add_file("r/index.m3u8", first.clone(), HLS);
+    assert!(origin.etag("r/index.m3u8").is_some());
+    let spool = Spool::start(&origin).await;
+    let c = client();
+    let url = origin.url("r/index.m3u8");
+    let (status, _, before) = get(&c, &spool.url(&url), None).await;
+    assert_eq!(status, 200);
+    let (dir, _keep) = spool.stop().await;
+
+    origin.reset_stats();
+    let spool = Spool::start_cfg(common::test_config(&dir, &origin)).await;
+    let (status, _, again) = get(&c, &spool.url(&url), None).await;
+    assert_eq!(
+        (status, &again),
+        (200, &before),
+        "the kept copy, rewritten the same"
+    );
+    let s = origin.path_stats("r/index.m3u8");
+    assert_eq!(
+        (s.requests, s.body_bytes),
+        (1, 0),
+        "one conditional request, answered 304"
+    );
+    let (dir, _keep2) = spool.stop().await;
+
+    // The origin's playlist changes: a restarted spool takes the new one.
+    origin.add_file(
+        "r/index.m3u8",
+        Bytes::from_static(
+            b"#EXTM3U\n#EXT-X-TARGETDURATION:2\n#EXTINF:2,\nseg0.ts\n#EXTINF:2,\nseg1.ts\n#EXT-X-ENDLIST\n",
+        ),
+        HLS,
+    );
+    let spool = Spool::start_cfg(common::test_config(&dir, &origin)).await;
+    let (status, _, changed) = get(&c, &spool.url(&url), None).await;
+    assert_eq!(status, 200);
+    let text = String::from_utf8_lossy(&changed);
+    assert!(text.contains("/r/seg1.ts\n"), "the new playlist: {text}");
+}

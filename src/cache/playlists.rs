@@ -57,6 +57,9 @@ pub(crate) struct Playlist {
     pub kind: Kind,
     pub fetched: Instant,
     pub keep_for: Duration,
+    /// The origin's validators (ETag, Last-Modified).
+    pub etag: Option<String>,
+    pub last_modified: Option<String>,
 }
 
 impl Playlist {
@@ -148,14 +151,28 @@ impl Playlists {
         let fetched = self
             .store
             .get(url.as_str(), || async {
-                let playlist = tokio::time::timeout(deadline, fetch(upstream, url, rule))
+                // A copy kept in the index is asked for conditionally: a
+                // 304 answers from it.
+                let kept = self.kept(url).await;
+                let fetched = fetch(upstream, url, rule, kept.as_deref());
+                let playlist = tokio::time::timeout(deadline, fetched)
                     .await
                     .map_err(|_| UpstreamError::Timeout)??;
-                self.keep(url, &playlist).await;
-                self.titles
-                    .record(url, &playlist.url, playlist.kind, &playlist.body)
-                    .await;
-                Ok(playlist)
+                match playlist {
+                    Fetched::New(p) => {
+                        self.keep(url, &p).await;
+                        self.titles.record(url, &p.url, p.kind, &p.body).await;
+                        Ok(p)
+                    }
+                    Fetched::Unchanged(p) => {
+                        debug!(url = %redact(url), "the origin says the kept playlist did not change");
+                        if let Err(e) = self.index.touch_playlist(url.as_str(), unix_now()).await {
+                            warn!(url = %redact(url), error = %e, "cannot mark the kept playlist fresh");
+                        }
+                        self.titles.record(url, &p.url, p.kind, &p.body).await;
+                        Ok(p)
+                    }
+                }
             })
             .await;
         let playlist = match fetched {
@@ -192,6 +209,8 @@ impl Playlists {
             content_type: playlist.content_type.clone(),
             body: playlist.body.to_vec(),
             fetched_unix: unix_now(),
+            etag: playlist.etag.clone(),
+            last_modified: playlist.last_modified.clone(),
         };
         if let Err(e) = self.index.keep_playlist(row).await {
             warn!(url = %redact(url), error = %e, "cannot keep the playlist in the index");
@@ -219,23 +238,54 @@ impl Playlists {
             kind,
             fetched: Instant::now(),
             keep_for: keep_for(kind),
+            etag: row.etag,
+            last_modified: row.last_modified,
         }))
     }
 }
 
-/// Fetches a playlist whole, at most [`MAX_PLAYLIST`] bytes.
+/// What a fetch found.
+enum Fetched {
+    New(Playlist),
+    /// The origin answered 304 for the kept copy: that copy, fresh again.
+    Unchanged(Playlist),
+}
+
+/// Fetches a playlist whole, at most [`MAX_PLAYLIST`] bytes; with a
+/// `kept` copy that has validators, conditionally.
 async fn fetch(
     upstream: &Upstream,
     url: &Url,
     rule: &UpstreamRule,
-) -> Result<Playlist, UpstreamError> {
+    kept: Option<&Playlist>,
+) -> Result<Fetched, UpstreamError> {
     let too_large = || {
         UpstreamError::Protocol(format!(
             "playlist larger than {} MiB",
             MAX_PLAYLIST / 1024 / 1024
         ))
     };
-    let (mut answer, final_url) = upstream.get_following(url, rule, None).await?;
+    let validators = kept.filter(|k| k.etag.is_some() || k.last_modified.is_some());
+    let (mut answer, final_url) = match validators {
+        Some(k) => {
+            upstream
+                .get_following_if(url, rule, k.etag.as_deref(), k.last_modified.as_deref())
+                .await?
+        }
+        None => upstream.get_following(url, rule, None).await?,
+    };
+    if let (StatusCode::NOT_MODIFIED, Some(k)) = (answer.status(), validators) {
+        return Ok(Fetched::Unchanged(Playlist {
+            body: k.body.clone(),
+            url: final_url,
+            content_type: k.content_type.clone(),
+            kind: k.kind,
+            fetched: Instant::now(),
+            keep_for: k.keep_for,
+            etag: k.etag.clone(),
+            last_modified: k.last_modified.clone(),
+        }));
+    }
     if answer.status() != StatusCode::OK {
         return Err(UpstreamError::Protocol(format!(
             "playlist answered {}",
@@ -248,11 +298,16 @@ async fn fetch(
     {
         return Err(too_large());
     }
-    let content_type = answer
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned);
+    let text = |name: header::HeaderName| {
+        answer
+            .headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+    };
+    let content_type = text(header::CONTENT_TYPE);
+    let etag = text(header::ETAG);
+    let last_modified = text(header::LAST_MODIFIED);
     let mut body = Vec::new();
     while let Some(piece) = answer.next_piece().await? {
         if body.len() + piece.len() > MAX_PLAYLIST {
@@ -262,14 +317,16 @@ async fn fetch(
     }
     let kind = Kind::of(&body);
     debug!(url = %redact(url), bytes = body.len(), ?kind, "playlist fetched");
-    Ok(Playlist {
+    Ok(Fetched::New(Playlist {
         body: body.into(),
         url: final_url,
         content_type,
         kind,
         fetched: Instant::now(),
         keep_for: keep_for(kind),
-    })
+        etag,
+        last_modified,
+    }))
 }
 
 /// How long a playlist of `kind` answers for its URL.
@@ -382,6 +439,8 @@ mod tests {
             kind: Kind::Other,
             fetched: Instant::now(),
             keep_for,
+            etag: None,
+            last_modified: None,
         }
     }
 

@@ -21,9 +21,18 @@ impl Index {
         self.call(move |c| {
             let tx = c.transaction()?;
             tx.execute(
-                "INSERT OR REPLACE INTO playlists (url, final_url, content_type, body, fetched_unix)
-                 VALUES (?1, ?2, ?3, ?4, ?5)",
-                params![row.url, row.final_url, row.content_type, row.body, row.fetched_unix],
+                "INSERT OR REPLACE INTO playlists
+                     (url, final_url, content_type, body, fetched_unix, etag, last_modified)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                params![
+                    row.url,
+                    row.final_url,
+                    row.content_type,
+                    row.body,
+                    row.fetched_unix,
+                    row.etag,
+                    row.last_modified
+                ],
             )?;
             tx.execute(
                 "DELETE FROM playlists WHERE url IN (
@@ -41,13 +50,27 @@ impl Index {
         .await
     }
 
+    /// Marks the playlist kept for `url` as fetched now (its origin said
+    /// it did not change).
+    pub async fn touch_playlist(&self, url: &str, unix: i64) -> Result<(), IndexError> {
+        let url = url.to_owned();
+        self.call(move |c| {
+            c.execute(
+                "UPDATE playlists SET fetched_unix = ?2 WHERE url = ?1",
+                params![url, unix],
+            )
+            .map(|_| ())
+        })
+        .await
+    }
+
     /// The playlist kept for `url`, if any.
     pub async fn kept_playlist(&self, url: &str) -> Result<Option<PlaylistRow>, IndexError> {
         let url = url.to_owned();
         self.call(move |c| {
             c.query_row(
-                "SELECT url, final_url, content_type, body, fetched_unix FROM playlists
-                 WHERE url = ?1",
+                "SELECT url, final_url, content_type, body, fetched_unix, etag, last_modified
+                 FROM playlists WHERE url = ?1",
                 [&url],
                 |r| {
                     Ok(PlaylistRow {
@@ -56,6 +79,8 @@ impl Index {
                         content_type: r.get(2)?,
                         body: r.get(3)?,
                         fetched_unix: r.get(4)?,
+                        etag: r.get(5)?,
+                        last_modified: r.get(6)?,
                     })
                 },
             )
@@ -407,6 +432,8 @@ mod tests {
             content_type: None,
             body: vec![b'#'; len],
             fetched_unix: n,
+            etag: Some(format!("\"{n}\"")),
+            last_modified: None,
         };
         // 20 playlists of 4 MiB: only the newest 16 fit in 64 MiB.
         for n in 1..=20 {

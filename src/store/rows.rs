@@ -78,6 +78,9 @@ pub struct PlaylistRow {
     pub content_type: Option<String>,
     pub body: Vec<u8>,
     pub fetched_unix: i64,
+    /// Its origin's validators, for asking again conditionally.
+    pub etag: Option<String>,
+    pub last_modified: Option<String>,
 }
 
 impl ChunkRow {

@@ -16,6 +16,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/0004_media_summary_redacted.sql"),
     include_str!("../../migrations/0005_playlists.sql"),
     include_str!("../../migrations/0006_titles.sql"),
+    include_str!("../../migrations/0007_playlist_validators.sql"),
 ];
 
 pub(super) fn configure(conn: &Connection) -> Result<(), rusqlite::Error> {

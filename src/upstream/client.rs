@@ -239,6 +239,37 @@ impl Upstream {
         rule: &UpstreamRule,
         range: Option<&str>,
     ) -> Result<(Answer, Url), UpstreamError> {
+        self.follow(url, rule, range, None).await
+    }
+
+    /// [`Upstream::get_following`] asked conditionally: with
+    /// `If-None-Match` for an ETag and `If-Modified-Since` for a
+    /// Last-Modified a copy kept had. The answer may be 304 Not Modified.
+    pub async fn get_following_if(
+        &self,
+        url: &Url,
+        rule: &UpstreamRule,
+        etag: Option<&str>,
+        last_modified: Option<&str>,
+    ) -> Result<(Answer, Url), UpstreamError> {
+        let mut h = http::HeaderMap::new();
+        let mut add = |name, value: Option<&str>| {
+            if let Some(v) = value.and_then(|v| http::HeaderValue::from_str(v).ok()) {
+                h.insert(name, v);
+            }
+        };
+        add(header::IF_NONE_MATCH, etag);
+        add(header::IF_MODIFIED_SINCE, last_modified);
+        self.follow(url, rule, None, Some(&h)).await
+    }
+
+    async fn follow(
+        &self,
+        url: &Url,
+        rule: &UpstreamRule,
+        range: Option<&str>,
+        conditional: Option<&http::HeaderMap>,
+    ) -> Result<(Answer, Url), UpstreamError> {
         let first = url.clone();
         let mut url = url.clone();
         // Credentials only while the chain has not left its first origin.
@@ -263,11 +294,15 @@ impl Upstream {
                 .then(|| self.rules.headers(&url.origin()))
                 .flatten();
             let resp = self
-                .send(&target, host_header.as_deref(), range, extra)
+                .send(&target, host_header.as_deref(), range, extra, conditional)
                 .await?;
             let status = resp.status();
             if !status.is_redirection() || status == StatusCode::NOT_MODIFIED {
-                let resp = answer(resp)?;
+                // Not Modified answers a conditional request only.
+                let resp = match status == StatusCode::NOT_MODIFIED && conditional.is_some() {
+                    true => resp,
+                    false => answer(resp)?,
+                };
                 return Ok((Answer::new(resp, self.timeout, self.metrics.clone()), url));
             }
             let location = resp
@@ -294,10 +329,14 @@ impl Upstream {
         host: Option<&str>,
         range: Option<&str>,
         extra: Option<&http::HeaderMap>,
+        conditional: Option<&http::HeaderMap>,
     ) -> Result<reqwest::Response, UpstreamError> {
         let mut req = self.client.get(url.clone());
         if let Some(extra) = extra {
             req = req.headers(extra.clone());
+        }
+        if let Some(c) = conditional {
+            req = req.headers(c.clone());
         }
         req = req
             // Ranges address the stored bytes, not a compressed rendition.
