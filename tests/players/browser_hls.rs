@@ -229,6 +229,54 @@ async fn hls_js_plays_and_seeks_a_vod_through_spool_and_replays_it_from_the_cach
     );
 }
 
+/// Offline: a VOD hls.js played once through spool plays and seeks again
+/// after spool restarts on its cache with the origin answering nothing but
+/// 503: the playlist from the index, every segment from the cache.
+#[tokio::test]
+async fn hls_js_replays_a_vod_offline_after_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    make_hls_vod(dir.path(), 12).await;
+    let origin = Origin::start().await;
+    let media = serve_dir(&origin, dir.path(), "vod");
+    let (_site, page) = site().await;
+    let spool = Spool::start_with(&origin, |c| c.signing.secret = Some(SECRET.into())).await;
+    let browser = Browser::launch("hls-js-offline").await;
+    browser.disable_cache().await;
+    browser.navigate(&page).await;
+    let src = spool.url(&origin.url("vod/index.m3u8"));
+    browser.evaluate(&hls_js_script(&src, VOD_PLAN)).await;
+    for m in &media {
+        wait_until_cached(&spool.cache_dir, &origin.url(m)).await;
+    }
+    let (cache_dir, _keep) = spool.stop().await;
+    let down = crate::common::origin::Faults {
+        status: Some(503),
+        ..Default::default()
+    };
+    for name in std::fs::read_dir(dir.path()).unwrap().flatten() {
+        let name = name.file_name().into_string().unwrap();
+        origin.set_faults(&format!("vod/{name}"), down.clone());
+    }
+    origin.reset_stats();
+    let mut cfg = crate::common::test_config(&cache_dir, &origin);
+    cfg.signing.secret = Some(SECRET.into());
+    let spool = Spool::start_cfg(cfg).await;
+    let src = spool.url(&origin.url("vod/index.m3u8"));
+    browser.navigate(&page).await;
+    let offline = browser.evaluate(&hls_js_script(&src, VOD_PLAN)).await;
+    let segments = all_through(&offline, ".ts", &spool, "offline replay");
+    let asked: Vec<_> = origin
+        .requests_log()
+        .into_iter()
+        .map(|r| (r.path, r.status))
+        .collect();
+    assert!(
+        asked.iter().all(|(p, s)| p.ends_with(".m3u8") && *s == 503),
+        "with the origin down only the playlist is asked for (and answered from the index): {asked:?}"
+    );
+    assert!(segments >= 6, "{offline}");
+}
+
 #[tokio::test]
 async fn chromium_plays_and_seeks_a_vod_through_spool_natively() {
     let dir = tempfile::tempdir().unwrap();
