@@ -348,7 +348,7 @@ impl Sender<'_> {
                     *pos += b.len() as u64;
                     let n = b.len() as u64;
                     self.send(b, source).await?;
-                    self.playhead.advance(*pos, n);
+                    self.playhead.advance(*pos, n, source == "memory");
                 }
                 Ok(None) => break,
                 Err(e) => return Ok(Err(e)),
@@ -418,7 +418,7 @@ impl Sender<'_> {
             self.send(bytes, "cache")
                 .await
                 .map_err(|_| Retry::ClientGone)?;
-            self.playhead.advance(*pos, n as u64);
+            self.playhead.advance(*pos, n as u64, true);
         }
         Ok(())
     }
@@ -493,7 +493,7 @@ impl Sender<'_> {
                     *pos += b.len() as u64;
                     let n = b.len() as u64;
                     self.send(b, "passthrough").await?;
-                    self.playhead.advance(*pos, n);
+                    self.playhead.advance(*pos, n, false);
                 }
                 Ok(None) => return Ok(()),
                 Err(e) => return Err(End::Failed(e.into())),

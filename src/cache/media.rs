@@ -492,7 +492,7 @@ mod tests {
                     p.waited(Duration::from_millis(5));
                 }
                 pos += 5000;
-                p.advance(pos, 5000);
+                p.advance(pos, 5000, false);
             }
         };
         for _ in 0..7 {
@@ -585,11 +585,11 @@ mod tests {
         assert!(!m.wanted(3, w, Duration::ZERO));
         // Read past the first piece: the window is as long as what was read
         // beyond it (20 bytes from byte 45 reach chunk 6), at most 2 chunks.
-        p.advance(45, FIRST_PIECE + 20);
+        p.advance(45, FIRST_PIECE + 20, false);
         assert!(m.wanted(5, w, Duration::ZERO));
         assert!(m.wanted(6, w, Duration::ZERO));
         assert!(!m.wanted(7, w, Duration::ZERO));
-        p.advance(55, 1000);
+        p.advance(55, 1000, false);
         assert!(!m.wanted(7, w, Duration::ZERO), "capped at the read-ahead");
         p.set(5);
         assert!(m.wanted(7, w, Duration::ZERO));
@@ -614,7 +614,7 @@ mod tests {
 
         // A player reading on in a new request keeps its window.
         let p = m.playhead(6, u64::MAX, Duration::from_secs(60));
-        p.advance(60, 0);
+        p.advance(60, 0, false);
         assert!(m.wanted(8, w, Duration::ZERO));
         drop(p);
 
@@ -625,7 +625,7 @@ mod tests {
 
         // A closed range wants no read-ahead past its end.
         let p = m.playhead(4, 5, Duration::from_secs(60));
-        p.advance(40, FIRST_PIECE + 1000);
+        p.advance(40, FIRST_PIECE + 1000, false);
         assert!(m.wanted(5, w, Duration::ZERO));
         assert!(!m.wanted(6, w, Duration::ZERO));
         assert_eq!(m.read_limit(), 5);

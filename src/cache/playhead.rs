@@ -24,9 +24,11 @@ pub(crate) struct Playheads {
     /// The chunk where the last finished player stopped (u64::MAX: none),
     /// to recognise a player reading on in a new request.
     last_ended: AtomicU64,
-    /// How much the last finished player had read: a player reading on in
-    /// a new request keeps the read-ahead it had earned.
+    /// How much the last finished player had read (and of that, from the
+    /// cache): a player reading on in a new request keeps the read-ahead
+    /// it had earned.
     last_read: AtomicU64,
+    last_cached: AtomicU64,
     /// Bytes per second a player that reads at its own pace (playback) was
     /// seen to take (0: none seen yet).
     observed_rate: AtomicU64,
@@ -40,6 +42,7 @@ impl Playheads {
             watchers: Watchers::default(),
             last_ended: AtomicU64::new(u64::MAX),
             last_read: AtomicU64::new(0),
+            last_cached: AtomicU64::new(0),
             observed_rate: AtomicU64::new(0),
         }
     }
@@ -56,14 +59,18 @@ impl Playheads {
     /// `grace` ago are forgotten here.
     pub fn start(self: &Arc<Self>, index: u64, limit: u64, grace: Duration) -> Playhead {
         // A player reading on where the last one stopped keeps what it read.
-        let read = match self.continues(index) {
-            true => self.last_read.load(Ordering::Relaxed),
-            false => 0,
+        let (read, cached) = match self.continues(index) {
+            true => (
+                self.last_read.load(Ordering::Relaxed),
+                self.last_cached.load(Ordering::Relaxed),
+            ),
+            false => (0, 0),
         };
         let state = Arc::new(PlayheadState {
             chunk: AtomicU64::new(index),
             pos: AtomicU64::new(index.saturating_mul(self.chunk_size)),
             read: AtomicU64::new(read),
+            cached: AtomicU64::new(cached),
             limit,
             ended: Mutex::new(None),
         });
@@ -142,6 +149,8 @@ struct PlayheadState {
     /// Bytes this player has read (in this request and, when it reads on
     /// in consecutive requests, the ones before).
     read: AtomicU64,
+    /// Of those, bytes read from the cache.
+    cached: AtomicU64,
     /// The last chunk this player may want (its range's end, unless it reads
     /// to the end of the media).
     limit: u64,
@@ -156,6 +165,7 @@ impl PlayheadState {
             at: self.chunk.load(Ordering::Relaxed),
             pos: self.pos.load(Ordering::Relaxed),
             read: self.read.load(Ordering::Relaxed),
+            cached: self.cached.load(Ordering::Relaxed),
             limit: self.limit,
             left: None,
         }
@@ -166,6 +176,7 @@ impl PlayheadState {
             at: self.chunk.load(Ordering::Relaxed),
             pos: self.pos.load(Ordering::Relaxed),
             read: self.read.load(Ordering::Relaxed),
+            cached: self.cached.load(Ordering::Relaxed),
             limit: self.limit,
             left: self.ended.lock().unwrap().map(|t| now - t),
         }
@@ -214,9 +225,14 @@ impl Playhead {
         w.end(&self.state.place())
     }
 
-    /// The player got `n` bytes and reads at `pos` next.
-    pub fn advance(&self, pos: u64, n: u64) {
+    /// The player got `n` bytes (from the cache: `cached`) and reads at
+    /// `pos` next.
+    pub fn advance(&self, pos: u64, n: u64, cached: bool) {
         let old_pos = self.state.pos.swap(pos, Ordering::Relaxed);
+        let cached_before = match cached {
+            true => self.state.cached.fetch_add(n, Ordering::Relaxed),
+            false => self.state.cached.load(Ordering::Relaxed),
+        };
         let before = self.state.read.fetch_add(n, Ordering::Relaxed);
         // Runs waiting for the window to reach their chunk look again only
         // when its far end moved into another chunk, not at every piece.
@@ -229,6 +245,7 @@ impl Playhead {
                 &Head {
                     pos: old_pos,
                     read: before,
+                    cached: cached_before,
                     ..head
                 },
             ),
@@ -280,6 +297,8 @@ impl Drop for Playhead {
         let at = self.state.chunk.load(Ordering::Relaxed);
         let read = self.state.read.load(Ordering::Relaxed);
         self.heads.last_read.store(read, Ordering::Relaxed);
+        let cached = self.state.cached.load(Ordering::Relaxed);
+        self.heads.last_cached.store(cached, Ordering::Relaxed);
         self.heads.last_ended.store(at, Ordering::Relaxed);
         let reach = self.heads.reach(&self.state);
         self.heads.watchers.wake(at, reach);

@@ -6,7 +6,11 @@
 //! A player's window starts at the chunk it reads and is as long as what
 //! it read past its first piece ([`FIRST_PIECE`]), so it doubles as the
 //! player reads on and a probe that reads a little and leaves asks for
-//! nothing ahead. It never passes the media's window length
+//! nothing ahead. Bytes it read from the cache count for one chunk at
+//! most ([`Head::earned`]): a player reading a cached stretch at the
+//! disk's speed is filling its buffer, not telling how far it will read,
+//! so a warm replay asks the origin for at most the chunk after the ones
+//! it reads until it reads at the origin's pace again. It never passes the media's window length
 //! ([`Policy::window`]: `--read-ahead` in bytes, or the chunks its
 //! playback takes for the time given where the byte rate is known) nor
 //! the last chunk of the player's range. A player that left is still
@@ -68,6 +72,8 @@ pub(crate) struct Head {
     /// Bytes it has read (in this request, and in the ones before when it
     /// reads on in consecutive requests).
     pub read: u64,
+    /// Of those, bytes read from the cache (chunk files, memory).
+    pub cached: u64,
     /// The last chunk it may want (its range's end).
     pub limit: u64,
     /// How long ago it left; None while it reads.
@@ -75,6 +81,13 @@ pub(crate) struct Head {
 }
 
 impl Head {
+    /// What its window is earned with: the bytes it read, those from the
+    /// cache counting for one chunk at most.
+    pub fn earned(&self, chunk_size: u64) -> u64 {
+        let cached = self.cached.min(self.read);
+        self.read - cached + cached.min(chunk_size)
+    }
+
     fn live(&self) -> bool {
         self.left.is_none()
     }
@@ -89,7 +102,8 @@ impl Head {
 pub(crate) struct Wanting {
     /// The last chunk their windows reach.
     pub reach: u64,
-    /// The most bytes one of them has read.
+    /// The most bytes one of them has earned its window with
+    /// ([`Head::earned`]).
     pub read: u64,
     /// The last chunk one of them may want (its range's end).
     pub limit: u64,
@@ -114,7 +128,7 @@ impl Window {
     /// the chunk it reads nor past its range. (Runs waiting for a chunk are
     /// woken as this moves.)
     pub fn reach(chunk_size: u64, h: &Head) -> u64 {
-        let ahead = h.read.saturating_sub(FIRST_PIECE);
+        let ahead = h.earned(chunk_size).saturating_sub(FIRST_PIECE);
         (h.pos.saturating_add(ahead) / chunk_size.max(1))
             .max(h.at)
             .min(h.limit)
@@ -160,7 +174,7 @@ impl Window {
             .filter(|h| h.live() && self.covers(h, index))
             .map(|h| Wanting {
                 reach: self.end(&h),
-                read: h.read,
+                read: h.earned(self.chunk_size),
                 limit: h.limit,
             })
             .reduce(|a, b| Wanting {
@@ -247,8 +261,17 @@ mod tests {
             at: pos / MIB,
             pos,
             read,
+            cached: 0,
             limit: u64::MAX,
             left: None,
+        }
+    }
+
+    /// [`reader`], with `cached` of what it read from the cache.
+    fn warm(from: u64, read: u64, cached: u64) -> Head {
+        Head {
+            cached,
+            ..reader(from, read)
         }
     }
 
@@ -377,6 +400,33 @@ mod tests {
                 // or as many chunks as it read (2).
                 stretch_from: 3,
                 stretch_last: 5,
+            },
+            Case {
+                name: "a warm replay: 17.5 MiB read from the cache",
+                policy: bytes(32 * MIB),
+                rate: None,
+                heads: vec![warm(0, 17 * MIB + 512 * KIB, 17 * MIB + 512 * KIB)],
+                chunks: 32,
+                // Cached bytes earn one chunk: the next one, no more.
+                ends: vec![18],
+                wanted: vec![17, 18],
+                kept: vec![17, 18],
+                stretch_from: 18,
+                stretch_last: 19,
+            },
+            Case {
+                name: "a warm player reading on from the origin",
+                policy: bytes(32 * MIB),
+                rate: None,
+                // 17 MiB from the cache, then 3 MiB from the origin.
+                heads: vec![warm(0, 20 * MIB, 17 * MIB)],
+                chunks: 32,
+                ends: vec![23],
+                wanted: (20..=23).collect(),
+                kept: (20..=23).collect(),
+                // As many chunks as it earned (4).
+                stretch_from: 21,
+                stretch_last: 25,
             },
             Case {
                 name: "a time given and the rate unknown: 32 MiB, within the limit",

@@ -8,7 +8,7 @@ use crate::cdp::Browser;
 use crate::common::origin::Origin;
 use crate::common::Spool;
 use crate::seek::{default_sizes, slow};
-use crate::tools::{alone, long_video, make_video};
+use crate::tools::{alone, long_video, long_video_moov_at_end, make_video};
 
 /// A key makes unsigned links limited to the allowlist (the test origin's
 /// address), and those carry CORS headers; an open spool's do not.
@@ -266,5 +266,74 @@ async fn chromium_seeks_within_half_a_second_from_a_cold_cache() {
     assert!(
         ms(&via, 0) <= SEEK_LIMIT_MS && ms(&via, 1) <= SEEK_LIMIT_MS,
         "a seek through spool took more than {SEEK_LIMIT_MS} ms: {figures}"
+    );
+}
+
+/// JS: plays `src` past 1 s, pauses, and waits until Chromium buffers
+/// no more (its buffered end unchanged for 2 s): what a player reads of
+/// a media it opened and paused. Resolves to the buffered end, seconds.
+fn play_and_buffer_script(src: &str) -> String {
+    format!(
+        r#"(async () => {{
+            {VIDEO_JS}
+            const v = video({src}, true);
+            const playing = once(v, 'playing', 20000);
+            v.play().catch(() => {{}});
+            await playing;
+            while (v.currentTime <= 1) await new Promise(r => setTimeout(r, 50));
+            v.pause();
+            const end = () => v.buffered.length ? v.buffered.end(v.buffered.length - 1) : 0;
+            let last = end(), since = performance.now();
+            while (performance.now() - since < 2000) {{
+                await new Promise(r => setTimeout(r, 100));
+                if (end() !== last) {{ last = end(); since = performance.now(); }}
+            }}
+            stop(v);
+            return last;
+        }})()"#,
+        src = Value::from(src),
+    )
+}
+
+/// Warm means warm: Chromium opens an MP4 whose index (`moov`) is at its
+/// end from a slow origin through spool, plays past 1 s and pauses with
+/// its buffer full; then does the same again. The second time costs the
+/// origin nothing: what the first one read and started is cached whole.
+#[tokio::test]
+async fn chromium_replays_a_moov_at_end_mp4_at_no_cost() {
+    let file = long_video_moov_at_end().await;
+    let _alone = alone().await;
+    let size = std::fs::metadata(&file).unwrap().len();
+    let origin = Origin::start().await;
+    let page = serve_page(&origin);
+    origin.add_disk_file("tail.mp4", file, "video/mp4");
+    origin.set_faults("tail.mp4", slow());
+    let spool = Spool::start_with(&origin, |c| {
+        default_sizes(c);
+        c.signing.secret = Some(SECRET.into());
+    })
+    .await;
+    let src = spool.url(&origin.url("tail.mp4"));
+    let browser = Browser::launch("moov-at-end").await;
+    browser.disable_cache().await;
+    browser.navigate(&page).await;
+    let cold_buffered = browser.evaluate(&play_and_buffer_script(&src)).await;
+    // What the first play started is finished; then nothing runs.
+    crate::common::wait_idle(&spool).await;
+    let cold = origin.path_stats("tail.mp4").body_bytes;
+    origin.reset_stats();
+    browser.navigate(&page).await;
+    let warm_buffered = browser.evaluate(&play_and_buffer_script(&src)).await;
+    crate::common::wait_idle(&spool).await;
+    let warm = origin.path_stats("tail.mp4");
+    eprintln!(
+        "moov-at-end MP4 of {size} bytes: the cold play fetched {cold} bytes (buffered to {cold_buffered} s), \
+         the warm replay {} bytes in {} requests (buffered to {warm_buffered} s)",
+        warm.body_bytes, warm.requests
+    );
+    assert_eq!(
+        warm.body_bytes, 0,
+        "a warm replay costs the origin nothing ({} requests)",
+        warm.requests
     );
 }

@@ -138,46 +138,53 @@ async fn kept_media(stem: &str, ext: &str, args: &[&str]) -> PathBuf {
 /// keyframe every second, at a constant 4 Mbit/s (about 31 MB: a seek to
 /// 40 s lands about 20 MB in).
 pub async fn long_video() -> PathBuf {
-    kept_media(
-        "long-cbr4m-faststart",
-        "mp4",
-        &[
-            "-f",
-            "lavfi",
-            "-i",
-            "testsrc2=size=640x360:rate=25:duration=60",
-            "-f",
-            "lavfi",
-            "-i",
-            "sine=frequency=440:duration=60",
-            "-c:v",
-            "libx264",
-            "-preset",
-            "veryfast",
-            "-b:v",
-            "4M",
-            "-minrate",
-            "4M",
-            "-maxrate",
-            "4M",
-            "-bufsize",
-            "4M",
-            // Filler data keeps the rate constant however simple the picture.
-            "-x264-params",
-            "nal-hrd=cbr",
-            "-g",
-            "25",
-            "-pix_fmt",
-            "yuv420p",
-            "-c:a",
-            "aac",
-            "-b:a",
-            "128k",
-            "-movflags",
-            "+faststart",
-        ],
-    )
-    .await
+    kept_media("long-cbr4m-faststart", "mp4", &long_video_args(true)).await
+}
+
+/// [`long_video`] with its index (`moov`) after the media data, as
+/// ffmpeg writes an MP4 by default.
+pub async fn long_video_moov_at_end() -> PathBuf {
+    kept_media("long-cbr4m-moov-at-end", "mp4", &long_video_args(false)).await
+}
+
+fn long_video_args(faststart: bool) -> Vec<&'static str> {
+    let mut args = vec![
+        "-f",
+        "lavfi",
+        "-i",
+        "testsrc2=size=640x360:rate=25:duration=60",
+        "-f",
+        "lavfi",
+        "-i",
+        "sine=frequency=440:duration=60",
+        "-c:v",
+        "libx264",
+        "-preset",
+        "veryfast",
+        "-b:v",
+        "4M",
+        "-minrate",
+        "4M",
+        "-maxrate",
+        "4M",
+        "-bufsize",
+        "4M",
+        // Filler data keeps the rate constant however simple the picture.
+        "-x264-params",
+        "nal-hrd=cbr",
+        "-g",
+        "25",
+        "-pix_fmt",
+        "yuv420p",
+        "-c:a",
+        "aac",
+        "-b:a",
+        "128k",
+    ];
+    if faststart {
+        args.extend(["-movflags", "+faststart"]);
+    }
+    args
 }
 
 /// A 60 s stereo 44.1 kHz FLAC of pink noise (noise barely compresses:
