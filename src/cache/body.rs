@@ -236,8 +236,15 @@ impl Sender<'_> {
             let last = r.end.min(start + media.chunk_len(index) - 1);
             let before = pos;
             let outcome = match media.slot(index) {
-                Some(Slot::Cached { row, verified }) => {
-                    self.send_cached(index, row, verified, &mut pos, last).await
+                Some(Slot::Cached {
+                    row,
+                    verified,
+                    written,
+                }) => {
+                    // Cached before this player began: a warm read.
+                    let warm = written.is_none_or(|t| t < self.playhead.began());
+                    self.send_cached(index, row, verified, warm, &mut pos, last)
+                        .await
                 }
                 Some(Slot::Pending(chunk)) => {
                     match self.follow(index, chunk, &mut pos, last).await? {
@@ -348,7 +355,7 @@ impl Sender<'_> {
                     *pos += b.len() as u64;
                     let n = b.len() as u64;
                     self.send(b, source).await?;
-                    self.playhead.advance(*pos, n, source == "memory");
+                    self.playhead.advance(*pos, n, false);
                 }
                 Ok(None) => break,
                 Err(e) => return Ok(Err(e)),
@@ -359,11 +366,14 @@ impl Sender<'_> {
 
     /// Sends `[pos, last]` of a cached chunk. A file that cannot be read is
     /// dropped from the cache and the chunk fetched again.
+    /// Sends `[pos, last]` of a cached chunk; `warm`: it was cached before
+    /// this player began (its bytes earn read-ahead one chunk at most).
     async fn send_cached(
         &mut self,
         index: u64,
         row: ChunkRow,
         verified: bool,
+        warm: bool,
         pos: &mut u64,
         last: u64,
     ) -> Result<(), Retry> {
@@ -418,7 +428,7 @@ impl Sender<'_> {
             self.send(bytes, "cache")
                 .await
                 .map_err(|_| Retry::ClientGone)?;
-            self.playhead.advance(*pos, n as u64, true);
+            self.playhead.advance(*pos, n as u64, warm);
         }
         Ok(())
     }

@@ -23,8 +23,13 @@ use crate::upstream::{UpstreamRule, Version};
 #[derive(Debug, Clone)]
 pub(crate) enum Slot {
     /// A complete file in the store; `verified` once its checksum was
-    /// checked (or it was written) by this process.
-    Cached { row: ChunkRow, verified: bool },
+    /// checked (or it was written) by this process; `written` when this
+    /// process wrote it (None: it was in the index when the media opened).
+    Cached {
+        row: ChunkRow,
+        verified: bool,
+        written: Option<tokio::time::Instant>,
+    },
     /// Downloading, or downloaded and being written.
     Pending(Arc<InFlight>),
 }
@@ -74,6 +79,7 @@ impl Media {
                 let slot = Slot::Cached {
                     row,
                     verified: false,
+                    written: None,
                 };
                 (row.chunk_index, slot)
             })
@@ -216,6 +222,7 @@ impl Media {
                 let slot = Slot::Cached {
                     row,
                     verified: true,
+                    written: Some(tokio::time::Instant::now()),
                 };
                 slots.insert(row.chunk_index, slot);
             }

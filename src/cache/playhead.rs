@@ -29,6 +29,8 @@ pub(crate) struct Playheads {
     /// it had earned.
     last_read: AtomicU64,
     last_cached: AtomicU64,
+    /// When the last finished player's reading began (its first request).
+    last_began: Mutex<Option<Instant>>,
     /// Bytes per second a player that reads at its own pace (playback) was
     /// seen to take (0: none seen yet).
     observed_rate: AtomicU64,
@@ -43,6 +45,7 @@ impl Playheads {
             last_ended: AtomicU64::new(u64::MAX),
             last_read: AtomicU64::new(0),
             last_cached: AtomicU64::new(0),
+            last_began: Mutex::new(None),
             observed_rate: AtomicU64::new(0),
         }
     }
@@ -59,18 +62,20 @@ impl Playheads {
     /// `grace` ago are forgotten here.
     pub fn start(self: &Arc<Self>, index: u64, limit: u64, grace: Duration) -> Playhead {
         // A player reading on where the last one stopped keeps what it read.
-        let (read, cached) = match self.continues(index) {
+        let (read, cached, began) = match self.continues(index) {
             true => (
                 self.last_read.load(Ordering::Relaxed),
                 self.last_cached.load(Ordering::Relaxed),
+                *self.last_began.lock().unwrap(),
             ),
-            false => (0, 0),
+            false => (0, 0, None),
         };
         let state = Arc::new(PlayheadState {
             chunk: AtomicU64::new(index),
             pos: AtomicU64::new(index.saturating_mul(self.chunk_size)),
             read: AtomicU64::new(read),
             cached: AtomicU64::new(cached),
+            began: began.unwrap_or_else(Instant::now),
             limit,
             ended: Mutex::new(None),
         });
@@ -149,8 +154,10 @@ struct PlayheadState {
     /// Bytes this player has read (in this request and, when it reads on
     /// in consecutive requests, the ones before).
     read: AtomicU64,
-    /// Of those, bytes read from the cache.
+    /// Of those, bytes read from chunks cached before it began.
     cached: AtomicU64,
+    /// When it began reading (in its first request, when it reads on).
+    began: Instant,
     /// The last chunk this player may want (its range's end, unless it reads
     /// to the end of the media).
     limit: u64,
@@ -220,13 +227,19 @@ impl Playhead {
         }
     }
 
+    /// When this player began reading (its first request, when it reads
+    /// on in consecutive ones).
+    pub fn began(&self) -> Instant {
+        self.state.began
+    }
+
     /// The last chunk of this player's read-ahead window.
     pub fn window_end(&self, w: &Window) -> u64 {
         w.end(&self.state.place())
     }
 
-    /// The player got `n` bytes (from the cache: `cached`) and reads at
-    /// `pos` next.
+    /// The player got `n` bytes (`cached`: from a chunk cached before it
+    /// began) and reads at `pos` next.
     pub fn advance(&self, pos: u64, n: u64, cached: bool) {
         let old_pos = self.state.pos.swap(pos, Ordering::Relaxed);
         let cached_before = match cached {
@@ -299,6 +312,7 @@ impl Drop for Playhead {
         self.heads.last_read.store(read, Ordering::Relaxed);
         let cached = self.state.cached.load(Ordering::Relaxed);
         self.heads.last_cached.store(cached, Ordering::Relaxed);
+        *self.heads.last_began.lock().unwrap() = Some(self.state.began);
         self.heads.last_ended.store(at, Ordering::Relaxed);
         let reach = self.heads.reach(&self.state);
         self.heads.watchers.wake(at, reach);

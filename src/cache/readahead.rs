@@ -6,11 +6,12 @@
 //! A player's window starts at the chunk it reads and is as long as what
 //! it read past its first piece ([`FIRST_PIECE`]), so it doubles as the
 //! player reads on and a probe that reads a little and leaves asks for
-//! nothing ahead. Bytes it read from the cache count for one chunk at
-//! most ([`Head::earned`]): a player reading a cached stretch at the
-//! disk's speed is filling its buffer, not telling how far it will read,
-//! so a warm replay asks the origin for at most the chunk after the ones
-//! it reads until it reads at the origin's pace again. It never passes the media's window length
+//! nothing ahead. Bytes it read from chunks cached before it began count
+//! for one chunk at most ([`Head::earned`]): a player reading a cached
+//! stretch at the disk's speed is filling its buffer, not telling how far
+//! it will read, so a warm replay asks the origin for at most the chunk
+//! after the ones it reads until it reads at the origin's pace again.
+//! (Chunks its own read-ahead brought count in full.) It never passes the media's window length
 //! ([`Policy::window`]: `--read-ahead` in bytes, or the chunks its
 //! playback takes for the time given where the byte rate is known) nor
 //! the last chunk of the player's range. A player that left is still
@@ -72,7 +73,7 @@ pub(crate) struct Head {
     /// Bytes it has read (in this request, and in the ones before when it
     /// reads on in consecutive requests).
     pub read: u64,
-    /// Of those, bytes read from the cache (chunk files, memory).
+    /// Of those, bytes read from chunks cached before it began.
     pub cached: u64,
     /// The last chunk it may want (its range's end).
     pub limit: u64,
@@ -81,8 +82,8 @@ pub(crate) struct Head {
 }
 
 impl Head {
-    /// What its window is earned with: the bytes it read, those from the
-    /// cache counting for one chunk at most.
+    /// What its window is earned with: the bytes it read, those of chunks
+    /// cached before it began counting for one chunk at most.
     pub fn earned(&self, chunk_size: u64) -> u64 {
         let cached = self.cached.min(self.read);
         self.read - cached + cached.min(chunk_size)

@@ -337,3 +337,79 @@ async fn chromium_replays_a_moov_at_end_mp4_at_no_cost() {
         warm.requests
     );
 }
+
+/// JS: plays `src`, then seeks forward to each of `times` after playing
+/// on for a second; the milliseconds from each `currentTime =` to its
+/// `seeked`.
+fn seeks_script(src: &str, times: &[u32]) -> String {
+    format!(
+        r#"(async () => {{
+            {VIDEO_JS}
+            const v = video({src}, false);
+            const playing = once(v, 'playing', 20000);
+            v.play().catch(() => {{}});
+            await playing;
+            const took = [];
+            for (const t of {times}) {{
+                await new Promise(r => setTimeout(r, 1000));
+                const seeked = once(v, 'seeked', 20000);
+                const t0 = performance.now();
+                v.currentTime = t;
+                await seeked;
+                took.push(performance.now() - t0);
+                if (Math.abs(v.currentTime - t) > 1)
+                    throw new Error(`seeked to ${{t}} s, landed at ${{v.currentTime}} s`);
+            }}
+            stop(v);
+            return took;
+        }})()"#,
+        src = Value::from(src),
+        times = Value::from(times.to_vec()),
+    )
+}
+
+/// A seek into a WebM that lands inside a running read-ahead transfer
+/// (ahead of the bytes that arrived, within what the transfer asked
+/// for) is as quick as from the origin directly, five seeks in a row:
+/// the player's byte gets a request of its own instead of waiting for
+/// the transfer to get there (2 MB/s origin).
+#[tokio::test]
+async fn chromium_seeks_into_a_running_transfer_of_a_webm_as_fast_as_direct() {
+    /// How much slower than direct a seek through spool may be.
+    const SLACK_MS: f64 = 200.0;
+    let file = crate::tools::long_webm().await;
+    let _alone = alone().await;
+    let origin = Origin::start().await;
+    let page = serve_page(&origin);
+    origin.add_disk_file("long.webm", file, "video/webm");
+    origin.set_faults("long.webm", slow());
+    let spool = Spool::start_with(&origin, default_sizes).await;
+    let direct_url = origin.url("long.webm");
+    let browser = Browser::launch("webm-seek").await;
+    browser.disable_cache().await;
+    browser.navigate(&page).await;
+    // Each seek a few seconds (a few hundred KB to a few MB) ahead of the
+    // last: inside the read-ahead that follows the player.
+    let times = [6, 14, 24, 36, 50];
+    let direct = browser.evaluate(&seeks_script(&direct_url, &times)).await;
+    let via = browser
+        .evaluate(&seeks_script(&spool.url(&direct_url), &times))
+        .await;
+    let ms = |v: &Value| -> Vec<f64> {
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_f64().unwrap())
+            .collect()
+    };
+    let (direct, via) = (ms(&direct), ms(&via));
+    let figures =
+        format!("WebM seeks to {times:?} s (ms): direct {direct:.0?}, through spool {via:.0?}");
+    eprintln!("{figures}");
+    for (d, s) in direct.iter().zip(&via) {
+        assert!(
+            *s <= d + SLACK_MS,
+            "a seek through spool more than {SLACK_MS} ms slower than direct: {figures}"
+        );
+    }
+}

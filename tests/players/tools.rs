@@ -187,6 +187,45 @@ fn long_video_args(faststart: bool) -> Vec<&'static str> {
     args
 }
 
+/// A 60 s 640x360 VP8/Opus WebM at about 2 Mbit/s (about 15 MB), a
+/// keyframe every second, its Cues after the clusters (as ffmpeg writes
+/// them by default).
+pub async fn long_webm() -> PathBuf {
+    kept_media(
+        "long-vp8-2m",
+        "webm",
+        &[
+            "-f",
+            "lavfi",
+            "-i",
+            "testsrc2=size=640x360:rate=25:duration=60",
+            "-f",
+            "lavfi",
+            "-i",
+            "sine=frequency=440:duration=60",
+            "-c:v",
+            "libvpx",
+            "-deadline",
+            "realtime",
+            "-cpu-used",
+            "8",
+            "-b:v",
+            "2M",
+            "-minrate",
+            "2M",
+            "-maxrate",
+            "2M",
+            "-g",
+            "25",
+            "-c:a",
+            "libopus",
+            "-b:a",
+            "96k",
+        ],
+    )
+    .await
+}
+
 /// A 60 s stereo 44.1 kHz FLAC of pink noise (noise barely compresses:
 /// about 10 MB, so a seek to 37 s lands about 6 MB in).
 pub async fn long_flac() -> PathBuf {
