@@ -639,3 +639,108 @@ async fn a_failing_statvfs_never_empties_the_cache() {
     })
     .await;
 }
+
+/// Another file of someone else's, leaving `leave` bytes free.
+fn more_ballast(fs: &Tmpfs, name: &str, leave: u64) {
+    let size = fs.free().saturating_sub(leave);
+    let status = Command::new("fallocate")
+        .args(["-l", &size.to_string()])
+        .arg(fs.path().join(name))
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+/// A pinned title outlives what eviction wants: a disk that falls below
+/// its critical level loses the chunks of unpinned media first (though
+/// they were read after the title), and only when those are gone the
+/// pinned title's, and then only until the disk is above the critical
+/// level again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_critical_disk_evicts_pinned_titles_last() {
+    let fs = Tmpfs::mount(32);
+    let origin = Origin::start().await;
+    origin.add_file(
+        "show/index.m3u8",
+        bytes::Bytes::from_static(
+            b"#EXTM3U\n#EXT-X-TARGETDURATION:4\n#EXTINF:4,\ns0.ts\n#EXTINF:4,\ns1.ts\n#EXTINF:4,\ns2.ts\n#EXTINF:4,\ns3.ts\n#EXT-X-ENDLIST\n",
+        ),
+        "application/vnd.apple.mpegurl",
+    );
+    for i in 0..4u64 {
+        origin.add_file(
+            &format!("show/s{i}.ts"),
+            data(MIB as usize, 90 + i),
+            "video/mp2t",
+        );
+    }
+    origin.add_file("film.mp4", data(4 * MIB as usize, 99), "video/mp4");
+    let cache = fs.path().join("cache");
+    let spool = Spool::start_cfg({
+        let mut cfg = common::test_config(&cache, &origin);
+        cfg.free_space.min_free_bytes = 8 * MIB;
+        cfg.cleanup_headroom = MIB;
+        cfg
+    })
+    .await;
+    let c = client();
+    // The title first, then the film: by age the title would go first.
+    let (status, _, _) = get(&c, &spool.url(&origin.url("show/index.m3u8")), None).await;
+    assert_eq!(status, 200);
+    for i in 0..4 {
+        let u = origin.url(&format!("show/s{i}.ts"));
+        assert_eq!(get(&c, &spool.url(&u), None).await.0, 200);
+        wait_until_cached(&cache, &u).await;
+    }
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let film = origin.url("film.mp4");
+    assert_eq!(get(&c, &spool.url(&film), None).await.0, 200);
+    wait_until_cached(&cache, &film).await;
+    let r = c
+        .post(format!("{}/api/pin", spool.admin()))
+        .header("content-type", "application/json")
+        .body(serde_json::json!({ "url": origin.url("show/index.m3u8") }).to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let cached = |u: &str| common::cached_chunks(&cache, u).len() as u64 * CHUNK as u64;
+    let title = || {
+        (0..4)
+            .map(|i| cached(&origin.url(&format!("show/s{i}.ts"))))
+            .sum::<u64>()
+    };
+    assert_eq!(title(), 4 * MIB);
+
+    // Someone else's file leaves 6 MiB free: 3 MiB must go (to 8 MiB and
+    // the 1 MiB headroom), all of them the film's.
+    fs.ballast(6 * MIB);
+    wait_for("the film's chunks to be evicted", || async {
+        cached(&film) < 4 * MIB
+    })
+    .await;
+    wait_for("the disk above its critical level", || async {
+        fs.free() >= 8 * MIB
+    })
+    .await;
+    assert_eq!(title(), 4 * MIB, "the pinned title is whole");
+    assert!(cached(&film) <= MIB, "{} of the film left", cached(&film));
+
+    // More of it: with the film gone, the pinned title gives way, until
+    // the disk is above its critical level, not to the headroom.
+    more_ballast(&fs, "ballast2", 6 * MIB);
+    wait_for("the pinned title's chunks to be evicted", || async {
+        title() < 4 * MIB
+    })
+    .await;
+    wait_for("the disk above its critical level", || async {
+        fs.free() >= 8 * MIB
+    })
+    .await;
+    assert_eq!(cached(&film), 0, "the film went first");
+    let left = title();
+    assert!(
+        left > 0 && left < 4 * MIB,
+        "{left} bytes of the pinned title left"
+    );
+}
