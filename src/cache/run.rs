@@ -33,6 +33,8 @@ use super::readahead::{Policy, Window};
 use crate::store::{ChunkFiles, Index};
 use crate::upstream::{Answer, Head, ResumingBody, Upstream};
 
+/// The shortest wait for a byte worth a second request (hurry).
+const HURRY_AFTER: std::time::Duration = std::time::Duration::from_millis(100);
 /// Where a run for a miss at `pos` starts within chunk `index`: at the
 /// player's byte. The bytes before it come from a second, small request
 /// once the player has its first bytes.
@@ -181,8 +183,11 @@ impl Runs {
         let pace = media.pace();
         let eta = behind.feed.eta(pos, pace);
         // A new request brings its first byte after about one time to first
-        // byte; only a clearly later arrival is worth a second request.
-        if eta <= pace.lead() {
+        // byte; only a clearly later arrival is worth a second request, and
+        // only a wait a player would notice: the old transfer's bytes in
+        // flight past the cut are sent by the origin all the same (a fast
+        // origin would send them twice for a few milliseconds saved).
+        if eta <= pace.lead().max(HURRY_AFTER) {
             return;
         }
         let feed = Transfer::new(pos, start + behind.limit - 1);

@@ -4,11 +4,14 @@
 //! Relative references need no rewriting when the manifest's own address
 //! names its upstream directory (the `/p/` and directory-signed forms);
 //! the manifest is given an MPD-level `BaseURL` that says so whatever form
-//! it was opened with, so relative `BaseURL`s, `SegmentTemplate`s and
-//! `SegmentURL`s below it resolve through spool. Absolute URLs (`BaseURL`,
-//! `Location`, the `media`, `initialization`, `index`, `sourceURL` and
-//! `xlink:href` attributes) are rewritten; MPD-level relative `BaseURL`s
-//! are resolved against the manifest's final URL first.
+//! it was opened with, so relative `SegmentTemplate`s and `SegmentURL`s
+//! below it resolve through spool. Every `BaseURL` is resolved through the
+//! ones above it (against the manifest's final URL at the top) and
+//! spelled whole: players differ in how they chain relative `BaseURL`s
+//! (ffmpeg drops a root-relative one above a relative one), so none is
+//! left to chain. Absolute URLs (`Location`, the `media`,
+//! `initialization`, `index`, `sourceURL` and `xlink:href` attributes)
+//! are rewritten.
 
 use quick_xml::events::{BytesStart, BytesText, Event};
 use quick_xml::{Reader, Writer};
@@ -112,6 +115,13 @@ pub(crate) fn rewrite(
     let mut depth = 0usize;
     // Inside a URL element: its name, depth, and its raw (escaped) text.
     let mut inside: Option<(String, usize, String)> = None;
+    // The base URL inside each open element, the document's first: what
+    // it inherited, and its own first `BaseURL` once read.
+    let mut scopes: Vec<(Url, Option<Url>)> = vec![(base.clone(), None)];
+    let scope = |scopes: &[(Url, Option<Url>)]| {
+        let (inherited, own) = scopes.last().expect("the document's scope");
+        own.clone().unwrap_or_else(|| inherited.clone())
+    };
     loop {
         let ev = reader
             .read_event()
@@ -142,17 +152,26 @@ pub(crate) fn rewrite(
                     let value = quick_xml::escape::unescape(&raw)
                         .map_err(|e| format!("bad text in <{name}>: {e}"))?;
                     let trimmed = value.trim();
-                    // MPD-level references resolve against the manifest;
-                    // deeper relative ones against the rewritten base above.
-                    let new = if at == 1 || absolute(trimmed) {
-                        base.join(trimmed)
-                            .ok()
-                            .filter(|u| matches!(u.scheme(), "http" | "https"))
-                            .map(|u| spell(&u))
-                    } else {
-                        None
+                    // The element's own scope is on top, its parent's
+                    // below. A BaseURL resolves through the ones above it
+                    // (what its parent inherited), a Location against the
+                    // manifest.
+                    let parent = scopes.len().saturating_sub(2);
+                    let against = match name.as_str() {
+                        "BaseURL" => scopes[parent].0.clone(),
+                        _ => base.clone(),
                     };
-                    let new = new.unwrap_or_else(|| trimmed.to_owned());
+                    let resolved = against
+                        .join(trimmed)
+                        .ok()
+                        .filter(|u| matches!(u.scheme(), "http" | "https"));
+                    if let (Some(u), "BaseURL") = (&resolved, name.as_str()) {
+                        scopes[parent].1.get_or_insert_with(|| u.clone());
+                    }
+                    let _ = at;
+                    let new = resolved
+                        .map(|u| spell(&u))
+                        .unwrap_or_else(|| trimmed.to_owned());
                     w(&mut writer, Event::Text(BytesText::new(&new)))?;
                 }
                 _ => {}
@@ -168,6 +187,8 @@ pub(crate) fn rewrite(
                     Event::Start(respell_attributes(&e, base, spell)?),
                 )?;
                 depth += 1;
+                let inherited = scope(&scopes);
+                scopes.push((inherited, None));
                 if URL_ELEMENTS.contains(&name.as_str()) {
                     inside = Some((name, depth - 1, String::new()));
                 }
@@ -189,6 +210,9 @@ pub(crate) fn rewrite(
             }
             Event::End(e) => {
                 depth = depth.saturating_sub(1);
+                if scopes.len() > 1 {
+                    scopes.pop();
+                }
                 w(&mut writer, Event::End(e))?;
             }
             other => w(&mut writer, other)?,
@@ -312,6 +336,29 @@ mod tests {
         );
     }
 
+    /// ffmpeg's `-single_file` shape: a relative BaseURL per
+    /// representation, no MPD-level one. Each is spelled whole (players
+    /// chain a root-relative BaseURL above a relative one differently).
+    #[test]
+    fn representation_base_urls_are_spelled_whole() {
+        let body = r#"<MPD type="static"><Period><AdaptationSet>
+<Representation id="0"><BaseURL>manifest-stream0.mp4</BaseURL><SegmentList><Initialization range="0-814"/><SegmentURL mediaRange="815-2000"/></SegmentList></Representation>
+<Representation id="1"><BaseURL>a/b.mp4</BaseURL><BaseURL>http://mirror.lan/b.mp4</BaseURL></Representation>
+</AdaptationSet></Period></MPD>"#;
+        let out = rewrite(body, &base(), &spell).unwrap();
+        assert!(
+            out.contains("<MPD type=\"static\"><BaseURL>/x/http/o.lan/show/dash/</BaseURL>"),
+            "{out}"
+        );
+        assert!(
+            out.contains("<BaseURL>/x/http/o.lan/show/dash/manifest-stream0.mp4</BaseURL>"),
+            "{out}"
+        );
+        // A second BaseURL (another location of the same) resolves like
+        // the first, not through it.
+        assert!(out.contains("<BaseURL>/x/http/o.lan/show/dash/a/b.mp4</BaseURL><BaseURL>/x/http/mirror.lan/b.mp4</BaseURL>"), "{out}");
+    }
+
     #[test]
     fn base_urls_absolute_and_relative() {
         let body = r#"<MPD type="dynamic" minimumUpdatePeriod="PT1M2.5S">
@@ -335,8 +382,8 @@ mod tests {
         assert!(out.contains(r#"<Period xlink:href="/x/http/remote.lan/period.xml">"#));
         assert!(out.contains("<BaseURL>/x/http/cdn.lan/v/</BaseURL>"));
         assert!(
-            out.contains("<BaseURL>audio/</BaseURL>"),
-            "nested relative stays"
+            out.contains("<BaseURL>/x/http/cdn.lan/v/audio/</BaseURL>"),
+            "a nested relative one, resolved through those above: {out}"
         );
         assert!(out.contains(r#"<Initialization sourceURL="/x/http/cdn.lan/v/init.mp4"/>"#));
         assert!(out.contains(r#"<SegmentURL media="seg1.m4s"/>"#));

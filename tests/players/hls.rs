@@ -274,3 +274,54 @@ async fn a_prefetched_master_plays_its_chosen_variant_offline() {
         "the prefetched variant, offline"
     );
 }
+
+/// No byte fetched twice: ffmpeg plays an HLS VOD made of byte ranges of
+/// one file, and a DASH stream with one file per stream, through spool;
+/// the origin sends at most the files' sizes (each range of a file is a
+/// range of one cached media).
+#[tokio::test]
+async fn single_file_streams_cost_at_most_their_size() {
+    for (kind, playlist) in [("br", "index.m3u8"), ("sf", "manifest.mpd")] {
+        let dir = tempfile::tempdir().unwrap();
+        match kind {
+            "br" => crate::tools::make_hls_byte_ranges(dir.path(), 12).await,
+            _ => crate::tools::make_dash_single_file(dir.path(), 12).await,
+        }
+        let origin = Origin::start().await;
+        let media = serve_dir(&origin, dir.path(), kind);
+        let size: u64 = std::fs::read_dir(dir.path())
+            .unwrap()
+            .flatten()
+            .filter(|e| {
+                media
+                    .iter()
+                    .any(|m| m.ends_with(&*e.file_name().to_string_lossy()))
+            })
+            .map(|e| e.metadata().unwrap().len())
+            .sum();
+        let path = format!("{kind}/{playlist}");
+        let direct = decoded_md5(&origin.url(&path), &[]).await;
+        origin.reset_stats();
+        let spool = Spool::start(&origin).await;
+        assert_eq!(
+            decoded_md5(&spool.url(&origin.url(&path)), &[]).await,
+            direct,
+            "{path}"
+        );
+        crate::common::wait_idle(&spool).await;
+        let sent: u64 = media.iter().map(|m| origin.path_stats(m).body_bytes).sum();
+        eprintln!(
+            "{path}: {} media file(s) of {size} bytes; the origin sent {sent}",
+            media.len()
+        );
+        let asked: Vec<_> = origin
+            .requests_log()
+            .into_iter()
+            .map(|r| (r.path, r.range, r.body_bytes))
+            .collect();
+        assert!(
+            sent <= size,
+            "{path}: {sent} bytes sent for {size} bytes of media: {asked:?}"
+        );
+    }
+}

@@ -317,6 +317,41 @@ pub async fn make_hls_vod(dir: &Path, secs: u32) {
     .await;
 }
 
+/// An HLS VOD of `secs` seconds in `dir` whose segments are byte ranges
+/// of one file: `index.m3u8` (`#EXT-X-BYTERANGE`) and `all.ts`.
+pub async fn make_hls_byte_ranges(dir: &Path, secs: u32) {
+    let seg = dir.join("all.ts");
+    make_stream(
+        secs,
+        &[
+            "-f",
+            "hls",
+            "-hls_time",
+            "2",
+            "-hls_playlist_type",
+            "vod",
+            "-hls_flags",
+            "single_file",
+            "-hls_segment_filename",
+            seg.to_str().unwrap(),
+        ],
+        &dir.join("index.m3u8"),
+    )
+    .await;
+}
+
+/// A DASH stream of `secs` seconds in `dir` with one file per stream
+/// (ffmpeg's `-single_file`): `manifest.mpd` addresses its segments as
+/// byte ranges of that file.
+pub async fn make_dash_single_file(dir: &Path, secs: u32) {
+    make_stream(
+        secs,
+        &["-f", "dash", "-seg_duration", "2", "-single_file", "1"],
+        &dir.join("manifest.mpd"),
+    )
+    .await;
+}
+
 /// A DASH stream of `secs` seconds in `dir` from ffmpeg's dash muxer:
 /// `manifest.mpd` (a numbered `SegmentTemplate`), init and 2 s fMP4
 /// segments per stream.
