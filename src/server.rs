@@ -15,7 +15,7 @@ use crate::cache::memcache::MemCache;
 use crate::cache::persist::{self, Writer};
 use crate::cache::run::Runs;
 use crate::cache::upkeep::{self, Upkeep};
-use crate::cache::{self, Cache};
+use crate::cache::{self, Accesses, Cache};
 use crate::config::Config;
 use crate::disk::{Breaker, CacheLock, Disk, LockError, Thresholds, WriteClass};
 use crate::http::{self, Readiness};
@@ -190,6 +190,7 @@ impl Server {
             settings.read_ahead_policy(),
             cfg.max_downloads,
         );
+        let accesses = Accesses::new(index.clone());
         let upkeep = Upkeep::new(upkeep::Parts {
             files: files.clone(),
             disk: disk.clone(),
@@ -199,6 +200,8 @@ impl Server {
             index: index.clone(),
             writer: writer.clone(),
             metrics: metrics.clone(),
+            accesses: accesses.clone(),
+            max_age: cfg.max_age,
             chunk_size: cfg.chunk_size,
             forget_media_after: cfg.forget_media_after,
             disk_check_interval: cfg.disk_check_interval,
@@ -220,6 +223,7 @@ impl Server {
             index.clone(),
             files.clone(),
             metrics.clone(),
+            accesses,
         );
         Ok(Server {
             cfg: Arc::new(cfg),
@@ -382,7 +386,9 @@ impl Server {
         self.writer
             .close_and_wait(left.max(Duration::from_secs(1)))
             .await;
-        // Every index update queued so far is applied before this returns.
+        // Read times gathered in memory, then every index update queued so
+        // far, are applied before this returns.
+        self.upkeep.flush_accesses().await;
         let _ = self
             .index
             .call(|c| c.execute_batch("PRAGMA wal_checkpoint(PASSIVE)"))

@@ -78,6 +78,8 @@ pub(super) struct Bodies {
     pub settings: Settings,
     /// Player sessions of titles, logged as one line each.
     pub sessions: Sessions,
+    /// When chunks were read, batched for the index.
+    pub accesses: super::access::Accesses,
     pub runs: Runs,
     pub index: Index,
     pub files: ChunkFiles,
@@ -164,8 +166,11 @@ pub(super) async fn produce(
     }
     drop(playhead);
     metrics.active_streams.dec();
+    // When its chunks were read: batched, written by the upkeep.
     if let (false, Some(id)) = (touched.is_empty(), media.id()) {
-        let _ = cache.index.touch(id, touched).await;
+        if cache.accesses.record(id, touched) {
+            cache.accesses.flush().await;
+        }
     }
 }
 

@@ -49,6 +49,15 @@ impl Catalog {
         map.values().filter_map(|m| m.id()).collect()
     }
 
+    /// The index ids of the media a player reads now.
+    pub fn playing_ids(&self) -> Vec<MediaId> {
+        let map = self.inner.media.lock().unwrap();
+        map.values()
+            .filter(|m| !m.live_playheads().is_empty())
+            .filter_map(|m| m.id())
+            .collect()
+    }
+
     /// Every media open in this process.
     pub fn all(&self) -> Vec<Arc<Media>> {
         let map = self.inner.media.lock().unwrap();

@@ -49,6 +49,7 @@ impl Cache {
         index: Index,
         files: ChunkFiles,
         metrics: Arc<Metrics>,
+        accesses: super::Accesses,
     ) -> Cache {
         let titles = super::Titles::new(index.clone());
         Cache {
@@ -65,6 +66,7 @@ impl Cache {
                 bodies: Bodies {
                     settings,
                     sessions: super::Sessions::new(titles.clone()),
+                    accesses,
                     runs: runs.clone(),
                     index: index.clone(),
                     files: files.clone(),

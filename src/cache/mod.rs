@@ -10,6 +10,7 @@
 //! behind it is a handle of its own (`Opener`, `Bodies`, `Playlists`,
 //! `Inventory`).
 
+mod access;
 pub(crate) mod admin;
 pub(crate) mod body;
 pub(crate) mod catalog;
@@ -41,6 +42,7 @@ pub(crate) mod upkeep;
 mod warm;
 mod watch;
 
+pub(crate) use access::Accesses;
 pub(crate) use error::CacheError;
 pub(crate) use handle::Cache;
 pub(crate) use open::Opened;

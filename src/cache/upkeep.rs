@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use tracing::{info, warn};
 
+use super::access::Accesses;
 use super::catalog::Catalog;
 use super::persist::Writer;
 use crate::disk::{Breaker, Disk, Level, Space};
@@ -36,6 +37,10 @@ pub(crate) struct Parts {
     /// Writes chunks kept in memory once caching can write again.
     pub writer: Writer,
     pub metrics: Arc<Metrics>,
+    /// Reads not in the index yet, written at each check.
+    pub accesses: Accesses,
+    /// `--max-age`: media nobody read this long are evicted.
+    pub max_age: Option<Duration>,
     pub chunk_size: u64,
     /// Media rows with no chunks, unread this long, are removed.
     pub forget_media_after: Duration,
@@ -137,10 +142,32 @@ impl Upkeep {
                 );
             }
             self.inner.catalog.sweep(MEDIA_IDLE);
+            // Read times first: eviction orders by them.
+            self.inner.accesses.flush().await;
             self.inner.evictor.trim(&self.inner.catalog).await;
+            self.age_out().await;
             self.forget_media().await;
             tokio::time::sleep(self.inner.disk_check_interval).await;
         }
+    }
+
+    /// `--max-age`: evicts media nobody read within it, but pinned
+    /// titles' and those a player has open.
+    async fn age_out(&self) {
+        let u = &self.inner;
+        let Some(age) = u.max_age.filter(|a| !a.is_zero()) else {
+            return;
+        };
+        let age = i64::try_from(age.as_secs()).unwrap_or(i64::MAX);
+        let before = crate::store::unix_now().saturating_sub(age);
+        u.evictor
+            .age_out(before, &u.catalog.playing_ids(), &u.catalog)
+            .await;
+    }
+
+    /// Writes the read times gathered in memory to the index (at shutdown).
+    pub async fn flush_accesses(&self) {
+        self.inner.accesses.flush().await;
     }
 
     /// Removes index rows of media with nothing cached that nobody read

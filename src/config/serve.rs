@@ -220,6 +220,12 @@ pub struct Config {
     #[arg(long, env = "SPOOL_MAX_CACHE_SIZE", default_value = "0", value_parser = parse_size)]
     pub max_cache_size: u64,
 
+    /// Media nobody read for this long (e.g. `90d`) are evicted, checked
+    /// with the disk; never a pinned title's, never one a player has open.
+    /// Default: off.
+    #[arg(long, env = "SPOOL_MAX_AGE", value_parser = humantime::parse_duration)]
+    pub max_age: Option<Duration>,
+
     /// Media with nothing cached (all chunks evicted, or only probed) that
     /// nobody read for this long are removed from the index, so it stays
     /// proportional to what is cached.

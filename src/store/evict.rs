@@ -115,6 +115,64 @@ impl Evictor {
         Some(self.evict(Goal::CacheAtMost(max / 10 * 9), pins).await)
     }
 
+    /// `--max-age`: evicts the chunks of media last read before
+    /// `before_unix`, but those of pinned titles, of media in `open`
+    /// (a player reads them) and what `pins` keeps.
+    pub async fn age_out(&self, before_unix: i64, open: &[MediaId], pins: &dyn Pins) -> Cleanup {
+        let _one = self.inner.running.lock().await;
+        let index = &self.inner.index;
+        let mut done = Cleanup::default();
+        let mut kept = 0u32;
+        loop {
+            let batch = match index.aged_chunks(before_unix, BATCH, kept).await {
+                Ok(b) if !b.is_empty() => b,
+                Ok(_) => break,
+                Err(e) => {
+                    warn!(error = %e, "age eviction cannot read the index");
+                    break;
+                }
+            };
+            let mut gone = Vec::new();
+            let mut after = Vec::new();
+            for (media_id, chunk, size) in batch {
+                if open.contains(&media_id) {
+                    kept += 1;
+                    continue;
+                }
+                match pins.pin(media_id, chunk) {
+                    Pin::Keep => {
+                        kept += 1;
+                        continue;
+                    }
+                    Pin::Evict(release) => after.extend(release),
+                }
+                gone.push((media_id, chunk));
+                done.chunks += 1;
+                done.bytes += size;
+            }
+            let removed = index.remove_chunks(gone.clone()).await;
+            self.inner.files.remove_many(gone).await;
+            for release in after {
+                release();
+            }
+            if let Err(e) = removed {
+                warn!(error = %e, "age eviction cannot update the index");
+                break;
+            }
+        }
+        let m = &self.inner.metrics;
+        m.evicted_chunks.inc_by(done.chunks);
+        m.evicted_bytes.inc_by(done.bytes);
+        if done.chunks > 0 {
+            info!(
+                chunks = done.chunks,
+                bytes = done.bytes,
+                "media not read within --max-age evicted"
+            );
+        }
+        done
+    }
+
     /// Free bytes now; None when they cannot be measured.
     async fn free(&self) -> Option<u64> {
         self.inner.disk.space().await.ok().map(|s| s.free_bytes)

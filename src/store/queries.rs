@@ -373,6 +373,35 @@ impl Index {
         .await
     }
 
+    /// Chunk rows of media last read before `before_unix` and not of a
+    /// pinned title: (media_id, chunk, size), by media.
+    pub async fn aged_chunks(
+        &self,
+        before_unix: i64,
+        limit: u32,
+        offset: u32,
+    ) -> Result<Vec<(MediaId, u64, u64)>, IndexError> {
+        self.call(move |c| {
+            let sql = format!(
+                "SELECT c.media_id, c.chunk_index, c.size_bytes
+                 FROM chunks c JOIN media m ON m.media_id = c.media_id
+                 WHERE m.last_access_unix < ?1 AND c.media_id NOT IN ({})
+                 ORDER BY c.media_id, c.chunk_index LIMIT ?2 OFFSET ?3",
+                super::titles::PINNED_MEDIA
+            );
+            let mut st = c.prepare_cached(&sql)?;
+            let rows = st.query_map(params![before_unix, limit, offset], |r| {
+                Ok((
+                    r.get(0)?,
+                    r.get::<_, i64>(1)? as u64,
+                    r.get::<_, i64>(2)? as u64,
+                ))
+            })?;
+            rows.collect()
+        })
+        .await
+    }
+
     /// Removes many chunk rows in one transaction.
     pub async fn remove_chunks(&self, chunks: Vec<(MediaId, u64)>) -> Result<(), IndexError> {
         if chunks.is_empty() {
@@ -394,6 +423,35 @@ impl Index {
     }
 
     /// Records that a media (and the given chunks) were read now.
+    /// Marks many media and their chunks read at `unix`, in one
+    /// transaction.
+    pub async fn touch_many(
+        &self,
+        batch: Vec<(MediaId, Vec<u64>)>,
+        unix: i64,
+    ) -> Result<(), IndexError> {
+        self.call(move |c| {
+            let tx = c.transaction()?;
+            {
+                let mut media = tx.prepare_cached(
+                    "UPDATE media SET last_access_unix = MAX(last_access_unix, ?2) WHERE media_id = ?1",
+                )?;
+                let mut chunk = tx.prepare_cached(
+                    "UPDATE chunks SET last_access_unix = ?3
+                     WHERE media_id = ?1 AND chunk_index = ?2",
+                )?;
+                for (id, chunks) in batch {
+                    media.execute(params![id, unix])?;
+                    for i in chunks {
+                        chunk.execute(params![id, i as i64, unix])?;
+                    }
+                }
+            }
+            tx.commit()
+        })
+        .await
+    }
+
     pub async fn touch(&self, media_id: MediaId, chunks: Vec<u64>) -> Result<(), IndexError> {
         self.call(move |c| {
             let now = unix_now();
