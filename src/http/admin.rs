@@ -37,11 +37,12 @@ use warp::reply::Response;
 use super::access::Access;
 use super::body::read_limited;
 use super::control::{Control, Peer};
-use super::error::{json, json_error as error, status_of};
+use super::error::{json, json_error as error, method_not_allowed};
 use super::health::{self, Readiness};
+use super::prefetch;
 use super::sign::{sign, SIGN_BODY};
 use super::titles;
-use crate::cache::prefetch::{Prefetches, Refused};
+use crate::cache::prefetch::Prefetches;
 use crate::cache::Cache;
 use crate::disk::Breaker;
 use crate::metrics::Metrics;
@@ -181,16 +182,6 @@ fn id_of(s: &str, what: &str) -> Result<u64, Refusal> {
         })
 }
 
-fn method_not_allowed(allow: &'static str) -> Response {
-    let mut r = error(
-        StatusCode::METHOD_NOT_ALLOWED,
-        &format!("this endpoint takes {allow}"),
-    );
-    r.headers_mut()
-        .insert(header::ALLOW, HeaderValue::from_static(allow));
-    r
-}
-
 impl Admin {
     pub fn new(
         cache: Cache,
@@ -311,7 +302,7 @@ impl Admin {
                 Ok(_) => method_not_allowed("POST"),
             },
             ["prefetch"] if m == Method::POST => match read_body(body, MAX_BODY).await {
-                Ok(b) => self.prefetch(&b).await,
+                Ok(b) => prefetch::start(&self.prefetches, &self.cache, &self.breaker, &b).await,
                 Err(r) => r.response(),
             },
             ["prefetch"] if m == Method::GET => json(
@@ -321,7 +312,7 @@ impl Admin {
             ["prefetch"] => method_not_allowed("GET, POST"),
             ["prefetch", id] => match id_of(id, "a job id") {
                 Err(r) => r.response(),
-                Ok(id) => self.job(id, m),
+                Ok(id) => prefetch::job(&self.prefetches, id, m),
             },
             ["titles"] if m == Method::GET => match titles::query(&query, true) {
                 Ok(q) => titles::page(&self.cache, q).await,
@@ -433,89 +424,6 @@ impl Admin {
             Ok(Some(d)) => json(StatusCode::OK, &serde_json::json!({ "deleted": d })),
             Ok(None) => error(StatusCode::NOT_FOUND, &format!("no media {id}")),
             Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, &e.to_string()),
-        }
-    }
-
-    /// `{"url": "..."}`. The URL is held to the rules of a signed link (an
-    /// admin may sign any link): private and local addresses only when
-    /// `--allow-upstream` names them, checked on the resolved address.
-    async fn prefetch(&self, body: &[u8]) -> Response {
-        #[derive(serde::Deserialize)]
-        #[serde(deny_unknown_fields)]
-        struct Req {
-            url: String,
-            /// For a playlist or manifest: best, worst, all, a bandwidth.
-            #[serde(default)]
-            variant: Option<String>,
-        }
-        let req: Req = match serde_json::from_slice(body) {
-            Ok(r) => r,
-            Err(e) => {
-                return error(
-                    StatusCode::BAD_REQUEST,
-                    &format!("send {{\"url\": \"http(s)://...\", \"variant\": \"best\"}}: {e}"),
-                )
-            }
-        };
-        let url = match crate::upstream::parse_url(&req.url) {
-            Ok(u) => u,
-            Err(e) => return error(status_of(&e), &e.to_string()),
-        };
-        let variant = match req
-            .variant
-            .as_deref()
-            .unwrap_or("best")
-            .parse::<crate::manifest::Variant>()
-        {
-            Ok(v) => v,
-            Err(why) => return error(StatusCode::BAD_REQUEST, &why),
-        };
-        if let Err(e) = self.cache.check(&url).await {
-            return error(status_of(&e), &e.to_string());
-        }
-        let breaker = &self.breaker;
-        if !breaker.is_writing() {
-            return error(
-                StatusCode::CONFLICT,
-                &format!(
-                    "caching is {}: a prefetch would keep nothing",
-                    super::health::caching_state(breaker.mode())
-                ),
-            );
-        }
-        match self.prefetches.start(url, variant) {
-            Ok((job, new)) => {
-                let status = if new {
-                    StatusCode::ACCEPTED
-                } else {
-                    StatusCode::OK
-                };
-                let mut r = json(status, &job.view());
-                if let Ok(v) = HeaderValue::from_str(&format!("/api/prefetch/{}", job.id())) {
-                    r.headers_mut().insert(header::LOCATION, v);
-                }
-                r
-            }
-            Err(e @ Refused::Busy(_)) => {
-                let mut r = error(StatusCode::TOO_MANY_REQUESTS, &e.to_string());
-                r.headers_mut()
-                    .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
-                r
-            }
-        }
-    }
-
-    fn job(&self, id: u64, method: &Method) -> Response {
-        let Some(job) = self.prefetches.get(id) else {
-            return error(StatusCode::NOT_FOUND, &format!("no prefetch job {id}"));
-        };
-        match *method {
-            Method::GET => json(StatusCode::OK, &job.view()),
-            Method::DELETE => match self.prefetches.cancel(&job) {
-                true => json(StatusCode::OK, &job.view()),
-                false => error(StatusCode::CONFLICT, "this prefetch job has ended already"),
-            },
-            _ => method_not_allowed("GET, DELETE"),
         }
     }
 

@@ -70,6 +70,17 @@ pub(crate) fn json_error(status: StatusCode, reason: &str) -> Response {
     json(status, &serde_json::json!({ "error": reason }))
 }
 
+/// 405 with the methods an admin endpoint takes (`Allow`).
+pub(super) fn method_not_allowed(allow: &'static str) -> Response {
+    let mut r = json_error(
+        StatusCode::METHOD_NOT_ALLOWED,
+        &format!("this endpoint takes {allow}"),
+    );
+    r.headers_mut()
+        .insert(header::ALLOW, HeaderValue::from_static(allow));
+    r
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

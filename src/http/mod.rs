@@ -15,6 +15,7 @@ mod links;
 mod listener;
 mod multipart;
 mod playlist;
+mod prefetch;
 pub(crate) mod range;
 mod routes;
 mod sign;
