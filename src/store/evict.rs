@@ -37,6 +37,15 @@ pub(crate) trait Pins: Send + Sync {
     fn pin(&self, media_id: MediaId, chunk: u64) -> Pin;
 }
 
+/// Which chunks a pass goes through.
+#[derive(Debug, Clone, Copy)]
+enum Which {
+    /// Least recently read first: of pinned titles' media, or of others.
+    Oldest { pinned: bool },
+    /// Of media last read before this (unix seconds), pinned titles' not.
+    ReadBefore(i64),
+}
+
 /// When a cleanup stops.
 #[derive(Debug, Clone, Copy)]
 enum Goal {
@@ -120,46 +129,10 @@ impl Evictor {
     /// (a player reads them) and what `pins` keeps.
     pub async fn age_out(&self, before_unix: i64, open: &[MediaId], pins: &dyn Pins) -> Cleanup {
         let _one = self.inner.running.lock().await;
-        let index = &self.inner.index;
         let mut done = Cleanup::default();
-        let mut kept = 0u32;
-        loop {
-            let batch = match index.aged_chunks(before_unix, BATCH, kept).await {
-                Ok(b) if !b.is_empty() => b,
-                Ok(_) => break,
-                Err(e) => {
-                    warn!(error = %e, "age eviction cannot read the index");
-                    break;
-                }
-            };
-            let mut gone = Vec::new();
-            let mut after = Vec::new();
-            for (media_id, chunk, size) in batch {
-                if open.contains(&media_id) {
-                    kept += 1;
-                    continue;
-                }
-                match pins.pin(media_id, chunk) {
-                    Pin::Keep => {
-                        kept += 1;
-                        continue;
-                    }
-                    Pin::Evict(release) => after.extend(release),
-                }
-                gone.push((media_id, chunk));
-                done.chunks += 1;
-                done.bytes += size;
-            }
-            let removed = index.remove_chunks(gone.clone()).await;
-            self.inner.files.remove_many(gone).await;
-            for release in after {
-                release();
-            }
-            if let Err(e) = removed {
-                warn!(error = %e, "age eviction cannot update the index");
-                break;
-            }
-        }
+        let all = |_: u64, _: &Cleanup, _: u64| true;
+        self.pass(Which::ReadBefore(before_unix), open, pins, &mut done, &all)
+            .await;
         let m = &self.inner.metrics;
         m.evicted_chunks.inc_by(done.chunks);
         m.evicted_bytes.inc_by(done.bytes);
@@ -207,7 +180,8 @@ impl Evictor {
             Goal::FreeBytes(target) => free_measured.saturating_add(batch_bytes) < target,
             Goal::CacheAtMost(max) => cached_at_start.saturating_sub(done.bytes) > max,
         };
-        let whole = self.pass(false, pins, &mut done, &unmet).await;
+        let unpinned = Which::Oldest { pinned: false };
+        let whole = self.pass(unpinned, &[], pins, &mut done, &unmet).await;
         // Pinned titles' chunks go only for a disk below its critical
         // level, last, and only until it is above it again.
         let space = match self.inner.disk.space().await {
@@ -219,7 +193,8 @@ impl Evictor {
             let unmet = |free: u64, _: &Cleanup, batch: u64| free.saturating_add(batch) < critical;
             if unmet(done.free_bytes, &done, 0) {
                 let before = done;
-                self.pass(true, pins, &mut done, &unmet).await;
+                let pinned = Which::Oldest { pinned: true };
+                self.pass(pinned, &[], pins, &mut done, &unmet).await;
                 if done.chunks > before.chunks {
                     warn!(
                         chunks = done.chunks - before.chunks,
@@ -246,11 +221,13 @@ impl Evictor {
         done
     }
 
-    /// Evicts the chunks of unpinned media, or those of pinned ones,
-    /// oldest first, while `unmet` says so; false after an index error.
+    /// Evicts the chunks `which` names, a batch at a time, while `unmet`
+    /// says so; what `pins` keeps and the media in `spared` stay. False
+    /// after an index error.
     async fn pass(
         &self,
-        pinned: bool,
+        which: Which,
+        spared: &[MediaId],
         pins: &dyn Pins,
         done: &mut Cleanup,
         unmet: &(dyn Fn(u64, &Cleanup, u64) -> bool + Sync),
@@ -258,7 +235,11 @@ impl Evictor {
         let index = &self.inner.index;
         let mut kept = 0u32;
         while unmet(done.free_bytes, done, 0) {
-            let batch = match index.oldest_chunks(BATCH, kept, pinned).await {
+            let batch = match which {
+                Which::Oldest { pinned } => index.oldest_chunks(BATCH, kept, pinned).await,
+                Which::ReadBefore(unix) => index.aged_chunks(unix, BATCH, kept).await,
+            };
+            let batch = match batch {
                 Ok(b) if !b.is_empty() => b,
                 Ok(_) => break,
                 Err(e) => {
@@ -272,6 +253,10 @@ impl Evictor {
             for (media_id, chunk, size) in batch {
                 if !unmet(done.free_bytes, done, batch_bytes) {
                     break;
+                }
+                if spared.contains(&media_id) {
+                    kept += 1;
+                    continue;
                 }
                 match pins.pin(media_id, chunk) {
                     Pin::Keep => {
