@@ -9,8 +9,10 @@ use std::sync::{Arc, Mutex};
 use tracing::warn;
 use url::Url;
 
+use super::admin::redacted;
 use crate::manifest::{Kind, Outline};
-use crate::store::titles::{self as rows, PartSummary, TitleQuery, TitleRecord, TitleSummary};
+use crate::store::summary::PageQuery;
+use crate::store::titles::{self as rows, PartSummary, TitleRecord, TitleSummary};
 use crate::store::{unix_now, Index, IndexError};
 
 /// Most URLs whose title is remembered in memory (about 100 bytes each).
@@ -69,7 +71,7 @@ impl Titles {
             Ok((title_id, title_url)) => {
                 let member = Member {
                     title_id,
-                    title: shown(&title_url).into(),
+                    title: redacted(&title_url).into(),
                 };
                 let mut members = self.members.lock().unwrap();
                 for u in urls {
@@ -95,7 +97,7 @@ impl Titles {
             .call(move |c| rows::set_pinned(c, &owned, pinned, unix_now()))
             .await?;
         if let Some(t) = title {
-            tracing::info!(title = t, pinned, url = %shown(url), "title pin changed by an admin");
+            tracing::info!(title = t, pinned, url = %redacted(url), "title pin changed by an admin");
         }
         Ok(title)
     }
@@ -130,7 +132,7 @@ impl Titles {
     }
 
     /// A page of titles and lone files, and how many match.
-    pub async fn page(&self, q: TitleQuery) -> Result<(Vec<TitleSummary>, u64), IndexError> {
+    pub async fn page(&self, q: PageQuery) -> Result<(Vec<TitleSummary>, u64), IndexError> {
         self.index.call(move |c| rows::page(c, &q)).await
     }
 
@@ -150,11 +152,6 @@ impl Titles {
             .call(move |c| rows::parts(c, id, offset, limit))
             .await
     }
-}
-
-/// A URL from the index as logs show it.
-fn shown(url: &str) -> String {
-    Url::parse(url).map_or_else(|_| "(not a URL)".into(), |u| crate::upstream::redact(&u))
 }
 
 /// What `outline` says of the title of the playlist at `url`, to record.

@@ -11,7 +11,7 @@ use indicatif::HumanBytes;
 use super::remote::{reason, Answer, Api};
 use crate::config::Remote;
 use crate::store::summary::{self, MediaSummary};
-use crate::store::titles::{self, TitleQuery, TitleSummary};
+use crate::store::titles::{self, TitleSummary};
 
 /// Width of the bar of how much is cached.
 const BAR: u64 = 20;
@@ -47,7 +47,7 @@ pub async fn ls(remote: &Remote, cache_dir: &Path, media: bool) -> anyhow::Resul
             Answer::Nobody(why) => {
                 let path = index_path(&why, cache_dir)?;
                 let read = path.clone();
-                let q = TitleQuery {
+                let q = summary::PageQuery {
                     search: None,
                     sort: summary::Sort::Recent,
                     offset: 0,

@@ -123,53 +123,6 @@ fn unauthorized() -> Response {
 }
 
 /// A media id or job id from the path.
-/// Most media one page of `GET /api/media` holds.
-const MAX_PAGE: u64 = 1000;
-
-/// `GET /api/media`'s paging: `q` (a part of the URL, its query left
-/// out), `sort` (recent, size, cached, url), `offset`, `limit` (at most
-/// 1000). None without any of them: every media, as before.
-fn page_query(query: &str) -> Result<Option<summary::PageQuery>, Refusal> {
-    let mut q = summary::PageQuery {
-        search: None,
-        sort: summary::Sort::Recent,
-        offset: 0,
-        limit: 100,
-    };
-    let mut paged = false;
-    let number = |k: &str, v: &str| {
-        v.parse::<u64>().map_err(|_| {
-            Refusal(
-                StatusCode::BAD_REQUEST,
-                format!("{k} must be a whole number, not {v:?}"),
-            )
-        })
-    };
-    for (k, v) in url::form_urlencoded::parse(query.as_bytes()) {
-        paged = true;
-        match &*k {
-            "q" => q.search = Some(v.into_owned()).filter(|s| !s.is_empty()),
-            "sort" => {
-                q.sort = summary::Sort::parse(&v).ok_or_else(|| {
-                    Refusal(
-                        StatusCode::BAD_REQUEST,
-                        format!("sort is recent, size, cached or url, not {v:?}"),
-                    )
-                })?
-            }
-            "offset" => q.offset = number("offset", &v)?,
-            "limit" => q.limit = number("limit", &v)?.clamp(1, MAX_PAGE),
-            other => {
-                return Err(Refusal(
-                    StatusCode::BAD_REQUEST,
-                    format!("unknown parameter {other:?} (q, sort, offset, limit)"),
-                ))
-            }
-        }
-    }
-    Ok(paged.then_some(q))
-}
-
 fn id_of(s: &str, what: &str) -> Result<u64, Refusal> {
     s.parse::<u64>()
         .ok()
@@ -282,10 +235,11 @@ impl Admin {
                 }),
             ),
             ["traffic"] => method_not_allowed("GET"),
-            ["media"] if m == Method::GET => match page_query(&query) {
-                Ok(None) => self.media_list().await,
-                Ok(Some(q)) => self.media_page(q).await,
-                Err(r) => r.response(),
+            // Without paging parameters, every media (as before paging).
+            ["media"] if m == Method::GET => match titles::page_query(&query, true) {
+                Ok((_, false)) => self.media_list().await,
+                Ok((q, true)) => self.media_page(q).await,
+                Err(why) => error(StatusCode::BAD_REQUEST, &why),
             },
             ["media"] => method_not_allowed("GET"),
             ["media", id] => match id_of(id, "a media id") {
@@ -314,15 +268,17 @@ impl Admin {
                 Err(r) => r.response(),
                 Ok(id) => prefetch::job(&self.prefetches, id, m),
             },
-            ["titles"] if m == Method::GET => match titles::query(&query, true) {
-                Ok(q) => titles::page(&self.cache, q).await,
+            ["titles"] if m == Method::GET => match titles::page_query(&query, true) {
+                Ok((q, _)) => titles::page(&self.cache, q).await,
                 Err(why) => error(StatusCode::BAD_REQUEST, &why),
             },
             ["titles"] => method_not_allowed("GET"),
-            ["titles", id] => match (id_of(id, "a title id"), titles::query(&query, false)) {
+            ["titles", id] => match (id_of(id, "a title id"), titles::page_query(&query, false)) {
                 (Err(r), _) => r.response(),
                 (_, Err(why)) => error(StatusCode::BAD_REQUEST, &why),
-                (Ok(id), Ok(q)) if m == Method::GET => titles::one(&self.cache, id as i64, q).await,
+                (Ok(id), Ok((q, _))) if m == Method::GET => {
+                    titles::one(&self.cache, id as i64, q).await
+                }
                 (Ok(_), Ok(_)) => method_not_allowed("GET"),
             },
             ["titles", id, action @ ("pin" | "unpin")] => match id_of(id, "a title id") {

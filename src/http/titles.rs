@@ -8,26 +8,30 @@ use warp::reply::Response;
 use super::error::{json, json_error as error, status_of};
 use crate::cache::admin::redacted;
 use crate::cache::Cache;
-use crate::store::summary::Sort;
-use crate::store::titles::{PartSummary, TitleQuery, TitleSummary};
+use crate::store::summary::{PageQuery, Sort};
+use crate::store::titles::{PartSummary, TitleSummary};
 
 /// Most rows one page holds.
 const MAX_PAGE: u64 = 1000;
 
-/// The query of a page: `q`, `sort`, `offset`, `limit`; an error says
-/// which parameter is wrong.
-pub(super) fn query(query: &str, sorted: bool) -> Result<TitleQuery, String> {
-    let mut q = TitleQuery {
+/// A page's query string: `q` (a part of the URL, its query left out),
+/// `sort` (recent, size, cached, url), `offset`, `limit` (at most 1000);
+/// only `offset` and `limit` unless `sorted`. The page, and whether any
+/// parameter was given; an error says which one is wrong.
+pub(super) fn page_query(query: &str, sorted: bool) -> Result<(PageQuery, bool), String> {
+    let mut q = PageQuery {
         search: None,
         sort: Sort::Recent,
         offset: 0,
         limit: 100,
     };
+    let mut given = false;
     let number = |k: &str, v: &str| {
         v.parse::<u64>()
             .map_err(|_| format!("{k} must be a whole number, not {v:?}"))
     };
     for (k, v) in url::form_urlencoded::parse(query.as_bytes()) {
+        given = true;
         match &*k {
             "q" if sorted => q.search = Some(v.into_owned()).filter(|s| !s.is_empty()),
             "sort" if sorted => {
@@ -44,7 +48,7 @@ pub(super) fn query(query: &str, sorted: bool) -> Result<TitleQuery, String> {
             other => return Err(format!("unknown parameter {other:?} (offset, limit)")),
         }
     }
-    Ok(q)
+    Ok((q, given))
 }
 
 fn shown(mut t: TitleSummary) -> TitleSummary {
@@ -59,7 +63,7 @@ fn shown_part(mut p: PartSummary) -> PartSummary {
 }
 
 /// `GET /api/titles`.
-pub(super) async fn page(cache: &Cache, q: TitleQuery) -> Response {
+pub(super) async fn page(cache: &Cache, q: PageQuery) -> Response {
     let (offset, limit) = (q.offset, q.limit);
     match cache.titles().page(q).await {
         Ok((rows, total)) => json(
@@ -76,7 +80,7 @@ pub(super) async fn page(cache: &Cache, q: TitleQuery) -> Response {
 }
 
 /// `GET /api/titles/{id}`: the title and a page of its parts.
-pub(super) async fn one(cache: &Cache, id: i64, q: TitleQuery) -> Response {
+pub(super) async fn one(cache: &Cache, id: i64, q: PageQuery) -> Response {
     let titles = cache.titles();
     let row = match titles.title(id).await {
         Ok(Some(t)) => t,

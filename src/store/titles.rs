@@ -5,7 +5,7 @@
 
 use rusqlite::{params, Connection, OptionalExtension};
 
-use super::summary::Sort;
+use super::summary::{PageQuery, Sort};
 
 /// What one playlist or manifest says of its title, to record.
 #[derive(Debug, Clone, Default)]
@@ -324,22 +324,11 @@ fn file(c: &Connection, media_id: i64) -> rusqlite::Result<Option<TitleSummary>>
     }))
 }
 
-/// Which rows a page of titles shows.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TitleQuery {
-    /// Only rows whose URL (without its query) contains this, ignoring
-    /// case.
-    pub search: Option<String>,
-    pub sort: Sort,
-    pub offset: u64,
-    pub limit: u64,
-}
-
 /// One page of the list, and how many rows match in all. The page is
 /// chosen on cheap keys (a title's size is the sum of its media's sizes,
 /// its cached share its bytes cached over them), then only its rows get
 /// their figures; titles come before files of the same key.
-pub fn page(c: &Connection, q: &TitleQuery) -> rusqlite::Result<(Vec<TitleSummary>, u64)> {
+pub fn page(c: &Connection, q: &PageQuery) -> rusqlite::Result<(Vec<TitleSummary>, u64)> {
     const MATCH_T: &str = "(?1 IS NULL
         OR instr(lower(substr(t.url, 1, instr(t.url || '?', '?') - 1)), lower(?1)) > 0)";
     const MATCH_M: &str = "(?1 IS NULL
@@ -541,7 +530,7 @@ mod tests {
         assert!(s.pinned, "a pin survives the merge");
         assert_eq!(s.last_access_unix, 60);
 
-        let q = |search: Option<&str>, sort| TitleQuery {
+        let q = |search: Option<&str>, sort| PageQuery {
             search: search.map(str::to_owned),
             sort,
             offset: 0,
