@@ -122,7 +122,8 @@ impl Spool {
                 .is_ok()
         })
         .await;
-        Spool {
+        drop(c);
+        let spool = Spool {
             addr,
             admin_addr,
             cache_dir,
@@ -130,7 +131,14 @@ impl Spool {
             stop: Some(stop),
             task: Some(task),
             _tmp: None,
+        };
+        // The probe's keep-alive connection is gone before a test begins:
+        // tests that fill the connection limits count on every place.
+        // Only the metrics request's own connection is left.
+        if spool.admin_addr.is_some() {
+            wait_for_metric_at_most(&spool, "spool_open_connections", 1.0).await;
         }
+        spool
     }
 
     /// The proxied URL of an origin URL.
