@@ -17,6 +17,7 @@ pub mod config;
 pub mod config_file;
 pub mod container;
 pub mod disk;
+pub mod history;
 pub(crate) mod http;
 mod manifest;
 pub(crate) mod metrics;

@@ -24,6 +24,9 @@ pub struct SourceLabel {
 /// Where served bytes came from: a chunk file, a chunk kept in memory, a
 /// download under way, straight from the origin, multipart framing.
 pub const SOURCES: [&str; 5] = ["cache", "memory", "download", "passthrough", "framing"];
+/// Where a response's first byte came from: a chunk file, a chunk in
+/// memory, the origin (a download or passthrough).
+pub const FIRST_BYTE_SOURCES: [&str; 3] = ["cache", "memory", "origin"];
 /// Why a connection was refused.
 pub const REFUSALS: [&str; 2] = ["max_connections", "max_connections_per_client"];
 /// Which limit held a request or stream back.
@@ -38,6 +41,12 @@ pub struct Metrics {
     registry: Registry,
     /// Bytes served in each of the last minutes, for the status page.
     pub traffic: Traffic,
+    /// Events not written to the index's history yet.
+    pub history: crate::history::History,
+    /// Totals at the last day's rollup (`take_daily`).
+    daily_last: std::sync::Mutex<Option<[[u64; 3]; 2]>>,
+    /// Media responses by where their first body byte came from.
+    pub responses: Family<SourceLabel, Counter>,
     pub client_requests: Counter,
     pub open_connections: Gauge,
     pub connections_refused: Family<ReasonLabel, Counter>,
@@ -84,6 +93,11 @@ impl Metrics {
             "spool_client_requests",
             "Stream requests received",
             m.client_requests.clone(),
+        );
+        r.register(
+            "spool_responses",
+            "Media responses that sent a body, by where its first byte came from (cache, memory, origin)",
+            m.responses.clone(),
         );
         r.register(
             "spool_open_connections",
@@ -235,6 +249,9 @@ impl Metrics {
         for source in SOURCES {
             let _ = m.served_bytes.get_or_create(&SourceLabel { source });
         }
+        for source in FIRST_BYTE_SOURCES {
+            let _ = m.responses.get_or_create(&SourceLabel { source });
+        }
         for reason in REFUSALS {
             let _ = m.connections_refused.get_or_create(&ReasonLabel { reason });
         }
@@ -291,6 +308,30 @@ impl Metrics {
         ]
     }
 
+    /// A media response's first body byte, from `source` (one of
+    /// [`SOURCES`]).
+    pub fn first_byte(&self, source: &'static str) {
+        let source = first_byte_source(source);
+        self.responses.get_or_create(&SourceLabel { source }).inc();
+    }
+
+    /// Requests and bytes by where they came from (cache, memory,
+    /// origin) since the last call: what the day's rollup adds. The first
+    /// call counts everything since start.
+    pub fn take_daily(&self) -> [(u64, u64); 3] {
+        let requests = FIRST_BYTE_SOURCES
+            .map(|source| self.responses.get_or_create(&SourceLabel { source }).get());
+        let now = [requests, self.served_totals()];
+        let mut last = self.daily_last.lock().unwrap();
+        let before = last.replace(now).unwrap_or([[0; 3]; 2]);
+        std::array::from_fn(|i| {
+            (
+                now[0][i].saturating_sub(before[0][i]),
+                now[1][i].saturating_sub(before[1][i]),
+            )
+        })
+    }
+
     /// Adds what was served since the last sample to the minute `now`
     /// (unix seconds) falls in.
     pub fn sample_traffic(&self, now: i64) {
@@ -303,6 +344,14 @@ impl Metrics {
         // Writing into a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
         out
+    }
+}
+
+/// The first-byte source of a served-bytes source.
+pub fn first_byte_source(source: &'static str) -> &'static str {
+    match source {
+        "cache" | "memory" => source,
+        _ => "origin",
     }
 }
 

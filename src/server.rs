@@ -118,6 +118,7 @@ impl Server {
                 (Index::open_in_memory()?, true)
             }
         };
+        record_start(&index, &metrics).await;
         let settings = cache::Settings {
             chunk_size: cfg.chunk_size,
             read_ahead: cfg.read_ahead.max_bytes(cfg.read_ahead_limit),
@@ -202,6 +203,7 @@ impl Server {
             metrics: metrics.clone(),
             accesses: accesses.clone(),
             max_age: cfg.max_age,
+            events_retention: cfg.events_retention,
             chunk_size: cfg.chunk_size,
             forget_media_after: cfg.forget_media_after,
             disk_check_interval: cfg.disk_check_interval,
@@ -490,5 +492,25 @@ impl Server {
         crate::store::walk::scan(&self.files, &self.index, opts)
             .await
             .expect("scan")
+    }
+}
+
+/// This start in the history, and a version other than the last start's.
+async fn record_start(index: &Index, metrics: &Metrics) {
+    use crate::history::{Event, Kind};
+    let version = env!("CARGO_PKG_VERSION");
+    let now = crate::store::unix_now();
+    metrics
+        .history
+        .record(Event::new(Kind::Started, now).reason(version));
+    match index
+        .call(move |c| crate::store::history::swap_version(c, version))
+        .await
+    {
+        Ok(Some(before)) if before != version => metrics
+            .history
+            .record(Event::new(Kind::VersionChange, now).reason(format!("{before} -> {version}"))),
+        Ok(_) => {}
+        Err(e) => tracing::warn!(error = %e, "cannot record the version in the index"),
     }
 }

@@ -26,6 +26,8 @@ pub(crate) struct Accesses {
 struct Pending {
     chunks: HashMap<MediaId, BTreeSet<u64>>,
     count: usize,
+    /// Bytes served of each media, and the responses that sent them.
+    served: HashMap<MediaId, (u64, u64)>,
 }
 
 impl Accesses {
@@ -48,23 +50,37 @@ impl Accesses {
         p.count >= MAX_PENDING
     }
 
+    /// Records that one response sent `bytes` of `media` (the history's
+    /// most watched).
+    pub fn served(&self, media: MediaId, bytes: u64) {
+        let mut p = self.pending.lock().unwrap();
+        let s = p.served.entry(media).or_default();
+        s.0 += bytes;
+        s.1 += 1;
+    }
+
     /// Writes what gathered to the index, in one transaction; returns the
     /// chunks written. On failure what gathered is dropped (access times
     /// only order eviction; a failed write must not grow memory).
     pub async fn flush(&self) -> usize {
-        let batch: Vec<(MediaId, Vec<u64>)> = {
+        let (batch, served): (Vec<(MediaId, Vec<u64>)>, Vec<_>) = {
             let mut p = self.pending.lock().unwrap();
             p.count = 0;
-            std::mem::take(&mut p.chunks)
+            let chunks = std::mem::take(&mut p.chunks)
                 .into_iter()
                 .map(|(m, c)| (m, c.into_iter().collect()))
-                .collect()
+                .collect();
+            let served = std::mem::take(&mut p.served)
+                .into_iter()
+                .map(|(m, (bytes, streams))| (m, bytes, streams))
+                .collect();
+            (chunks, served)
         };
-        if batch.is_empty() {
+        if batch.is_empty() && served.is_empty() {
             return 0;
         }
         let n = batch.iter().map(|(_, c)| c.len()).sum();
-        if let Err(e) = self.index.touch_many(batch, unix_now()).await {
+        if let Err(e) = self.index.touch_many(batch, served, unix_now()).await {
             warn!(error = %e, chunks = n, "cannot record when chunks were read");
         }
         n
@@ -112,7 +128,22 @@ mod tests {
             }
         };
         assert_eq!(times().await, [5, 5, 5, 5], "nothing written while reading");
+        a.served(id, 25);
+        a.served(id, 5);
         assert_eq!(a.flush().await, 3);
+        let served = index
+            .call(move |c| {
+                c.query_row("SELECT served_bytes, streams FROM media", [], |r| {
+                    Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?))
+                })
+            })
+            .await
+            .unwrap();
+        assert_eq!(
+            served,
+            (30, 2),
+            "bytes watched and streams, in the same write"
+        );
         let t = times().await;
         assert!(t[0] > 5 && t[1] > 5 && t[2] == 5 && t[3] > 5, "{t:?}");
         assert_eq!(a.flush().await, 0, "nothing left");

@@ -21,6 +21,7 @@ use super::run;
 use super::run::Runs;
 use super::sessions::{Sent, Sessions};
 use super::settings::Settings;
+use crate::history::{Event, Kind};
 use crate::metrics::Metrics;
 use crate::store::read::{read_at, read_cached};
 use crate::store::{ChunkFiles, ChunkRow, Index};
@@ -166,7 +167,12 @@ pub(super) async fn produce(
     }
     drop(playhead);
     metrics.active_streams.dec();
-    // When its chunks were read: batched, written by the upkeep.
+    // When its chunks were read, and how much of it was watched:
+    // batched, written by the upkeep.
+    let watched = sent.cache + sent.origin;
+    if let (true, Some(id)) = (watched > 0, media.id()) {
+        cache.accesses.served(id, watched);
+    }
     if let (false, Some(id)) = (touched.is_empty(), media.id()) {
         if cache.accesses.record(id, touched) {
             cache.accesses.flush().await;
@@ -206,6 +212,9 @@ impl Sender<'_> {
             }
         }
         self.cache.metrics.served(source, n);
+        if source != "framing" && self.sent.cache + self.sent.origin == 0 {
+            self.cache.metrics.first_byte(source);
+        }
         match source {
             "cache" | "memory" => self.sent.cache += n as u64,
             "framing" => self.sent.framing += n as u64,
@@ -442,6 +451,7 @@ impl Sender<'_> {
     /// file goes to quarantine, its row away, and the chunk is fetched again.
     async fn corrupt(&self, index: u64) -> Result<(), Retry> {
         self.cache.metrics.corrupt_chunks.inc();
+        self.set_aside(index, "checksum");
         warn!(
             media = self.media.id().map(|m| m.0),
             chunk = index,
@@ -463,7 +473,20 @@ impl Sender<'_> {
         // Not what was written (a wrong length, not a regular file: a FIFO
         // or device planted there): kept aside for a look.
         let suspicious = e.kind() == io::ErrorKind::InvalidData;
+        self.set_aside(index, if suspicious { "length" } else { "unreadable" });
         self.retire(index, suspicious).await
+    }
+
+    /// A bad chunk, for the history.
+    fn set_aside(&self, index: u64, why: &str) {
+        if let Some(id) = self.media.id() {
+            let e = Event::new(Kind::Quarantine, crate::store::unix_now())
+                .media(id.0)
+                .chunk(index)
+                .reason(why)
+                .url(crate::upstream::redact(&self.media.url));
+            self.cache.metrics.history.record(e);
+        }
     }
 
     /// Removes a bad chunk's file and row while its slot holds a placeholder,

@@ -11,6 +11,7 @@ use tracing::warn;
 use super::media::Media;
 use super::persist::Writer;
 use super::readahead::{Policy, Window};
+use crate::history::{Event, Kind};
 use crate::store::{ChunkFiles, Index};
 use crate::upstream::{redact, ResumingBody, Upstream};
 
@@ -93,6 +94,10 @@ impl Fetcher {
         }
         warn!(url = %redact(&media.url), "origin copy changed; dropping cached chunks");
         let Some(id) = media.id() else { return };
+        let e = Event::new(Kind::MediaChanged, crate::store::unix_now())
+            .media(id.0)
+            .url(redact(&media.url));
+        self.upstream.metrics().history.record(e);
         if let Err(e) = self.index.remove_media(id).await {
             warn!(error = %e, "cannot remove media from the index");
         }

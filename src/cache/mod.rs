@@ -21,6 +21,7 @@ mod gates;
 mod handle;
 mod index_first;
 pub(crate) mod inflight;
+pub(crate) mod journal;
 mod lru;
 pub(crate) mod media;
 pub(crate) mod memcache;

@@ -10,8 +10,10 @@ use tracing::{info, warn};
 
 use super::access::Accesses;
 use super::catalog::Catalog;
+use super::journal;
 use super::persist::Writer;
 use crate::disk::{Breaker, Disk, Level, Space};
+use crate::history::{Event, Kind};
 use crate::metrics::{KindLabel, Metrics, RECOVERY_KINDS};
 use crate::store::recover::{self, Problem, Report};
 use crate::store::walk::{self, ScanOptions};
@@ -41,6 +43,8 @@ pub(crate) struct Parts {
     pub accesses: Accesses,
     /// `--max-age`: media nobody read this long are evicted.
     pub max_age: Option<Duration>,
+    /// `--events-retention`: history events older are pruned (zero: kept).
+    pub events_retention: Duration,
     pub chunk_size: u64,
     /// Media rows with no chunks, unread this long, are removed.
     pub forget_media_after: Duration,
@@ -121,6 +125,13 @@ impl Upkeep {
                     let space = self.inner.disk.last().map(|l| l.0);
                     let free = space.map_or(0, |s| s.free_bytes);
                     let total = space.map_or(0, |s| s.total_bytes);
+                    // A healthy disk at start is no news.
+                    if last.is_some() || level != Level::Healthy {
+                        let e = Event::new(Kind::DiskLevel, crate::store::unix_now())
+                            .reason(level.as_str())
+                            .bytes(free);
+                        self.inner.metrics.history.record(e);
+                    }
                     match level {
                         Level::Healthy | Level::Info => {
                             info!(level = %level.as_str(), free, total, "disk level")
@@ -147,6 +158,9 @@ impl Upkeep {
             self.inner.evictor.trim(&self.inner.catalog).await;
             self.age_out().await;
             self.forget_media().await;
+            // What happened, evictions of this check included.
+            journal::write(&self.inner.index, &self.inner.metrics).await;
+            journal::prune(&self.inner.index, self.inner.events_retention).await;
             tokio::time::sleep(self.inner.disk_check_interval).await;
         }
     }
@@ -165,9 +179,11 @@ impl Upkeep {
             .await;
     }
 
-    /// Writes the read times gathered in memory to the index (at shutdown).
+    /// Writes the read times and the history gathered in memory to the
+    /// index (at shutdown).
     pub async fn flush_accesses(&self) {
         self.inner.accesses.flush().await;
+        journal::write(&self.inner.index, &self.inner.metrics).await;
     }
 
     /// Removes index rows of media with nothing cached that nobody read
@@ -272,6 +288,16 @@ impl Upkeep {
                         held.extend(m.retire_cached(chunk));
                     }
                     u.metrics.corrupt_chunks.inc();
+                    let why = match p {
+                        Problem::Corrupt { .. } => "checksum",
+                        Problem::WrongLength { .. } => "length",
+                        _ => "missing",
+                    };
+                    let e = Event::new(Kind::Quarantine, crate::store::unix_now())
+                        .media(media_id.0)
+                        .chunk(chunk)
+                        .reason(why);
+                    u.metrics.history.record(e);
                 }
             }
             if let Err(e) = recover::repair(&u.files, &u.index, &report).await {

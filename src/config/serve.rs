@@ -226,6 +226,11 @@ pub struct Config {
     #[arg(long, env = "SPOOL_MAX_AGE", value_parser = humantime::parse_duration)]
     pub max_age: Option<Duration>,
 
+    /// How long the index's history keeps events (evictions, failures,
+    /// disk levels); older ones are pruned (0: kept for ever).
+    #[arg(long, env = "SPOOL_EVENTS_RETENTION", default_value = "30d", value_parser = humantime::parse_duration)]
+    pub events_retention: Duration,
+
     /// Media with nothing cached (all chunks evicted, or only probed) that
     /// nobody read for this long are removed from the index, so it stays
     /// proportional to what is cached.

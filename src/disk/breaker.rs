@@ -16,6 +16,7 @@ use tokio::time::Instant;
 use tracing::{info, warn};
 
 use super::class::WriteClass;
+use crate::history::{Event, Kind};
 use crate::metrics::Metrics;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -248,11 +249,18 @@ impl Breaker {
             st.disk_full_told = false;
         }
         drop(st);
-        if mode == Mode::Writing {
+        let now = crate::history::now_unix();
+        let event = if mode == Mode::Writing {
             info!(state = %mode.describe(), "{why}");
+            Event::new(Kind::CachingResumed, now)
         } else {
             warn!(state = %mode.describe(), "{why}");
-        }
+            Event::new(Kind::CachingPaused, now)
+        };
+        self.inner
+            .metrics
+            .history
+            .record(event.reason(mode.describe()));
         true
     }
 }

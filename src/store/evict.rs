@@ -6,8 +6,9 @@ use std::sync::Arc;
 use tracing::{info, warn};
 
 use super::chunks::ChunkFiles;
-use super::{Index, MediaId};
+use super::{unix_now, Index, MediaId};
 use crate::disk::Disk;
+use crate::history::{Event, Kind};
 use crate::metrics::Metrics;
 
 /// What one cleanup did.
@@ -131,12 +132,11 @@ impl Evictor {
         let _one = self.inner.running.lock().await;
         let mut done = Cleanup::default();
         let all = |_: u64, _: &Cleanup, _: u64| true;
-        self.pass(Which::ReadBefore(before_unix), open, pins, &mut done, &all)
+        let which = Which::ReadBefore(before_unix);
+        self.pass(which, "max_age", open, pins, &mut done, &all)
             .await;
-        let m = &self.inner.metrics;
-        m.evicted_chunks.inc_by(done.chunks);
-        m.evicted_bytes.inc_by(done.bytes);
         if done.chunks > 0 {
+            self.record_cleanup("max_age", &done);
             info!(
                 chunks = done.chunks,
                 bytes = done.bytes,
@@ -180,8 +180,12 @@ impl Evictor {
             Goal::FreeBytes(target) => free_measured.saturating_add(batch_bytes) < target,
             Goal::CacheAtMost(max) => cached_at_start.saturating_sub(done.bytes) > max,
         };
+        let why = match goal {
+            Goal::FreeBytes(_) => "disk_space",
+            Goal::CacheAtMost(_) => "max_cache_size",
+        };
         let unpinned = Which::Oldest { pinned: false };
-        let whole = self.pass(unpinned, &[], pins, &mut done, &unmet).await;
+        let whole = self.pass(unpinned, why, &[], pins, &mut done, &unmet).await;
         // Pinned titles' chunks go only for a disk below its critical
         // level, last, and only until it is above it again.
         let space = match self.inner.disk.space().await {
@@ -194,7 +198,8 @@ impl Evictor {
             if unmet(done.free_bytes, &done, 0) {
                 let before = done;
                 let pinned = Which::Oldest { pinned: true };
-                self.pass(pinned, &[], pins, &mut done, &unmet).await;
+                self.pass(pinned, "disk_space_pinned", &[], pins, &mut done, &unmet)
+                    .await;
                 if done.chunks > before.chunks {
                     warn!(
                         chunks = done.chunks - before.chunks,
@@ -205,11 +210,9 @@ impl Evictor {
                 }
             }
         }
-        let m = &self.inner.metrics;
-        m.cleanups.inc();
-        m.evicted_chunks.inc_by(done.chunks);
-        m.evicted_bytes.inc_by(done.bytes);
+        self.inner.metrics.cleanups.inc();
         if done.chunks > 0 {
+            self.record_cleanup(why, &done);
             info!(
                 chunks = done.chunks,
                 bytes = done.bytes,
@@ -221,16 +224,56 @@ impl Evictor {
         done
     }
 
+    /// A cleanup that evicted something, for the history.
+    fn record_cleanup(&self, why: &str, done: &Cleanup) {
+        let e = Event::new(Kind::Cleanup, unix_now())
+            .reason(why)
+            .chunks(done.chunks)
+            .bytes(done.bytes);
+        self.inner.metrics.history.record(e);
+    }
+
     /// Evicts the chunks `which` names, a batch at a time, while `unmet`
-    /// says so; what `pins` keeps and the media in `spared` stay. False
-    /// after an index error.
+    /// says so; what `pins` keeps and the media in `spared` stay. Counts
+    /// what went in the metrics and the history (one event per media,
+    /// `why` it went). False after an index error.
     async fn pass(
+        &self,
+        which: Which,
+        why: &str,
+        spared: &[MediaId],
+        pins: &dyn Pins,
+        done: &mut Cleanup,
+        unmet: &(dyn Fn(u64, &Cleanup, u64) -> bool + Sync),
+    ) -> bool {
+        let before = *done;
+        let mut per_media = std::collections::BTreeMap::new();
+        let ok = self
+            .pass_batches(which, spared, pins, done, unmet, &mut per_media)
+            .await;
+        let m = &self.inner.metrics;
+        m.evicted_chunks.inc_by(done.chunks - before.chunks);
+        m.evicted_bytes.inc_by(done.bytes - before.bytes);
+        let now = unix_now();
+        for (id, (chunks, bytes)) in per_media {
+            let e = Event::new(Kind::Eviction, now)
+                .media(id.0)
+                .reason(why)
+                .chunks(chunks)
+                .bytes(bytes);
+            m.history.record(e);
+        }
+        ok
+    }
+
+    async fn pass_batches(
         &self,
         which: Which,
         spared: &[MediaId],
         pins: &dyn Pins,
         done: &mut Cleanup,
         unmet: &(dyn Fn(u64, &Cleanup, u64) -> bool + Sync),
+        per_media: &mut std::collections::BTreeMap<MediaId, (u64, u64)>,
     ) -> bool {
         let index = &self.inner.index;
         let mut kept = 0u32;
@@ -266,6 +309,8 @@ impl Evictor {
                     Pin::Evict(release) => after.extend(release),
                 }
                 gone.push((media_id, chunk));
+                let m = per_media.entry(media_id).or_insert((0, 0));
+                *m = (m.0 + 1, m.1 + size);
                 done.chunks += 1;
                 done.bytes += size;
                 batch_bytes += size;

@@ -5,6 +5,7 @@ pub(crate) mod error;
 pub(crate) mod evict;
 #[cfg(any(test, feature = "testing"))]
 pub mod faults;
+pub mod history;
 pub(crate) mod index;
 mod queries;
 pub(crate) mod read;

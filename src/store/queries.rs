@@ -428,11 +428,20 @@ impl Index {
     pub async fn touch_many(
         &self,
         batch: Vec<(MediaId, Vec<u64>)>,
+        served: Vec<(MediaId, u64, u64)>,
         unix: i64,
     ) -> Result<(), IndexError> {
         self.call(move |c| {
             let tx = c.transaction()?;
             {
+                let mut add = tx.prepare_cached(
+                    "UPDATE media SET served_bytes = served_bytes + ?2, streams = streams + ?3
+                     WHERE media_id = ?1",
+                )?;
+                for (id, bytes, streams) in served {
+                    let n = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+                    add.execute(params![id, n(bytes), n(streams)])?;
+                }
                 let mut media = tx.prepare_cached(
                     "UPDATE media SET last_access_unix = MAX(last_access_unix, ?2) WHERE media_id = ?1",
                 )?;

@@ -17,6 +17,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/0005_playlists.sql"),
     include_str!("../../migrations/0006_titles.sql"),
     include_str!("../../migrations/0007_playlist_validators.sql"),
+    include_str!("../../migrations/0008_history.sql"),
 ];
 
 pub(super) fn configure(conn: &Connection) -> Result<(), rusqlite::Error> {

@@ -13,6 +13,7 @@ use super::allow::AllowList;
 use super::answer::Answer;
 use super::error::{DeniedError, UpstreamError};
 use super::rule::{Rules, UpstreamRule};
+use crate::history::{Event, Kind};
 use crate::metrics::Metrics;
 
 /// Resolves names and drops addresses the allowlist refuses, so that
@@ -263,7 +264,31 @@ impl Upstream {
         self.follow(url, rule, None, Some(&h)).await
     }
 
+    /// [`Upstream::hops`]; a failure goes to the history too.
     async fn follow(
+        &self,
+        url: &Url,
+        rule: &UpstreamRule,
+        range: Option<&str>,
+        conditional: Option<&http::HeaderMap>,
+    ) -> Result<(Answer, Url), UpstreamError> {
+        let answer = self.hops(url, rule, range, conditional).await;
+        if let Err(e) = &answer {
+            self.failed(url, e);
+        }
+        answer
+    }
+
+    /// An origin request that failed, for the history (the same failure
+    /// of the same URL within a minute is one event).
+    pub(crate) fn failed(&self, url: &Url, e: &UpstreamError) {
+        let event = Event::new(Kind::UpstreamFailure, crate::history::now_unix())
+            .reason(e.class())
+            .url(redact(url));
+        self.metrics.history.record(event);
+    }
+
+    async fn hops(
         &self,
         url: &Url,
         rule: &UpstreamRule,

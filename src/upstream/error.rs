@@ -36,6 +36,24 @@ pub(crate) enum UpstreamError {
 }
 
 impl UpstreamError {
+    /// Its class, as the history records it: `status 503`, `timeout`,
+    /// `unreachable`, `protocol`, `denied`, `bad_url`, `range_ignored`,
+    /// `changed`.
+    pub fn class(&self) -> String {
+        match self {
+            UpstreamError::Status(s) | UpstreamError::BadStatus(s) => {
+                format!("status {}", s.as_u16())
+            }
+            UpstreamError::BadUrl(_) => "bad_url".into(),
+            UpstreamError::Denied(_) => "denied".into(),
+            UpstreamError::Unreachable(_) => "unreachable".into(),
+            UpstreamError::Timeout => "timeout".into(),
+            UpstreamError::Protocol(_) => "protocol".into(),
+            UpstreamError::RangeIgnored(..) => "range_ignored".into(),
+            UpstreamError::Changed => "changed".into(),
+        }
+    }
+
     /// Whether trying again cannot help.
     pub fn is_permanent(&self) -> bool {
         matches!(

@@ -36,6 +36,9 @@ pub(crate) struct ResumingBody {
     failures: u32,
     /// Bytes delivered since the last failure.
     since_failure: u64,
+    /// Whether the last failure broke a body (a failed request is already
+    /// in the history).
+    body_broke: bool,
 }
 
 impl ResumingBody {
@@ -59,6 +62,7 @@ impl ResumingBody {
             skip: 0,
             failures: 0,
             since_failure: 0,
+            body_broke: false,
         }
     }
 
@@ -140,6 +144,9 @@ impl ResumingBody {
                     self.skip = 0;
                     if e.is_permanent() || self.failures > self.upstream.retries() {
                         warn!(url = %redact(&self.url), pos = self.pos, error = %e, "upstream transfer failed");
+                        if self.body_broke {
+                            self.upstream.failed(&self.url, &e);
+                        }
                         return Err(e);
                     }
                     debug!(pos = self.pos, error = %e, "upstream transfer broke; resuming");
@@ -154,7 +161,9 @@ impl ResumingBody {
     /// Bytes at `pos`, opening (or reopening) the request as needed.
     async fn read(&mut self) -> Result<Bytes, UpstreamError> {
         loop {
+            self.body_broke = false;
             self.open().await?;
+            self.body_broke = true;
             let resp = self.resp.as_mut().expect("opened");
             let Some(mut piece) = resp.next_piece().await? else {
                 return Err(UpstreamError::Protocol("body ended early".into()));
