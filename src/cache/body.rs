@@ -8,6 +8,7 @@
 use std::io;
 use std::net::IpAddr;
 use std::sync::Arc;
+use std::time::Instant;
 
 use bytes::Bytes;
 use tokio::sync::mpsc;
@@ -87,19 +88,39 @@ pub(super) struct Bodies {
     pub metrics: Arc<Metrics>,
 }
 
+/// Who a body is for: the player's address (for its title session) and
+/// when its request arrived (for the time to its first byte).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Player {
+    pub addr: Option<IpAddr>,
+    pub since: Instant,
+}
+
+impl Player {
+    /// A body spool reads for itself (warming): no address, from now.
+    pub fn none() -> Player {
+        Player {
+            addr: None,
+            since: Instant::now(),
+        }
+    }
+}
+
 /// Sends `parts` of a media into `tx` (a task per response); cuts the
 /// body when a range cannot be served.
-/// `client` is the player's address, for its title session.
 pub(super) async fn produce(
     cache: &Bodies,
     media: Arc<Media>,
     parts: Vec<BodyPart>,
     tx: BodyTx,
-    client: Option<IpAddr>,
+    player: Player,
 ) {
-    let began = std::time::Instant::now();
+    let client = player.addr;
+    let began = Instant::now();
     let metrics = &cache.metrics;
     metrics.active_streams.inc();
+    let host = metrics.host(&media.url);
+    metrics.streams_by_host.get_or_create(&host).inc();
     let ranges: Vec<Span> = parts
         .iter()
         .filter_map(|p| match p {
@@ -126,6 +147,7 @@ pub(super) async fn produce(
         tx: &tx,
         touched: Vec::new(),
         sent: Sent::default(),
+        since: player.since,
     };
     let mut result = Ok(());
     for part in parts {
@@ -167,6 +189,7 @@ pub(super) async fn produce(
     }
     drop(playhead);
     metrics.active_streams.dec();
+    metrics.streams_by_host.get_or_create(&host).dec();
     // When its chunks were read, and how much of it was watched:
     // batched, written by the upkeep.
     let watched = sent.cache + sent.origin;
@@ -191,6 +214,8 @@ struct Sender<'a> {
     /// Cached chunks read, for the index's access times.
     touched: Vec<u64>,
     sent: Sent,
+    /// When the request arrived.
+    since: Instant,
 }
 
 impl Sender<'_> {
@@ -213,7 +238,7 @@ impl Sender<'_> {
         }
         self.cache.metrics.served(source, n);
         if source != "framing" && self.sent.cache + self.sent.origin == 0 {
-            self.cache.metrics.first_byte(source);
+            self.cache.metrics.first_byte(source, self.since.elapsed());
         }
         match source {
             "cache" | "memory" => self.sent.cache += n as u64,

@@ -86,7 +86,9 @@ impl Run {
         current: (u64, u64, Arc<InFlight>),
         continues: bool,
     ) -> Run {
-        fetch.upstream.metrics().active_downloads.inc();
+        let m = fetch.upstream.metrics();
+        m.active_downloads.inc();
+        m.downloads_by_host.get_or_create(&m.host(&media.url)).inc();
         Run {
             body: fetch.body(media, feed.at(), feed.end()),
             fetch,
@@ -417,7 +419,11 @@ async fn abandoned(media: &Media, index: u64, w: &Window, grace: Duration) {
 impl Drop for Run {
     fn drop(&mut self) {
         self.release(&CacheError::Cancelled);
-        self.fetch.upstream.metrics().active_downloads.dec();
+        let m = self.fetch.upstream.metrics();
+        m.active_downloads.dec();
+        m.downloads_by_host
+            .get_or_create(&m.host(&self.media.url))
+            .dec();
     }
 }
 

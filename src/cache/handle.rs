@@ -111,16 +111,16 @@ impl Cache {
     }
 
     /// Sends `parts` of a media into `tx` (a task per response); cuts the
-    /// body when a range cannot be served. `client` is the player's
-    /// address (None: spool's own reads, a prefetch).
+    /// body when a range cannot be served, for `player` (`Player::none()`:
+    /// spool's own reads, a prefetch).
     pub async fn produce(
         self,
         media: Arc<Media>,
         parts: Vec<BodyPart>,
         tx: BodyTx,
-        client: Option<std::net::IpAddr>,
+        player: super::body::Player,
     ) {
-        body::produce(&self.inner.bodies, media, parts, tx, client).await
+        body::produce(&self.inner.bodies, media, parts, tx, player).await
     }
 
     /// Player sessions of titles.

@@ -12,7 +12,7 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 use url::Url;
 
-use super::body::{BodyPart, Span};
+use super::body::{BodyPart, Player, Span};
 use super::handle::Cache;
 use super::media::{Media, Slot};
 use super::open::Opened;
@@ -63,9 +63,11 @@ pub(super) async fn warm_media(
         // Read like a player would, and drop the bytes.
         let (tx, mut rx) = mpsc::channel(2);
         let parts = stretches.iter().map(|s| BodyPart::Range(*s)).collect();
-        cache
-            .tasks()
-            .spawn(cache.clone().produce(media.clone(), parts, tx, None));
+        cache.tasks().spawn(
+            cache
+                .clone()
+                .produce(media.clone(), parts, tx, Player::none()),
+        );
         let mut received = 0u64;
         while let Some(piece) = rx.recv().await {
             let b = piece.map_err(|e| e.to_string())?;

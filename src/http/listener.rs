@@ -29,6 +29,10 @@ use crate::metrics::Metrics;
 /// Bytes of a response hyper holds for a connection beyond its socket.
 const WRITE_QUEUE: usize = 64 * 1024;
 
+/// When a request's headers were read, put on every request.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Received(pub std::time::Instant);
+
 /// Limits on client connections.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct ConnLimits {
@@ -185,6 +189,8 @@ pub(crate) async fn serve<F>(
         // Handlers that judge the client (admin endpoints) read its address.
         let svc = hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
             req.extensions_mut().insert(Peer(ip));
+            req.extensions_mut()
+                .insert(Received(std::time::Instant::now()));
             warp_svc.call(req)
         });
         let mut builder = hyper::server::conn::http1::Builder::new();

@@ -14,8 +14,10 @@ use super::control::Peer;
 use super::error::text;
 use super::health::{self, Readiness};
 use super::inert::Inert;
+use super::listener::Received;
 use super::playlist::Answers;
 use super::stream::{self, Limits};
+use crate::cache::body::Player;
 use crate::cache::Cache;
 
 /// The media listener: `/stream`, `/p/`, `/s/`, `/health/live` and the
@@ -29,14 +31,22 @@ pub(crate) fn media_routes(
     inert: Inert,
 ) -> impl Filter<Extract = (Response,), Error = Infallible> + Clone + Send + Sync + 'static {
     let playlists = Answers::new(cache.playlists().clone());
-    // The player's address goes with what the media handlers use: its
-    // title session is logged as one line (`cache/sessions.rs`).
+    // The player's address and when its request arrived go with what the
+    // media handlers use: its title session is logged as one line
+    // (`cache/sessions.rs`), its time to first byte measured.
     let with_media = warp::any()
         .map(move || (cache.clone(), limits, playlists.clone()))
         .and(warp::ext::optional::<Peer>())
-        .map(|(c, l, p): (Cache, Limits, Answers), peer: Option<Peer>| {
-            (c, l, p, peer.map(|p| p.0))
-        });
+        .and(warp::ext::optional::<Received>())
+        .map(
+            |(c, l, p): (Cache, Limits, Answers), peer: Option<Peer>, at: Option<Received>| {
+                let player = Player {
+                    addr: peer.map(|p| p.0),
+                    since: at.map_or_else(std::time::Instant::now, |r| r.0),
+                };
+                (c, l, p, player)
+            },
+        );
     let with_readiness = warp::any().map(move || readiness.clone());
     let with_access = warp::any().map(move || access.clone());
     let query = || {

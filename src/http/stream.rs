@@ -2,7 +2,6 @@
 //! cache, with the headers of RFC 9110 (§13 conditional requests, §14
 //! ranges); playlists and manifests through `playlist.rs`.
 
-use std::net::IpAddr;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -20,7 +19,7 @@ use super::links::{self, Links};
 use super::multipart::{multipart, span};
 use super::playlist::{self, Answers};
 use super::range::{self, ByteRange, RangeRequest};
-use crate::cache::body::BodyPart;
+use crate::cache::body::{BodyPart, Player};
 use crate::cache::media::Media;
 use crate::cache::{Cache, CacheError, Opened};
 use crate::manifest;
@@ -37,7 +36,7 @@ pub(crate) struct Limits {
 /// `/stream?url=…`: an unsigned link. Every answer carries the CORS
 /// headers.
 pub(crate) async fn handle(
-    (cache, limits, playlists, client): (Cache, Limits, Answers, Option<IpAddr>),
+    (cache, limits, playlists, client): (Cache, Limits, Answers, Player),
     access: Access,
     method: Method,
     query: String,
@@ -55,7 +54,7 @@ pub(crate) async fn handle(
 }
 
 async fn unsigned(
-    (cache, limits, playlists, client): (Cache, Limits, Answers, Option<IpAddr>),
+    (cache, limits, playlists, client): (Cache, Limits, Answers, Player),
     access: Access,
     method: Method,
     query: String,
@@ -95,7 +94,7 @@ async fn unsigned(
 pub(crate) async fn path_form(
     tail: String,
     query: Option<String>,
-    (cache, limits, playlists, client): (Cache, Limits, Answers, Option<IpAddr>),
+    (cache, limits, playlists, client): (Cache, Limits, Answers, Player),
     access: Access,
     method: Method,
     headers: HeaderMap,
@@ -131,7 +130,7 @@ pub(crate) async fn signed(
     // A client's query is never forwarded on a signed link: the token
     // names the upstream URL, query included.
     (token, tail, _query): (String, String, Option<String>),
-    (cache, limits, playlists, client): (Cache, Limits, Answers, Option<IpAddr>),
+    (cache, limits, playlists, client): (Cache, Limits, Answers, Player),
     access: Access,
     method: Method,
     headers: HeaderMap,
@@ -233,7 +232,7 @@ async fn serve(
     method: Method,
     url: url::Url,
     headers: HeaderMap,
-    client: Option<IpAddr>,
+    client: Player,
 ) -> Response {
     if let Err(e) = cache.check(&url).await {
         return error(&e);
@@ -285,7 +284,7 @@ fn respond(
     media: Arc<Media>,
     method: &Method,
     req: &HeaderMap,
-    client: Option<IpAddr>,
+    client: Player,
 ) -> Response {
     let size = media.size();
     let row = &media.row;

@@ -318,9 +318,12 @@ impl Upstream {
             let extra = credentials
                 .then(|| self.rules.headers(&url.origin()))
                 .flatten();
+            let asked = std::time::Instant::now();
             let resp = self
                 .send(&target, host_header.as_deref(), range, extra, conditional)
                 .await?;
+            let host = self.metrics.host(&url);
+            self.metrics.upstream_answered(&host, asked.elapsed());
             let status = resp.status();
             if !status.is_redirection() || status == StatusCode::NOT_MODIFIED {
                 // Not Modified answers a conditional request only.

@@ -1,10 +1,13 @@
-//! Prometheus metrics, served at `GET /metrics`.
+//! The metrics spool counts, registered for `GET /metrics`.
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
+
+use super::traffic::Traffic;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ClassLabel {
@@ -19,6 +22,36 @@ pub struct ReasonLabel {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct SourceLabel {
     pub source: &'static str,
+}
+
+/// An origin's host (and port, when the URL names one), or `other` past
+/// [`MAX_HOSTS`] of them.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct HostLabel {
+    pub host: String,
+}
+
+/// Distinct hosts labelled before the rest are `other`: the label set
+/// stays bounded whatever the origins.
+pub const MAX_HOSTS: usize = 64;
+
+/// Upper bounds of the latency histograms, in seconds.
+const LATENCY_BUCKETS: [f64; 14] = [
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+];
+
+fn latency_histogram() -> Histogram {
+    Histogram::new(LATENCY_BUCKETS.into_iter())
+}
+
+/// Latency histograms by a label.
+#[derive(Debug, Clone)]
+pub struct Latency<L>(pub Family<L, Histogram, fn() -> Histogram>);
+
+impl<L: Clone + std::hash::Hash + Eq> Default for Latency<L> {
+    fn default() -> Self {
+        Latency(Family::new_with_constructor(latency_histogram))
+    }
 }
 
 /// Where served bytes came from: a chunk file, a chunk kept in memory, a
@@ -47,6 +80,16 @@ pub struct Metrics {
     daily_last: std::sync::Mutex<Option<[[u64; 3]; 2]>>,
     /// Media responses by where their first body byte came from.
     pub responses: Family<SourceLabel, Counter>,
+    /// From a media request's headers to its first body byte, by source.
+    pub time_to_first_byte: Latency<SourceLabel>,
+    /// From a request to an origin to its answer's headers, by host.
+    pub upstream_time_to_first_byte: Latency<HostLabel>,
+    /// Responses streaming now, by the host of their origin.
+    pub streams_by_host: Family<HostLabel, Gauge>,
+    /// Download runs alive now, by the host of their origin.
+    pub downloads_by_host: Family<HostLabel, Gauge>,
+    /// The hosts labelled so far.
+    hosts: std::sync::Mutex<std::collections::HashSet<String>>,
     pub client_requests: Counter,
     pub open_connections: Gauge,
     pub connections_refused: Family<ReasonLabel, Counter>,
@@ -98,6 +141,26 @@ impl Metrics {
             "spool_responses",
             "Media responses that sent a body, by where its first byte came from (cache, memory, origin)",
             m.responses.clone(),
+        );
+        r.register(
+            "spool_time_to_first_byte_seconds",
+            "Time from a media request's headers to its first body byte, by where the byte came from",
+            m.time_to_first_byte.0.clone(),
+        );
+        r.register(
+            "spool_upstream_time_to_first_byte_seconds",
+            "Time from a request to an origin to its answer's headers, by origin host",
+            m.upstream_time_to_first_byte.0.clone(),
+        );
+        r.register(
+            "spool_active_streams_by_host",
+            "Responses currently streaming, by the host of their origin",
+            m.streams_by_host.clone(),
+        );
+        r.register(
+            "spool_active_downloads_by_host",
+            "Download runs alive, by the host of their origin",
+            m.downloads_by_host.clone(),
         );
         r.register(
             "spool_open_connections",
@@ -251,6 +314,10 @@ impl Metrics {
         }
         for source in FIRST_BYTE_SOURCES {
             let _ = m.responses.get_or_create(&SourceLabel { source });
+            let _ = m
+                .time_to_first_byte
+                .0
+                .get_or_create(&SourceLabel { source });
         }
         for reason in REFUSALS {
             let _ = m.connections_refused.get_or_create(&ReasonLabel { reason });
@@ -310,9 +377,43 @@ impl Metrics {
 
     /// A media response's first body byte, from `source` (one of
     /// [`SOURCES`]).
-    pub fn first_byte(&self, source: &'static str) {
-        let source = first_byte_source(source);
-        self.responses.get_or_create(&SourceLabel { source }).inc();
+    /// `waited` is the time since the request's headers.
+    pub fn first_byte(&self, source: &'static str, waited: std::time::Duration) {
+        let label = SourceLabel {
+            source: first_byte_source(source),
+        };
+        self.responses.get_or_create(&label).inc();
+        self.time_to_first_byte
+            .0
+            .get_or_create(&label)
+            .observe(waited.as_secs_f64());
+    }
+
+    /// The label of `url`'s origin host: `host` or `host:port` as the URL
+    /// spells it; `other` once [`MAX_HOSTS`] hosts have labels.
+    pub fn host(&self, url: &url::Url) -> HostLabel {
+        let mut host = url.host_str().unwrap_or("").to_owned();
+        if let Some(port) = url.port() {
+            host = format!("{host}:{port}");
+        }
+        let mut hosts = self.hosts.lock().unwrap();
+        if !hosts.contains(&host) {
+            if hosts.len() >= MAX_HOSTS {
+                return HostLabel {
+                    host: "other".into(),
+                };
+            }
+            hosts.insert(host.clone());
+        }
+        HostLabel { host }
+    }
+
+    /// An origin's answer headers arrived `took` after its request left.
+    pub fn upstream_answered(&self, host: &HostLabel, took: std::time::Duration) {
+        self.upstream_time_to_first_byte
+            .0
+            .get_or_create(host)
+            .observe(took.as_secs_f64());
     }
 
     /// Requests and bytes by where they came from (cache, memory,
@@ -355,110 +456,41 @@ pub fn first_byte_source(source: &'static str) -> &'static str {
     }
 }
 
-/// Minutes of traffic kept.
-const TRAFFIC_MINUTES: usize = 60;
-
-/// Bytes served per minute, by where they came from, over the last hour.
-#[derive(Debug, Default)]
-pub struct Traffic {
-    inner: std::sync::Mutex<TrafficInner>,
-}
-
-#[derive(Debug, Default)]
-struct TrafficInner {
-    /// Totals at the last sample (None before the first).
-    last: Option<[u64; 3]>,
-    /// (unix minute, bytes from cache, memory, origin), oldest first.
-    minutes: std::collections::VecDeque<(i64, [u64; 3])>,
-}
-
-/// One minute of traffic, as the admin API shows it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
-pub struct Minute {
-    /// Its start, unix seconds.
-    pub at_unix: i64,
-    pub cache_bytes: u64,
-    pub memory_bytes: u64,
-    pub origin_bytes: u64,
-}
-
-impl Traffic {
-    fn add(&self, totals: [u64; 3], now: i64) {
-        let mut t = self.inner.lock().unwrap();
-        let last = t.last.replace(totals).unwrap_or(totals);
-        let delta: [u64; 3] = std::array::from_fn(|i| totals[i].saturating_sub(last[i]));
-        let minute = now.div_euclid(60);
-        match t.minutes.back_mut() {
-            Some((m, b)) if *m == minute => (0..3).for_each(|i| b[i] += delta[i]),
-            _ => t.minutes.push_back((minute, delta)),
-        }
-        while t
-            .minutes
-            .front()
-            .is_some_and(|(m, _)| *m <= minute - TRAFFIC_MINUTES as i64)
-        {
-            t.minutes.pop_front();
-        }
-    }
-
-    /// The last hour, a minute at a time, oldest first; minutes with
-    /// nothing sampled are there with zeros.
-    pub fn last_hour(&self, now: i64) -> Vec<Minute> {
-        let t = self.inner.lock().unwrap();
-        let this = now.div_euclid(60);
-        (this - TRAFFIC_MINUTES as i64 + 1..=this)
-            .map(|m| {
-                let b = t
-                    .minutes
-                    .iter()
-                    .find(|(at, _)| *at == m)
-                    .map_or([0; 3], |x| x.1);
-                Minute {
-                    at_unix: m * 60,
-                    cache_bytes: b[0],
-                    memory_bytes: b[1],
-                    origin_bytes: b[2],
-                }
-            })
-            .collect()
-    }
-}
-
 #[cfg(test)]
-mod traffic_tests {
+mod tests {
     use super::*;
 
     #[test]
-    fn traffic_is_bytes_per_minute_over_the_last_hour() {
+    fn hosts_are_labels_up_to_a_bound() {
         let m = Metrics::new();
-        let t0 = 1_000_000 * 60;
-        m.sample_traffic(t0);
-        m.served("cache", 100);
-        m.served("download", 7);
-        m.served("passthrough", 3);
-        m.sample_traffic(t0 + 10);
-        m.served("memory", 5);
-        m.sample_traffic(t0 + 70);
-        let h = m.traffic.last_hour(t0 + 70);
-        assert_eq!(h.len(), 60);
-        let minute = |at: i64| *h.iter().find(|x| x.at_unix == at).unwrap();
+        let url = |s: &str| url::Url::parse(s).unwrap();
+        assert_eq!(m.host(&url("http://a.example/x")).host, "a.example");
         assert_eq!(
-            minute(t0),
-            Minute {
-                at_unix: t0,
-                cache_bytes: 100,
-                memory_bytes: 0,
-                origin_bytes: 10
-            }
+            m.host(&url("http://a.example:8096/x")).host,
+            "a.example:8096"
         );
-        assert_eq!(minute(t0 + 60).memory_bytes, 5);
-        // An hour later the old minutes are gone.
-        m.sample_traffic(t0 + 3700);
-        assert!(m
-            .traffic
-            .last_hour(t0 + 3700)
-            .iter()
-            .all(|x| x.cache_bytes == 0));
-        assert!(m.traffic.inner.lock().unwrap().minutes.len() <= 60);
+        for i in 0..MAX_HOSTS {
+            m.host(&url(&format!("http://h{i}.example/")));
+        }
+        assert_eq!(m.host(&url("http://new.example/")).host, "other");
+        assert_eq!(m.host(&url("http://a.example/y")).host, "a.example", "kept");
+    }
+
+    #[test]
+    fn first_bytes_count_and_time_by_source() {
+        let m = Metrics::new();
+        m.first_byte("download", std::time::Duration::from_millis(30));
+        m.first_byte("cache", std::time::Duration::from_micros(500));
+        let text = m.encode();
+        for line in [
+            "spool_responses_total{source=\"origin\"} 1",
+            "spool_responses_total{source=\"cache\"} 1",
+            "spool_time_to_first_byte_seconds_bucket{le=\"0.001\",source=\"cache\"} 1",
+            "spool_time_to_first_byte_seconds_bucket{le=\"0.025\",source=\"origin\"} 0",
+            "spool_time_to_first_byte_seconds_bucket{le=\"0.05\",source=\"origin\"} 1",
+            "spool_time_to_first_byte_seconds_count{source=\"memory\"} 0",
+        ] {
+            assert!(text.contains(line), "{line} in {text}");
+        }
     }
 }

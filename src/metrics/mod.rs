@@ -1,0 +1,7 @@
+//! Prometheus metrics, served at `GET /metrics`, and the last hour of
+//! traffic the status page draws.
+
+mod registry;
+mod traffic;
+
+pub use registry::*;
