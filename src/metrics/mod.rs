@@ -2,6 +2,6 @@
 //! traffic the status page draws.
 
 mod registry;
-mod traffic;
+pub(crate) mod traffic;
 
 pub use registry::*;

@@ -28,6 +28,12 @@ pub struct Minute {
 }
 
 impl Traffic {
+    /// Minutes held in memory.
+    #[cfg(test)]
+    pub(super) fn minutes_kept(&self) -> usize {
+        self.inner.lock().unwrap().minutes.len()
+    }
+
     pub(super) fn add(&self, totals: [u64; 3], now: i64) {
         let mut t = self.inner.lock().unwrap();
         let last = t.last.replace(totals).unwrap_or(totals);
@@ -66,45 +72,5 @@ impl Traffic {
                 }
             })
             .collect()
-    }
-}
-
-#[cfg(test)]
-mod traffic_tests {
-    use super::*;
-    use crate::metrics::Metrics;
-
-    #[test]
-    fn traffic_is_bytes_per_minute_over_the_last_hour() {
-        let m = Metrics::new();
-        let t0 = 1_000_000 * 60;
-        m.sample_traffic(t0);
-        m.served("cache", 100);
-        m.served("download", 7);
-        m.served("passthrough", 3);
-        m.sample_traffic(t0 + 10);
-        m.served("memory", 5);
-        m.sample_traffic(t0 + 70);
-        let h = m.traffic.last_hour(t0 + 70);
-        assert_eq!(h.len(), 60);
-        let minute = |at: i64| *h.iter().find(|x| x.at_unix == at).unwrap();
-        assert_eq!(
-            minute(t0),
-            Minute {
-                at_unix: t0,
-                cache_bytes: 100,
-                memory_bytes: 0,
-                origin_bytes: 10
-            }
-        );
-        assert_eq!(minute(t0 + 60).memory_bytes, 5);
-        // An hour later the old minutes are gone.
-        m.sample_traffic(t0 + 3700);
-        assert!(m
-            .traffic
-            .last_hour(t0 + 3700)
-            .iter()
-            .all(|x| x.cache_bytes == 0));
-        assert!(m.traffic.inner.lock().unwrap().minutes.len() <= 60);
     }
 }
