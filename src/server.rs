@@ -315,6 +315,17 @@ impl Server {
         };
         let metrics = self.metrics.clone();
         let stop = tokio_util::sync::CancellationToken::new();
+        // Behind reverse proxies: whom to believe about clients, and the
+        // public URL's path prefix, which requests may carry.
+        let trusted = Arc::new(cfg.trusted_proxies.clone());
+        let media_front = http::Front {
+            trusted: trusted.clone(),
+            prefix: http::prefix_of(&access.public_url).into(),
+        };
+        let admin_front = http::Front {
+            trusted,
+            prefix: "".into(),
+        };
         let media_plane = http::serve(
             media,
             http::media_routes(
@@ -328,6 +339,7 @@ impl Server {
             ),
             metrics.clone(),
             conn,
+            media_front,
             self.cache.tasks().clone(),
             stop.clone().cancelled_owned(),
         );
@@ -345,6 +357,7 @@ impl Server {
                 http::admin_routes(api),
                 metrics,
                 conn,
+                admin_front,
                 tasks.clone(),
                 stop.clone().cancelled_owned(),
             ))

@@ -811,3 +811,41 @@ async fn signed_link_errors_do_not_reveal_the_upstream() {
     assert_eq!(status, 403);
     assert!(String::from_utf8_lossy(&body).contains("10.255.255.1"));
 }
+
+/// Through a trusted proxy on this host every client arrives from
+/// loopback: such requests are never admins by loopback, whatever the
+/// forwarding headers say; the admin token still works.
+#[tokio::test]
+async fn a_trusted_proxy_on_loopback_makes_nobody_an_admin() {
+    let origin = Origin::start().await;
+    let spool = Spool::start_with(&origin, |c| {
+        c.trusted_proxies = vec!["127.0.0.1/32".parse().unwrap()];
+        c.admin_token = Some("a-token-of-sixteen-bytes".into());
+    })
+    .await;
+    let c = client();
+    let status = |h: Option<(&'static str, &'static str)>| {
+        let mut r = c.get(format!("{}/api/status", spool.admin()));
+        if let Some((k, v)) = h {
+            r = r.header(k, v);
+        }
+        async move { r.send().await.unwrap().status().as_u16() }
+    };
+    assert_eq!(status(None).await, 401);
+    assert_eq!(status(Some(("x-forwarded-for", "127.0.0.1"))).await, 401);
+    assert_eq!(
+        status(Some(("authorization", "Bearer a-token-of-sixteen-bytes"))).await,
+        200
+    );
+    // Without --trusted-proxies, the same loopback client is an admin.
+    let direct = Spool::start_with(&origin, |c| {
+        c.admin_token = Some("a-token-of-sixteen-bytes".into());
+    })
+    .await;
+    let r = c
+        .get(format!("{}/api/status", direct.admin()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+}

@@ -67,6 +67,14 @@ pub struct Config {
     #[arg(long, env = "SPOOL_ADMIN_HOST", value_delimiter = ',')]
     pub admin_host: Vec<String>,
 
+    /// Reverse proxies in front of spool: addresses or networks, comma
+    /// separated. From these peers only, the client's address is read
+    /// from `X-Forwarded-For` (or `Forwarded`), the rightmost hop that is
+    /// not one of them; per-client limits, logs and admin checks use it,
+    /// and no request through them is an admin by loopback.
+    #[arg(long, env = "SPOOL_TRUSTED_PROXIES", value_delimiter = ',', value_parser = parse_net)]
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+
     /// Token for the control plane (`--admin-listen`), sent as
     /// `Authorization: Bearer`. Without it the control plane answers
     /// loopback clients only, and only when it listens on loopback.

@@ -82,6 +82,17 @@ impl ReadAhead {
     }
 }
 
+/// A network (`10.0.0.0/8`, `fd00::/8`) or one address (`127.0.0.1`).
+pub fn parse_net(s: &str) -> Result<ipnet::IpNet, String> {
+    let s = s.trim();
+    if let Ok(n) = s.parse::<ipnet::IpNet>() {
+        return Ok(n.trunc());
+    }
+    s.parse::<std::net::IpAddr>()
+        .map(ipnet::IpNet::from)
+        .map_err(|_| format!("{s:?} is not an address or a network (try 127.0.0.1 or 10.0.0.0/8)"))
+}
+
 pub fn parse_size(s: &str) -> Result<u64, String> {
     let s = s.trim();
     let split = s

@@ -27,9 +27,25 @@ use std::sync::Arc;
 use http::{header, HeaderMap, Method};
 use subtle::ConstantTimeEq;
 
-/// The client's address, put on every request by the listener.
+/// The client's address, put on every request by the listener: the
+/// connection's peer, or the client a trusted proxy forwarded for.
 #[derive(Debug, Clone, Copy)]
-pub(crate) struct Peer(pub IpAddr);
+pub(crate) struct Peer {
+    pub addr: IpAddr,
+    /// Whether the request came through a trusted proxy.
+    pub proxied: bool,
+}
+
+impl Peer {
+    /// A client connected directly.
+    #[cfg(test)]
+    pub fn direct(addr: IpAddr) -> Peer {
+        Peer {
+            addr,
+            proxied: false,
+        }
+    }
+}
 
 /// The control plane's rules. Cheap to clone.
 #[derive(Clone, Default)]
@@ -73,7 +89,9 @@ impl Control {
     /// Whether a request may use the admin endpoints: from loopback (when
     /// trusted), or with the admin token.
     pub fn admin(&self, peer: Option<Peer>, headers: &HeaderMap) -> bool {
-        if self.trust_loopback && peer.is_some_and(|p| p.0.to_canonical().is_loopback()) {
+        // Through a proxy on this host, every client arrives from loopback.
+        let local = peer.is_some_and(|p| !p.proxied && p.addr.to_canonical().is_loopback());
+        if self.trust_loopback && local {
             return true;
         }
         let Some(token) = &self.admin_token else {
@@ -272,18 +290,27 @@ mod tests {
     #[test]
     fn admin_right() {
         let mut c = control(&[]);
-        let lo = Some(Peer("127.0.0.1".parse().unwrap()));
-        let mapped = Some(Peer("::ffff:127.0.0.1".parse().unwrap()));
-        let lan = Some(Peer("192.168.1.9".parse().unwrap()));
+        let lo = Some(Peer::direct("127.0.0.1".parse().unwrap()));
+        let mapped = Some(Peer::direct("::ffff:127.0.0.1".parse().unwrap()));
+        let lan = Some(Peer::direct("192.168.1.9".parse().unwrap()));
+        let proxied = Some(Peer {
+            addr: "127.0.0.1".parse().unwrap(),
+            proxied: true,
+        });
         assert!(!c.admin(lo, &HeaderMap::new()));
         c.trust_loopback = true;
         assert!(c.admin(lo, &HeaderMap::new()));
         assert!(c.admin(mapped, &HeaderMap::new()));
         assert!(!c.admin(lan, &HeaderMap::new()));
+        assert!(
+            !c.admin(proxied, &HeaderMap::new()),
+            "through a proxy on this host, loopback is nobody"
+        );
         c.admin_token = Some(Arc::from("0123456789abcdef"));
         let bearer = |t: &str| headers(&[("authorization", &format!("Bearer {t}"))]);
         assert!(c.admin(lan, &bearer("0123456789abcdef")));
         assert!(!c.admin(lan, &bearer("0123456789abcdeX")));
         assert!(!c.admin(lan, &bearer("")));
+        assert!(c.admin(proxied, &bearer("0123456789abcdef")));
     }
 }

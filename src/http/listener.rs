@@ -9,6 +9,7 @@
 use std::collections::HashMap;
 use std::future::Future;
 use std::net::IpAddr;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -22,6 +23,7 @@ use tokio::net::TcpListener;
 use tracing::{debug, warn};
 
 use super::control::Peer;
+use super::forwarded::Front;
 use super::stall::{Stall, Watched};
 use crate::cache::Tasks;
 use crate::metrics::Metrics;
@@ -56,22 +58,73 @@ struct Open {
     per_client: HashMap<IpAddr, usize>,
 }
 
-/// Held while a connection is open; gives its place back when dropped.
+/// Held while a connection is open (a place in all, and one of its
+/// client's), or while a request a trusted proxy forwarded is answered
+/// (one of its client's only); gives its places back when dropped.
 struct ConnectionPlace {
     open: Arc<Mutex<Open>>,
-    ip: IpAddr,
+    /// Whether it holds a place in the total.
+    counted: bool,
+    /// The client whose place it holds, if any.
+    ip: Option<IpAddr>,
 }
 
 impl Drop for ConnectionPlace {
     fn drop(&mut self) {
         let mut open = self.open.lock().unwrap();
-        open.total -= 1;
-        if let Some(n) = open.per_client.get_mut(&self.ip) {
-            *n -= 1;
-            if *n == 0 {
-                open.per_client.remove(&self.ip);
+        if self.counted {
+            open.total -= 1;
+        }
+        if let Some(ip) = self.ip {
+            if let Some(n) = open.per_client.get_mut(&ip) {
+                *n -= 1;
+                if *n == 0 {
+                    open.per_client.remove(&ip);
+                }
             }
         }
+    }
+}
+
+/// A place of `client`'s for one forwarded request; None past the limit.
+fn client_place(open: &Arc<Mutex<Open>>, client: IpAddr, limit: usize) -> Option<ConnectionPlace> {
+    let mut o = open.lock().unwrap();
+    let n = o.per_client.get(&client).copied().unwrap_or(0);
+    if n >= limit {
+        return None;
+    }
+    o.per_client.insert(client, n + 1);
+    Some(ConnectionPlace {
+        open: open.clone(),
+        counted: false,
+        ip: Some(client),
+    })
+}
+
+/// A response body that holds its client's place until it is dropped
+/// (sent, or its connection gone).
+struct Held<B> {
+    inner: Pin<Box<B>>,
+    _place: Option<ConnectionPlace>,
+}
+
+impl<B: hyper::body::Body> hyper::body::Body for Held<B> {
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<B::Data>, B::Error>>> {
+        self.inner.as_mut().poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.inner.size_hint()
     }
 }
 
@@ -94,11 +147,13 @@ impl Drop for OpenConnection {
 
 /// Serves HTTP/1.1 with `filter` on `listener` until `shutdown` resolves,
 /// then waits for open connections to finish.
+#[allow(clippy::too_many_arguments)]
 pub(crate) async fn serve<F>(
     listener: TcpListener,
     filter: F,
     metrics: Arc<Metrics>,
     conn: ConnLimits,
+    front: Front,
     tasks: Tasks,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) where
@@ -112,7 +167,7 @@ pub(crate) async fn serve<F>(
         total: 0,
         per_client: HashMap::new(),
     }));
-    let refusing = AtomicBool::new(false);
+    let refusing = Arc::new(AtomicBool::new(false));
     let graceful = GracefulShutdown::new();
     let mut shutdown = std::pin::pin!(shutdown);
     let mut out_of_fds = false;
@@ -141,12 +196,15 @@ pub(crate) async fn serve<F>(
             _ = &mut shutdown => break,
         };
         let ip = peer.ip();
+        // A trusted proxy carries many clients: its connections count in
+        // the total only, its requests each in their client's limit.
+        let proxy = front.trusts(ip);
         let slot = {
             let mut o = open.lock().unwrap();
             let per = o.per_client.get(&ip).copied().unwrap_or(0);
             let reason = if o.total >= conn.max_connections {
                 Some("max_connections")
-            } else if per >= conn.max_per_client {
+            } else if per >= conn.max_per_client && !proxy {
                 Some("max_connections_per_client")
             } else {
                 None
@@ -163,10 +221,13 @@ pub(crate) async fn serve<F>(
                     // Logged again at the next burst of refusals.
                     refusing.store(false, Ordering::Relaxed);
                     o.total += 1;
-                    *o.per_client.entry(ip).or_default() += 1;
+                    if !proxy {
+                        *o.per_client.entry(ip).or_default() += 1;
+                    }
                     Some(ConnectionPlace {
                         open: open.clone(),
-                        ip,
+                        counted: true,
+                        ip: (!proxy).then_some(ip),
                     })
                 }
             }
@@ -187,11 +248,55 @@ pub(crate) async fn serve<F>(
         }
         let warp_svc = TowerToHyperService::new(warp::service(filter.clone()));
         // Handlers that judge the client (admin endpoints) read its address.
+        let (front, places, refusing, counts) = (
+            front.clone(),
+            open.clone(),
+            refusing.clone(),
+            metrics.clone(),
+        );
+        let per_client = conn.max_per_client;
         let svc = hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
-            req.extensions_mut().insert(Peer(ip));
-            req.extensions_mut()
-                .insert(Received(std::time::Instant::now()));
-            warp_svc.call(req)
+            let received = Received(std::time::Instant::now());
+            let client = match proxy {
+                true => front.client(ip, req.headers()),
+                false => ip,
+            };
+            req.extensions_mut().insert(Peer {
+                addr: client,
+                proxied: proxy,
+            });
+            req.extensions_mut().insert(received);
+            if let Some(uri) = front.strip(req.uri()) {
+                *req.uri_mut() = uri;
+            }
+            let place = proxy.then(|| client_place(&places, client, per_client));
+            let answer = match place {
+                Some(None) => None,
+                Some(Some(p)) => Some((Some(p), warp_svc.call(req))),
+                None => Some((None, warp_svc.call(req))),
+            };
+            let (refusing, counts) = (refusing.clone(), counts.clone());
+            async move {
+                let Some((place, call)) = answer else {
+                    counts.refused("max_connections_per_client");
+                    if !refusing.swap(true, Ordering::Relaxed) {
+                        warn!(client = %client, limit = "max_connections_per_client", "too many requests from one client through a proxy; answering 429");
+                    }
+                    let r = super::error::text(
+                        http::StatusCode::TOO_MANY_REQUESTS,
+                        "too many requests at once from this client (--max-connections-per-client)",
+                    );
+                    return Ok::<_, std::convert::Infallible>(r.map(|b| Held {
+                        inner: Box::pin(b),
+                        _place: None,
+                    }));
+                };
+                let r = call.await?;
+                Ok(r.map(|b| Held {
+                    inner: Box::pin(b),
+                    _place: place,
+                }))
+            }
         });
         let mut builder = hyper::server::conn::http1::Builder::new();
         builder

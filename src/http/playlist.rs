@@ -51,14 +51,18 @@ const BUDGET_WAIT: Duration = Duration::from_secs(5);
 #[derive(Clone)]
 pub(crate) struct Answers {
     playlists: Playlists,
+    /// The public URL's path prefix ("" for none), before every
+    /// root-relative URI an answer spells.
+    prefix: Arc<str>,
     /// Answers being rewritten or sent, in KiB.
     budget: Arc<Semaphore>,
 }
 
 impl Answers {
-    pub fn new(playlists: Playlists) -> Answers {
+    pub fn new(playlists: Playlists, prefix: &str) -> Answers {
         Answers {
             playlists,
+            prefix: prefix.into(),
             budget: Arc::new(Semaphore::new(ANSWER_BUDGET / 1024)),
         }
     }
@@ -152,7 +156,10 @@ async fn rewritten(
         if spent.get() > bound {
             return String::new();
         }
-        let s = links.spell(u);
+        let mut s = links.spell(u);
+        if s.starts_with('/') && !answers.prefix.is_empty() {
+            s.insert_str(0, &answers.prefix);
+        }
         spent.set(spent.get() + s.len());
         s
     };

@@ -30,7 +30,9 @@ pub(crate) fn media_routes(
     access: Access,
     inert: Inert,
 ) -> impl Filter<Extract = (Response,), Error = Infallible> + Clone + Send + Sync + 'static {
-    let playlists = Answers::new(cache.playlists().clone());
+    // Playlists' URIs carry the public URL's path prefix, if any.
+    let prefix = super::forwarded::prefix_of(&access.public_url);
+    let playlists = Answers::new(cache.playlists().clone(), &prefix);
     // The player's address and when its request arrived go with what the
     // media handlers use: its title session is logged as one line
     // (`cache/sessions.rs`), its time to first byte measured.
@@ -41,7 +43,7 @@ pub(crate) fn media_routes(
         .map(
             |(c, l, p): (Cache, Limits, Answers), peer: Option<Peer>, at: Option<Received>| {
                 let player = Player {
-                    addr: peer.map(|p| p.0),
+                    addr: peer.map(|p| p.addr),
                     since: at.map_or_else(std::time::Instant::now, |r| r.0),
                 };
                 (c, l, p, player)
