@@ -357,7 +357,7 @@ async fn the_api_needs_the_token_when_restricted() {
         .contains("connect-src 'self'"));
     let page = r.text().await.unwrap();
     assert!(
-        page.contains("/api/") && page.contains("Bearer"),
+        page.contains("fetch(\"api/\"") && page.contains("Bearer"),
         "the page asks the API with the token"
     );
     task.abort();

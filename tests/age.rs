@@ -117,3 +117,56 @@ async fn read_times_reach_the_index_in_batches_and_at_shutdown() {
     let (dir, _keep) = spool.stop().await;
     assert!(read_at(&dir) > 1000, "written at shutdown");
 }
+
+/// A warm read of a whole media costs the index a handful of write
+/// transactions (its read times, bytes watched and the day's traffic, at
+/// the next disk check), not one per chunk or request.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_warm_read_costs_the_index_a_handful_of_writes() {
+    let origin = Origin::start().await;
+    let chunks = 128;
+    origin.add_file("film", data(chunks * 64 * KIB, 4), "video/mp4");
+    let spool = Spool::start(&origin).await;
+    let c = client();
+    let u = origin.url("film");
+    assert_eq!(get(&c, &spool.url(&u), None).await.0, 200);
+    wait_until_cached(&spool.cache_dir, &u).await;
+    common::wait_idle(&spool).await;
+    let watched = |bytes: usize| {
+        let dir = spool.cache_dir.clone();
+        let u = u.clone();
+        move || {
+            let (dir, u) = (dir.clone(), u.clone());
+            async move {
+                let conn = rusqlite::Connection::open(dir.join("index.db")).unwrap();
+                conn.query_row("SELECT served_bytes FROM media WHERE url = ?1", [&u], |r| {
+                    r.get::<_, i64>(0)
+                })
+                .is_ok_and(|b| b == bytes as i64)
+            }
+        }
+    };
+    wait_for("the cold read recorded", watched(chunks * 64 * KIB)).await;
+    let commits = "spool_index_commits_total";
+    // A few disk checks after it (every 100 ms here): what the cold read
+    // left is written, and the metric counts it.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let before = common::metric(&spool, commits).await;
+    // The warm read: the whole file, and again in 16 ranges.
+    assert_eq!(
+        get(&c, &spool.url(&u), None).await.2.len(),
+        chunks * 64 * KIB
+    );
+    for i in 0..16 {
+        let r = format!("bytes={}-{}", i * 512 * KIB, (i + 1) * 512 * KIB - 1);
+        assert_eq!(get(&c, &spool.url(&u), Some(&r)).await.0, 206);
+    }
+    wait_for("the warm reads recorded", watched(3 * chunks * 64 * KIB)).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let after = common::metric(&spool, commits).await;
+    let writes = after - before;
+    assert!(
+        (1.0..=6.0).contains(&writes),
+        "{writes} index commits for 17 warm reads of {chunks} chunks"
+    );
+}

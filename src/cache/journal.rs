@@ -15,7 +15,7 @@ use crate::store::history::{self, Batch};
 use crate::store::{unix_now, Index};
 
 /// Events removed per prune.
-const PRUNE_BATCH: u32 = 5_000;
+pub(crate) const PRUNE_BATCH: u32 = 5_000;
 
 /// Writes what gathered; returns the events written.
 pub(crate) async fn write(index: &Index, metrics: &Metrics) -> usize {

@@ -19,6 +19,9 @@ use crate::store::recover::{self, Problem, Report};
 use crate::store::walk::{self, ScanOptions};
 use crate::store::{ChunkFiles, Evictor, Index};
 
+/// How often idle media rows and old events are looked for.
+const TIDY_EVERY: Duration = Duration::from_secs(60);
+
 /// Media unused this long are dropped from memory (not from the cache).
 const MEDIA_IDLE: Duration = Duration::from_secs(600);
 
@@ -106,6 +109,9 @@ impl Upkeep {
         m.caching_paused.set(i64::from(!u.breaker.is_writing()));
         m.memory_cache_bytes.set(u.writer.memcache().bytes() as i64);
         m.sample_traffic(crate::store::unix_now());
+        let commits = u.index.commits();
+        m.index_commits
+            .inc_by(commits.saturating_sub(m.index_commits.get()));
         // One sum over the chunk rows per check (a covering scan of the
         // table; the index thread spends milliseconds on a million rows).
         if let Ok((_, chunks, bytes)) = u.index.totals().await {
@@ -119,6 +125,10 @@ impl Upkeep {
     /// `--max-cache-size` and idle media.
     pub async fn run(self) {
         let mut last: Option<Level> = None;
+        // When forgetting and pruning last ran, and whether events older
+        // than the retention are left.
+        let mut tidied: Option<std::time::Instant> = None;
+        let mut prune_more = false;
         loop {
             if let Some(level) = self.check_disk().await {
                 if last != Some(level) {
@@ -157,10 +167,19 @@ impl Upkeep {
             self.inner.accesses.flush().await;
             self.inner.evictor.trim(&self.inner.catalog).await;
             self.age_out().await;
-            self.forget_media().await;
             // What happened, evictions of this check included.
             journal::write(&self.inner.index, &self.inner.metrics).await;
-            journal::prune(&self.inner.index, self.inner.events_retention).await;
+            // Ages of an hour and more: once a minute is often enough, and
+            // an idle spool's checks then write nothing.
+            let every = TIDY_EVERY.min(self.inner.forget_media_after);
+            if tidied.is_none_or(|t| t.elapsed() >= every) || prune_more {
+                if !prune_more {
+                    self.forget_media().await;
+                    tidied = Some(std::time::Instant::now());
+                }
+                let pruned = journal::prune(&self.inner.index, self.inner.events_retention).await;
+                prune_more = pruned >= journal::PRUNE_BATCH as usize;
+            }
             tokio::time::sleep(self.inner.disk_check_interval).await;
         }
     }

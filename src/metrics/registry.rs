@@ -118,6 +118,8 @@ pub struct Metrics {
     pub caching_paused: Gauge,
     pub memory_cache_bytes: Gauge,
     pub chunks_kept_in_memory: Counter,
+    /// Write transactions the index committed.
+    pub index_commits: Counter,
     /// What the index counts as cached: bytes and chunks.
     pub cache_bytes: Gauge,
     pub cache_chunks: Gauge,
@@ -296,6 +298,11 @@ impl Metrics {
             "spool_index_recreated",
             "Times an unusable index was moved aside and recreated",
             m.index_recreated.clone(),
+        );
+        r.register(
+            "spool_index_commits",
+            "Write transactions the index committed (as of the last disk check): read times are batched, not one per read",
+            m.index_commits.clone(),
         );
         r.register(
             "spool_cache_bytes",

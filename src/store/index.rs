@@ -8,7 +8,9 @@
 //! SQLite wants anyway; WAL mode lets the `sqlite3` CLI read concurrently.
 
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc as std_mpsc;
+use std::sync::Arc;
 
 use rusqlite::Connection;
 use tokio::sync::oneshot;
@@ -22,6 +24,8 @@ type Job = Box<dyn FnOnce(&mut Connection) + Send>;
 #[derive(Clone)]
 pub(crate) struct Index {
     tx: std_mpsc::Sender<Job>,
+    /// Write transactions committed (SQLite's commit hook).
+    commits: Arc<AtomicU64>,
 }
 
 impl Index {
@@ -49,6 +53,14 @@ impl Index {
     }
 
     fn start(mut conn: Connection) -> Index {
+        let commits = Arc::new(AtomicU64::new(0));
+        let counted = commits.clone();
+        // Called for transactions that wrote; returning false lets the
+        // commit go on.
+        conn.commit_hook(Some(move || {
+            counted.fetch_add(1, Ordering::Relaxed);
+            false
+        }));
         let (tx, rx) = std_mpsc::channel::<Job>();
         std::thread::Builder::new()
             .name("spool-index".into())
@@ -58,7 +70,12 @@ impl Index {
                 }
             })
             .expect("spawn index thread");
-        Index { tx }
+        Index { tx, commits }
+    }
+
+    /// Write transactions committed since the index was opened.
+    pub fn commits(&self) -> u64 {
+        self.commits.load(Ordering::Relaxed)
     }
 
     /// Runs `f` on the index thread and returns its result.
