@@ -211,6 +211,17 @@ fn upstreams(value: &toml::Value) -> anyhow::Result<Vec<UpstreamTable>> {
                 redirect_hosts.push(name);
             }
         }
+        // One table per origin: two would each hold part of its rule, and
+        // which part applies would depend on the lookup.
+        if let Some(first) = out
+            .iter()
+            .find(|u: &&UpstreamTable| u.origin == parsed.origin())
+        {
+            bail!(
+                "[[upstream]] {} appears twice: put its headers and redirect_hosts in one table",
+                first.origin.ascii_serialization()
+            );
+        }
         out.push(UpstreamTable {
             origin: parsed.origin(),
             headers: map,
@@ -327,6 +338,13 @@ mod tests {
         assert!(format!("{e:#}").contains("--chunk-size"), "{e:#}");
         let e = run("[[upstream]]\norigin = \"ftp://x\"", &[]).unwrap_err();
         assert!(format!("{e:#}").contains("not an http(s) URL"), "{e:#}");
+        let twice = "[[upstream]]\norigin = \"http://nas.lan:8096\"\nheaders = { X-Token = \"a\" }\n\
+                     [[upstream]]\norigin = \"http://NAS.lan:8096/other\"\nredirect_hosts = [\"cdn.example\"]";
+        let e = run(twice, &[]).unwrap_err();
+        assert!(
+            format!("{e:#}").contains("http://nas.lan:8096 appears twice"),
+            "{e:#}"
+        );
         let e = run("this is = not toml", &[]).unwrap_err();
         assert!(format!("{e:#}").contains("not valid TOML"), "{e:#}");
     }
