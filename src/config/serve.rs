@@ -63,7 +63,8 @@ pub struct Config {
     /// Host names the control plane answers to besides address literals
     /// and `localhost` (e.g. the name a reverse proxy forwards for it),
     /// comma separated; also the origins its state-changing requests may
-    /// come from. Any other `Host` is refused (DNS rebinding).
+    /// come from (a name alone: its default-port origin; `name:port`: that
+    /// port's). Any other `Host` is refused (DNS rebinding).
     #[arg(long, env = "SPOOL_ADMIN_HOST", value_delimiter = ',')]
     pub admin_host: Vec<String>,
 

@@ -147,7 +147,9 @@ impl Control {
     }
 
     /// The control plane's own origin (the Host the request was sent to),
-    /// or an `--admin-host` entry's.
+    /// or an `--admin-host` entry's: a name alone is its origin on the
+    /// scheme's default port (another port is another site, perhaps
+    /// another application); `name:port` names that port.
     fn origin_allowed(&self, origin: &str, host: &str) -> bool {
         let Some(authority) = origin
             .strip_prefix("http://")
@@ -159,11 +161,7 @@ impl Control {
         if authority.contains(['/', '@']) {
             return false;
         }
-        authority == host
-            || self.hosts.iter().any(|h| {
-                h == authority
-                    || (!h.contains(':') && host_name(authority).is_some_and(|n| n == h.as_str()))
-            })
+        authority == host || self.hosts.iter().any(|h| h == authority)
     }
 }
 
@@ -264,11 +262,23 @@ mod tests {
             "http://127.0.0.1:8081",
             "https://127.0.0.1:8081",
             "http://spool.lan",
-            "https://spool.lan:444",
+            "https://spool.lan",
         ] {
             assert_eq!(c.guard(&Method::POST, &with(ok)), Ok(()), "{ok}");
         }
+        // With its port named, that port's origin.
+        let ported = control(&["spool.lan:444"]);
+        assert_eq!(
+            ported.guard(&Method::POST, &with("https://spool.lan:444")),
+            Ok(())
+        );
+        assert!(ported
+            .guard(&Method::POST, &with("https://spool.lan"))
+            .is_err());
         for bad in [
+            // Another port of the name: another site.
+            "https://spool.lan:444",
+            "http://spool.lan:8000",
             "http://evil.example",
             "http://127.0.0.1:8080",
             "http://localhost:8081",
