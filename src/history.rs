@@ -154,16 +154,34 @@ impl Event {
     }
 }
 
+/// Upstream failures of distinct URLs recorded one by one in a minute;
+/// past it they add to one row per class without a URL, so that requests
+/// for ever new failing URLs cannot grow the index by a row each.
+const URL_FAILURES_PER_MINUTE: u32 = 100;
+
 /// Events not written to the index yet.
 #[derive(Debug, Default)]
 pub struct History {
     pending: Mutex<VecDeque<Event>>,
     dropped: AtomicU64,
+    /// (minute, upstream failures with their URL recorded in it).
+    failures: Mutex<(i64, u32)>,
 }
 
 impl History {
     /// Keeps `event` for the next write.
-    pub fn record(&self, event: Event) {
+    pub fn record(&self, mut event: Event) {
+        if event.kind == Kind::UpstreamFailure {
+            let mut f = self.failures.lock().unwrap();
+            let minute = event.at_unix.div_euclid(60);
+            if f.0 != minute {
+                *f = (minute, 0);
+            }
+            f.1 += 1;
+            if f.1 > URL_FAILURES_PER_MINUTE {
+                event.url = None;
+            }
+        }
         let mut p = self.pending.lock().unwrap();
         // The same failure again and again is one row with a count: it
         // is looked for among the last few events only.
@@ -215,6 +233,24 @@ mod tests {
             ]
         );
         assert!(h.take().0.is_empty(), "taken once");
+    }
+
+    #[test]
+    fn failures_of_ever_new_urls_become_one_row() {
+        let h = History::default();
+        for i in 0..URL_FAILURES_PER_MINUTE + 50 {
+            let e = Event::new(Kind::UpstreamFailure, 120)
+                .reason("status 404")
+                .url(format!("http://o/{i}"));
+            h.record(e);
+        }
+        let (events, _) = h.take();
+        assert_eq!(events.len(), URL_FAILURES_PER_MINUTE as usize + 1);
+        let rest = events.last().unwrap();
+        assert_eq!((rest.url.as_deref(), rest.count), (None, 50));
+        // A new minute: URLs again.
+        h.record(Event::new(Kind::UpstreamFailure, 180).url("http://o/x"));
+        assert_eq!(h.take().0[0].url.as_deref(), Some("http://o/x"));
     }
 
     #[test]

@@ -273,8 +273,12 @@ impl Upstream {
         conditional: Option<&http::HeaderMap>,
     ) -> Result<(Answer, Url), UpstreamError> {
         let answer = self.hops(url, rule, range, conditional).await;
-        if let Err(e) = &answer {
-            self.failed(url, e);
+        match &answer {
+            // Refused before reaching an origin: a client's mistake, not
+            // the origin's failure (and not a row per bad request).
+            Err(UpstreamError::BadUrl(_) | UpstreamError::Denied(_)) => {}
+            Err(e) => self.failed(url, e),
+            Ok(_) => {}
         }
         answer
     }
