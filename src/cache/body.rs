@@ -6,7 +6,6 @@
 //! player's playhead) ends.
 
 use std::io;
-use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -17,6 +16,7 @@ use tracing::{debug, info, warn};
 use super::error::CacheError;
 use super::inflight::InFlight;
 use super::media::{Media, Slot};
+pub(crate) use super::parts::{BodyPart, Player, Span};
 use super::playhead::Playhead;
 use super::run;
 use super::run::Runs;
@@ -50,13 +50,6 @@ const MAX_ATTEMPTS: u32 = 8;
 /// player sees an incomplete response rather than wrong bytes.
 pub(crate) type BodyTx = mpsc::Sender<Result<Bytes, CacheError>>;
 
-/// An inclusive byte range `[start, end]` of a media.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct Span {
-    pub start: u64,
-    pub end: u64,
-}
-
 /// Why a body ended early.
 #[derive(Debug)]
 enum End {
@@ -64,12 +57,6 @@ enum End {
     ClientGone,
     /// The bytes could not be had.
     Failed(CacheError),
-}
-
-/// One part of a body: literal bytes (multipart framing) or a media range.
-pub(crate) enum BodyPart {
-    Literal(Bytes),
-    Range(Span),
 }
 
 /// What response bodies are made with: the runs that fetch, the chunk
@@ -86,24 +73,6 @@ pub(super) struct Bodies {
     pub index: Index,
     pub files: ChunkFiles,
     pub metrics: Arc<Metrics>,
-}
-
-/// Who a body is for: the player's address (for its title session) and
-/// when its request arrived (for the time to its first byte).
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct Player {
-    pub addr: Option<IpAddr>,
-    pub since: Instant,
-}
-
-impl Player {
-    /// A body spool reads for itself (warming): no address, from now.
-    pub fn none() -> Player {
-        Player {
-            addr: None,
-            since: Instant::now(),
-        }
-    }
 }
 
 /// Sends `parts` of a media into `tx` (a task per response); cuts the

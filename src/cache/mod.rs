@@ -27,6 +27,7 @@ pub(crate) mod media;
 pub(crate) mod memcache;
 mod open;
 mod pace;
+mod parts;
 pub(crate) mod persist;
 mod playhead;
 mod playlists;

@@ -3,31 +3,14 @@
 //! `deploy/monitoring/grafana/dashboards/spool.json` evaluated with
 //! `promtool query instant`, each returning data.
 
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 
 use crate::common::origin::{Faults, Origin};
 use crate::common::{client, data, get, wait_for, wait_until_cached, Spool};
+use crate::{free_port, Killed};
 
 const TOKEN: &str = "scrape-me-with-this-token";
 const MIB: usize = 1024 * 1024;
-
-/// Kills the child when dropped.
-struct Killed(Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 /// Every query of the dashboard, with Grafana's `$__rate_interval` as a
 /// minute.

@@ -8,32 +8,15 @@
 //! the proxy.
 
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 
 use crate::common::origin::{Faults, Origin};
 use crate::common::{data, wait_for, Spool};
 use crate::tools::{decoded_md5, make_hls_vod, make_video, serve_dir};
+use crate::{free_port, Killed};
 
 /// Requests at once per client (a player opens two or three at a seek).
 const PER_CLIENT: usize = 4;
-
-/// Kills the child when dropped.
-struct Killed(Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 fn example(name: &str) -> String {
     let path = Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -88,9 +71,16 @@ async fn setup(origin: &Origin, dir: &Path, public: &str) -> Spool {
     .await
 }
 
-/// Plays the HLS stream and the file through both sites with ffmpeg, and
+/// Once the proxy answers on both sites (`sub`, and its own site on port
+/// `own`), plays the HLS stream and the file through both with ffmpeg, and
 /// checks that the per-client limit counts clients, not the proxy.
-async fn plays_through(origin: &Origin, sites: &Sites) {
+async fn plays_through(origin: &Origin, sub: String, own: u16) {
+    let sites = Sites {
+        sub,
+        own: format!("http://127.0.0.1:{own}"),
+    };
+    answering(&sites.sub).await;
+    answering(&sites.own).await;
     let hls = origin.url("hls/index.m3u8");
     let want_hls = decoded_md5(&hls, &[]).await;
     let film = origin.url("film.mp4");
@@ -184,13 +174,7 @@ async fn caddy_sub_path_and_own_site() {
             .spawn()
             .expect("caddy is installed (scripts/test-servers installs it)"),
     );
-    let sites = Sites {
-        sub,
-        own: format!("http://127.0.0.1:{p2}"),
-    };
-    answering(&sites.sub).await;
-    answering(&sites.own).await;
-    plays_through(&origin, &sites).await;
+    plays_through(&origin, sub, p2).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -241,11 +225,5 @@ async fn nginx_sub_path_and_own_site() {
             .spawn()
             .expect("nginx is installed (scripts/test-servers installs it)"),
     );
-    let sites = Sites {
-        sub,
-        own: format!("http://127.0.0.1:{p2}"),
-    };
-    answering(&sites.sub).await;
-    answering(&sites.own).await;
-    plays_through(&origin, &sites).await;
+    plays_through(&origin, sub, p2).await;
 }
