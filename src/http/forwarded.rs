@@ -80,21 +80,30 @@ pub(crate) fn prefix_of(public_url: &str) -> String {
         .unwrap_or_default()
 }
 
+/// Whether a request carries a forwarding header (a proxy always adds
+/// one).
+pub(crate) fn forwarded(headers: &HeaderMap) -> bool {
+    headers.contains_key("x-forwarded-for") || headers.contains_key(http::header::FORWARDED)
+}
+
+/// The entries of comma-separated header values, each read on its own:
+/// bytes a client put before a proxy's hop cannot spoil that hop.
+fn entries<'a>(values: impl Iterator<Item = &'a http::HeaderValue>) -> Vec<String> {
+    values
+        .flat_map(|v| v.as_bytes().split(|b| *b == b','))
+        .map(|e| String::from_utf8_lossy(e).trim().to_owned())
+        .collect()
+}
+
 /// The hops a forwarding header names, leftmost first; None for an entry
 /// that is no address.
 fn hops(headers: &HeaderMap) -> Vec<Option<IpAddr>> {
-    let xff: Vec<_> = headers.get_all("x-forwarded-for").iter().collect();
+    let xff = entries(headers.get_all("x-forwarded-for").iter());
     if !xff.is_empty() {
-        return xff
-            .iter()
-            .flat_map(|v| v.to_str().unwrap_or("?").split(','))
-            .map(|h| address(h.trim()))
-            .collect();
+        return xff.iter().map(|h| address(h)).collect();
     }
-    headers
-        .get_all(http::header::FORWARDED)
-        .iter()
-        .flat_map(|v| v.to_str().unwrap_or("for=?").split(','))
+    entries(headers.get_all(http::header::FORWARDED).iter())
+        .into_iter()
         .filter_map(|element| {
             // `for=` of each element; an element without one says nothing
             // of the client.

@@ -257,13 +257,17 @@ pub(crate) async fn serve<F>(
         let per_client = conn.max_per_client;
         let svc = hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
             let received = Received(std::time::Instant::now());
-            let client = match proxy {
+            // Through a proxy only when one said so: a trusted peer's
+            // request without a forwarding header (an ssh tunnel to
+            // loopback) is its own client.
+            let proxied = proxy && super::forwarded::forwarded(req.headers());
+            let client = match proxied {
                 true => front.client(ip, req.headers()),
                 false => ip,
             };
             req.extensions_mut().insert(Peer {
                 addr: client,
-                proxied: proxy,
+                proxied,
             });
             req.extensions_mut().insert(received);
             if let Some(uri) = front.strip(req.uri()) {
