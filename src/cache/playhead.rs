@@ -80,9 +80,8 @@ impl Playheads {
             ended: Mutex::new(None),
         });
         {
-            let now = Instant::now();
             let mut heads = self.heads.lock().unwrap();
-            heads.retain(|h| h.ended.lock().unwrap().is_none_or(|t| now - t < grace));
+            forget_left(&mut heads, Instant::now(), grace);
             heads.push(state.clone());
         }
         self.watchers.wake(index, self.reach(&state));
@@ -144,6 +143,34 @@ impl Playheads {
     fn reach(&self, h: &PlayheadState) -> u64 {
         Window::reach(self.chunk_size, &h.place())
     }
+}
+
+/// How many players that left are remembered for the grace, at most: the
+/// most recent ones. A player reading on in a new request is one of them;
+/// without a bound, a media asked for thousands of short ranges a second
+/// would keep every one for the grace, and each request and each piece of
+/// a run would walk them all.
+const MAX_LEFT: usize = 32;
+
+/// Forgets players that left more than `grace` ago, and all but the
+/// `MAX_LEFT` that left last.
+fn forget_left(heads: &mut Vec<Arc<PlayheadState>>, now: Instant, grace: Duration) {
+    let mut left: Vec<Instant> = Vec::new();
+    heads.retain(|h| match *h.ended.lock().unwrap() {
+        None => true,
+        Some(t) if now - t < grace => {
+            left.push(t);
+            true
+        }
+        Some(_) => false,
+    });
+    if left.len() <= MAX_LEFT {
+        return;
+    }
+    // The MAX_LEFT-th newest end; ties with it are kept too.
+    let (_, cut, _) = left.select_nth_unstable_by(MAX_LEFT - 1, |a, b| b.cmp(a));
+    let cut = *cut;
+    heads.retain(|h| h.ended.lock().unwrap().is_none_or(|t| t >= cut));
 }
 
 #[derive(Debug)]
@@ -316,5 +343,43 @@ impl Drop for Playhead {
         self.heads.last_ended.store(at, Ordering::Relaxed);
         let reach = self.heads.reach(&self.state);
         self.heads.watchers.wake(at, reach);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn only_the_players_that_left_last_are_remembered() {
+        let heads = Arc::new(Playheads::new(1024));
+        let grace = Duration::from_secs(3600);
+        let live: Vec<Playhead> = (0..5).map(|i| heads.start(i * 10, u64::MAX, grace)).collect();
+        for i in 0..1000 {
+            drop(heads.start(i, i, grace));
+        }
+        // One more start prunes: the live five, the newest MAX_LEFT that
+        // left, and the new one.
+        let last = heads.start(2000, u64::MAX, grace);
+        assert_eq!(heads.len(), live.len() + MAX_LEFT + 1);
+        assert_eq!(heads.with_heads(|h| h.filter(|h| h.left.is_none()).count()), 6);
+        // The one that left last is among those kept: a player reading on
+        // where it stopped keeps its window.
+        assert!(heads.with_heads(|h| h.filter(|h| h.at == 999 && h.left.is_some()).count() == 1));
+        assert!(heads.with_heads(|h| h.filter(|h| h.at == 0 && h.limit == 0).count() == 0));
+        drop(last);
+    }
+
+    #[tokio::test]
+    async fn players_that_left_before_the_grace_are_forgotten() {
+        tokio::time::pause();
+        let heads = Arc::new(Playheads::new(1024));
+        let grace = Duration::from_secs(5);
+        drop(heads.start(1, 1, grace));
+        drop(heads.start(2, 2, grace));
+        tokio::time::advance(Duration::from_secs(6)).await;
+        let p = heads.start(3, u64::MAX, grace);
+        assert_eq!(heads.len(), 1);
+        drop(p);
     }
 }
