@@ -393,15 +393,25 @@ impl Sender<'_> {
             return Err(Retry::Again);
         };
         // A chunk this process did not write is checked against its
-        // checksum before its first byte is served.
-        let opened = tokio::task::spawn_blocking(move || {
-            let good = verified || files.verify(id, index, row.size_bytes, row.crc32c)?;
-            Ok::<_, io::Error>(match good {
-                true => Some(files.open(id, index, row.size_bytes)?),
-                false => None,
-            })
-        })
-        .await;
+        // checksum before its first byte is served. A checked chunk read
+        // before is still open: no trip to a blocking thread.
+        let kept = match verified {
+            true => files.kept_open(id, index, row.size_bytes),
+            false => None,
+        };
+        let opened = match kept {
+            Some(f) => Ok(Ok(Some(f))),
+            None => {
+                tokio::task::spawn_blocking(move || {
+                    let good = verified || files.verify(id, index, row.size_bytes, row.crc32c)?;
+                    Ok::<_, io::Error>(match good {
+                        true => Some(files.open(id, index, row.size_bytes)?),
+                        false => None,
+                    })
+                })
+                .await
+            }
+        };
         let file = match opened {
             Ok(Ok(Some(f))) => f,
             Ok(Ok(None)) => return self.corrupt(index).await,

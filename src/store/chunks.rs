@@ -14,6 +14,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 
 use super::error::{WriteError, WriteStage};
+use super::open_files::{OpenFiles, KEEP_OPEN};
 use super::read::BufPool;
 use super::MediaId;
 use crate::disk::beneath::{self, Beneath};
@@ -30,6 +31,8 @@ pub(crate) struct ChunkFiles {
     fsync: bool,
     /// Buffers for reading chunk files.
     pool: Arc<BufPool>,
+    /// Chunk files kept open for the next read.
+    open: Arc<OpenFiles>,
     #[cfg(any(test, feature = "testing"))]
     faults: super::faults::Faults,
 }
@@ -41,6 +44,7 @@ impl ChunkFiles {
             root: cache_dir.join("chunks"),
             fsync,
             pool: BufPool::new(read_piece, 64),
+            open: Arc::new(OpenFiles::new(KEEP_OPEN)),
             #[cfg(any(test, feature = "testing"))]
             faults: Default::default(),
         }
@@ -139,6 +143,7 @@ impl ChunkFiles {
                 .and_then(|_| if self.fsync { file.sync_data() } else { Ok(()) })
                 .map_err(|e| fail(WriteStage::Sync, &tmp_path, e))?;
             let dest = chunk_name(chunk_index);
+            self.open.forget(media_id, chunk_index);
             armed(WriteStage::Rename)
                 .and_then(|_| beneath::rename(&dir, &tmp, &dir, &dest))
                 .map_err(|e| fail(WriteStage::Rename, &dir_path.join(&dest), e))?;
@@ -151,7 +156,8 @@ impl ChunkFiles {
         result
     }
 
-    /// Opens a chunk file for reading, checking its length.
+    /// Opens a chunk file for reading, checking its length; kept open for
+    /// the next read (`kept_open`). Blocking.
     pub fn open(&self, media_id: MediaId, chunk_index: u64, len: u64) -> io::Result<Arc<File>> {
         let file = beneath::open_read(&self.dir(media_id, false)?, &chunk_name(chunk_index))?;
         let actual = file.metadata()?.len();
@@ -161,7 +167,15 @@ impl ChunkFiles {
                 format!("chunk file holds {actual} bytes, index says {len}"),
             ));
         }
-        Ok(Arc::new(file))
+        let file = Arc::new(file);
+        self.open.keep(media_id, chunk_index, len, &file);
+        Ok(file)
+    }
+
+    /// A chunk file `open` opened before with this length, still open:
+    /// no system call, so async callers use it right away.
+    pub fn kept_open(&self, media_id: MediaId, chunk_index: u64, len: u64) -> Option<Arc<File>> {
+        self.open.get(media_id, chunk_index, len)
     }
 
     /// Whether a chunk file has the recorded length and checksum. Blocking.
@@ -185,6 +199,7 @@ impl ChunkFiles {
     /// Moves `chunks/<dir>/<name>` into `<cache-dir>/quarantine/` (or
     /// deletes it when that fails). Blocking.
     pub fn quarantine_file(&self, dir: &str, name: &str) {
+        self.open.forget_named(dir, name);
         let Ok(from) = self.beneath.dir(&["chunks", dir], false) else {
             return;
         };
@@ -201,6 +216,7 @@ impl ChunkFiles {
 
     /// Removes `chunks/<dir>/<name>` (missing is fine). Blocking.
     pub fn remove_file(&self, dir: &str, name: &str) {
+        self.open.forget_named(dir, name);
         if let Ok(d) = self.beneath.dir(&["chunks", dir], false) {
             let _ = beneath::remove(&d, name);
         }
@@ -209,6 +225,7 @@ impl ChunkFiles {
     /// Removes `chunks/<dir>/<name>` if it still is the file `ino`.
     /// Blocking.
     pub fn remove_file_if(&self, dir: &str, name: &str, ino: u64) {
+        self.open.forget_named(dir, name);
         if let Ok(d) = self.beneath.dir(&["chunks", dir], false) {
             let _ = beneath::remove_if(&d, name, ino);
         }
@@ -221,6 +238,7 @@ impl ChunkFiles {
 
     /// Removes every file of a media version, off the async worker threads.
     pub async fn remove_media(&self, media_id: MediaId) {
+        self.open.forget_media(media_id);
         let files = self.clone();
         let _ = tokio::task::spawn_blocking(move || {
             let chunks = files.beneath.dir(&["chunks"], false)?;

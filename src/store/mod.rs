@@ -7,6 +7,7 @@ pub(crate) mod evict;
 pub mod faults;
 pub mod history;
 pub(crate) mod index;
+mod open_files;
 mod queries;
 pub(crate) mod read;
 pub mod recover;
