@@ -297,7 +297,10 @@ async fn throughput(
         let (bytes, requests, errors) = (bytes.clone(), requests.clone(), errors.clone());
         tasks.push(tokio::spawn(async move {
             let mut rng = rand::rngs::StdRng::seed_from_u64(seed.wrapping_add(i as u64));
+            // Each completed request's time, from send to its last byte.
+            let mut took: Vec<f64> = Vec::new();
             while tokio::time::Instant::now() < deadline {
+                let t0 = tokio::time::Instant::now();
                 let mut req = c.get(&url);
                 let mut want = None;
                 if let (Some(len), Some(size)) = (range_size, size) {
@@ -324,6 +327,7 @@ async fn throughput(
                 match tokio::time::timeout_at(deadline, one).await {
                     Ok(Ok(())) => {
                         requests.fetch_add(1, Ordering::Relaxed);
+                        took.push(ms(t0.elapsed()));
                     }
                     Ok(Err(())) => {
                         errors.fetch_add(1, Ordering::Relaxed);
@@ -332,12 +336,15 @@ async fn throughput(
                     Err(_) => break, // deadline hit mid-request: stop
                 }
             }
+            took
         }));
     }
+    let mut took = Vec::new();
     for t in tasks {
-        let _ = t.await;
+        took.extend(t.await.unwrap_or_default());
     }
     let secs = start.elapsed().as_secs_f64();
+    took.sort_by(|a, b| a.total_cmp(b));
     let total = bytes.load(Ordering::Relaxed);
     json!({
         "mode": "throughput",
@@ -349,6 +356,9 @@ async fn throughput(
         "bytes_per_sec": total as f64 / secs,
         "mib_per_sec": total as f64 / secs / 1048576.0,
         "requests_completed": requests.load(Ordering::Relaxed),
+        "requests_per_sec": requests.load(Ordering::Relaxed) as f64 / secs,
+        "request_p50_ms": percentile(&took, 50.0),
+        "request_p99_ms": percentile(&took, 99.0),
         "errors": errors.load(Ordering::Relaxed),
     })
 }
