@@ -29,7 +29,7 @@ use crate::store::{ChunkFiles, ChunkRow, Index};
 use crate::upstream::{UpstreamError, PROGRESS};
 
 /// Largest piece read from a chunk file at once: bounds memory per player.
-pub const READ_PIECE: u64 = 262144;
+pub const READ_PIECE: u64 = 131072;
 
 /// Largest piece of a downloading chunk handed on at once: what a player
 /// that does not read holds in its response's queue, and what spool counts
