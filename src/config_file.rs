@@ -166,8 +166,14 @@ fn upstreams(value: &toml::Value) -> anyhow::Result<Vec<UpstreamTable>> {
             bail!("`upstream` must be a list of tables ([[upstream]])");
         };
         for k in t.keys() {
-            if !matches!(k.as_str(), "origin" | "headers" | "redirect_hosts") {
-                bail!("[[upstream]]: unknown key `{k}` (origin, headers, redirect_hosts)");
+            if !matches!(
+                k.as_str(),
+                "origin" | "headers" | "redirect_hosts" | "cache_key_ignore_query"
+            ) {
+                bail!(
+                    "[[upstream]]: unknown key `{k}` (origin, headers, redirect_hosts, \
+                     cache_key_ignore_query)"
+                );
             }
         }
         let Some(origin) = t.get("origin").and_then(|o| o.as_str()) else {
@@ -211,6 +217,20 @@ fn upstreams(value: &toml::Value) -> anyhow::Result<Vec<UpstreamTable>> {
                 redirect_hosts.push(name);
             }
         }
+        let ignore: Vec<String> = match t.get("cache_key_ignore_query") {
+            None => Vec::new(),
+            Some(v) => v
+                .as_array()
+                .and_then(|l| l.iter().map(|n| n.as_str().map(str::to_owned)).collect())
+                .with_context(|| {
+                    format!(
+                        "[[upstream]] {origin}: cache_key_ignore_query must be a list of \
+                         query parameter names (or * patterns)"
+                    )
+                })?,
+        };
+        let cache_key_ignore_query = crate::upstream::QueryFilter::parse(&ignore)
+            .map_err(|e| anyhow::anyhow!("[[upstream]] {origin}: cache_key_ignore_query: {e}"))?;
         // One table per origin: two would each hold part of its rule, and
         // which part applies would depend on the lookup.
         if let Some(first) = out
@@ -226,6 +246,7 @@ fn upstreams(value: &toml::Value) -> anyhow::Result<Vec<UpstreamTable>> {
             origin: parsed.origin(),
             headers: map,
             redirect_hosts,
+            cache_key_ignore_query,
         });
     }
     Ok(out)
@@ -384,6 +405,34 @@ mod tests {
             let e = run(&file, &[]).unwrap_err();
             assert!(format!("{e:#}").contains("redirect_hosts"), "{bad}: {e:#}");
         }
+    }
+
+    #[test]
+    fn cache_keys_globally_and_per_upstream() {
+        let file = r#"
+            cache-key-ignore-query = ["Expires", "token"]
+            [[upstream]]
+            origin = "https://bucket.s3.example"
+            cache_key_ignore_query = ["X-Amz-*"]
+        "#;
+        let cli = run(file, &[]).unwrap();
+        let cfg = serve(&cli);
+        let q = &cfg.cache_key_ignore_query;
+        assert!(q.ignores("expires") && q.ignores("TOKEN") && !q.ignores("x-amz-date"));
+        let t = &cfg.upstream_tables[0].cache_key_ignore_query;
+        assert!(t.ignores("X-Amz-Signature") && !t.ignores("token"));
+        let cli = run("", &["--cache-key-ignore-query", "sig,X-Goog-*"]).unwrap();
+        assert!(serve(&cli).cache_key_ignore_query.ignores("x-goog-date"));
+        for bad in [r#"["a=b"]"#, r#""token""#, "[1]"] {
+            let file =
+                format!("[[upstream]]\norigin = \"http://h\"\ncache_key_ignore_query = {bad}");
+            let e = run(&file, &[]).unwrap_err();
+            assert!(
+                format!("{e:#}").contains("cache_key_ignore_query"),
+                "{bad}: {e:#}"
+            );
+        }
+        assert!(run("", &["--cache-key-ignore-query", "a&b"]).is_err());
     }
 
     /// The environment wins over the file. In a child process, so the

@@ -158,8 +158,10 @@ impl Server {
                             origin: t.origin.clone(),
                             headers: t.headers.clone(),
                             redirect_hosts: t.redirect_hosts.clone(),
+                            cache_key_ignore_query: t.cache_key_ignore_query.clone(),
                         })
                         .collect(),
+                    cache_key_ignore_query: cfg.cache_key_ignore_query.clone(),
                 },
             },
             metrics.clone(),

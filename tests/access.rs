@@ -427,6 +427,7 @@ async fn origin_credentials_go_to_their_origin_only() {
         origin: url::Url::parse(&origin.url("")).unwrap().origin(),
         headers,
         redirect_hosts: vec![],
+        cache_key_ignore_query: Default::default(),
     };
     let spool = Spool::start_with(&origin, |c| {
         c.upstream_tables = vec![creds];

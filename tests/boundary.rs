@@ -242,6 +242,7 @@ fn credentials_for(origin: &Origin) -> spool::config::UpstreamTable {
         origin: url::Url::parse(&origin.url("")).unwrap().origin(),
         headers,
         redirect_hosts: vec![],
+        cache_key_ignore_query: Default::default(),
     }
 }
 
@@ -339,6 +340,7 @@ async fn unsigned_redirect_hops_obey_the_allowlist() {
         origin: url::Url::parse(&origin.url("")).unwrap().origin(),
         headers: http::HeaderMap::new(),
         redirect_hosts: vec!["localhost".into()],
+        cache_key_ignore_query: Default::default(),
     };
     let cdn = Spool::start_with(&origin, |c| {
         c.signing.secret = Some(SECRET.into());

@@ -65,7 +65,7 @@ impl Fetcher {
     pub fn body(&self, media: &Media, pos: u64, end: u64) -> ResumingBody {
         ResumingBody::new(
             &self.upstream,
-            &media.url,
+            &media.urls,
             media.upstream_rule(),
             &media.version,
             pos,

@@ -17,7 +17,7 @@ use super::readahead::{Head, Policy, Window};
 use super::watch::Watchers;
 use crate::store::MediaId;
 use crate::store::{unix_now, ChunkRow, MediaRow};
-use crate::upstream::{UpstreamRule, Version};
+use crate::upstream::{UpstreamRule, UrlSet, Version};
 
 /// Where the bytes of one chunk are.
 #[derive(Debug, Clone)]
@@ -42,8 +42,12 @@ pub(crate) struct Instance(u64);
 #[derive(Debug)]
 pub(crate) struct Media {
     pub row: MediaRow,
-    /// The origin URL, parsed once.
+    /// The media's URL, parsed once: its identity (the cache key: the URL
+    /// without the query parameters the settings ignore).
     pub url: Arc<Url>,
+    /// The URLs that reached it, the newest first: what the origin is
+    /// asked with (the key itself when no parameter is ignored).
+    pub urls: UrlSet,
     /// What every origin response for it must agree with.
     pub version: Arc<Version>,
     /// The rule its fetches' redirects obey (`upstream/rule.rs`): that of
@@ -86,6 +90,7 @@ impl Media {
             .collect();
         Media {
             playheads: Arc::new(Playheads::new(row.chunk_size_bytes)),
+            urls: UrlSet::new(url.clone()),
             url,
             version: Arc::new(Version {
                 size: row.size_bytes,

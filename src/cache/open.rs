@@ -18,6 +18,7 @@ use super::settings::Settings;
 use crate::store::error::WriteStage;
 use crate::store::{unix_now, IndexError, MediaRow};
 use crate::store::{ChunkFiles, Index};
+use crate::upstream::resume::refused;
 use crate::upstream::{redact, Answer, Head, Upstream, UpstreamError, UpstreamRule};
 
 /// What opening a URL gives.
@@ -60,36 +61,42 @@ impl Opener {
         start: Option<(u64, Option<u64>)>,
     ) -> Result<Opened, UpstreamError> {
         let catalog = &self.catalog;
-        let key = url.as_str();
-        if let Some(m) = catalog.used(key) {
+        // A media is known by its key: the URL without the query
+        // parameters the settings ignore (a presigned URL's signature).
+        let keyed = self.upstream().cache_key(url);
+        let key = keyed.as_ref().unwrap_or(url);
+        if let Some(m) = catalog.used(key.as_str()) {
             if !m.is_stale(self.settings.revalidate_after) {
                 m.widen(rule);
+                m.urls.reached(url);
                 return Ok(Opened::Media(m));
             }
         }
-        let _opening = catalog.opening.enter(key).await;
-        self.open_locked(url, rule, start).await
+        let _opening = catalog.opening.enter(key.as_str()).await;
+        self.open_locked(url, key, rule, start).await
     }
 
     async fn open_locked(
         &self,
         url: &Url,
+        key: &Url,
         rule: &UpstreamRule,
         start: Option<(u64, Option<u64>)>,
     ) -> Result<Opened, UpstreamError> {
-        let known = match self.catalog.used(url.as_str()) {
+        let known = match self.catalog.used(key.as_str()) {
             Some(m) => {
                 m.widen(rule);
                 Some(m)
             }
-            None => self.load(url, rule).await,
+            None => self.load(key, rule).await,
         };
         if let Some(media) = known {
+            media.urls.reached(url);
             if !media.is_stale(self.settings.revalidate_after) || self.revalidate(&media).await {
                 return Ok(Opened::Media(media));
             }
         }
-        self.probe(url, rule, start).await
+        self.probe(url, key, rule, start).await
     }
 
     /// A media version from the index, if it knows one.
@@ -125,9 +132,10 @@ impl Opener {
     /// Returns false when it changed (and drops it). When the origin cannot
     /// answer, the cached copy goes on being served.
     async fn revalidate(&self, media: &Arc<Media>) -> bool {
+        let latest = media.urls.latest();
         let answer = match self
             .upstream()
-            .get(&media.url, &media.upstream_rule(), Some((0, Some(0))))
+            .get(&latest, &media.upstream_rule(), Some((0, Some(0))))
             .await
         {
             Ok(resp) => resp.head(),
@@ -137,6 +145,13 @@ impl Opener {
         let current = match answer.and_then(|head| media.version.check(&head, 0)) {
             Ok(_) => true,
             Err(UpstreamError::Changed) => false,
+            // A URL of a media known by its key that the origin refuses
+            // (an expired signature) says nothing of the media: what is
+            // cached stays, and a newer URL will fetch what is missing.
+            Err(e) if *latest != *media.url && refused(&e) => {
+                warn!(url = %redact(&media.url), error = %e, "the origin refused the newest URL of this media; serving the cached copy");
+                true
+            }
             Err(UpstreamError::Status(s))
                 if s == StatusCode::NOT_FOUND || s == StatusCode::GONE =>
             {
@@ -166,6 +181,7 @@ impl Opener {
     async fn probe(
         &self,
         url: &Url,
+        key: &Url,
         rule: &UpstreamRule,
         start: Option<(u64, Option<u64>)>,
     ) -> Result<Opened, UpstreamError> {
@@ -216,7 +232,7 @@ impl Opener {
         }
         let row = MediaRow {
             media_id: None,
-            url: url.as_str().to_owned(),
+            url: key.as_str().to_owned(),
             size_bytes: size,
             chunk_size_bytes: chunk_size,
             content_type: head.content_type.clone(),
@@ -226,7 +242,8 @@ impl Opener {
             accepts_ranges: head.status != StatusCode::OK,
             probed_unix: unix_now(),
         };
-        let media = self.record(url, rule, row).await;
+        let media = self.record(key, rule, row).await;
+        media.urls.reached(url);
         let etag = head.etag.as_deref().unwrap_or("-");
         let ranges = media.row.accepts_ranges;
         if self.titles.member(url).is_some() {

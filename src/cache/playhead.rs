@@ -354,7 +354,9 @@ mod tests {
     async fn only_the_players_that_left_last_are_remembered() {
         let heads = Arc::new(Playheads::new(1024));
         let grace = Duration::from_secs(3600);
-        let live: Vec<Playhead> = (0..5).map(|i| heads.start(i * 10, u64::MAX, grace)).collect();
+        let live: Vec<Playhead> = (0..5)
+            .map(|i| heads.start(i * 10, u64::MAX, grace))
+            .collect();
         for i in 0..1000 {
             drop(heads.start(i, i, grace));
         }
@@ -362,7 +364,10 @@ mod tests {
         // left, and the new one.
         let last = heads.start(2000, u64::MAX, grace);
         assert_eq!(heads.len(), live.len() + MAX_LEFT + 1);
-        assert_eq!(heads.with_heads(|h| h.filter(|h| h.left.is_none()).count()), 6);
+        assert_eq!(
+            heads.with_heads(|h| h.filter(|h| h.left.is_none()).count()),
+            6
+        );
         // The one that left last is among those kept: a player reading on
         // where it stopped keeps its window.
         assert!(heads.with_heads(|h| h.filter(|h| h.at == 999 && h.left.is_some()).count() == 1));

@@ -7,6 +7,7 @@ use std::time::Duration;
 use clap::Args;
 
 use crate::upstream::allow::AllowList;
+use crate::upstream::QueryFilter;
 
 use super::groups::*;
 use super::values::*;
@@ -23,6 +24,9 @@ pub struct UpstreamTable {
     /// Host names, lower case; `*.example.com` for any name below
     /// `example.com`.
     pub redirect_hosts: Vec<String>,
+    /// Query parameters not part of its media's identity, beyond
+    /// `--cache-key-ignore-query`.
+    pub cache_key_ignore_query: QueryFilter,
 }
 
 impl std::fmt::Debug for UpstreamTable {
@@ -32,6 +36,7 @@ impl std::fmt::Debug for UpstreamTable {
             .field("origin", &self.origin.ascii_serialization())
             .field("headers", &self.headers.keys().collect::<Vec<_>>())
             .field("redirect_hosts", &self.redirect_hosts)
+            .field("cache_key_ignore_query", &self.cache_key_ignore_query)
             .finish()
     }
 }
@@ -140,6 +145,15 @@ pub struct Config {
     /// separated (e.g. "nas.lan,192.168.1.0/24,127.0.0.1:8000").
     #[arg(long, env = "SPOOL_ALLOW_UPSTREAM", default_value = "", value_parser = AllowList::parse)]
     pub allow_upstream: AllowList,
+
+    /// Query parameters that are not part of a media's identity, comma
+    /// separated, `*` matching any run of characters, ASCII case ignored
+    /// (e.g. "X-Amz-*,Expires,token" for presigned S3/R2 URLs and CDN
+    /// tokens). Two URLs that differ only there are one media, cached
+    /// once; the newest URL that reached it is the one spool asks the
+    /// origin with, and an older one when the origin refuses it.
+    #[arg(long, env = "SPOOL_CACHE_KEY_IGNORE_QUERY", default_value = "", value_parser = QueryFilter::parse_list)]
+    pub cache_key_ignore_query: QueryFilter,
 
     /// Time allowed to connect to the origin.
     #[arg(long, env = "SPOOL_CONNECT_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]

@@ -110,6 +110,12 @@ impl Upstream {
         })
     }
 
+    /// The cache key of a media URL: `None` when the URL is its own
+    /// (no query parameter the settings ignore).
+    pub fn cache_key(&self, url: &Url) -> Option<Url> {
+        self.rules.cache_key(url)
+    }
+
     /// Times a broken transfer is resumed in a row before giving up.
     pub fn retries(&self) -> u32 {
         self.retries

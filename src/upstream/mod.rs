@@ -6,6 +6,7 @@ mod answer;
 mod client;
 mod error;
 mod head;
+mod key;
 pub(crate) mod resume;
 mod rule;
 
@@ -13,5 +14,7 @@ pub(crate) use answer::Answer;
 pub(crate) use client::{parse_url, redact, Settings, Upstream};
 pub(crate) use error::UpstreamError;
 pub(crate) use head::{Head, Version};
+pub use key::QueryFilter;
+pub(crate) use key::UrlSet;
 pub(crate) use resume::{ResumingBody, PROGRESS};
 pub(crate) use rule::{OriginRule, Rules, UpstreamRule};

@@ -13,10 +13,14 @@ use super::answer::Answer;
 use super::client::{redact, Upstream};
 use super::error::UpstreamError;
 use super::head::{Head, Version};
+use super::key::UrlSet;
 use super::rule::UpstreamRule;
 
 pub(crate) struct ResumingBody {
     upstream: Upstream,
+    /// The URLs that reached the media, the newest first.
+    urls: UrlSet,
+    /// The one the last request went to.
     url: Arc<Url>,
     /// The rule its requests' redirects obey.
     rule: UpstreamRule,
@@ -44,7 +48,7 @@ pub(crate) struct ResumingBody {
 impl ResumingBody {
     pub fn new(
         upstream: &Upstream,
-        url: &Arc<Url>,
+        urls: &UrlSet,
         rule: UpstreamRule,
         version: &Arc<Version>,
         pos: u64,
@@ -52,7 +56,8 @@ impl ResumingBody {
     ) -> ResumingBody {
         ResumingBody {
             upstream: upstream.clone(),
-            url: url.clone(),
+            urls: urls.clone(),
+            url: urls.latest(),
             rule,
             version: version.clone(),
             first: pos,
@@ -108,14 +113,31 @@ impl ResumingBody {
     /// they are read (a run asking for its next stretch while it still
     /// reads the last one).
     pub async fn open(&mut self) -> Result<(), UpstreamError> {
-        if self.resp.is_none() && self.pos <= self.end {
-            let range = Some((self.pos, Some(self.end)));
-            let resp = self.upstream.get(&self.url, &self.rule, range).await?;
-            let head = resp.head()?;
-            self.skip = self.version.check(&head, self.pos)?;
-            self.upstream.may_skip(self.skip)?;
-            self.resp = Some(resp);
+        if self.resp.is_some() || self.pos > self.end {
+            return Ok(());
         }
+        // The newest URL first; when the origin refuses it (an expired
+        // presigned URL from a player with an old link), the others.
+        let urls = self.urls.all();
+        for (i, url) in urls.iter().enumerate() {
+            self.url = url.clone();
+            match self.request().await {
+                Err(e) if refused(&e) && i + 1 < urls.len() => {
+                    debug!(url = %redact(url), error = %e, "origin refused this URL of the media; asking with another");
+                }
+                r => return r,
+            }
+        }
+        Ok(())
+    }
+
+    async fn request(&mut self) -> Result<(), UpstreamError> {
+        let range = Some((self.pos, Some(self.end)));
+        let resp = self.upstream.get(&self.url, &self.rule, range).await?;
+        let head = resp.head()?;
+        self.skip = self.version.check(&head, self.pos)?;
+        self.upstream.may_skip(self.skip)?;
+        self.resp = Some(resp);
         Ok(())
     }
 
@@ -184,6 +206,14 @@ impl ResumingBody {
 /// an origin that breaks every answer after a few bytes must not earn
 /// endless retries.
 pub(crate) const PROGRESS: u64 = 1 << 20;
+
+/// How an origin refuses a URL it no longer honours (an expired
+/// signature), as opposed to a media that is not there.
+pub(crate) fn refused(e: &UpstreamError) -> bool {
+    use reqwest::StatusCode;
+    matches!(e, UpstreamError::Status(s)
+        if *s == StatusCode::UNAUTHORIZED || *s == StatusCode::FORBIDDEN || *s == StatusCode::GONE)
+}
 
 fn backoff(failures: u32) -> Duration {
     Duration::from_millis(50 << failures.min(5))

@@ -22,6 +22,7 @@ use std::sync::Arc;
 use url::Url;
 
 use super::allow::AllowList;
+use super::key::QueryFilter;
 
 /// Where hops may go.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -86,17 +87,34 @@ pub(crate) struct OriginRule {
     pub headers: http::HeaderMap,
     /// Hosts its redirects may lead to (`*.domain` for any name below).
     pub redirect_hosts: Vec<String>,
+    /// Query parameters not part of its media's identity, beyond
+    /// `Rules::cache_key_ignore_query`.
+    pub cache_key_ignore_query: QueryFilter,
 }
 
 /// The `[[upstream]]` tables and the allowlist, as hops are judged.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Rules {
     pub origins: Vec<OriginRule>,
+    /// Query parameters not part of any media's identity
+    /// (`--cache-key-ignore-query`).
+    pub cache_key_ignore_query: QueryFilter,
 }
 
 impl Rules {
     fn of(&self, origin: &url::Origin) -> Option<&OriginRule> {
         self.origins.iter().find(|r| r.origin == *origin)
+    }
+
+    /// The cache key of `url` (`key.rs`): `None` when the URL is its own.
+    pub fn cache_key(&self, url: &Url) -> Option<Url> {
+        match self.of(&url.origin()) {
+            Some(r) if !r.cache_key_ignore_query.is_empty() => self
+                .cache_key_ignore_query
+                .and(&r.cache_key_ignore_query)
+                .key(url),
+            _ => self.cache_key_ignore_query.key(url),
+        }
     }
 
     /// The headers to send to `origin`, if it has any.
@@ -180,14 +198,34 @@ mod tests {
                     origin: u("http://nas.lan:8096").origin(),
                     headers: creds,
                     redirect_hosts: vec![],
+                    cache_key_ignore_query: QueryFilter::default(),
                 },
                 OriginRule {
                     origin: u("https://cdn.example").origin(),
                     headers: http::HeaderMap::new(),
                     redirect_hosts: vec!["store.example.net".into(), "*.s3.example".into()],
+                    cache_key_ignore_query: QueryFilter::parse(&["X-Amz-*"]).unwrap(),
                 },
             ],
+            cache_key_ignore_query: QueryFilter::parse(&["token"]).unwrap(),
         }
+    }
+
+    #[test]
+    fn cache_keys_add_an_upstreams_names_to_the_global_ones() {
+        let r = rules();
+        let key = |s: &str| r.cache_key(&u(s)).map(|k| k.to_string());
+        // cdn.example ignores X-Amz-* and, as every origin does, token.
+        assert_eq!(
+            key("https://cdn.example/a.mp4?X-Amz-Signature=1&token=2&v=3").as_deref(),
+            Some("https://cdn.example/a.mp4?v=3")
+        );
+        // Elsewhere only the global names.
+        assert_eq!(
+            key("http://media.lan/a.mp4?X-Amz-Signature=1&token=2").as_deref(),
+            Some("http://media.lan/a.mp4?X-Amz-Signature=1")
+        );
+        assert_eq!(key("http://media.lan/a.mp4?v=1"), None);
     }
 
     #[test]

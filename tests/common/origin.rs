@@ -90,6 +90,10 @@ pub struct Faults {
     /// Send this `Content-Encoding` (the body is served as stored), as an
     /// origin that compresses whatever the client asks would.
     pub content_encoding: Option<String>,
+    /// Answer presigned URLs only (`Origin::presign`), until they expire:
+    /// a URL without a valid signature, or past its expiry, gets 403, as
+    /// S3 answers.
+    pub presigned: bool,
 }
 
 impl Faults {
@@ -190,6 +194,42 @@ struct Inner {
     salt: u32,
 }
 
+impl Inner {
+    fn signature(&self, path: &str, expires: &str, nonce: u64) -> String {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        (self.salt, path, expires, nonce).hash(&mut h);
+        format!("{:016x}", h.finish())
+    }
+
+    /// Whether `query` presigns `path` and has not expired; why not.
+    fn check_presigned(&self, path: &str, query: &str) -> Result<(), &'static str> {
+        let get = |name: &str| {
+            query
+                .split('&')
+                .find_map(|p| p.strip_prefix(name)?.strip_prefix('='))
+        };
+        let (Some(expires), Some(nonce), Some(sig)) = (
+            get("X-Amz-Expires"),
+            get("X-Amz-Nonce").and_then(|n| n.parse::<u64>().ok()),
+            get("X-Amz-Signature"),
+        ) else {
+            return Err("not a presigned URL");
+        };
+        if self.signature(path, expires, nonce) != sig {
+            return Err("signature does not match");
+        }
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_secs_f64();
+        match expires.parse::<f64>() {
+            Ok(t) if t > now => Ok(()),
+            _ => Err("request has expired"),
+        }
+    }
+}
+
 /// The test origin. Cheap to clone; the server runs on the tokio runtime
 /// that called [`Origin::start`] and stops with it.
 #[derive(Clone)]
@@ -260,6 +300,26 @@ impl Origin {
 
     pub fn addr(&self) -> SocketAddr {
         self.inner.addr
+    }
+
+    /// A presigned URL of `path` valid for `ttl` from now, S3 style: the
+    /// expiry and a signature in the query (`X-Amz-Expires`,
+    /// `X-Amz-Signature`), the signature new for every URL.
+    pub fn presign(&self, path: &str, ttl: Duration) -> String {
+        let expires = SystemTime::now()
+            .checked_add(ttl)
+            .unwrap_or(UNIX_EPOCH)
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_secs_f64();
+        let nonce = self.inner.next_tag.fetch_add(1, Ordering::Relaxed);
+        let sig = self
+            .inner
+            .signature(&key_of(path), &format!("{expires:.3}"), nonce);
+        format!(
+            "{}?X-Amz-Expires={expires:.3}&X-Amz-Nonce={nonce}&X-Amz-Signature={sig}",
+            self.url(path)
+        )
     }
 
     /// `http://127.0.0.1:PORT/<path>` (a leading `/` in `path` is allowed).
@@ -592,6 +652,19 @@ async fn handle(
         log: log.clone(),
         open: inner.open_bodies.clone(),
     };
+    let presigned = inner
+        .faults
+        .lock()
+        .unwrap()
+        .get(&key)
+        .is_some_and(|f| f.presigned);
+    if presigned {
+        if let Err(why) = inner.check_presigned(&key, &query) {
+            let res = small(StatusCode::FORBIDDEN, format!("{why}\n"), meter, false);
+            log.status.store(403, Ordering::Relaxed);
+            return res;
+        }
+    }
     let res = answer(&inner, &key, file, &method, range_hdr, &headers, meter).await;
     log.status
         .store(res.status().as_u16() as u64, Ordering::Relaxed);

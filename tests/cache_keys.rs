@@ -1,0 +1,250 @@
+//! Cache keys for URLs whose query changes on every link (presigned S3
+//! URLs, CDN tokens): `--cache-key-ignore-query` names the parameters that
+//! are not part of a media's identity. Over real HTTP, against an origin
+//! that answers presigned URLs only until they expire.
+
+mod common;
+
+use std::time::Duration;
+
+use common::origin::{Faults, Origin};
+use common::{cached_chunks, client, data, get, wait_for, wait_until_cached, Spool};
+use spool::upstream::QueryFilter;
+
+const CHUNK: usize = 64 * 1024;
+
+async fn presigned_origin(name: &str, size: usize) -> (Origin, bytes::Bytes) {
+    let origin = Origin::start().await;
+    let body = data(size, 11);
+    origin.add_file(name, body.clone(), "video/mp4");
+    origin.set_faults(
+        name,
+        Faults {
+            presigned: true,
+            ..Faults::default()
+        },
+    );
+    (origin, body)
+}
+
+async fn keyed_spool(origin: &Origin) -> Spool {
+    Spool::start_with(origin, |c| {
+        c.cache_key_ignore_query = QueryFilter::parse_list("X-Amz-*").unwrap();
+    })
+    .await
+}
+
+/// Waits until the origin refuses a presigned URL as expired.
+async fn expired(url: &str) {
+    wait_for("the presigned URL to expire", || async {
+        get(&client(), url, Some("bytes=0-0")).await.0 == 403
+    })
+    .await;
+}
+
+/// The media rows of the index whose URL names `name`.
+fn media_urls(spool: &Spool, name: &str) -> Vec<String> {
+    let conn = rusqlite::Connection::open_with_flags(
+        spool.cache_dir.join("index.db"),
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+    )
+    .unwrap();
+    let mut stmt = conn
+        .prepare("SELECT url FROM media WHERE url LIKE '%' || ?1 || '%'")
+        .unwrap();
+    let rows = stmt.query_map([name], |r| r.get(0)).unwrap();
+    rows.map(Result::unwrap).collect()
+}
+
+#[tokio::test]
+async fn a_media_fetched_under_one_presigned_url_replays_under_a_newer_one_for_nothing() {
+    let size = 5 * CHUNK + 777;
+    let (origin, body) = presigned_origin("film.mp4", size).await;
+    let spool = keyed_spool(&origin).await;
+    let c = client();
+    // The origin itself refuses a URL that is not presigned.
+    let (status, _, _) = get(&c, &origin.url("film.mp4"), None).await;
+    assert_eq!(status, 403);
+
+    let first = origin.presign("film.mp4", Duration::from_secs(60));
+    let (status, _, got) = get(&c, &spool.url(&first), None).await;
+    assert_eq!(status, 200);
+    assert!(got == body, "bytes differ from the origin's");
+    let key = origin.url("film.mp4");
+    wait_until_cached(&spool.cache_dir, &key).await;
+    // One media, known by its key: the URL without the signature.
+    assert_eq!(media_urls(&spool, "film.mp4"), vec![key.clone()]);
+
+    origin.reset_stats();
+    let newer = origin.presign("film.mp4", Duration::from_secs(60));
+    assert_ne!(first, newer);
+    let (status, _, got) = get(&c, &spool.url(&newer), None).await;
+    assert_eq!(status, 200);
+    assert!(got == body, "bytes differ on the replay");
+    let (status, _, got) = get(&c, &spool.url(&newer), Some("bytes=100000-200000")).await;
+    assert_eq!(status, 206);
+    assert!(got == body.slice(100000..=200000));
+    assert_eq!(
+        origin.stats().requests,
+        0,
+        "the replay under a newer URL went to the origin"
+    );
+    assert_eq!(media_urls(&spool, "film.mp4").len(), 1);
+
+    // After a restart, a third URL still finds it.
+    let (dir, _tmp) = spool.stop().await;
+    let mut cfg = common::test_config(&dir, &origin);
+    cfg.cache_key_ignore_query = QueryFilter::parse_list("X-Amz-*").unwrap();
+    let spool = Spool::start_cfg(cfg).await;
+    let third = origin.presign("film.mp4", Duration::from_secs(60));
+    let (status, _, got) = get(&c, &spool.url(&third), Some("bytes=1000-")).await;
+    assert_eq!(status, 206);
+    assert!(got == body.slice(1000..));
+    assert_eq!(
+        origin.stats().requests,
+        0,
+        "after a restart the media was fetched again"
+    );
+}
+
+#[tokio::test]
+async fn without_the_setting_every_presigned_url_is_a_media_of_its_own() {
+    let size = 2 * CHUNK;
+    let (origin, body) = presigned_origin("clip.mp4", size).await;
+    let spool = Spool::start(&origin).await;
+    let c = client();
+    for _ in 0..2 {
+        let u = origin.presign("clip.mp4", Duration::from_secs(60));
+        let (status, _, got) = get(&c, &spool.url(&u), None).await;
+        assert_eq!(status, 200);
+        assert!(got == body);
+    }
+    wait_for("two media rows", || async {
+        media_urls(&spool, "clip.mp4").len() == 2
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_missing_chunk_after_the_first_url_expired_comes_with_the_newer_one() {
+    let size = 6 * CHUNK;
+    let (origin, body) = presigned_origin("show.mp4", size).await;
+    let spool = keyed_spool(&origin).await;
+    let key = origin.url("show.mp4");
+    let c = client();
+
+    // A player opens the media with a URL that expires soon and reads the
+    // first chunk only.
+    let short = origin.presign("show.mp4", Duration::from_secs(2));
+    let (status, _, got) = get(&c, &spool.url(&short), Some("bytes=0-1000")).await;
+    assert_eq!(status, 206);
+    assert!(got == body.slice(0..=1000));
+    wait_for("chunk 0 cached", || async {
+        cached_chunks(&spool.cache_dir, &key).contains(&0)
+    })
+    .await;
+    expired(&short).await;
+
+    // A newer URL reaches the media: the missing chunk 3 is fetched with it.
+    origin.reset_stats();
+    let fresh = origin.presign("show.mp4", Duration::from_secs(60));
+    let a = 3 * CHUNK + 10;
+    let (status, _, got) = get(
+        &c,
+        &spool.url(&fresh),
+        Some(&format!("bytes={a}-{}", a + 999)),
+    )
+    .await;
+    assert_eq!(status, 206);
+    assert!(got == body.slice(a..a + 1000));
+    let log = origin.requests_log();
+    assert!(!log.is_empty());
+    let fresh_query = fresh.split_once('?').unwrap().1;
+    for r in &log {
+        assert!(
+            r.path.ends_with(fresh_query),
+            "asked with another URL: {}",
+            r.path
+        );
+        assert_eq!(r.status, 206, "{}", r.path);
+    }
+
+    // A player with the old, expired link: what is cached is served, and
+    // a missing chunk is fetched with the newer URL after the origin
+    // refused the old one.
+    origin.reset_stats();
+    let (status, _, got) = get(&c, &spool.url(&short), Some("bytes=0-1000")).await;
+    assert_eq!(status, 206);
+    assert!(got == body.slice(0..=1000));
+    assert_eq!(origin.stats().requests, 0);
+    let b = 5 * CHUNK + 5;
+    let (status, _, got) = get(
+        &c,
+        &spool.url(&short),
+        Some(&format!("bytes={b}-{}", b + 999)),
+    )
+    .await;
+    assert_eq!(status, 206);
+    assert!(
+        got == body.slice(b..b + 1000),
+        "bytes differ after the retry"
+    );
+    let log = origin.requests_log();
+    let short_query = short.split_once('?').unwrap().1;
+    assert!(
+        log.iter()
+            .any(|r| r.path.ends_with(short_query) && r.status == 403),
+        "the old URL was not tried first: {:?}",
+        log.iter().map(|r| (&r.path, r.status)).collect::<Vec<_>>()
+    );
+    assert!(
+        log.iter()
+            .any(|r| r.path.ends_with(fresh_query) && r.status == 206),
+        "no retry with the newer URL"
+    );
+    // Nothing cached was dropped; what the newer URL fetched is cached.
+    wait_for("chunks 0, 3 and 5 cached", || async {
+        let cached = cached_chunks(&spool.cache_dir, &key);
+        [0, 3, 5].iter().all(|i| cached.contains(i))
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn with_no_newer_url_the_player_gets_no_wrong_byte_and_the_cache_stays() {
+    let size = 4 * CHUNK;
+    let (origin, body) = presigned_origin("old.mp4", size).await;
+    let spool = keyed_spool(&origin).await;
+    let key = origin.url("old.mp4");
+    let c = client();
+    let short = origin.presign("old.mp4", Duration::from_secs(2));
+    let (status, _, got) = get(&c, &spool.url(&short), Some("bytes=0-99")).await;
+    assert_eq!(status, 206);
+    assert!(got == body.slice(0..100));
+    wait_for("chunk 0 cached", || async {
+        cached_chunks(&spool.cache_dir, &key).contains(&0)
+    })
+    .await;
+    expired(&short).await;
+    // Only the expired URL is known: the missing bytes cannot be had.
+    let a = 2 * CHUNK;
+    let resp = c
+        .get(spool.url(&short))
+        .header("range", format!("bytes={a}-{}", a + 999))
+        .send()
+        .await
+        .unwrap();
+    let status = resp.status().as_u16();
+    let got = resp.bytes().await.unwrap_or_default();
+    assert!(
+        status >= 400 || got.len() < 1000,
+        "an expired URL's missing bytes came as a whole answer ({status}, {} bytes)",
+        got.len()
+    );
+    assert!(got.is_empty() || status >= 400 || got == body.slice(a..a + got.len()));
+    // The cached chunk still plays, under the expired URL too.
+    let (status, _, got) = get(&c, &spool.url(&short), Some("bytes=0-99")).await;
+    assert_eq!(status, 206);
+    assert!(got == body.slice(0..100));
+    assert!(cached_chunks(&spool.cache_dir, &key).contains(&0));
+}
