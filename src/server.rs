@@ -11,8 +11,10 @@ use anyhow::Context;
 use tracing::{error, info};
 
 use crate::cache::catalog::Catalog;
+use crate::cache::fill::FillPace;
 use crate::cache::memcache::MemCache;
 use crate::cache::persist::{self, Writer};
+use crate::cache::prefetch::{Prefetches, MAX_PREFETCH_JOBS};
 use crate::cache::run::Runs;
 use crate::cache::upkeep::{self, Upkeep};
 use crate::cache::{self, Accesses, Cache};
@@ -132,6 +134,7 @@ impl Server {
             max_media_size: cfg.max_media_size,
             write_timeout: cfg.write_timeout,
             max_streams: cfg.max_streams,
+            fill_after: cfg.fill_while_watched.then_some(cfg.fill_after),
         };
         let disk = Disk::new(
             &dir,
@@ -317,6 +320,19 @@ impl Server {
         };
         let metrics = self.metrics.clone();
         let stop = tokio_util::sync::CancellationToken::new();
+        let prefetches = Prefetches::new(self.cache.clone(), MAX_PREFETCH_JOBS);
+        // Fill while watched: the media players watch, and those a
+        // restart stopped.
+        if let (true, Some(asked)) = (cfg.fill_while_watched, self.cache.fills().requests()) {
+            let tasks = self.cache.tasks().clone();
+            tasks.spawn(cache::filler::fill(
+                prefetches.clone(),
+                self.index.clone(),
+                FillPace::new(cfg.fill_rate, self.writer.clone()),
+                asked,
+                tasks.clone(),
+            ));
+        }
         // Behind reverse proxies: whom to believe about clients, and the
         // public URL's path prefix, which requests may carry.
         let trusted = Arc::new(cfg.trusted_proxies.clone());
@@ -353,6 +369,7 @@ impl Server {
                 self.metrics.clone(),
                 access,
                 control,
+                prefetches,
             );
             tasks.spawn(http::serve(
                 admin,

@@ -69,6 +69,8 @@ pub(super) struct Bodies {
     pub sessions: Sessions,
     /// When chunks were read, batched for the index.
     pub accesses: super::access::Accesses,
+    /// Media asked to be filled as players watch them.
+    pub fills: super::fill::Fills,
     pub runs: Runs,
     pub index: Index,
     pub files: ChunkFiles,
@@ -117,6 +119,7 @@ pub(super) async fn produce(
         touched: Vec::new(),
         sent: Sent::default(),
         since: player.since,
+        player: client.is_some(),
     };
     let mut result = Ok(());
     for part in parts {
@@ -185,6 +188,8 @@ struct Sender<'a> {
     sent: Sent,
     /// When the request arrived.
     since: Instant,
+    /// A player's request (not a prefetch or a fill reading).
+    player: bool,
 }
 
 impl Sender<'_> {
@@ -206,6 +211,10 @@ impl Sender<'_> {
             }
         }
         self.cache.metrics.served(source, n);
+        if self.player && source != "framing" {
+            // Watched long enough: the rest of it may be filled.
+            self.cache.fills.watched(self.media, self.playhead.began());
+        }
         if source != "framing" && self.sent.cache + self.sent.origin == 0 {
             self.cache.metrics.first_byte(source, self.since.elapsed());
         }

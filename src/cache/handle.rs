@@ -67,6 +67,7 @@ impl Cache {
                     settings,
                     sessions: super::Sessions::new(titles.clone()),
                     accesses,
+                    fills: super::fill::Fills::new(settings.fill_after),
                     runs: runs.clone(),
                     index: index.clone(),
                     files: files.clone(),
@@ -129,6 +130,10 @@ impl Cache {
     }
 
     /// The playlists and manifests kept in memory.
+    pub fn fills(&self) -> &super::fill::Fills {
+        &self.inner.bodies.fills
+    }
+
     pub fn playlists(&self) -> &Playlists {
         &self.inner.playlists
     }

@@ -4,8 +4,8 @@
 //!
 //! Inside this folder, imports point one way:
 //! `error, readahead, pace, gates, lru, settings, titles <- inflight, playhead <- media <- catalog
-//! <- memcache <- persist <- fetch <- driver <- run <- index_first <- open, body, admin,
-//! playlists <- handle <- prefetch`, with `upkeep` beside them. `Cache`
+//! <- memcache <- persist <- fill <- fetch <- driver <- run <- index_first <- open, body, admin,
+//! playlists <- handle <- prefetch <- filler`, with `upkeep` beside them. `Cache`
 //! (handle.rs) is the one handle the layers above hold; each concern
 //! behind it is a handle of its own (`Opener`, `Bodies`, `Playlists`,
 //! `Inventory`).
@@ -17,6 +17,8 @@ pub(crate) mod catalog;
 mod driver;
 mod error;
 mod fetch;
+pub(crate) mod fill;
+pub(crate) mod filler;
 mod gates;
 mod handle;
 mod index_first;

@@ -101,6 +101,26 @@ impl Writer {
         n
     }
 
+    /// Why the cache may not grow by `more` bytes now (a fill waits for
+    /// nobody and must not push out what is cached), if it may not:
+    /// caching paused, the disk below its healthy levels, or
+    /// `--max-cache-size` passed.
+    pub async fn may_grow(&self, more: u64) -> Result<(), &'static str> {
+        let inner = &self.inner;
+        if !inner.breaker.is_writing() {
+            return Err("caching is paused");
+        }
+        if let Some((_, level)) = inner.disk.last() {
+            if level >= crate::disk::Level::Warning {
+                return Err("the disk is low on free space");
+            }
+        }
+        match inner.evictor.has_room(more).await {
+            true => Ok(()),
+            false => Err("it would pass --max-cache-size"),
+        }
+    }
+
     /// Writes the chunks of `media` kept in memory (a prefetch writes
     /// them instead of fetching them again).
     pub fn write_kept_of(&self, media: &Arc<Media>) {

@@ -21,11 +21,15 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use url::Url;
 
+use super::fill::FillPace;
 use super::handle::Cache;
 use super::media::Media;
-use super::warm::{title_files, warm_media};
+use super::warm::{title_files, warm_media, WarmError};
 use crate::manifest::Variant;
 use crate::upstream::redact;
+
+/// Prefetch jobs running at once at most (fills are not counted).
+pub(crate) const MAX_PREFETCH_JOBS: usize = 4;
 
 /// Finished jobs kept for their progress to be read.
 const KEEP_FINISHED: usize = 32;
@@ -67,6 +71,9 @@ pub(crate) enum Phase {
     Incomplete,
     Failed,
     Cancelled,
+    /// A fill held back: caching paused, the disk low, or
+    /// `--max-cache-size` reached (it goes on after a restart).
+    Stopped,
 }
 
 impl Phase {
@@ -79,6 +86,7 @@ impl Phase {
             Phase::Incomplete => "incomplete",
             Phase::Failed => "failed",
             Phase::Cancelled => "cancelled",
+            Phase::Stopped => "stopped",
         }
     }
 
@@ -92,6 +100,9 @@ pub(crate) struct Job {
     url: Url,
     /// The renditions warmed when the URL is a title's playlist.
     variant: Variant,
+    /// A fill while watched: paced, and held back when the cache may not
+    /// grow.
+    fill: Option<FillPace>,
     cancel: CancellationToken,
     started: Instant,
     /// Bytes of missing chunks that arrived during this job.
@@ -189,6 +200,8 @@ impl Files {
 #[derive(Debug, Clone, Serialize)]
 pub(crate) struct JobView {
     pub job: u64,
+    /// `prefetch` (asked for), or `fill` (a media being watched).
+    pub kind: &'static str,
     pub url: String,
     pub state: Phase,
     /// For a title: the renditions chosen (`best`, `worst`, `all`, a
@@ -248,6 +261,10 @@ impl Job {
         };
         JobView {
             job: self.id,
+            kind: match self.fill {
+                Some(_) => "fill",
+                None => "prefetch",
+            },
             url: redact(&self.url),
             state: st.phase,
             variant: st.files.map(|_| self.variant.to_string()),
@@ -281,6 +298,10 @@ impl Job {
     fn is_running(&self) -> bool {
         self.state.lock().unwrap().phase.is_running()
     }
+
+    pub fn phase(&self) -> Phase {
+        self.state.lock().unwrap().phase
+    }
 }
 
 /// Why a job was not started.
@@ -305,6 +326,22 @@ impl Prefetches {
     /// for a title, the renditions `variant` chooses), or returns the job
     /// already warming it (false: not new).
     pub fn start(&self, url: Url, variant: Variant) -> Result<(Arc<Job>, bool), Refused> {
+        self.start_job(url, variant, None)
+    }
+
+    /// Starts filling the media at `url` at `pace` (`fill.rs`), or returns
+    /// the job already warming it (false: not new).
+    pub fn start_fill(&self, url: Url, pace: FillPace) -> (Arc<Job>, bool) {
+        self.start_job(url, Variant::Best, Some(pace))
+            .expect("fills are not counted")
+    }
+
+    fn start_job(
+        &self,
+        url: Url,
+        variant: Variant,
+        fill: Option<FillPace>,
+    ) -> Result<(Arc<Job>, bool), Refused> {
         let mut jobs = self.inner.jobs.lock().unwrap();
         let running: Vec<&Arc<Job>> = jobs.list.iter().filter(|j| j.is_running()).collect();
         if let Some(j) = running
@@ -313,14 +350,16 @@ impl Prefetches {
         {
             return Ok(((*j).clone(), false));
         }
-        if running.len() >= self.inner.max_running {
-            return Err(Refused::Busy(running.len()));
+        let prefetching = running.iter().filter(|j| j.fill.is_none()).count();
+        if fill.is_none() && prefetching >= self.inner.max_running {
+            return Err(Refused::Busy(prefetching));
         }
         jobs.next_id += 1;
         let job = Arc::new(Job {
             id: jobs.next_id,
             url,
             variant,
+            fill,
             cancel: CancellationToken::new(),
             started: Instant::now(),
             fetched: AtomicU64::new(0),
@@ -373,6 +412,7 @@ impl Prefetches {
 enum Stop {
     Cancelled,
     Failed(String),
+    Held(&'static str),
 }
 
 async fn run(cache: Cache, job: Arc<Job>) {
@@ -389,6 +429,10 @@ async fn run(cache: Cache, job: Arc<Job>) {
             Err(Stop::Failed(why)) => {
                 st.phase = Phase::Failed;
                 st.error = Some(why);
+            }
+            Err(Stop::Held(why)) => {
+                st.phase = Phase::Stopped;
+                st.error = Some(format!("stopped: {why}"));
             }
         }
     });
@@ -414,9 +458,12 @@ async fn warm(cache: &Cache, job: &Job) -> Result<Phase, Stop> {
         })
     };
     let arrived = |n: u64| job.arrived(n);
-    let warmed = warm_media(cache, &job.url, &opened, &arrived)
+    let warmed = warm_media(cache, &job.url, &opened, &arrived, job.fill.as_ref())
         .await
-        .map_err(Stop::Failed)?;
+        .map_err(|e| match e {
+            WarmError::Failed(why) => Stop::Failed(why),
+            WarmError::Held(why) => Stop::Held(why),
+        })?;
     job.set(|st| st.cached_at_end = Some(warmed.cached_at_end));
     Ok(if warmed.cached_at_end == warmed.size {
         Phase::Done
@@ -453,7 +500,7 @@ async fn warm_title(cache: &Cache, job: &Job, files: Vec<Url>) -> Result<Phase, 
     let mut each = futures::stream::iter(files)
         .map(|u| {
             let (opened, arrived) = (&opened, &arrived);
-            async move { (warm_media(cache, &u, opened, arrived).await, u) }
+            async move { (warm_media(cache, &u, opened, arrived, None).await, u) }
         })
         .buffer_unordered(FILES_AT_ONCE);
     while let Some((result, url)) = each.next().await {

@@ -23,6 +23,8 @@ pub(crate) struct Settings {
     pub write_timeout: Duration,
     /// Response bodies streaming at once.
     pub max_streams: usize,
+    /// Fill while watched: after how long a player read (None: off).
+    pub fill_after: Option<Duration>,
 }
 
 impl Settings {

@@ -13,6 +13,7 @@ use tokio::time::Instant;
 use url::Url;
 
 use super::body::{BodyPart, Player, Span};
+use super::fill::FillPace;
 use super::handle::Cache;
 use super::media::{Media, Slot};
 use super::open::Opened;
@@ -25,6 +26,32 @@ const WRITE_WAIT: Duration = Duration::from_secs(10);
 /// Most files one title's prefetch warms.
 pub(super) const MAX_TITLE_FILES: usize = 200_000;
 
+/// Why a media was not warmed whole.
+#[derive(Debug)]
+pub(super) enum WarmError {
+    Failed(String),
+    /// A fill held back (`fill.rs`): the cache may not grow now.
+    Held(&'static str),
+}
+
+impl std::fmt::Display for WarmError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            WarmError::Failed(why) => f.write_str(why),
+            WarmError::Held(why) => write!(f, "stopped: {why}"),
+        }
+    }
+}
+
+impl From<String> for WarmError {
+    fn from(why: String) -> WarmError {
+        WarmError::Failed(why)
+    }
+}
+
+/// How often a fill asks whether the cache may still grow.
+const FILL_CHECK: Duration = Duration::from_secs(1);
+
 /// What warming one media did.
 #[derive(Debug, Clone, Copy)]
 pub(super) struct Warmed {
@@ -33,25 +60,31 @@ pub(super) struct Warmed {
 }
 
 /// Warms the media at `url`: `opened` hears of it once it is open (with
-/// the bytes it lacks), `arrived` of every piece that came. An error says
-/// why it could not be warmed.
+/// the bytes it lacks), `arrived` of every piece that came. A fill is
+/// paced, and held back when the cache may not grow. An error says why it
+/// could not be warmed.
 pub(super) async fn warm_media(
     cache: &Cache,
     url: &Url,
     opened: &(dyn Fn(&Media, u64) + Sync),
     arrived: &(dyn Fn(u64) + Sync),
-) -> Result<Warmed, String> {
+    fill: Option<&FillPace>,
+) -> Result<Warmed, WarmError> {
     // An admin may sign any link: a prefetch obeys a signed link's rule.
     let rule = UpstreamRule::signed();
     let media = match cache.open(url, &rule, Some((0, None))).await {
         Ok(Opened::Media(m)) => m,
         Ok(_) => {
-            return Err("the origin does not tell the media's size: it cannot be cached".into())
+            return Err(WarmError::Failed(
+                "the origin does not tell the media's size: it cannot be cached".into(),
+            ))
         }
-        Err(e) => return Err(e.to_string()),
+        Err(e) => return Err(WarmError::Failed(e.to_string())),
     };
     if media.id().is_none() {
-        return Err("the index could not record this media: nothing would be kept".into());
+        return Err(WarmError::Failed(
+            "the index could not record this media: nothing would be kept".into(),
+        ));
     }
     // Chunks kept in memory while caching could not write (paused, disk
     // full) are written now, not fetched again.
@@ -59,6 +92,14 @@ pub(super) async fn warm_media(
     let stretches = missing(&media);
     let missing_bytes: u64 = stretches.iter().map(|s| s.end + 1 - s.start).sum();
     opened(&media, missing_bytes);
+    if let Some(why) = match fill {
+        Some(f) if missing_bytes > 0 => f.refuses(missing_bytes).await,
+        _ => None,
+    } {
+        return Err(WarmError::Held(why));
+    }
+    let host = media.url.host_str().unwrap_or("").to_owned();
+    let mut checked = Instant::now();
     if !stretches.is_empty() {
         // Read like a player would, and drop the bytes.
         let (tx, mut rx) = mpsc::channel(2);
@@ -73,11 +114,22 @@ pub(super) async fn warm_media(
             let b = piece.map_err(|e| e.to_string())?;
             received += b.len() as u64;
             arrived(b.len() as u64);
+            if let Some(f) = fill {
+                // A fill takes the origin's bytes at its pace: its reader
+                // waits, and its read-ahead window with it.
+                f.take(&host, b.len() as u64).await;
+                if checked.elapsed() >= FILL_CHECK {
+                    checked = Instant::now();
+                    if let Some(why) = f.refuses(0).await {
+                        return Err(WarmError::Held(why));
+                    }
+                }
+            }
         }
         if received < missing_bytes {
-            return Err(format!(
+            return Err(WarmError::Failed(format!(
                 "the transfer ended after {received} of {missing_bytes} bytes"
-            ));
+            )));
         }
     }
     Ok(Warmed {

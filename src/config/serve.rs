@@ -243,6 +243,24 @@ pub struct Config {
     #[arg(long, env = "SPOOL_MAX_CACHE_SIZE", default_value = "0", value_parser = parse_size)]
     pub max_cache_size: u64,
 
+    /// Fill while watched: once a player has read a media for
+    /// `--fill-after`, the rest of it is fetched in the background at
+    /// `--fill-rate`, so the rest of the evening does not depend on the
+    /// origin. Stopped by an admin (`DELETE /api/prefetch/{job}`), by
+    /// `--max-cache-size` and by the disk's level; resumed after a restart.
+    #[arg(long, env = "SPOOL_FILL_WHILE_WATCHED")]
+    pub fill_while_watched: bool,
+
+    /// How long a player reads a media before it is filled (with
+    /// `--fill-while-watched`).
+    #[arg(long, env = "SPOOL_FILL_AFTER", default_value = "2m", value_parser = humantime::parse_duration)]
+    pub fill_after: Duration,
+
+    /// Bytes per second that filling takes from one origin host at most,
+    /// all its fills together.
+    #[arg(long, env = "SPOOL_FILL_RATE", default_value = "4MiB", value_parser = parse_size)]
+    pub fill_rate: u64,
+
     /// Media nobody read for this long (e.g. `90d`) are evicted, checked
     /// with the disk; never a pinned title's, never one a player has open.
     /// Default: off.

@@ -55,9 +55,6 @@ const STATUS_PAGE: &str = include_str!("status.html");
 /// Largest request body the API reads.
 const MAX_BODY: usize = 16 * 1024;
 
-/// Prefetch jobs running at once at most.
-const MAX_PREFETCH_JOBS: usize = 4;
-
 /// What the admin endpoints work with. Cheap to clone.
 #[derive(Clone)]
 pub(crate) struct Admin {
@@ -142,9 +139,10 @@ impl Admin {
         metrics: Arc<Metrics>,
         access: Access,
         control: Control,
+        prefetches: Prefetches,
     ) -> Admin {
         Admin {
-            prefetches: Prefetches::new(cache.clone(), MAX_PREFETCH_JOBS),
+            prefetches,
             cache,
             breaker: readiness.breaker.clone(),
             readiness,

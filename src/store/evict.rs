@@ -125,6 +125,20 @@ impl Evictor {
         Some(self.evict(Goal::CacheAtMost(max / 10 * 9), pins).await)
     }
 
+    /// Whether the cache may grow by `more` bytes and stay below what
+    /// `trim` evicts down to (90% of `--max-cache-size`): a fill must not
+    /// push out what is cached.
+    pub async fn has_room(&self, more: u64) -> bool {
+        let max = self.inner.max_cache_size;
+        if max == 0 {
+            return true;
+        }
+        match self.inner.index.totals().await {
+            Ok((_, _, bytes)) => bytes.saturating_add(more) <= max / 10 * 9,
+            Err(_) => false,
+        }
+    }
+
     /// `--max-age`: evicts the chunks of media last read before
     /// `before_unix`, but those of pinned titles, of media in `open`
     /// (a player reads them) and what `pins` keeps.

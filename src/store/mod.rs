@@ -5,6 +5,7 @@ pub(crate) mod error;
 pub(crate) mod evict;
 #[cfg(any(test, feature = "testing"))]
 pub mod faults;
+mod fills;
 pub mod history;
 pub(crate) mod index;
 mod open_files;

@@ -18,6 +18,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/0006_titles.sql"),
     include_str!("../../migrations/0007_playlist_validators.sql"),
     include_str!("../../migrations/0008_history.sql"),
+    include_str!("../../migrations/0009_fills.sql"),
 ];
 
 pub(super) fn configure(conn: &Connection) -> Result<(), rusqlite::Error> {

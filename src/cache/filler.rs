@@ -1,0 +1,83 @@
+//! Starts the fills `fill.rs` asks for as players watch, and at start
+//! those the index recorded (a fill a restart or the disk's level
+//! stopped), as prefetch jobs; a recorded fill is forgotten once it ended
+//! for good (done, cancelled by an admin, failed), and kept when it was
+//! held back or left chunks unwritten.
+
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+use tracing::{info, warn};
+use url::Url;
+
+use super::fill::FillPace;
+use super::prefetch::{Phase, Prefetches};
+use crate::store::Index;
+use crate::upstream::redact;
+
+/// How often a running fill is looked at.
+const LOOK_EVERY: Duration = Duration::from_millis(500);
+
+/// Fills media until shutdown cuts it.
+pub(crate) async fn fill(
+    prefetches: Prefetches,
+    index: Index,
+    pace: FillPace,
+    mut asked: mpsc::UnboundedReceiver<Url>,
+    tasks: super::Tasks,
+) {
+    match index.fills().await {
+        Ok(urls) => {
+            for u in urls {
+                match Url::parse(&u) {
+                    Ok(url) => start(&prefetches, &index, &pace, url, &tasks, false).await,
+                    Err(_) => {
+                        let _ = index.remove_fill(&u).await;
+                    }
+                }
+            }
+        }
+        Err(e) => warn!(error = %e, "cannot read the fills to resume"),
+    }
+    while let Some(url) = asked.recv().await {
+        start(&prefetches, &index, &pace, url, &tasks, true).await;
+    }
+}
+
+async fn start(
+    prefetches: &Prefetches,
+    index: &Index,
+    pace: &FillPace,
+    url: Url,
+    tasks: &super::Tasks,
+    new: bool,
+) {
+    if let Err(e) = index.add_fill(url.as_str()).await {
+        warn!(error = %e, "cannot record a fill; it will not resume after a restart");
+    }
+    let (job, started) = prefetches.start_fill(url.clone(), pace.clone());
+    if !started {
+        return;
+    }
+    let why = if new {
+        "a player watches it"
+    } else {
+        "resumed"
+    };
+    info!(job = job.id(), url = %redact(&url), why, "filling");
+    let index = index.clone();
+    tasks.spawn(async move {
+        let phase = loop {
+            let phase = job.phase();
+            if !matches!(phase, Phase::Starting | Phase::Running) {
+                break phase;
+            }
+            tokio::time::sleep(LOOK_EVERY).await;
+        };
+        if matches!(phase, Phase::Done | Phase::Cancelled | Phase::Failed) {
+            if let Err(e) = index.remove_fill(url.as_str()).await {
+                warn!(error = %e, "cannot forget a finished fill");
+            }
+        }
+    });
+}
