@@ -581,3 +581,45 @@ async fn a_prefetch_of_a_master_warms_the_chosen_variant_whole() {
         "{last}"
     );
 }
+
+/// What a prefetch reads goes to nobody: it is no traffic served, no
+/// response, no first byte, and no media watched.
+#[tokio::test]
+async fn a_prefetch_serves_nobody() {
+    let origin = Origin::start().await;
+    let body = data(300_000, 12);
+    origin.add_file("quiet.mp4", body.clone(), "video/mp4");
+    let spool = Spool::start(&origin).await;
+    let (status, job) = api(
+        &spool,
+        "POST",
+        "/api/prefetch",
+        Some(json!({ "url": origin.url("quiet.mp4") })),
+    )
+    .await;
+    assert_eq!(status, 202, "{job}");
+    assert_eq!(follow(&spool, &job).await["state"], "done");
+    assert_eq!(origin.stats().body_bytes, body.len() as u64);
+    for source in ["cache", "memory", "download", "passthrough", "origin"] {
+        let served = common::metric(
+            &spool,
+            &format!("spool_served_bytes_total{{source=\"{source}\"}}"),
+        )
+        .await;
+        assert_eq!(served, 0.0, "{source}");
+    }
+    for source in ["cache", "memory", "origin"] {
+        let n = common::metric(
+            &spool,
+            &format!("spool_responses_total{{source=\"{source}\"}}"),
+        )
+        .await;
+        assert_eq!(n, 0.0, "{source}");
+    }
+    // A player then: its bytes are served, from the cache.
+    let (status, _, got) = get(&client(), &spool.url(&origin.url("quiet.mp4")), None).await;
+    assert_eq!(status, 200);
+    assert!(got == body);
+    let served = common::metric(&spool, "spool_served_bytes_total{source=\"cache\"}").await;
+    assert_eq!(served, body.len() as f64);
+}

@@ -164,7 +164,10 @@ pub(super) async fn produce(
     metrics.streams_by_host.get_or_create(&host).dec();
     // When its chunks were read, and how much of it was watched:
     // batched, written by the upkeep.
-    let watched = sent.cache + sent.origin;
+    let watched = match client {
+        Some(_) => sent.cache + sent.origin,
+        None => 0,
+    };
     if let (true, Some(id)) = (watched > 0, media.id()) {
         cache.accesses.served(id, watched);
     }
@@ -210,13 +213,17 @@ impl Sender<'_> {
                 return Err(End::ClientGone);
             }
         }
-        self.cache.metrics.served(source, n);
-        if self.player && source != "framing" {
-            // Watched long enough: the rest of it may be filled.
-            self.cache.fills.watched(self.media, self.playhead.began());
-        }
-        if source != "framing" && self.sent.cache + self.sent.origin == 0 {
-            self.cache.metrics.first_byte(source, self.since.elapsed());
+        // Bytes spool reads for itself (a prefetch, a fill) reach no
+        // player: they are no traffic served, and no first byte.
+        if self.player {
+            self.cache.metrics.served(source, n);
+            if source != "framing" {
+                // Watched long enough: the rest of it may be filled.
+                self.cache.fills.watched(self.media, self.playhead.began());
+                if self.sent.cache + self.sent.origin == 0 {
+                    self.cache.metrics.first_byte(source, self.since.elapsed());
+                }
+            }
         }
         match source {
             "cache" | "memory" => self.sent.cache += n as u64,
