@@ -124,8 +124,9 @@ WHERE kind IN ('upstream_failure', 'quarantine', 'caching_paused', 'media_change
    OR (kind = 'disk_level' AND reason IN ('warning', 'critical'))
 ORDER BY at_unix DESC, event_id DESC;
 
--- What eviction took, newest first, and why: max_cache_size, disk_critical,
--- disk_critical_pinned (a pinned title's chunks), max_age, admin.
+-- What eviction took, newest first, and why: max_cache_size, disk_space,
+-- disk_space_pinned (a pinned title's chunks), max_age, admin (deleted by
+-- an admin).
 CREATE VIEW evictions AS
 SELECT datetime(at_unix, 'unixepoch') AS at_utc,
        reason, url, chunks, bytes, media_id

@@ -29,7 +29,7 @@ pub fn now_unix() -> i64 {
 pub enum Kind {
     /// A media's chunks evicted by one cleanup (`reason`: its cause).
     Eviction,
-    /// One cleanup run (`reason`: disk_critical, max_cache_size, max_age).
+    /// One cleanup run (`reason`: disk_space, max_cache_size, max_age).
     Cleanup,
     /// The disk level changed (`reason`: the new level; `bytes`: free).
     DiskLevel,

@@ -417,6 +417,21 @@ async fn delete_while_a_stream_reads() {
         chunk_files(&spool.cache_dir, id) == 0
     })
     .await;
+    // The history says an admin took it (the `evictions` view).
+    wait_for("the deletion in the history", || async {
+        let conn = rusqlite::Connection::open_with_flags(
+            spool.cache_dir.join("index.db"),
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+        )
+        .unwrap();
+        conn.query_row(
+            "SELECT chunks, bytes FROM evictions WHERE reason = 'admin' AND media_id = ?1",
+            [id],
+            |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?)),
+        )
+        .is_ok_and(|got| got == (8, 524_288))
+    })
+    .await;
     // The next player gets a new version, cached again.
     origin.clear_faults("d.mp4");
     let (status, _, again) = get(&c, &spool.url(&url), None).await;

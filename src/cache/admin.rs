@@ -286,6 +286,15 @@ impl Inventory {
         drop(opening);
         removed?;
         tracing::info!(url = %redacted(&s.url), media = id.0, bytes = s.cached_bytes, "media cache deleted by an admin");
+        // In the history beside what eviction took (the `evictions` view).
+        let e =
+            crate::history::Event::new(crate::history::Kind::Eviction, crate::store::unix_now())
+                .media(id.0)
+                .reason("admin")
+                .chunks(s.cached_chunks)
+                .bytes(s.cached_bytes)
+                .url(redacted(&s.url));
+        self.runs.upstream().metrics().history.record(e);
         Ok(Some(Deleted {
             id: id.0,
             chunks: s.cached_chunks,

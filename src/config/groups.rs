@@ -60,7 +60,7 @@ pub struct Signing {
 
     /// The address players use to reach spool, for the links `spool sign`
     /// and `POST /sign` print (default: http://<listen>).
-    #[arg(long, env = "SPOOL_PUBLIC_URL")]
+    #[arg(long, env = "SPOOL_PUBLIC_URL", value_parser = parse_public_url)]
     pub public_url: Option<String>,
 }
 

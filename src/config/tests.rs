@@ -101,3 +101,27 @@ fn subcommand_and_bare_flags() {
     assert!(cli.command.is_none());
     assert_eq!(cli.serve.chunk_size, 2 << 20);
 }
+
+#[test]
+fn public_urls() {
+    for ok in [
+        "https://home.lan/spool",
+        "https://home.lan/spool/",
+        "http://192.168.1.5:8080",
+        "https://media.example/x/player",
+        "https://home.lan/pics",
+    ] {
+        assert_eq!(parse_public_url(ok).as_deref(), Ok(ok), "{ok}");
+    }
+    for bad in [
+        "home.lan/spool",
+        "ftp://home.lan",
+        "https://home.lan/spool?x=1",
+        "https://home.lan/p",
+        "https://home.lan/s/",
+        "https://home.lan/stream",
+        "https://home.lan/health/x",
+    ] {
+        assert!(parse_public_url(bad).is_err(), "{bad}");
+    }
+}

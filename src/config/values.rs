@@ -93,6 +93,33 @@ pub fn parse_net(s: &str) -> Result<ipnet::IpNet, String> {
         .map_err(|_| format!("{s:?} is not an address or a network (try 127.0.0.1 or 10.0.0.0/8)"))
 }
 
+/// `--public-url`: an http(s) URL, with a path prefix when spool is served
+/// below one (`https://home.lan/spool`), without query or fragment. A
+/// prefix whose first segment is one of spool's own routes (`/p`, `/s`,
+/// `/stream`, `/health`) is refused: a request arriving without the prefix
+/// stripped could not be told from one to that route.
+pub fn parse_public_url(s: &str) -> Result<String, String> {
+    let u = url::Url::parse(s).map_err(|e| format!("{s:?} is not a URL: {e}"))?;
+    if !matches!(u.scheme(), "http" | "https") || u.host().is_none() {
+        return Err(format!("{s:?} is not an http(s) URL with a host"));
+    }
+    if u.query().is_some() || u.fragment().is_some() {
+        return Err(format!("{s:?}: a public URL has no query or fragment"));
+    }
+    let first = u
+        .path()
+        .trim_start_matches('/')
+        .split('/')
+        .next()
+        .unwrap_or("");
+    if ["p", "s", "stream", "health"].contains(&first) {
+        return Err(format!(
+            "{s:?}: a path prefix may not begin with /{first}, one of spool's own routes"
+        ));
+    }
+    Ok(s.to_owned())
+}
+
 pub fn parse_size(s: &str) -> Result<u64, String> {
     let s = s.trim();
     let split = s
