@@ -413,3 +413,59 @@ async fn origin_without_a_total_size_answers_the_players_own_range() {
     assert_eq!(status, 200, "no Range asked, no 206 given");
     assert!(got == body);
 }
+
+/// An origin that asks to slow down (429 with Retry-After): a player that
+/// opens a media then gets 503 with the origin's Retry-After; a transfer
+/// already under way waits as long as asked, then goes on from its byte.
+#[tokio::test]
+async fn a_busy_origin_is_given_the_pause_it_asks_for() {
+    use common::origin::Busy;
+    let origin = Origin::start().await;
+    let size = 24 * 64 * 1024;
+    let body = data(size, 31);
+    origin.add_file("busy.mkv", body.clone(), "video/x-matroska");
+    origin.set_faults(
+        "busy.mkv",
+        Faults {
+            busy: Some(Busy::new(1, 1, 7)),
+            ..Faults::default()
+        },
+    );
+    let spool = Spool::start(&origin).await;
+    let url = spool.url(&origin.url("busy.mkv"));
+    let c = client();
+    let (status, h, _) = get(&c, &url, None).await;
+    assert_eq!(status, 503);
+    assert_eq!(header(&h, "retry-after"), "7");
+
+    // Now the origin answers the first request, then asks its second to
+    // wait a second: the player gets every byte, late by that second.
+    origin.set_faults(
+        "busy.mkv",
+        Faults {
+            busy: Some(Busy::new(2, 1, 1)),
+            ..Faults::throttled(4 << 20)
+        },
+    );
+    origin.reset_stats();
+    let began = tokio::time::Instant::now();
+    let (status, _, got) = get(&c, &url, None).await;
+    assert_eq!(status, 200);
+    assert!(got == body, "bytes differ after the pause");
+    assert!(
+        began.elapsed() >= Duration::from_secs(1),
+        "asked again before the Retry-After passed ({:?})",
+        began.elapsed()
+    );
+    let log = origin.requests_log();
+    let refused = log.iter().position(|r| r.status == 429);
+    let refused = refused.expect("no 429 was given");
+    assert!(
+        log[refused + 1..].iter().any(|r| r.status == 206),
+        "no request after the 429: {:?}",
+        log.iter()
+            .map(|r| (r.status, r.range.clone()))
+            .collect::<Vec<_>>()
+    );
+    wait_until_cached(&spool.cache_dir, &origin.url("busy.mkv")).await;
+}

@@ -38,6 +38,7 @@ pub(crate) fn status_of(e: &UpstreamError) -> StatusCode {
         UpstreamError::Denied(_) => StatusCode::FORBIDDEN,
         UpstreamError::Status(s) => *s,
         UpstreamError::Timeout => StatusCode::GATEWAY_TIMEOUT,
+        UpstreamError::Busy(..) => StatusCode::SERVICE_UNAVAILABLE,
         UpstreamError::BadStatus(_)
         | UpstreamError::Unreachable(_)
         | UpstreamError::Protocol(_)
@@ -48,7 +49,14 @@ pub(crate) fn status_of(e: &UpstreamError) -> StatusCode {
 
 /// An origin failure as a response: its status and a one-line reason.
 pub(crate) fn error(e: &UpstreamError) -> Response {
-    text(status_of(e), &e.to_string())
+    let mut r = text(status_of(e), &e.to_string());
+    // A busy origin's pause is the player's to take too.
+    if let UpstreamError::Busy(_, wait) = e {
+        let secs = wait.map_or(1, |d| d.as_secs().clamp(1, 3600));
+        r.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+    }
+    r
 }
 
 /// A JSON answer.
@@ -116,6 +124,10 @@ mod tests {
             (UpstreamError::Denied("x".into()), StatusCode::FORBIDDEN),
             (UpstreamError::BadUrl("x".into()), StatusCode::BAD_REQUEST),
             (UpstreamError::Changed, StatusCode::BAD_GATEWAY),
+            (
+                UpstreamError::Busy(StatusCode::TOO_MANY_REQUESTS, None),
+                StatusCode::SERVICE_UNAVAILABLE,
+            ),
         ];
         for (e, status) in cases {
             assert_eq!(status_of(&e), status, "{e}");

@@ -393,6 +393,25 @@ impl Upstream {
     }
 }
 
+/// How long an origin asks to be left alone (`Retry-After`: seconds, or
+/// an HTTP date).
+fn retry_after(resp: &reqwest::Response) -> Option<Duration> {
+    let v = resp
+        .headers()
+        .get(http::header::RETRY_AFTER)?
+        .to_str()
+        .ok()?
+        .trim();
+    if let Ok(secs) = v.parse::<u64>() {
+        return Some(Duration::from_secs(secs));
+    }
+    let at = httpdate::parse_http_date(v).ok()?;
+    Some(
+        at.duration_since(std::time::SystemTime::now())
+            .unwrap_or_default(),
+    )
+}
+
 /// What an origin's final answer means: 200, 206 and 416 are answers;
 /// error statuses become errors.
 fn answer(resp: reqwest::Response) -> Result<reqwest::Response, UpstreamError> {
@@ -404,6 +423,11 @@ fn answer(resp: reqwest::Response) -> Result<reqwest::Response, UpstreamError> {
         | StatusCode::FORBIDDEN
         | StatusCode::UNAUTHORIZED
         | StatusCode::GONE) => Err(UpstreamError::Status(s)),
+        s @ StatusCode::TOO_MANY_REQUESTS => Err(UpstreamError::Busy(s, retry_after(&resp))),
+        s @ StatusCode::SERVICE_UNAVAILABLE => match retry_after(&resp) {
+            Some(wait) => Err(UpstreamError::Busy(s, Some(wait))),
+            None => Err(UpstreamError::BadStatus(s)),
+        },
         s => Err(UpstreamError::BadStatus(s)),
     }
 }
@@ -455,6 +479,49 @@ fn check_literal(allow: &AllowList, url: &Url) -> Result<bool, UpstreamError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn busy_origins_say_how_long_to_wait() {
+        let resp = |status: u16, after: Option<&str>| {
+            let mut b = http::Response::builder().status(status);
+            if let Some(a) = after {
+                b = b.header("retry-after", a);
+            }
+            reqwest::Response::from(b.body(Vec::<u8>::new()).unwrap())
+        };
+        let busy = |e: Result<reqwest::Response, UpstreamError>| e.err();
+        assert_eq!(
+            busy(answer(resp(429, Some("7")))),
+            Some(UpstreamError::Busy(
+                StatusCode::TOO_MANY_REQUESTS,
+                Some(Duration::from_secs(7))
+            ))
+        );
+        assert_eq!(
+            busy(answer(resp(429, None))),
+            Some(UpstreamError::Busy(StatusCode::TOO_MANY_REQUESTS, None))
+        );
+        let later = httpdate::fmt_http_date(std::time::SystemTime::now() + Duration::from_secs(60));
+        match busy(answer(resp(503, Some(&later)))) {
+            Some(UpstreamError::Busy(s, Some(d))) => {
+                assert_eq!(s, StatusCode::SERVICE_UNAVAILABLE);
+                assert!(
+                    d > Duration::from_secs(50) && d <= Duration::from_secs(60),
+                    "{d:?}"
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+        // A 503 that does not say when is a failure like any other.
+        assert_eq!(
+            busy(answer(resp(503, None))),
+            Some(UpstreamError::BadStatus(StatusCode::SERVICE_UNAVAILABLE))
+        );
+        assert_eq!(
+            busy(answer(resp(429, Some("soon")))),
+            Some(UpstreamError::Busy(StatusCode::TOO_MANY_REQUESTS, None))
+        );
+    }
 
     proptest::proptest! {
         /// Any `url=` value: a clear error or an absolute http(s) URL with

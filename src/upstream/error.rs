@@ -14,6 +14,10 @@ pub(crate) enum UpstreamError {
     /// as it is (404, 403, 401, 410).
     #[error("origin answered {0}")]
     Status(StatusCode),
+    /// The origin asks spool to slow down (429, or 503 with Retry-After),
+    /// and how long to wait when it said.
+    #[error("origin answered {0} (too busy)")]
+    Busy(StatusCode, Option<std::time::Duration>),
     /// The origin answered with a status spool cannot use (5xx and others).
     #[error("origin answered {0}")]
     BadStatus(StatusCode),
@@ -41,7 +45,7 @@ impl UpstreamError {
     /// `changed`.
     pub fn class(&self) -> String {
         match self {
-            UpstreamError::Status(s) | UpstreamError::BadStatus(s) => {
+            UpstreamError::Status(s) | UpstreamError::BadStatus(s) | UpstreamError::Busy(s, _) => {
                 format!("status {}", s.as_u16())
             }
             UpstreamError::BadUrl(_) => "bad_url".into(),

@@ -173,7 +173,12 @@ impl ResumingBody {
                     }
                     debug!(pos = self.pos, error = %e, "upstream transfer broke; resuming");
                     metrics.upstream_resumes.inc();
-                    tokio::time::sleep(backoff(self.failures)).await;
+                    // An origin that asks for a pause gets it (bounded).
+                    let wait = match e {
+                        UpstreamError::Busy(_, Some(d)) => d.min(MAX_RETRY_AFTER),
+                        _ => backoff(self.failures),
+                    };
+                    tokio::time::sleep(wait).await;
                 }
             }
         }
@@ -214,6 +219,10 @@ pub(crate) fn refused(e: &UpstreamError) -> bool {
     matches!(e, UpstreamError::Status(s)
         if *s == StatusCode::UNAUTHORIZED || *s == StatusCode::FORBIDDEN || *s == StatusCode::GONE)
 }
+
+/// The longest `Retry-After` a transfer waits before asking again (a
+/// longer one fails it: the player is told to come back).
+const MAX_RETRY_AFTER: Duration = Duration::from_secs(10);
 
 fn backoff(failures: u32) -> Duration {
     Duration::from_millis(50 << failures.min(5))

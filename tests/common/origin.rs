@@ -90,10 +90,49 @@ pub struct Faults {
     /// Send this `Content-Encoding` (the body is served as stored), as an
     /// origin that compresses whatever the client asks would.
     pub content_encoding: Option<String>,
+    /// Answer `429 Too Many Requests` with `Retry-After` (`Busy`), as
+    /// rate-limited CDNs and debrid services do.
+    pub busy: Option<Busy>,
     /// Answer presigned URLs only (`Origin::presign`), until they expire:
     /// a URL without a valid signature, or past its expiry, gets 403, as
     /// S3 answers.
     pub presigned: bool,
+}
+
+/// 429 with `Retry-After: retry_after_secs` to `times` requests of a path,
+/// from its `from`-th request on (1: the first).
+#[derive(Clone, Debug, Default)]
+pub struct Busy {
+    pub from: u64,
+    pub times: u64,
+    pub retry_after_secs: u64,
+    /// Requests seen and 429s given so far.
+    pub seen: Arc<AtomicU64>,
+    pub given: Arc<AtomicU64>,
+}
+
+impl Busy {
+    pub fn new(from: u64, times: u64, retry_after_secs: u64) -> Busy {
+        Busy {
+            from,
+            times,
+            retry_after_secs,
+            ..Busy::default()
+        }
+    }
+
+    /// Whether this request gets a 429.
+    fn fires(&self) -> bool {
+        let n = self.seen.fetch_add(1, Ordering::Relaxed) + 1;
+        if n < self.from {
+            return false;
+        }
+        self.given
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |g| {
+                (g < self.times).then_some(g + 1)
+            })
+            .is_ok()
+    }
 }
 
 impl Faults {
@@ -694,6 +733,19 @@ async fn answer(
         tokio::time::sleep(faults.latency).await;
     }
     let head = *method == Method::HEAD;
+    if let Some(busy) = faults.busy.as_ref().filter(|b| b.fires()) {
+        let mut res = small(
+            StatusCode::TOO_MANY_REQUESTS,
+            "too many requests\n".into(),
+            meter,
+            head,
+        );
+        res.headers_mut().insert(
+            header::RETRY_AFTER,
+            HeaderValue::from(busy.retry_after_secs),
+        );
+        return res;
+    }
     if *method != Method::GET && !head {
         return small(
             StatusCode::METHOD_NOT_ALLOWED,
