@@ -3,7 +3,17 @@
 //! throttling on every response.
 //!
 //!     cargo run --release --example origin -- --listen 127.0.0.1:0 --dir DIR \
-//!         [--latency-ms 50] [--rate 8000000] [--stats-listen 127.0.0.1:0]
+//!         [--latency-ms 50] [--rate 8000000] [--stats-listen 127.0.0.1:0] \
+//!         [--max-open 4] [--busy-from 10 --busy-times 3 --retry-after 2] \
+//!         [--presigned-ttl 60]
+//!
+//! The faults of a far, throttled or expiring origin: `--rate` caps each
+//! response (a connection), `--latency-ms` delays each; `--max-open`
+//! answers 503 with `Retry-After: 1` while that many bodies are open;
+//! `--busy-from N --busy-times M` answers 429 with `Retry-After:
+//! --retry-after` to M requests of each file from its Nth on;
+//! `--presigned-ttl S` answers presigned URLs only, valid S seconds, and
+//! prints one per file (`presigned NAME URL`).
 //!
 //! Prints `listening on 127.0.0.1:PORT` once bound, then serves until killed.
 //! With `--stats-listen`, also prints `stats on 127.0.0.1:PORT` and answers
@@ -41,6 +51,21 @@ struct Args {
     /// Serve the counters as JSON on this address (port 0 picks one).
     #[arg(long)]
     stats_listen: Option<SocketAddr>,
+    /// Answer 503 (Retry-After: 1) while this many bodies are open.
+    #[arg(long)]
+    max_open: Option<u64>,
+    /// Answer 429 to `--busy-times` requests of each file from its Nth on.
+    #[arg(long)]
+    busy_from: Option<u64>,
+    #[arg(long, default_value_t = 1)]
+    busy_times: u64,
+    /// The Retry-After of those 429s, in seconds.
+    #[arg(long, default_value_t = 1)]
+    retry_after: u64,
+    /// Answer presigned URLs only, valid this many seconds; one is printed
+    /// per file.
+    #[arg(long)]
+    presigned_ttl: Option<u64>,
 }
 
 #[tokio::main]
@@ -67,6 +92,7 @@ async fn main() {
         }
     };
     let mut count = 0;
+    let mut names = Vec::new();
     for entry in entries.flatten() {
         let path = entry.path();
         if !path.is_file() {
@@ -80,7 +106,14 @@ async fn main() {
             continue;
         };
         origin.add_disk_file(&name, path, content_type(&name));
-        origin.set_faults(&name, faults.clone());
+        let mut f = faults.clone();
+        f.max_open = args.max_open;
+        f.busy = args
+            .busy_from
+            .map(|from| origin::Busy::new(from, args.busy_times, args.retry_after));
+        f.presigned = args.presigned_ttl.is_some();
+        origin.set_faults(&name, f);
+        names.push(name);
         count += 1;
     }
     eprintln!("origin: serving {count} files from {}", args.dir.display());
@@ -98,6 +131,12 @@ async fn main() {
     writeln!(out, "listening on {}", origin.addr()).unwrap();
     if let Some(a) = stats_addr {
         writeln!(out, "stats on {a}").unwrap();
+    }
+    if let Some(ttl) = args.presigned_ttl {
+        for name in &names {
+            let url = origin.presign(name, Duration::from_secs(ttl));
+            writeln!(out, "presigned {name} {url}").unwrap();
+        }
     }
     out.flush().unwrap();
     drop(out);

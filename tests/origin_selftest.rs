@@ -646,3 +646,63 @@ async fn aborted_client_counts_only_what_was_sent() {
     let sent = origin.path_stats("big.bin").body_bytes;
     assert!((100_000..4_000_000).contains(&sent), "sent {sent}");
 }
+
+#[tokio::test]
+async fn capped_and_busy_origins() {
+    use common::origin::Busy;
+    let origin = Origin::start().await;
+    origin.add_file("f", data(4 << 20), "application/octet-stream");
+    origin.set_faults(
+        "f",
+        Faults {
+            max_open: Some(1),
+            ..Faults::throttled(256 * 1024)
+        },
+    );
+    let c = test_client();
+    // One body open (slow): the next request is turned away.
+    let first = c.get(origin.url("f")).send().await.unwrap();
+    assert_eq!(first.status(), 200);
+    let second = c.get(origin.url("f")).send().await.unwrap();
+    assert_eq!(second.status(), 503);
+    assert_eq!(hdr(&second, "retry-after").as_deref(), Some("1"));
+    drop(first);
+    common::wait_for("the body closed", || async { origin.open_bodies() == 0 }).await;
+    let third = get_range(&origin, "f", "bytes=0-9").await;
+    assert_eq!(third.status(), 206);
+
+    // 429 to the second request only.
+    origin.set_faults(
+        "f",
+        Faults {
+            busy: Some(Busy::new(2, 1, 3)),
+            ..Faults::default()
+        },
+    );
+    let statuses: Vec<(u16, Option<String>)> = {
+        let mut v = Vec::new();
+        for _ in 0..3 {
+            let r = get_range(&origin, "f", "bytes=0-9").await;
+            v.push((r.status().as_u16(), hdr(&r, "retry-after")));
+        }
+        v
+    };
+    assert_eq!(
+        statuses,
+        [(206, None), (429, Some("3".to_string())), (206, None)]
+    );
+
+    // Presigned URLs: a plain one and a tampered one are refused.
+    origin.set_faults(
+        "f",
+        Faults {
+            presigned: true,
+            ..Faults::default()
+        },
+    );
+    let signed = origin.presign("f", Duration::from_secs(60));
+    assert_eq!(c.get(&signed).send().await.unwrap().status(), 200);
+    assert_eq!(c.get(origin.url("f")).send().await.unwrap().status(), 403);
+    let tampered = signed.replace("X-Amz-Nonce=", "X-Amz-Nonce=9");
+    assert_eq!(c.get(&tampered).send().await.unwrap().status(), 403);
+}

@@ -93,6 +93,9 @@ pub struct Faults {
     /// Answer `429 Too Many Requests` with `Retry-After` (`Busy`), as
     /// rate-limited CDNs and debrid services do.
     pub busy: Option<Busy>,
+    /// Answer `503` with `Retry-After: 1` while this many response bodies
+    /// (of any path) are open: a server that caps its connections.
+    pub max_open: Option<u64>,
     /// Answer presigned URLs only (`Origin::presign`), until they expire:
     /// a URL without a valid signature, or past its expiry, gets 403, as
     /// S3 answers.
@@ -733,6 +736,20 @@ async fn answer(
         tokio::time::sleep(faults.latency).await;
     }
     let head = *method == Method::HEAD;
+    if faults
+        .max_open
+        .is_some_and(|n| inner.open_bodies.load(Ordering::Relaxed) >= n)
+    {
+        let mut res = small(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "too many connections\n".into(),
+            meter,
+            head,
+        );
+        res.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        return res;
+    }
     if let Some(busy) = faults.busy.as_ref().filter(|b| b.fires()) {
         let mut res = small(
             StatusCode::TOO_MANY_REQUESTS,
