@@ -3,9 +3,8 @@
 //!
 //! Each response body is produced by a task feeding a small channel; when
 //! the player goes away the channel closes and the task (and with it the
-//! player's playhead) ends.
+//! player's playhead) ends. Reading cached chunks is `cached.rs`.
 
-use std::io;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -22,10 +21,8 @@ use super::run;
 use super::run::Runs;
 use super::sessions::{Sent, Sessions};
 use super::settings::Settings;
-use crate::history::{Event, Kind};
 use crate::metrics::Metrics;
-use crate::store::read::{read_at, read_cached};
-use crate::store::{ChunkFiles, ChunkRow, Index};
+use crate::store::{ChunkFiles, Index};
 use crate::upstream::{UpstreamError, PROGRESS};
 
 /// Largest piece read from a chunk file at once: bounds memory per player.
@@ -52,7 +49,7 @@ pub(crate) type BodyTx = mpsc::Sender<Result<Bytes, CacheError>>;
 
 /// Why a body ended early.
 #[derive(Debug)]
-enum End {
+pub(super) enum End {
     /// The player went away.
     ClientGone,
     /// The bytes could not be had.
@@ -178,25 +175,27 @@ pub(super) async fn produce(
     }
 }
 
-struct Sender<'a> {
+/// One response body being produced; its cached-chunk reads are
+/// `cached.rs`.
+pub(super) struct Sender<'a> {
     /// The last chunk this player may want (its range's end unless it
     /// reads on).
-    limit: u64,
-    cache: &'a Bodies,
-    media: &'a Arc<Media>,
-    playhead: &'a Playhead,
-    tx: &'a BodyTx,
+    pub limit: u64,
+    pub cache: &'a Bodies,
+    pub media: &'a Arc<Media>,
+    pub playhead: &'a Playhead,
+    pub tx: &'a BodyTx,
     /// Cached chunks read, for the index's access times.
-    touched: Vec<u64>,
-    sent: Sent,
+    pub touched: Vec<u64>,
+    pub sent: Sent,
     /// When the request arrived.
-    since: Instant,
+    pub since: Instant,
     /// A player's request (not a prefetch or a fill reading).
-    player: bool,
+    pub player: bool,
 }
 
 impl Sender<'_> {
-    async fn send(&mut self, bytes: Bytes, source: &'static str) -> Result<(), End> {
+    pub(super) async fn send(&mut self, bytes: Bytes, source: &'static str) -> Result<(), End> {
         let n = bytes.len();
         // A player that takes no bytes for --write-timeout (stalled, or
         // gone without closing) frees what its stream holds.
@@ -388,153 +387,6 @@ impl Sender<'_> {
         Ok(Ok(()))
     }
 
-    /// Sends `[pos, last]` of a cached chunk. A file that cannot be read is
-    /// dropped from the cache and the chunk fetched again.
-    /// Sends `[pos, last]` of a cached chunk; `warm`: it was cached before
-    /// this player began (its bytes earn read-ahead one chunk at most).
-    async fn send_cached(
-        &mut self,
-        index: u64,
-        row: ChunkRow,
-        verified: bool,
-        warm: bool,
-        pos: &mut u64,
-        last: u64,
-    ) -> Result<(), Retry> {
-        let media = self.media;
-        let start = media.chunk_start(index);
-        let files = self.cache.files.clone();
-        // Only chunks of recorded media are ever cached.
-        let Some(id) = media.id() else {
-            return Err(Retry::Again);
-        };
-        // A chunk this process did not write is checked against its
-        // checksum before its first byte is served. A checked chunk read
-        // before is still open: no trip to a blocking thread.
-        let kept = match verified {
-            true => files.kept_open(id, index, row.size_bytes),
-            false => None,
-        };
-        let opened = match kept {
-            Some(f) => Ok(Ok(Some(f))),
-            None => {
-                tokio::task::spawn_blocking(move || {
-                    let good = verified || files.verify(id, index, row.size_bytes, row.crc32c)?;
-                    Ok::<_, io::Error>(match good {
-                        true => Some(files.open(id, index, row.size_bytes)?),
-                        false => None,
-                    })
-                })
-                .await
-            }
-        };
-        let file = match opened {
-            Ok(Ok(Some(f))) => f,
-            Ok(Ok(None)) => return self.corrupt(index).await,
-            Ok(Err(e)) => return self.unreadable(index, e).await,
-            Err(e) => return self.unreadable(index, io::Error::other(e)).await,
-        };
-        if !verified {
-            media.mark_verified(index);
-        }
-        self.touched.push(index);
-        while *pos <= last {
-            let n = (last + 1 - *pos).min(READ_PIECE) as usize;
-            let off = *pos - start;
-            let pool = self.cache.files.pool();
-            // Page-cache hits are read right here; only a read that would
-            // wait for the disk goes to a blocking thread.
-            let read = match read_cached(&file, off, n, pool) {
-                Ok(Some(b)) => Ok(b),
-                Ok(None) => {
-                    let (f, pool) = (file.clone(), pool.clone());
-                    tokio::task::spawn_blocking(move || read_at(&f, off, n, &pool))
-                        .await
-                        .unwrap_or_else(|e| Err(io::Error::other(e)))
-                }
-                Err(e) => Err(e),
-            };
-            let bytes = match read {
-                Ok(b) => b,
-                Err(e) => return self.unreadable(index, e).await,
-            };
-            *pos += n as u64;
-            self.send(bytes, "cache")
-                .await
-                .map_err(|_| Retry::ClientGone)?;
-            self.playhead.advance(*pos, n as u64, warm);
-        }
-        Ok(())
-    }
-
-    /// A chunk whose bytes are not what was written: never served; the
-    /// file goes to quarantine, its row away, and the chunk is fetched again.
-    async fn corrupt(&self, index: u64) -> Result<(), Retry> {
-        self.cache.metrics.corrupt_chunks.inc();
-        self.set_aside(index, "checksum");
-        warn!(
-            media = self.media.id().map(|m| m.0),
-            chunk = index,
-            "cached chunk failed its checksum; quarantined, fetching it again"
-        );
-        self.retire(index, true).await
-    }
-
-    /// A chunk file that cannot be read: dropped and fetched again.
-    async fn unreadable(&self, index: u64, e: io::Error) -> Result<(), Retry> {
-        // Out of file descriptors (EMFILE, ENFILE): the chunk is fine; this
-        // piece comes from the origin and the file stays.
-        if crate::disk::out_of_descriptors(&e) {
-            debug!(media = self.media.id().map(|m| m.0), chunk = index, error = %e, "cannot open a chunk now; serving from the origin");
-            return Err(Retry::Broken);
-        }
-        self.cache.metrics.cache_read_errors.inc();
-        warn!(media = self.media.id().map(|m| m.0), chunk = index, error = %e, "cached chunk unreadable; fetching it again");
-        // Not what was written (a wrong length, not a regular file: a FIFO
-        // or device planted there): kept aside for a look.
-        let suspicious = e.kind() == io::ErrorKind::InvalidData;
-        self.set_aside(index, if suspicious { "length" } else { "unreadable" });
-        self.retire(index, suspicious).await
-    }
-
-    /// A bad chunk, for the history.
-    fn set_aside(&self, index: u64, why: &str) {
-        if let Some(id) = self.media.id() {
-            let e = Event::new(Kind::Quarantine, crate::store::unix_now())
-                .media(id.0)
-                .chunk(index)
-                .reason(why)
-                .url(crate::upstream::redact(&self.media.url));
-            self.cache.metrics.history.record(e);
-        }
-    }
-
-    /// Removes a bad chunk's file and row while its slot holds a placeholder,
-    /// so that no new download of the chunk races with the clean-up.
-    async fn retire(&self, index: u64, keep_for_a_look: bool) -> Result<(), Retry> {
-        let media = self.media;
-        let Some(retired) = media.retire_cached(index) else {
-            return Err(Retry::Again);
-        };
-        let cache = self.cache;
-        if let Some(id) = media.id() {
-            let files = cache.files.clone();
-            let _ = tokio::task::spawn_blocking(move || {
-                if keep_for_a_look {
-                    files.quarantine(id, index);
-                } else {
-                    files.remove(id, index);
-                }
-            })
-            .await;
-            if let Err(e) = cache.index.remove_chunk(id, index).await {
-                debug!(error = %e, "cannot remove chunk row");
-            }
-        }
-        drop(retired);
-        Err(Retry::Broken)
-    }
-
     /// Sends `[pos, last]` from a direct upstream range request, resuming
     /// from the byte reached when the transfer breaks.
     async fn passthrough(&mut self, pos: &mut u64, last: u64) -> Result<(), End> {
@@ -560,7 +412,7 @@ impl Sender<'_> {
     }
 }
 
-enum Retry {
+pub(super) enum Retry {
     Again,
     /// The cached chunk is unusable: serve it from the origin directly.
     Broken,

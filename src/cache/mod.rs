@@ -4,7 +4,7 @@
 //!
 //! Inside this folder, imports point one way:
 //! `error, readahead, pace, gates, lru, settings, titles <- inflight, playhead <- media <- catalog
-//! <- memcache <- persist <- fill <- fetch <- driver <- run <- index_first <- open, body, admin,
+//! <- memcache <- persist <- fill <- fetch <- driver <- run <- index_first <- open, body <- cached, admin,
 //! playlists <- handle <- prefetch <- filler`, with `upkeep` beside them. `Cache`
 //! (handle.rs) is the one handle the layers above hold; each concern
 //! behind it is a handle of its own (`Opener`, `Bodies`, `Playlists`,
@@ -13,6 +13,7 @@
 mod access;
 pub(crate) mod admin;
 pub(crate) mod body;
+mod cached;
 pub(crate) mod catalog;
 mod driver;
 mod error;
