@@ -147,6 +147,9 @@ impl ChunkFiles {
             armed(WriteStage::Rename)
                 .and_then(|_| beneath::rename(&dir, &tmp, &dir, &dest))
                 .map_err(|e| fail(WriteStage::Rename, &dir_path.join(&dest), e))?;
+            // And after: a read that opened the file being replaced in
+            // between must not keep it.
+            self.open.forget(media_id, chunk_index);
             Ok(crc)
         })();
         if result.is_err() {
