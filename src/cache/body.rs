@@ -117,6 +117,7 @@ pub(super) async fn produce(
         sent: Sent::default(),
         since: player.since,
         player: client.is_some(),
+        fill_pending: client.is_some(),
     };
     let mut result = Ok(());
     for part in parts {
@@ -192,6 +193,9 @@ pub(super) struct Sender<'a> {
     pub since: Instant,
     /// A player's request (not a prefetch or a fill reading).
     pub player: bool,
+    /// Whether its media may still have to be asked to be filled
+    /// (`fill.rs`); false once there is nothing left to ask.
+    pub fill_pending: bool,
 }
 
 impl Sender<'_> {
@@ -217,8 +221,12 @@ impl Sender<'_> {
         if self.player {
             self.cache.metrics.served(source, n);
             if source != "framing" {
-                // Watched long enough: the rest of it may be filled.
-                self.cache.fills.watched(self.media, self.playhead.began());
+                // Watched long enough: the rest of it may be filled. Asked
+                // per piece only until nothing is left to ask.
+                if self.fill_pending {
+                    self.fill_pending =
+                        !self.cache.fills.watched(self.media, self.playhead.began());
+                }
                 if self.sent.cache + self.sent.origin == 0 {
                     self.cache.metrics.first_byte(source, self.since.elapsed());
                 }

@@ -47,20 +47,26 @@ impl Fills {
 
     /// A player reading `media` since `began` (its first request, when it
     /// reads on in consecutive ones) got more bytes: once it has read for
-    /// long enough, the media is asked to be filled (once).
-    pub fn watched(&self, media: &Media, began: Instant) {
+    /// long enough, the media is asked to be filled (once). True when
+    /// nothing is left to ask for this stream (fills off, a media that
+    /// cannot be filled, or asked already): its later pieces need not ask.
+    pub fn watched(&self, media: &Media, began: Instant) -> bool {
         let Some(after) = self.inner.after else {
-            return;
+            return true;
         };
         let Some(id) = media.id() else {
-            return;
+            return true;
         };
-        if began.elapsed() < after || media.is_gone() {
-            return;
+        if media.is_gone() {
+            return true;
+        }
+        if began.elapsed() < after {
+            return false;
         }
         if self.inner.asked.lock().unwrap().insert(id) {
             let _ = self.inner.tx.send(media.urls.latest().as_ref().clone());
         }
+        true
     }
 
     /// The media asked to be filled, for the one who fills them.
