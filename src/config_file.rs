@@ -168,11 +168,15 @@ fn upstreams(value: &toml::Value) -> anyhow::Result<Vec<UpstreamTable>> {
         for k in t.keys() {
             if !matches!(
                 k.as_str(),
-                "origin" | "headers" | "redirect_hosts" | "cache_key_ignore_query"
+                "origin"
+                    | "headers"
+                    | "redirect_hosts"
+                    | "cache_key_ignore_query"
+                    | "fill_while_watched"
             ) {
                 bail!(
                     "[[upstream]]: unknown key `{k}` (origin, headers, redirect_hosts, \
-                     cache_key_ignore_query)"
+                     cache_key_ignore_query, fill_while_watched)"
                 );
             }
         }
@@ -231,6 +235,12 @@ fn upstreams(value: &toml::Value) -> anyhow::Result<Vec<UpstreamTable>> {
         };
         let cache_key_ignore_query = crate::upstream::QueryFilter::parse(&ignore)
             .map_err(|e| anyhow::anyhow!("[[upstream]] {origin}: cache_key_ignore_query: {e}"))?;
+        let fill_while_watched = match t.get("fill_while_watched") {
+            None => None,
+            Some(v) => Some(v.as_bool().with_context(|| {
+                format!("[[upstream]] {origin}: fill_while_watched must be true or false")
+            })?),
+        };
         // One table per origin: two would each hold part of its rule, and
         // which part applies would depend on the lookup.
         if let Some(first) = out
@@ -247,6 +257,7 @@ fn upstreams(value: &toml::Value) -> anyhow::Result<Vec<UpstreamTable>> {
             headers: map,
             redirect_hosts,
             cache_key_ignore_query,
+            fill_while_watched,
         });
     }
     Ok(out)
@@ -433,6 +444,28 @@ mod tests {
             );
         }
         assert!(run("", &["--cache-key-ignore-query", "a&b"]).is_err());
+    }
+
+    #[test]
+    fn fill_while_watched_per_upstream() {
+        let file = r#"
+            [[upstream]]
+            origin = "http://nas.lan:8096"
+            fill_while_watched = true
+            [[upstream]]
+            origin = "https://cdn.example"
+        "#;
+        let cli = run(file, &[]).unwrap();
+        let cfg = serve(&cli);
+        assert!(!cfg.fill_while_watched);
+        assert_eq!(cfg.upstream_tables[0].fill_while_watched, Some(true));
+        assert_eq!(cfg.upstream_tables[1].fill_while_watched, None);
+        let e = run(
+            "[[upstream]]\norigin = \"http://h\"\nfill_while_watched = \"yes\"",
+            &[],
+        )
+        .unwrap_err();
+        assert!(format!("{e:#}").contains("fill_while_watched"), "{e:#}");
     }
 
     /// The environment wins over the file. In a child process, so the

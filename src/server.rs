@@ -134,7 +134,8 @@ impl Server {
             max_media_size: cfg.max_media_size,
             write_timeout: cfg.write_timeout,
             max_streams: cfg.max_streams,
-            fill_after: cfg.fill_while_watched.then_some(cfg.fill_after),
+            fill_after: fills_anywhere(&cfg).then_some(cfg.fill_after),
+            fill_by_default: cfg.fill_while_watched,
         };
         let disk = Disk::new(
             &dir,
@@ -162,9 +163,14 @@ impl Server {
                             headers: t.headers.clone(),
                             redirect_hosts: t.redirect_hosts.clone(),
                             cache_key_ignore_query: t.cache_key_ignore_query.clone(),
+                            fill_while_watched: t.fill_while_watched,
                         })
                         .collect(),
                     cache_key_ignore_query: cfg.cache_key_ignore_query.clone(),
+                },
+                limits: upstream::Limits {
+                    connections: cfg.max_connections_per_origin,
+                    streams: cfg.streams_per_media,
                 },
             },
             metrics.clone(),
@@ -323,7 +329,7 @@ impl Server {
         let prefetches = Prefetches::new(self.cache.clone(), MAX_PREFETCH_JOBS);
         // Fill while watched: the media players watch, and those a
         // restart stopped.
-        if let (true, Some(asked)) = (cfg.fill_while_watched, self.cache.fills().requests()) {
+        if let (true, Some(asked)) = (fills_anywhere(cfg), self.cache.fills().requests()) {
             let tasks = self.cache.tasks().clone();
             tasks.spawn(cache::filler::fill(
                 prefetches.clone(),
@@ -545,4 +551,14 @@ async fn record_start(index: &Index, metrics: &Metrics) {
         Ok(_) => {}
         Err(e) => tracing::warn!(error = %e, "cannot record the version in the index"),
     }
+}
+
+/// Whether fill while watched is on for some origin: for all
+/// (`--fill-while-watched`), or for one `[[upstream]]`.
+fn fills_anywhere(cfg: &Config) -> bool {
+    cfg.fill_while_watched
+        || cfg
+            .upstream_tables
+            .iter()
+            .any(|t| t.fill_while_watched == Some(true))
 }

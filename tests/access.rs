@@ -428,6 +428,7 @@ async fn origin_credentials_go_to_their_origin_only() {
         headers,
         redirect_hosts: vec![],
         cache_key_ignore_query: Default::default(),
+        fill_while_watched: None,
     };
     let spool = Spool::start_with(&origin, |c| {
         c.upstream_tables = vec![creds];

@@ -243,6 +243,7 @@ fn credentials_for(origin: &Origin) -> spool::config::UpstreamTable {
         headers,
         redirect_hosts: vec![],
         cache_key_ignore_query: Default::default(),
+        fill_while_watched: None,
     }
 }
 
@@ -341,6 +342,7 @@ async fn unsigned_redirect_hops_obey_the_allowlist() {
         headers: http::HeaderMap::new(),
         redirect_hosts: vec!["localhost".into()],
         cache_key_ignore_query: Default::default(),
+        fill_while_watched: None,
     };
     let cdn = Spool::start_with(&origin, |c| {
         c.signing.secret = Some(SECRET.into());

@@ -238,3 +238,41 @@ async fn a_fill_goes_on_after_a_restart() {
     let resumed = fills(&spool).await;
     assert_eq!(resumed.len(), 1, "{resumed:?}");
 }
+
+/// `fill_while_watched` in an `[[upstream]]` table wins over the flag, both
+/// ways: on for that origin with the flag off, off with the flag on.
+#[tokio::test]
+async fn an_upstream_table_turns_fills_on_or_off() {
+    let origin = Origin::start().await;
+    origin.add_file("a.mkv", data(20 * CHUNK as usize, 10), "video/x-matroska");
+    origin.set_faults("a.mkv", Faults::throttled(ORIGIN_RATE));
+    let table = |on: bool| spool::config::UpstreamTable {
+        origin: url::Url::parse(&origin.url("")).unwrap().origin(),
+        headers: Default::default(),
+        redirect_hosts: Vec::new(),
+        cache_key_ignore_query: Default::default(),
+        fill_while_watched: Some(on),
+    };
+    // The flag off, the table on: filled.
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = fill_config(dir.path(), &origin, 1 << 20);
+    cfg.fill_while_watched = false;
+    cfg.upstream_tables = vec![table(true)];
+    let on = Spool::start_cfg(cfg).await;
+    let url = origin.url("a.mkv");
+    watch(&on.url(&url), 0.8).await;
+    wait_for("the media filled whole", || async {
+        cached_whole(&on.cache_dir, &url)
+    })
+    .await;
+    assert_eq!(fills(&on).await.len(), 1);
+    // The flag on, the table off: not filled.
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = fill_config(dir.path(), &origin, 1 << 20);
+    cfg.upstream_tables = vec![table(false)];
+    let off = Spool::start_cfg(cfg).await;
+    watch(&off.url(&url), 0.8).await;
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert!(fills(&off).await.is_empty());
+    assert!(!cached_whole(&off.cache_dir, &url));
+}

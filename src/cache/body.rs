@@ -360,6 +360,7 @@ impl Sender<'_> {
                 Ok(None) => {
                     // Not here yet: unless its transfer brings it soon, a
                     // new request fetches from this byte.
+                    media.streams.waited();
                     runs.hurry(media, index, &chunk, *pos);
                     let wait = chunk.read_at(*pos - start);
                     let since = tokio::time::Instant::now();

@@ -21,6 +21,9 @@ use super::media::Media;
 use super::readahead::Window;
 use crate::upstream::{Answer, Head, ResumingBody, UpstreamError};
 
+/// Bytes a run fills before its rate is a sample of the origin's.
+const RATE_SAMPLE: u64 = 256 * 1024;
+
 /// Complete chunks of one run waiting for the disk at most.
 const WRITES_IN_FLIGHT: usize = 3;
 
@@ -52,19 +55,25 @@ pub(super) struct Run {
     place: Option<Place>,
 }
 
-/// A `--max-downloads` place, counted in `spool_downloads_transferring`
+/// A `--max-downloads` place and one of its origin's, counted in `spool_downloads_transferring`
 /// while held.
 struct Place {
     _permit: tokio::sync::OwnedSemaphorePermit,
+    _origin: tokio::sync::OwnedSemaphorePermit,
     gauge: prometheus_client::metrics::gauge::Gauge,
 }
 
 impl Place {
-    fn new(permit: tokio::sync::OwnedSemaphorePermit, fetch: &Fetcher) -> Place {
+    fn new(
+        permit: tokio::sync::OwnedSemaphorePermit,
+        origin: tokio::sync::OwnedSemaphorePermit,
+        fetch: &Fetcher,
+    ) -> Place {
         let gauge = fetch.upstream.metrics().downloads_transferring.clone();
         gauge.inc();
         Place {
             _permit: permit,
+            _origin: origin,
             gauge,
         }
     }
@@ -86,6 +95,7 @@ impl Run {
         current: (u64, u64, Arc<InFlight>),
         continues: bool,
     ) -> Run {
+        media.streams.run_started();
         let m = fetch.upstream.metrics();
         m.active_downloads.inc();
         m.downloads_by_host.get_or_create(&m.host(&media.url)).inc();
@@ -133,6 +143,9 @@ impl Run {
     async fn fetch_all(&mut self) -> Result<(), CacheError> {
         let grace = self.fetch.policy.grace;
         let mut writing = VecDeque::new();
+        // Bytes and time of the chunks filled since the media's rate was
+        // last recorded: small chunks make one sample together.
+        let mut sample = (0, Duration::ZERO);
         while let Some((index, part, chunk)) = self.current.clone() {
             self.place = None;
             let w = self.fetch.window(&self.media);
@@ -160,6 +173,9 @@ impl Run {
                 if claimed.is_none() {
                     *claimed = self.media.claim(next, next, 0, &self.feed, None).pop();
                     if claimed.is_none() {
+                        *claimed = self.leapfrog(index);
+                    }
+                    if claimed.is_none() {
                         debug!(next, "next chunk already taken; run ends after this one");
                     }
                 }
@@ -175,7 +191,11 @@ impl Run {
             let started = Instant::now();
             let got = self.fill(index, part, &chunk).await?;
             chunk.finish(part, Ok(()));
-            self.media.record_rate(got, started.elapsed());
+            sample = (sample.0 + got, sample.1 + started.elapsed());
+            if sample.0 >= RATE_SAMPLE {
+                self.media.record_rate(sample.0, sample.1);
+                sample = (0, Duration::ZERO);
+            }
             self.current = None;
             // A part that ends before its chunk does (a head, or a part cut
             // for a player ahead of it) ends the run; the run filling the
@@ -215,6 +235,24 @@ impl Run {
         Ok(())
     }
 
+    /// When the chunks ahead come over several streams and the next chunk
+    /// is another stream's: the first chunk past every stretch the streams
+    /// asked for, within the windows of the players that want chunk
+    /// `index`, claimed for this run to go on with (so each stream goes on
+    /// as soon as its stretch ends, its request sent early). None when
+    /// fewer streams are wanted now.
+    fn leapfrog(&self, index: u64) -> Option<(u64, Arc<InFlight>)> {
+        let media = &self.media;
+        let want = self.fetch.streams(media);
+        if want <= 1 || media.streams.runs() > want {
+            return None;
+        }
+        let reach = media.wanting(index, &self.fetch.window(media))?.reach;
+        let at = media.next_stream_start(index + 1, reach.min(media.read_limit()))?;
+        debug!(index, at, want, "a stream goes on past the others");
+        media.claim(at, at, 0, &self.feed, None).pop()
+    }
+
     /// Makes sure the body delivers the part of chunk `index` from `part`
     /// on: when the last request ended before it, the next one (sent early
     /// when a player's window reached it, or now) takes over, asking for
@@ -230,6 +268,7 @@ impl Run {
         if let Some(f) = self.following.take() {
             if let Ok(body) = f.await {
                 if body.pos() == from {
+                    self.feed.jump(from);
                     self.feed.set_end(body.end());
                     self.body = body;
                     return;
@@ -265,25 +304,36 @@ impl Run {
             return;
         }
         let media = &self.media;
-        let next_start = self.body.end() + 1;
-        if next_start >= media.size() || next_start != media.chunk_start(index + 1) {
+        // Only while this request brings its last chunk.
+        let ends = self.body.end() + 1;
+        if ends >= media.size() || ends != media.chunk_start(index + 1) {
             return;
         }
-        let w = self.fetch.window(media);
-        if !media.wanted(index + 1, &w, Duration::ZERO) && !self.next_due(index, next_start) {
-            return;
-        }
+        // The stretch after it starts right after it, or, for a run that
+        // goes on past other streams' stretches, at the chunk it claimed.
         let own = self.feed.next.lock().unwrap().as_ref().map(|n| n.0);
+        let next = own.filter(|&j| j > index + 1).unwrap_or(index + 1);
+        let next_start = media.chunk_start(next);
+        let w = self.fetch.window(media);
+        if !media.wanted(next, &w, Duration::ZERO) && !self.next_due(index, ends) {
+            return;
+        }
         // The next chunk must be this run's to fill: one that another
         // transfer fills (the index fetched first, a player's seek) is not
         // asked for a second time.
-        if own != Some(index + 1) && media.slot(index + 1).is_some() {
+        if own != Some(next) && media.slot(next).is_some() {
             return;
         }
-        let end = self.fetch.stretch_end(media, index + 1, self.grow(), own);
+        // Not while the origin asked for a pause: the next request waits
+        // for it with the run's next place.
+        if self.fetch.upstream.origins().paused(&media.url) {
+            return;
+        }
+        let end = self.fetch.stretch_end(media, next, self.grow(), own);
         if end < next_start {
             return;
         }
+        self.feed.ask(end);
         let mut body = self.fetch.body(media, next_start, end);
         self.following = Some(tokio::spawn(async move {
             // An error here is met again (and handled) when it is read.
@@ -293,7 +343,7 @@ impl Run {
     }
 
     /// Whether a player reads on at chunk `index` and what this request
-    /// still brings (from `next_start`) arrives within about one time to
+    /// still brings (up to `next_start`) arrives within about one time to
     /// first byte of the origin: a request sent later leaves the player
     /// waiting at the chunk's end. Rate and time to first byte are the
     /// ones measured, as for `Runs::hurry`.
@@ -309,24 +359,35 @@ impl Run {
     /// false when nobody wanted chunk `index` any more meanwhile (its
     /// players hung up while queued: the run gives its claim back instead
     /// of taking a place for nobody).
+    ///
+    /// The place is one of its origin's (`--max-connections-per-origin`,
+    /// taken first: runs waiting for a busy origin do not hold places
+    /// other origins' runs could use), then a `--max-downloads` one.
     async fn take_place(&mut self, index: u64) -> bool {
         if self.place.is_some() {
             return true;
         }
-        let downloads = self.fetch.downloads.clone();
-        let permit = match downloads.clone().try_acquire_owned() {
-            Ok(p) => Some(p),
-            Err(_) => {
-                self.fetch.upstream.metrics().limited("max_downloads");
-                let w = self.fetch.window(&self.media);
-                let grace = self.fetch.policy.grace;
-                tokio::select! {
-                    p = downloads.acquire_owned() => p.ok(),
-                    () = abandoned(&self.media, index, &w, grace) => return false,
+        let fetch = self.fetch.clone();
+        let url = self.media.url.clone();
+        let get = async move {
+            let origin = fetch.upstream.origins().connection(&url).await;
+            let downloads = fetch.downloads.clone();
+            let permit = match downloads.clone().try_acquire_owned() {
+                Ok(p) => p,
+                Err(_) => {
+                    fetch.upstream.metrics().limited("max_downloads");
+                    downloads.acquire_owned().await.ok()?
                 }
-            }
+            };
+            Some((permit, origin))
         };
-        self.place = permit.map(|p| Place::new(p, &self.fetch));
+        let w = self.fetch.window(&self.media);
+        let grace = self.fetch.policy.grace;
+        let permits = tokio::select! {
+            p = get => p,
+            () = abandoned(&self.media, index, &w, grace) => return false,
+        };
+        self.place = permits.map(|(p, origin)| Place::new(p, origin, &self.fetch));
         true
     }
 
@@ -419,6 +480,7 @@ async fn abandoned(media: &Media, index: u64, w: &Window, grace: Duration) {
 impl Drop for Run {
     fn drop(&mut self) {
         self.release(&CacheError::Cancelled);
+        self.media.streams.run_ended();
         let m = self.fetch.upstream.metrics();
         m.active_downloads.dec();
         m.downloads_by_host

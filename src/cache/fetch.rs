@@ -52,12 +52,42 @@ impl Fetcher {
             Some(taken) => media.chunk_start(taken) - 1,
             None => media.size() - 1,
         };
-        let last = self.window(media).stretch_last(media.heads(), index, grow);
+        let w = self.window(media);
+        let mut last = w.stretch_last(media.heads(), index, grow);
+        // Over several streams, each request takes its share of the window,
+        // and near the media's end its share of what is left (so the
+        // streams end together, not one of them alone).
+        let streams = self.streams(media);
+        if streams > 1 {
+            let left = media.chunk_count().saturating_sub(index);
+            let stride = w.stride(streams).min(left.div_ceil(streams as u64));
+            last = last.min(index.saturating_add(stride.max(1) - 1));
+        }
         match last.checked_add(1) {
             Some(after) if after < media.chunk_count() => {
                 taken_end.min(media.chunk_start(after) - 1)
             }
             _ => taken_end,
+        }
+    }
+
+    /// How many streams the chunks ahead of a media's players come over
+    /// now (`readahead::streams`): what its origin allows, one transfer's
+    /// measured rate against what its players take.
+    pub fn streams(&self, media: &Media) -> usize {
+        let origins = self.upstream.origins();
+        let max = origins.max_streams().min(self.window(media).max_streams());
+        let want = super::readahead::streams(
+            max,
+            media.pace().measured_rate(),
+            media.byte_rate(),
+            media.streams.outrun(),
+        );
+        // The origin is asked only when more than one is wanted: a warm
+        // read asks this for every chunk.
+        match want > 1 {
+            true => want.min(origins.streams(&media.url)),
+            false => 1,
         }
     }
 

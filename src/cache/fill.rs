@@ -16,6 +16,7 @@ use url::Url;
 use super::media::Media;
 use super::persist::Writer;
 use crate::store::MediaId;
+use crate::upstream::Upstream;
 
 /// Asks for media to be filled as players watch them. Cheap to clone.
 #[derive(Clone)]
@@ -26,6 +27,9 @@ pub(crate) struct Fills {
 struct Inner {
     /// How long a player reads before its media is filled (None: off).
     after: Option<Duration>,
+    /// Whether for origins whose `[[upstream]]` does not say.
+    by_default: bool,
+    upstream: Upstream,
     tx: mpsc::UnboundedSender<Url>,
     rx: Mutex<Option<mpsc::UnboundedReceiver<Url>>>,
     /// Media asked for in this process (each once).
@@ -33,11 +37,13 @@ struct Inner {
 }
 
 impl Fills {
-    pub fn new(after: Option<Duration>) -> Fills {
+    pub fn new(after: Option<Duration>, by_default: bool, upstream: Upstream) -> Fills {
         let (tx, rx) = mpsc::unbounded_channel();
         Fills {
             inner: Arc::new(Inner {
                 after,
+                by_default,
+                upstream,
                 tx,
                 rx: Mutex::new(Some(rx)),
                 asked: Mutex::default(),
@@ -57,6 +63,10 @@ impl Fills {
         let Some(id) = media.id() else {
             return true;
         };
+        let on = self.inner.upstream.fill_while_watched(&media.url);
+        if !on.unwrap_or(self.inner.by_default) {
+            return true;
+        }
         if media.is_gone() {
             return true;
         }

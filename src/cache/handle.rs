@@ -67,7 +67,11 @@ impl Cache {
                     settings,
                     sessions: super::Sessions::new(titles.clone()),
                     accesses,
-                    fills: super::fill::Fills::new(settings.fill_after),
+                    fills: super::fill::Fills::new(
+                        settings.fill_after,
+                        settings.fill_by_default,
+                        runs.upstream().clone(),
+                    ),
                     runs: runs.clone(),
                     index: index.clone(),
                     files: files.clone(),

@@ -38,6 +38,9 @@ pub(crate) struct Transfer {
     pub next: Mutex<Option<(u64, Arc<InFlight>)>>,
     /// The last byte (inclusive) of the stretch this transfer is to fetch.
     end: AtomicU64,
+    /// The last byte its run asked for in a request sent early, for the
+    /// stretch after this one (0: none).
+    asked: AtomicU64,
     /// Its transfer broke lately: a new request would fare no better (and
     /// requests must stay bounded against an origin that breaks them).
     troubled: AtomicBool,
@@ -56,6 +59,7 @@ impl Transfer {
             times: Mutex::default(),
             next: Mutex::new(None),
             end: AtomicU64::new(end),
+            asked: AtomicU64::new(0),
             troubled: AtomicBool::new(false),
         })
     }
@@ -78,6 +82,16 @@ impl Transfer {
 
     pub fn set_end(&self, end: u64) {
         self.end.store(end, Ordering::Relaxed);
+    }
+
+    /// Its run sent a request for the stretch after this one, to `end`.
+    pub fn ask(&self, end: u64) {
+        self.asked.fetch_max(end, Ordering::Relaxed);
+    }
+
+    /// The last byte its run has asked the origin for.
+    pub fn asked_end(&self) -> u64 {
+        self.end().max(self.asked.load(Ordering::Relaxed))
     }
 
     /// The transfer's request is going out now.
@@ -105,9 +119,16 @@ impl Transfer {
         Some(now - t.requested.unwrap_or(now))
     }
 
-    /// Skips to `at` (a transfer resumed elsewhere).
+    /// Skips to `at` (a transfer resumed elsewhere, a run going on past
+    /// other streams' stretches): its own rate is measured from here.
     pub fn jump(&self, at: u64) {
-        self.at.store(at, Ordering::Relaxed);
+        let was = self.at.swap(at, Ordering::Relaxed);
+        if was != at {
+            let mut t = self.times.lock().unwrap();
+            if t.first_byte.is_some() {
+                t.first_byte = Some((Instant::now(), at));
+            }
+        }
     }
 
     /// When byte `pos` may be expected from this transfer, from its own
@@ -325,6 +346,16 @@ impl InFlight {
     /// Fails whatever is not complete yet.
     pub fn fail(&self, e: CacheError) {
         self.update(|parts| parts.iter_mut().for_each(|p| p.fail(&e)));
+    }
+
+    /// The last byte the transfers filling this chunk asked for (None
+    /// when none fills it now).
+    pub fn asked_end(&self) -> Option<u64> {
+        let parts = self.parts.lock().unwrap();
+        parts
+            .iter()
+            .filter_map(|p| p.feed.as_ref().map(|f| f.asked_end()))
+            .max()
     }
 
     /// The transfer a reader at `offset` waits for, when the byte has not

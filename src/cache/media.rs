@@ -14,6 +14,7 @@ use super::inflight::{InFlight, Transfer};
 use super::pace::Pace;
 use super::playhead::{Playhead, Playheads};
 use super::readahead::{Head, Policy, Window};
+use super::streams::Streams;
 use super::watch::Watchers;
 use crate::store::MediaId;
 use crate::store::{unix_now, ChunkRow, MediaRow};
@@ -72,6 +73,8 @@ pub(crate) struct Media {
     pace: Mutex<Pace>,
     /// Bytes per second of playback, when the container told (0: unknown).
     byte_rate: AtomicU64,
+    /// Its transfers, for parallel range streams (`streams.rs`).
+    pub streams: Streams,
 }
 
 impl Media {
@@ -102,6 +105,7 @@ impl Media {
             last_used: Mutex::new(Instant::now()),
             pace: Mutex::default(),
             byte_rate: AtomicU64::new(0),
+            streams: Streams::default(),
             probed: Mutex::new(instant_of(row.probed_unix)),
             row,
             slots: Mutex::new(slots),
@@ -216,6 +220,30 @@ impl Media {
     pub fn next_taken(&self, from: u64) -> Option<u64> {
         let slots = self.slots.lock().unwrap();
         slots.range(from..).next().map(|(i, _)| *i)
+    }
+
+    /// Where another stream would start among chunks `at..=last`: the
+    /// first chunk nobody has, past every byte that a transfer filling a
+    /// chunk there asked for (its request, and the next one it sent
+    /// early), so no stream takes a chunk another one's request brings.
+    pub fn next_stream_start(&self, at: u64, last: u64) -> Option<u64> {
+        let last = last.min(self.chunk_count().saturating_sub(1));
+        if at > last {
+            return None;
+        }
+        let slots = self.slots.lock().unwrap();
+        let asked = slots
+            .range(at..=last)
+            .filter_map(|(_, s)| match s {
+                Slot::Pending(chunk) => chunk.asked_end(),
+                Slot::Cached { .. } => None,
+            })
+            .max();
+        let from = match asked {
+            Some(end) => end.saturating_add(1).div_ceil(self.chunk_size()).max(at),
+            None => at,
+        };
+        (from..=last).find(|i| !slots.contains_key(i))
     }
 
     /// Replaces a pending chunk by its cached file, if it is still the same
@@ -385,7 +413,6 @@ impl Media {
     }
 
     /// What the players reading now that want chunk `index` ask of it.
-    #[cfg(test)]
     pub fn wanting(&self, index: u64, w: &Window) -> Option<super::readahead::Wanting> {
         self.playheads.with_heads(|h| w.wanting(h, index))
     }
@@ -417,9 +444,10 @@ impl Media {
         *p = p.with_ttfb(t);
     }
 
-    /// Records a transfer's rate over a stretch it fetched.
+    /// Records a transfer's rate over a stretch it fetched (at least a
+    /// few hundred KiB: the driver's sample).
     pub fn record_rate(&self, bytes: u64, took: Duration) {
-        if bytes >= 256 * 1024 && !took.is_zero() {
+        if !took.is_zero() {
             let mut p = self.pace.lock().unwrap();
             *p = p.with_rate(bytes as f64 / took.as_secs_f64());
         }

@@ -3,7 +3,7 @@
 //! the disk in bounds.
 //!
 //! Inside this folder, imports point one way:
-//! `error, readahead, pace, gates, lru, settings, titles <- inflight, playhead <- media <- catalog
+//! `error, readahead, pace, gates, lru, settings, titles <- inflight, playhead, streams <- media <- catalog
 //! <- memcache <- persist <- fill <- fetch <- driver <- run <- index_first <- open, body <- cached, admin,
 //! playlists <- handle <- prefetch <- filler`, with `upkeep` beside them. `Cache`
 //! (handle.rs) is the one handle the layers above hold; each concern
@@ -41,6 +41,7 @@ pub(crate) mod rig;
 pub(crate) mod run;
 mod sessions;
 mod settings;
+mod streams;
 mod tasks;
 mod titles;
 pub(crate) mod upkeep;

@@ -35,6 +35,11 @@ impl Pace {
         }
     }
 
+    /// One transfer's rate, once one was measured.
+    pub fn measured_rate(&self) -> Option<f64> {
+        (self.samples.1 > 0).then_some(self.rate)
+    }
+
     /// How soon bytes must be due for a new request not to be worth it:
     /// a new request brings its first byte after about one time to first
     /// byte, so only a clearly later arrival (half again, and 5 ms) counts.

@@ -31,6 +31,53 @@ pub const FIRST_PIECE: u64 = 512 * 1024;
 /// spans this many bytes (then bounded by the longest window).
 pub const UNKNOWN_RATE_READ_AHEAD: u64 = 32 << 20;
 
+/// How long after a player last waited for bytes at a transfer's front
+/// its media still counts as outrunning its transfers.
+pub const OUTRUN_FOR: Duration = Duration::from_secs(2);
+
+/// A transfer at least this fast (bytes a second) is not held back by its
+/// connection: more streams would only add requests.
+pub const UNTHROTTLED: f64 = 64.0 * 1024.0 * 1024.0;
+
+/// The least one stream's stretch of the window holds: a smaller one
+/// spends about as long asking as transferring.
+pub const MIN_STRIDE: u64 = 1 << 20;
+
+/// What the transfers of a media must bring together, over playback's
+/// byte rate.
+const NEED_MARGIN: f64 = 1.5;
+
+/// How many streams (concurrent ranged requests) a media's chunks ahead
+/// are fetched over: one, unless one transfer brings less than its
+/// players take. `max` is what its origin allows now
+/// (`--streams-per-media`, lowered while it asks for pauses);
+/// `transfer_rate` what one transfer of it brings (None: not measured
+/// yet); `byte_rate` its playback's, when known; `outrun` whether a
+/// player waited at a transfer's front lately (a sequential reader, or
+/// a player filling its buffer, that takes more than one transfer
+/// brings). A player outrunning its transfer gets them all; otherwise
+/// as many as playback needs with a margin.
+pub fn streams(
+    max: usize,
+    transfer_rate: Option<f64>,
+    byte_rate: Option<u64>,
+    outrun: bool,
+) -> usize {
+    let Some(rate) = transfer_rate.filter(|r| *r > 0.0) else {
+        return 1;
+    };
+    if max <= 1 || rate >= UNTHROTTLED {
+        return 1;
+    }
+    if outrun {
+        return max;
+    }
+    match byte_rate {
+        Some(b) if b > 0 => ((b as f64 * NEED_MARGIN / rate).ceil() as usize).clamp(1, max),
+        _ => 1,
+    }
+}
+
 /// The read-ahead settings.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Policy {
@@ -122,6 +169,22 @@ impl Window {
     #[cfg(test)]
     pub fn chunks(&self) -> u64 {
         self.chunks
+    }
+
+    /// How many chunks one request asks for at most when a media's chunks
+    /// ahead come over `streams` streams: the window shared among them,
+    /// so each stream has its own stretch of it.
+    pub fn stride(&self, streams: usize) -> u64 {
+        (self.chunks / streams.max(1) as u64).max(1)
+    }
+
+    /// The most streams the window can be shared among, each with at
+    /// least [`MIN_STRIDE`] bytes of it.
+    pub fn max_streams(&self) -> usize {
+        let bytes = self.chunks.saturating_mul(self.chunk_size);
+        usize::try_from(bytes / MIN_STRIDE)
+            .unwrap_or(usize::MAX)
+            .max(1)
     }
 
     /// The chunk a player's window reaches whatever the window's length:
@@ -512,5 +575,78 @@ mod tests {
         assert_eq!(bytes(0).window(MIB, None).chunks(), 0, "read-ahead off");
         // A time given: at least one chunk.
         assert_eq!(timed(1, 32 * MIB).window(MIB, Some(1)).chunks(), 1);
+    }
+
+    /// Each case: what the origin allows, one transfer's rate, playback's
+    /// byte rate, whether a player waited at a transfer's front lately,
+    /// and the streams the policy answers.
+    #[test]
+    fn streams_follow_what_players_need() {
+        let mb = 1e6;
+        let cases = [
+            ("not measured yet", 4, None, Some(10_000_000), true, 1),
+            ("one allowed", 1, Some(8.0 * mb), None, true, 1),
+            ("a fast transfer", 4, Some(100.0 * mb), None, true, 1),
+            (
+                "a reader outruns a throttled transfer",
+                4,
+                Some(8.0 * mb),
+                None,
+                true,
+                4,
+            ),
+            ("an origin lowered to two", 2, Some(8.0 * mb), None, true, 2),
+            (
+                "playback needs 1.5 x 10 MB/s of 8 MB/s",
+                4,
+                Some(8.0 * mb),
+                Some(10_000_000),
+                false,
+                2,
+            ),
+            (
+                "playback needs more than four bring",
+                4,
+                Some(2.0 * mb),
+                Some(10_000_000),
+                false,
+                4,
+            ),
+            (
+                "one suffices for playback",
+                4,
+                Some(8.0 * mb),
+                Some(2_000_000),
+                false,
+                1,
+            ),
+            (
+                "nobody waits, rate unknown",
+                4,
+                Some(8.0 * mb),
+                None,
+                false,
+                1,
+            ),
+        ];
+        for (name, max, rate, byte_rate, outrun, want) in cases {
+            assert_eq!(streams(max, rate, byte_rate, outrun), want, "{name}");
+        }
+    }
+
+    #[test]
+    fn a_stride_shares_the_window() {
+        let w = bytes(32 * MIB).window(MIB, None);
+        assert_eq!(w.stride(1), 32);
+        assert_eq!(w.stride(4), 8);
+        assert_eq!(
+            bytes(2 * MIB).window(MIB, None).stride(4),
+            1,
+            "at least a chunk"
+        );
+        // At least 1 MiB a stream.
+        assert_eq!(w.max_streams(), 32);
+        assert_eq!(bytes(256 * KIB).window(64 * KIB, None).max_streams(), 1);
+        assert_eq!(bytes(4 * MIB).window(64 * KIB, None).max_streams(), 4);
     }
 }

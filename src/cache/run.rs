@@ -151,6 +151,11 @@ impl Runs {
     /// missing chunk within its read-ahead window (`window_end`, its last
     /// chunk), unless the run downloading the chunk before it will go on
     /// to it anyway (one request per stretch, not one per chunk).
+    ///
+    /// When one transfer brings less than the players take
+    /// (`Fetcher::streams`), more runs fetch the window's later stretches
+    /// at once, each past what the others asked for, up to the streams
+    /// wanted; an extra one starts only when its origin has a free place.
     pub fn read_ahead(&self, media: &Arc<Media>, at: u64, window_end: u64) {
         let last = window_end.min(media.chunk_count().saturating_sub(1));
         let mut before = media.slot(at);
@@ -159,10 +164,25 @@ impl Runs {
             if slot.is_none() {
                 if !matches!(before, Some(Slot::Pending(_))) {
                     self.start(media, index, 0);
+                    return;
                 }
-                return;
+                break;
             }
             before = slot;
+        }
+        let want = self.inner.streams(media);
+        while want > 1 && media.streams.runs() < want {
+            let origins = self.inner.upstream.origins();
+            let Some(index) = media.next_stream_start(at + 1, last) else {
+                return;
+            };
+            if !origins.has_room(&media.url) || !self.start(media, index, 0) {
+                return;
+            }
+            debug!(
+                media = media.id().map(|m| m.0),
+                index, want, "another stream"
+            );
         }
     }
 
@@ -315,6 +335,7 @@ mod tests {
                 retries: 0,
                 max_skip: 0,
                 rules: Default::default(),
+                limits: Default::default(),
             },
             rig.metrics.clone(),
         )

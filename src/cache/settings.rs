@@ -23,8 +23,11 @@ pub(crate) struct Settings {
     pub write_timeout: Duration,
     /// Response bodies streaming at once.
     pub max_streams: usize,
-    /// Fill while watched: after how long a player read (None: off).
+    /// Fill while watched: after how long a player read (None: off for
+    /// every origin), and whether for origins whose `[[upstream]]` does
+    /// not say (`--fill-while-watched`).
     pub fill_after: Option<Duration>,
+    pub fill_by_default: bool,
 }
 
 impl Settings {

@@ -1,5 +1,6 @@
 //! `spool serve`'s settings: every flag with its environment twin.
 
+use clap::builder::TypedValueParser as _;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -27,6 +28,8 @@ pub struct UpstreamTable {
     /// Query parameters not part of its media's identity, beyond
     /// `--cache-key-ignore-query`.
     pub cache_key_ignore_query: QueryFilter,
+    /// Fill while watched for its media, over `--fill-while-watched`.
+    pub fill_while_watched: Option<bool>,
 }
 
 impl std::fmt::Debug for UpstreamTable {
@@ -37,6 +40,7 @@ impl std::fmt::Debug for UpstreamTable {
             .field("headers", &self.headers.keys().collect::<Vec<_>>())
             .field("redirect_hosts", &self.redirect_hosts)
             .field("cache_key_ignore_query", &self.cache_key_ignore_query)
+            .field("fill_while_watched", &self.fill_while_watched)
             .finish()
     }
 }
@@ -216,6 +220,20 @@ pub struct Config {
     /// (their players wait with them).
     #[arg(long, env = "SPOOL_MAX_DOWNLOADS", default_value_t = 64)]
     pub max_downloads: usize,
+
+    /// Ranged requests one media may fetch over at once when one transfer
+    /// brings less than its players take (an origin that caps each
+    /// connection, a distant one): the chunks ahead come over up to this
+    /// many streams, and back over one when one suffices. 1: one stream.
+    #[arg(long, env = "SPOOL_STREAMS_PER_MEDIA", default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=64).map(usize::from))]
+    pub streams_per_media: usize,
+
+    /// Transfers from one origin host at once (scheme, host and port),
+    /// all media together; more wait for a place. An origin answering 429,
+    /// or 503 with Retry-After, gets the pause it asked for (up to 10 s)
+    /// and half the streams per media, one coming back every 30 s.
+    #[arg(long, env = "SPOOL_MAX_CONNECTIONS_PER_ORIGIN", default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..).map(usize::from))]
+    pub max_connections_per_origin: usize,
 
     /// Most ranges in one request's Range header; a request with more gets
     /// the whole body (200). Overlapping and adjacent ranges are merged.

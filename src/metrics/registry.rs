@@ -88,6 +88,10 @@ pub struct Metrics {
     pub streams_by_host: Family<HostLabel, Gauge>,
     /// Download runs alive now, by the host of their origin.
     pub downloads_by_host: Family<HostLabel, Gauge>,
+    /// Streams one media may take from an origin now (lowered while it
+    /// answers 429 or 503 with Retry-After), by host; and those answers.
+    pub origin_streams: Family<HostLabel, Gauge>,
+    pub origin_busy: Family<HostLabel, Counter>,
     /// The hosts labelled so far.
     hosts: std::sync::Mutex<std::collections::HashSet<String>>,
     pub client_requests: Counter,
@@ -163,6 +167,16 @@ impl Metrics {
             "spool_active_downloads_by_host",
             "Download runs alive, by the host of their origin",
             m.downloads_by_host.clone(),
+        );
+        r.register(
+            "spool_origin_streams",
+            "Streams one media may fetch over from an origin now (--streams-per-media, halved by each 429 or 503 with Retry-After, one back per 30 s), by host; hosts that answered so only",
+            m.origin_streams.clone(),
+        );
+        r.register(
+            "spool_origin_busy",
+            "Answers 429, or 503 with Retry-After, by origin host",
+            m.origin_busy.clone(),
         );
         r.register(
             "spool_open_connections",

@@ -12,6 +12,7 @@ use url::Url;
 use super::allow::AllowList;
 use super::answer::Answer;
 use super::error::{DeniedError, UpstreamError};
+use super::origins::{Limits, Origins};
 use super::rule::{Rules, UpstreamRule};
 use crate::history::{Event, Kind};
 use crate::metrics::Metrics;
@@ -62,6 +63,8 @@ pub(crate) struct Settings {
     /// The `[[upstream]]` tables: request headers (credentials for a NAS)
     /// and redirect hosts per origin (`rule.rs`).
     pub rules: Rules,
+    /// Transfers and streams per origin host (`origins.rs`).
+    pub limits: Limits,
 }
 
 /// The HTTP client to origins. Cheap to clone.
@@ -74,6 +77,7 @@ pub(crate) struct Upstream {
     max_redirects: usize,
     max_skip: u64,
     rules: Arc<Rules>,
+    origins: Origins,
     metrics: Arc<Metrics>,
 }
 
@@ -106,6 +110,7 @@ impl Upstream {
             max_redirects: cfg.max_redirects,
             max_skip: cfg.max_skip,
             rules: Arc::new(cfg.rules.clone()),
+            origins: Origins::new(cfg.limits, metrics.clone()),
             metrics,
         })
     }
@@ -114,6 +119,12 @@ impl Upstream {
     /// (no query parameter the settings ignore).
     pub fn cache_key(&self, url: &Url) -> Option<Url> {
         self.rules.cache_key(url)
+    }
+
+    /// Whether `url`'s `[[upstream]]` turns fill while watched on or off
+    /// (None: it does not say).
+    pub fn fill_while_watched(&self, url: &Url) -> Option<bool> {
+        self.rules.fill_while_watched(url)
     }
 
     /// Times a broken transfer is resumed in a row before giving up.
@@ -132,6 +143,11 @@ impl Upstream {
 
     pub fn metrics(&self) -> &Metrics {
         &self.metrics
+    }
+
+    /// Transfers and streams per origin host.
+    pub fn origins(&self) -> &Origins {
+        &self.origins
     }
 
     /// Checks a media URL against the allowlist on its resolved addresses,
@@ -328,6 +344,8 @@ impl Upstream {
             let extra = credentials
                 .then(|| self.rules.headers(&url.origin()))
                 .flatten();
+            // An origin that asked for a pause gets it from every request.
+            self.origins.pause(&url).await;
             let asked = std::time::Instant::now();
             let resp = self
                 .send(&target, host_header.as_deref(), range, extra, conditional)
@@ -339,7 +357,11 @@ impl Upstream {
                 // Not Modified answers a conditional request only.
                 let resp = match status == StatusCode::NOT_MODIFIED && conditional.is_some() {
                     true => resp,
-                    false => answer(resp)?,
+                    false => answer(resp).inspect_err(|e| {
+                        if let UpstreamError::Busy(_, wait) = e {
+                            self.origins.busy(&url, *wait);
+                        }
+                    })?,
                 };
                 return Ok((Answer::new(resp, self.timeout, self.metrics.clone()), url));
             }

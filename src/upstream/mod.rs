@@ -7,6 +7,7 @@ mod client;
 mod error;
 mod head;
 mod key;
+mod origins;
 pub(crate) mod resume;
 mod rule;
 
@@ -16,5 +17,6 @@ pub(crate) use error::UpstreamError;
 pub(crate) use head::{Head, Version};
 pub use key::QueryFilter;
 pub(crate) use key::UrlSet;
+pub(crate) use origins::Limits;
 pub(crate) use resume::{ResumingBody, PROGRESS};
 pub(crate) use rule::{OriginRule, Rules, UpstreamRule};

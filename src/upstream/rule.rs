@@ -90,6 +90,9 @@ pub(crate) struct OriginRule {
     /// Query parameters not part of its media's identity, beyond
     /// `Rules::cache_key_ignore_query`.
     pub cache_key_ignore_query: QueryFilter,
+    /// Fill while watched for its media, whatever `--fill-while-watched`
+    /// says (None: as it says).
+    pub fill_while_watched: Option<bool>,
 }
 
 /// The `[[upstream]]` tables and the allowlist, as hops are judged.
@@ -115,6 +118,12 @@ impl Rules {
                 .key(url),
             _ => self.cache_key_ignore_query.key(url),
         }
+    }
+
+    /// Whether fill while watched is on or off for `url`'s origin, when its
+    /// `[[upstream]]` says.
+    pub fn fill_while_watched(&self, url: &Url) -> Option<bool> {
+        self.of(&url.origin())?.fill_while_watched
     }
 
     /// The headers to send to `origin`, if it has any.
@@ -199,12 +208,14 @@ mod tests {
                     headers: creds,
                     redirect_hosts: vec![],
                     cache_key_ignore_query: QueryFilter::default(),
+                    fill_while_watched: Some(true),
                 },
                 OriginRule {
                     origin: u("https://cdn.example").origin(),
                     headers: http::HeaderMap::new(),
                     redirect_hosts: vec!["store.example.net".into(), "*.s3.example".into()],
                     cache_key_ignore_query: QueryFilter::parse(&["X-Amz-*"]).unwrap(),
+                    fill_while_watched: Some(false),
                 },
             ],
             cache_key_ignore_query: QueryFilter::parse(&["token"]).unwrap(),
@@ -226,6 +237,17 @@ mod tests {
             Some("http://media.lan/a.mp4?X-Amz-Signature=1")
         );
         assert_eq!(key("http://media.lan/a.mp4?v=1"), None);
+    }
+
+    #[test]
+    fn an_upstream_turns_fill_while_watched_on_or_off() {
+        let r = rules();
+        let fill = |s: &str| r.fill_while_watched(&u(s));
+        assert_eq!(fill("http://nas.lan:8096/film.mkv"), Some(true));
+        assert_eq!(fill("https://cdn.example/a.mp4?x=1"), Some(false));
+        // Another port is another origin; one with no table does not say.
+        assert_eq!(fill("http://nas.lan:8097/film.mkv"), None);
+        assert_eq!(fill("http://media.lan/a.mp4"), None);
     }
 
     #[test]

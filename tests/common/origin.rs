@@ -168,6 +168,8 @@ pub struct RequestRecord {
     pub body_bytes: u64,
     /// All request headers.
     pub headers: HeaderMap,
+    /// When the request arrived.
+    pub at: std::time::Instant,
 }
 
 #[derive(Clone, Debug)]
@@ -219,6 +221,7 @@ struct LogEntry {
     headers: HeaderMap,
     status: AtomicU64,
     body_bytes: AtomicU64,
+    at: std::time::Instant,
 }
 
 struct Inner {
@@ -233,6 +236,8 @@ struct Inner {
     clock: Mutex<Option<SystemTime>>,
     next_tag: AtomicU64,
     open_bodies: Arc<AtomicU64>,
+    /// The most response bodies open at once since the last reset.
+    peak_open: Arc<AtomicU64>,
     salt: u32,
 }
 
@@ -317,6 +322,7 @@ impl Origin {
             clock: Mutex::new(None),
             next_tag: AtomicU64::new(1),
             open_bodies: Arc::default(),
+            peak_open: Arc::default(),
             salt: rand::random::<u32>(),
         });
         let state = inner.clone();
@@ -452,6 +458,17 @@ impl Origin {
         self.inner.open_bodies.load(Ordering::Relaxed)
     }
 
+    /// The most response bodies open at once since the start or the last
+    /// `reset_peak_open_bodies`: the origin's concurrent transfers.
+    pub fn peak_open_bodies(&self) -> u64 {
+        self.inner.peak_open.load(Ordering::Relaxed)
+    }
+
+    pub fn reset_peak_open_bodies(&self) {
+        let open = self.inner.open_bodies.load(Ordering::Relaxed);
+        self.inner.peak_open.store(open, Ordering::Relaxed);
+    }
+
     /// Totals over all paths (unknown paths included).
     pub fn stats(&self) -> Stats {
         self.inner.total.get()
@@ -495,6 +512,7 @@ impl Origin {
                 status: e.status.load(Ordering::Relaxed) as u16,
                 body_bytes: e.body_bytes.load(Ordering::Relaxed),
                 headers: e.headers.clone(),
+                at: e.at,
             })
             .collect()
     }
@@ -508,6 +526,8 @@ struct Meter {
     log: Arc<LogEntry>,
     /// Response bodies not dropped yet (by hyper, when sent or cut).
     open: Arc<AtomicU64>,
+    /// The most of them at once.
+    peak: Arc<AtomicU64>,
 }
 
 impl Meter {
@@ -531,7 +551,8 @@ struct CountingBody {
 
 impl CountingBody {
     fn new(src: Source, meter: Meter) -> CountingBody {
-        meter.open.fetch_add(1, Ordering::Relaxed);
+        let open = meter.open.fetch_add(1, Ordering::Relaxed) + 1;
+        meter.peak.fetch_max(open, Ordering::Relaxed);
         CountingBody { src, meter }
     }
 }
@@ -681,6 +702,7 @@ async fn handle(
         headers: headers.clone(),
         status: AtomicU64::new(0),
         body_bytes: AtomicU64::new(0),
+        at: std::time::Instant::now(),
     });
     {
         let mut l = inner.log.lock().unwrap();
@@ -693,6 +715,7 @@ async fn handle(
         total: inner.total.clone(),
         log: log.clone(),
         open: inner.open_bodies.clone(),
+        peak: inner.peak_open.clone(),
     };
     let presigned = inner
         .faults
