@@ -56,6 +56,21 @@ fn media_urls(spool: &Spool, name: &str) -> Vec<String> {
     rows.map(Result::unwrap).collect()
 }
 
+/// The `latest_url` media_summary shows for the media whose URL is `key`.
+fn summary_latest(spool: &Spool, key: &str) -> Option<String> {
+    let conn = rusqlite::Connection::open_with_flags(
+        spool.cache_dir.join("index.db"),
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+    )
+    .unwrap();
+    conn.query_row(
+        "SELECT latest_url FROM media_summary WHERE url = ?1",
+        [key],
+        |r| r.get(0),
+    )
+    .unwrap()
+}
+
 #[tokio::test]
 async fn a_media_fetched_under_one_presigned_url_replays_under_a_newer_one_for_nothing() {
     let size = 5 * CHUNK + 777;
@@ -90,6 +105,26 @@ async fn a_media_fetched_under_one_presigned_url_replays_under_a_newer_one_for_n
         "the replay under a newer URL went to the origin"
     );
     assert_eq!(media_urls(&spool, "film.mp4").len(), 1);
+    // media_summary shows the key, and the latest URL's parameter names
+    // without their values (the signature is a credential).
+    let names: Vec<String> = url::Url::parse(&newer)
+        .unwrap()
+        .query_pairs()
+        .map(|(k, _)| k.into_owned())
+        .collect();
+    let shown = format!("{key}?{}", names.join("&"));
+    wait_for("the latest URL in media_summary", || async {
+        summary_latest(&spool, &key).as_deref() == Some(shown.as_str())
+    })
+    .await;
+    let latest = summary_latest(&spool, &key);
+    let signature = url::Url::parse(&newer)
+        .unwrap()
+        .query_pairs()
+        .find(|(k, _)| k == "X-Amz-Signature")
+        .map(|(_, v)| v.into_owned())
+        .unwrap();
+    assert!(!latest.unwrap().contains(&signature));
 
     // After a restart, a third URL still finds it.
     let (dir, _tmp) = spool.stop().await;

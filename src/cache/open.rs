@@ -50,6 +50,22 @@ impl Opener {
         self.runs.upstream()
     }
 
+    /// `url` reached `media`: the origin is asked with it from now on, and
+    /// the index row of a media known by its cache key records it (as
+    /// `upstream::shown_names` shows it) when it is a new one.
+    fn reached(&self, media: &Media, url: &Url) {
+        if !media.urls.reached(url) || *url == *media.url {
+            return;
+        }
+        let Some(id) = media.id() else { return };
+        let (index, shown) = (self.index.clone(), crate::upstream::shown_names(url));
+        self.runs.tasks().spawn(async move {
+            if let Err(e) = index.set_latest_url(id, shown).await {
+                debug!(error = %e, "cannot record a media's latest URL");
+            }
+        });
+    }
+
     /// Opens a media for a request whose fetches obey `rule`. `start` is
     /// the span the player wants (first byte, and last byte of a closed
     /// range) when it is known before the size is: a cold open then starts
@@ -68,7 +84,7 @@ impl Opener {
         if let Some(m) = catalog.used(key.as_str()) {
             if !m.is_stale(self.settings.revalidate_after) {
                 m.widen(rule);
-                m.urls.reached(url);
+                self.reached(&m, url);
                 return Ok(Opened::Media(m));
             }
         }
@@ -91,7 +107,7 @@ impl Opener {
             None => self.load(key, rule).await,
         };
         if let Some(media) = known {
-            media.urls.reached(url);
+            self.reached(&media, url);
             if !media.is_stale(self.settings.revalidate_after) || self.revalidate(&media).await {
                 return Ok(Opened::Media(media));
             }
@@ -243,7 +259,7 @@ impl Opener {
             probed_unix: unix_now(),
         };
         let media = self.record(key, rule, row).await;
-        media.urls.reached(url);
+        self.reached(&media, url);
         let etag = head.etag.as_deref().unwrap_or("-");
         let ranges = media.row.accepts_ranges;
         if self.titles.member(url).is_some() {

@@ -171,6 +171,19 @@ impl Index {
         .await
     }
 
+    /// Records the latest URL that reached a media known by its cache key,
+    /// as shown (`upstream::shown_names`: no query value, no password).
+    pub async fn set_latest_url(&self, media_id: MediaId, shown: String) -> Result<(), IndexError> {
+        self.call(move |c| {
+            c.execute(
+                "UPDATE media SET latest_url = ?2 WHERE media_id = ?1",
+                params![media_id, shown],
+            )
+            .map(drop)
+        })
+        .await
+    }
+
     /// Removes a media version and its chunk rows.
     pub async fn remove_media(&self, media_id: MediaId) -> Result<(), IndexError> {
         self.call(move |c| {

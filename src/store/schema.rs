@@ -19,6 +19,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/0007_playlist_validators.sql"),
     include_str!("../../migrations/0008_history.sql"),
     include_str!("../../migrations/0009_fills.sql"),
+    include_str!("../../migrations/0010_media_latest_url.sql"),
 ];
 
 pub(super) fn configure(conn: &Connection) -> Result<(), rusqlite::Error> {

@@ -118,6 +118,22 @@ fn glob(pattern: &[u8], name: &[u8]) -> bool {
     pattern[p..].iter().all(|&c| c == b'*')
 }
 
+/// `url` as the index may keep it: its query parameters' names without
+/// their values (a signature or a token is a credential), no password.
+pub(crate) fn shown_names(url: &Url) -> String {
+    let mut u = url.clone();
+    let _ = u.set_password(None);
+    if u.query().is_some() {
+        let names: Vec<String> = url.query_pairs().map(|(k, _)| k.into_owned()).collect();
+        u.set_query(None);
+        let mut q = u.query_pairs_mut();
+        for name in &names {
+            q.append_key_only(name);
+        }
+    }
+    u.to_string()
+}
+
 /// How many URLs of a media are remembered.
 const KEEP_URLS: usize = 4;
 
@@ -132,14 +148,16 @@ impl UrlSet {
     }
 
     /// `url` reached the media: it is the one asked with from now on.
-    pub fn reached(&self, url: &Url) {
+    /// True when it was not the one already.
+    pub fn reached(&self, url: &Url) -> bool {
         let mut urls = self.0.lock().unwrap();
         if urls.front().is_some_and(|u| **u == *url) {
-            return;
+            return false;
         }
         urls.retain(|u| **u != *url);
         urls.push_front(Arc::new(url.clone()));
         urls.truncate(KEEP_URLS);
+        true
     }
 
     /// The URL to ask the origin with.
@@ -164,6 +182,18 @@ mod tests {
 
     fn u(s: &str) -> Url {
         Url::parse(s).unwrap()
+    }
+
+    #[test]
+    fn shown_names_keep_no_value_and_no_password() {
+        let shown = shown_names(&u(
+            "https://user:secret@b.s3.example/film.mkv?X-Amz-Signature=abc&versionId=3",
+        ));
+        assert_eq!(
+            shown,
+            "https://user@b.s3.example/film.mkv?X-Amz-Signature&versionId"
+        );
+        assert_eq!(shown_names(&u("http://h/a")), "http://h/a");
     }
 
     #[test]

@@ -16,7 +16,7 @@ pub(crate) use client::{parse_url, redact, Settings, Upstream};
 pub(crate) use error::UpstreamError;
 pub(crate) use head::{Head, Version};
 pub use key::QueryFilter;
-pub(crate) use key::UrlSet;
+pub(crate) use key::{shown_names, UrlSet};
 pub(crate) use origins::Limits;
 pub(crate) use resume::{ResumingBody, PROGRESS};
 pub(crate) use rule::{OriginRule, Rules, UpstreamRule};
