@@ -109,6 +109,12 @@ enum Cmd {
         /// A byte later than this past its time is a stall.
         #[arg(long, default_value_t = 250)]
         stall_ms: u64,
+        /// Once its buffer ran dry, the player plays again only when it
+        /// holds this much playback (real players rebuffer so: a stream
+        /// slower than playback then shows as stalls of this length, not
+        /// as many tiny waits). 0: it plays on with the late byte.
+        #[arg(long, default_value_t = 0.0)]
+        rebuffer_secs: f64,
     },
     /// One GET of the whole URL: largest gap between body pieces.
     Gap {
@@ -217,12 +223,14 @@ async fn main() {
             secs,
             ahead_secs,
             stall_ms,
+            rebuffer_secs,
         } => {
             let spec = PacedSpec {
                 bytes_per_sec: bits_per_sec as f64 / 8.0,
                 secs,
                 ahead_secs,
                 stall: Duration::from_millis(stall_ms),
+                rebuffer_secs,
             };
             paced(client(timeout), url, spec).await
         }
@@ -611,21 +619,27 @@ struct PacedSpec {
     secs: f64,
     ahead_secs: f64,
     stall: Duration,
+    rebuffer_secs: f64,
 }
 
 /// Plays `bytes=0-` of the URL at a fixed rate. Playback starts with the
 /// first body byte; byte k is due `k / rate` seconds of playback later. The
 /// player reads no further than `ahead_secs` past the playhead (so a slow
 /// reader exerts back-pressure as a real one does). When a piece arrives
-/// after its first byte was due, the playhead waits for it (a rebuffer: the
-/// schedule shifts by the lateness); lateness over `stall` counts as a stall.
+/// after its first byte was due, the buffer ran dry: the playhead waits (a
+/// rebuffer) until `rebuffer_secs` of playback past it arrived, and the
+/// schedule shifts by the wait; a wait over `stall` counts as a stall.
+/// Playback starts once `rebuffer_secs` of it arrived (at the first byte
+/// with 0): that wait is the startup time, not a stall.
 async fn paced(c: reqwest::Client, url: String, spec: PacedSpec) -> Value {
     let PacedSpec {
         bytes_per_sec: rate,
         secs,
         ahead_secs,
         stall,
+        rebuffer_secs,
     } = spec;
+    let refill = (rebuffer_secs.max(0.0) * rate) as u64;
     let want = (rate * secs).ceil() as u64;
     let t0 = Instant::now();
     let mut res = match c.get(&url).header("Range", "bytes=0-").send().await {
@@ -641,11 +655,16 @@ async fn paced(c: reqwest::Client, url: String, spec: PacedSpec) -> Value {
     let mut max_late = Duration::ZERO;
     let mut late_total = Duration::ZERO;
     let mut error = None;
+    // Since when the buffer is dry, and the byte the playhead stopped at.
+    let mut dry: Option<(Instant, u64)> = None;
+    let mut stalled_at = Vec::new();
+    let mut starting = refill > 0;
+    let mut startup = None;
     while got < want {
         // Buffer full: wait until the playhead is within `ahead_secs`.
         let ahead_until =
             play0 + Duration::from_secs_f64((got as f64 / rate - ahead_secs).max(0.0));
-        if ttfb.is_some() && ahead_until > Instant::now() {
+        if ttfb.is_some() && !starting && ahead_until > Instant::now() {
             tokio::time::sleep_until(ahead_until.into()).await;
         }
         match res.chunk().await {
@@ -655,17 +674,36 @@ async fn paced(c: reqwest::Client, url: String, spec: PacedSpec) -> Value {
                     ttfb = Some(now - t0);
                     play0 = now;
                 }
-                let due = play0 + Duration::from_secs_f64(got as f64 / rate);
-                if now > due {
-                    let late = now - due;
-                    max_late = max_late.max(late);
-                    late_total += late;
-                    if late > stall {
-                        stalls += 1;
+                if starting {
+                    // Playback starts once the player holds what it
+                    // rebuffers to (at the first byte with none).
+                    got += chunk.len() as u64;
+                    if got >= refill || got >= want {
+                        starting = false;
+                        play0 = now;
+                        startup = Some(now - t0);
                     }
-                    play0 += late;
+                    continue;
+                }
+                let due = play0 + Duration::from_secs_f64(got as f64 / rate);
+                if dry.is_none() && now > due {
+                    dry = Some((due, got));
                 }
                 got += chunk.len() as u64;
+                if let Some((since, at)) = dry {
+                    if got >= at.saturating_add(refill) || got >= want {
+                        let late = now - since;
+                        max_late = max_late.max(late);
+                        late_total += late;
+                        if late > stall {
+                            stalls += 1;
+                            // Where in playback it stalled, in seconds.
+                            stalled_at.push((at as f64 / rate * 10.0).round() / 10.0);
+                        }
+                        play0 += late;
+                        dry = None;
+                    }
+                }
             }
             Ok(None) => {
                 error = Some(format!("body ended after {got} bytes of {want}"));
@@ -686,10 +724,13 @@ async fn paced(c: reqwest::Client, url: String, spec: PacedSpec) -> Value {
         "playback_secs": secs,
         "ahead_secs": ahead_secs,
         "stall_ms": ms(stall),
+        "rebuffer_secs": rebuffer_secs,
         "bytes": got,
         "seconds": t0.elapsed().as_secs_f64(),
         "ttfb_ms": ttfb.map(ms),
         "stalls": stalls,
+        "stalled_at_secs": stalled_at,
+        "startup_ms": startup.or(ttfb).map(ms),
         "max_late_ms": ms(max_late),
         "total_late_ms": ms(late_total),
         "error": error,
