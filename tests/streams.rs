@@ -233,3 +233,32 @@ async fn a_busy_origin_gets_its_pause_and_fewer_streams() {
     let busy = metric(&spool, &format!("spool_origin_busy_total{{{label}}}")).await;
     assert_eq!(busy, 1.0);
 }
+
+/// `--max-connections-per-origin` holds back read-ahead and extra
+/// streams, never the chunk a player is at: a seek while an earlier
+/// seek's chunk is still finishing gets its own request at once.
+#[tokio::test]
+async fn a_seek_does_not_wait_for_the_origins_cap() {
+    let origin = Origin::start().await;
+    let size = 16 * CHUNK as usize;
+    let body = data(size, 15);
+    origin.add_file("film.mp4", body.clone(), "video/mp4");
+    // A chunk takes two seconds to come.
+    origin.set_faults("film.mp4", Faults::throttled(32 * 1024));
+    let spool = Spool::start_with(&origin, |cfg| cfg.max_connections_per_origin = 1).await;
+    let url = spool.url(&origin.url("film.mp4"));
+    let c = client();
+    let (status, _, got) = common::get(&c, &url, Some("bytes=0-1023")).await;
+    assert_eq!(status, 206);
+    assert!(got == body.slice(..1024));
+    // The first chunk is still finishing, in the origin's one place.
+    assert_eq!(origin.open_bodies(), 1);
+    let at = 8 * CHUNK as usize;
+    let (status, _, got) = common::get(&c, &url, Some(&format!("bytes={at}-{}", at + 1023))).await;
+    assert_eq!(status, 206);
+    assert!(got == body.slice(at..at + 1024));
+    assert!(
+        origin.peak_open_bodies() >= 2,
+        "the seek waited for the first chunk to finish"
+    );
+}

@@ -59,14 +59,14 @@ pub(super) struct Run {
 /// while held.
 struct Place {
     _permit: tokio::sync::OwnedSemaphorePermit,
-    _origin: tokio::sync::OwnedSemaphorePermit,
+    _origin: Option<tokio::sync::OwnedSemaphorePermit>,
     gauge: prometheus_client::metrics::gauge::Gauge,
 }
 
 impl Place {
     fn new(
         permit: tokio::sync::OwnedSemaphorePermit,
-        origin: tokio::sync::OwnedSemaphorePermit,
+        origin: Option<tokio::sync::OwnedSemaphorePermit>,
         fetch: &Fetcher,
     ) -> Place {
         let gauge = fetch.upstream.metrics().downloads_transferring.clone();
@@ -362,15 +362,24 @@ impl Run {
     ///
     /// The place is one of its origin's (`--max-connections-per-origin`,
     /// taken first: runs waiting for a busy origin do not hold places
-    /// other origins' runs could use), then a `--max-downloads` one.
+    /// other origins' runs could use), then a `--max-downloads` one. A
+    /// chunk a player is at now does not wait for its origin's place (it
+    /// takes one when one is free): the cap holds back read-ahead and
+    /// extra streams, never a player's next byte (a seek while earlier
+    /// seeks' chunks finish).
     async fn take_place(&mut self, index: u64) -> bool {
         if self.place.is_some() {
             return true;
         }
         let fetch = self.fetch.clone();
         let url = self.media.url.clone();
+        let urgent = self.media.read_at(index);
         let get = async move {
-            let origin = fetch.upstream.origins().connection(&url).await;
+            let origins = fetch.upstream.origins();
+            let origin = match urgent {
+                true => origins.try_connection(&url),
+                false => Some(origins.connection(&url).await),
+            };
             let downloads = fetch.downloads.clone();
             let permit = match downloads.clone().try_acquire_owned() {
                 Ok(p) => p,

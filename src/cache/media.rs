@@ -406,6 +406,11 @@ impl Media {
         self.playheads.with_heads(|h| w.approaching(h, index))
     }
 
+    /// Whether a player reading now is at chunk `index` (it waits for it).
+    pub fn read_at(&self, index: u64) -> bool {
+        self.playheads.with_heads(|h| Window::reading_at(h, index))
+    }
+
     /// Whether a player reading now at chunk `index` reads on past its
     /// first piece.
     pub fn reading_on(&self, index: u64) -> bool {

@@ -258,6 +258,11 @@ impl Window {
             .any(|h| h.live() && h.at <= index && index - h.at <= span)
     }
 
+    /// Whether a player reading now is at chunk `index`: it waits for it.
+    pub fn reading_at(heads: impl IntoIterator<Item = Head>, index: u64) -> bool {
+        heads.into_iter().any(|h| h.live() && h.at == index)
+    }
+
     /// Whether a player reading now at chunk `index` reads on past its
     /// first piece, towards the chunks after it.
     pub fn reading_on(heads: impl IntoIterator<Item = Head>, index: u64) -> bool {
@@ -565,6 +570,8 @@ mod tests {
         assert!(!w.approaching([left(h, Duration::ZERO)], 5));
         assert!(Window::reading_on([h], 2));
         assert!(!Window::reading_on([reader(0, 100 * KIB)], 0));
+        assert!(Window::reading_at([h], 2) && !Window::reading_at([h], 3));
+        assert!(!Window::reading_at([left(h, Duration::ZERO)], 2));
     }
 
     #[test]

@@ -133,6 +133,11 @@ impl Origins {
         }
     }
 
+    /// A place to transfer from `url`'s origin if one is free now.
+    pub fn try_connection(&self, url: &Url) -> Option<OwnedSemaphorePermit> {
+        self.host(url).connections.clone().try_acquire_owned().ok()
+    }
+
     /// Whether a transfer from `url`'s origin would find a place now (no
     /// pause, a free connection): an extra stream starts only then.
     pub fn has_room(&self, url: &Url) -> bool {
