@@ -25,7 +25,7 @@ use crate::metrics::Metrics;
 use crate::rules;
 use crate::store::IndexError;
 use crate::store::{recover, ChunkFiles, Evictor, Index};
-use crate::upstream::{self, Upstream};
+use crate::upstream::Upstream;
 
 /// Largest piece read from a chunk file at once: bounds memory per player.
 const READ_PIECE: usize = crate::cache::body::READ_PIECE as usize;
@@ -134,7 +134,7 @@ impl Server {
             max_media_size: cfg.max_media_size,
             write_timeout: cfg.write_timeout,
             max_streams: cfg.max_streams,
-            fill_after: fills_anywhere(&cfg).then_some(cfg.fill_after),
+            fill_after: cfg.fills_anywhere().then_some(cfg.fill_after),
             fill_by_default: cfg.fill_while_watched,
         };
         let disk = Disk::new(
@@ -146,35 +146,7 @@ impl Server {
             },
         );
         let files = ChunkFiles::new(&dir, cfg.fsync_chunks, READ_PIECE);
-        let upstream = Upstream::new(
-            &upstream::Settings {
-                allow: cfg.allow_upstream.clone(),
-                connect_timeout: cfg.connect_timeout,
-                timeout: cfg.upstream_timeout,
-                max_redirects: cfg.max_redirects,
-                retries: cfg.upstream_retries,
-                max_skip: cfg.max_skip,
-                rules: upstream::Rules {
-                    origins: cfg
-                        .upstream_tables
-                        .iter()
-                        .map(|t| upstream::OriginRule {
-                            origin: t.origin.clone(),
-                            headers: t.headers.clone(),
-                            redirect_hosts: t.redirect_hosts.clone(),
-                            cache_key_ignore_query: t.cache_key_ignore_query.clone(),
-                            fill_while_watched: t.fill_while_watched,
-                        })
-                        .collect(),
-                    cache_key_ignore_query: cfg.cache_key_ignore_query.clone(),
-                },
-                limits: upstream::Limits {
-                    connections: cfg.max_connections_per_origin,
-                    streams: cfg.streams_per_media,
-                },
-            },
-            metrics.clone(),
-        )?;
+        let upstream = Upstream::new(&cfg.upstream_settings(), metrics.clone())?;
         let catalog = Catalog::new(settings.read_ahead_policy());
         let memcache = MemCache::new(cfg.memory_cache);
         let evictor = Evictor::new(
@@ -329,7 +301,7 @@ impl Server {
         let prefetches = Prefetches::new(self.cache.clone(), MAX_PREFETCH_JOBS);
         // Fill while watched: the media players watch, and those a
         // restart stopped.
-        if let (true, Some(asked)) = (fills_anywhere(cfg), self.cache.fills().requests()) {
+        if let (true, Some(asked)) = (cfg.fills_anywhere(), self.cache.fills().requests()) {
             let tasks = self.cache.tasks().clone();
             tasks.spawn(cache::filler::fill(
                 prefetches.clone(),
@@ -551,14 +523,4 @@ async fn record_start(index: &Index, metrics: &Metrics) {
         Ok(_) => {}
         Err(e) => tracing::warn!(error = %e, "cannot record the version in the index"),
     }
-}
-
-/// Whether fill while watched is on for some origin: for all
-/// (`--fill-while-watched`), or for one `[[upstream]]`.
-fn fills_anywhere(cfg: &Config) -> bool {
-    cfg.fill_while_watched
-        || cfg
-            .upstream_tables
-            .iter()
-            .any(|t| t.fill_while_watched == Some(true))
 }

@@ -335,3 +335,46 @@ pub struct Config {
     #[arg(long, env = "SPOOL_FSYNC_CHUNKS", default_value_t = false)]
     pub fsync_chunks: bool,
 }
+
+impl Config {
+    /// How spool talks to origins, from these settings.
+    pub(crate) fn upstream_settings(&self) -> crate::upstream::Settings {
+        use crate::upstream::{Limits, OriginRule, Rules, Settings};
+        Settings {
+            allow: self.allow_upstream.clone(),
+            connect_timeout: self.connect_timeout,
+            timeout: self.upstream_timeout,
+            max_redirects: self.max_redirects,
+            retries: self.upstream_retries,
+            max_skip: self.max_skip,
+            rules: Rules {
+                origins: self
+                    .upstream_tables
+                    .iter()
+                    .map(|t| OriginRule {
+                        origin: t.origin.clone(),
+                        headers: t.headers.clone(),
+                        redirect_hosts: t.redirect_hosts.clone(),
+                        cache_key_ignore_query: t.cache_key_ignore_query.clone(),
+                        fill_while_watched: t.fill_while_watched,
+                    })
+                    .collect(),
+                cache_key_ignore_query: self.cache_key_ignore_query.clone(),
+            },
+            limits: Limits {
+                connections: self.max_connections_per_origin,
+                streams: self.streams_per_media,
+            },
+        }
+    }
+
+    /// Whether fill while watched is on for some origin: for all
+    /// (`--fill-while-watched`), or for one `[[upstream]]`.
+    pub(crate) fn fills_anywhere(&self) -> bool {
+        self.fill_while_watched
+            || self
+                .upstream_tables
+                .iter()
+                .any(|t| t.fill_while_watched == Some(true))
+    }
+}
