@@ -75,16 +75,16 @@ impl Fetcher {
     /// now (`readahead::streams`): what its origin allows, one transfer's
     /// measured rate against what its players take.
     pub fn streams(&self, media: &Media) -> usize {
+        // A warm read asks this for every chunk: a media nothing was
+        // fetched for yet has one stream, whatever else says, and the
+        // origin is asked only when more than one is wanted.
+        let Some(rate) = media.pace().measured_rate() else {
+            return 1;
+        };
         let origins = self.upstream.origins();
         let max = origins.max_streams().min(self.window(media).max_streams());
-        let want = super::readahead::streams(
-            max,
-            media.pace().measured_rate(),
-            media.byte_rate(),
-            media.streams.outrun(),
-        );
-        // The origin is asked only when more than one is wanted: a warm
-        // read asks this for every chunk.
+        let want =
+            super::readahead::streams(max, Some(rate), media.byte_rate(), media.streams.outrun());
         match want > 1 {
             true => want.min(origins.streams(&media.url)),
             false => 1,
