@@ -133,6 +133,7 @@ impl Server {
             revalidate_after: cfg.revalidate_after,
             max_media_size: cfg.max_media_size,
             write_timeout: cfg.write_timeout,
+            sendfile: cfg.sendfile,
             max_streams: cfg.max_streams,
             fill_after: cfg.fills_anywhere().then_some(cfg.fill_after),
             fill_by_default: cfg.fill_while_watched,

@@ -22,6 +22,7 @@ use super::run::Runs;
 use super::sessions::{Sent, Sessions};
 use super::settings::Settings;
 use crate::metrics::Metrics;
+use crate::store::outbox::FilePiece;
 use crate::store::{ChunkFiles, Index};
 use crate::upstream::{UpstreamError, PROGRESS};
 
@@ -43,9 +44,26 @@ const RECHECK: std::time::Duration = std::time::Duration::from_millis(100);
 /// is cut (each attempt starts a new download).
 const MAX_ATTEMPTS: u32 = 8;
 
+/// A piece of a response body: bytes, or a stretch of a checked chunk file
+/// the connection sends itself (`store/outbox.rs`), never read into spool.
+#[derive(Debug)]
+pub(crate) enum Piece {
+    Bytes(Bytes),
+    File(FilePiece),
+}
+
+impl Piece {
+    pub fn len(&self) -> usize {
+        match self {
+            Piece::Bytes(b) => b.len(),
+            Piece::File(f) => f.len,
+        }
+    }
+}
+
 /// The sending side of a response body. An error cuts the body, so the
 /// player sees an incomplete response rather than wrong bytes.
-pub(crate) type BodyTx = mpsc::Sender<Result<Bytes, CacheError>>;
+pub(crate) type BodyTx = mpsc::Sender<Result<Piece, CacheError>>;
 
 /// Why a body ended early.
 #[derive(Debug)]
@@ -116,6 +134,7 @@ pub(super) async fn produce(
         touched: Vec::new(),
         sent: Sent::default(),
         since: player.since,
+        file_pieces: player.outbox.is_some() && cache.settings.sendfile,
         player: client.is_some(),
         fill_pending: client.is_some(),
     };
@@ -191,6 +210,8 @@ pub(super) struct Sender<'a> {
     pub sent: Sent,
     /// When the request arrived.
     pub since: Instant,
+    /// Whether its connection sends file pieces itself (sendfile).
+    pub file_pieces: bool,
     /// A player's request (not a prefetch or a fill reading).
     pub player: bool,
     /// Whether its media may still have to be asked to be filled
@@ -200,11 +221,19 @@ pub(super) struct Sender<'a> {
 
 impl Sender<'_> {
     pub(super) async fn send(&mut self, bytes: Bytes, source: &'static str) -> Result<(), End> {
-        let n = bytes.len();
+        self.send_piece(Piece::Bytes(bytes), source).await
+    }
+
+    pub(super) async fn send_piece(
+        &mut self,
+        piece: Piece,
+        source: &'static str,
+    ) -> Result<(), End> {
+        let n = piece.len();
         // A player that takes no bytes for --write-timeout (stalled, or
         // gone without closing) frees what its stream holds.
         let timeout = self.cache.settings.write_timeout;
-        match tokio::time::timeout(timeout, self.tx.send(Ok(bytes))).await {
+        match tokio::time::timeout(timeout, self.tx.send(Ok(piece))).await {
             Ok(Ok(())) => {}
             Ok(Err(_)) => return Err(End::ClientGone),
             Err(_) => {

@@ -1,6 +1,7 @@
-//! The cached-chunk side of a response body (`body.rs`): reading a
-//! chunk file into the body piece by piece (page-cache hits right on the
-//! async thread), checking a chunk this process did not write against its
+//! The cached-chunk side of a response body (`body.rs`): a chunk file's
+//! stretches in the page cache handed to the connection to send itself
+//! (sendfile), the rest read into the body piece by piece (page-cache
+//! hits right on the async thread), checking a chunk this process did not write against its
 //! checksum first, and setting aside a file that cannot be read so the
 //! chunk comes from the origin again, from the exact byte.
 
@@ -8,9 +9,11 @@ use std::io;
 
 use tracing::{debug, warn};
 
-use super::body::{Retry, Sender, READ_PIECE};
+use super::body::{Piece, Retry, Sender, READ_PIECE};
 use crate::history::{Event, Kind};
+use crate::store::outbox::{FilePiece, MAX_FILE_PIECE};
 use crate::store::read::{read_at, read_cached};
+use crate::store::resident::resident;
 use crate::store::ChunkRow;
 
 impl Sender<'_> {
@@ -65,8 +68,26 @@ impl Sender<'_> {
         }
         self.touched.push(index);
         while *pos <= last {
-            let n = (last + 1 - *pos).min(READ_PIECE) as usize;
             let off = *pos - start;
+            // A stretch all in the page cache goes from the file to the
+            // socket in the kernel, where the connection can.
+            if self.file_pieces {
+                let n = (last + 1 - *pos).min(MAX_FILE_PIECE as u64);
+                if resident(&file, off, n) {
+                    let piece = FilePiece {
+                        file: file.clone(),
+                        offset: off,
+                        len: n as usize,
+                    };
+                    self.send_piece(Piece::File(piece), "cache")
+                        .await
+                        .map_err(|_| Retry::ClientGone)?;
+                    *pos += n;
+                    self.playhead.advance(*pos, n, warm);
+                    continue;
+                }
+            }
+            let n = (last + 1 - *pos).min(READ_PIECE) as usize;
             let pool = self.cache.files.pool();
             // Page-cache hits are read right here; only a read that would
             // wait for the disk goes to a blocking thread.

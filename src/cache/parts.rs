@@ -1,10 +1,13 @@
 //! What a response body is made of (literal bytes and media ranges) and
-//! whom it is for (the player's address, when its request arrived).
+//! whom it is for (the player's address, when its request arrived, its
+//! connection's file pieces).
 
 use std::net::IpAddr;
 use std::time::Instant;
 
 use bytes::Bytes;
+
+use crate::store::outbox::Outbox;
 
 /// An inclusive byte range `[start, end]` of a media.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -19,12 +22,14 @@ pub(crate) enum BodyPart {
     Range(Span),
 }
 
-/// Who a body is for: the player's address (for its title session) and
-/// when its request arrived (for the time to its first byte).
-#[derive(Debug, Clone, Copy)]
+/// Who a body is for: the player's address (for its title session),
+/// when its request arrived (for the time to its first byte) and, when
+/// its connection sends chunk files itself, where their pieces go.
+#[derive(Debug, Clone)]
 pub(crate) struct Player {
     pub addr: Option<IpAddr>,
     pub since: Instant,
+    pub outbox: Option<Outbox>,
 }
 
 impl Player {
@@ -33,6 +38,7 @@ impl Player {
         Player {
             addr: None,
             since: Instant::now(),
+            outbox: None,
         }
     }
 }

@@ -21,6 +21,8 @@ pub(crate) struct Settings {
     pub max_media_size: u64,
     /// How long a player may take no bytes before its stream is closed.
     pub write_timeout: Duration,
+    /// Cached chunks sent with sendfile where the connection can.
+    pub sendfile: bool,
     /// Response bodies streaming at once.
     pub max_streams: usize,
     /// Fill while watched: after how long a player read (None: off for

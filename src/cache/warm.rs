@@ -111,13 +111,13 @@ pub(super) async fn warm_media(
         );
         let mut received = 0u64;
         while let Some(piece) = rx.recv().await {
-            let b = piece.map_err(|e| e.to_string())?;
-            received += b.len() as u64;
-            arrived(b.len() as u64);
+            let n = piece.map_err(|e| e.to_string())?.len() as u64;
+            received += n;
+            arrived(n);
             if let Some(f) = fill {
                 // A fill takes the origin's bytes at its pace: its reader
                 // waits, and its read-ahead window with it.
-                f.take(&host, b.len() as u64).await;
+                f.take(&host, n).await;
                 if checked.elapsed() >= FILL_CHECK {
                     checked = Instant::now();
                     if let Some(why) = f.refuses(0).await {

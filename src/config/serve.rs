@@ -207,6 +207,13 @@ pub struct Config {
     #[arg(long, env = "SPOOL_SEND_QUEUE", default_value = "128KiB", value_parser = parse_size)]
     pub send_queue: u64,
 
+    /// Send cached chunks with sendfile(2), from the file to the socket in
+    /// the kernel, when their pages are in the page cache ("true" or
+    /// "false"; false reads every byte into spool and writes it out, as
+    /// for a filesystem whose sendfile misbehaves).
+    #[arg(long, env = "SPOOL_SENDFILE", default_value_t = true, action = clap::ArgAction::Set)]
+    pub sendfile: bool,
+
     /// How long a player may take no bytes before its stream is closed and
     /// what it holds freed (a paused player reconnects with a range).
     #[arg(long, env = "SPOOL_WRITE_TIMEOUT", default_value = "60s", value_parser = humantime::parse_duration)]

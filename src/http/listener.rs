@@ -24,9 +24,11 @@ use tracing::{debug, warn};
 
 use super::control::Peer;
 use super::forwarded::Front;
+use super::sendfile::Sendfile;
 use super::stall::{Stall, Watched};
 use crate::cache::Tasks;
 use crate::metrics::Metrics;
+use crate::store::outbox::Outbox;
 
 /// Bytes of a response hyper holds for a connection beyond its socket.
 const WRITE_QUEUE: usize = 64 * 1024;
@@ -255,6 +257,9 @@ pub(crate) async fn serve<F>(
             metrics.clone(),
         );
         let per_client = conn.max_per_client;
+        // Cached chunks' pieces this connection sends with sendfile.
+        let outbox = Outbox::new();
+        let files = outbox.clone();
         let svc = hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
             let received = Received(std::time::Instant::now());
             // Through a proxy only when one said so: a trusted peer's
@@ -270,6 +275,7 @@ pub(crate) async fn serve<F>(
                 proxied,
             });
             req.extensions_mut().insert(received);
+            req.extensions_mut().insert(files.clone());
             if let Some(uri) = front.strip(req.uri()) {
                 *req.uri_mut() = uri;
             }
@@ -310,9 +316,15 @@ pub(crate) async fn serve<F>(
             // (its default is 400 KiB; the socket's own queue is
             // --send-queue). Also the most a request's headers may take.
             .max_buf_size(WRITE_QUEUE)
+            // Buffers written as they are, never copied into one: a file
+            // piece's stand-in must reach the socket (`sendfile.rs`).
+            .writev(true)
             .keep_alive(true);
         let stall = Stall::new();
-        let io = TokioIo::new(Watched::new(socket, stall.clone()));
+        let io = TokioIo::new(Watched::new(
+            Sendfile::new(socket, outbox, metrics.clone()),
+            stall.clone(),
+        ));
         let connection = builder.serve_connection(io, svc);
         let connection = graceful.watch(connection);
         let metrics = metrics.clone();

@@ -19,6 +19,7 @@ mod playlist;
 mod prefetch;
 pub(crate) mod range;
 mod routes;
+mod sendfile;
 mod sign;
 mod stall;
 mod stream;

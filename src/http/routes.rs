@@ -19,6 +19,7 @@ use super::playlist::Answers;
 use super::stream::{self, Limits};
 use crate::cache::body::Player;
 use crate::cache::Cache;
+use crate::store::outbox::Outbox;
 
 /// The media listener: `/stream`, `/p/`, `/s/`, `/health/live` and the
 /// plain `/health/ready`; anything else is 404. Every answer is inert in
@@ -40,11 +41,16 @@ pub(crate) fn media_routes(
         .map(move || (cache.clone(), limits, playlists.clone()))
         .and(warp::ext::optional::<Peer>())
         .and(warp::ext::optional::<Received>())
+        .and(warp::ext::optional::<Outbox>())
         .map(
-            |(c, l, p): (Cache, Limits, Answers), peer: Option<Peer>, at: Option<Received>| {
+            |(c, l, p): (Cache, Limits, Answers),
+             peer: Option<Peer>,
+             at: Option<Received>,
+             outbox: Option<Outbox>| {
                 let player = Player {
                     addr: peer.map(|p| p.addr),
                     since: at.map_or_else(std::time::Instant::now, |r| r.0),
+                    outbox,
                 };
                 (c, l, p, player)
             },

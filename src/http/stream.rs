@@ -19,11 +19,12 @@ use super::links::{self, Links};
 use super::multipart::{multipart, span};
 use super::playlist::{self, Answers};
 use super::range::{self, ByteRange, RangeRequest};
-use crate::cache::body::{BodyPart, Player};
+use crate::cache::body::{BodyPart, Piece, Player};
 use crate::cache::media::Media;
 use crate::cache::{Cache, CacheError, Opened};
 use crate::manifest;
 use crate::signing::Scope;
+use crate::store::outbox::Outbox;
 use crate::upstream::{self, Head, UpstreamRule};
 
 /// Limits on what one request may ask for.
@@ -374,11 +375,12 @@ fn respond(
     };
     let (tx, rx) = mpsc::channel(2);
     let tasks = cache.tasks().clone();
+    let outbox = client.outbox.clone();
     tasks.spawn(async move {
         cache.produce(media, parts, tx, client).await;
         drop(permit);
     });
-    reply(status, h, Some(rx))
+    reply(status, h, Some((rx, outbox)))
 }
 
 /// 503 for a stream past `--max-streams`.
@@ -397,17 +399,24 @@ fn value(s: &str) -> HeaderValue {
         .unwrap_or_else(|_| HeaderValue::from_static("application/octet-stream"))
 }
 
-fn reply(
-    status: StatusCode,
-    headers: HeaderMap,
-    body: Option<mpsc::Receiver<Result<Bytes, CacheError>>>,
-) -> Response {
+/// A response body's pieces, and where its connection takes file pieces.
+type Body = (mpsc::Receiver<Result<Piece, CacheError>>, Option<Outbox>);
+
+fn reply(status: StatusCode, headers: HeaderMap, body: Option<Body>) -> Response {
     let mut r = match body {
         // A body error cuts the response: the player sees it incomplete.
-        Some(rx) => {
-            warp::reply::stream(ReceiverStream::new(rx).map(|r| r.map_err(std::io::Error::other)))
-                .into_response()
-        }
+        Some((rx, outbox)) => warp::reply::stream(ReceiverStream::new(rx).map(move |r| match r {
+            Ok(Piece::Bytes(b)) => Ok(b),
+            // Queued as it is yielded, so that the connection meets
+            // the pieces in the order hyper writes their stand-ins.
+            Ok(Piece::File(f)) => {
+                outbox.as_ref().and_then(|o| o.stand_in(f)).ok_or_else(|| {
+                    std::io::Error::other("a file piece this connection cannot send")
+                })
+            }
+            Err(e) => Err(std::io::Error::other(e)),
+        }))
+        .into_response(),
         None => Response::new(Bytes::new().into()),
     };
     *r.status_mut() = status;
@@ -445,7 +454,7 @@ fn passthrough(cache: &Cache, method: &Method, resp: upstream::Answer, head: &He
         let mut resp = resp;
         loop {
             let piece = match resp.next_piece().await {
-                Ok(Some(b)) => Ok(b),
+                Ok(Some(b)) => Ok(Piece::Bytes(b)),
                 Ok(None) => return,
                 Err(e) => Err(CacheError::from(e)),
             };
@@ -456,5 +465,5 @@ fn passthrough(cache: &Cache, method: &Method, resp: upstream::Answer, head: &He
             }
         }
     });
-    reply(head.status, h, Some(rx))
+    reply(head.status, h, Some((rx, None)))
 }

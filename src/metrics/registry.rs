@@ -102,6 +102,8 @@ pub struct Metrics {
     pub active_downloads: Gauge,
     pub downloads_transferring: Gauge,
     pub served_bytes: Family<SourceLabel, Counter>,
+    /// Bytes of cached chunks sent with sendfile, never copied into spool.
+    pub sendfile_bytes: Counter,
     pub upstream_requests: Counter,
     pub upstream_bytes: Counter,
     pub upstream_errors: Counter,
@@ -247,6 +249,11 @@ impl Metrics {
             "spool_cache_write_errors",
             "Failed cache writes by class (DISK_FULL, PERMISSION_DENIED, IO)",
             m.cache_write_errors.clone(),
+        );
+        r.register(
+            "spool_sendfile_bytes",
+            "Bytes of cached chunks sent from their files with sendfile(2), never read into spool",
+            m.sendfile_bytes.clone(),
         );
         r.register(
             "spool_cache_read_errors",
