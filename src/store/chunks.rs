@@ -14,7 +14,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 
 use super::error::{WriteError, WriteStage};
-use super::open_files::{OpenFiles, KEEP_OPEN};
+use super::open_files::{keep_open, OpenFiles};
 use super::read::BufPool;
 use super::MediaId;
 use crate::disk::beneath::{self, Beneath};
@@ -44,7 +44,7 @@ impl ChunkFiles {
             root: cache_dir.join("chunks"),
             fsync,
             pool: BufPool::new(read_piece, 64),
-            open: Arc::new(OpenFiles::new(KEEP_OPEN)),
+            open: Arc::new(OpenFiles::new(keep_open())),
             #[cfg(any(test, feature = "testing"))]
             faults: Default::default(),
         }
