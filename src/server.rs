@@ -146,7 +146,10 @@ impl Server {
                 cleanup_headroom: cfg.cleanup_headroom,
             },
         );
-        let files = ChunkFiles::new(&dir, cfg.fsync_chunks, READ_PIECE);
+        // Two descriptors a client connection may take (its socket, an
+        // origin's), one a download.
+        let reserved = 2 * cfg.max_connections as u64 + cfg.max_downloads as u64;
+        let files = ChunkFiles::with_reserved(&dir, cfg.fsync_chunks, READ_PIECE, reserved);
         let upstream = Upstream::new(&cfg.upstream_settings(), metrics.clone())?;
         let catalog = Catalog::new(settings.read_ahead_policy());
         let memcache = MemCache::new(cfg.memory_cache);

@@ -21,6 +21,19 @@ const LEN: usize = 20 * CHUNK + 777;
 
 const SENT: &str = "spool_sendfile_bytes_total";
 
+/// Asserts that at least `bytes` more went out with sendfile since
+/// `before` (where the kernel tells what is in the page cache; elsewhere
+/// nothing goes out that way, which the copying path covers).
+async fn sent_with_sendfile(spool: &Spool, before: f64, bytes: usize) {
+    if spool::testing::page_cache_answered() {
+        let sent = metric(spool, SENT).await - before;
+        assert!(
+            sent >= bytes as f64,
+            "{sent} bytes went out with sendfile, not {bytes}"
+        );
+    }
+}
+
 async fn cached(origin: &Origin, spool: &Spool, path: &str) -> Bytes {
     let body = data(LEN, 7);
     origin.add_file(path, body.clone(), "video/mp4");
@@ -91,14 +104,8 @@ async fn warm_reads_are_sent_from_the_chunk_files_byte_for_byte() {
     let before = metric(&spool, SENT).await;
     let requests = origin.path_stats("m").requests;
     warm_responses_are_the_origins(&spool, &origin, &body).await;
-    let sent = metric(&spool, SENT).await - before;
-    if spool::testing::page_cache_answered() {
-        // At least the whole read went out with sendfile.
-        assert!(
-            sent >= LEN as f64,
-            "warm reads went out with sendfile: {sent} bytes"
-        );
-    }
+    // At least the whole read went out with sendfile.
+    sent_with_sendfile(&spool, before, LEN).await;
     // Nothing of it came from the origin again.
     assert_eq!(origin.path_stats("m").requests, requests);
     spool.stop().await;
@@ -203,6 +210,7 @@ async fn one_connection_carries_many_responses_in_order() {
             }
         }
     };
+    let before = metric(&spool, SENT).await;
     let mut s = TcpStream::connect(spool.addr).await.unwrap();
     let mut pending = Vec::new();
     // One after the other.
@@ -223,6 +231,7 @@ async fn one_connection_carries_many_responses_in_order() {
     assert!(pending.is_empty(), "no byte past the last response");
     drop(s);
     wait_idle(&spool).await;
+    sent_with_sendfile(&spool, before, 2 * LEN).await;
     spool.stop().await;
 }
 
@@ -248,8 +257,72 @@ async fn a_player_leaving_in_a_file_piece_frees_its_stream() {
         drop(s);
     }
     wait_idle(&spool).await;
+    let before = metric(&spool, SENT).await;
     let (_, _, got) = get(&client(), &spool.url(&origin.url("m")), None).await;
     assert!(got == body);
+    sent_with_sendfile(&spool, before, LEN).await;
+    spool.stop().await;
+}
+
+/// A player reading slowly but steadily (800 KiB/s here, with
+/// --write-timeout 1s and 1 MiB chunks) gets every byte: a body waits for
+/// room for its next file piece no longer than for a piece it read, so
+/// the player is not taken for one that takes nothing. (With a file piece
+/// per chunk the body waited about 1.3 s for room, and was cut.)
+#[tokio::test]
+async fn a_slow_steady_player_gets_every_byte() {
+    let origin = Origin::start().await;
+    let spool = Spool::start_with(&origin, |c| {
+        c.chunk_size = 1 << 20;
+        c.write_timeout = Duration::from_secs(1);
+    })
+    .await;
+    let len = (3 << 20) + 300_000;
+    let body = data(len, 9);
+    origin.add_file("slow", body.clone(), "video/mp4");
+    let url = origin.url("slow");
+    let (_, _, got) = get(&client(), &spool.url(&url), None).await;
+    assert!(got == body);
+    wait_until_cached(&spool.cache_dir, &url).await;
+    wait_idle(&spool).await;
+    let before = metric(&spool, SENT).await;
+    // A small receive buffer, so that the player's pace reaches spool.
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(16 * 1024).unwrap();
+    let mut s = socket.connect(spool.addr).await.unwrap();
+    let target = format!(
+        "/stream?url={}",
+        percent_encoding::utf8_percent_encode(&url, percent_encoding::NON_ALPHANUMERIC)
+    );
+    s.write_all(format!("GET {target} HTTP/1.1\r\nHost: spool\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let mut got = Vec::new();
+    let mut buf = vec![0u8; 16 * 1024];
+    let end = loop {
+        let n = s.read(&mut buf).await.unwrap();
+        assert!(n > 0, "connection closed before the headers");
+        got.extend_from_slice(&buf[..n]);
+        if let Some(i) = got.windows(4).position(|w| w == b"\r\n\r\n") {
+            break i + 4;
+        }
+    };
+    got.drain(..end);
+    while got.len() < len {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let n = tokio::time::timeout(Duration::from_secs(20), s.read(&mut buf))
+            .await
+            .expect("bytes in time")
+            .unwrap();
+        assert!(
+            n > 0,
+            "the slow player's response was cut after {} bytes",
+            got.len()
+        );
+        got.extend_from_slice(&buf[..n]);
+    }
+    assert!(got == body, "the slow player got the origin's bytes");
+    sent_with_sendfile(&spool, before, len).await;
     spool.stop().await;
 }
 
@@ -278,6 +351,7 @@ async fn a_chunk_file_cut_short_while_open_is_served_from_the_origin() {
         .set_len(100)
         .unwrap();
     let requests = origin.path_stats("m").requests;
+    let before = metric(&spool, SENT).await;
     let (status, _, got) = get(&client(), &url, None).await;
     assert_eq!(status, 200);
     assert!(got == body, "a wrong byte was served");
@@ -292,6 +366,8 @@ async fn a_chunk_file_cut_short_while_open_is_served_from_the_origin() {
         origin.path_stats("m").requests > requests,
         "the cut chunk came from the origin"
     );
+    // The chunks around it still went out with sendfile.
+    sent_with_sendfile(&spool, before, LEN - CHUNK).await;
     assert!(metric(&spool, "spool_cache_read_errors_total").await >= 1.0);
     spool.stop().await;
 }

@@ -67,25 +67,33 @@ impl Sender<'_> {
             media.mark_verified(index);
         }
         self.touched.push(index);
+        // What is to be sent of this chunk, when it is all there and in the
+        // page cache, goes from the file to the socket in the kernel, where
+        // the connection can. Asked once for the whole stretch: a stretch
+        // read because it was not all there brings pages in as it goes, and
+        // the kernel's read-ahead past a read is still under way (its pages
+        // counted as cached), so sendfile of the rest could wait for the
+        // disk; it is read to its end the way that never does.
+        let sendfile = self.file_pieces && resident(&file, *pos - start, last + 1 - *pos);
         while *pos <= last {
             let off = *pos - start;
-            // A stretch all in the page cache goes from the file to the
-            // socket in the kernel, where the connection can.
-            if self.file_pieces {
-                let n = (last + 1 - *pos).min(MAX_FILE_PIECE as u64);
-                if resident(&file, off, n) {
-                    let piece = FilePiece {
-                        file: file.clone(),
-                        offset: off,
-                        len: n as usize,
-                    };
-                    self.send_piece(Piece::File(piece), "cache")
-                        .await
-                        .map_err(|_| Retry::ClientGone)?;
-                    *pos += n;
-                    self.playhead.advance(*pos, n, warm);
-                    continue;
-                }
+            if sendfile {
+                // Pieces as large as those read, so that a slow player's
+                // pieces go out as fast as before (each send waits for
+                // room, within --write-timeout), and what is counted as sent
+                // stays close to what the player took.
+                let n = (last + 1 - *pos).min(READ_PIECE.min(MAX_FILE_PIECE as u64));
+                let piece = FilePiece {
+                    file: file.clone(),
+                    offset: off,
+                    len: n as usize,
+                };
+                self.send_piece(Piece::File(piece), "cache")
+                    .await
+                    .map_err(|_| Retry::ClientGone)?;
+                *pos += n;
+                self.playhead.advance(*pos, n, warm);
+                continue;
             }
             let n = (last + 1 - *pos).min(READ_PIECE) as usize;
             let pool = self.cache.files.pool();

@@ -52,21 +52,9 @@ impl Sendfile {
                 rustix::fs::sendfile(stream, file, Some(&mut at), len.min(MOST_PER_CALL))
                     .map_err(io::Error::from)
             })
-        });
-        // A player hanging up is no news; a file piece that cannot go
-        // out as queued is.
-        if let Ok(n) = &sent {
-            self.metrics.sendfile_bytes.inc_by(*n as u64);
-        }
-        if let Err(e) = &sent {
-            if matches!(
-                e.kind(),
-                io::ErrorKind::InvalidData | io::ErrorKind::UnexpectedEof
-            ) {
-                warn!(error = %e, "cannot send a cached chunk's bytes; connection closed");
-            }
-        }
-        sent
+        })?;
+        self.metrics.sendfile_bytes.inc_by(sent as u64);
+        Ok(sent)
     }
 
     fn poll_send_file(&self, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
@@ -74,6 +62,17 @@ impl Sendfile {
             std::task::ready!(self.stream.poll_write_ready(cx))?;
             match self.try_send_file(buf) {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                Err(e) => {
+                    // A player hanging up is no news; a file piece that
+                    // cannot go out as queued is.
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::InvalidData | io::ErrorKind::UnexpectedEof
+                    ) {
+                        warn!(error = %e, "cannot send a cached chunk's bytes; connection closed");
+                    }
+                    return Poll::Ready(Err(e));
+                }
                 r => return Poll::Ready(r),
             }
         }
@@ -118,7 +117,8 @@ impl AsyncWrite for Sendfile {
                     return Poll::Ready(Ok(n));
                 }
                 // The piece follows now if the socket takes it; otherwise
-                // (or on an error, met again at the next write) later.
+                // (or on an error, met again and told at the next write)
+                // later.
                 Poll::Ready(Ok(n + self.try_send_file(&bufs[i]).unwrap_or(0)))
             }
         }

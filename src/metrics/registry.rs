@@ -252,7 +252,7 @@ impl Metrics {
         );
         r.register(
             "spool_sendfile_bytes",
-            "Bytes of cached chunks sent from their files with sendfile(2), never read into spool",
+            "Bytes of cached chunks sent from their files with sendfile(2), never read into spool (counted as the socket takes them; spool_served_bytes counts them as they are queued)",
             m.sendfile_bytes.clone(),
         );
         r.register(

@@ -39,12 +39,23 @@ pub(crate) struct ChunkFiles {
 
 impl ChunkFiles {
     pub fn new(cache_dir: &Path, fsync: bool, read_piece: usize) -> ChunkFiles {
+        ChunkFiles::with_reserved(cache_dir, fsync, read_piece, 0)
+    }
+
+    /// Chunk files that keep open what the open files limit leaves beside
+    /// `reserved` descriptors (`open_files::keep_open`).
+    pub fn with_reserved(
+        cache_dir: &Path,
+        fsync: bool,
+        read_piece: usize,
+        reserved: u64,
+    ) -> ChunkFiles {
         ChunkFiles {
             beneath: Beneath::new(cache_dir),
             root: cache_dir.join("chunks"),
             fsync,
             pool: BufPool::new(read_piece, 64),
-            open: Arc::new(OpenFiles::new(keep_open())),
+            open: Arc::new(OpenFiles::new(keep_open(reserved))),
             #[cfg(any(test, feature = "testing"))]
             faults: Default::default(),
         }

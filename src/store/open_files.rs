@@ -18,16 +18,16 @@ use super::MediaId;
 const MIN_KEEP_OPEN: u64 = 256;
 const MAX_KEEP_OPEN: u64 = 4096;
 
-/// How many chunk files stay open: a quarter of the open files limit
-/// (which spool raises to the hard limit at start; connections need the
-/// rest), from 256 to 4096 (4 GiB of 1 MiB chunks). Random ranges over a
-/// file larger than what stays open pay an open on a blocking thread per
-/// range.
-pub(crate) fn keep_open() -> usize {
+/// How many chunk files stay open: a quarter of what the open files
+/// limit (which spool raises to the hard limit at start) leaves beside
+/// `reserved` descriptors (connections', downloads'), from 256 to 4096
+/// (4 GiB of 1 MiB chunks). Random ranges over a file larger than what
+/// stays open pay an open on a blocking thread per range.
+pub(crate) fn keep_open(reserved: u64) -> usize {
     let limit = rustix::process::getrlimit(rustix::process::Resource::Nofile)
         .current
         .unwrap_or(u64::MAX);
-    (limit / 4).clamp(MIN_KEEP_OPEN, MAX_KEEP_OPEN) as usize
+    (limit.saturating_sub(reserved) / 4).clamp(MIN_KEEP_OPEN, MAX_KEEP_OPEN) as usize
 }
 
 /// A chunk (media version, index) and its open file with its length.

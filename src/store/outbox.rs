@@ -4,7 +4,7 @@
 //!
 //! hyper writes what a response body yields; it has no way to send a
 //! file. So a body yields a *stand-in* for each file piece: a `Bytes` of
-//! the piece's length pointing into `STAND_INS`, a static nothing else
+//! the piece's length pointing into `stand_ins()`, memory nothing else
 //! points into, and queues the piece in its connection's `Outbox`. The
 //! connection's socket (`http/sendfile.rs`) finds the stand-in among the
 //! buffers hyper writes, by its address, and sends the queued piece's
@@ -12,29 +12,35 @@
 //!
 //! hyper writes a connection's buffers in the order it was given them, so
 //! the queue's front is the piece of the first stand-in the socket meets.
-//! That is checked, not trusted: each queued piece has its own place in
-//! `STAND_INS` (one of `SLOTS`, in turn), and a stand-in that is not
-//! exactly what is left of the front piece (its address and length) is an
-//! error that closes the connection, never another piece's bytes.
+//! That is checked, not trusted: each queued piece has a slot of its own
+//! among the stand-ins (one of `SLOTS`, in turn, none overlapping), and a
+//! stand-in that is not exactly what is left of the front piece (its
+//! address and length) is an error that closes the connection, never
+//! another piece's bytes.
 
 use std::collections::VecDeque;
 use std::fs::File;
 use std::io;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use bytes::Bytes;
 
 /// Largest file piece a body yields at once.
-pub(crate) const MAX_FILE_PIECE: usize = 1 << 20;
+pub(crate) const MAX_FILE_PIECE: usize = 128 * 1024;
 
-/// Stand-ins in turn, each `SLOT` bytes after the last: a piece's
-/// stand-in starts at its own address for the next `SLOTS` pieces.
+/// Stand-ins are taken in turn from `SLOTS` slots of `MAX_FILE_PIECE`
+/// bytes that do not overlap: a piece's stand-in is the only one in its
+/// slot until `SLOTS` more pieces were queued (hyper holds at most 16
+/// buffers of a connection).
 const SLOTS: usize = 64;
-const SLOT: usize = 4096;
-const STAND_INS_LEN: usize = SLOTS * SLOT + MAX_FILE_PIECE;
+const STAND_INS_LEN: usize = SLOTS * MAX_FILE_PIECE;
 
-/// Never read: only its addresses mean anything.
-static STAND_INS: [u8; STAND_INS_LEN] = [0; STAND_INS_LEN];
+/// Never read: only its addresses mean anything. Allocated zeroed once
+/// (fresh pages the process never touches, so no memory in use).
+fn stand_ins() -> &'static [u8] {
+    static STAND_INS: OnceLock<&'static [u8]> = OnceLock::new();
+    STAND_INS.get_or_init(|| vec![0u8; STAND_INS_LEN].leak())
+}
 
 /// Bytes `[offset, offset + len)` of a chunk file.
 #[derive(Debug, Clone)]
@@ -44,7 +50,7 @@ pub(crate) struct FilePiece {
     pub len: usize,
 }
 
-/// A queued piece: where its stand-in starts in `STAND_INS`, how much of
+/// A queued piece: where its stand-in starts in `stand_ins()`, how much of
 /// it was sent.
 #[derive(Debug)]
 struct Queued {
@@ -77,16 +83,16 @@ impl Outbox {
             return None;
         }
         let mut q = self.queue.lock().unwrap();
-        let at = q.next_slot * SLOT;
+        let at = q.next_slot * MAX_FILE_PIECE;
         q.next_slot = (q.next_slot + 1) % SLOTS;
         let len = piece.len;
         q.pieces.push_back(Queued { piece, at, sent: 0 });
-        Some(Bytes::from_static(&STAND_INS[at..at + len]))
+        Some(Bytes::from_static(&stand_ins()[at..at + len]))
     }
 
     /// Whether `buf` is (what is left of) a stand-in.
     pub fn is_stand_in(buf: &[u8]) -> bool {
-        let base = STAND_INS.as_ptr() as usize;
+        let base = stand_ins().as_ptr() as usize;
         let p = buf.as_ptr() as usize;
         !buf.is_empty() && p >= base && p < base + STAND_INS_LEN
     }
@@ -106,7 +112,7 @@ impl Outbox {
             return Err(out_of_step("no file piece is queued"));
         };
         let left = front.piece.len - front.sent;
-        let expected = STAND_INS[front.at + front.sent..].as_ptr();
+        let expected = stand_ins()[front.at + front.sent..].as_ptr();
         if buf.as_ptr() != expected || buf.len() != left {
             return Err(out_of_step(
                 "the bytes written are not the queued file piece",

@@ -7,7 +7,9 @@
 //! The kernel answers with `cachestat(2)` (Linux 6.5). rustix does not
 //! wrap it yet, so it is called through `libc::syscall`. Where the kernel
 //! cannot answer (older, or a seccomp filter refusing the call) the
-//! answer is always "no", and the call is not made again.
+//! answer is always "no", and the call is not made again. A page the
+//! kernel is still reading in (read-ahead under way) counts as cached:
+//! callers ask before their own reads start more (`cache/cached.rs`).
 
 use std::fs::File;
 use std::os::fd::AsRawFd;
@@ -94,8 +96,12 @@ pub(crate) fn resident(file: &File, offset: u64, len: u64) -> bool {
     };
     if r != 0 {
         let e = std::io::Error::last_os_error();
-        if matches!(e.raw_os_error(), Some(libc::ENOSYS | libc::EPERM)) {
-            UNSUPPORTED.store(true, Ordering::Relaxed);
+        // Not there (ENOSYS), or refused for every file (a seccomp filter:
+        // EPERM); said once, as sendfile is then never used.
+        if matches!(e.raw_os_error(), Some(libc::ENOSYS | libc::EPERM))
+            && !UNSUPPORTED.swap(true, Ordering::Relaxed)
+        {
+            tracing::info!(error = %e, "the kernel does not tell what is in the page cache (cachestat); cached chunks are read and written out, not sent with sendfile");
         }
         return false;
     }
