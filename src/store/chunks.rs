@@ -6,7 +6,7 @@
 //! stage of a write.
 
 use std::fs::File;
-use std::io::{self, Read, Write};
+use std::io::{self, IoSlice, Read, Write};
 use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -131,25 +131,33 @@ impl ChunkFiles {
             let mut file = armed(WriteStage::Open)
                 .and_then(|_| beneath::create_new(&dir, &tmp))
                 .map_err(|e| fail(WriteStage::Open, &tmp_path, e))?;
-            let mut crc = 0u32;
-            let mut budget = self.take_fault(WriteStage::Write);
-            for piece in pieces {
-                if let Some((_, left)) = &mut budget {
-                    // An injected failure in the middle of the chunk.
-                    let n = (*left).min(piece.len());
-                    file.write_all(&piece[..n])
-                        .map_err(|e| fail(WriteStage::Write, &tmp_path, e))?;
-                    *left -= n;
-                    if n < piece.len() {
-                        let (e, _) = budget.take().expect("armed");
-                        return Err(fail(WriteStage::Write, &tmp_path, e));
+            let crc = pieces
+                .iter()
+                .fold(0u32, |c, piece| crc32c::crc32c_append(c, piece));
+            match self.take_fault(WriteStage::Write) {
+                // The whole chunk in as few system calls as the kernel
+                // takes (each write also updates the file's times).
+                None => write_all_vectored(&mut file, pieces),
+                // An injected failure in the middle of the chunk.
+                Some((e, mut left)) => {
+                    let mut e = Some(e);
+                    let mut r = Ok(());
+                    for piece in pieces {
+                        let n = left.min(piece.len());
+                        if let Err(we) = file.write_all(&piece[..n]) {
+                            r = Err(we);
+                            break;
+                        }
+                        left -= n;
+                        if n < piece.len() {
+                            r = Err(e.take().expect("armed"));
+                            break;
+                        }
                     }
-                } else {
-                    file.write_all(piece)
-                        .map_err(|e| fail(WriteStage::Write, &tmp_path, e))?;
+                    r
                 }
-                crc = crc32c::crc32c_append(crc, piece);
             }
+            .map_err(|e| fail(WriteStage::Write, &tmp_path, e))?;
             armed(WriteStage::Sync)
                 .and_then(|_| if self.fsync { file.sync_data() } else { Ok(()) })
                 .map_err(|e| fail(WriteStage::Sync, &tmp_path, e))?;
@@ -274,6 +282,27 @@ impl ChunkFiles {
 }
 
 /// The file name of a chunk.
+/// Writes all of `pieces`, as many at once as the kernel takes (at most
+/// 1024 buffers a call, IOV_MAX).
+fn write_all_vectored(file: &mut File, pieces: &[Bytes]) -> io::Result<()> {
+    let mut slices: Vec<IoSlice<'_>> = pieces
+        .iter()
+        .filter(|p| !p.is_empty())
+        .map(|p| IoSlice::new(p))
+        .collect();
+    let mut bufs = &mut slices[..];
+    while !bufs.is_empty() {
+        let at_once = bufs.len().min(1024);
+        match file.write_vectored(&bufs[..at_once]) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => IoSlice::advance_slices(&mut bufs, n),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
 pub(crate) fn chunk_name(chunk_index: u64) -> String {
     format!("{chunk_index}.chunk")
 }
