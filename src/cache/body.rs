@@ -22,7 +22,7 @@ use super::run::Runs;
 use super::sessions::{Sent, Sessions};
 use super::settings::Settings;
 use crate::metrics::Metrics;
-use crate::store::outbox::FilePiece;
+use crate::store::outbox::{FilePiece, Outbox};
 use crate::store::{ChunkFiles, Index};
 use crate::upstream::{UpstreamError, PROGRESS};
 
@@ -135,6 +135,7 @@ pub(super) async fn produce(
         sent: Sent::default(),
         since: player.since,
         file_pieces: player.outbox.is_some() && cache.settings.sendfile,
+        taken: player.outbox.clone(),
         player: client.is_some(),
         fill_pending: client.is_some(),
     };
@@ -212,6 +213,8 @@ pub(super) struct Sender<'a> {
     pub since: Instant,
     /// Whether its connection sends file pieces itself (sendfile).
     pub file_pieces: bool,
+    /// Its connection, which counts the bytes the player took.
+    pub taken: Option<Outbox>,
     /// A player's request (not a prefetch or a fill reading).
     pub player: bool,
     /// Whether its media may still have to be asked to be filled
@@ -231,20 +234,31 @@ impl Sender<'_> {
     ) -> Result<(), End> {
         let n = piece.len();
         // A player that takes no bytes for --write-timeout (stalled, or
-        // gone without closing) frees what its stream holds.
+        // gone without closing) frees what its stream holds. One whose
+        // connection took bytes meanwhile is reading, however slowly: it
+        // waits on (a piece takes a slow player a while).
         let timeout = self.cache.settings.write_timeout;
-        match tokio::time::timeout(timeout, self.tx.send(Ok(piece))).await {
-            Ok(Ok(())) => {}
-            Ok(Err(_)) => return Err(End::ClientGone),
-            Err(_) => {
-                debug!(
-                    media = self.media.id().map(|m| m.0),
-                    "player took nothing for --write-timeout; stream closed"
-                );
-                self.cache.metrics.limited("write_timeout");
-                return Err(End::ClientGone);
+        let mut written = self.taken.as_ref().map(|o| o.written());
+        let room = loop {
+            match tokio::time::timeout(timeout, self.tx.reserve()).await {
+                Ok(Ok(room)) => break room,
+                Ok(Err(_)) => return Err(End::ClientGone),
+                Err(_) => {
+                    let now = self.taken.as_ref().map(|o| o.written());
+                    if now != written {
+                        written = now;
+                        continue;
+                    }
+                    debug!(
+                        media = self.media.id().map(|m| m.0),
+                        "player took nothing for --write-timeout; stream closed"
+                    );
+                    self.cache.metrics.limited("write_timeout");
+                    return Err(End::ClientGone);
+                }
             }
-        }
+        };
+        room.send(Ok(piece));
         // Bytes spool reads for itself (a prefetch, a fill) reach no
         // player: they are no traffic served, and no first byte.
         if self.player {

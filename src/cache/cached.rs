@@ -78,11 +78,10 @@ impl Sender<'_> {
         while *pos <= last {
             let off = *pos - start;
             if sendfile {
-                // Pieces as large as those read, so that a slow player's
-                // pieces go out as fast as before (each send waits for
-                // room, within --write-timeout), and what is counted as sent
-                // stays close to what the player took.
-                let n = (last + 1 - *pos).min(READ_PIECE.min(MAX_FILE_PIECE as u64));
+                // Larger than read pieces: a file piece holds no memory.
+                // A slow player takes a while to take one; its body waits
+                // on as long as its connection takes bytes (`send_piece`).
+                let n = (last + 1 - *pos).min(MAX_FILE_PIECE as u64);
                 let piece = FilePiece {
                     file: file.clone(),
                     offset: off,

@@ -57,6 +57,14 @@ impl Sendfile {
         Ok(sent)
     }
 
+    /// Counts what a write took, for the bodies waiting on this player.
+    fn took(&self, r: Poll<io::Result<usize>>) -> Poll<io::Result<usize>> {
+        if let Poll::Ready(Ok(n)) = &r {
+            self.outbox.wrote(*n);
+        }
+        r
+    }
+
     fn poll_send_file(&self, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
         loop {
             std::task::ready!(self.stream.poll_write_ready(cx))?;
@@ -95,10 +103,11 @@ impl AsyncWrite for Sendfile {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        match Outbox::is_stand_in(buf) {
+        let r = match Outbox::is_stand_in(buf) {
             true => self.poll_send_file(cx, buf),
             false => Pin::new(&mut self.stream).poll_write(cx, buf),
-        }
+        };
+        self.took(r)
     }
 
     fn poll_write_vectored(
@@ -106,7 +115,7 @@ impl AsyncWrite for Sendfile {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        match bufs.iter().position(|b| Outbox::is_stand_in(b)) {
+        let r = match bufs.iter().position(|b| Outbox::is_stand_in(b)) {
             None => Pin::new(&mut self.stream).poll_write_vectored(cx, bufs),
             Some(0) => self.poll_send_file(cx, &bufs[0]),
             Some(i) => {
@@ -114,14 +123,16 @@ impl AsyncWrite for Sendfile {
                 let n =
                     std::task::ready!(Pin::new(&mut self.stream).poll_write_vectored(cx, before))?;
                 if n < before.iter().map(|b| b.len()).sum::<usize>() {
-                    return Poll::Ready(Ok(n));
+                    Poll::Ready(Ok(n))
+                } else {
+                    // The piece follows now if the socket takes it;
+                    // otherwise (or on an error, met again and told at
+                    // the next write) later.
+                    Poll::Ready(Ok(n + self.try_send_file(&bufs[i]).unwrap_or(0)))
                 }
-                // The piece follows now if the socket takes it; otherwise
-                // (or on an error, met again and told at the next write)
-                // later.
-                Poll::Ready(Ok(n + self.try_send_file(&bufs[i]).unwrap_or(0)))
             }
-        }
+        };
+        self.took(r)
     }
 
     fn is_write_vectored(&self) -> bool {

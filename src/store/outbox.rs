@@ -21,12 +21,13 @@
 use std::collections::VecDeque;
 use std::fs::File;
 use std::io;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
 use bytes::Bytes;
 
 /// Largest file piece a body yields at once.
-pub(crate) const MAX_FILE_PIECE: usize = 128 * 1024;
+pub(crate) const MAX_FILE_PIECE: usize = 512 * 1024;
 
 /// Stand-ins are taken in turn from `SLOTS` slots of `MAX_FILE_PIECE`
 /// bytes that do not overlap: a piece's stand-in is the only one in its
@@ -65,10 +66,12 @@ struct Queue {
     next_slot: usize,
 }
 
-/// A connection's file pieces waiting for the socket. Cheap to clone.
+/// A connection's file pieces waiting for the socket, and the bytes its
+/// socket took. Cheap to clone.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Outbox {
     queue: Arc<Mutex<Queue>>,
+    written: Arc<AtomicU64>,
 }
 
 impl Outbox {
@@ -88,6 +91,16 @@ impl Outbox {
         let len = piece.len;
         q.pieces.push_back(Queued { piece, at, sent: 0 });
         Some(Bytes::from_static(&stand_ins()[at..at + len]))
+    }
+
+    /// Counts bytes the connection's socket took.
+    pub fn wrote(&self, n: usize) {
+        self.written.fetch_add(n as u64, Ordering::Relaxed);
+    }
+
+    /// Bytes the connection's socket took so far (any of its responses').
+    pub fn written(&self) -> u64 {
+        self.written.load(Ordering::Relaxed)
     }
 
     /// Whether `buf` is (what is left of) a stand-in.
