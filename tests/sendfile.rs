@@ -45,6 +45,14 @@ async fn cached(origin: &Origin, spool: &Spool, path: &str) -> Bytes {
     body
 }
 
+/// The request target that asks spool for `url`.
+fn stream_target(url: &str) -> String {
+    format!(
+        "/stream?url={}",
+        percent_encoding::utf8_percent_encode(url, percent_encoding::NON_ALPHANUMERIC)
+    )
+}
+
 /// Single ranges across chunk edges, the last byte, suffixes, the whole.
 fn ranges() -> Vec<(usize, usize)> {
     vec![
@@ -177,10 +185,7 @@ async fn one_connection_carries_many_responses_in_order() {
     let origin = Origin::start().await;
     let spool = Spool::start(&origin).await;
     let body = cached(&origin, &spool, "m").await;
-    let target = format!(
-        "/stream?url={}",
-        percent_encoding::utf8_percent_encode(&origin.url("m"), percent_encoding::NON_ALPHANUMERIC)
-    );
+    let target = stream_target(&origin.url("m"));
     let request = |method: &str, range: Option<(usize, usize)>| {
         let range = range
             .map(|(a, b)| format!("Range: bytes={a}-{b}\r\n"))
@@ -242,10 +247,7 @@ async fn a_player_leaving_in_a_file_piece_frees_its_stream() {
     let origin = Origin::start().await;
     let spool = Spool::start(&origin).await;
     let body = cached(&origin, &spool, "m").await;
-    let target = format!(
-        "/stream?url={}",
-        percent_encoding::utf8_percent_encode(&origin.url("m"), percent_encoding::NON_ALPHANUMERIC)
-    );
+    let target = stream_target(&origin.url("m"));
     for _ in 0..5 {
         let mut s = TcpStream::connect(spool.addr).await.unwrap();
         s.write_all(format!("GET {target} HTTP/1.1\r\nHost: spool\r\n\r\n").as_bytes())
@@ -290,10 +292,7 @@ async fn a_slow_steady_player_gets_every_byte() {
     let socket = tokio::net::TcpSocket::new_v4().unwrap();
     socket.set_recv_buffer_size(16 * 1024).unwrap();
     let mut s = socket.connect(spool.addr).await.unwrap();
-    let target = format!(
-        "/stream?url={}",
-        percent_encoding::utf8_percent_encode(&url, percent_encoding::NON_ALPHANUMERIC)
-    );
+    let target = stream_target(&url);
     s.write_all(format!("GET {target} HTTP/1.1\r\nHost: spool\r\n\r\n").as_bytes())
         .await
         .unwrap();

@@ -19,8 +19,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 static UNSUPPORTED: AtomicBool = AtomicBool::new(false);
 
 /// The `cachestat` number: 451 on every architecture that has the unified
-/// table of new calls.
-#[cfg(all(
+/// table of new calls (None elsewhere: never asked).
+const SYS_CACHESTAT: Option<libc::c_long> = if cfg!(all(
     target_os = "linux",
     any(
         target_arch = "x86_64",
@@ -32,22 +32,11 @@ static UNSUPPORTED: AtomicBool = AtomicBool::new(false);
         target_arch = "s390x",
         target_arch = "loongarch64"
     )
-))]
-const SYS_CACHESTAT: Option<libc::c_long> = Some(451);
-#[cfg(not(all(
-    target_os = "linux",
-    any(
-        target_arch = "x86_64",
-        target_arch = "x86",
-        target_arch = "aarch64",
-        target_arch = "arm",
-        target_arch = "riscv64",
-        target_arch = "powerpc64",
-        target_arch = "s390x",
-        target_arch = "loongarch64"
-    )
-)))]
-const SYS_CACHESTAT: Option<libc::c_long> = None;
+)) {
+    Some(451)
+} else {
+    None
+};
 
 /// `struct cachestat_range` of `<linux/mman.h>`.
 #[repr(C)]
