@@ -511,12 +511,7 @@ async fn vanished_chunk_files_switch_to_the_origin_mid_stream() {
     assert!(got == body);
     wait_until_cached(&spool.cache_dir, &origin.url("v")).await;
     // Chunk files disappear (a user cleaning up by hand, a broken disk).
-    let media_dir = std::fs::read_dir(spool.cache_dir.join("chunks"))
-        .unwrap()
-        .next()
-        .unwrap()
-        .unwrap()
-        .path();
+    let media_dir = common::only_media_dir(&spool.cache_dir);
     for i in [5, 6, 20, 39] {
         std::fs::remove_file(media_dir.join(format!("{i}.chunk"))).unwrap();
     }

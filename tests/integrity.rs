@@ -39,13 +39,7 @@ async fn fill_cache(origin: &Origin, spool: &Spool, path: &str) {
 }
 
 fn chunk_file(dir: &Path, chunk: usize) -> std::path::PathBuf {
-    let media_dir = std::fs::read_dir(dir.join("chunks"))
-        .unwrap()
-        .next()
-        .unwrap()
-        .unwrap()
-        .path();
-    media_dir.join(format!("{chunk}.chunk"))
+    common::only_media_dir(dir).join(format!("{chunk}.chunk"))
 }
 
 #[tokio::test]

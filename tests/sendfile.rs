@@ -337,12 +337,7 @@ async fn a_chunk_file_cut_short_while_open_is_served_from_the_origin() {
     // Read warm once: every chunk file is now open and kept.
     let (_, _, got) = get(&client(), &url, None).await;
     assert!(got == body);
-    let media_dir = std::fs::read_dir(spool.cache_dir.join("chunks"))
-        .unwrap()
-        .next()
-        .unwrap()
-        .unwrap()
-        .path();
+    let media_dir = common::only_media_dir(&spool.cache_dir);
     std::fs::OpenOptions::new()
         .write(true)
         .open(media_dir.join("3.chunk"))

@@ -139,22 +139,18 @@ impl ChunkFiles {
                 // takes (each write also updates the file's times).
                 None => write_all_vectored(&mut file, pieces),
                 // An injected failure in the middle of the chunk.
-                Some((e, mut left)) => {
-                    let mut e = Some(e);
-                    let mut r = Ok(());
-                    for piece in pieces {
-                        let n = left.min(piece.len());
-                        if let Err(we) = file.write_all(&piece[..n]) {
-                            r = Err(we);
-                            break;
-                        }
-                        left -= n;
-                        if n < piece.len() {
-                            r = Err(e.take().expect("armed"));
-                            break;
-                        }
+                Some((e, left)) => {
+                    let total: usize = pieces.iter().map(|p| p.len()).sum();
+                    let mut rest = left;
+                    let written = pieces.iter().try_for_each(|piece| {
+                        let n = rest.min(piece.len());
+                        rest -= n;
+                        file.write_all(&piece[..n])
+                    });
+                    match written {
+                        Ok(()) if total > left => Err(e),
+                        r => r,
                     }
-                    r
                 }
             }
             .map_err(|e| fail(WriteStage::Write, &tmp_path, e))?;

@@ -292,6 +292,16 @@ pub async fn wait_idle(spool: &Spool) {
     .await;
 }
 
+/// The chunk directory of the one media version cached in `cache_dir`.
+pub fn only_media_dir(cache_dir: &Path) -> PathBuf {
+    std::fs::read_dir(cache_dir.join("chunks"))
+        .unwrap()
+        .next()
+        .expect("a media's chunk directory")
+        .unwrap()
+        .path()
+}
+
 /// The chunk indexes the index in `cache_dir` holds for the media at
 /// `origin_url`, in order (none when there is no index or no such media).
 pub fn cached_chunks(cache_dir: &Path, origin_url: &str) -> Vec<u64> {
