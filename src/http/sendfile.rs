@@ -16,6 +16,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
+use rustix::net::{SendAncillaryBuffer, SendFlags};
 use tokio::io::{AsyncRead, AsyncWrite, Interest, ReadBuf};
 use tokio::net::TcpStream;
 use tracing::warn;
@@ -63,6 +64,28 @@ impl Sendfile {
             self.outbox.wrote(*n);
         }
         r
+    }
+
+    /// Writes bytes a file piece follows (a response's headers): the
+    /// socket holds them back for the piece (`MSG_MORE`) rather than send
+    /// a small segment of their own; the piece's last page pushes them.
+    fn poll_write_more(
+        &self,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let stream = &self.stream;
+        let flags = SendFlags::MORE | SendFlags::NOSIGNAL;
+        loop {
+            std::task::ready!(stream.poll_write_ready(cx))?;
+            match stream.try_io(Interest::WRITABLE, || {
+                rustix::net::sendmsg(stream, bufs, &mut SendAncillaryBuffer::default(), flags)
+                    .map_err(io::Error::from)
+            }) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                r => return Poll::Ready(r),
+            }
+        }
     }
 
     fn poll_send_file(&self, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
@@ -120,8 +143,7 @@ impl AsyncWrite for Sendfile {
             Some(0) => self.poll_send_file(cx, &bufs[0]),
             Some(i) => {
                 let before = &bufs[..i];
-                let n =
-                    std::task::ready!(Pin::new(&mut self.stream).poll_write_vectored(cx, before))?;
+                let n = std::task::ready!(self.poll_write_more(cx, before))?;
                 if n < before.iter().map(|b| b.len()).sum::<usize>() {
                     Poll::Ready(Ok(n))
                 } else {
