@@ -18,6 +18,8 @@ use super::watch::Watchers;
 pub(crate) struct Playheads {
     chunk_size: u64,
     heads: Mutex<Vec<Arc<PlayheadState>>>,
+    /// What the players' ends are counted from.
+    epoch: Instant,
     /// Runs waiting for a chunk to be wanted or not: woken when a
     /// playhead's window moves over their chunk, or the media goes.
     pub watchers: Watchers,
@@ -41,6 +43,7 @@ impl Playheads {
         Playheads {
             chunk_size: chunk_size.max(1),
             heads: Mutex::default(),
+            epoch: Instant::now(),
             watchers: Watchers::default(),
             last_ended: AtomicU64::new(u64::MAX),
             last_read: AtomicU64::new(0),
@@ -77,7 +80,7 @@ impl Playheads {
             cached: AtomicU64::new(cached),
             began: began.unwrap_or_else(Instant::now),
             limit,
-            ended: Mutex::new(None),
+            ended: Ended::new(self.epoch),
         });
         {
             let mut heads = self.heads.lock().unwrap();
@@ -113,7 +116,7 @@ impl Playheads {
     /// Whether a player is reading now.
     pub fn any_live(&self) -> bool {
         let heads = self.heads.lock().unwrap();
-        heads.iter().any(|h| h.ended.lock().unwrap().is_none())
+        heads.iter().any(|h| h.ended.get().is_none())
     }
 
     /// The last chunk any live player may want (u64::MAX when one reads on
@@ -122,7 +125,7 @@ impl Playheads {
         let heads = self.heads.lock().unwrap();
         heads
             .iter()
-            .filter(|h| h.ended.lock().unwrap().is_none())
+            .filter(|h| h.ended.get().is_none())
             .map(|h| h.limit)
             .max()
             .unwrap_or(u64::MAX)
@@ -152,25 +155,57 @@ impl Playheads {
 /// a run would walk them all.
 const MAX_LEFT: usize = 32;
 
-/// Forgets players that left more than `grace` ago, and all but the
-/// `MAX_LEFT` that left last.
+/// Forgets players that left more than `grace` ago and, once more than
+/// `MAX_LEFT` are remembered, all but the `MAX_LEFT / 2` that left last
+/// (so a media asked for many short ranges sorts its players that left
+/// once every `MAX_LEFT / 2` requests, not at every one).
 fn forget_left(heads: &mut Vec<Arc<PlayheadState>>, now: Instant, grace: Duration) {
-    let mut left: Vec<Instant> = Vec::new();
-    heads.retain(|h| match *h.ended.lock().unwrap() {
+    let mut left = 0;
+    heads.retain(|h| match h.ended.get() {
         None => true,
         Some(t) if now - t < grace => {
-            left.push(t);
+            left += 1;
             true
         }
         Some(_) => false,
     });
-    if left.len() <= MAX_LEFT {
+    if left <= MAX_LEFT {
         return;
     }
-    // The MAX_LEFT-th newest end; ties with it are kept too.
-    let (_, cut, _) = left.select_nth_unstable_by(MAX_LEFT - 1, |a, b| b.cmp(a));
+    let mut ends: Vec<Instant> = heads.iter().filter_map(|h| h.ended.get()).collect();
+    // The (MAX_LEFT / 2)-th newest end; ties with it are kept too.
+    let (_, cut, _) = ends.select_nth_unstable_by(MAX_LEFT / 2 - 1, |a, b| b.cmp(a));
     let cut = *cut;
-    heads.retain(|h| h.ended.lock().unwrap().is_none_or(|t| t >= cut));
+    heads.retain(|h| h.ended.get().is_none_or(|t| t >= cut));
+}
+
+/// When a player left, without a lock: nanoseconds after its media's
+/// epoch, plus one (0: it reads on).
+#[derive(Debug)]
+struct Ended {
+    epoch: Instant,
+    after: AtomicU64,
+}
+
+impl Ended {
+    fn new(epoch: Instant) -> Ended {
+        Ended {
+            epoch,
+            after: AtomicU64::new(0),
+        }
+    }
+
+    fn get(&self) -> Option<Instant> {
+        match self.after.load(Ordering::Relaxed) {
+            0 => None,
+            n => Some(self.epoch + Duration::from_nanos(n - 1)),
+        }
+    }
+
+    fn set(&self, t: Instant) {
+        let n = (t - self.epoch).as_nanos().min(u64::MAX as u128 - 1) as u64;
+        self.after.store(n + 1, Ordering::Relaxed);
+    }
 }
 
 #[derive(Debug)]
@@ -188,7 +223,7 @@ struct PlayheadState {
     /// The last chunk this player may want (its range's end, unless it reads
     /// to the end of the media).
     limit: u64,
-    ended: Mutex<Option<Instant>>,
+    ended: Ended,
 }
 
 impl PlayheadState {
@@ -212,7 +247,7 @@ impl PlayheadState {
             read: self.read.load(Ordering::Relaxed),
             cached: self.cached.load(Ordering::Relaxed),
             limit: self.limit,
-            left: self.ended.lock().unwrap().map(|t| now - t),
+            left: self.ended.get().map(|t| now - t),
         }
     }
 }
@@ -333,7 +368,7 @@ impl Playhead {
 
 impl Drop for Playhead {
     fn drop(&mut self) {
-        *self.state.ended.lock().unwrap() = Some(Instant::now());
+        self.state.ended.set(Instant::now());
         let at = self.state.chunk.load(Ordering::Relaxed);
         let read = self.state.read.load(Ordering::Relaxed);
         self.heads.last_read.store(read, Ordering::Relaxed);
@@ -360,10 +395,15 @@ mod tests {
         for i in 0..1000 {
             drop(heads.start(i, i, grace));
         }
-        // One more start prunes: the live five, the newest MAX_LEFT that
-        // left, and the new one.
+        // Never more than MAX_LEFT that left are remembered; one more
+        // start after 1000 left: the live five, at most MAX_LEFT that
+        // left, at least MAX_LEFT / 2, and the new one.
         let last = heads.start(2000, u64::MAX, grace);
-        assert_eq!(heads.len(), live.len() + MAX_LEFT + 1);
+        let left = heads.len() - live.len() - 1;
+        assert!(
+            (MAX_LEFT / 2..=MAX_LEFT).contains(&left),
+            "{left} remembered"
+        );
         assert_eq!(
             heads.with_heads(|h| h.filter(|h| h.left.is_none()).count()),
             6
