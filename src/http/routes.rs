@@ -3,6 +3,7 @@
 //! (`--admin-listen`: status page, admin API, metrics, signing).
 
 use std::convert::Infallible;
+use std::sync::Arc;
 
 use http::StatusCode;
 use warp::reply::Response;
@@ -33,7 +34,7 @@ pub(crate) fn media_routes(
 ) -> impl Filter<Extract = (Response,), Error = Infallible> + Clone + Send + Sync + 'static {
     // Playlists' URIs carry the public URL's path prefix, if any.
     let prefix = super::forwarded::prefix_of(&access.public_url);
-    let playlists = Answers::new(cache.playlists().clone(), &prefix);
+    let playlists = Arc::new(Answers::new(cache.playlists().clone(), &prefix));
     // The player's address and when its request arrived go with what the
     // media handlers use: its title session is logged as one line
     // (`cache/sessions.rs`), its time to first byte measured.
@@ -43,7 +44,7 @@ pub(crate) fn media_routes(
         .and(warp::ext::optional::<Received>())
         .and(warp::ext::optional::<Outbox>())
         .map(
-            |(c, l, p): (Cache, Limits, Answers),
+            |(c, l, p): (Cache, Limits, Arc<Answers>),
              peer: Option<Peer>,
              at: Option<Received>,
              outbox: Option<Outbox>| {
@@ -56,6 +57,7 @@ pub(crate) fn media_routes(
             },
         );
     let with_readiness = warp::any().map(move || readiness.clone());
+    let access = Arc::new(access);
     let with_access = warp::any().map(move || access.clone());
     let query = || {
         warp::query::raw()

@@ -37,15 +37,15 @@ pub(crate) struct Limits {
 /// `/stream?url=…`: an unsigned link. Every answer carries the CORS
 /// headers.
 pub(crate) async fn handle(
-    (cache, limits, playlists, client): (Cache, Limits, Answers, Player),
-    access: Access,
+    (cache, limits, playlists, client): (Cache, Limits, Arc<Answers>, Player),
+    access: Arc<Access>,
     method: Method,
     query: String,
     headers: HeaderMap,
 ) -> Response {
     let r = unsigned(
         (cache, limits, playlists, client),
-        access.clone(),
+        &access,
         method,
         query,
         headers,
@@ -55,13 +55,13 @@ pub(crate) async fn handle(
 }
 
 async fn unsigned(
-    (cache, limits, playlists, client): (Cache, Limits, Answers, Player),
-    access: Access,
+    (cache, limits, playlists, client): (Cache, Limits, Arc<Answers>, Player),
+    access: &Access,
     method: Method,
     query: String,
     headers: HeaderMap,
 ) -> Response {
-    if let Some(r) = not_a_media_request(&method, &access) {
+    if let Some(r) = not_a_media_request(&method, access) {
         return r;
     }
     cache.metrics().client_requests.inc();
@@ -95,8 +95,8 @@ async fn unsigned(
 pub(crate) async fn path_form(
     tail: String,
     query: Option<String>,
-    (cache, limits, playlists, client): (Cache, Limits, Answers, Player),
-    access: Access,
+    (cache, limits, playlists, client): (Cache, Limits, Arc<Answers>, Player),
+    access: Arc<Access>,
     method: Method,
     headers: HeaderMap,
 ) -> Response {
@@ -131,8 +131,8 @@ pub(crate) async fn signed(
     // A client's query is never forwarded on a signed link: the token
     // names the upstream URL, query included.
     (token, tail, _query): (String, String, Option<String>),
-    (cache, limits, playlists, client): (Cache, Limits, Answers, Player),
-    access: Access,
+    (cache, limits, playlists, client): (Cache, Limits, Arc<Answers>, Player),
+    access: Arc<Access>,
     method: Method,
     headers: HeaderMap,
 ) -> Response {
