@@ -99,7 +99,17 @@ pub(crate) async fn access(
         restricted,
         allow: Arc::new(cfg.allow_upstream.clone()),
         credentialed: Arc::new(credentialed),
+        public_host: public_host(&cfg.signing.public_url(local)),
         public_url: Arc::from(cfg.signing.public_url(local)),
         cors_origin: cors,
     })
+}
+
+/// The public URL's host when it is a name (an address literal is
+/// answered anyway), lower case.
+fn public_host(public_url: &str) -> Option<Arc<str>> {
+    match url::Url::parse(public_url).ok()?.host()? {
+        url::Host::Domain(d) => Some(Arc::from(d.to_ascii_lowercase())),
+        _ => None,
+    }
 }

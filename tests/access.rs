@@ -132,6 +132,75 @@ async fn with_a_key_unsigned_links_need_a_listed_upstream() {
     assert!(String::from_utf8_lossy(&text).contains("not enabled"));
 }
 
+/// An open spool (loopback, no key) answers unsigned links only to the
+/// names a page rebound to 127.0.0.1 (DNS rebinding) cannot send: an
+/// address literal, localhost, or the name of `--public-url`. A spool
+/// with a key judges unsigned links by the allowlist alone, and signed
+/// links by their token, whatever the Host.
+#[tokio::test]
+async fn an_open_spool_answers_unsigned_links_to_its_own_names_only() {
+    let origin = Origin::start().await;
+    let body = data(20_000, 4);
+    origin.add_file("a.mp4", body.clone(), "video/mp4");
+    let open = Spool::start_with(&origin, |c| {
+        c.signing.public_url = Some("http://Media.Home:8080/".into());
+    })
+    .await;
+    let c = client();
+    let port = open.addr.port();
+    let with_host = |url: String, host: String| {
+        let c = c.clone();
+        async move {
+            let r = c.get(&url).header("host", &host).send().await.unwrap();
+            (r.status().as_u16(), r.bytes().await.unwrap())
+        }
+    };
+    let unsigned = open.url(&origin.url("a.mp4"));
+    let path_form = format!(
+        "{}/p/{}/a.mp4",
+        open.base(),
+        url::form_urlencoded::byte_serialize(origin.url("").trim_end_matches('/').as_bytes())
+            .collect::<String>()
+    );
+    let before = origin.stats().requests;
+    for host in [
+        "evil.example".to_owned(),
+        format!("evil.example:{port}"),
+        format!("127.0.0.1.evil.example:{port}"),
+        format!("localhost.evil.example:{port}"),
+        "media.home.evil.example:8080".to_owned(),
+    ] {
+        for url in [&unsigned, &path_form] {
+            let (status, text) = with_host(url.clone(), host.clone()).await;
+            let text = String::from_utf8_lossy(&text);
+            assert_eq!(status, 421, "{host} {url}: {text}");
+            assert!(text.contains("--public-url"), "{text}");
+        }
+    }
+    assert_eq!(origin.stats().requests, before, "a refused Host fetched");
+    for host in [
+        format!("127.0.0.1:{port}"),
+        format!("localhost:{port}"),
+        "LOCALHOST".to_owned(),
+        format!("[::1]:{port}"),
+        "media.home:8080".to_owned(),
+        "Media.Home".to_owned(),
+    ] {
+        for url in [&unsigned, &path_form] {
+            let (status, got) = with_host(url.clone(), host.clone()).await;
+            assert_eq!((status, &got), (200, &body), "{host} {url}");
+        }
+    }
+    // With a key: the allowlist and the token judge, not the Host.
+    let keyed = signed_spool(&origin).await;
+    let evil = "evil.example".to_owned();
+    let (status, got) = with_host(keyed.url(&origin.url("a.mp4")), evil.clone()).await;
+    assert_eq!((status, got), (200, body.clone()));
+    let signed = link(&keyed, &by_name(&origin, "a.mp4"), Expiry(None));
+    let (status, got) = with_host(signed, evil).await;
+    assert_eq!((status, got), (200, body));
+}
+
 #[tokio::test]
 async fn post_sign_makes_links_for_admins() {
     let origin = Origin::start().await;

@@ -674,7 +674,7 @@ async fn raw_get_from_start(spool: &Spool, url: &str, recv_buffer: u32) -> tokio
     let socket = tokio::net::TcpSocket::new_v4().unwrap();
     socket.set_recv_buffer_size(recv_buffer).unwrap();
     let mut stream = socket.connect(spool.addr).await.unwrap();
-    let req = format!("GET {path} HTTP/1.1\r\nHost: spool\r\nRange: bytes=0-\r\n\r\n");
+    let req = format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nRange: bytes=0-\r\n\r\n");
     stream.write_all(req.as_bytes()).await.unwrap();
     stream
 }

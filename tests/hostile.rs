@@ -648,7 +648,7 @@ async fn players_that_stop_reading_lose_their_connections() {
         let Ok(mut s) = sock.connect(spool.addr).await else {
             continue;
         };
-        let req = format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n");
+        let req = format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n");
         if s.write_all(req.as_bytes()).await.is_err() {
             continue;
         }

@@ -529,7 +529,7 @@ async fn sigterm_with_a_fifo_chunk_exits_within_the_shutdown_timeout() {
     let slow = proxied(&proc.addr, &origin.url("slow"));
     let path = slow.split_once(&proc.addr).unwrap().1;
     stalled
-        .write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
+        .write_all(format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n").as_bytes())
         .await
         .unwrap();
     let mut buf = vec![0u8; 64 * 1024];

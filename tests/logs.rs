@@ -80,7 +80,7 @@ async fn players_hanging_up_are_not_errors() {
     let addr2 = addr.clone();
     tokio::task::spawn_blocking(move || {
         let mut s = std::net::TcpStream::connect(&addr2).unwrap();
-        write!(s, "GET {path} HTTP/1.1\r\nHost: spool\r\n\r\n").unwrap();
+        write!(s, "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n").unwrap();
         let mut buf = [0u8; 4096];
         let _ = s.read(&mut buf).unwrap();
         socket2::SockRef::from(&s)

@@ -29,8 +29,9 @@ impl Player {
         socket.set_recv_buffer_size(4096).unwrap();
         let mut stream = socket.connect(spool.addr).await.unwrap();
         let path = &url[format!("http://{}", spool.addr).len()..];
-        let req =
-            format!("GET {path} HTTP/1.1\r\nHost: spool\r\nRange: bytes={first}-{last}\r\n\r\n");
+        let req = format!(
+            "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nRange: bytes={first}-{last}\r\n\r\n"
+        );
         stream.write_all(req.as_bytes()).await.unwrap();
         let mut got = Vec::new();
         let end = loop {

@@ -190,7 +190,7 @@ async fn one_connection_carries_many_responses_in_order() {
         let range = range
             .map(|(a, b)| format!("Range: bytes={a}-{b}\r\n"))
             .unwrap_or_default();
-        format!("{method} {target} HTTP/1.1\r\nHost: spool\r\n{range}\r\n")
+        format!("{method} {target} HTTP/1.1\r\nHost: 127.0.0.1\r\n{range}\r\n")
     };
     let asks: Vec<(&str, Option<(usize, usize)>)> = vec![
         ("GET", Some((5, 70000))),
@@ -250,7 +250,7 @@ async fn a_player_leaving_in_a_file_piece_frees_its_stream() {
     let target = stream_target(&origin.url("m"));
     for _ in 0..5 {
         let mut s = TcpStream::connect(spool.addr).await.unwrap();
-        s.write_all(format!("GET {target} HTTP/1.1\r\nHost: spool\r\n\r\n").as_bytes())
+        s.write_all(format!("GET {target} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n").as_bytes())
             .await
             .unwrap();
         let mut buf = vec![0u8; 1000];
@@ -293,7 +293,7 @@ async fn a_slow_steady_player_gets_every_byte() {
     socket.set_recv_buffer_size(16 * 1024).unwrap();
     let mut s = socket.connect(spool.addr).await.unwrap();
     let target = stream_target(&url);
-    s.write_all(format!("GET {target} HTTP/1.1\r\nHost: spool\r\n\r\n").as_bytes())
+    s.write_all(format!("GET {target} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n").as_bytes())
         .await
         .unwrap();
     let mut got = Vec::new();

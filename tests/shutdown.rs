@@ -32,7 +32,7 @@ async fn serve_returns_with_nothing_of_it_running() {
     let enc: String = url::form_urlencoded::byte_serialize(origin.url("slow").as_bytes()).collect();
     let mut player = tokio::net::TcpStream::connect(addr).await.unwrap();
     player
-        .write_all(format!("GET /stream?url={enc} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
+        .write_all(format!("GET /stream?url={enc} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n").as_bytes())
         .await
         .unwrap();
     let mut got = vec![0u8; 1 << 20];

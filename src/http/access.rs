@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use bytes::Bytes;
-use http::{header, HeaderValue, StatusCode};
+use http::{header, HeaderMap, HeaderValue, StatusCode};
 use url::Url;
 use warp::reply::Response;
 
@@ -32,6 +32,8 @@ pub(crate) struct Access {
     /// only signed links may reach them.
     pub credentialed: Arc<Vec<url::Origin>>,
     pub public_url: Arc<str>,
+    /// The public URL's host name, lower case, when it is a name.
+    pub public_host: Option<Arc<str>>,
     /// `Access-Control-Allow-Origin` for media, None for no CORS headers.
     pub cors_origin: Option<HeaderValue>,
 }
@@ -115,6 +117,45 @@ impl Access {
              use a signed link (spool sign, POST /sign)"
                 .into(),
         )
+    }
+
+    /// Whether an unsigned request sent with this `Host` may be answered;
+    /// the reason for the player's 421 when not.
+    ///
+    /// An open spool (loopback, no key) fetches for whoever can make a
+    /// request to it. A web page whose name was rebound to spool's
+    /// address (DNS rebinding) would be that, and read as its own origin
+    /// what spool fetches: the private media servers `--allow-upstream`
+    /// names too. Such a page sends its own name as `Host`, so an open
+    /// spool answers unsigned links only to an address literal,
+    /// `localhost`, or the name of `--public-url` (a literal address
+    /// cannot be rebound). Restricted, unsigned links reach only listed
+    /// upstreams, which whoever reaches the port may use anyway; signed
+    /// links need their token.
+    pub fn unsigned_host(&self, headers: &HeaderMap) -> Result<(), String> {
+        if self.restricted {
+            return Ok(());
+        }
+        let host = headers
+            .get(header::HOST)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .trim()
+            .to_ascii_lowercase();
+        let name = super::control::host_name(&host);
+        let allowed = name.is_some_and(|n| {
+            n == "localhost"
+                || n.parse::<std::net::IpAddr>().is_ok()
+                || self.public_host.as_deref() == Some(n)
+        });
+        match allowed {
+            true => Ok(()),
+            false => Err(format!(
+                "Host {host:?} is not a name this spool answers unsigned links to: use its \
+                 address or localhost, or set --public-url to the address players use \
+                 (a page whose name points at spool may not use it as a proxy)"
+            )),
+        }
     }
 
     /// What a signed link's token grants, and the key that opened it;

@@ -167,7 +167,7 @@ impl Control {
 
 /// The name or address of a `Host` value, without its port; brackets
 /// stripped from an IPv6 literal. None when it is not one.
-fn host_name(host: &str) -> Option<&str> {
+pub(crate) fn host_name(host: &str) -> Option<&str> {
     if let Some(rest) = host.strip_prefix('[') {
         let (addr, after) = rest.split_once(']')?;
         return (after.is_empty() || valid_port(after.strip_prefix(':')?)).then_some(addr);

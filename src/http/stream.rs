@@ -65,6 +65,9 @@ async fn unsigned(
         return r;
     }
     cache.metrics().client_requests.inc();
+    if let Err(reason) = access.unsigned_host(&headers) {
+        return text(StatusCode::MISDIRECTED_REQUEST, &reason);
+    }
     let Some(raw) = url::form_urlencoded::parse(query.as_bytes())
         .find(|(k, _)| k == "url")
         .map(|(_, v)| v.into_owned())
@@ -105,6 +108,9 @@ pub(crate) async fn path_form(
             return r;
         }
         cache.metrics().client_requests.inc();
+        if let Err(reason) = access.unsigned_host(&headers) {
+            return text(StatusCode::MISDIRECTED_REQUEST, &reason);
+        }
         let url = match links::parse_path_form(&tail, query.as_deref()) {
             Ok(u) => u,
             Err(reason) => return text(StatusCode::BAD_REQUEST, &reason),

@@ -1,8 +1,8 @@
 //! Headless Chromium against spool's trust boundary: an HTML or SVG file
 //! an upstream serves, opened through spool, runs no script; a page on
 //! another origin can neither read nor change anything on the control
-//! plane; a page on a name rebound to the control plane's address gets
-//! nothing; and a video opened in a tab still plays (the sandboxing policy
+//! plane; a page on a name rebound to the control plane's address, or to
+//! an open spool's media listener, gets nothing; and a video opened in a tab still plays (the sandboxing policy
 //! leaves media documents alone).
 
 use serde_json::Value;
@@ -165,6 +165,72 @@ async fn another_origin_cannot_drive_the_control_plane() {
         .evaluate("(async () => (await fetch('/api/status')).status)()")
         .await;
     assert_eq!(status, 200);
+}
+
+/// A page whose name was rebound to 127.0.0.1 (DNS rebinding) reaches an
+/// open spool's media listener (loopback, no key) under its own name:
+/// Chromium sends that name as Host, and spool answers 421 and fetches
+/// nothing, so the page, same-origin with that name, cannot read through
+/// spool what spool may reach. (Here the page is on the origin's port, so
+/// it fetches without CORS; the same fetch to spool's address does reach
+/// the upstream.)
+#[tokio::test]
+async fn a_rebound_page_cannot_use_an_open_spool() {
+    let origin = Origin::start().await;
+    origin.add_file(
+        "private.txt",
+        bytes::Bytes::from_static(b"only for this machine"),
+        "text/plain",
+    );
+    let page = r#"<!doctype html><html><head><title>rebound</title></head><body></body></html>"#;
+    origin.add_file(
+        "rebound.html",
+        bytes::Bytes::from_static(page.as_bytes()),
+        "text/html",
+    );
+    let spool = Spool::start(&origin).await;
+    let browser = Browser::launch_with(
+        "boundary-rebound-media",
+        &["--host-resolver-rules=MAP rebound.test 127.0.0.1"],
+    )
+    .await;
+    let private = origin.url("private.txt");
+    let fetches = || {
+        origin
+            .requests_log()
+            .iter()
+            .filter(|r| r.path.contains("private.txt"))
+            .count()
+    };
+    let fetch = |base: String| {
+        format!(
+            r#"(async () => {{
+                await fetch({base} + '/stream?url=' + encodeURIComponent({target}), {{mode: 'no-cors'}});
+                return 'sent';
+            }})()"#,
+            base = Value::from(base),
+            target = Value::from(private.clone()),
+        )
+    };
+    browser
+        .navigate(&format!(
+            "http://rebound.test:{}/rebound.html",
+            origin.addr().port()
+        ))
+        .await;
+    let port = spool.addr.port();
+    let got = browser
+        .evaluate(&fetch(format!("http://rebound.test:{port}")))
+        .await;
+    assert_eq!(got, "sent");
+    assert_eq!(
+        fetches(),
+        0,
+        "a rebound name's request reached the upstream"
+    );
+    let got = browser.evaluate(&fetch(spool.base())).await;
+    assert_eq!(got, "sent");
+    crate::common::wait_for("spool's own address to fetch", || async { fetches() > 0 }).await;
 }
 
 #[tokio::test]
