@@ -197,7 +197,9 @@ pub(crate) async fn serve<F>(
             },
             _ = &mut shutdown => break,
         };
-        let ip = peer.ip();
+        // An IPv4 client of a dual-stack listener as its IPv4 address
+        // (limits, logs and the admin check see one form).
+        let ip = peer.ip().to_canonical();
         // A trusted proxy carries many clients: its connections count in
         // the total only, its requests each in their client's limit.
         let proxy = front.trusts(ip);
