@@ -148,17 +148,18 @@ impl Playheads {
     }
 }
 
-/// How many players that left are remembered for the grace, at most: the
-/// most recent ones. A player reading on in a new request is one of them;
-/// without a bound, a media asked for thousands of short ranges a second
-/// would keep every one for the grace, and each request and each piece of
-/// a run would walk them all.
+/// How many players that left are remembered for the grace, at least (the
+/// most recent ones, when that many left within it); at most twice as
+/// many. A player reading on in a new request is one of them; without a
+/// bound, a media asked for thousands of short ranges a second would keep
+/// every one for the grace, and each request and each piece of a run
+/// would walk them all.
 const MAX_LEFT: usize = 32;
 
 /// Forgets players that left more than `grace` ago and, once more than
-/// `MAX_LEFT` are remembered, all but the `MAX_LEFT / 2` that left last
+/// `2 * MAX_LEFT` are remembered, all but the `MAX_LEFT` that left last
 /// (so a media asked for many short ranges sorts its players that left
-/// once every `MAX_LEFT / 2` requests, not at every one).
+/// once every `MAX_LEFT` requests, not at every one).
 fn forget_left(heads: &mut Vec<Arc<PlayheadState>>, now: Instant, grace: Duration) {
     let mut left = 0;
     heads.retain(|h| match h.ended.get() {
@@ -169,12 +170,12 @@ fn forget_left(heads: &mut Vec<Arc<PlayheadState>>, now: Instant, grace: Duratio
         }
         Some(_) => false,
     });
-    if left <= MAX_LEFT {
+    if left <= 2 * MAX_LEFT {
         return;
     }
     let mut ends: Vec<Instant> = heads.iter().filter_map(|h| h.ended.get()).collect();
-    // The (MAX_LEFT / 2)-th newest end; ties with it are kept too.
-    let (_, cut, _) = ends.select_nth_unstable_by(MAX_LEFT / 2 - 1, |a, b| b.cmp(a));
+    // The MAX_LEFT-th newest end; ties with it are kept too.
+    let (_, cut, _) = ends.select_nth_unstable_by(MAX_LEFT - 1, |a, b| b.cmp(a));
     let cut = *cut;
     heads.retain(|h| h.ended.get().is_none_or(|t| t >= cut));
 }
@@ -395,13 +396,13 @@ mod tests {
         for i in 0..1000 {
             drop(heads.start(i, i, grace));
         }
-        // Never more than MAX_LEFT that left are remembered; one more
-        // start after 1000 left: the live five, at most MAX_LEFT that
-        // left, at least MAX_LEFT / 2, and the new one.
+        // One more start after 1000 left: the live five, the new one,
+        // and of those that left at least the newest MAX_LEFT, never more
+        // than twice as many.
         let last = heads.start(2000, u64::MAX, grace);
         let left = heads.len() - live.len() - 1;
         assert!(
-            (MAX_LEFT / 2..=MAX_LEFT).contains(&left),
+            (MAX_LEFT..=2 * MAX_LEFT).contains(&left),
             "{left} remembered"
         );
         assert_eq!(

@@ -2,8 +2,8 @@
 //! an upstream serves, opened through spool, runs no script; a page on
 //! another origin can neither read nor change anything on the control
 //! plane; a page on a name rebound to the control plane's address, or to
-//! an open spool's media listener, gets nothing; and a video opened in a tab still plays (the sandboxing policy
-//! leaves media documents alone).
+//! an open spool's media listener, gets nothing; and a video opened in a
+//! tab still plays (the sandboxing policy leaves media documents alone).
 
 use serde_json::Value;
 
