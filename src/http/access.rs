@@ -136,12 +136,7 @@ impl Access {
         if self.restricted {
             return Ok(());
         }
-        let host = headers
-            .get(header::HOST)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("")
-            .trim()
-            .to_ascii_lowercase();
+        let host = super::control::request_host(headers);
         let name = super::control::host_name(&host);
         let allowed = name.is_some_and(|n| {
             n == "localhost"

@@ -111,12 +111,7 @@ impl Control {
 
     /// The Host and Origin checks, before anything else is looked at.
     pub fn guard(&self, method: &Method, headers: &HeaderMap) -> Result<(), Refused> {
-        let host = headers
-            .get(header::HOST)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("")
-            .trim()
-            .to_ascii_lowercase();
+        let host = request_host(headers);
         if !self.host_allowed(&host) {
             return Err(Refused::Host(host));
         }
@@ -163,6 +158,16 @@ impl Control {
         }
         authority == host || self.hosts.iter().any(|h| h == authority)
     }
+}
+
+/// A request's `Host`, trimmed and lower case ("" when it has none).
+pub(crate) fn request_host(headers: &HeaderMap) -> String {
+    headers
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase()
 }
 
 /// The name or address of a `Host` value, without its port; brackets
