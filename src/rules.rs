@@ -94,13 +94,14 @@ pub(crate) async fn access(
     if !credentialed.is_empty() && key.is_none() {
         tracing::warn!("[[upstream]] headers are set but no key: only signed links may use those origins, so set SPOOL_SECRET or SPOOL_SECRET_FILE");
     }
+    let public_url = cfg.signing.public_url(local);
     Ok(http::Access {
         key,
         restricted,
         allow: Arc::new(cfg.allow_upstream.clone()),
         credentialed: Arc::new(credentialed),
-        public_host: public_host(&cfg.signing.public_url(local)),
-        public_url: Arc::from(cfg.signing.public_url(local)),
+        public_host: public_host(&public_url),
+        public_url: Arc::from(public_url),
         cors_origin: cors,
     })
 }

@@ -66,6 +66,22 @@ impl Sendfile {
         r
     }
 
+    /// Runs `io` once the socket may take bytes, again while it would
+    /// block.
+    fn poll_writable(
+        &self,
+        cx: &mut Context<'_>,
+        mut io: impl FnMut() -> io::Result<usize>,
+    ) -> Poll<io::Result<usize>> {
+        loop {
+            std::task::ready!(self.stream.poll_write_ready(cx))?;
+            match io() {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                r => return Poll::Ready(r),
+            }
+        }
+    }
+
     /// Writes bytes a file piece follows (a response's headers): the
     /// socket holds them back for the piece (`MSG_MORE`) rather than send
     /// a small segment of their own; the piece's last page pushes them.
@@ -76,37 +92,27 @@ impl Sendfile {
     ) -> Poll<io::Result<usize>> {
         let stream = &self.stream;
         let flags = SendFlags::MORE | SendFlags::NOSIGNAL;
-        loop {
-            std::task::ready!(stream.poll_write_ready(cx))?;
-            match stream.try_io(Interest::WRITABLE, || {
+        self.poll_writable(cx, || {
+            stream.try_io(Interest::WRITABLE, || {
                 rustix::net::sendmsg(stream, bufs, &mut SendAncillaryBuffer::default(), flags)
                     .map_err(io::Error::from)
-            }) {
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-                r => return Poll::Ready(r),
-            }
-        }
+            })
+        })
     }
 
     fn poll_send_file(&self, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
-        loop {
-            std::task::ready!(self.stream.poll_write_ready(cx))?;
-            match self.try_send_file(buf) {
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-                Err(e) => {
-                    // A player hanging up is no news; a file piece that
-                    // cannot go out as queued is.
-                    if matches!(
-                        e.kind(),
-                        io::ErrorKind::InvalidData | io::ErrorKind::UnexpectedEof
-                    ) {
-                        warn!(error = %e, "cannot send a cached chunk's bytes; connection closed");
-                    }
-                    return Poll::Ready(Err(e));
-                }
-                r => return Poll::Ready(r),
+        let r = std::task::ready!(self.poll_writable(cx, || self.try_send_file(buf)));
+        // A player hanging up is no news; a file piece that cannot go out
+        // as queued is.
+        if let Err(e) = &r {
+            if matches!(
+                e.kind(),
+                io::ErrorKind::InvalidData | io::ErrorKind::UnexpectedEof
+            ) {
+                warn!(error = %e, "cannot send a cached chunk's bytes; connection closed");
             }
         }
+        Poll::Ready(r)
     }
 }
 
