@@ -321,10 +321,12 @@ impl Server {
         let media_front = http::Front {
             trusted: trusted.clone(),
             prefix: http::prefix_of(&access.public_url).into(),
+            header: cfg.forwarded_header,
         };
         let admin_front = http::Front {
             trusted,
             prefix: "".into(),
+            header: cfg.forwarded_header,
         };
         let media_plane = http::serve(
             media,

@@ -922,3 +922,81 @@ async fn a_trusted_proxy_on_loopback_makes_nobody_an_admin() {
         .unwrap();
     assert_eq!(r.status(), 200);
 }
+
+/// Behind trusted proxies, the client is read from the one forwarding
+/// header they write (`--forwarded-header`); the other is the client's
+/// own word, passed on by the proxy as written, and names nobody.
+#[tokio::test]
+async fn only_the_proxies_forwarding_header_names_the_client() {
+    let origin = Origin::start().await;
+    origin.add_file("big", data(16 << 20, 77), "video/mp4");
+    for header in [
+        spool::config::ForwardedHeader::XForwardedFor,
+        spool::config::ForwardedHeader::Forwarded,
+    ] {
+        let spool = Spool::start_with(&origin, |c| {
+            c.trusted_proxies = vec!["127.0.0.1/32".parse().unwrap()];
+            c.forwarded_header = header;
+            c.max_connections_per_client = 1;
+        })
+        .await;
+        let c = client();
+        let url = spool.url(&origin.url("big"));
+        let (read, other) = match header {
+            spool::config::ForwardedHeader::XForwardedFor => ("x-forwarded-for", "forwarded"),
+            spool::config::ForwardedHeader::Forwarded => ("forwarded", "x-forwarded-for"),
+        };
+        let naming = |name: &str, ip: &str| match name {
+            "forwarded" => format!("for={ip}"),
+            _ => ip.to_owned(),
+        };
+        // 203.0.113.5 holds its one place with a stream it reads slowly.
+        let mut held = c
+            .get(&url)
+            .header(read, naming(read, "203.0.113.5"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(held.status(), 200);
+        assert!(!held.chunk().await.unwrap().unwrap().is_empty());
+        let status = |headers: Vec<(&'static str, String)>| {
+            let mut r = c.get(&url).header("range", "bytes=0-9");
+            for (k, v) in headers {
+                r = r.header(k, v);
+            }
+            async move { r.send().await.unwrap().status().as_u16() }
+        };
+        assert_eq!(
+            status(vec![(read, naming(read, "203.0.113.5"))]).await,
+            429,
+            "{read}: the same client"
+        );
+        // The other header alone: the proxy's own request, not
+        // 203.0.113.5's.
+        assert_eq!(
+            status(vec![(other, naming(other, "203.0.113.5"))]).await,
+            206,
+            "{other} is not read"
+        );
+        // Both: the one read decides, whatever the other says.
+        assert_eq!(
+            status(vec![
+                (other, naming(other, "198.51.100.1")),
+                (read, naming(read, "203.0.113.5")),
+            ])
+            .await,
+            429,
+            "{read} decides"
+        );
+        assert_eq!(
+            status(vec![
+                (other, naming(other, "203.0.113.5")),
+                (read, naming(read, "198.51.100.1")),
+            ])
+            .await,
+            206,
+            "{read} decides"
+        );
+        drop(held);
+    }
+}

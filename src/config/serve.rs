@@ -85,6 +85,12 @@ pub struct Config {
     #[arg(long, env = "SPOOL_TRUSTED_PROXIES", value_delimiter = ',', value_parser = parse_net)]
     pub trusted_proxies: Vec<ipnet::IpNet>,
 
+    /// The header those proxies write the client's address in
+    /// (`x-forwarded-for` or `forwarded`). Only that one is read: a
+    /// proxy passes the other on as the client wrote it.
+    #[arg(long, env = "SPOOL_FORWARDED_HEADER", value_enum, default_value_t = ForwardedHeader::XForwardedFor)]
+    pub forwarded_header: ForwardedHeader,
+
     /// Token for the control plane (`--admin-listen`), sent as
     /// `Authorization: Bearer`. Without it the control plane answers
     /// loopback clients only, and only when it listens on loopback.

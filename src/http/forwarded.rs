@@ -1,18 +1,28 @@
 //! Life behind a reverse proxy (`--trusted-proxies`, and a path prefix in
 //! `--public-url`). From a peer in a trusted network only, the client's
-//! address comes from `X-Forwarded-For` (or, without it, `Forwarded`,
-//! RFC 7239): the rightmost hop that is not a trusted proxy, since every
-//! hop to its left was written by someone spool does not trust. The
+//! address comes from the header those proxies write
+//! (`--forwarded-header`: `X-Forwarded-For`, or `Forwarded`, RFC 7239),
+//! never from the other, which a proxy passes on as the client wrote it:
+//! the rightmost hop that is not a trusted proxy, since every hop to its
+//! left was written by someone spool does not trust. The
 //! address is what per-client limits, logs and admin checks use; a
 //! proxied request is never an admin by loopback. Requests arrive with or
 //! without the public URL's path prefix (proxies that strip it and those
 //! that do not); spool answers both.
 
 use std::net::IpAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use http::{HeaderMap, Uri};
 use ipnet::IpNet;
+
+use tracing::warn;
+
+use crate::config::ForwardedHeader;
+
+/// Whether a request with only the forwarding header not read was seen.
+static OTHER_SEEN: AtomicBool = AtomicBool::new(false);
 
 /// What the listeners know of the proxies in front of them. Cheap to
 /// clone.
@@ -22,6 +32,8 @@ pub(crate) struct Front {
     pub trusted: Arc<Vec<IpNet>>,
     /// The path of `--public-url` without its trailing `/` ("" for none).
     pub prefix: Arc<str>,
+    /// `--forwarded-header`: the one forwarding header read.
+    pub header: ForwardedHeader,
 }
 
 impl Front {
@@ -36,7 +48,7 @@ impl Front {
     /// when all are). An entry that is not an address (`unknown`, an
     /// obfuscated name) stops the walk: the hop to its right is taken.
     pub fn client(&self, peer: IpAddr, headers: &HeaderMap) -> IpAddr {
-        let hops = hops(headers);
+        let hops = hops(self.header, headers);
         let mut client = peer;
         for hop in hops.iter().rev() {
             if !self.trusts(client) {
@@ -70,6 +82,26 @@ impl Front {
         parts.path_and_query = Some(pq.parse().ok()?);
         Uri::from_parts(parts).ok()
     }
+
+    /// Whether a request carries a forwarding header (a proxy always adds
+    /// one). Either counts, the one not read too: a request that may have
+    /// come through a proxy is no admin by loopback. One with only the
+    /// other header is its proxy's own client, and said once: a proxy
+    /// that writes the other header needs `--forwarded-header`.
+    pub fn forwarded(&self, headers: &HeaderMap) -> bool {
+        let read = headers.contains_key(name(self.header));
+        let other = headers.contains_key(name(match self.header {
+            ForwardedHeader::XForwardedFor => ForwardedHeader::Forwarded,
+            ForwardedHeader::Forwarded => ForwardedHeader::XForwardedFor,
+        }));
+        if other && !read && !OTHER_SEEN.swap(true, Ordering::Relaxed) {
+            warn!(
+                read = name(self.header).as_str(),
+                "a request from a trusted proxy names its client only in the other forwarding header; it counts as the proxy's own (set --forwarded-header if the proxy writes that one)"
+            );
+        }
+        read || other
+    }
 }
 
 /// The path prefix of a public URL: `https://home.lan/spool/` gives
@@ -80,10 +112,12 @@ pub(crate) fn prefix_of(public_url: &str) -> String {
         .unwrap_or_default()
 }
 
-/// Whether a request carries a forwarding header (a proxy always adds
-/// one).
-pub(crate) fn forwarded(headers: &HeaderMap) -> bool {
-    headers.contains_key("x-forwarded-for") || headers.contains_key(http::header::FORWARDED)
+/// The header's name.
+fn name(header: ForwardedHeader) -> http::HeaderName {
+    match header {
+        ForwardedHeader::XForwardedFor => http::HeaderName::from_static("x-forwarded-for"),
+        ForwardedHeader::Forwarded => http::header::FORWARDED,
+    }
 }
 
 /// The entries of comma-separated header values, each read on its own:
@@ -95,14 +129,14 @@ fn entries<'a>(values: impl Iterator<Item = &'a http::HeaderValue>) -> Vec<Strin
         .collect()
 }
 
-/// The hops a forwarding header names, leftmost first; None for an entry
-/// that is no address.
-fn hops(headers: &HeaderMap) -> Vec<Option<IpAddr>> {
-    let xff = entries(headers.get_all("x-forwarded-for").iter());
-    if !xff.is_empty() {
-        return xff.iter().map(|h| address(h)).collect();
+/// The hops the forwarding header names, leftmost first; None for an
+/// entry that is no address.
+fn hops(header: ForwardedHeader, headers: &HeaderMap) -> Vec<Option<IpAddr>> {
+    let entries = entries(headers.get_all(name(header)).iter());
+    if header == ForwardedHeader::XForwardedFor {
+        return entries.iter().map(|h| address(h)).collect();
     }
-    entries(headers.get_all(http::header::FORWARDED).iter())
+    entries
         .into_iter()
         .filter_map(|element| {
             // `for=` of each element; an element without one says nothing
@@ -139,6 +173,7 @@ mod tests {
         Front {
             trusted: Arc::new(nets.iter().map(|n| n.parse().unwrap()).collect()),
             prefix: prefix.into(),
+            header: ForwardedHeader::XForwardedFor,
         }
     }
 
@@ -190,19 +225,8 @@ mod tests {
                 &[("x-forwarded-for", "203.0.113.5, 10.0.0.2, nonsense")],
                 "127.0.0.1",
             ),
-            (
-                &[("forwarded", "for=192.0.2.60;proto=http;by=203.0.113.43")],
-                "192.0.2.60",
-            ),
-            (
-                &[(
-                    "forwarded",
-                    "for=\"[2001:db8:cafe::17]:4711\", for=10.0.0.1",
-                )],
-                "2001:db8:cafe::17",
-            ),
-            (&[("forwarded", "for=_hidden")], "127.0.0.1"),
-            // X-Forwarded-For first: a Forwarded the client sent is not read.
+            // The other header is the client's word: not read, with or
+            // without X-Forwarded-For.
             (
                 &[
                     ("forwarded", "for=6.6.6.6"),
@@ -210,6 +234,7 @@ mod tests {
                 ],
                 "203.0.113.9",
             ),
+            (&[("forwarded", "for=6.6.6.6")], "127.0.0.1"),
             (&[("x-forwarded-for", "203.0.113.5:4431")], "203.0.113.5"),
             (&[("x-forwarded-for", "::ffff:203.0.113.5")], "203.0.113.5"),
         ];
@@ -222,6 +247,57 @@ mod tests {
         assert!(!f.trusts(lan));
         assert_eq!(f.client(lan, &h(&[("x-forwarded-for", "1.2.3.4")])), lan);
         assert!(f.trusts(ip("::ffff:127.0.0.1")));
+    }
+
+    #[test]
+    fn with_forwarded_only_that_header_is_read() {
+        let mut f = front(&["127.0.0.1/32", "10.0.0.0/8"], "");
+        f.header = ForwardedHeader::Forwarded;
+        let lo = ip("127.0.0.1");
+        let cases: &[(&[(&str, &str)], &str)] = &[
+            (
+                &[("forwarded", "for=192.0.2.60;proto=http;by=203.0.113.43")],
+                "192.0.2.60",
+            ),
+            (
+                &[(
+                    "forwarded",
+                    "for=\"[2001:db8:cafe::17]:4711\", for=10.0.0.1",
+                )],
+                "2001:db8:cafe::17",
+            ),
+            // What the client wrote itself is left of the real hop.
+            (
+                &[("forwarded", "for=6.6.6.6, for=198.51.100.7")],
+                "198.51.100.7",
+            ),
+            (&[("forwarded", "for=_hidden")], "127.0.0.1"),
+            // An element without `for=` says nothing of the client.
+            (
+                &[("forwarded", "proto=https, for=198.51.100.7")],
+                "198.51.100.7",
+            ),
+            // X-Forwarded-For is now the client's word, even alone.
+            (&[("x-forwarded-for", "6.6.6.6")], "127.0.0.1"),
+            (
+                &[
+                    ("x-forwarded-for", "6.6.6.6"),
+                    ("forwarded", "for=203.0.113.9"),
+                ],
+                "203.0.113.9",
+            ),
+        ];
+        for (headers, want) in cases {
+            assert_eq!(f.client(lo, &h(headers)), ip(want), "{headers:?}");
+        }
+        // Either header says a proxy may be in between (no admin by
+        // loopback), whichever is read.
+        let x = front(&["127.0.0.1/32"], "");
+        for front in [&f, &x] {
+            assert!(front.forwarded(&h(&[("forwarded", "for=1.2.3.4")])));
+            assert!(front.forwarded(&h(&[("x-forwarded-for", "1.2.3.4")])));
+            assert!(!front.forwarded(&h(&[("via", "1.1 proxy")])));
+        }
     }
 
     #[test]

@@ -267,7 +267,7 @@ pub(crate) async fn serve<F>(
             // Through a proxy only when one said so: a trusted peer's
             // request without a forwarding header (an ssh tunnel to
             // loopback) is its own client.
-            let proxied = proxy && super::forwarded::forwarded(req.headers());
+            let proxied = proxy && front.forwarded(req.headers());
             let client = match proxied {
                 true => front.client(ip, req.headers()),
                 false => ip,
