@@ -209,6 +209,62 @@ async fn max_cache_size_holds_a_fill_back_and_it_stays_recorded() {
     assert!(!cached_whole(&spool.cache_dir, &url));
 }
 
+/// Pauses or resumes cache writes through the admin API.
+async fn caching(spool: &Spool, action: &str) {
+    let r = client()
+        .post(format!("{}/api/caching/{action}", spool.admin()))
+        .header("content-type", "application/json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "{action}");
+}
+
+/// A fill held back (here: caching paused) goes on by itself once the
+/// cache may take the rest, with no restart and no player.
+#[tokio::test]
+async fn a_held_fill_goes_on_when_there_is_room_again() {
+    let origin = Origin::start().await;
+    let size = 32 * CHUNK as usize;
+    let body = data(size, 12);
+    origin.add_file("show.mkv", body.clone(), "video/x-matroska");
+    origin.set_faults("show.mkv", Faults::throttled(ORIGIN_RATE));
+    let dir = tempfile::tempdir().unwrap();
+    let spool = Spool::start_cfg(fill_config(dir.path(), &origin, 4 << 20)).await;
+    let url = origin.url("show.mkv");
+    caching(&spool, "pause").await;
+    watch(&spool.url(&url), 0.8).await;
+    wait_for("the fill held back", || async {
+        fills(&spool).await.iter().any(|j| j["state"] == "stopped")
+    })
+    .await;
+    let job = fills(&spool).await.remove(0);
+    assert!(
+        job["error"].as_str().unwrap_or("").contains("paused"),
+        "{job}"
+    );
+    assert_eq!(recorded(&spool), vec![url.clone()]);
+    // Still held while caching stays paused.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(
+        fills(&spool).await.iter().all(|j| j["state"] == "stopped"),
+        "{:?}",
+        fills(&spool).await
+    );
+    caching(&spool, "resume").await;
+    wait_for("the media cached whole", || async {
+        cached_whole(&spool.cache_dir, &url)
+    })
+    .await;
+    wait_for("the fill done and forgotten", || async {
+        fills(&spool).await.iter().any(|j| j["state"] == "done") && recorded(&spool).is_empty()
+    })
+    .await;
+    let (status, _, got) = common::get(&client(), &spool.url(&url), None).await;
+    assert_eq!(status, 200);
+    assert!(got == body);
+}
+
 #[tokio::test]
 async fn a_fill_goes_on_after_a_restart() {
     let origin = Origin::start().await;

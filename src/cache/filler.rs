@@ -2,7 +2,9 @@
 //! those the index recorded (a fill a restart or the disk's level
 //! stopped), as prefetch jobs; a recorded fill is forgotten once it ended
 //! for good (done, cancelled by an admin, failed), and kept when it was
-//! held back or left chunks unwritten.
+//! held back or left chunks unwritten: it goes on by itself once the cache
+//! may take the rest (caching resumed, room on the disk or under
+//! `--max-cache-size`), or after a restart.
 
 use std::time::Duration;
 
@@ -17,6 +19,14 @@ use crate::upstream::redact;
 
 /// How often a running fill is looked at.
 const LOOK_EVERY: Duration = Duration::from_millis(500);
+
+/// A fill held back waits this long before it looks whether the cache may
+/// take the rest, twice as long after each time it is held again (a disk
+/// hovering at its low level does not start and stop it every second),
+/// up to `RESUME_MAX`; then it looks every `RESUME_LOOK`.
+const RESUME_FIRST: Duration = Duration::from_secs(2);
+const RESUME_MAX: Duration = Duration::from_secs(600);
+const RESUME_LOOK: Duration = Duration::from_secs(2);
 
 /// Fills media until shutdown cuts it.
 pub(crate) async fn fill(
@@ -65,19 +75,44 @@ async fn start(
         "resumed"
     };
     info!(job = job.id(), url = %redact(&url), why, "filling");
-    let index = index.clone();
+    let (index, prefetches, pace) = (index.clone(), prefetches.clone(), pace.clone());
     tasks.spawn(async move {
-        let phase = loop {
-            let phase = job.phase();
-            if !matches!(phase, Phase::Starting | Phase::Running) {
-                break phase;
+        let mut job = job;
+        let mut backoff = RESUME_FIRST;
+        loop {
+            let phase = loop {
+                let phase = job.phase();
+                if !matches!(phase, Phase::Starting | Phase::Running) {
+                    break phase;
+                }
+                tokio::time::sleep(LOOK_EVERY).await;
+            };
+            if matches!(phase, Phase::Done | Phase::Cancelled | Phase::Failed) {
+                if let Err(e) = index.remove_fill(url.as_str()).await {
+                    warn!(error = %e, "cannot forget a finished fill");
+                }
+                return;
             }
-            tokio::time::sleep(LOOK_EVERY).await;
-        };
-        if matches!(phase, Phase::Done | Phase::Cancelled | Phase::Failed) {
-            if let Err(e) = index.remove_fill(url.as_str()).await {
-                warn!(error = %e, "cannot forget a finished fill");
+            // Held back (caching paused, the disk low, --max-cache-size)
+            // or left chunks unwritten: it goes on once the cache may take
+            // what is left, without waiting for a restart or a player.
+            let view = job.view();
+            let left = view
+                .total_bytes
+                .map_or(0, |t| t.saturating_sub(view.done_bytes));
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(RESUME_MAX);
+            while pace.refuses(left).await.is_some() {
+                tokio::time::sleep(RESUME_LOOK).await;
             }
+            let (next, started) = prefetches.start_fill(url.clone(), pace.clone());
+            if !started {
+                // A player asked it again meanwhile: that fill's own task
+                // watches it.
+                return;
+            }
+            info!(job = next.id(), url = %redact(&url), why = "room again", "filling");
+            job = next;
         }
     });
 }

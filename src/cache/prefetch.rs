@@ -72,7 +72,8 @@ pub(crate) enum Phase {
     Failed,
     Cancelled,
     /// A fill held back: caching paused, the disk low, or
-    /// `--max-cache-size` reached (it goes on after a restart).
+    /// `--max-cache-size` reached (it goes on once there is room, or after
+    /// a restart: `filler.rs`).
     Stopped,
 }
 
