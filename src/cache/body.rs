@@ -402,8 +402,12 @@ impl Sender<'_> {
             let read = match chunk.try_read_at(*pos - start) {
                 Ok(None) => {
                     // Not here yet: unless its transfer brings it soon, a
-                    // new request fetches from this byte.
-                    media.streams.waited();
+                    // new request fetches from this byte. Waiting for a
+                    // transfer under way (not for a download place) asks
+                    // for more streams.
+                    if chunk.outruns(*pos - start) {
+                        media.streams.waited();
+                    }
                     runs.hurry(media, index, &chunk, *pos);
                     let wait = chunk.read_at(*pos - start);
                     let since = tokio::time::Instant::now();

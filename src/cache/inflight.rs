@@ -94,6 +94,12 @@ impl Transfer {
         self.end().max(self.asked.load(Ordering::Relaxed))
     }
 
+    /// Whether its request went out (a run waiting for a download place,
+    /// `--max-downloads`, has not asked the origin yet).
+    pub fn is_requested(&self) -> bool {
+        self.times.lock().unwrap().requested.is_some()
+    }
+
     /// The transfer's request is going out now.
     pub fn requested(&self) {
         self.requested_at(Instant::now());
@@ -374,6 +380,13 @@ impl InFlight {
         })
     }
 
+    /// Whether a reader at `offset` waits for a transfer under way (its
+    /// request sent): it outruns the origin. One whose bytes wait for a
+    /// download place does not: more streams would only want more places.
+    pub fn outruns(&self, offset: u64) -> bool {
+        self.behind(offset).is_some_and(|b| b.feed.is_requested())
+    }
+
     /// Cuts the part that holds `offset` there, if its bytes have not
     /// reached `offset` yet: the part ends at `offset` and a new part from
     /// `offset` to its old limit is filled by `feed`. Returns the transfer
@@ -555,6 +568,23 @@ mod tests {
         assert_eq!(from_start.await.unwrap(), b"abcdef");
         assert_eq!(c.pieces().concat(), b"abcdef");
         assert_eq!(c.wait().await, Ok(()));
+    }
+
+    /// A reader outruns only a transfer whose request went out, and only
+    /// ahead of the bytes it brought.
+    #[tokio::test]
+    async fn only_a_transfer_under_way_is_outrun() {
+        let t = feed();
+        let c = InFlight::claimed(8, 0, t.clone(), None);
+        assert!(!c.outruns(0), "waiting for a download place");
+        t.requested();
+        assert!(c.outruns(0));
+        c.push_at(0, Bytes::from_static(b"ab"));
+        assert!(!c.outruns(1), "byte 1 is here");
+        assert!(c.outruns(2));
+        c.finish(0, Err(CacheError::Cancelled));
+        assert!(!c.outruns(2), "the part ended");
+        assert!(!InFlight::new(8).outruns(0), "no transfer");
     }
 
     /// A cut part ends at the cut; the new part fills the rest, and the
