@@ -52,17 +52,8 @@ impl std::fmt::Display for ReadAhead {
     }
 }
 
-/// The forwarding header the proxies of `--trusted-proxies` write. Only
-/// that one is read: the other arrives as the client wrote it.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
-pub enum ForwardedHeader {
-    /// `X-Forwarded-For` (nginx, Caddy, Traefik, HAProxy `option
-    /// forwardfor`).
-    #[default]
-    XForwardedFor,
-    /// `Forwarded` (RFC 7239; HAProxy `option forwarded`).
-    Forwarded,
-}
+/// The forwarding header trusted proxies write (`http/forwarded.rs`).
+pub use crate::http::ForwardedHeader;
 
 /// How log lines are written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]

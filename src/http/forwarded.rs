@@ -19,10 +19,20 @@ use ipnet::IpNet;
 
 use tracing::warn;
 
-use crate::config::ForwardedHeader;
-
 /// Whether a request with only the forwarding header not read was seen.
 static OTHER_SEEN: AtomicBool = AtomicBool::new(false);
+
+/// The forwarding header the proxies of `--trusted-proxies` write. Only
+/// that one is read: the other arrives as the client wrote it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum ForwardedHeader {
+    /// `X-Forwarded-For` (nginx, Caddy, Traefik, HAProxy `option
+    /// forwardfor`).
+    #[default]
+    XForwardedFor,
+    /// `Forwarded` (RFC 7239; HAProxy `option forwarded`).
+    Forwarded,
+}
 
 /// What the listeners know of the proxies in front of them. Cheap to
 /// clone.

@@ -28,6 +28,7 @@ mod titles;
 pub(crate) use access::Access;
 pub(crate) use admin::Admin;
 pub(crate) use control::Control;
+pub use forwarded::ForwardedHeader;
 pub(crate) use forwarded::{prefix_of, Front};
 pub(crate) use health::Readiness;
 pub(crate) use inert::Inert;
