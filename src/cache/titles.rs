@@ -12,7 +12,7 @@ use url::Url;
 use super::admin::redacted;
 use crate::manifest::{Kind, Outline};
 use crate::store::summary::PageQuery;
-use crate::store::titles::{self as rows, PartSummary, TitleRecord, TitleSummary};
+use crate::store::titles::{self as rows, PartBudget, PartSummary, TitleRecord, TitleSummary};
 use crate::store::{unix_now, Index, IndexError};
 
 /// Most URLs whose title is remembered in memory (about 100 bytes each).
@@ -25,6 +25,8 @@ const MAX_MEMBERS: usize = 500_000;
 pub(crate) struct Titles {
     index: Index,
     members: Arc<Mutex<HashMap<String, Member>>>,
+    /// How many more parts the index keeps (`store/titles.rs`).
+    budget: Arc<PartBudget>,
 }
 
 /// The title a URL belongs to.
@@ -40,6 +42,7 @@ impl Titles {
         Titles {
             index,
             members: Arc::default(),
+            budget: Arc::default(),
         }
     }
 
@@ -63,12 +66,26 @@ impl Titles {
             .chain(record.playlists.iter().cloned())
             .chain(record.files.iter().map(|f| f.0.clone()))
             .collect();
+        let budget = self.budget.clone();
         let title = self
             .index
-            .call(move |c| rows::record(c, &record, unix_now()))
+            .call(move |c| rows::record(c, &record, unix_now(), &budget))
             .await;
         match title {
-            Ok((title_id, title_url)) => {
+            Ok(None) => {
+                warn!(
+                    url = %crate::upstream::redact(url),
+                    "the index keeps no more titles' parts and none can be forgotten (all cached or pinned); this playlist's title is not recorded"
+                );
+            }
+            Ok(Some((title_id, title_url, dropped))) => {
+                if dropped > 0 {
+                    warn!(
+                        url = %crate::upstream::redact(url),
+                        dropped,
+                        "the playlist names more than the index keeps of titles; the rest is not listed as part of its title"
+                    );
+                }
                 let member = Member {
                     title_id,
                     title: redacted(&title_url).into(),

@@ -3,6 +3,9 @@
 //! Plain functions over a connection, like `summary.rs`, so the server
 //! and `spool ls` (read-only, no server running) list titles the same way.
 
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
 use rusqlite::{params, Connection, OptionalExtension};
 
 use super::summary::{PageQuery, Sort};
@@ -24,22 +27,141 @@ pub(crate) struct TitleRecord {
     pub files: Vec<(String, &'static str, String)>,
 }
 
+/// Most parts (URLs) all titles together may name: about 100 bytes each
+/// in the index. A playlist is its origin's word, and a hostile one
+/// names as many URLs as it likes.
+pub(crate) const MAX_PARTS: u64 = 1_000_000;
+
+/// Most parts one title may name (a four-hour title in twelve renditions
+/// of two-second segments names about 86,000).
+pub(crate) const MAX_TITLE_PARTS: u64 = 200_000;
+
+/// How long a count that found the parts at their limit with nothing left
+/// to forget is believed before counting again.
+const FULL_FOR: Duration = Duration::from_secs(60);
+
+/// How many parts may still be recorded. Counted once, then kept up to
+/// date by what is recorded (so it only ever counts too many); at the
+/// limit, counted again, and the titles with nothing cached reached
+/// longest ago are forgotten to make room, down to nine tenths of it.
+#[derive(Debug)]
+pub(crate) struct PartBudget {
+    limit: u64,
+    state: Mutex<Budget>,
+}
+
+#[derive(Debug, Default)]
+struct Budget {
+    known: Option<u64>,
+    full_at: Option<Instant>,
+}
+
+impl Default for PartBudget {
+    fn default() -> PartBudget {
+        PartBudget::new(MAX_PARTS)
+    }
+}
+
+impl PartBudget {
+    pub fn new(limit: u64) -> PartBudget {
+        PartBudget {
+            limit: limit.max(10),
+            state: Mutex::default(),
+        }
+    }
+
+    /// Parts that may be added now, making room first when there is none.
+    fn room(&self, c: &Connection) -> rusqlite::Result<u64> {
+        let mut st = self.state.lock().unwrap();
+        if let Some(n) = st.known.filter(|n| *n < self.limit) {
+            return Ok(self.limit - n);
+        }
+        if st.full_at.is_some_and(|t| t.elapsed() < FULL_FOR) {
+            return Ok(0);
+        }
+        let mut n = count_parts(c)?;
+        if n >= self.limit {
+            let target = self.limit - self.limit / 10;
+            if forget_idle(c, n + 1 - target)? > 0 {
+                n = count_parts(c)?;
+            }
+        }
+        st.known = Some(n);
+        st.full_at = (n >= self.limit).then(Instant::now);
+        Ok(self.limit.saturating_sub(n))
+    }
+
+    fn added(&self, n: u64) {
+        if let Some(k) = self.state.lock().unwrap().known.as_mut() {
+            *k += n;
+        }
+    }
+}
+
+fn count_parts(c: &Connection) -> rusqlite::Result<u64> {
+    c.prepare_cached("SELECT COUNT(*) FROM title_parts")?
+        .query_row([], |r| r.get::<_, i64>(0))
+        .map(|n| n.max(0) as u64)
+}
+
+/// Forgets unpinned titles with no byte cached, those reached longest ago
+/// first, until at least `needed` parts went; returns how many went.
+fn forget_idle(c: &Connection, needed: u64) -> rusqlite::Result<u64> {
+    let mut ids = Vec::new();
+    let mut freed = 0u64;
+    {
+        let mut st = c.prepare_cached(
+            "SELECT t.title_id, (SELECT COUNT(*) FROM title_parts p WHERE p.title_id = t.title_id)
+               FROM titles t WHERE t.pinned = 0
+                AND NOT EXISTS (SELECT 1 FROM title_parts p JOIN media m ON m.url = p.url
+                                JOIN chunks k ON k.media_id = m.media_id
+                                WHERE p.title_id = t.title_id)
+              ORDER BY t.last_access_unix, t.title_id",
+        )?;
+        let mut rows = st.query([])?;
+        while freed < needed {
+            let Some(row) = rows.next()? else { break };
+            ids.push(row.get::<_, i64>(0)?);
+            freed += row.get::<_, i64>(1)?.max(0) as u64;
+        }
+    }
+    let mut del = c.prepare_cached("DELETE FROM titles WHERE title_id = ?1")?;
+    for id in ids {
+        del.execute([id])?;
+    }
+    Ok(freed)
+}
+
+/// Whether some title names `url` already.
+fn known(c: &Connection, url: &str) -> rusqlite::Result<bool> {
+    c.prepare_cached("SELECT 1 FROM title_parts WHERE url = ?1")?
+        .query_row([url], |_| Ok(()))
+        .optional()
+        .map(|r| r.is_some())
+}
+
 /// Records what a playlist named, in one transaction: the title it
 /// belongs to (the one that named it before, or a new one), its parts,
-/// and any title a playlist it names had started, merged in. Returns the
-/// title's id and URL.
+/// and any title a playlist it names had started, merged in; no more
+/// parts than `budget` and [`MAX_TITLE_PARTS`] leave room for. Returns
+/// the title's id and URL, and how many parts found no room; None when
+/// there is no room for a new title.
 pub(crate) fn record(
     c: &mut Connection,
     r: &TitleRecord,
     now: i64,
-) -> rusqlite::Result<(i64, String)> {
+    budget: &PartBudget,
+) -> rusqlite::Result<Option<(i64, String, u64)>> {
     let tx = c.transaction()?;
+    let mut total_room = budget.room(&tx)?;
     let owner: Option<i64> = tx
         .prepare_cached("SELECT title_id FROM title_parts WHERE url = ?1")?
         .query_row([&r.url], |row| row.get(0))
         .optional()?;
     let title = match owner {
         Some(t) => t,
+        // No room for a new title's own part: nothing is recorded.
+        None if total_room == 0 => return Ok(None),
         None => {
             let t: i64 = tx
                 .prepare_cached(
@@ -49,13 +171,24 @@ pub(crate) fn record(
                      RETURNING title_id",
                 )?
                 .query_row(params![r.url, r.kind, now], |row| row.get(0))?;
-            tx.prepare_cached(
-                "INSERT OR IGNORE INTO title_parts (url, title_id, role, stream) VALUES (?1, ?2, 'playlist', ?1)",
-            )?
-            .execute(params![r.url, t])?;
+            // A title's own playlist is always one of its parts.
+            let n = tx
+                .prepare_cached(
+                    "INSERT OR IGNORE INTO title_parts (url, title_id, role, stream) VALUES (?1, ?2, 'playlist', ?1)",
+                )?
+                .execute(params![r.url, t])?;
+            budget.added(n as u64);
+            total_room -= (n as u64).min(total_room);
             t
         }
     };
+    let has: i64 = tx
+        .prepare_cached("SELECT COUNT(*) FROM title_parts WHERE title_id = ?1")?
+        .query_row([title], |row| row.get(0))?;
+    let room = MAX_TITLE_PARTS
+        .saturating_sub(has.max(0) as u64)
+        .min(total_room);
+    let (mut added, mut dropped) = (0u64, 0u64);
     for p in &r.playlists {
         let other: Option<(i64, i64)> = tx
             .prepare_cached(
@@ -73,17 +206,26 @@ pub(crate) fn record(
             tx.prepare_cached("DELETE FROM titles WHERE title_id = ?1")?
                 .execute([other])?;
         }
-        tx.prepare_cached(
-            "INSERT OR IGNORE INTO title_parts (url, title_id, role, stream) VALUES (?1, ?2, 'playlist', ?1)",
-        )?
-        .execute(params![p, title])?;
+        if added >= room {
+            dropped += u64::from(!known(&tx, p)?);
+            continue;
+        }
+        added += tx
+            .prepare_cached(
+                "INSERT OR IGNORE INTO title_parts (url, title_id, role, stream) VALUES (?1, ?2, 'playlist', ?1)",
+            )?
+            .execute(params![p, title])? as u64;
     }
     {
         let mut st = tx.prepare_cached(
             "INSERT OR IGNORE INTO title_parts (url, title_id, role, stream) VALUES (?1, ?2, ?3, ?4)",
         )?;
         for (url, role, stream) in &r.files {
-            st.execute(params![url, title, role, stream])?;
+            if added >= room {
+                dropped += u64::from(!known(&tx, url)?);
+                continue;
+            }
+            added += st.execute(params![url, title, role, stream])? as u64;
         }
     }
     tx.prepare_cached(
@@ -97,7 +239,8 @@ pub(crate) fn record(
         .prepare_cached("SELECT url FROM titles WHERE title_id = ?1")?
         .query_row([title], |row| row.get(0))?;
     tx.commit()?;
-    Ok((title, url))
+    budget.added(added);
+    Ok(Some((title, url, dropped)))
 }
 
 /// The title `url` belongs to (as its playlist or as one of its parts).
@@ -431,6 +574,15 @@ pub fn parts(
 mod tests {
     use super::*;
 
+    /// Records with room for everything.
+    fn record(
+        c: &mut Connection,
+        r: &TitleRecord,
+        now: i64,
+    ) -> rusqlite::Result<(i64, String, u64)> {
+        super::record(c, r, now, &PartBudget::default()).map(|t| t.expect("room"))
+    }
+
     fn db() -> Connection {
         let mut c = Connection::open_in_memory().unwrap();
         super::super::schema::configure(&c).unwrap();
@@ -614,5 +766,71 @@ mod tests {
             )
             .unwrap();
         assert_eq!(left, 0, "its parts went with it");
+    }
+
+    /// What playlists name is bounded, per title and in all: at the limit
+    /// the titles with nothing cached reached longest ago make room, and
+    /// with none left, what finds no room is not recorded.
+    #[test]
+    fn parts_are_bounded() {
+        let rec = |c: &mut Connection, r: &TitleRecord, now: i64, b: &PartBudget| {
+            super::record(c, r, now, b).map(|t| t.expect("room for the title"))
+        };
+        let mut c = db();
+        let budget = PartBudget::new(100);
+        // Ten idle titles of 9 parts each (their playlist and 8 files).
+        for i in 0..10 {
+            let (_, _, dropped) = rec(
+                &mut c,
+                &segments(&format!("http://o/{i}.m3u8"), 8),
+                i,
+                &budget,
+            )
+            .unwrap();
+            assert_eq!(dropped, 0);
+        }
+        assert_eq!(count_parts(&c).unwrap(), 90);
+        // One cached title of 9 more: over the limit, it takes the room
+        // it finds (10); the next record makes room by forgetting the
+        // oldest idle titles, down to nine tenths of the limit.
+        let cached = segments("http://o/kept.m3u8", 30);
+        media(&c, "http://o/kept.m3u8/s0.ts", 1000, 1000, 50);
+        let (kept, _, dropped) = rec(&mut c, &cached, 50, &budget).unwrap();
+        assert_eq!(dropped, 21, "31 parts, room for 10 with its playlist");
+        assert_eq!(count_parts(&c).unwrap(), 100);
+        let (_, _, dropped) = rec(&mut c, &segments("http://o/new.m3u8", 4), 60, &budget).unwrap();
+        assert_eq!(dropped, 0);
+        let left: Vec<String> = c
+            .prepare("SELECT url FROM titles ORDER BY title_id")
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        assert!(!left.contains(&"http://o/0.m3u8".to_owned()), "{left:?}");
+        assert!(left.contains(&"http://o/9.m3u8".to_owned()), "{left:?}");
+        assert!(
+            left.contains(&"http://o/kept.m3u8".to_owned()),
+            "the cached title stays"
+        );
+        let n = count_parts(&c).unwrap();
+        assert!(n < 90 + 5, "{n}");
+        assert_eq!(
+            title_of(&c, "http://o/kept.m3u8/s0.ts").unwrap(),
+            Some(kept)
+        );
+        // Nothing idle left to forget: past the limit, parts find no room.
+        let mut c = db();
+        let budget = PartBudget::new(20);
+        media(&c, "http://o/a.m3u8/s0.ts", 1000, 1000, 1);
+        let (_, _, dropped) = rec(&mut c, &segments("http://o/a.m3u8", 30), 1, &budget).unwrap();
+        assert_eq!(dropped, 11, "31 parts, room for 20");
+        let b = super::record(&mut c, &segments("http://o/b.m3u8", 3), 2, &budget).unwrap();
+        assert!(b.is_none(), "no room for a new title");
+        assert_eq!(count_parts(&c).unwrap(), 20);
+        // An existing title finds no room either.
+        let (_, _, dropped) = rec(&mut c, &segments("http://o/a.m3u8", 31), 3, &budget).unwrap();
+        assert_eq!(dropped, 12, "s19 to s30: those recorded before are no loss");
+        assert_eq!(count_parts(&c).unwrap(), 20);
     }
 }
