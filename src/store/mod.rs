@@ -17,6 +17,7 @@ pub mod resident;
 pub(crate) mod rows;
 mod schema;
 pub mod summary;
+mod title_budget;
 pub mod titles;
 pub(crate) mod walk;
 
