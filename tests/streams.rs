@@ -234,6 +234,66 @@ async fn a_busy_origin_gets_its_pause_and_fewer_streams() {
     assert_eq!(busy, 1.0);
 }
 
+/// An origin that redirects every request to another that answers 429:
+/// the pause and the fewer streams hold for the media's own origin too,
+/// since its media's streams are counted there and every request of
+/// theirs starts there.
+#[tokio::test]
+async fn a_busy_redirect_target_slows_the_first_origin_too() {
+    let front = Origin::start().await;
+    let cdn = Origin::start().await;
+    let size = 128 * CHUNK as usize;
+    let body = far("film.mp4", &cdn, size, 15);
+    front.add_file("film.mp4", Bytes::from_static(b"x"), "video/mp4");
+    front.set_faults(
+        "film.mp4",
+        Faults {
+            redirect_to: Some(cdn.url("film.mp4")),
+            ..Faults::default()
+        },
+    );
+    let spool = spool(&front, 4).await;
+    let url = spool.url(&front.url("film.mp4"));
+    let got = read(&url, "bytes=0-", 48 * CHUNK, || {
+        cdn.set_faults(
+            "film.mp4",
+            Faults {
+                latency: Duration::from_millis(20),
+                busy: Some(Busy::new(1, 1, 1)),
+                ..Faults::throttled(RATE)
+            },
+        );
+    })
+    .await;
+    assert!(got == body, "the origin's bytes, in order");
+    let busy = cdn
+        .requests_log()
+        .into_iter()
+        .find(|r| r.status == 429)
+        .expect("the 429");
+    // The first origin was asked nothing during the pause either.
+    let early: Vec<_> = front
+        .requests_log()
+        .into_iter()
+        .filter(|r| {
+            r.at > busy.at + Duration::from_millis(100)
+                && r.at < busy.at + Duration::from_millis(900)
+        })
+        .map(|r| r.range)
+        .collect();
+    assert!(early.is_empty(), "requests during the pause: {early:?}");
+    // Half the streams, counted for both; the 429 counted where it came
+    // from.
+    for o in [&front, &cdn] {
+        let label = format!("host=\"{}\"", o.addr());
+        let streams = metric(&spool, &format!("spool_origin_streams{{{label}}}")).await;
+        assert_eq!(streams, 2.0, "{label}");
+    }
+    let busy_at = |o: &Origin| format!("spool_origin_busy_total{{host=\"{}\"}}", o.addr());
+    assert_eq!(metric(&spool, &busy_at(&cdn)).await, 1.0);
+    assert_eq!(metric(&spool, &busy_at(&front)).await, 0.0);
+}
+
 /// `--max-connections-per-origin` holds back read-ahead and extra
 /// streams, never the chunk a player is at: a seek while an earlier
 /// seek's chunk is still finishing gets its own request at once.

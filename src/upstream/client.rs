@@ -360,6 +360,9 @@ impl Upstream {
                     false => answer(resp).inspect_err(|e| {
                         if let UpstreamError::Busy(_, wait) = e {
                             self.origins.busy(&url, *wait);
+                            if url.origin() != first.origin() {
+                                self.origins.slow_down(&first, *wait);
+                            }
                         }
                     })?,
                 };

@@ -173,6 +173,15 @@ impl Origins {
     /// `url`'s origin answered that it is busy, asking for `wait` (or
     /// not): its media get half the streams, and new transfers wait.
     pub fn busy(&self, url: &Url, wait: Option<Duration>) {
+        self.slow_down(url, wait);
+        let m = &self.metrics;
+        m.origin_busy.get_or_create(&m.host(url)).inc();
+    }
+
+    /// The same for the origin a busy one was reached through (a redirect):
+    /// its media's streams and new transfers are counted by the URL asked
+    /// first, and every request of theirs ends at the busy one.
+    pub fn slow_down(&self, url: &Url, wait: Option<Duration>) {
         let host = self.host(url);
         let mut s = host.streams.lock().unwrap();
         let now = Instant::now();
@@ -182,8 +191,6 @@ impl Origins {
         let until = now + wait;
         s.paused_until = Some(s.paused_until.map_or(until, |t| t.max(until)));
         self.gauge(url).set(s.allowed as i64);
-        let m = &self.metrics;
-        m.origin_busy.get_or_create(&m.host(url)).inc();
     }
 
     /// Whether `url`'s origin asked for a pause that is still on.
