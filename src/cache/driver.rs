@@ -129,6 +129,7 @@ impl Run {
 
     /// Fails and frees the chunks this run claimed and did not fill.
     fn release(&mut self, failure: &CacheError) {
+        self.feed.set_placed(false);
         let next = self.feed.next.lock().unwrap().take();
         let current = self.current.take().map(|(i, _, c)| (i, c));
         for (index, chunk) in current.into_iter().chain(next) {
@@ -148,6 +149,7 @@ impl Run {
         let mut sample = (0, Duration::ZERO);
         while let Some((index, part, chunk)) = self.current.clone() {
             self.place = None;
+            self.feed.set_placed(false);
             let w = self.fetch.window(&self.media);
             // A part that ends its run (a chunk's head, a part before a cut)
             // completes a chunk whose other bytes are on the way: it is
@@ -258,7 +260,7 @@ impl Run {
     /// when a player's window reached it, or now) takes over, asking for
     /// as much as the players want now.
     async fn ensure_body(&mut self, index: u64, part: u64, chunk: &InFlight) {
-        let from = self.media.chunk_start(index) + chunk.limit(part) - chunk.missing(part);
+        let from = self.media.chunk_start(index) + chunk.reached(part);
         // Bytes already received past the last chunk are the next ones.
         let pos = self.body.pos() - self.carry.as_ref().map_or(0, |c| c.len() as u64);
         if pos <= self.body.end() && pos == from {
@@ -371,25 +373,7 @@ impl Run {
         if self.place.is_some() {
             return true;
         }
-        let fetch = self.fetch.clone();
-        let url = self.media.url.clone();
-        let urgent = self.media.read_at(index);
-        let get = async move {
-            let origins = fetch.upstream.origins();
-            let origin = match urgent {
-                true => origins.try_connection(&url),
-                false => Some(origins.connection(&url).await),
-            };
-            let downloads = fetch.downloads.clone();
-            let permit = match downloads.clone().try_acquire_owned() {
-                Ok(p) => p,
-                Err(_) => {
-                    fetch.upstream.metrics().limited("max_downloads");
-                    downloads.acquire_owned().await.ok()?
-                }
-            };
-            Some((permit, origin))
-        };
+        let get = self.fetch.places(&self.media, index);
         let w = self.fetch.window(&self.media);
         let grace = self.fetch.policy.grace;
         let permits = tokio::select! {
@@ -397,6 +381,7 @@ impl Run {
             () = abandoned(&self.media, index, &w, grace) => return false,
         };
         self.place = permits.map(|(p, origin)| Place::new(p, origin, &self.fetch));
+        self.feed.set_placed(self.place.is_some());
         true
     }
 

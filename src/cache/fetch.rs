@@ -6,6 +6,7 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
+use tokio::sync::OwnedSemaphorePermit;
 use tracing::warn;
 
 use super::media::Media;
@@ -14,6 +15,10 @@ use super::readahead::{Policy, Window};
 use crate::history::{Event, Kind};
 use crate::store::{ChunkFiles, Index};
 use crate::upstream::{redact, ResumingBody, Upstream};
+
+/// How often a run waiting for its origin's place looks whether a player
+/// reached its chunk meanwhile.
+const URGENT_RECHECK: std::time::Duration = std::time::Duration::from_millis(50);
 
 pub(crate) struct Fetcher {
     pub upstream: Upstream,
@@ -89,6 +94,45 @@ impl Fetcher {
             true => want.min(origins.streams(&media.url)),
             false => 1,
         }
+    }
+
+    /// A run's places for chunk `index` (`driver.rs`): its origin's, then
+    /// a `--max-downloads` one. A chunk a player is at does not wait for
+    /// its origin's place (it takes one if one is free), and a run that
+    /// waits looks again whether a player reached its chunk meanwhile (the
+    /// wait keeps its turn). None when the downloads are closed.
+    pub async fn places(
+        &self,
+        media: &Arc<Media>,
+        index: u64,
+    ) -> Option<(OwnedSemaphorePermit, Option<OwnedSemaphorePermit>)> {
+        let origins = self.upstream.origins();
+        let url = &media.url;
+        let origin = match media.read_at(index) {
+            true => origins.try_connection(url),
+            false => {
+                let wait = origins.connection(url);
+                tokio::pin!(wait);
+                loop {
+                    tokio::select! {
+                        p = &mut wait => break Some(p),
+                        () = tokio::time::sleep(URGENT_RECHECK) => {
+                            if media.read_at(index) {
+                                break origins.try_connection(url);
+                            }
+                        }
+                    }
+                }
+            }
+        };
+        let permit = match self.downloads.clone().try_acquire_owned() {
+            Ok(p) => p,
+            Err(_) => {
+                self.upstream.metrics().limited("max_downloads");
+                self.downloads.clone().acquire_owned().await.ok()?
+            }
+        };
+        Some((permit, origin))
     }
 
     /// The bytes `[pos, end]` of a media from the origin, resumed on breaks.

@@ -44,6 +44,8 @@ pub(crate) struct Transfer {
     /// Its transfer broke lately: a new request would fare no better (and
     /// requests must stay bounded against an origin that breaks them).
     troubled: AtomicBool,
+    /// Its run holds a download place.
+    placed: AtomicBool,
 }
 
 #[derive(Debug, Default)]
@@ -61,6 +63,7 @@ impl Transfer {
             end: AtomicU64::new(end),
             asked: AtomicU64::new(0),
             troubled: AtomicBool::new(false),
+            placed: AtomicBool::new(false),
         })
     }
 
@@ -94,10 +97,15 @@ impl Transfer {
         self.end().max(self.asked.load(Ordering::Relaxed))
     }
 
-    /// Whether its request went out (a run waiting for a download place,
-    /// `--max-downloads`, has not asked the origin yet).
-    pub fn is_requested(&self) -> bool {
-        self.times.lock().unwrap().requested.is_some()
+    /// Its run holds a download place now (false while it waits for one:
+    /// `--max-downloads`, its origin's connections; a run gives its place
+    /// up between chunks).
+    pub fn set_placed(&self, placed: bool) {
+        self.placed.store(placed, Ordering::Relaxed);
+    }
+
+    pub fn is_placed(&self) -> bool {
+        self.placed.load(Ordering::Relaxed)
     }
 
     /// The transfer's request is going out now.
@@ -297,6 +305,17 @@ impl InFlight {
             .map_or(0, Part::missing)
     }
 
+    /// The chunk offset the part starting at `part` is filled up to, read
+    /// under one lock (a cut between a read of its limit and one of what
+    /// it misses would put the next byte anywhere).
+    pub fn reached(&self, part: u64) -> u64 {
+        let parts = self.parts.lock().unwrap();
+        parts
+            .iter()
+            .find(|p| p.start == part)
+            .map_or(0, Part::reached)
+    }
+
     /// Where the part starting at `part` ends now (exclusive).
     pub fn limit(&self, part: u64) -> u64 {
         let parts = self.parts.lock().unwrap();
@@ -381,10 +400,11 @@ impl InFlight {
     }
 
     /// Whether a reader at `offset` waits for a transfer under way (its
-    /// request sent): it outruns the origin. One whose bytes wait for a
-    /// download place does not: more streams would only want more places.
+    /// run holding a download place): it outruns the origin. One whose
+    /// bytes wait for a place does not: more streams would only want more
+    /// places.
     pub fn outruns(&self, offset: u64) -> bool {
-        self.behind(offset).is_some_and(|b| b.feed.is_requested())
+        self.behind(offset).is_some_and(|b| b.feed.is_placed())
     }
 
     /// Cuts the part that holds `offset` there, if its bytes have not
@@ -577,8 +597,11 @@ mod tests {
         let t = feed();
         let c = InFlight::claimed(8, 0, t.clone(), None);
         assert!(!c.outruns(0), "waiting for a download place");
-        t.requested();
+        t.set_placed(true);
         assert!(c.outruns(0));
+        t.set_placed(false);
+        assert!(!c.outruns(0), "its run gave its place up between chunks");
+        t.set_placed(true);
         c.push_at(0, Bytes::from_static(b"ab"));
         assert!(!c.outruns(1), "byte 1 is here");
         assert!(c.outruns(2));
@@ -604,6 +627,8 @@ mod tests {
         assert!(c.cut(5, feed()).is_none(), "already cut there");
         assert!(Arc::ptr_eq(&c.behind(6).unwrap().feed, &second));
         assert_eq!(c.limit(0), 5);
+        assert_eq!(c.reached(0), 2, "a cut leaves what arrived");
+        assert_eq!(c.reached(5), 5);
         let waiting = {
             let c = c.clone();
             tokio::spawn(async move { read_all(&c, 5).await })
