@@ -115,6 +115,9 @@ impl Fetcher {
                 tokio::pin!(wait);
                 loop {
                     tokio::select! {
+                        // A place given meanwhile is taken, not left for
+                        // `try_connection` to miss.
+                        biased;
                         p = &mut wait => break Some(p),
                         () = tokio::time::sleep(URGENT_RECHECK) => {
                             if media.read_at(index) {

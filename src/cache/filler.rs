@@ -21,12 +21,15 @@ use crate::upstream::redact;
 const LOOK_EVERY: Duration = Duration::from_millis(500);
 
 /// A fill held back waits this long before it looks whether the cache may
-/// take the rest, twice as long after each time it is held again (a disk
+/// take the rest, and twice as long before each next look (a disk
 /// hovering at its low level does not start and stop it every second),
-/// up to `RESUME_MAX`; then it looks every `RESUME_LOOK`.
+/// up to `RESUME_MAX`.
 const RESUME_FIRST: Duration = Duration::from_secs(2);
 const RESUME_MAX: Duration = Duration::from_secs(600);
-const RESUME_LOOK: Duration = Duration::from_secs(2);
+
+/// What a resumed fill must have fetched for its next hold to start the
+/// waits over.
+const PROGRESS: u64 = 1 << 20;
 
 /// Fills media until shutdown cuts it.
 pub(crate) async fn fill(
@@ -100,10 +103,19 @@ async fn start(
             let left = view
                 .total_bytes
                 .map_or(0, |t| t.saturating_sub(view.done_bytes));
-            tokio::time::sleep(backoff).await;
-            backoff = (backoff * 2).min(RESUME_MAX);
-            while pace.refuses(left).await.is_some() {
-                tokio::time::sleep(RESUME_LOOK).await;
+            // One that got somewhere before it was held starts the waits
+            // over.
+            if view.fetched_bytes >= PROGRESS {
+                backoff = RESUME_FIRST;
+            }
+            // Asked less and less often: a cache kept at --max-cache-size
+            // may have no room for it for a long time.
+            loop {
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(RESUME_MAX);
+                if pace.refuses(left).await.is_none() {
+                    break;
+                }
             }
             let (next, started) = prefetches.start_fill(url.clone(), pace.clone());
             if !started {

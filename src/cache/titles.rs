@@ -4,9 +4,10 @@
 //! is a title of one media.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
-use tracing::warn;
+use tracing::{debug, warn};
 use url::Url;
 
 use super::admin::redacted;
@@ -27,6 +28,8 @@ pub(crate) struct Titles {
     members: Arc<Mutex<HashMap<String, Member>>>,
     /// How many more parts the index keeps (`store/titles.rs`).
     budget: Arc<PartBudget>,
+    /// Whether a playlist found no room for its parts before.
+    said: Arc<AtomicBool>,
 }
 
 /// The title a URL belongs to.
@@ -43,6 +46,7 @@ impl Titles {
             index,
             members: Arc::default(),
             budget: Arc::default(),
+            said: Arc::default(),
         }
     }
 
@@ -72,19 +76,24 @@ impl Titles {
             .call(move |c| rows::record(c, &record, unix_now(), &budget))
             .await;
         match title {
+            // Said once as a warning (a live title past its limit would
+            // say it at every refresh), then in the debug log.
             Ok(None) => {
-                warn!(
-                    url = %crate::upstream::redact(url),
-                    "the index keeps no more titles' parts and none can be forgotten (all cached or pinned); this playlist's title is not recorded"
-                );
+                let url = crate::upstream::redact(url);
+                let why = "the index keeps no more titles' parts and none can be forgotten (all cached or pinned); this playlist's title is not recorded";
+                match self.said.swap(true, Ordering::Relaxed) {
+                    false => warn!(%url, "{why}"),
+                    true => debug!(%url, "{why}"),
+                }
             }
             Ok(Some((title_id, title_url, dropped))) => {
                 if dropped > 0 {
-                    warn!(
-                        url = %crate::upstream::redact(url),
-                        dropped,
-                        "the playlist names more than the index keeps of titles; the rest is not listed as part of its title"
-                    );
+                    let url = crate::upstream::redact(url);
+                    let why = "the playlist names more than the index keeps of titles; the rest is not listed as part of its title";
+                    match self.said.swap(true, Ordering::Relaxed) {
+                        false => warn!(%url, dropped, "{why}"),
+                        true => debug!(%url, dropped, "{why}"),
+                    }
                 }
                 let member = Member {
                     title_id,

@@ -148,15 +148,19 @@ fn hops(header: ForwardedHeader, headers: &HeaderMap) -> Vec<Option<IpAddr>> {
     }
     entries
         .into_iter()
-        .filter_map(|element| {
-            // `for=` of each element; an element without one says nothing
-            // of the client.
-            element.split(';').find_map(|pair| {
-                let (k, v) = pair.trim().split_once('=')?;
-                k.trim()
-                    .eq_ignore_ascii_case("for")
-                    .then(|| address(v.trim().trim_matches('"')))
-            })
+        .map(|element| {
+            // `for=` of each element; an element without one names no
+            // address, like `for=unknown` (the walk stops there: a proxy's
+            // element without it must not hand the walk to the client's).
+            element
+                .split(';')
+                .find_map(|pair| {
+                    let (k, v) = pair.trim().split_once('=')?;
+                    k.trim()
+                        .eq_ignore_ascii_case("for")
+                        .then(|| address(v.trim().trim_matches('"')))
+                })
+                .flatten()
         })
         .collect()
 }
@@ -282,11 +286,12 @@ mod tests {
                 "198.51.100.7",
             ),
             (&[("forwarded", "for=_hidden")], "127.0.0.1"),
-            // An element without `for=` says nothing of the client.
+            // An element without `for=` names nobody: the walk stops there.
             (
                 &[("forwarded", "proto=https, for=198.51.100.7")],
                 "198.51.100.7",
             ),
+            (&[("forwarded", "for=6.6.6.6, proto=https")], "127.0.0.1"),
             // X-Forwarded-For is now the client's word, even alone.
             (&[("x-forwarded-for", "6.6.6.6")], "127.0.0.1"),
             (

@@ -50,8 +50,9 @@ impl PartBudget {
         }
     }
 
-    /// Parts that may be added now, making room first when there is none.
-    pub(super) fn room(&self, c: &Connection) -> rusqlite::Result<u64> {
+    /// Parts that may be added now, making room first when there is none
+    /// (never by forgetting the title `keep` belongs to).
+    pub(super) fn room(&self, c: &Connection, keep: &str) -> rusqlite::Result<u64> {
         let mut st = self.state.lock().unwrap();
         if let Some(n) = st.known.filter(|n| *n < self.limit) {
             return Ok(self.limit - n);
@@ -62,13 +63,20 @@ impl PartBudget {
         let mut n = count_parts(c)?;
         if n >= self.limit {
             let target = self.limit - self.limit / 10;
-            if forget_idle(c, n + 1 - target)? > 0 {
+            if forget_idle(c, n + 1 - target, keep)? > 0 {
                 n = count_parts(c)?;
             }
         }
         st.known = Some(n);
         st.full_at = (n >= self.limit).then(Instant::now);
         Ok(self.limit.saturating_sub(n))
+    }
+
+    /// Counts again next time.
+    pub(super) fn unknown(&self) {
+        let mut st = self.state.lock().unwrap();
+        st.known = None;
+        st.full_at = None;
     }
 
     pub(super) fn added(&self, n: u64) {
@@ -86,7 +94,7 @@ pub(super) fn count_parts(c: &Connection) -> rusqlite::Result<u64> {
 
 /// Forgets unpinned titles with no byte cached, those reached longest ago
 /// first, until at least `needed` parts went; returns how many went.
-fn forget_idle(c: &Connection, needed: u64) -> rusqlite::Result<u64> {
+fn forget_idle(c: &Connection, needed: u64, keep: &str) -> rusqlite::Result<u64> {
     let mut ids = Vec::new();
     let mut freed = 0u64;
     {
@@ -96,9 +104,10 @@ fn forget_idle(c: &Connection, needed: u64) -> rusqlite::Result<u64> {
                 AND NOT EXISTS (SELECT 1 FROM title_parts p JOIN media m ON m.url = p.url
                                 JOIN chunks k ON k.media_id = m.media_id
                                 WHERE p.title_id = t.title_id)
+                AND t.title_id NOT IN (SELECT title_id FROM title_parts WHERE url = ?1)
               ORDER BY t.last_access_unix, t.title_id",
         )?;
-        let mut rows = st.query([])?;
+        let mut rows = st.query([keep])?;
         while freed < needed {
             let Some(row) = rows.next()? else { break };
             ids.push(row.get::<_, i64>(0)?);

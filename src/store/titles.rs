@@ -47,8 +47,19 @@ pub(crate) fn record(
     now: i64,
     budget: &PartBudget,
 ) -> rusqlite::Result<Option<(i64, String, u64)>> {
+    // Rolled back, what the budget counted (titles forgotten to make room
+    // among it) may not be so: it counts again next time.
+    record_in(c, r, now, budget).inspect_err(|_| budget.unknown())
+}
+
+fn record_in(
+    c: &mut Connection,
+    r: &TitleRecord,
+    now: i64,
+    budget: &PartBudget,
+) -> rusqlite::Result<Option<(i64, String, u64)>> {
     let tx = c.transaction()?;
-    let mut total_room = budget.room(&tx)?;
+    let mut total_room = budget.room(&tx, &r.url)?;
     let owner: Option<i64> = tx
         .prepare_cached("SELECT title_id FROM title_parts WHERE url = ?1")?
         .query_row([&r.url], |row| row.get(0))
@@ -77,13 +88,6 @@ pub(crate) fn record(
             t
         }
     };
-    let has: i64 = tx
-        .prepare_cached("SELECT COUNT(*) FROM title_parts WHERE title_id = ?1")?
-        .query_row([title], |row| row.get(0))?;
-    let room = MAX_TITLE_PARTS
-        .saturating_sub(has.max(0) as u64)
-        .min(total_room);
-    let (mut added, mut dropped) = (0u64, 0u64);
     for p in &r.playlists {
         let other: Option<(i64, i64)> = tx
             .prepare_cached(
@@ -101,6 +105,16 @@ pub(crate) fn record(
             tx.prepare_cached("DELETE FROM titles WHERE title_id = ?1")?
                 .execute([other])?;
         }
+    }
+    // Counted with what the merges brought in.
+    let has: i64 = tx
+        .prepare_cached("SELECT COUNT(*) FROM title_parts WHERE title_id = ?1")?
+        .query_row([title], |row| row.get(0))?;
+    let room = MAX_TITLE_PARTS
+        .saturating_sub(has.max(0) as u64)
+        .min(total_room);
+    let (mut added, mut dropped) = (0u64, 0u64);
+    for p in &r.playlists {
         if added >= room {
             dropped += u64::from(!known(&tx, p)?);
             continue;
@@ -727,5 +741,22 @@ mod tests {
         let (_, _, dropped) = rec(&mut c, &segments("http://o/a.m3u8", 31), 3, &budget).unwrap();
         assert_eq!(dropped, 12, "s19 to s30: those recorded before are no loss");
         assert_eq!(count_parts(&c).unwrap(), 20);
+        // The title being recorded is never the one forgotten for room,
+        // however long ago it was reached.
+        let mut c = db();
+        let budget = PartBudget::new(20);
+        let old = rec(&mut c, &segments("http://o/old.m3u8", 9), 1, &budget)
+            .unwrap()
+            .0;
+        rec(&mut c, &segments("http://o/b.m3u8", 9), 2, &budget).unwrap();
+        let again = rec(&mut c, &segments("http://o/old.m3u8", 12), 3, &budget).unwrap();
+        assert_eq!(again.0, old);
+        assert_eq!(again.2, 0);
+        assert_eq!(
+            title_of(&c, "http://o/b.m3u8").unwrap(),
+            None,
+            "b made room"
+        );
+        assert_eq!(count_parts(&c).unwrap(), 13);
     }
 }
