@@ -596,6 +596,27 @@ mod tests {
         assert!(!m.is_idle(Duration::from_secs(600)));
     }
 
+    /// Another stream starts past what every transfer among the chunks
+    /// asked for, the one filling the first chunk included (a run that
+    /// has claimed only its first chunk yet).
+    #[test]
+    fn another_stream_starts_past_every_request() {
+        let m = media(1000, 10);
+        let feed = Transfer::new(40, 99);
+        let _c = m.claim(4, 4, 0, &feed, None);
+        assert_eq!(
+            m.next_stream_start(5, 20),
+            Some(5),
+            "blind to chunk 4's request"
+        );
+        assert_eq!(m.next_stream_start(4, 20), Some(10));
+        feed.ask(149);
+        assert_eq!(m.next_stream_start(4, 20), Some(15), "and to its early one");
+        let _d = m.claim(15, 15, 0, &Transfer::new(150, 159), None);
+        assert_eq!(m.next_stream_start(4, 20), Some(16));
+        assert_eq!(m.next_stream_start(4, 15), None);
+    }
+
     #[test]
     fn idle_media() {
         let m = media(100, 10);

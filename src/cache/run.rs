@@ -173,7 +173,9 @@ impl Runs {
         let want = self.inner.streams(media);
         while want > 1 && media.streams.runs() < want {
             let origins = self.inner.upstream.origins();
-            let Some(index) = media.next_stream_start(at + 1, last) else {
+            // From the player's own chunk: its transfer's request may reach
+            // far past it before the run has claimed the chunks after.
+            let Some(index) = media.next_stream_start(at, last) else {
                 return;
             };
             if !origins.has_room(&media.url) || !self.start(media, index, 0) {
