@@ -171,7 +171,15 @@ pub struct History {
 impl History {
     /// Keeps `event` for the next write.
     pub fn record(&self, mut event: Event) {
-        if event.kind == Kind::UpstreamFailure {
+        let mut p = self.pending.lock().unwrap();
+        // The same failure again and again is one row with a count: it
+        // is looked for among the last few events only.
+        let same =
+            |p: &VecDeque<Event>, event: &Event| p.iter().rev().take(8).any(|e| e.same(event));
+        // Only a failure that would make a row of its own counts against
+        // the URLs of the minute (one URL failing for every request does
+        // not use them up).
+        if event.kind == Kind::UpstreamFailure && !same(&p, &event) {
             let mut f = self.failures.lock().unwrap();
             let minute = event.at_unix.div_euclid(60);
             if f.0 != minute {
@@ -182,9 +190,6 @@ impl History {
                 event.url = None;
             }
         }
-        let mut p = self.pending.lock().unwrap();
-        // The same failure again and again is one row with a count: it
-        // is looked for among the last few events only.
         if let Some(e) = p.iter_mut().rev().take(8).find(|e| e.same(&event)) {
             e.count += event.count;
             return;
@@ -251,6 +256,30 @@ mod tests {
         // A new minute: URLs again.
         h.record(Event::new(Kind::UpstreamFailure, 180).url("http://o/x"));
         assert_eq!(h.take().0[0].url.as_deref(), Some("http://o/x"));
+    }
+
+    /// One URL failing for every request is one row, and leaves the
+    /// minute's URLs to other failures.
+    #[test]
+    fn one_url_failing_again_and_again_uses_one_place() {
+        let h = History::default();
+        for _ in 0..URL_FAILURES_PER_MINUTE * 3 {
+            h.record(
+                Event::new(Kind::UpstreamFailure, 120)
+                    .reason("status 503")
+                    .url("http://o/a"),
+            );
+        }
+        h.record(Event::new(Kind::UpstreamFailure, 121).url("http://o/b"));
+        let (events, _) = h.take();
+        let rows: Vec<_> = events.iter().map(|e| (e.url.as_deref(), e.count)).collect();
+        assert_eq!(
+            rows,
+            [
+                (Some("http://o/a"), u64::from(URL_FAILURES_PER_MINUTE) * 3),
+                (Some("http://o/b"), 1)
+            ]
+        );
     }
 
     #[test]
