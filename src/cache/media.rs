@@ -93,7 +93,7 @@ impl Media {
             .collect();
         Media {
             playheads: Arc::new(Playheads::new(row.chunk_size_bytes)),
-            urls: UrlSet::new(url.clone()),
+            urls: UrlSet::unanswered(url.clone()),
             url,
             version: Arc::new(Version {
                 size: row.size_bytes,

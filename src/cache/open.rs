@@ -50,11 +50,11 @@ impl Opener {
         self.runs.upstream()
     }
 
-    /// `url` reached `media`: the origin is asked with it from now on, and
-    /// the index row of a media known by its cache key records it (as
-    /// `upstream::shown_names` shows it) when it is a new one.
+    /// A player asked for `media` with `url`: a new one is asked with first
+    /// (`UrlSet`), and the index row of a media known by its cache key
+    /// records it (as `upstream::shown_names` shows it).
     fn reached(&self, media: &Media, url: &Url) {
-        if !media.urls.reached(url) || *url == *media.url {
+        if !media.urls.offer(url) || *url == *media.url {
             return;
         }
         let Some(id) = media.id() else { return };
@@ -260,6 +260,8 @@ impl Opener {
         };
         let media = self.record(key, rule, row).await;
         self.reached(&media, url);
+        // Its probe was answered.
+        media.urls.answered(&media.urls.latest());
         let etag = head.etag.as_deref().unwrap_or("-");
         let ranges = media.row.accepts_ranges;
         if self.titles.member(url).is_some() {

@@ -137,42 +137,77 @@ pub(crate) fn shown_names(url: &Url) -> String {
 /// How many URLs of a media are remembered.
 const KEEP_URLS: usize = 4;
 
-/// The URLs that reached one media, the most recent first. Cheap to clone;
-/// clones share the list.
+/// The URLs of one media (a media known by its cache key is reached by
+/// URLs that differ in the parameters the key ignores). First the newest
+/// one a player brought that the origin has not answered yet, if any (a
+/// fresh presigned URL is asked with at once); then those it answered,
+/// the one answered last first. One it refuses without having answered
+/// it is dropped, and no such URL ever pushes an answered one out: a
+/// made-up signature costs one refused request, not the media's good
+/// URLs. Cheap to clone; clones share the list.
 #[derive(Debug, Clone)]
-pub(crate) struct UrlSet(Arc<Mutex<VecDeque<Arc<Url>>>>);
+pub(crate) struct UrlSet(Arc<Mutex<Urls>>);
+
+#[derive(Debug)]
+struct Urls {
+    answered: VecDeque<Arc<Url>>,
+    offered: Option<Arc<Url>>,
+}
 
 impl UrlSet {
-    pub fn new(url: Arc<Url>) -> UrlSet {
-        UrlSet(Arc::new(Mutex::new(VecDeque::from([url]))))
+    /// A set of one URL the origin has not answered yet (the media's key:
+    /// its probe or its first transfer answers the URL it asked with).
+    pub fn unanswered(url: Arc<Url>) -> UrlSet {
+        UrlSet(Arc::new(Mutex::new(Urls {
+            answered: VecDeque::new(),
+            offered: Some(url),
+        })))
     }
 
-    /// `url` reached the media: it is the one asked with from now on.
-    /// True when it was not the one already.
-    pub fn reached(&self, url: &Url) -> bool {
-        let mut urls = self.0.lock().unwrap();
-        if urls.front().is_some_and(|u| **u == *url) {
+    /// A player asked for the media with `url`. True when it is new (not
+    /// one the origin answered, nor the one offered last).
+    pub fn offer(&self, url: &Url) -> bool {
+        let mut u = self.0.lock().unwrap();
+        if u.answered.iter().any(|a| **a == *url) || u.offered.as_deref() == Some(url) {
             return false;
         }
-        urls.retain(|u| **u != *url);
-        urls.push_front(Arc::new(url.clone()));
-        urls.truncate(KEEP_URLS);
+        u.offered = Some(Arc::new(url.clone()));
         true
+    }
+
+    /// The origin answered `url` (did not refuse it).
+    pub fn answered(&self, url: &Arc<Url>) {
+        let mut u = self.0.lock().unwrap();
+        if u.offered.as_ref() == Some(url) {
+            u.offered = None;
+        }
+        if u.answered.front() != Some(url) {
+            u.answered.retain(|a| a != url);
+            u.answered.push_front(url.clone());
+            u.answered.truncate(KEEP_URLS);
+        }
+    }
+
+    /// The origin refused `url`: one it never answered is not asked with
+    /// again (unless it is the only one).
+    pub fn refused(&self, url: &Arc<Url>) {
+        let mut u = self.0.lock().unwrap();
+        if u.offered.as_ref() == Some(url) && !u.answered.is_empty() {
+            u.offered = None;
+        }
     }
 
     /// The URL to ask the origin with.
     pub fn latest(&self) -> Arc<Url> {
-        self.0
-            .lock()
-            .unwrap()
-            .front()
-            .cloned()
-            .expect("never empty")
+        self.all().swap_remove(0)
     }
 
-    /// Every URL kept, the most recent first.
+    /// Every URL kept, in the order they are asked with.
     pub fn all(&self) -> Vec<Arc<Url>> {
-        self.0.lock().unwrap().iter().cloned().collect()
+        let u = self.0.lock().unwrap();
+        let all: Vec<Arc<Url>> = u.offered.iter().chain(&u.answered).cloned().collect();
+        assert!(!all.is_empty(), "a media's URLs are never none");
+        all
     }
 }
 
@@ -247,17 +282,46 @@ mod tests {
     }
 
     #[test]
-    fn the_newest_url_comes_first() {
-        let set = UrlSet::new(Arc::new(u("http://h/a?token=1")));
-        set.reached(&u("http://h/a?token=2"));
+    fn a_new_url_first_and_made_up_ones_push_nothing_out() {
+        let names = |s: &UrlSet| s.all().iter().map(|u| u.to_string()).collect::<Vec<_>>();
+        let set = UrlSet::unanswered(Arc::new(u("http://h/a?token=1")));
+        set.answered(&set.latest());
+        // A new one first; one answered before or offered already is not new.
+        assert!(set.offer(&u("http://h/a?token=2")));
+        assert!(!set.offer(&u("http://h/a?token=2")));
+        assert!(!set.offer(&u("http://h/a?token=1")));
+        assert_eq!(names(&set), ["http://h/a?token=2", "http://h/a?token=1"]);
+        let two = set.latest();
+        set.answered(&two);
+        assert_eq!(names(&set), ["http://h/a?token=2", "http://h/a?token=1"]);
+        // An old link again: the one answered last stays first.
+        assert!(!set.offer(&u("http://h/a?token=1")));
         assert_eq!(set.latest().as_str(), "http://h/a?token=2");
-        set.reached(&u("http://h/a?token=1"));
-        assert_eq!(set.latest().as_str(), "http://h/a?token=1");
+        // Made-up ones: each refused once, then gone; the good ones stay.
+        for i in 0..10 {
+            assert!(set.offer(&u(&format!("http://h/a?token=junk{i}"))));
+            let junk = set.latest();
+            set.refused(&junk);
+        }
+        assert_eq!(names(&set), ["http://h/a?token=2", "http://h/a?token=1"]);
+        // An answered one refused stays (an origin's passing refusal).
+        set.refused(&two);
+        assert_eq!(set.all().len(), 2);
         for i in 3..10 {
-            set.reached(&u(&format!("http://h/a?token={i}")));
+            let t = Arc::new(u(&format!("http://h/a?token={i}")));
+            set.offer(&t);
+            set.answered(&t);
         }
         let all = set.all();
         assert_eq!(all.len(), KEEP_URLS);
         assert_eq!(all[0].as_str(), "http://h/a?token=9");
+        // Known by its key only: that one is asked with, refused or not,
+        // until a player brings another.
+        let set = UrlSet::unanswered(Arc::new(u("http://h/a")));
+        let bare = set.latest();
+        set.refused(&bare);
+        assert_eq!(set.latest().as_str(), "http://h/a");
+        set.offer(&u("http://h/a?token=1"));
+        assert_eq!(names(&set), ["http://h/a?token=1"]);
     }
 }

@@ -116,14 +116,23 @@ impl ResumingBody {
         if self.resp.is_some() || self.pos > self.end {
             return Ok(());
         }
-        // The newest URL first; when the origin refuses it (an expired
-        // presigned URL from a player with an old link), the others.
+        // A new URL a player brought first, then the one the origin
+        // answered last; when it refuses one (an expired presigned URL, a
+        // made-up one), the others.
         let urls = self.urls.all();
         for (i, url) in urls.iter().enumerate() {
             self.url = url.clone();
             match self.request().await {
-                Err(e) if refused(&e) && i + 1 < urls.len() => {
+                Err(e) if refused(&e) => {
+                    self.urls.refused(url);
+                    if i + 1 == urls.len() {
+                        return Err(e);
+                    }
                     debug!(url = %redact(url), error = %e, "origin refused this URL of the media; asking with another");
+                }
+                Ok(()) => {
+                    self.urls.answered(url);
+                    return Ok(());
                 }
                 r => return r,
             }
