@@ -339,3 +339,50 @@ async fn made_up_signatures_push_no_good_url_out() {
     })
     .await;
 }
+
+/// A keyed media's version is checked with the URL the origin accepted
+/// last, never with a made-up one a client just brought: an origin that
+/// answers a bad token with 404 must not have the cached media dropped.
+#[tokio::test]
+async fn a_made_up_url_cannot_have_a_stale_media_dropped() {
+    let size = 3 * CHUNK;
+    let origin = Origin::start().await;
+    let body = data(size, 21);
+    origin.add_file("tv.mp4", body.clone(), "video/mp4");
+    origin.set_faults(
+        "tv.mp4",
+        Faults {
+            presigned: true,
+            presigned_refusal: Some(404),
+            ..Faults::default()
+        },
+    );
+    let spool = Spool::start_with(&origin, |c| {
+        c.cache_key_ignore_query = QueryFilter::parse_list("X-Amz-*").unwrap();
+        c.revalidate_after = Duration::ZERO;
+    })
+    .await;
+    let c = client();
+    let good = origin.presign("tv.mp4", Duration::from_secs(60));
+    let (status, _, got) = get(&c, &spool.url(&good), None).await;
+    assert_eq!(status, 200);
+    assert!(got == body);
+    let key = origin.url("tv.mp4");
+    wait_until_cached(&spool.cache_dir, &key).await;
+    origin.reset_stats();
+    let (base, _) = good.split_once('?').unwrap();
+    let fake = format!("{base}?X-Amz-Expires=9999999999&X-Amz-Signature=fake");
+    let (status, _, got) = get(&c, &spool.url(&fake), Some("bytes=10-99")).await;
+    assert_eq!(status, 206);
+    assert!(got == body.slice(10..100));
+    // Checked with the good URL; the media and its chunks stay.
+    let log = origin.requests_log();
+    let good_query = good.split_once('?').unwrap().1;
+    assert!(
+        !log.is_empty() && log.iter().all(|r| r.path.ends_with(good_query)),
+        "{:?}",
+        log.iter().map(|r| (&r.path, r.status)).collect::<Vec<_>>()
+    );
+    assert_eq!(cached_chunks(&spool.cache_dir, &key), vec![0, 1, 2]);
+    assert_eq!(media_urls(&spool, "tv.mp4"), vec![key]);
+}

@@ -148,7 +148,7 @@ impl Opener {
     /// Returns false when it changed (and drops it). When the origin cannot
     /// answer, the cached copy goes on being served.
     async fn revalidate(&self, media: &Arc<Media>) -> bool {
-        let latest = media.urls.latest();
+        let latest = media.urls.accepted();
         let answer = match self
             .upstream()
             .get(&latest, &media.upstream_rule(), Some((0, Some(0))))
@@ -159,13 +159,16 @@ impl Opener {
         };
         let now = unix_now();
         let current = match answer.and_then(|head| media.version.check(&head, 0)) {
-            Ok(_) => true,
+            Ok(_) => {
+                media.urls.answered(&latest);
+                true
+            }
             Err(UpstreamError::Changed) => false,
             // A URL of a media known by its key that the origin refuses
             // (an expired signature) says nothing of the media: what is
             // cached stays, and a newer URL will fetch what is missing.
             Err(e) if *latest != *media.url && refused(&e) => {
-                warn!(url = %redact(&media.url), error = %e, "the origin refused the newest URL of this media; serving the cached copy");
+                warn!(url = %redact(&media.url), error = %e, "the origin refused the URL of this media it accepted last; serving the cached copy");
                 true
             }
             Err(UpstreamError::Status(s))

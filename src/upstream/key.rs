@@ -197,6 +197,18 @@ impl UrlSet {
         }
     }
 
+    /// The URL the origin accepted last, else the one there is: what a
+    /// check of the media's version asks with (a made-up URL must not
+    /// have the origin's 404 drop the media).
+    pub fn accepted(&self) -> Arc<Url> {
+        let u = self.0.lock().unwrap();
+        u.answered
+            .front()
+            .or(u.offered.as_ref())
+            .cloned()
+            .expect("a media's URLs are never none")
+    }
+
     /// The URL to ask the origin with.
     pub fn latest(&self) -> Arc<Url> {
         self.all().swap_remove(0)
@@ -315,6 +327,10 @@ mod tests {
         let all = set.all();
         assert_eq!(all.len(), KEEP_URLS);
         assert_eq!(all[0].as_str(), "http://h/a?token=9");
+        assert_eq!(set.accepted().as_str(), "http://h/a?token=9");
+        set.offer(&u("http://h/a?token=made-up"));
+        assert_eq!(set.latest().as_str(), "http://h/a?token=made-up");
+        assert_eq!(set.accepted().as_str(), "http://h/a?token=9");
         // Known by its key only: that one is asked with, refused or not,
         // until a player brings another.
         let set = UrlSet::unanswered(Arc::new(u("http://h/a")));

@@ -100,6 +100,9 @@ pub struct Faults {
     /// a URL without a valid signature, or past its expiry, gets 403, as
     /// S3 answers.
     pub presigned: bool,
+    /// With `presigned`: the status a URL without a valid signature gets
+    /// instead of 403 (a CDN answering a bad token with 404).
+    pub presigned_refusal: Option<u16>,
 }
 
 /// 429 with `Retry-After: retry_after_secs` to `times` requests of a path,
@@ -722,11 +725,13 @@ async fn handle(
         .lock()
         .unwrap()
         .get(&key)
-        .is_some_and(|f| f.presigned);
-    if presigned {
+        .filter(|f| f.presigned)
+        .map(|f| f.presigned_refusal.unwrap_or(403));
+    if let Some(refusal) = presigned {
         if let Err(why) = inner.check_presigned(&key, &query) {
-            let res = small(StatusCode::FORBIDDEN, format!("{why}\n"), meter, false);
-            log.status.store(403, Ordering::Relaxed);
+            let status = StatusCode::from_u16(refusal).expect("test origin: invalid refusal");
+            let res = small(status, format!("{why}\n"), meter, false);
+            log.status.store(u64::from(refusal), Ordering::Relaxed);
             return res;
         }
     }
