@@ -188,6 +188,11 @@ impl UrlSet {
         }
     }
 
+    /// Whether the origin accepted `url` before.
+    pub fn is_accepted(&self, url: &Url) -> bool {
+        self.0.lock().unwrap().answered.iter().any(|a| **a == *url)
+    }
+
     /// The origin refused `url`: one it never answered is not asked with
     /// again (unless it is the only one).
     pub fn refused(&self, url: &Arc<Url>) {

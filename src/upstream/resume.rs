@@ -122,8 +122,11 @@ impl ResumingBody {
         let urls = self.urls.all();
         for (i, url) in urls.iter().enumerate() {
             self.url = url.clone();
+            // A URL the origin never accepted is judged harder: any 4xx
+            // (a CDN answers a made-up token with 404) says it is no good.
+            let unproven = !self.urls.is_accepted(url);
             match self.request().await {
-                Err(e) if refused(&e) => {
+                Err(e) if refused(&e) || (unproven && client_error(&e)) => {
                     self.urls.refused(url);
                     if i + 1 == urls.len() {
                         return Err(e);
@@ -227,6 +230,12 @@ pub(crate) fn refused(e: &UpstreamError) -> bool {
     use reqwest::StatusCode;
     matches!(e, UpstreamError::Status(s)
         if *s == StatusCode::UNAUTHORIZED || *s == StatusCode::FORBIDDEN || *s == StatusCode::GONE)
+}
+
+/// A 4xx answer other than a busy origin's or an unsatisfiable range.
+fn client_error(e: &UpstreamError) -> bool {
+    matches!(e, UpstreamError::Status(s) | UpstreamError::BadStatus(s)
+        if s.is_client_error() && *s != reqwest::StatusCode::RANGE_NOT_SATISFIABLE)
 }
 
 /// The longest `Retry-After` a transfer waits before asking again (a
