@@ -263,8 +263,9 @@ impl Opener {
         };
         let media = self.record(key, rule, row).await;
         self.reached(&media, url);
-        // Its probe was answered.
-        media.urls.answered(&media.urls.latest());
+        // Its probe was answered (that URL, whatever another request
+        // offered meanwhile).
+        media.urls.answered(&Arc::new(url.clone()));
         let etag = head.etag.as_deref().unwrap_or("-");
         let ranges = media.row.accepts_ranges;
         if self.titles.member(url).is_some() {
