@@ -298,31 +298,25 @@ impl InFlight {
     /// Bytes the part starting at `part` still needs (0 once it reached
     /// its limit, which a cut may have lowered).
     pub fn missing(&self, part: u64) -> u64 {
+        self.with_part(part, Part::missing).unwrap_or(0)
+    }
+
+    /// `f` of the part starting at `part`, under the parts' lock.
+    fn with_part<T>(&self, part: u64, f: impl FnOnce(&Part) -> T) -> Option<T> {
         let parts = self.parts.lock().unwrap();
-        parts
-            .iter()
-            .find(|p| p.start == part)
-            .map_or(0, Part::missing)
+        parts.iter().find(|p| p.start == part).map(f)
     }
 
     /// The chunk offset the part starting at `part` is filled up to, read
     /// under one lock (a cut between a read of its limit and one of what
     /// it misses would put the next byte anywhere).
     pub fn reached(&self, part: u64) -> u64 {
-        let parts = self.parts.lock().unwrap();
-        parts
-            .iter()
-            .find(|p| p.start == part)
-            .map_or(0, Part::reached)
+        self.with_part(part, Part::reached).unwrap_or(0)
     }
 
     /// Where the part starting at `part` ends now (exclusive).
     pub fn limit(&self, part: u64) -> u64 {
-        let parts = self.parts.lock().unwrap();
-        parts
-            .iter()
-            .find(|p| p.start == part)
-            .map_or(0, |p| p.limit)
+        self.with_part(part, |p| p.limit).unwrap_or(0)
     }
 
     /// Appends bytes to the part starting at `part`, never past its limit;
