@@ -159,6 +159,12 @@ impl Event {
 /// for ever new failing URLs cannot grow the index by a row each.
 const URL_FAILURES_PER_MINUTE: u32 = 100;
 
+/// The same event again and again is one row with a count: it is looked
+/// for among the last few events only.
+fn same_recent<'a>(p: &'a mut VecDeque<Event>, event: &Event) -> Option<&'a mut Event> {
+    p.iter_mut().rev().take(8).find(|e| e.same(event))
+}
+
 /// Events not written to the index yet.
 #[derive(Debug, Default)]
 pub struct History {
@@ -172,14 +178,10 @@ impl History {
     /// Keeps `event` for the next write.
     pub fn record(&self, mut event: Event) {
         let mut p = self.pending.lock().unwrap();
-        // The same failure again and again is one row with a count: it
-        // is looked for among the last few events only.
-        let same =
-            |p: &VecDeque<Event>, event: &Event| p.iter().rev().take(8).any(|e| e.same(event));
         // Only a failure that would make a row of its own counts against
         // the URLs of the minute (one URL failing for every request does
         // not use them up).
-        if event.kind == Kind::UpstreamFailure && !same(&p, &event) {
+        if event.kind == Kind::UpstreamFailure && same_recent(&mut p, &event).is_none() {
             let mut f = self.failures.lock().unwrap();
             let minute = event.at_unix.div_euclid(60);
             if f.0 != minute {
@@ -190,7 +192,7 @@ impl History {
                 event.url = None;
             }
         }
-        if let Some(e) = p.iter_mut().rev().take(8).find(|e| e.same(&event)) {
+        if let Some(e) = same_recent(&mut p, &event) {
             e.count += event.count;
             return;
         }

@@ -216,7 +216,12 @@ impl UrlSet {
 
     /// The URL to ask the origin with.
     pub fn latest(&self) -> Arc<Url> {
-        self.all().swap_remove(0)
+        let u = self.0.lock().unwrap();
+        u.offered
+            .as_ref()
+            .or(u.answered.front())
+            .cloned()
+            .expect("a media's URLs are never none")
     }
 
     /// Every URL kept, in the order they are asked with.
