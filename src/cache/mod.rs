@@ -35,6 +35,7 @@ pub(crate) mod persist;
 mod playhead;
 mod playlists;
 pub(crate) mod prefetch;
+mod rolling;
 pub(crate) mod readahead;
 #[cfg(test)]
 pub(crate) mod rig;
