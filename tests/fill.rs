@@ -1,7 +1,8 @@
 //! Fill while watched (`--fill-while-watched`): once a player has read a
 //! media for `--fill-after`, the rest is fetched in the background at
-//! `--fill-rate`; an admin stops it, `--max-cache-size` holds it back,
-//! and it resumes after a restart. Over real HTTP, with a real index.
+//! `--fill-rate`; an admin stops it (running or held back, or by
+//! deleting its media), `--max-cache-size` holds it back, and it resumes
+//! when there is room or after a restart. Over real HTTP, with a real index.
 
 mod common;
 
@@ -263,6 +264,71 @@ async fn a_held_fill_goes_on_when_there_is_room_again() {
     let (status, _, got) = common::get(&client(), &spool.url(&url), None).await;
     assert_eq!(status, 200);
     assert!(got == body);
+}
+
+/// The origin's request count once no response is open and none came
+/// for a second.
+async fn quiet(origin: &Origin) -> u64 {
+    loop {
+        let before = origin.stats().requests;
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        if origin.open_bodies() == 0 && origin.stats().requests == before {
+            return before;
+        }
+    }
+}
+
+/// A held fill that an admin cancels, or whose media an admin deletes,
+/// ends for good: forgotten, and not started again when there is room.
+#[tokio::test]
+async fn a_held_fill_cancelled_or_its_media_deleted_stays_stopped() {
+    for how in ["cancel the job", "delete the media"] {
+        let origin = Origin::start().await;
+        origin.add_file("ep.mkv", data(32 * CHUNK as usize, 13), "video/x-matroska");
+        origin.set_faults("ep.mkv", Faults::throttled(ORIGIN_RATE));
+        let dir = tempfile::tempdir().unwrap();
+        let spool = Spool::start_cfg(fill_config(dir.path(), &origin, 4 << 20)).await;
+        let url = origin.url("ep.mkv");
+        caching(&spool, "pause").await;
+        watch(&spool.url(&url), 0.8).await;
+        wait_for("the fill held back", || async {
+            fills(&spool).await.iter().any(|j| j["state"] == "stopped")
+        })
+        .await;
+        let job = fills(&spool).await.remove(0);
+        let (status, v) = match how {
+            "cancel the job" => {
+                api(&spool, "DELETE", &format!("/api/prefetch/{}", job["job"])).await
+            }
+            _ => api(&spool, "DELETE", &format!("/api/media/{}", job["media_id"])).await,
+        };
+        assert_eq!(status, 200, "{how}: {v}");
+        if how == "delete the media" {
+            assert_eq!(v["jobs_stopped"], 1, "{v}");
+        }
+        wait_for("the fill forgotten", || async {
+            recorded(&spool).is_empty()
+        })
+        .await;
+        let jobs = fills(&spool).await;
+        assert!(
+            jobs.len() == 1 && jobs[0]["state"] == "cancelled",
+            "{how}: {jobs:?}"
+        );
+        // Twice: it had ended already.
+        let again = api(&spool, "DELETE", &format!("/api/prefetch/{}", job["job"])).await;
+        assert_eq!(again.0, 409, "{how}");
+        // What was on the way when it was held ends (the read-ahead it
+        // started); then room again, and past the first look (2 s):
+        // nothing starts.
+        let asked = quiet(&origin).await;
+        caching(&spool, "resume").await;
+        tokio::time::sleep(Duration::from_secs(4)).await;
+        let jobs = fills(&spool).await;
+        assert_eq!(jobs.len(), 1, "{how}: {jobs:?}");
+        assert_eq!(origin.stats().requests, asked, "{how}");
+        assert!(!cached_whole(&spool.cache_dir, &url), "{how}");
+    }
 }
 
 #[tokio::test]

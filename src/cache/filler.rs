@@ -1,10 +1,10 @@
 //! Starts the fills `fill.rs` asks for as players watch, and at start
 //! those the index recorded (a fill a restart or the disk's level
 //! stopped), as prefetch jobs; a recorded fill is forgotten once it ended
-//! for good (done, cancelled by an admin, failed), and kept when it was
-//! held back or left chunks unwritten: it goes on by itself once the cache
-//! may take the rest (caching resumed, room on the disk or under
-//! `--max-cache-size`), or after a restart.
+//! for good (done, cancelled by an admin, its media deleted by one,
+//! failed), and kept when it was held back or left chunks unwritten: it
+//! goes on by itself once the cache may take the rest (caching resumed,
+//! room on the disk or under `--max-cache-size`), or after a restart.
 
 use std::time::Duration;
 
@@ -91,10 +91,7 @@ async fn start(
                 tokio::time::sleep(LOOK_EVERY).await;
             };
             if matches!(phase, Phase::Done | Phase::Cancelled | Phase::Failed) {
-                if let Err(e) = index.remove_fill(url.as_str()).await {
-                    warn!(error = %e, "cannot forget a finished fill");
-                }
-                return;
+                return forget(&index, &url).await;
             }
             // Held back (caching paused, the disk low, --max-cache-size)
             // or left chunks unwritten: it goes on once the cache may take
@@ -110,12 +107,20 @@ async fn start(
             }
             // Asked less and less often: a cache kept at --max-cache-size
             // may have no room for it for a long time.
+            // An admin's cancel (of the job, or a delete of the media)
+            // ends it for good.
             loop {
-                tokio::time::sleep(backoff).await;
+                tokio::select! {
+                    _ = tokio::time::sleep(backoff) => {}
+                    _ = job.cancelled() => return forget(&index, &url).await,
+                }
                 backoff = (backoff * 2).min(RESUME_MAX);
                 if pace.refuses(left).await.is_none() {
                     break;
                 }
+            }
+            if !job.end_wait() {
+                return forget(&index, &url).await;
             }
             let (next, started) = prefetches.start_fill(url.clone(), pace.clone());
             if !started {
@@ -127,4 +132,11 @@ async fn start(
             job = next;
         }
     });
+}
+
+/// Forgets a fill that ended for good (done, cancelled, failed).
+async fn forget(index: &Index, url: &Url) {
+    if let Err(e) = index.remove_fill(url.as_str()).await {
+        warn!(error = %e, "cannot forget a finished fill");
+    }
 }

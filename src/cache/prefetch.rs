@@ -128,6 +128,10 @@ struct State {
     error: Option<String>,
     /// How long it ran, once it ended.
     took: Option<Duration>,
+    /// A fill held back that its filler starts again once the cache may
+    /// take the rest (`filler.rs`): kept in the list meanwhile, and an
+    /// admin's cancel ends it for good.
+    waiting: bool,
 }
 
 /// A title's files and how far a job is with them.
@@ -257,6 +261,23 @@ impl Job {
         self.state.lock().unwrap().phase.is_running()
     }
 
+    /// Ended, and not a fill waiting to go on.
+    fn is_over(&self) -> bool {
+        let st = self.state.lock().unwrap();
+        !st.phase.is_running() && !st.waiting
+    }
+
+    /// Ends a held fill's wait, to start it again; false when an admin
+    /// cancelled it meanwhile.
+    pub fn end_wait(&self) -> bool {
+        std::mem::take(&mut self.state.lock().unwrap().waiting)
+    }
+
+    /// Resolves once an admin cancelled it (running, or a held fill).
+    pub async fn cancelled(&self) {
+        self.cancel.cancelled().await
+    }
+
     pub fn phase(&self) -> Phase {
         self.state.lock().unwrap().phase
     }
@@ -331,12 +352,13 @@ impl Prefetches {
                 cached_at_end: None,
                 error: None,
                 took: None,
+                waiting: false,
             }),
         });
         jobs.list.push_back(job.clone());
         // Finished jobs beyond the few kept go, oldest first.
-        while jobs.list.iter().filter(|j| !j.is_running()).count() > KEEP_FINISHED {
-            let Some(at) = jobs.list.iter().position(|j| !j.is_running()) else {
+        while jobs.list.iter().filter(|j| j.is_over()).count() > KEEP_FINISHED {
+            let Some(at) = jobs.list.iter().position(|j| j.is_over()) else {
                 break;
             };
             jobs.list.remove(at);
@@ -357,12 +379,30 @@ impl Prefetches {
         jobs.list.iter().map(|j| j.view()).collect()
     }
 
-    /// Stops a running job; what it fetched stays cached. Returns false
-    /// when it had ended already.
+    /// Stops a running job, or a held fill for good; what it fetched
+    /// stays cached. Returns false when it had ended already.
     pub fn cancel(&self, job: &Job) -> bool {
-        let running = job.is_running();
+        let stopped = {
+            let mut st = job.state.lock().unwrap();
+            let waiting = std::mem::take(&mut st.waiting);
+            if waiting {
+                st.phase = Phase::Cancelled;
+            }
+            waiting || st.phase.is_running()
+        };
         job.cancel.cancel();
-        running
+        stopped
+    }
+
+    /// Stops the jobs of media `id` (running, or fills held back), when an
+    /// admin deleted its cache; how many.
+    pub fn cancel_media(&self, id: i64) -> usize {
+        let jobs: Vec<Arc<Job>> = {
+            let jobs = self.inner.jobs.lock().unwrap();
+            let of = |j: &&Arc<Job>| j.state.lock().unwrap().media_id == Some(id);
+            jobs.list.iter().filter(of).cloned().collect()
+        };
+        jobs.iter().filter(|j| self.cancel(j)).count()
     }
 }
 
@@ -393,6 +433,8 @@ async fn run(cache: Cache, job: Arc<Job>) {
                 st.error = Some(format!("stopped: {why}"));
             }
         }
+        // A fill that did not end for good goes on later.
+        st.waiting = job.fill.is_some() && matches!(st.phase, Phase::Stopped | Phase::Incomplete);
     });
     let v = job.view();
     tracing::info!(job = v.job, url = %v.url, state = %v.state.as_str(), fetched = v.fetched_bytes, "prefetch ended");

@@ -375,7 +375,13 @@ impl Admin {
 
     async fn delete(&self, id: MediaId) -> Response {
         match self.cache.inventory().delete_media(id).await {
-            Ok(Some(d)) => json(StatusCode::OK, &serde_json::json!({ "deleted": d })),
+            Ok(Some(d)) => {
+                // Its prefetch and fill jobs stop: a held fill would fetch
+                // it all again once there is room.
+                let jobs = self.prefetches.cancel_media(id.0);
+                let v = serde_json::json!({ "deleted": d, "jobs_stopped": jobs });
+                json(StatusCode::OK, &v)
+            }
             Ok(None) => error(StatusCode::NOT_FOUND, &format!("no media {id}")),
             Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, &e.to_string()),
         }
