@@ -677,3 +677,48 @@ async fn kept_playlists_are_revalidated_after_a_restart() {
     let text = String::from_utf8_lossy(&changed);
     assert!(text.contains("/r/seg1.ts\n"), "the new playlist: {text}");
 }
+
+/// With `--cache-key-ignore-query`, a kept playlist goes by its key (a
+/// link signed anew finds it) but is asked for conditionally only with
+/// the URL it was fetched with: another signature's playlist may name
+/// segments signed for another player, so it is fetched whole.
+#[tokio::test]
+async fn a_kept_playlist_is_asked_for_conditionally_only_with_its_own_url() {
+    let origin = Origin::start().await;
+    origin.add_file(
+        "k/index.m3u8",
+        Bytes::from_static(
+            b"#EXTM3U\n#EXT-X-TARGETDURATION:2\n#EXTINF:2,\nseg0.ts\n#EXT-X-ENDLIST\n",
+        ),
+        HLS,
+    );
+    let keyed = |dir: &std::path::Path| {
+        let mut cfg = common::test_config(dir, &origin);
+        cfg.cache_key_ignore_query = spool::upstream::QueryFilter::parse_list("token").unwrap();
+        cfg
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let spool = Spool::start_cfg(keyed(dir.path())).await;
+    let c = client();
+    let signed = |t: &str| format!("{}?token={t}", origin.url("k/index.m3u8"));
+    assert_eq!(get(&c, &spool.url(&signed("a")), None).await.0, 200);
+    let (dir, _keep) = spool.stop().await;
+    let spool = Spool::start_cfg(keyed(&dir)).await;
+    for t in ["a", "b"] {
+        assert_eq!(get(&c, &spool.url(&signed(t)), None).await.0, 200, "{t}");
+    }
+    let asked: Vec<(String, bool)> = origin
+        .requests_log()
+        .into_iter()
+        .map(|r| (r.path, r.headers.contains_key("if-none-match")))
+        .collect();
+    assert_eq!(
+        asked,
+        [
+            ("k/index.m3u8?token=a".to_owned(), false),
+            ("k/index.m3u8?token=a".to_owned(), true),
+            ("k/index.m3u8?token=b".to_owned(), false),
+        ],
+        "conditional only with the URL it was kept from"
+    );
+}

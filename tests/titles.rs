@@ -2,7 +2,8 @@
 //! rendition, keys, init sections, segments) and a DASH title are one row
 //! each in the admin API, beside the files no playlist names; their parts
 //! are listed with queries redacted; a pinned title outlives
-//! `--max-cache-size` while an unpinned one does not.
+//! `--max-cache-size` while an unpinned one does not; a title whose links
+//! are signed anew for each player is one title.
 
 mod common;
 
@@ -438,6 +439,64 @@ async fn a_pinned_title_outlives_the_cache_size_limit() {
     let id = kept["title_id"].as_i64().unwrap();
     let (status, v) = api(&spool, "POST", &format!("/api/titles/{id}/unpin"), None).await;
     assert_eq!((status, &v["title"]["pinned"]), (200, &json!(false)));
+}
+
+/// An origin whose links carry a token signed anew for each player
+/// (`--cache-key-ignore-query token`): a part signed in its playlist is
+/// the media it names, the title is one row whatever token its master
+/// came with, a pin by a URL signed anew finds it, and after a restart
+/// with the origin down the title plays from a link signed anew.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_title_signed_anew_for_each_player_is_one_title() {
+    let origin = Origin::start().await;
+    add_hls(&origin, "show", 10);
+    let keyed = |c: &mut spool::Config| {
+        c.cache_key_ignore_query = spool::upstream::QueryFilter::parse_list("token").unwrap();
+    };
+    let spool = Spool::start_with(&origin, keyed).await;
+    let master = |token: &str| format!("{}?token={token}", origin.url("show/master.m3u8"));
+    assert_eq!(play(&spool, &spool.url(&master("one"))).await, 7);
+    for (path, _) in hls_files("show", 0) {
+        wait_until_cached(&spool.cache_dir, &origin.url(&path)).await;
+    }
+    assert_eq!(play(&spool, &spool.url(&master("two"))).await, 7);
+    let (_, list) = api(&spool, "GET", "/api/titles", None).await;
+    assert_eq!(list["total"], 1, "one title: {list}");
+    let hls = row(&list, "show/master.m3u8");
+    assert_eq!(
+        (&hls["files"], &hls["cached_files"], &hls["cached_percent"]),
+        (&json!(7), &json!(7), &json!(100.0)),
+        "the signed segment counts as cached: {hls}"
+    );
+    let signed = format!("{}?token=three", origin.url("show/lo/s0.ts"));
+    let (status, pinned) = api(&spool, "POST", "/api/pin", Some(json!({ "url": signed }))).await;
+    assert_eq!(status, 200, "{pinned}");
+    assert_eq!(pinned["title"]["title_id"], hls["title_id"]);
+
+    let (dir, _keep) = spool.stop().await;
+    let down = common::origin::Faults {
+        status: Some(503),
+        ..Default::default()
+    };
+    for p in [
+        "master.m3u8",
+        "lo/index.m3u8",
+        "hi/index.m3u8",
+        "audio/en.m3u8",
+    ] {
+        origin.set_faults(&format!("show/{p}"), down.clone());
+    }
+    for (path, _) in hls_files("show", 0) {
+        origin.set_faults(&path, down.clone());
+    }
+    let mut cfg = common::test_config(&dir, &origin);
+    keyed(&mut cfg);
+    let spool = Spool::start_cfg(cfg).await;
+    assert_eq!(
+        play(&spool, &spool.url(&master("four"))).await,
+        7,
+        "offline, from a link signed anew"
+    );
 }
 
 /// Follows a prefetch job until it ends; its last view.

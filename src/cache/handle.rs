@@ -51,7 +51,7 @@ impl Cache {
         metrics: Arc<Metrics>,
         accesses: super::Accesses,
     ) -> Cache {
-        let titles = super::Titles::new(index.clone());
+        let titles = super::Titles::new(index.clone(), runs.upstream().clone());
         Cache {
             inner: Arc::new(Inner {
                 streams: Arc::new(tokio::sync::Semaphore::new(settings.max_streams)),

@@ -148,25 +148,35 @@ impl Playlists {
     ) -> Result<Arc<Playlist>, UpstreamError> {
         let upstream = &self.upstream;
         let deadline = upstream.timeout();
+        // The copy kept in the index goes by the URL's cache key: a title
+        // whose links are signed anew for each player plays offline with
+        // a new link too. In memory, each URL is its own (the playlist
+        // fetched with a new signature names segments signed anew).
+        let key = upstream.cache_key(url);
+        let key = key.as_ref().unwrap_or(url);
         let fetched = self
             .store
             .get(url.as_str(), || async {
-                // A copy kept in the index is asked for conditionally: a
-                // 304 answers from it.
-                let kept = self.kept(url).await;
+                // A copy kept in the index is asked for conditionally (a
+                // 304 answers from it) when it was fetched with this very
+                // URL, not another signature's.
+                let kept = self
+                    .kept(key)
+                    .await
+                    .filter(|k| key == url || k.url == *url);
                 let fetched = fetch(upstream, url, rule, kept.as_deref());
                 let playlist = tokio::time::timeout(deadline, fetched)
                     .await
                     .map_err(|_| UpstreamError::Timeout)??;
                 match playlist {
                     Fetched::New(p) => {
-                        self.keep(url, &p).await;
+                        self.keep(key, &p).await;
                         self.titles.record(url, &p.url, p.kind, &p.body).await;
                         Ok(p)
                     }
                     Fetched::Unchanged(p) => {
                         debug!(url = %redact(url), "the origin says the kept playlist did not change");
-                        if let Err(e) = self.index.touch_playlist(url.as_str(), unix_now()).await {
+                        if let Err(e) = self.index.touch_playlist(key.as_str(), unix_now()).await {
                             warn!(url = %redact(url), error = %e, "cannot mark the kept playlist fresh");
                         }
                         self.titles.record(url, &p.url, p.kind, &p.body).await;
@@ -178,7 +188,7 @@ impl Playlists {
         let playlist = match fetched {
             Ok(p) => p,
             Err(e) if e.is_permanent() => return Err(e),
-            Err(e) => match self.kept(url).await {
+            Err(e) => match self.kept(key).await {
                 Some(p) => {
                     debug!(url = %redact(url), error = %e, "origin unavailable; the kept playlist answers");
                     // In memory too: the next players do not wait for an
@@ -198,7 +208,8 @@ impl Playlists {
         &self.titles
     }
 
-    /// Keeps a playlist that never changes in the index.
+    /// Keeps a playlist that never changes in the index, under `url` (its
+    /// cache key).
     async fn keep(&self, url: &Url, playlist: &Playlist) {
         if playlist.live() {
             return;

@@ -15,6 +15,7 @@ use crate::manifest::{Kind, Outline};
 use crate::store::summary::PageQuery;
 use crate::store::titles::{self as rows, PartBudget, PartSummary, TitleRecord, TitleSummary};
 use crate::store::{unix_now, Index, IndexError};
+use crate::upstream::Upstream;
 
 /// Most URLs whose title is remembered in memory (about 100 bytes each).
 const MAX_MEMBERS: usize = 500_000;
@@ -25,6 +26,8 @@ const MAX_MEMBERS: usize = 500_000;
 #[derive(Clone)]
 pub(crate) struct Titles {
     index: Index,
+    /// Whose cache keys name the parts, as they name media.
+    upstream: Upstream,
     members: Arc<Mutex<HashMap<String, Member>>>,
     /// How many more parts the index keeps (`store/titles.rs`).
     budget: Arc<PartBudget>,
@@ -41,9 +44,10 @@ pub(crate) struct Member {
 }
 
 impl Titles {
-    pub fn new(index: Index) -> Titles {
+    pub fn new(index: Index, upstream: Upstream) -> Titles {
         Titles {
             index,
+            upstream,
             members: Arc::default(),
             budget: Arc::default(),
             said: Arc::default(),
@@ -53,7 +57,18 @@ impl Titles {
     /// The title `url` belongs to, as far as this process saw playlists
     /// name it.
     pub fn member(&self, url: &Url) -> Option<Member> {
-        self.members.lock().unwrap().get(url.as_str()).cloned()
+        let key = self.key(url);
+        self.members.lock().unwrap().get(&key).cloned()
+    }
+
+    /// What a title or part is known by: its cache key, as a media is
+    /// (`--cache-key-ignore-query`: a segment's URL signed anew for each
+    /// player is one part, and joins its media row).
+    fn key(&self, url: &Url) -> String {
+        match self.upstream.cache_key(url) {
+            Some(key) => key.into(),
+            None => url.as_str().to_owned(),
+        }
     }
 
     /// Records what the playlist asked for as `url` (its redirects landed
@@ -63,7 +78,7 @@ impl Titles {
         let Some(outline) = kind.outline(body, landed) else {
             return;
         };
-        let Some(record) = record_of(url, kind, &outline) else {
+        let Some(record) = record_of(url, kind, &outline, |u| self.key(u)) else {
             return;
         };
         let urls: Vec<String> = std::iter::once(record.url.clone())
@@ -116,14 +131,14 @@ impl Titles {
     /// Pins (or unpins) the title `url` belongs to; a file no playlist
     /// names becomes a title of its own. None: no title or media has
     /// that URL.
-    pub async fn pin(&self, url: &str, pinned: bool) -> Result<Option<i64>, IndexError> {
-        let owned = url.to_owned();
+    pub async fn pin(&self, url: &Url, pinned: bool) -> Result<Option<i64>, IndexError> {
+        let owned = self.key(url);
         let title = self
             .index
             .call(move |c| rows::set_pinned(c, &owned, pinned, unix_now()))
             .await?;
         if let Some(t) = title {
-            tracing::info!(title = t, pinned, url = %redacted(url), "title pin changed by an admin");
+            tracing::info!(title = t, pinned, url = %redacted(url.as_str()), "title pin changed by an admin");
         }
         Ok(title)
     }
@@ -180,9 +195,14 @@ impl Titles {
     }
 }
 
-/// What `outline` says of the title of the playlist at `url`, to record.
-/// None when it names nothing.
-fn record_of(url: &Url, kind: Kind, outline: &Outline) -> Option<TitleRecord> {
+/// What `outline` says of the title of the playlist at `url`, to record,
+/// each URL by its `key`. None when it names nothing.
+fn record_of(
+    url: &Url,
+    kind: Kind,
+    outline: &Outline,
+    key: impl Fn(&Url) -> String,
+) -> Option<TitleRecord> {
     let kind = match kind {
         Kind::Hls(_) => "hls",
         Kind::Dash(_) => "dash",
@@ -191,24 +211,22 @@ fn record_of(url: &Url, kind: Kind, outline: &Outline) -> Option<TitleRecord> {
     if outline.file_count() == 0 && outline.streams.is_empty() {
         return None;
     }
-    let me = url.as_str().to_owned();
+    let me = key(url);
     let mut files: Vec<(String, &'static str, String)> = outline
         .files
         .iter()
-        .map(|(u, role)| (u.as_str().to_owned(), role.as_str(), me.clone()))
+        .map(|(u, role)| (key(u), role.as_str(), me.clone()))
         .collect();
     let mut playlists = Vec::new();
     for s in &outline.streams {
         match &s.playlist {
-            Some(p) => playlists.push(p.as_str().to_owned()),
+            Some(p) => playlists.push(key(p)),
             None => {
-                let name = s
-                    .name()
-                    .map_or_else(|| me.clone(), |n| n.as_str().to_owned());
+                let name = s.name().map_or_else(|| me.clone(), &key);
                 files.extend(
                     s.files
                         .iter()
-                        .map(|(u, role)| (u.as_str().to_owned(), role.as_str(), name.clone())),
+                        .map(|(u, role)| (key(u), role.as_str(), name.clone())),
                 );
             }
         }

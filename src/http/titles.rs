@@ -142,7 +142,7 @@ pub(super) async fn pin_url(cache: &Cache, body: &[u8], pinned: bool) -> Respons
         Ok(u) => u,
         Err(e) => return error(status_of(&e), &e.to_string()),
     };
-    match cache.titles().pin(url.as_str(), pinned).await {
+    match cache.titles().pin(&url, pinned).await {
         Ok(Some(id)) => answer(cache, id).await,
         Ok(None) => error(
             StatusCode::NOT_FOUND,
