@@ -331,6 +331,51 @@ async fn a_held_fill_cancelled_or_its_media_deleted_stays_stopped() {
     }
 }
 
+/// After a restart, a player watching a media whose fill is held back
+/// (resumed from the index, waiting for room) starts no second fill: one
+/// job, and cancelling it ends the fill for good.
+#[tokio::test]
+async fn a_held_fill_stays_one_fill_after_a_restart() {
+    let origin = Origin::start().await;
+    origin.add_file("big.mkv", data(64 * CHUNK as usize, 14), "video/x-matroska");
+    origin.set_faults("big.mkv", Faults::throttled(ORIGIN_RATE));
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = |d: &std::path::Path| {
+        let mut cfg = fill_config(d, &origin, 1 << 20);
+        cfg.max_cache_size = 2 * 1024 * 1024;
+        cfg
+    };
+    let spool = Spool::start_cfg(cfg(dir.path())).await;
+    let url = origin.url("big.mkv");
+    watch(&spool.url(&url), 0.8).await;
+    wait_for("the fill held back", || async {
+        fills(&spool).await.iter().any(|j| j["state"] == "stopped")
+    })
+    .await;
+    let (cache_dir, _tmp) = spool.stop().await;
+    let spool = Spool::start_cfg(cfg(&cache_dir)).await;
+    wait_for("the recorded fill held back again", || async {
+        fills(&spool).await.iter().any(|j| j["state"] == "stopped")
+    })
+    .await;
+    // Long past --fill-after: the player asks for its fill.
+    watch(&spool.url(&url), 0.8).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let jobs = fills(&spool).await;
+    assert_eq!(jobs.len(), 1, "{jobs:?}");
+    let (status, v) = api(
+        &spool,
+        "DELETE",
+        &format!("/api/prefetch/{}", jobs[0]["job"]),
+    )
+    .await;
+    assert_eq!(status, 200, "{v}");
+    wait_for("the fill forgotten", || async {
+        recorded(&spool).is_empty()
+    })
+    .await;
+}
+
 #[tokio::test]
 async fn a_fill_goes_on_after_a_restart() {
     let origin = Origin::start().await;

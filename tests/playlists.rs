@@ -681,7 +681,9 @@ async fn kept_playlists_are_revalidated_after_a_restart() {
 /// With `--cache-key-ignore-query`, a kept playlist goes by its key (a
 /// link signed anew finds it) but is asked for conditionally only with
 /// the URL it was fetched with: another signature's playlist may name
-/// segments signed for another player, so it is fetched whole.
+/// segments signed for another player, so it is fetched whole. With the
+/// origin down it answers a link signed anew, which asks the origin
+/// again as soon as it is back (not that copy from memory).
 #[tokio::test]
 async fn a_kept_playlist_is_asked_for_conditionally_only_with_its_own_url() {
     let origin = Origin::start().await;
@@ -707,18 +709,43 @@ async fn a_kept_playlist_is_asked_for_conditionally_only_with_its_own_url() {
     for t in ["a", "b"] {
         assert_eq!(get(&c, &spool.url(&signed(t)), None).await.0, 200, "{t}");
     }
-    let asked: Vec<(String, bool)> = origin
-        .requests_log()
-        .into_iter()
-        .map(|r| (r.path, r.headers.contains_key("if-none-match")))
-        .collect();
+    // The bare URL: the copy kept came with a signature.
+    let bare = origin.url("k/index.m3u8");
+    assert_eq!(get(&c, &spool.url(&bare), None).await.0, 200);
+    let asked = |from: usize| -> Vec<(String, bool)> {
+        let log = origin.requests_log().into_iter().skip(from);
+        log.map(|r| (r.path, r.headers.contains_key("if-none-match")))
+            .collect()
+    };
     assert_eq!(
-        asked,
+        asked(0),
         [
             ("k/index.m3u8?token=a".to_owned(), false),
             ("k/index.m3u8?token=a".to_owned(), true),
             ("k/index.m3u8?token=b".to_owned(), false),
+            ("k/index.m3u8".to_owned(), false),
         ],
         "conditional only with the URL it was kept from"
     );
+    // Down: a link signed anew gets the kept copy; back up: that link
+    // asks the origin again.
+    origin.set_faults(
+        "k/index.m3u8",
+        Faults {
+            status: Some(503),
+            ..Default::default()
+        },
+    );
+    let before = origin.requests_log().len();
+    assert_eq!(
+        get(&c, &spool.url(&signed("c")), None).await.0,
+        200,
+        "offline"
+    );
+    origin.clear_faults("k/index.m3u8");
+    // Past the second a failure is shared for.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(get(&c, &spool.url(&signed("c")), None).await.0, 200);
+    let again: Vec<String> = asked(before).into_iter().map(|(p, _)| p).collect();
+    assert_eq!(again, ["k/index.m3u8?token=c", "k/index.m3u8?token=c"]);
 }

@@ -76,11 +76,14 @@ fn secs(bytes: u64, rate: u64) -> f64 {
 }
 
 /// What deleting a media's cache removed.
-#[derive(Debug, Clone, Copy, Serialize)]
+#[derive(Debug, Clone, Serialize)]
 pub(crate) struct Deleted {
     pub id: i64,
     pub chunks: u64,
     pub bytes: u64,
+    /// The media's URL (its cache key); not shown.
+    #[serde(skip)]
+    pub url: String,
 }
 
 /// A URL from the index, redacted for showing.
@@ -299,6 +302,7 @@ impl Inventory {
             id: id.0,
             chunks: s.cached_chunks,
             bytes: s.cached_bytes,
+            url: s.url,
         }))
     }
 }

@@ -112,7 +112,11 @@ async fn start(
             loop {
                 tokio::select! {
                     _ = tokio::time::sleep(backoff) => {}
-                    _ = job.cancelled() => return forget(&index, &url).await,
+                    _ = job.cancelled() => {
+                        // Cancelled as it was held: it says so.
+                        prefetches.cancel(&job);
+                        return forget(&index, &url).await;
+                    }
                 }
                 backoff = (backoff * 2).min(RESUME_MAX);
                 if pace.refuses(left).await.is_none() {

@@ -154,16 +154,19 @@ impl Playlists {
         // fetched with a new signature names segments signed anew).
         let key = upstream.cache_key(url);
         let key = key.as_ref().unwrap_or(url);
+        // Whether a kept copy came with this very URL (where it landed is
+        // this URL), or no signature is involved (neither this URL nor
+        // where the copy landed has a parameter the settings ignore).
+        let own =
+            |k: &Playlist| k.url == *url || key == url && upstream.cache_key(&k.url).is_none();
         let fetched = self
             .store
             .get(url.as_str(), || async {
                 // A copy kept in the index is asked for conditionally (a
-                // 304 answers from it) when it was fetched with this very
-                // URL, not another signature's.
-                let kept = self
-                    .kept(key)
-                    .await
-                    .filter(|k| key == url || k.url == *url);
+                // 304 answers from it) only when it is this URL's own: one
+                // fetched with another signature may name segments signed
+                // for another player.
+                let kept = self.kept(key).await.filter(|k| own(k));
                 let fetched = fetch(upstream, url, rule, kept.as_deref());
                 let playlist = tokio::time::timeout(deadline, fetched)
                     .await
@@ -192,8 +195,12 @@ impl Playlists {
                 Some(p) => {
                     debug!(url = %redact(url), error = %e, "origin unavailable; the kept playlist answers");
                     // In memory too: the next players do not wait for an
-                    // origin that times out (it never changes anyway).
-                    self.store.keep(url.as_str(), Kept::Playlist(p.clone()));
+                    // origin that times out (it never changes anyway);
+                    // not another signature's copy, which this URL asks
+                    // the origin for again as soon as it answers.
+                    if own(&p) {
+                        self.store.keep(url.as_str(), Kept::Playlist(p.clone()));
+                    }
                     p
                 }
                 None => return Err(e),

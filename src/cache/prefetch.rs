@@ -322,6 +322,14 @@ impl Prefetches {
         fill: Option<FillPace>,
     ) -> Result<(Arc<Job>, bool), Refused> {
         let mut jobs = self.inner.jobs.lock().unwrap();
+        // A fill held back and waiting to go on is still the media's fill
+        // (a player asking again after a restart starts no second one).
+        let waiting = |j: &&Arc<Job>| j.fill.is_some() && j.state.lock().unwrap().waiting;
+        if fill.is_some() {
+            if let Some(j) = jobs.list.iter().filter(waiting).find(|j| j.url == url) {
+                return Ok((j.clone(), false));
+            }
+        }
         let running: Vec<&Arc<Job>> = jobs.list.iter().filter(|j| j.is_running()).collect();
         if let Some(j) = running
             .iter()
@@ -394,12 +402,17 @@ impl Prefetches {
         stopped
     }
 
-    /// Stops the jobs of media `id` (running, or fills held back), when an
+    /// Stops the jobs of media `id`, whose URL is `key` (running, fills
+    /// held back, and those still opening a URL of that key), when an
     /// admin deleted its cache; how many.
-    pub fn cancel_media(&self, id: i64) -> usize {
+    pub fn cancel_media(&self, id: i64, key: &str) -> usize {
+        let titles = self.inner.cache.titles();
         let jobs: Vec<Arc<Job>> = {
             let jobs = self.inner.jobs.lock().unwrap();
-            let of = |j: &&Arc<Job>| j.state.lock().unwrap().media_id == Some(id);
+            let of = |j: &&Arc<Job>| match j.state.lock().unwrap().media_id {
+                Some(m) => m == id,
+                None => titles.key(&j.url) == key,
+            };
             jobs.list.iter().filter(of).cloned().collect()
         };
         jobs.iter().filter(|j| self.cancel(j)).count()

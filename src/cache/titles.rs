@@ -64,7 +64,7 @@ impl Titles {
     /// What a title or part is known by: its cache key, as a media is
     /// (`--cache-key-ignore-query`: a segment's URL signed anew for each
     /// player is one part, and joins its media row).
-    fn key(&self, url: &Url) -> String {
+    pub fn key(&self, url: &Url) -> String {
         match self.upstream.cache_key(url) {
             Some(key) => key.into(),
             None => url.as_str().to_owned(),

@@ -378,7 +378,7 @@ impl Admin {
             Ok(Some(d)) => {
                 // Its prefetch and fill jobs stop: a held fill would fetch
                 // it all again once there is room.
-                let jobs = self.prefetches.cancel_media(id.0);
+                let jobs = self.prefetches.cancel_media(id.0, &d.url);
                 let v = serde_json::json!({ "deleted": d, "jobs_stopped": jobs });
                 json(StatusCode::OK, &v)
             }
