@@ -287,6 +287,11 @@ impl Server {
         self.upkeep.check_disk().await;
         let monitor = tokio::spawn(self.upkeep.clone().run());
         let sessions = tokio::spawn(self.cache.sessions().clone().sweep_loop());
+        // Titles recorded under URLs that are not their cache key now.
+        let titles = self.cache.titles().clone();
+        self.cache
+            .tasks()
+            .spawn(async move { titles.rekey().await });
         let scrubber =
             (!self.index_in_memory).then(|| tokio::spawn(self.upkeep.clone().scrub_loop()));
         let (stopping_tx, stopping) = tokio::sync::oneshot::channel::<()>();

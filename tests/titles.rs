@@ -499,6 +499,50 @@ async fn a_title_signed_anew_for_each_player_is_one_title() {
     );
 }
 
+/// Titles recorded under signed URLs (before the settings named the
+/// parameter) move to their keys at start: the title reached again with
+/// a link signed anew is the same row, its pin kept, all its files counted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn titles_recorded_under_signed_urls_move_to_their_keys_at_start() {
+    let origin = Origin::start().await;
+    add_hls(&origin, "show", 10);
+    let master = |token: &str| format!("{}?token={token}", origin.url("show/master.m3u8"));
+    let spool = Spool::start(&origin).await;
+    assert_eq!(play(&spool, &spool.url(&master("one"))).await, 7);
+    let (status, _) = api(
+        &spool,
+        "POST",
+        "/api/pin",
+        Some(json!({ "url": master("one") })),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let (dir, _keep) = spool.stop().await;
+    let mut cfg = common::test_config(&dir, &origin);
+    cfg.cache_key_ignore_query = spool::upstream::QueryFilter::parse_list("token").unwrap();
+    let spool = Spool::start_cfg(cfg).await;
+    wait_for("the title under its key", || async {
+        let (_, list) = api(&spool, "GET", "/api/titles", None).await;
+        rows(&list)
+            .iter()
+            .any(|r| r["url"].as_str().unwrap().ends_with("show/master.m3u8"))
+    })
+    .await;
+    assert_eq!(play(&spool, &spool.url(&master("two"))).await, 7);
+    for (path, _) in hls_files("show", 0) {
+        wait_until_cached(&spool.cache_dir, &origin.url(&path)).await;
+    }
+    let (_, list) = api(&spool, "GET", "/api/titles", None).await;
+    let titles: Vec<&Value> = rows(&list).iter().filter(|r| r["kind"] == "hls").collect();
+    assert_eq!(titles.len(), 1, "{list}");
+    let t = titles[0];
+    assert_eq!(
+        (&t["files"], &t["cached_files"], &t["pinned"]),
+        (&json!(7), &json!(7), &json!(true)),
+        "{t}"
+    );
+}
+
 /// Follows a prefetch job until it ends; its last view.
 async fn follow(spool: &Spool, job: &Value) -> Value {
     let path = format!("/api/prefetch/{}", job["job"].as_u64().unwrap());

@@ -128,6 +128,33 @@ impl Titles {
         }
     }
 
+    /// Moves the titles and parts recorded under a URL that is not its
+    /// cache key (before titles went by the key, or before the settings
+    /// named one of its parameters) to the key; at start.
+    pub async fn rekey(&self) {
+        let upstream = self.upstream.clone();
+        let key = move |u: &str| {
+            let url = Url::parse(u).ok()?;
+            upstream.cache_key(&url).map(String::from)
+        };
+        // A batch per call: other work of the index goes on between.
+        let (mut from, mut moved) = (Some(crate::store::title_rekey::RekeyFrom::Parts(0)), 0);
+        while let Some(f) = from {
+            let (key, budget) = (key.clone(), self.budget.clone());
+            match self
+                .index
+                .call(move |c| crate::store::title_rekey::rekey(c, key, &budget, f))
+                .await
+            {
+                Ok((next, n)) => (from, moved) = (next, moved + n),
+                Err(e) => return warn!(error = %e, "cannot move titles to their cache keys"),
+            }
+        }
+        if moved > 0 {
+            tracing::info!(moved, "titles and parts moved to their cache keys");
+        }
+    }
+
     /// Pins (or unpins) the title `url` belongs to; a file no playlist
     /// names becomes a title of its own. None: no title or media has
     /// that URL.

@@ -18,6 +18,7 @@ pub(crate) mod rows;
 mod schema;
 pub mod summary;
 mod title_budget;
+pub(crate) mod title_rekey;
 pub mod titles;
 pub(crate) mod walk;
 
