@@ -35,10 +35,10 @@ pub(crate) mod persist;
 mod playhead;
 mod playlists;
 pub(crate) mod prefetch;
+mod progress;
 pub(crate) mod readahead;
 #[cfg(test)]
 pub(crate) mod rig;
-mod rolling;
 pub(crate) mod run;
 mod sessions;
 mod settings;

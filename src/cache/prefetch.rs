@@ -24,7 +24,7 @@ use url::Url;
 use super::fill::FillPace;
 use super::handle::Cache;
 use super::media::Media;
-use super::rolling::Rolling;
+use super::progress::{Files, Rolling};
 use super::warm::{title_files, warm_media, WarmError};
 use crate::manifest::Variant;
 use crate::upstream::redact;
@@ -132,30 +132,6 @@ struct State {
     /// take the rest (`filler.rs`): kept in the list meanwhile, and an
     /// admin's cancel ends it for good.
     waiting: bool,
-}
-
-/// A title's files and how far a job is with them.
-#[derive(Debug, Clone, Copy, Default)]
-struct Files {
-    total: u64,
-    /// Opened: their sizes are known.
-    opened: u64,
-    /// Sizes of the files opened.
-    known_bytes: u64,
-    /// Ended cached whole.
-    done: u64,
-    failed: u64,
-}
-
-impl Files {
-    /// The title's bytes: those of the files opened, and as many again
-    /// per file not opened yet as an opened one has on average.
-    fn total_bytes(&self) -> u64 {
-        match self.opened {
-            0 => 0,
-            n => self.known_bytes + self.known_bytes / n * (self.total - n.min(self.total)),
-        }
-    }
 }
 
 /// A job's progress, as the admin API shows it.

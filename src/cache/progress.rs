@@ -1,5 +1,5 @@
-//! A count sampled over time (a prefetch job's bytes), and its rate over
-//! the last seconds.
+//! How far a prefetch job is: its bytes sampled over time, with their
+//! rate over the last seconds, and a title's files.
 
 use std::collections::VecDeque;
 use std::time::Duration;
@@ -47,6 +47,30 @@ impl Rolling {
         let (at, first) = *self.samples.front()?;
         let secs = now.saturating_duration_since(at).as_secs_f64();
         (secs >= 1.0).then(|| count.saturating_sub(first) as f64 / secs)
+    }
+}
+
+/// A title's files and how far a job is with them.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Files {
+    pub total: u64,
+    /// Opened: their sizes are known.
+    pub opened: u64,
+    /// Sizes of the files opened.
+    pub known_bytes: u64,
+    /// Ended cached whole.
+    pub done: u64,
+    pub failed: u64,
+}
+
+impl Files {
+    /// The title's bytes: those of the files opened, and as many again
+    /// per file not opened yet as an opened one has on average.
+    pub fn total_bytes(&self) -> u64 {
+        match self.opened {
+            0 => 0,
+            n => self.known_bytes + self.known_bytes / n * (self.total - n.min(self.total)),
+        }
     }
 }
 
