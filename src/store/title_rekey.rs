@@ -53,6 +53,11 @@ pub(crate) fn rekey(
                 let Some(k) = key(url).filter(|k| k != url) else {
                     continue;
                 };
+                let title: i64 = tx.query_row(
+                    "SELECT title_id FROM title_parts WHERE rowid = ?1",
+                    [row],
+                    |r| r.get(0),
+                )?;
                 let n = tx.execute(
                     "UPDATE OR IGNORE title_parts SET url = ?2 WHERE rowid = ?1",
                     params![row, k],
@@ -60,9 +65,11 @@ pub(crate) fn rekey(
                 if n == 0 {
                     tx.execute("DELETE FROM title_parts WHERE rowid = ?1", [row])?;
                 }
+                // The rendition it names, among its title's parts (by the
+                // index on title and stream).
                 tx.execute(
-                    "UPDATE title_parts SET stream = ?2 WHERE stream = ?1",
-                    params![url, k],
+                    "UPDATE title_parts SET stream = ?2 WHERE title_id = ?3 AND stream = ?1",
+                    params![url, k, title],
                 )?;
                 moved += 1;
             }
