@@ -194,10 +194,7 @@ async fn max_cache_size_holds_a_fill_back_and_it_stays_recorded() {
     let spool = Spool::start_cfg(cfg).await;
     let url = origin.url("big.mkv");
     watch(&spool.url(&url), 0.8).await;
-    wait_for("the fill held back", || async {
-        fills(&spool).await.iter().any(|j| j["state"] == "stopped")
-    })
-    .await;
+    held(&spool).await;
     let job = fills(&spool).await.remove(0);
     assert!(
         job["error"]
@@ -208,6 +205,14 @@ async fn max_cache_size_holds_a_fill_back_and_it_stays_recorded() {
     );
     assert_eq!(recorded(&spool), vec![url.clone()]);
     assert!(!cached_whole(&spool.cache_dir, &url));
+}
+
+/// Waits until a fill job is held back (state `stopped`).
+async fn held(spool: &Spool) {
+    wait_for("the fill held back", || async {
+        fills(spool).await.iter().any(|j| j["state"] == "stopped")
+    })
+    .await;
 }
 
 /// Pauses or resumes cache writes through the admin API.
@@ -235,10 +240,7 @@ async fn a_held_fill_goes_on_when_there_is_room_again() {
     let url = origin.url("show.mkv");
     caching(&spool, "pause").await;
     watch(&spool.url(&url), 0.8).await;
-    wait_for("the fill held back", || async {
-        fills(&spool).await.iter().any(|j| j["state"] == "stopped")
-    })
-    .await;
+    held(&spool).await;
     let job = fills(&spool).await.remove(0);
     assert!(
         job["error"].as_str().unwrap_or("").contains("paused"),
@@ -291,10 +293,7 @@ async fn a_held_fill_cancelled_or_its_media_deleted_stays_stopped() {
         let url = origin.url("ep.mkv");
         caching(&spool, "pause").await;
         watch(&spool.url(&url), 0.8).await;
-        wait_for("the fill held back", || async {
-            fills(&spool).await.iter().any(|j| j["state"] == "stopped")
-        })
-        .await;
+        held(&spool).await;
         let job = fills(&spool).await.remove(0);
         let (status, v) = match how {
             "cancel the job" => {
@@ -348,16 +347,10 @@ async fn a_held_fill_stays_one_fill_after_a_restart() {
     let spool = Spool::start_cfg(cfg(dir.path())).await;
     let url = origin.url("big.mkv");
     watch(&spool.url(&url), 0.8).await;
-    wait_for("the fill held back", || async {
-        fills(&spool).await.iter().any(|j| j["state"] == "stopped")
-    })
-    .await;
+    held(&spool).await;
     let (cache_dir, _tmp) = spool.stop().await;
     let spool = Spool::start_cfg(cfg(&cache_dir)).await;
-    wait_for("the recorded fill held back again", || async {
-        fills(&spool).await.iter().any(|j| j["state"] == "stopped")
-    })
-    .await;
+    held(&spool).await;
     // Long past --fill-after: the player asks for its fill.
     watch(&spool.url(&url), 0.8).await;
     tokio::time::sleep(Duration::from_millis(500)).await;

@@ -38,6 +38,12 @@ pub(crate) fn rekey(
         let rows = st.query_map(params![after, REKEY_BATCH], |r| Ok((r.get(0)?, r.get(1)?)))?;
         rows.collect()
     };
+    // The rows whose URL has another key, with it.
+    let moving = |rows: &[(i64, String)]| -> Vec<(i64, String, String)> {
+        let moves =
+            |(id, url): &(i64, String)| Some((*id, url.clone(), key(url).filter(|k| k != url)?));
+        rows.iter().filter_map(moves).collect()
+    };
     let next = |rows: &[(i64, String)], more: RekeyFrom| match rows.last() {
         Some(&(last, _)) if rows.len() == REKEY_BATCH => Some(more.at(last)),
         _ => None,
@@ -49,10 +55,7 @@ pub(crate) fn rekey(
                  ORDER BY rowid LIMIT ?2",
                 after,
             )?;
-            for (row, url) in &rows {
-                let Some(k) = key(url).filter(|k| k != url) else {
-                    continue;
-                };
+            for (row, url, k) in moving(&rows) {
                 let title: i64 = tx.query_row(
                     "SELECT title_id FROM title_parts WHERE rowid = ?1",
                     [row],
@@ -81,10 +84,7 @@ pub(crate) fn rekey(
                  ORDER BY title_id LIMIT ?2",
                 after,
             )?;
-            for (title, url) in &rows {
-                let Some(k) = key(url).filter(|k| k != url) else {
-                    continue;
-                };
+            for (title, _, k) in moving(&rows) {
                 let other: Option<i64> = tx
                     .query_row("SELECT title_id FROM titles WHERE url = ?1", [&k], |r| {
                         r.get(0)
